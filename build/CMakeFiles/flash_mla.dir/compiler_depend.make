@@ -1,0 +1,2 @@
+# Empty compiler generated dependencies file for flash_mla.
+# This may be replaced when dependencies are built.

@@ -1,0 +1,162 @@
+// flash_mla: MLA (Multi-head Latent Attention) decoding over a paged KV cache.
+//
+// The torch-free C++ API. Everything a caller passes is a TensorView (pointer, shape, strides in
+// elements, dtype, device); the caller owns every buffer, including the split-KV workspace, so no
+// call allocates. The behaviour contract is SPEC.md (shared with the Python package): shapes,
+// masking, the +inf lse of empty rows and the memory-safety rules for block-table and page tails.
+//
+//   int parts = flash_mla::num_sm_parts(num_sms, s_q * h_q / h_kv, h_kv);
+//   flash_mla::get_mla_metadata({cache_seqlens, s_q * h_q / h_kv, h_kv, page_size, num_sms,
+//                                metadata /*[parts, 8]*/, num_splits /*[b + 1]*/});
+//   flash_mla::mla_decode(args);   // args.workspace: decode_workspace_bytes(b, s_q, h_q, parts)
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <stdexcept>
+#include <string>
+
+namespace flash_mla {
+
+inline constexpr int kHeadDim = 576;   // K row: 512 latent ("NoPE") channels + 64 RoPE channels
+inline constexpr int kHeadDimV = 512;  // V = the first 512 channels of the same cached row
+inline constexpr int kBlockN = 64;     // tokens per unit of scheduled work (one KV tile)
+inline constexpr int kBlockM = 64;     // query rows per tile (wgmma's M)
+inline constexpr int kMetadataWords = 8;
+
+enum class DType : int { kBF16, kFP16, kFP32, kInt32 };
+enum class DeviceType : int { kCPU, kCUDA };
+
+struct Device {
+  DeviceType type = DeviceType::kCPU;
+  int index = 0;
+};
+
+const char* to_string(DType dtype);
+std::string to_string(Device device);
+size_t element_size(DType dtype);
+
+inline constexpr int kMaxDims = 4;
+
+// A strided view of memory someone else owns. Strides are in elements.
+struct TensorView {
+  void* data = nullptr;
+  DType dtype = DType::kFP32;
+  Device device{};
+  int ndim = 0;
+  int64_t shape[kMaxDims] = {0, 0, 0, 0};
+  int64_t stride[kMaxDims] = {0, 0, 0, 0};
+
+  int64_t numel() const;
+  bool is_contiguous() const;
+};
+
+// A row-major contiguous view.
+TensorView make_view(void* data, DType dtype, Device device, std::initializer_list<int64_t> shape);
+// A view with explicit strides (elements).
+TensorView make_view(void* data, DType dtype, Device device, std::initializer_list<int64_t> shape,
+                     std::initializer_list<int64_t> stride);
+
+// Every failure a caller could have avoided is reported as an Error. `argument()` names the offending
+// argument ("q", "k_cache", ...); what() reads "flash_mla: <argument>: expected <x>, got <y>".
+class Error : public std::runtime_error {
+ public:
+  Error(std::string argument, const std::string& message);
+  const std::string& argument() const noexcept { return argument_; }
+
+ private:
+  std::string argument_;
+};
+
+enum class Backend : int {
+  kAuto,  // the tensors' device decides: CUDA tensors -> the Hopper kernel, CPU tensors -> CPU
+  kCPU,
+  kSM90,  // the Hopper (sm_90a) kernel; needs a build with FLASH_MLA_CUDA and an sm_90 device
+};
+const char* to_string(Backend backend);
+
+// True when this build contains the CUDA backends.
+bool cuda_backend_built();
+// Number of CUDA devices usable by this process (0 without CUDA support or without a GPU).
+int cuda_device_count();
+// SM count and compute capability of a CUDA device; throws Error when unavailable.
+struct CudaDeviceInfo {
+  int sm_count = 0;
+  int major = 0;
+  int minor = 0;
+  std::string name;
+};
+CudaDeviceInfo cuda_device_info(int device_index);
+// The backend kAuto picks for tensors on `device`; throws Error when none can run there.
+Backend resolve_backend(Backend requested, Device device);
+
+// ---------------------------------------------------------------------------------------------
+// Split-KV schedule
+//
+// Work is counted in units of kBlockN tokens. Each sequence costs ceil(L / 64) blocks plus a fixed
+// kSplitFixedCost per piece it is cut into; the total is cut into num_sm_parts nearly equal parts,
+// each the work of one CTA per (query tile, KV head). Row p of tile_scheduler_metadata describes part p:
+//   [0] begin_req    first sequence of the part (== b when the part is empty)
+//   [1] begin_token  first token of begin_req it covers (a multiple of 64)
+//   [2] end_req      last sequence of the part (inclusive; begin_req - 1 when empty)
+//   [3] end_token    one past the last token of end_req it covers
+//   [4] begin_split  index, among begin_req's pieces, of the part's first piece
+//   [5..7] 0
+// num_splits[i] is the prefix sum of the pieces of the sequences before i; sequence i owns
+// partial-result slots [num_splits[i], num_splits[i+1]), and num_splits[b] <= b + num_sm_parts.
+inline constexpr int kSplitFixedCost = 5;  // tuned for speed, does not affect correctness
+
+// num_sms / h_kv / ceil(rows / 64), at least 1: one CTA per SM across all query tiles and KV heads.
+int num_sm_parts(int num_sms, int num_q_tokens_per_head_k, int num_heads_k);
+
+struct ScheduleArgs {
+  TensorView cache_seqlens;          // [b] int32 (CPU or CUDA)
+  int num_q_tokens_per_head_k = 0;   // s_q * h_q / h_kv
+  int num_heads_k = 1;               // h_kv
+  int page_block_size = 64;
+  int num_sms = 0;                   // 0: the device's SM count (CUDA) or 132 (CPU tensors)
+  TensorView tile_scheduler_metadata;  // [num_sm_parts, 8] int32, same device as cache_seqlens
+  TensorView num_splits;               // [b + 1] int32, same device
+  void* stream = nullptr;              // cudaStream_t for CUDA tensors
+  Backend backend = Backend::kAuto;
+};
+// Writes the schedule. On CUDA tensors it runs one small kernel on `stream` (graph-capturable, no
+// host synchronisation); on CPU tensors it runs on the calling thread.
+void get_mla_metadata(const ScheduleArgs& args);
+// Number of SMs get_mla_metadata assumes when args.num_sms == 0 for a device.
+int default_num_sms(Device device);
+
+// ---------------------------------------------------------------------------------------------
+// Decode
+struct DecodeArgs {
+  TensorView q;              // [b, s_q, h_q, 576] bf16|fp16 (fp32 on CPU); last dim contiguous
+  TensorView k_cache;        // [num_blocks, page_block_size, h_kv, 576] q's dtype; last dim contiguous
+  TensorView block_table;    // [b, max_blocks_per_seq] int32; last dim contiguous
+  TensorView cache_seqlens;  // [b] int32
+  int head_dim_v = kHeadDimV;
+  TensorView tile_scheduler_metadata;  // [num_sm_parts, 8] int32, from get_mla_metadata
+  TensorView num_splits;               // [b + 1] int32, from get_mla_metadata
+  float softmax_scale = 0.0f;
+  bool causal = false;
+  TensorView out;  // [b, s_q, h_q, 512] q's dtype, contiguous
+  TensorView lse;  // [b, h_q, s_q] float32, contiguous
+  // Split-KV scratch of at least decode_workspace_bytes(...) bytes on the tensors' device, 256-byte
+  // aligned. Its contents on entry do not matter.
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  void* stream = nullptr;  // cudaStream_t for CUDA tensors; ignored on CPU
+  Backend backend = Backend::kAuto;
+  // Read device values to check block-table entries, seqlens and metadata (synchronises; off by
+  // default). Also switched on by the environment variable FLASH_MLA_VALIDATE=1.
+  bool validate_values = false;
+};
+
+// Bytes of split-KV scratch a decode call needs: fp32 partial O and lse for b + num_sm_parts pieces.
+size_t decode_workspace_bytes(int64_t batch, int64_t s_q, int64_t h_q, int64_t num_sm_parts);
+
+// out, lse <- MLA decode (SPEC.md). Validates every shape, dtype, stride and size relation first and
+// throws Error naming the argument; nothing is written when validation fails.
+void mla_decode(const DecodeArgs& args);
+
+}  // namespace flash_mla

@@ -1,0 +1,62 @@
+// The flat parameter structs every backend consumes. Filled once, by core/validate.cpp, after every
+// check has passed; backends trust them. Strides are in elements.
+#pragma once
+
+#include <cstdint>
+
+#include "flash_mla/flash_mla.hpp"
+
+namespace flash_mla::detail {
+
+struct DecodeParams {
+  DType dtype = DType::kBF16;
+  Device device{};
+  void* stream = nullptr;
+
+  int batch = 0;
+  int s_q = 0;
+  int h_q = 0;
+  int h_kv = 0;
+  int q_per_kv = 0;  // h_q / h_kv: query heads sharing one KV head
+  int rows = 0;      // s_q * q_per_kv: query rows per (sequence, KV head); row r = t * q_per_kv + h
+  int page_block_size = 0;
+  int max_blocks_per_seq = 0;
+  int64_t num_pages = 0;
+  int num_sm_parts = 0;
+  float softmax_scale = 0.0f;
+  bool causal = false;
+
+  const void* q = nullptr;  // [b, s_q, h_q, 576]
+  int64_t q_batch_stride = 0, q_seq_stride = 0, q_head_stride = 0;
+  const void* k = nullptr;  // [num_pages, page_block_size, h_kv, 576]
+  int64_t k_page_stride = 0, k_token_stride = 0, k_head_stride = 0;
+  const int32_t* block_table = nullptr;  // [b, max_blocks_per_seq]
+  int64_t block_table_stride = 0;
+  const int32_t* seqlens = nullptr;      // [b]
+  const int32_t* metadata = nullptr;     // [num_sm_parts, 8]
+  const int32_t* num_splits = nullptr;   // [b + 1]
+
+  void* out = nullptr;   // [b, s_q, h_q, 512] contiguous
+  float* lse = nullptr;  // [b, h_q, s_q] contiguous
+  // Split-KV scratch, slot-major: slot s (of b + num_sm_parts) holds h_kv * rows entries.
+  float* lse_accum = nullptr;  // [slots, h_kv, rows]
+  float* o_accum = nullptr;    // [slots, h_kv, rows, 512]
+};
+
+struct ScheduleParams {
+  Device device{};
+  void* stream = nullptr;
+  int batch = 0;
+  int num_sm_parts = 0;
+  const int32_t* seqlens = nullptr;  // [b]
+  int32_t* metadata = nullptr;       // [num_sm_parts, 8]
+  int32_t* num_splits = nullptr;     // [b + 1]
+};
+
+// Fill the parameter structs; throw Error naming the argument on the first failed check.
+DecodeParams make_decode_params(const DecodeArgs& args, Backend backend);
+ScheduleParams make_schedule_params(const ScheduleArgs& args);
+// Optional value checks (synchronise on CUDA): block-table entries, seqlens and metadata.
+void validate_decode_values(const DecodeParams& params);
+
+}  // namespace flash_mla::detail

@@ -1,0 +1,326 @@
+// Every check of every argument, in one place, for all backends and bindings. Messages read
+// "flash_mla: <argument>: expected <what>, got <what>".
+#include <cmath>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/backends.hpp"
+#include "core/params.hpp"
+#include "core/schedule.hpp"
+
+namespace flash_mla::detail {
+
+namespace {
+
+std::string shape_str(const TensorView& t) {
+  std::ostringstream s;
+  s << '[';
+  for (int d = 0; d < t.ndim; ++d) s << (d ? ", " : "") << t.shape[d];
+  s << ']';
+  return s.str();
+}
+
+std::string shape_str(std::initializer_list<int64_t> shape) {
+  std::ostringstream s;
+  s << '[';
+  bool first = true;
+  for (int64_t v : shape) {
+    s << (first ? "" : ", ") << v;
+    first = false;
+  }
+  s << ']';
+  return s.str();
+}
+
+[[noreturn]] void fail(const std::string& arg, const std::string& expected, const std::string& got) {
+  throw Error(arg, "expected " + expected + ", got " + got);
+}
+
+void check_ndim(const TensorView& t, const char* arg, int ndim, const char* layout) {
+  if (t.ndim != ndim) {
+    fail(arg, std::to_string(ndim) + " dimensions " + layout, std::to_string(t.ndim) + " dimensions");
+  }
+  for (int d = 0; d < ndim; ++d) {
+    if (t.shape[d] < 0) fail(arg, "non-negative sizes", "shape " + shape_str(t));
+    if (t.stride[d] < 0) fail(arg, "non-negative strides", "stride " + std::to_string(t.stride[d]));
+  }
+}
+
+void check_dtype(const TensorView& t, const char* arg, DType dtype) {
+  if (t.dtype != dtype) fail(arg, std::string("dtype ") + to_string(dtype), to_string(t.dtype));
+}
+
+void check_shape(const TensorView& t, const char* arg, std::initializer_list<int64_t> shape) {
+  int d = 0;
+  for (int64_t v : shape) {
+    if (t.shape[d++] != v) fail(arg, "shape " + shape_str(shape), shape_str(t));
+  }
+}
+
+void check_contiguous(const TensorView& t, const char* arg) {
+  if (!t.is_contiguous()) fail(arg, "a contiguous tensor", "shape " + shape_str(t) + " with other strides");
+}
+
+void check_last_dim_contiguous(const TensorView& t, const char* arg) {
+  if (t.shape[t.ndim - 1] > 1 && t.stride[t.ndim - 1] != 1) {
+    fail(arg, "last-dimension stride 1", std::to_string(t.stride[t.ndim - 1]));
+  }
+}
+
+void check_device(const TensorView& t, const char* arg, Device device) {
+  if (t.device.type != device.type || t.device.index != device.index) {
+    fail(arg, "a tensor on " + to_string(device) + " (q's device)", to_string(t.device));
+  }
+}
+
+void check_data(const TensorView& t, const char* arg) {
+  if (t.data == nullptr && t.numel() > 0) fail(arg, "a non-null data pointer", "nullptr");
+}
+
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && v[0] != '\0' && std::string(v) != "0";
+}
+
+// The Hopper kernel reads q and k_cache with 16-byte copies (TMA), so their base pointers and every
+// stride must be 16-byte multiples.
+void check_copy_engine_alignment(const TensorView& t, const char* arg) {
+  const int64_t align_elems = 16 / static_cast<int64_t>(element_size(t.dtype));
+  if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0) {
+    fail(arg, "a 16-byte aligned data pointer (sm90 backend)", "an address ending in " +
+         std::to_string(reinterpret_cast<uintptr_t>(t.data) % 16) + " mod 16");
+  }
+  for (int d = 0; d < t.ndim - 1; ++d) {
+    if (t.shape[d] > 1 && t.stride[d] % align_elems != 0) {
+      fail(arg, "strides that are multiples of " + std::to_string(align_elems) +
+           " elements (16 bytes, sm90 backend)", "stride " + std::to_string(t.stride[d]) +
+           " in dimension " + std::to_string(d));
+    }
+  }
+}
+
+}  // namespace
+
+DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
+  const Device device = a.q.device;
+  check_ndim(a.q, "q", 4, "[b, s_q, h_q, 576]");
+  const int64_t b = a.q.shape[0], s_q = a.q.shape[1], h_q = a.q.shape[2];
+  if (b < 1) fail("q", "batch size b >= 1", "b = " + std::to_string(b));
+  if (s_q < 1) fail("q", "s_q >= 1", "s_q = " + std::to_string(s_q));
+  if (h_q < 1) fail("q", "h_q >= 1", "h_q = " + std::to_string(h_q));
+  if (a.q.shape[3] != kHeadDim) fail("q", "head dimension 576 (last dim)", std::to_string(a.q.shape[3]));
+  if (a.q.dtype != DType::kBF16 && a.q.dtype != DType::kFP16 && a.q.dtype != DType::kFP32) {
+    fail("q", "dtype bfloat16 or float16", to_string(a.q.dtype));
+  }
+  if (a.q.dtype == DType::kFP32 && backend != Backend::kCPU) {
+    fail("q", "dtype bfloat16 or float16 (float32 runs on the cpu backend only)", to_string(a.q.dtype));
+  }
+  check_last_dim_contiguous(a.q, "q");
+  check_data(a.q, "q");
+
+  check_ndim(a.k_cache, "k_cache", 4, "[num_blocks, page_block_size, h_kv, 576]");
+  check_device(a.k_cache, "k_cache", device);
+  check_dtype(a.k_cache, "k_cache", a.q.dtype);
+  if (a.k_cache.shape[3] != kHeadDim) {
+    fail("k_cache", "head dimension 576 (last dim)", std::to_string(a.k_cache.shape[3]));
+  }
+  const int64_t num_pages = a.k_cache.shape[0], page = a.k_cache.shape[1], h_kv = a.k_cache.shape[2];
+  if (num_pages < 1) fail("k_cache", "at least one block (dim 0)", std::to_string(num_pages));
+  if (page < 1) fail("k_cache", "page_block_size >= 1 (dim 1)", std::to_string(page));
+  if (h_kv < 1) fail("k_cache", "h_kv >= 1 (dim 2)", std::to_string(h_kv));
+  if (h_q % h_kv != 0) {
+    fail("k_cache", "h_kv dividing h_q = " + std::to_string(h_q), "h_kv = " + std::to_string(h_kv));
+  }
+  check_last_dim_contiguous(a.k_cache, "k_cache");
+  check_data(a.k_cache, "k_cache");
+
+  if (a.head_dim_v != kHeadDimV) fail("head_dim_v", "512", std::to_string(a.head_dim_v));
+
+  check_ndim(a.block_table, "block_table", 2, "[b, max_blocks_per_seq]");
+  check_device(a.block_table, "block_table", device);
+  check_dtype(a.block_table, "block_table", DType::kInt32);
+  if (a.block_table.shape[0] != b) {
+    fail("block_table", "b = " + std::to_string(b) + " rows (q's batch)", shape_str(a.block_table));
+  }
+  check_last_dim_contiguous(a.block_table, "block_table");
+  check_data(a.block_table, "block_table");
+
+  check_ndim(a.cache_seqlens, "cache_seqlens", 1, "[b]");
+  check_device(a.cache_seqlens, "cache_seqlens", device);
+  check_dtype(a.cache_seqlens, "cache_seqlens", DType::kInt32);
+  check_shape(a.cache_seqlens, "cache_seqlens", {b});
+  check_contiguous(a.cache_seqlens, "cache_seqlens");
+  check_data(a.cache_seqlens, "cache_seqlens");
+
+  check_ndim(a.tile_scheduler_metadata, "tile_scheduler_metadata", 2, "[num_sm_parts, 8]");
+  check_device(a.tile_scheduler_metadata, "tile_scheduler_metadata", device);
+  check_dtype(a.tile_scheduler_metadata, "tile_scheduler_metadata", DType::kInt32);
+  const int64_t parts = a.tile_scheduler_metadata.shape[0];
+  if (parts < 1 || a.tile_scheduler_metadata.shape[1] != kMetadataWords) {
+    fail("tile_scheduler_metadata", "shape [num_sm_parts >= 1, 8]", shape_str(a.tile_scheduler_metadata));
+  }
+  check_contiguous(a.tile_scheduler_metadata, "tile_scheduler_metadata");
+  check_data(a.tile_scheduler_metadata, "tile_scheduler_metadata");
+
+  check_ndim(a.num_splits, "num_splits", 1, "[b + 1]");
+  check_device(a.num_splits, "num_splits", device);
+  check_dtype(a.num_splits, "num_splits", DType::kInt32);
+  if (a.num_splits.shape[0] != b + 1) {
+    fail("num_splits", "shape [" + std::to_string(b + 1) + "] (b + 1; metadata of another batch?)",
+         shape_str(a.num_splits));
+  }
+  check_contiguous(a.num_splits, "num_splits");
+  check_data(a.num_splits, "num_splits");
+
+  if (!std::isfinite(a.softmax_scale)) fail("softmax_scale", "a finite number", std::to_string(a.softmax_scale));
+
+  check_ndim(a.out, "out", 4, "[b, s_q, h_q, 512]");
+  check_device(a.out, "out", device);
+  check_dtype(a.out, "out", a.q.dtype);
+  check_shape(a.out, "out", {b, s_q, h_q, kHeadDimV});
+  check_contiguous(a.out, "out");
+  check_data(a.out, "out");
+
+  check_ndim(a.lse, "lse", 3, "[b, h_q, s_q]");
+  check_device(a.lse, "lse", device);
+  check_dtype(a.lse, "lse", DType::kFP32);
+  check_shape(a.lse, "lse", {b, h_q, s_q});
+  check_contiguous(a.lse, "lse");
+  check_data(a.lse, "lse");
+
+  const size_t need = decode_workspace_bytes(b, s_q, h_q, parts);
+  if (a.workspace_bytes < need) {
+    fail("workspace_bytes", "at least " + std::to_string(need) + " (decode_workspace_bytes)",
+         std::to_string(a.workspace_bytes));
+  }
+  if (a.workspace == nullptr) fail("workspace", "a non-null pointer", "nullptr");
+  if (reinterpret_cast<uintptr_t>(a.workspace) % 256 != 0) {
+    fail("workspace", "a 256-byte aligned pointer", "an unaligned pointer");
+  }
+
+  if (backend == Backend::kSM90) {
+    if (page != kBlockN) fail("k_cache", "page_block_size 64 (sm90 backend)", std::to_string(page));
+    check_copy_engine_alignment(a.q, "q");
+    check_copy_engine_alignment(a.k_cache, "k_cache");
+  }
+
+  DecodeParams p;
+  p.dtype = a.q.dtype;
+  p.device = device;
+  p.stream = a.stream;
+  p.batch = static_cast<int>(b);
+  p.s_q = static_cast<int>(s_q);
+  p.h_q = static_cast<int>(h_q);
+  p.h_kv = static_cast<int>(h_kv);
+  p.q_per_kv = static_cast<int>(h_q / h_kv);
+  p.rows = static_cast<int>(s_q * (h_q / h_kv));
+  p.page_block_size = static_cast<int>(page);
+  p.max_blocks_per_seq = static_cast<int>(a.block_table.shape[1]);
+  p.num_pages = num_pages;
+  p.num_sm_parts = static_cast<int>(parts);
+  p.softmax_scale = a.softmax_scale;
+  p.causal = a.causal && s_q > 1;
+  p.q = a.q.data;
+  p.q_batch_stride = a.q.stride[0];
+  p.q_seq_stride = a.q.stride[1];
+  p.q_head_stride = a.q.stride[2];
+  p.k = a.k_cache.data;
+  p.k_page_stride = a.k_cache.stride[0];
+  p.k_token_stride = a.k_cache.stride[1];
+  p.k_head_stride = a.k_cache.stride[2];
+  p.block_table = static_cast<const int32_t*>(a.block_table.data);
+  p.block_table_stride = a.block_table.stride[0];
+  p.seqlens = static_cast<const int32_t*>(a.cache_seqlens.data);
+  p.metadata = static_cast<const int32_t*>(a.tile_scheduler_metadata.data);
+  p.num_splits = static_cast<const int32_t*>(a.num_splits.data);
+  p.out = a.out.data;
+  p.lse = static_cast<float*>(a.lse.data);
+  const int64_t slots = b + parts;
+  p.lse_accum = static_cast<float*>(a.workspace);
+  const size_t lse_bytes = (static_cast<size_t>(slots * h_q * s_q) * sizeof(float) + 255) / 256 * 256;
+  p.o_accum = reinterpret_cast<float*>(static_cast<char*>(a.workspace) + lse_bytes);
+  return p;
+}
+
+ScheduleParams make_schedule_params(const ScheduleArgs& a) {
+  check_ndim(a.cache_seqlens, "cache_seqlens", 1, "[b]");
+  check_dtype(a.cache_seqlens, "cache_seqlens", DType::kInt32);
+  const int64_t b = a.cache_seqlens.shape[0];
+  if (b < 1) fail("cache_seqlens", "batch size b >= 1", "b = " + std::to_string(b));
+  check_contiguous(a.cache_seqlens, "cache_seqlens");
+  check_data(a.cache_seqlens, "cache_seqlens");
+  if (a.num_q_tokens_per_head_k < 1) {
+    fail("num_q_tokens_per_head_k", ">= 1 (s_q * h_q / h_kv)", std::to_string(a.num_q_tokens_per_head_k));
+  }
+  if (a.num_heads_k < 1) fail("num_heads_k", ">= 1", std::to_string(a.num_heads_k));
+  if (a.page_block_size < 1) fail("page_block_size", ">= 1", std::to_string(a.page_block_size));
+  if (a.num_sms < 0) fail("num_sms", ">= 0 (0: the device's)", std::to_string(a.num_sms));
+  const Device device = a.cache_seqlens.device;
+  const int sms = a.num_sms > 0 ? a.num_sms : default_num_sms(device);
+  const int parts = num_sm_parts(sms, a.num_q_tokens_per_head_k, a.num_heads_k);
+
+  check_ndim(a.tile_scheduler_metadata, "tile_scheduler_metadata", 2, "[num_sm_parts, 8]");
+  check_device(a.tile_scheduler_metadata, "tile_scheduler_metadata", device);
+  check_dtype(a.tile_scheduler_metadata, "tile_scheduler_metadata", DType::kInt32);
+  check_shape(a.tile_scheduler_metadata, "tile_scheduler_metadata", {parts, kMetadataWords});
+  check_contiguous(a.tile_scheduler_metadata, "tile_scheduler_metadata");
+  check_data(a.tile_scheduler_metadata, "tile_scheduler_metadata");
+
+  check_ndim(a.num_splits, "num_splits", 1, "[b + 1]");
+  check_device(a.num_splits, "num_splits", device);
+  check_dtype(a.num_splits, "num_splits", DType::kInt32);
+  check_shape(a.num_splits, "num_splits", {b + 1});
+  check_contiguous(a.num_splits, "num_splits");
+  check_data(a.num_splits, "num_splits");
+
+  ScheduleParams p;
+  p.device = device;
+  p.stream = a.stream;
+  p.batch = static_cast<int>(b);
+  p.num_sm_parts = parts;
+  p.seqlens = static_cast<const int32_t*>(a.cache_seqlens.data);
+  p.metadata = static_cast<int32_t*>(a.tile_scheduler_metadata.data);
+  p.num_splits = static_cast<int32_t*>(a.num_splits.data);
+  return p;
+}
+
+void validate_decode_values(const DecodeParams& p) {
+  const size_t b = static_cast<size_t>(p.batch);
+  std::vector<int32_t> seqlens(b), num_splits(b + 1);
+  std::vector<int32_t> metadata(static_cast<size_t>(p.num_sm_parts) * kMetadataWords);
+  std::vector<int32_t> table(b * static_cast<size_t>(p.max_blocks_per_seq));
+  copy_int32_to_host(p.device, seqlens.data(), p.seqlens, b, 1, 1);
+  copy_int32_to_host(p.device, num_splits.data(), p.num_splits, b + 1, 1, 1);
+  copy_int32_to_host(p.device, metadata.data(), p.metadata, metadata.size(), 1, 1);
+  copy_int32_to_host(p.device, table.data(), p.block_table, b, p.max_blocks_per_seq, p.block_table_stride);
+
+  const int64_t capacity = static_cast<int64_t>(p.max_blocks_per_seq) * p.page_block_size;
+  for (size_t i = 0; i < b; ++i) {
+    if (seqlens[i] < 0 || seqlens[i] > capacity) {
+      fail("cache_seqlens", "values in [0, max_blocks_per_seq * page_block_size = " +
+           std::to_string(capacity) + "]", "cache_seqlens[" + std::to_string(i) + "] = " +
+           std::to_string(seqlens[i]));
+    }
+    const int64_t used = (static_cast<int64_t>(seqlens[i]) + p.page_block_size - 1) / p.page_block_size;
+    for (int64_t j = 0; j < used; ++j) {
+      const int32_t page = table[i * p.max_blocks_per_seq + j];
+      if (page < 0 || page >= p.num_pages) {
+        fail("block_table", "entries of used pages in [0, num_blocks = " + std::to_string(p.num_pages) +
+             ")", "block_table[" + std::to_string(i) + ", " + std::to_string(j) + "] = " +
+             std::to_string(page));
+      }
+    }
+  }
+  std::vector<int32_t> want_meta(metadata.size()), want_splits(b + 1);
+  schedule_host(seqlens.data(), p.batch, p.num_sm_parts, want_meta.data(), want_splits.data());
+  if (want_meta != metadata || want_splits != num_splits) {
+    fail("tile_scheduler_metadata", "the schedule of these cache_seqlens (get_mla_metadata)",
+         "metadata computed for other sequence lengths or another batch");
+  }
+}
+
+bool value_validation_requested(bool flag) { return flag || env_flag("FLASH_MLA_VALIDATE"); }
+
+}  // namespace flash_mla::detail

@@ -1,0 +1,112 @@
+// Device implementation of the split-KV schedule: one CTA, two block-wide scans, no serial walk over
+// the batch (the arithmetic is core/schedule_math.hpp, shared with the host implementation, so both
+// write the same words). Graph-capturable: one launch on the caller's stream, no host synchronisation.
+//
+// Pass 1 sums the cost line. Pass 2 walks the batch in chunks of kThreads sequences: an exclusive scan
+// gives each sequence's start S_i, an inclusive scan of its piece count gives num_splits[i + 1], and
+// the thread that owns the boundary x = p*T records part p's first work position in words 5..7 of
+// row p (scratch). Pass 3 turns begin(p) and begin(p + 1) into the final row and clears the scratch.
+#include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
+
+#include "core/backends.hpp"
+#include "core/schedule.hpp"
+#include "core/schedule_math.hpp"
+#include "cuda/cuda_check.hpp"
+
+namespace flash_mla::detail {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void __launch_bounds__(kThreads) schedule_kernel(const int32_t* __restrict__ seqlens, int batch,
+                                                            int parts, int32_t* __restrict__ metadata,
+                                                            int32_t* __restrict__ num_splits) {
+  using Scan = cub::BlockScan<int64_t, kThreads>;
+  using Reduce = cub::BlockReduce<int64_t, kThreads>;
+  __shared__ union {
+    typename Scan::TempStorage scan;
+    typename Reduce::TempStorage reduce;
+  } tmp;
+  __shared__ int64_t s_total;
+
+  int64_t local = 0;
+  for (int i = threadIdx.x; i < batch; i += kThreads) local += schedule_cost(seqlens[i]);
+  const int64_t block_total = Reduce(tmp.reduce).Sum(local);
+  if (threadIdx.x == 0) s_total = block_total;
+  __syncthreads();
+  const int64_t total = s_total;
+  const int64_t part_size = schedule_part_size(total, parts);
+
+  if (threadIdx.x == 0) num_splits[0] = 0;
+  int64_t cost_carry = 0, split_carry = 0;
+  for (int base = 0; base < batch; base += kThreads) {
+    const int i = base + threadIdx.x;
+    const int64_t cost = i < batch ? schedule_cost(seqlens[i]) : 0;
+    int64_t start, cost_sum;
+    __syncthreads();
+    Scan(tmp.scan).ExclusiveSum(cost, start, cost_sum);
+    start += cost_carry;
+    cost_carry += cost_sum;
+    const int64_t pieces = i < batch ? schedule_pieces(start, cost, part_size) : 0;
+    int64_t pieces_incl, pieces_sum;
+    __syncthreads();
+    Scan(tmp.scan).InclusiveSum(pieces, pieces_incl, pieces_sum);
+    if (i < batch) {
+      num_splits[i + 1] = static_cast<int32_t>(split_carry + pieces_incl);
+      for (int64_t p = (start + part_size - 1) / part_size; p * part_size < start + cost; ++p) {
+        int32_t* row = metadata + p * kMetadataWords;
+        const int64_t block = schedule_block_at(start, p * part_size);
+        row[5] = i;
+        row[6] = static_cast<int32_t>(block);
+        row[7] = block == 0 ? 0 : schedule_split_index(start, p * part_size, part_size);
+      }
+    }
+    split_carry += pieces_sum;
+  }
+  __syncthreads();
+
+  for (int base = 0; base < parts; base += kThreads) {
+    const int p = base + threadIdx.x;
+    int32_t begin_req = batch, begin_block = 0, begin_split = 0, end_req = batch, end_block = 0;
+    if (p < parts) {
+      if (p * part_size < total) {
+        const int32_t* row = metadata + static_cast<int64_t>(p) * kMetadataWords;
+        begin_req = row[5];
+        begin_block = row[6];
+        begin_split = row[7];
+      }
+      if ((p + 1) * part_size < total) {
+        const int32_t* next = metadata + static_cast<int64_t>(p + 1) * kMetadataWords;
+        end_req = next[5];
+        end_block = next[6];
+      }
+    }
+    __syncthreads();
+    if (p < parts) {
+      int32_t* row = metadata + static_cast<int64_t>(p) * kMetadataWords;
+      if (begin_req == end_req && begin_block == end_block) {
+        schedule_write_empty(row, batch);
+      } else {
+        row[0] = begin_req;
+        row[1] = begin_block * kBlockN;
+        row[2] = end_block == 0 ? end_req - 1 : end_req;
+        row[3] = end_block == 0 ? max(seqlens[end_req - 1], 0) : end_block * kBlockN;
+        row[4] = begin_split;
+        row[5] = row[6] = row[7] = 0;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void schedule_cuda(const ScheduleParams& p) {
+  CudaDeviceGuard guard(p.device.index);
+  schedule_kernel<<<1, kThreads, 0, static_cast<cudaStream_t>(p.stream)>>>(p.seqlens, p.batch, p.num_sm_parts,
+                                                                           p.metadata, p.num_splits);
+  cuda_check(cudaGetLastError(), "schedule kernel launch");
+}
+
+}  // namespace flash_mla::detail
