@@ -1,13 +1,72 @@
-// Hopper decode kernel entry point (placeholder until the kernel lands: reports that it is absent,
-// so kAuto keeps CUDA tensors off this backend and callers get a clear error).
+// Host side of the dense Hopper decode: the TMA descriptor of the paged KV cache, the main kernel,
+// then the split-KV combine, all on the caller's stream (no allocation, no synchronisation).
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include "core/backends.hpp"
+#include "cuda/combine.hpp"
+#include "cuda/cuda_check.hpp"
+#include "cuda/sm90/decode_dense/config.hpp"
+#include "cuda/sm90/decode_dense/launch.hpp"
 
 namespace flash_mla::detail {
 
-bool sm90_kernel_built() { return false; }
+namespace {
 
-void decode_sm90(const DecodeParams&) {
-  throw Error("backend", "expected a build with the sm90 decode kernel, got one without it");
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult status{};
+    cuda_check(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault, &status),
+               "cudaGetDriverEntryPointByVersion(cuTensorMapEncodeTiled)");
+    if (status != cudaDriverEntryPointSuccess || ptr == nullptr) {
+      throw Error("cuda", "the driver does not provide cuTensorMapEncodeTiled");
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
+  }();
+  return fn;
+}
+
+// The cache as a 4-D tensor {576 channels, h_kv, page tokens, pages}; one copy moves a 64-token x
+// 64-channel box of one head into a 128-byte-swizzled tile. Out-of-range coordinates read zeros.
+CUtensorMap make_k_map(const DecodeParams& p) {
+  const int64_t es = 2;
+  const int64_t token_stride = p.k_token_stride * es;
+  // Strides of size-1 dimensions are never used; give the encoder a valid one.
+  const int64_t head_stride = p.h_kv > 1 ? p.k_head_stride * es : kHeadDim * es;
+  const int64_t page_stride = p.num_pages > 1 ? p.k_page_stride * es : token_stride * p.page_block_size;
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(kHeadDim), static_cast<cuuint64_t>(p.h_kv),
+                              static_cast<cuuint64_t>(p.page_block_size), static_cast<cuuint64_t>(p.num_pages)};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(head_stride), static_cast<cuuint64_t>(token_stride),
+                                 static_cast<cuuint64_t>(page_stride)};
+  const cuuint32_t box[4] = {sm90::kSubTileCols, 1, sm90::kBlockN, 1};
+  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+  CUtensorMap map{};
+  const CUresult r = tensor_map_encoder()(
+      &map, p.dtype == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
+      const_cast<void*>(p.k), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    throw Error("k_cache", "expected strides the copy engine accepts (cuTensorMapEncodeTiled error " +
+                std::to_string(static_cast<int>(r)) + ")");
+  }
+  return map;
+}
+
+}  // namespace
+
+bool sm90_kernel_built() { return true; }
+
+void decode_sm90(const DecodeParams& p) {
+  CudaDeviceGuard guard(p.device.index);
+  const CUtensorMap k_map = make_k_map(p);
+  if (p.dtype == DType::kBF16) {
+    sm90::launch_decode<__nv_bfloat16>(p, k_map);
+  } else {
+    sm90::launch_decode<__half>(p, k_map);
+  }
+  cuda_check(cudaGetLastError(), "sm90 decode kernel launch");
+  launch_combine(p);
 }
 
 }  // namespace flash_mla::detail

@@ -1,0 +1,396 @@
+// Dense (bf16/fp16) MLA decode on Hopper: one CTA per (64-row query tile, KV head, schedule part).
+//
+// Schedule (384 threads, three warpgroups):
+//   producer  (WG2, one thread): for every 64-token block of the part's pieces, waits for a free stage,
+//             then issues nine 64x64 TMA copies (the 576 channels) completing on k_full[stage].
+//   consumer0 (WG0): S = Q·Kᵀ (36 wgmma m64n64k16), mask, online softmax, zeroes V rows past the
+//             sequence end (they may hold NaN), writes P and the row rescale to shared memory, then
+//             O[:, 0:256] += P·V (4 wgmma m64n256k16).
+//   consumer1 (WG1): waits for P, O[:, 256:512] += P·V. Its P·V of block j overlaps consumer 0's
+//             Q·Kᵀ and softmax of block j + 1; TMA of block j + 2 overlaps both.
+//   Stages: 2 x 72 KiB of K; Q (72 KiB) stays resident for the piece; P 8 KiB. 225 KiB in all.
+//   Registers: consumers 232 (O half = 128 fp32, S = 32 fp32), producer 40 (setmaxnreg).
+//   A piece of a split sequence writes fp32 partial O and lse; an unsplit one writes out and lse.
+// Covered by tests/test_gpu.cpp (GPU decode vs the float64 reference) and flash-mla-bench's check.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "core/params.hpp"
+#include "cuda/sm90/decode_dense/config.hpp"
+#include "ptx/barrier.hpp"
+#include "ptx/mbarrier.hpp"
+#include "ptx/tma.hpp"
+#include "ptx/wgmma.hpp"
+
+namespace flash_mla::sm90 {
+
+using detail::DecodeParams;
+
+// One piece of work: the tokens [token_begin, token_end) of sequence `req`.
+struct Piece {
+  int req;
+  int seqlen;
+  int token_begin;
+  int token_end;
+  int split;     // index among the sequence's pieces
+  int n_splits;  // pieces of the sequence; 1 means "write the final output"
+  __device__ int first_block() const { return token_begin / kBlockN; }
+  __device__ int end_block() const { return token_end > token_begin ? (token_end + kBlockN - 1) / kBlockN : first_block(); }
+};
+
+// Visits the pieces of this CTA's part in order. Plain loads (not __ldg): metadata may be produced by
+// a kernel earlier in the same stream. Clamped so that metadata of another batch cannot index out of
+// bounds; lengths past the block table's capacity are truncated as on the CPU backend.
+template <typename Fn>
+__device__ __forceinline__ void for_each_piece(const DecodeParams& p, Fn&& fn) {
+  const int32_t* row = p.metadata + static_cast<int64_t>(blockIdx.z) * kMetadataWords;
+  const int begin_req = max(row[0], 0), end_req = min(row[2], p.batch - 1);
+  const int64_t capacity = static_cast<int64_t>(p.max_blocks_per_seq) * p.page_block_size;
+  const int64_t slots = static_cast<int64_t>(p.batch) + p.num_sm_parts;
+  for (int req = begin_req; req <= end_req; ++req) {
+    Piece pc;
+    pc.req = req;
+    pc.seqlen = static_cast<int>(min(max(static_cast<int64_t>(p.seqlens[req]), int64_t{0}), capacity));
+    pc.token_begin = req == begin_req ? max(row[1], 0) : 0;
+    pc.token_end = req == end_req ? min(row[3], pc.seqlen) : pc.seqlen;
+    pc.split = req == begin_req ? row[4] : 0;
+    const int first = p.num_splits[req];
+    pc.n_splits = p.num_splits[req + 1] - first;
+    const int64_t slot = static_cast<int64_t>(first) + pc.split;
+    if (pc.n_splits < 1 || (pc.n_splits > 1 && (slot < 0 || slot >= slots))) continue;
+    fn(pc);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float a, float b) {
+  if constexpr (ptx::kIsBf16<T>) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&v);
+  } else {
+    __half2 v = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+}
+
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// Byte offset of 16-byte chunk `chunk` of row `row` in a 128-byte-swizzled 64x64 tile.
+__device__ __forceinline__ uint32_t swizzled_offset(int row, int chunk) {
+  return static_cast<uint32_t>(row * 128 + ((chunk ^ (row & 7)) << 4));
+}
+
+// The query rows of one (sequence, KV head, 64-row tile), zero-filled past `rows`, into the swizzled
+// Q sub-tiles. Row r of the tile is global row m0 + r = t * q_per_kv + h_in_group.
+template <typename T>
+__device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, int req, int thread) {
+  constexpr int kChunksPerRow = kHeadDim * 2 / 16;  // 72
+  const int m0 = blockIdx.x * kBlockM;
+  const T* q = static_cast<const T*>(p.q);
+  for (int chunk = thread; chunk < kBlockM * kChunksPerRow; chunk += kConsumerThreads) {
+    const int r = chunk / kChunksPerRow, c = chunk % kChunksPerRow;
+    const int gr = m0 + r;
+    int4 v = make_int4(0, 0, 0, 0);
+    if (gr < p.rows) {
+      const int t = gr / p.q_per_kv, h = blockIdx.y * p.q_per_kv + gr % p.q_per_kv;
+      const T* src = q + req * p.q_batch_stride + t * p.q_seq_stride + h * p.q_head_stride + c * 8;
+      v = __ldg(reinterpret_cast<const int4*>(src));
+    }
+    char* tile = reinterpret_cast<char*>(&s.q[c / 8]);
+    *reinterpret_cast<int4*>(tile + swizzled_offset(r, c % 8)) = v;
+  }
+}
+
+// Query rows this thread owns in wgmma accumulator layouts: warp w holds rows 16w..16w+15; lane l
+// holds rows 16w + l/4 and 16w + l/4 + 8, columns 8i + 2(l%4) + {0, 1} of every 8-column chunk i.
+struct RowPair {
+  int row[2];
+  int col;  // 2 * (lane % 4)
+  __device__ explicit RowPair(int thread) {
+    const int warp = thread / 32, lane = thread % 32;
+    row[0] = warp * 16 + lane / 4;
+    row[1] = row[0] + 8;
+    col = 2 * (lane % 4);
+  }
+};
+
+// Writes this warpgroup's 256 columns of a finished piece: the final output when the sequence is not
+// split, else the fp32 partial at the piece's slot. m is the row max in the log2 domain, l the row sum.
+template <typename T>
+__device__ __forceinline__ void store_output(const DecodeParams& p, const Piece& pc, const RowPair& rp, int half,
+                                             const float (&o)[128], const float (&m)[2], const float (&l)[2],
+                                             bool write_lse) {
+  constexpr float kLn2 = 0.6931471805599453f;
+  const int m0 = blockIdx.x * kBlockM, kv = blockIdx.y;
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const int gr = m0 + rp.row[k];
+    if (gr >= p.rows) continue;
+    const int t = gr / p.q_per_kv, h = kv * p.q_per_kv + gr % p.q_per_kv;
+    const bool empty = l[k] == 0.0f;
+    const float inv = empty ? 0.0f : 1.0f / l[k];
+    const float lse = (m[k] + __log2f(l[k])) * kLn2;
+    if (pc.n_splits == 1) {
+      T* out = static_cast<T*>(p.out) + ((static_cast<int64_t>(pc.req) * p.s_q + t) * p.h_q + h) * kHeadDimV +
+               half * (kHeadDimV / 2) + rp.col;
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        *reinterpret_cast<uint32_t*>(out + 8 * i) = pack2<T>(o[4 * i + 2 * k] * inv, o[4 * i + 2 * k + 1] * inv);
+      }
+      if (write_lse) p.lse[(static_cast<int64_t>(pc.req) * p.h_q + h) * p.s_q + t] = empty ? INFINITY : lse;
+    } else {
+      const int64_t slot = static_cast<int64_t>(p.num_splits[pc.req]) + pc.split;
+      const int64_t idx = (slot * p.h_kv + kv) * p.rows + gr;
+      float* out = p.o_accum + idx * kHeadDimV + half * (kHeadDimV / 2) + rp.col;
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        *reinterpret_cast<float2*>(out + 8 * i) = make_float2(o[4 * i + 2 * k] * inv, o[4 * i + 2 * k + 1] * inv);
+      }
+      if (write_lse) p.lse_accum[idx] = empty ? -INFINITY : lse;
+    }
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void pv_gemm(float (&o)[128], const SharedStorage& s, int stage, int half) {
+  ptx::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kBlockN / 16; ++kk) {
+    const uint64_t desc_p = ptx::make_smem_desc(reinterpret_cast<const char*>(&s.p) + kk * 32, 16, 1024,
+                                                ptx::Swizzle::k128B);
+    const uint64_t desc_v = ptx::make_smem_desc(
+        reinterpret_cast<const char*>(&s.k[stage][half * kVSubTilesPerWarpgroup]) + kk * 16 * 128, kSubTileBytes,
+        1024, ptx::Swizzle::k128B);
+    ptx::wgmma_m64n256k16_ss_tn<T>(o, desc_p, desc_v, 1);
+  }
+  ptx::wgmma_commit_group();
+  ptx::wgmma_wait_group<0>();
+  ptx::fence_registers(o);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads, 1)
+    decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map) {
+  extern __shared__ char smem_raw[];
+  SharedStorage& s = *reinterpret_cast<SharedStorage*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  const int warpgroup = threadIdx.x / kWarpgroupThreads;
+  const int thread = threadIdx.x % kWarpgroupThreads;
+
+  if (threadIdx.x == 0) {
+    for (int st = 0; st < kStages; ++st) {
+      ptx::mbarrier_init(&s.k_full[st], 1);
+      ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
+    }
+    ptx::fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warpgroup == 2) {
+    // ---------------- producer ----------------
+    ptx::setmaxnreg_dec<kProducerRegs>();
+    if (thread != 0) return;
+    ptx::tma_prefetch_descriptor(&k_map);
+    uint32_t it = 0;
+    for_each_piece(p, [&](const Piece& pc) {
+      const int32_t* table = p.block_table + static_cast<int64_t>(pc.req) * p.block_table_stride;
+      for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
+        const int stage = it % kStages;
+        const uint32_t parity = (it / kStages) & 1;
+        ptx::mbarrier_wait(&s.k_free[stage], parity ^ 1);
+        ptx::mbarrier_arrive_expect_tx(&s.k_full[stage], kKBlockBytes);
+        const int32_t page = table[blk];  // page size 64: one page per block
+#pragma unroll
+        for (int c = 0; c < kQKSubTiles; ++c) {
+          ptx::tma_load_4d(&s.k[stage][c], &k_map, &s.k_full[stage], c * kSubTileCols, blockIdx.y, 0, page);
+        }
+      }
+    });
+    return;
+  }
+
+  // ---------------- consumers ----------------
+  ptx::setmaxnreg_inc<kConsumerRegs>();
+  const RowPair rp(thread);
+  const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+  uint32_t it = 0;
+  for_each_piece(p, [&](const Piece& pc) {
+    const int first = pc.first_block(), end = pc.end_block();
+    if (end > first) load_q<T>(p, s, pc.req, threadIdx.x);
+    ptx::fence_proxy_async_shared();
+    ptx::named_barrier_sync(kQReady, kConsumerThreads);
+
+    float o[128];
+#pragma unroll
+    for (int i = 0; i < 128; ++i) o[i] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+    if (warpgroup == 0) {
+      // Last visible token + 1 of each of this thread's rows: the piece's end, and the causal limit.
+      int limit[2];
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const int gr = blockIdx.x * kBlockM + rp.row[k];
+        const int t = gr / p.q_per_kv;
+        limit[k] = p.causal ? min(pc.token_end, pc.seqlen - p.s_q + t + 1) : pc.token_end;
+      }
+      for (int blk = first; blk < end; ++blk, ++it) {
+        const int stage = it % kStages;
+        ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
+        float sc[32];
+        ptx::wgmma_fence();
+#pragma unroll
+        for (int c = 0; c < kQKSubTiles; ++c) {
+#pragma unroll
+          for (int kk = 0; kk < kSubTileCols / 16; ++kk) {
+            const uint64_t desc_q = ptx::make_smem_desc(reinterpret_cast<const char*>(&s.q[c]) + kk * 32, 16, 1024,
+                                                        ptx::Swizzle::k128B);
+            const uint64_t desc_k = ptx::make_smem_desc(reinterpret_cast<const char*>(&s.k[stage][c]) + kk * 32, 16,
+                                                        1024, ptx::Swizzle::k128B);
+            ptx::wgmma_m64n64k16_ss<T>(sc, desc_q, desc_k, (c | kk) != 0);
+          }
+        }
+        ptx::wgmma_commit_group();
+        ptx::wgmma_wait_group<0>();
+        ptx::fence_registers(sc);
+
+        // Mask (select, never multiply: masked K rows may be NaN), scale into the log2 domain.
+        const int token0 = blk * kBlockN + rp.col;
+        float alpha[2], m_use[2], row_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int k = e / 2;
+            const int token = token0 + 8 * i + (e & 1);
+            float& v = sc[4 * i + e];
+            v = token < limit[k] ? v * scale_log2 : -INFINITY;
+            row_max[k] = fmaxf(row_max[k], v);
+          }
+        }
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          const float m_new = fmaxf(m[k], quad_max(row_max[k]));
+          m_use[k] = m_new == -INFINITY ? 0.0f : m_new;  // a fully masked row so far: keep exp2 finite
+          alpha[k] = exp2f(m[k] - m_use[k]);
+          m[k] = m_new;
+          l[k] *= alpha[k];
+        }
+        uint32_t packed[16];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+#pragma unroll
+          for (int k = 0; k < 2; ++k) {
+            const float p0 = exp2f(sc[4 * i + 2 * k] - m_use[k]);
+            const float p1 = exp2f(sc[4 * i + 2 * k + 1] - m_use[k]);
+            l[k] += p0 + p1;
+            packed[2 * i + k] = pack2<T>(p0, p1);
+          }
+        }
+
+        // V rows past the sequence end may hold NaN and 0 * NaN = NaN: zero them before P·V.
+        const int valid = pc.seqlen - blk * kBlockN;
+        if (valid < kBlockN) {
+          const int zero_chunks = (kBlockN - valid) * 8 * kVSubTiles;
+          for (int z = thread; z < zero_chunks; z += kWarpgroupThreads) {
+            const int c = z / ((kBlockN - valid) * 8), rest = z % ((kBlockN - valid) * 8);
+            char* tile = reinterpret_cast<char*>(&s.k[stage][c]);
+            *reinterpret_cast<int4*>(tile + (valid + rest / 8) * 128 + (rest % 8) * 16) = make_int4(0, 0, 0, 0);
+          }
+        }
+
+        ptx::named_barrier_sync(kPFree, kConsumerThreads);
+        char* sp = reinterpret_cast<char*>(&s.p);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+#pragma unroll
+          for (int k = 0; k < 2; ++k) {
+            *reinterpret_cast<uint32_t*>(sp + swizzled_offset(rp.row[k], i) + rp.col * 2) = packed[2 * i + k];
+          }
+        }
+        if (rp.col == 0) {
+          s.alpha[rp.row[0]] = alpha[0];
+          s.alpha[rp.row[1]] = alpha[1];
+        }
+        ptx::fence_proxy_async_shared();
+        ptx::named_barrier_arrive(kPReady, kConsumerThreads);
+
+#pragma unroll
+        for (int i = 0; i < 32; ++i) {
+          o[4 * i + 0] *= alpha[0];
+          o[4 * i + 1] *= alpha[0];
+          o[4 * i + 2] *= alpha[1];
+          o[4 * i + 3] *= alpha[1];
+        }
+        pv_gemm<T>(o, s, stage, 0);
+        ptx::mbarrier_arrive(&s.k_free[stage]);
+      }
+      l[0] = quad_sum(l[0]);
+      l[1] = quad_sum(l[1]);
+      if (rp.col == 0) {
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          s.row_max[rp.row[k]] = m[k];
+          s.row_sum[rp.row[k]] = l[k];
+        }
+      }
+      ptx::named_barrier_arrive(kRowStats, kConsumerThreads);
+      store_output<T>(p, pc, rp, 0, o, m, l, rp.col == 0);
+    } else {
+      for (int blk = first; blk < end; ++blk, ++it) {
+        const int stage = it % kStages;
+        ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
+        ptx::named_barrier_arrive(kPFree, kConsumerThreads);
+        ptx::named_barrier_sync(kPReady, kConsumerThreads);
+        const float alpha0 = s.alpha[rp.row[0]], alpha1 = s.alpha[rp.row[1]];
+#pragma unroll
+        for (int i = 0; i < 32; ++i) {
+          o[4 * i + 0] *= alpha0;
+          o[4 * i + 1] *= alpha0;
+          o[4 * i + 2] *= alpha1;
+          o[4 * i + 3] *= alpha1;
+        }
+        pv_gemm<T>(o, s, stage, 1);
+        ptx::mbarrier_arrive(&s.k_free[stage]);
+      }
+      ptx::named_barrier_sync(kRowStats, kConsumerThreads);
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        m[k] = s.row_max[rp.row[k]];
+        l[k] = s.row_sum[rp.row[k]];
+      }
+      store_output<T>(p, pc, rp, 1, o, m, l, false);
+    }
+  });
+}
+
+}  // namespace flash_mla::sm90
+
+namespace flash_mla::sm90 {
+
+// Launches the main kernel on p.stream (the current device is p.device). Instantiated per dtype in
+// decode_bf16.cu / decode_fp16.cu.
+template <typename T>
+void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
+  static bool configured = [] {
+    return cudaFuncSetAttribute(decode_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes) ==
+           cudaSuccess;
+  }();
+  (void)configured;
+  const dim3 grid((p.rows + kBlockM - 1) / kBlockM, p.h_kv, p.num_sm_parts);
+  decode_kernel<T><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map);
+}
+
+}  // namespace flash_mla::sm90
