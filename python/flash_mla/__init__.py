@@ -1,0 +1,164 @@
+"""flash_mla: MLA decoding over a paged KV cache, with DeepSeek FlashMLA's Python interface.
+
+    from flash_mla import get_mla_metadata, flash_mla_with_kvcache
+
+    tile_scheduler_metadata, num_splits = get_mla_metadata(cache_seqlens, s_q * h_q // h_kv, h_kv)
+    for layer in range(num_layers):
+        out, lse = flash_mla_with_kvcache(q, k_cache, block_table, cache_seqlens, 512,
+                                          tile_scheduler_metadata, num_splits, causal=True)
+
+CPU tensors run the CPU backend, CUDA tensors the Hopper (sm_90a) kernel. The contract (shapes,
+masking, the +inf lse of empty rows, which block-table entries and cache tokens are never read) is
+the project's SPEC.md. Errors raise RuntimeError (from the C++ core) or ValueError/TypeError (from
+this module), with messages "flash_mla: <argument>: expected <x>, got <y>".
+
+The ops behind these functions are torch.ops.flash_mla.get_mla_metadata and
+torch.ops.flash_mla.fwd_kvcache (see flash_mla._ops); they work under torch.compile(fullgraph=True),
+torch.export and CUDA-graph capture.
+"""
+
+import dataclasses
+from typing import Optional, Tuple, Union
+
+import torch
+
+from ._ops import ops
+
+__all__ = ["FlashMLASchedMeta", "get_mla_metadata", "flash_mla_with_kvcache"]
+
+
+@dataclasses.dataclass
+class FlashMLASchedMeta:
+    """Split-KV schedule filled by the first flash_mla_with_kvcache call that receives it.
+
+    Returned by get_mla_metadata() without arguments (FlashMLA's newest interface). It may be reused
+    by later calls only while the shapes and the values of cache_seqlens stay the same (one object per
+    decoding step, shared by all layers).
+    """
+
+    @dataclasses.dataclass
+    class Config:
+        b: int
+        s_q: int
+        h_q: int
+        page_block_size: int
+        h_k: int
+        causal: bool
+
+    have_initialized: bool = False
+    config: Optional[Config] = None
+    tile_scheduler_metadata: Optional[torch.Tensor] = None  # [num_sm_parts, 8] int32
+    num_splits: Optional[torch.Tensor] = None  # [b + 1] int32
+
+
+def _error(argument: str, expected: str, got) -> str:
+    return f"flash_mla: {argument}: expected {expected}, got {got}"
+
+
+def get_mla_metadata(
+    cache_seqlens: Optional[torch.Tensor] = None,
+    num_q_tokens_per_head_k: Optional[int] = None,
+    num_heads_k: Optional[int] = None,
+    *args,
+    **kwargs,
+) -> Union[Tuple[torch.Tensor, torch.Tensor], Tuple[FlashMLASchedMeta, None]]:
+    """Split-KV schedule of one decoding step, shared by every layer of that step.
+
+    Args:
+        cache_seqlens: [b] int32, on the device of the decode's tensors: tokens cached per sequence,
+            counting the s_q new ones.
+        num_q_tokens_per_head_k: s_q * h_q // h_kv, query rows per KV head.
+        num_heads_k: h_kv.
+        *args, **kwargs: what newer FlashMLA callers pass (num_heads_q, is_fp8_kvcache), accepted and
+            not needed; num_sms=N schedules for N SMs instead of the device's count. topk (sparse
+            attention) is not supported.
+
+    Returns:
+        (tile_scheduler_metadata, num_splits): int32 tensors on cache_seqlens' device,
+        [num_sm_parts, 8] and [b + 1]. Computed on the device without host synchronisation, so the
+        call can be captured in a CUDA graph.
+
+        Called without cache_seqlens (FlashMLA's newest interface), returns
+        (FlashMLASchedMeta(), None): the first flash_mla_with_kvcache call fills the object.
+    """
+    if cache_seqlens is None:
+        return FlashMLASchedMeta(), None
+    if num_q_tokens_per_head_k is None or num_heads_k is None:
+        raise TypeError(_error("num_q_tokens_per_head_k, num_heads_k", "both with cache_seqlens", "None"))
+    topk = kwargs.get("topk", args[2] if len(args) > 2 else None)
+    if topk is not None:
+        raise ValueError(_error("topk", "None (sparse attention is not supported)", topk))
+    num_sms = kwargs.get("num_sms")
+    return ops.get_mla_metadata(cache_seqlens, num_q_tokens_per_head_k, num_heads_k, num_sms)
+
+
+def flash_mla_with_kvcache(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    block_table: torch.Tensor,
+    cache_seqlens: torch.Tensor,
+    head_dim_v: int,
+    tile_scheduler_metadata: Union[torch.Tensor, FlashMLASchedMeta],
+    num_splits: Optional[torch.Tensor] = None,
+    softmax_scale: Optional[float] = None,
+    causal: bool = False,
+    is_fp8_kvcache: bool = False,
+    indices: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """MLA decoding attention over a paged KV cache.
+
+    Args:
+        q: [b, s_q, h_q, 576] bfloat16 or float16 (float32 also on CPU). The last dimension must be
+            contiguous; other strides are free (views are fine).
+        k_cache: [num_blocks, page_block_size, h_kv, 576], q's dtype, last dimension contiguous
+            (e.g. vLLM's [num_blocks, page_block_size, 576] cache .unsqueeze(-2)). Channels 0..511 are
+            also the values. CUDA tensors need page_block_size 64.
+        block_table: [b, max_blocks_per_seq] int32. Entry [i, j] is the block holding tokens
+            j * page_block_size ... (j + 1) * page_block_size - 1 of sequence i; entries past
+            ceil(cache_seqlens[i] / page_block_size) are never read.
+        cache_seqlens: [b] int32, tokens cached per sequence (counting the s_q new ones); 0 is legal.
+        head_dim_v: 512.
+        tile_scheduler_metadata: [num_sm_parts, 8] int32 from get_mla_metadata, or the
+            FlashMLASchedMeta that get_mla_metadata() returns (then num_splits must be None).
+        num_splits: [b + 1] int32 from get_mla_metadata.
+        softmax_scale: scale of q.k before the softmax; default q.shape[-1] ** -0.5.
+        causal: with s_q > 1, query token t of sequence i sees cached tokens
+            0 .. cache_seqlens[i] - s_q + t (bottom-right aligned). No effect when s_q == 1.
+        is_fp8_kvcache, indices: newer FlashMLA arguments; only their defaults are supported.
+
+    Returns:
+        out: [b, s_q, h_q, 512] in q's dtype, contiguous.
+        lse: [b, h_q, s_q] float32, contiguous, natural-log log-sum-exp of the scaled scores; +inf (and
+            out = 0) for a row that sees no token.
+    """
+    if is_fp8_kvcache:
+        raise ValueError(_error("is_fp8_kvcache", "False (the FP8 KV cache is not supported yet)", True))
+    if indices is not None:
+        raise ValueError(_error("indices", "None (sparse attention is not supported)", "a tensor"))
+    if softmax_scale is None:
+        softmax_scale = q.shape[-1] ** -0.5
+    if isinstance(tile_scheduler_metadata, FlashMLASchedMeta):
+        tile_scheduler_metadata, num_splits = _scheduled(
+            tile_scheduler_metadata, num_splits, q, k_cache, cache_seqlens, causal)
+    elif num_splits is None:
+        raise TypeError(_error("num_splits", "the tensor get_mla_metadata returned", None))
+    return ops.fwd_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
+                           num_splits, softmax_scale, causal)
+
+
+def _scheduled(sched_meta: FlashMLASchedMeta, num_splits, q, k_cache, cache_seqlens, causal):
+    """The schedule a FlashMLASchedMeta holds, computed on its first use (FlashMLA's newest form)."""
+    if num_splits is not None:
+        raise TypeError(_error("num_splits", "None with a FlashMLASchedMeta", "a tensor"))
+    config = FlashMLASchedMeta.Config(q.shape[0], q.shape[1], q.shape[2], k_cache.shape[1], k_cache.shape[2],
+                                      causal)
+    if not sched_meta.have_initialized:
+        h_kv = k_cache.shape[2]
+        sched_meta.tile_scheduler_metadata, sched_meta.num_splits = ops.get_mla_metadata(
+            cache_seqlens, q.shape[1] * q.shape[2] // max(h_kv, 1), h_kv, None)
+        sched_meta.config = config
+        sched_meta.have_initialized = True
+    elif sched_meta.config != config:
+        raise ValueError(_error("tile_scheduler_metadata", f"arguments matching its first use {sched_meta.config}",
+                                config))
+    return sched_meta.tile_scheduler_metadata, sched_meta.num_splits

@@ -1,0 +1,100 @@
+"""Test inputs with poison, an independent float64 reference, and SPEC.md's accuracy check.
+
+The reference is plain torch float64 math written from SPEC.md ("The math, exactly"); it shares no
+code with the library.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+D, DV = 576, 512
+GARBAGE_BLOCK_IDS = (-1, 2147480000)  # vLLM's padding and FlashMLA's own test value
+
+
+@dataclass
+class Inputs:
+    q: torch.Tensor            # [b, s_q, h_q, 576]
+    k_cache: torch.Tensor      # [num_blocks, page, h_kv, 576]
+    block_table: torch.Tensor  # [b, max_blocks] int32
+    cache_seqlens: torch.Tensor  # [b] int32
+
+    def to(self, device):
+        return Inputs(*(t.to(device) for t in (self.q, self.k_cache, self.block_table, self.cache_seqlens)))
+
+
+def make_inputs(seqlens, s_q=1, h_q=16, h_kv=1, page=64, dtype=torch.bfloat16, extra_blocks=2, seed=0,
+                garbage=GARBAGE_BLOCK_IDS[0]):
+    """Random randn/10 data (never zeros), pages shuffled, NaN in every cached token past a sequence's
+    end and in unused blocks, `garbage` in block-table entries past each sequence's last block."""
+    gen = torch.Generator().manual_seed(seed)
+    b = len(seqlens)
+    blocks_per_seq = [math.ceil(n / page) for n in seqlens]
+    max_blocks = max(blocks_per_seq + [1]) + extra_blocks
+    num_blocks = sum(blocks_per_seq) + 3  # three blocks nobody owns
+    q = (torch.randn(b, s_q, h_q, D, generator=gen) / 10).to(dtype)
+    k_cache = (torch.randn(num_blocks, page, h_kv, D, generator=gen) / 10).to(dtype)
+    perm = torch.randperm(num_blocks, generator=gen)
+    block_table = torch.full((b, max_blocks), garbage, dtype=torch.int32)
+    used = torch.zeros(num_blocks, dtype=torch.bool)
+    next_block = 0
+    for i, n in enumerate(seqlens):
+        for j in range(blocks_per_seq[i]):
+            block = int(perm[next_block])
+            next_block += 1
+            block_table[i, j] = block
+            used[block] = True
+            tail = n - j * page  # valid tokens in this block
+            if tail < page:
+                k_cache[block, tail:] = float("nan")
+    k_cache[~used] = float("nan")
+    cache_seqlens = torch.tensor(seqlens, dtype=torch.int32)
+    return Inputs(q, k_cache, block_table, cache_seqlens)
+
+
+def reference(q, k_cache, block_table, cache_seqlens, softmax_scale=None, causal=False):
+    """out [b, s_q, h_q, 512] float64, lse [b, h_q, s_q] float64 (+inf for rows that see no token)."""
+    q, k_cache, block_table, cache_seqlens = (t.cpu() for t in (q, k_cache, block_table, cache_seqlens))
+    b, s_q, h_q, d = q.shape
+    page, h_kv = k_cache.shape[1], k_cache.shape[2]
+    scale = d ** -0.5 if softmax_scale is None else softmax_scale
+    out = torch.zeros(b, s_q, h_q, DV, dtype=torch.float64)
+    lse = torch.full((b, h_q, s_q), math.inf, dtype=torch.float64)
+    for i in range(b):
+        n = int(cache_seqlens[i])
+        if n == 0:
+            continue
+        blocks = block_table[i, : math.ceil(n / page)].long()
+        kv = k_cache[blocks].reshape(-1, h_kv, d)[:n].double()        # [n, h_kv, 576]
+        kv = kv.repeat_interleave(h_q // h_kv, dim=1)                 # [n, h_q, 576]
+        scores = torch.einsum("thc,jhc->htj", q[i].double(), kv) * scale  # [h_q, s_q, n]
+        if causal and s_q > 1:
+            last_visible = n - s_q + torch.arange(s_q)                # [s_q]
+            hidden = torch.arange(n)[None, :] > last_visible[:, None]  # [s_q, n]
+            scores = scores.masked_fill(hidden[None], -math.inf)
+        row_lse = torch.logsumexp(scores, dim=-1)                     # [h_q, s_q]
+        seen = torch.isfinite(row_lse)
+        probs = torch.where(seen[..., None], torch.exp(scores - row_lse[..., None]), 0.0)
+        out[i] = torch.einsum("htj,jhc->thc", probs, kv[..., :DV])
+        lse[i] = torch.where(seen, row_lse, math.inf)
+    return out, lse
+
+
+def assert_close_to_reference(out, lse, ref_out, ref_lse):
+    """SPEC.md's accuracy rule (FlashMLA's test): element-wise abs-or-rel bounds, cosine difference,
+    and +inf/NaN in exactly the reference's positions."""
+    out, lse = out.cpu().double(), lse.cpu().double()
+    assert out.shape == ref_out.shape and lse.shape == ref_lse.shape
+    for name, got, want, atol, rtol in (("out", out, ref_out, 8e-4, 2.01 / 128),
+                                        ("lse", lse, ref_lse, 1e-6, 8.01 / 65536)):
+        finite = torch.isfinite(want)
+        assert torch.equal(torch.isfinite(got), finite), f"{name}: non-finite values in other positions"
+        assert torch.equal(torch.isposinf(got), torch.isposinf(want)), f"{name}: +inf in other positions"
+        err = (got[finite] - want[finite]).abs()
+        bad = (err > atol) & (err > rtol * want[finite].abs())
+        assert not bad.any(), f"{name}: {int(bad.sum())} elements out of tolerance, max error {err.max():.3g}"
+    x, y = out, ref_out
+    norms = (x * x + y * y).sum().item()
+    cos_diff = 1 - 2 * (x * y).sum().item() / norms if norms > 0 else 0.0  # all-zero: equal
+    assert cos_diff <= 5e-6, f"out: cosine difference {cos_diff:.3g}"
