@@ -1,0 +1,50 @@
+// The GPU half of flash-mla-bench (built only with FLASH_MLA_WITH_CUDA): the two ceilings of PERF.md
+// and the CUDA-graph timing of mla_decode. CUDA types stay in gpu_bench.cpp.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "workload.hpp"
+
+namespace flash_mla::bench {
+
+struct Ceilings {
+  double copy_gbps = 0.0;    // device-to-device copy of a 2 GiB buffer, bytes read + written
+  double gemm_tflops = 0.0;  // bf16 8192^3 through cublasGemmEx, fp32 accumulation
+};
+
+struct GpuTiming {
+  std::vector<double> call_us;  // one per timed graph replay: replay time / calls_per_graph
+  int calls_per_graph = 0;
+  int copies = 0;  // rotated input copies (together past 4x the L2)
+};
+
+class GpuBench {
+ public:
+  explicit GpuBench(int device);
+  ~GpuBench();
+  GpuBench(const GpuBench&) = delete;
+  GpuBench& operator=(const GpuBench&) = delete;
+
+  std::string device_name() const;
+  int sm_count() const;
+  Ceilings measure_ceilings();
+
+  // Uploads w's KV cache, block table and seqlens (shared by every row of a group that differs only
+  // in q). The cache is copied enough times that one graph's calls together read past 4x the L2.
+  void load_kv(const testing::Workload& w);
+  // Times mla_decode (main kernel + combine) on w's q over the loaded cache: ~10 calls captured in a
+  // CUDA graph, `replays` timed replays (0: about 0.2 s worth) after warm-up. Returns host copies of
+  // the out and lse the replays wrote.
+  GpuTiming time_decode(const testing::Workload& w, int replays, std::vector<uint8_t>* out,
+                        std::vector<float>* lse);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace flash_mla::bench

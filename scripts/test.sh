@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every test: installs what is missing, builds (Release, in build/), runs the GoogleTest suite through
+# ctest (the CPU tests; GPU-labelled tests skip themselves without a GPU), a short flash-mla-bench run,
+# and a program built against the installed CMake package.
+#   bash scripts/test.sh
+set -euo pipefail
+# shellcheck source=scripts/setup.sh
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+start=$SECONDS
+
+configure_and_build all
+
+log "ctest"
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS"
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+
+log "flash-mla-bench (small workload, checked against the float64 reference)"
+"$BUILD_DIR/cli/flash-mla-bench" --quiet --batch 3 --seqlen 300 --ragged --s-q 3 --h-q 24 --h-kv 2 \
+  --iters 2 --json "$scratch/bench.json"
+grep -q '"ok": true' "$scratch/bench.json"
+
+log "installed package: find_package(flash_mla) from examples/consumer"
+cmake --install "$BUILD_DIR" --prefix "$scratch/prefix" >/dev/null
+cmake -S "$ROOT/examples/consumer" -B "$scratch/consumer" -DCMAKE_PREFIX_PATH="$scratch/prefix" \
+  -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$scratch/consumer" -j "$JOBS" >/dev/null
+"$scratch/consumer/flash_mla_consumer"
+
+# Python package: its pytest run goes here once it exists (a failure must fail this script; pytest's
+# exit status 5, "no tests collected", counts as a failure too).
+
+log "all tests passed ($((SECONDS - start)) s)"
