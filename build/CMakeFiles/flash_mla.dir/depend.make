@@ -1,2 +1,0 @@
-# Empty dependencies file for flash_mla.
-# This may be replaced when dependencies are built.
