@@ -24,15 +24,18 @@ class Inputs:
         return Inputs(*(t.to(device) for t in (self.q, self.k_cache, self.block_table, self.cache_seqlens)))
 
 
-def make_inputs(seqlens, s_q=1, h_q=16, h_kv=1, page=64, dtype=torch.bfloat16, extra_blocks=2, seed=0,
-                garbage=GARBAGE_BLOCK_IDS[0]):
+def make_inputs(seqlens, s_q=1, h_q=16, h_kv=1, page=64, dtype=torch.bfloat16, seed=0,
+                garbage=GARBAGE_BLOCK_IDS[0], num_blocks=None, max_blocks=None):
     """Random randn/10 data (never zeros), pages shuffled, NaN in every cached token past a sequence's
-    end and in unused blocks, `garbage` in block-table entries past each sequence's last block."""
+    end and in unused blocks, `garbage` in block-table entries past each sequence's last block.
+    num_blocks and max_blocks fix the cache and block-table shapes (default: two garbage entries per
+    row, three blocks nobody owns)."""
     gen = torch.Generator().manual_seed(seed)
     b = len(seqlens)
     blocks_per_seq = [math.ceil(n / page) for n in seqlens]
-    max_blocks = max(blocks_per_seq + [1]) + extra_blocks
-    num_blocks = sum(blocks_per_seq) + 3  # three blocks nobody owns
+    max_blocks = max_blocks or max(blocks_per_seq + [1]) + 2
+    num_blocks = num_blocks or sum(blocks_per_seq) + 3
+    assert max_blocks >= max(blocks_per_seq) and num_blocks >= sum(blocks_per_seq)
     q = (torch.randn(b, s_q, h_q, D, generator=gen) / 10).to(dtype)
     k_cache = (torch.randn(num_blocks, page, h_kv, D, generator=gen) / 10).to(dtype)
     perm = torch.randperm(num_blocks, generator=gen)
