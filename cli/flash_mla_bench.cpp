@@ -670,7 +670,10 @@ int run(int argc, char** argv) {
   info.backend = to_string(backend);
   info.gpu = gpu;
   info.device = "cpu (" + std::to_string(std::thread::hardware_concurrency()) + " threads)";
-  const bool progress = !o.quiet && specs.size() > 1;
+  // Progress on stderr for several workloads or one whose inputs take a while to build (> 256 MB).
+  const double first_kv_bytes = std::accumulate(specs[0].seqlens.begin(), specs[0].seqlens.end(), 0.0) *
+                                specs[0].h_kv * kHeadDim * double(element_size(o.dtype));
+  const bool progress = !o.quiet && (specs.size() > 1 || first_kv_bytes > 256e6);
   if (!why_not_gpu.empty() && !o.quiet) {
     std::fprintf(stderr, "flash-mla-bench: a GPU is present but the sm90 backend can't run (%s); timing the cpu "
                          "backend\n", why_not_gpu.c_str());
