@@ -315,6 +315,7 @@ Options parse_args(int argc, char** argv) {
     if (o.ragged || o.seqlen_given) usage_error("--seqlens gives every length: drop --seqlen/--ragged");
     o.batch = static_cast<int>(o.seqlens.size());
   }
+  if (o.ragged && o.seqlen < 1) usage_error("--ragged: expected a mean --seqlen >= 1");
   if (o.h_q % o.h_kv != 0) usage_error("--h-kv must divide --h-q");
   return o;
 }
