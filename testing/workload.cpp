@@ -1,8 +1,11 @@
 #include "workload.hpp"
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <cmath>
 #include <limits>
+#include <mutex>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -10,6 +13,53 @@
 #include "flash_mla/half.hpp"
 
 namespace flash_mla::testing {
+
+namespace {
+
+// A small, fast normal generator (splitmix64 + Box-Muller): workloads of a few GB are filled in
+// seconds, chunk by chunk in parallel, with the same values whatever the thread count.
+class Normal {
+ public:
+  Normal(uint64_t seed, float sd) : state_(seed * 0x9E3779B97F4A7C15ull + 0x632BE59BD9B4E019ull), sd_(sd) {}
+  float operator()() {
+    if (has_spare_) {
+      has_spare_ = false;
+      return spare_;
+    }
+    const double u1 = (double(next() >> 11) + 0.5) * 0x1.0p-53, u2 = double(next() >> 11) * 0x1.0p-53;
+    const double r = std::sqrt(-2.0 * std::log(u1)) * sd_, a = 6.283185307179586 * u2;
+    spare_ = float(r * std::sin(a));
+    has_spare_ = true;
+    return float(r * std::cos(a));
+  }
+
+ private:
+  uint64_t next() {
+    uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  uint64_t state_;
+  float sd_;
+  float spare_ = 0.0f;
+  bool has_spare_ = false;
+};
+
+template <typename Fn>
+void parallel_chunks(int64_t n, Fn&& fn) {
+  const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(n, std::thread::hardware_concurrency()));
+  std::atomic<int64_t> next{0};
+  auto work = [&] {
+    for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) fn(i);
+  };
+  std::vector<std::thread> pool;
+  for (int64_t w = 1; w < workers; ++w) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+}
+
+}  // namespace
 
 float load_as_float(DType dtype, const void* data, int64_t i) {
   switch (dtype) {
@@ -87,22 +137,22 @@ Workload make_workload(const WorkloadConfig& c) {
   // A pool with spare pages, so scattered placement leaves unused (poisoned) pages in between.
   w.num_pages = std::max<int64_t>(1, used_pages + used_pages / 8 + 2);
 
-  std::mt19937_64 rng(c.seed * 0x9E3779B97F4A7C15ull + 12345);
-  std::normal_distribution<float> normal(0.0f, 0.1f);
+  std::mt19937_64 rng(c.seed * 0x9E3779B97F4A7C15ull + 12345);  // page placement and garbage
   const size_t es = element_size(c.dtype);
+  constexpr int64_t kChunk = 1 << 16;
   w.q.resize(static_cast<size_t>(w.q_elems()) * es);
-  for (int64_t i = 0; i < w.q_elems(); ++i) store_from_float(c.dtype, w.q.data(), i, normal(rng));
-
-  const int64_t row = int64_t(c.h_kv) * kHeadDim;  // elements per token
-  const int64_t k_elems = w.num_pages * page * row;
-  w.k_cache.resize(static_cast<size_t>(k_elems) * es);
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  for (int64_t i = 0; i < k_elems; ++i) store_from_float(c.dtype, w.k_cache.data(), i, c.poison ? nan : normal(rng));
+  parallel_chunks((w.q_elems() + kChunk - 1) / kChunk, [&](int64_t chunk) {
+    Normal normal(c.seed * 1000003 + uint64_t(chunk), 0.1f);
+    for (int64_t i = chunk * kChunk; i < std::min(w.q_elems(), (chunk + 1) * kChunk); ++i) {
+      store_from_float(c.dtype, w.q.data(), i, normal());
+    }
+  });
 
   std::vector<int32_t> pages(w.num_pages);
   std::iota(pages.begin(), pages.end(), 0);
   if (c.scatter_pages) std::shuffle(pages.begin(), pages.end(), rng);
   w.block_table.assign(static_cast<size_t>(c.batch) * w.max_blocks_per_seq, 0);
+  std::vector<int32_t> valid_tokens(w.num_pages, 0);  // tokens of each page that hold real data
   std::uniform_int_distribution<int> garbage_kind(0, 2);
   int64_t next = 0;
   for (int i = 0; i < c.batch; ++i) {
@@ -110,12 +160,8 @@ Workload make_workload(const WorkloadConfig& c) {
     const int blocks = (len + page - 1) / page;
     int32_t* table = &w.block_table[static_cast<size_t>(i) * w.max_blocks_per_seq];
     for (int j = 0; j < blocks; ++j) {
-      const int32_t p = pages[next++];
-      table[j] = p;
-      for (int tok = 0; tok < page && j * page + tok < len; ++tok) {
-        const int64_t base = (int64_t(p) * page + tok) * row;
-        for (int64_t e = 0; e < row; ++e) store_from_float(c.dtype, w.k_cache.data(), base + e, normal(rng));
-      }
+      table[j] = pages[next++];
+      valid_tokens[table[j]] = std::min(page, len - j * page);
     }
     for (int j = blocks; j < w.max_blocks_per_seq; ++j) {
       if (!c.poison) {
@@ -126,6 +172,19 @@ Workload make_workload(const WorkloadConfig& c) {
       table[j] = kind == 0 ? -1 : kind == 1 ? 2147480000 : pages[(next + j) % w.num_pages];
     }
   }
+
+  // Real tokens get random values; page tails and unused pages get NaN when poisoned.
+  const int64_t row = int64_t(c.h_kv) * kHeadDim;  // elements per token
+  w.k_cache.resize(static_cast<size_t>(w.num_pages * page * row) * es);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  parallel_chunks(w.num_pages, [&](int64_t pg) {
+    Normal normal(c.seed * 7919 + uint64_t(pg) * 104729 + 1, 0.1f);
+    const int64_t base = pg * page * row;
+    for (int64_t e = 0; e < page * row; ++e) {
+      const bool real = e / row < valid_tokens[pg] || !c.poison;
+      store_from_float(c.dtype, w.k_cache.data(), base + e, real ? normal() : nan);
+    }
+  });
   return w;
 }
 
@@ -179,48 +238,59 @@ CheckResult check_against_reference(const Workload& w, const void* out, const fl
   }
   CheckResult r;
   double xy = 0.0, xx = 0.0, yy = 0.0;
-  std::vector<double> ref(kHeadDimV);
   auto fail = [&](const std::string& what) {
     if (r.ok) r.first_failure = what;
     r.ok = false;
   };
-  for (int64_t row : rows) {
+  std::mutex mutex;
+  parallel_chunks(static_cast<int64_t>(rows.size()), [&](int64_t index) {
+    const int64_t row = rows[index];
     const int h = int(row % c.h_q), t = int((row / c.h_q) % c.s_q), req = int(row / (int64_t(c.h_q) * c.s_q));
+    std::vector<double> ref(kHeadDimV);
     double ref_lse;
     reference_row(w, req, t, h, ref.data(), &ref_lse);
-    ++r.rows_checked;
     std::ostringstream where;
     where << "(b=" << req << ", t=" << t << ", h=" << h << ", L=" << w.seqlens[req] << ")";
+    std::vector<std::string> failures;
+    double max_abs = 0.0, max_lse = 0.0, dxy = 0.0, dxx = 0.0, dyy = 0.0;
     for (int d = 0; d < kHeadDimV; ++d) {
       const double got = load_as_float(c.dtype, out, row * kHeadDimV + d);
       const double err = std::abs(got - ref[d]);
       if (!std::isfinite(got) || (err > 8e-4 && err > 2.01 / 128 * std::abs(ref[d]))) {
         std::ostringstream msg;
         msg << "out" << where.str() << "[" << d << "] = " << got << ", reference " << ref[d];
-        fail(msg.str());
+        failures.push_back(msg.str());
       }
-      if (std::isfinite(got)) r.max_abs_err = std::max(r.max_abs_err, err);
-      xy += got * ref[d];
-      xx += got * got;
-      yy += ref[d] * ref[d];
+      if (std::isfinite(got)) max_abs = std::max(max_abs, err);
+      dxy += got * ref[d];
+      dxx += got * got;
+      dyy += ref[d] * ref[d];
     }
     const double got_lse = lse[(int64_t(req) * c.h_q + h) * c.s_q + t];
     if (std::isinf(ref_lse) || std::isnan(ref_lse)) {
       if (!(std::isinf(got_lse) && got_lse > 0)) {
         std::ostringstream msg;
         msg << "lse" << where.str() << " = " << got_lse << ", reference +inf (no visible key)";
-        fail(msg.str());
+        failures.push_back(msg.str());
       }
     } else {
       const double err = std::abs(got_lse - ref_lse);
       if (!std::isfinite(got_lse) || (err > 1e-6 && err > 8.01 / 65536 * std::abs(ref_lse))) {
         std::ostringstream msg;
         msg << "lse" << where.str() << " = " << got_lse << ", reference " << ref_lse;
-        fail(msg.str());
+        failures.push_back(msg.str());
       }
-      if (std::isfinite(got_lse)) r.max_lse_err = std::max(r.max_lse_err, err);
+      if (std::isfinite(got_lse)) max_lse = err;
     }
-  }
+    std::lock_guard<std::mutex> lock(mutex);
+    ++r.rows_checked;
+    r.max_abs_err = std::max(r.max_abs_err, max_abs);
+    r.max_lse_err = std::max(r.max_lse_err, max_lse);
+    xy += dxy;
+    xx += dxx;
+    yy += dyy;
+    for (const auto& f : failures) fail(f);
+  });
   const double denom = xx + yy;
   r.cos_diff = denom > 0 ? 1.0 - 2.0 * xy / denom : 0.0;
   if (r.cos_diff > 5e-6) fail("cosine difference " + std::to_string(r.cos_diff) + " > 5e-6");
