@@ -55,7 +55,9 @@ configure_and_build() {
   drop_stale_build
   log "configuring $BUILD_DIR"
   # shellcheck disable=SC2086  # FLASH_MLA_CMAKE_ARGS is a list of arguments
-  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release ${FLASH_MLA_CMAKE_ARGS:-} >/dev/null
+  # The options are given every time: a build folder configured by hand may have them off.
+  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DFLASH_MLA_BUILD_TESTS=ON \
+    -DFLASH_MLA_BUILD_CLI=ON ${FLASH_MLA_CMAKE_ARGS:-} >/dev/null
   log "building ($JOBS jobs)"
   local targets=()
   for t in "$@"; do targets+=(--target "$t"); done
