@@ -1,6 +1,8 @@
-// Split-KV combine: one warp per (sequence, KV head, query row). Lanes stride over the pieces to find
-// the lse maximum and the sum of exp; then each lane owns 16 of the 512 output channels (four float4
-// columns, 128 apart, so every load of the warp is one contiguous 512-byte line).
+// Split-KV combine. A warp owns one (sequence, KV head, query row, 128-channel quarter): lanes stride
+// over the pieces for the lse maximum and the sum of exp, then every lane accumulates one float4 of
+// the quarter per piece. With kSplitWarps = 4 the four warps of a CTA share one quarter and take every
+// fourth piece (batch 1 with a hundred pieces still spreads over hundreds of warps); with 1 they own
+// four different quarters (large batches, few pieces each: no shared-memory step).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -14,7 +16,8 @@ namespace flash_mla::detail {
 namespace {
 
 constexpr int kWarps = 4;
-constexpr int kVecPerLane = kHeadDimV / (32 * 4);  // 4 float4 per lane
+constexpr int kThreads = kWarps * 32;
+constexpr int kChunks = kHeadDimV / 128;  // 128-channel quarters, one float4 per lane
 
 __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -43,17 +46,18 @@ __device__ __forceinline__ void store4<__half>(__half* dst, float4 v) {
   *reinterpret_cast<uint2*>(dst) = packed;
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kWarps * 32) combine_kernel(const DecodeParams p) {
+template <typename T, int kSplitWarps>
+__global__ void __launch_bounds__(kThreads) combine_kernel(const DecodeParams p) {
   const int req = blockIdx.x;
   const int first = p.num_splits[req];
   const int count = p.num_splits[req + 1] - first;
   // One-piece sequences were written directly; out-of-range counts (metadata of another batch)
   // are ignored rather than read out of bounds.
   if (count <= 1 || first < 0 || first + count > p.batch + p.num_sm_parts) return;
-  const int lane = threadIdx.x % 32;
-  const int idx = blockIdx.y * kWarps + threadIdx.x / 32;  // kv * rows + r
-  if (idx >= p.h_kv * p.rows) return;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int quarter_index = blockIdx.y * (kWarps / kSplitWarps) + warp / kSplitWarps;  // (kv * rows + r) * 4 + c
+  if (quarter_index >= p.h_kv * p.rows * kChunks) return;  // only when kSplitWarps == 1: no barrier follows
+  const int idx = quarter_index / kChunks, chunk = quarter_index % kChunks;
   const int kv = idx / p.rows, r = idx % p.rows;
   const int t = r / p.q_per_kv, h = kv * p.q_per_kv + r % p.q_per_kv;
   const int64_t stride = static_cast<int64_t>(p.h_kv) * p.rows;  // entries per slot
@@ -62,47 +66,63 @@ __global__ void __launch_bounds__(kWarps * 32) combine_kernel(const DecodeParams
   float m = -INFINITY;
   for (int s = lane; s < count; s += 32) m = fmaxf(m, lse_accum[s * stride]);
   m = warp_max(m);
-  T* out = static_cast<T*>(p.out) + ((static_cast<int64_t>(req) * p.s_q + t) * p.h_q + h) * kHeadDimV;
+  T* out = static_cast<T*>(p.out) + ((static_cast<int64_t>(req) * p.s_q + t) * p.h_q + h) * kHeadDimV +
+           chunk * 128 + lane * 4;
   float* lse = p.lse + (static_cast<int64_t>(req) * p.h_q + h) * p.s_q + t;
+  const bool leader = warp % kSplitWarps == 0;
   if (m == -INFINITY) {  // no visible key in any piece
-    for (int v = 0; v < kVecPerLane; ++v) store4(out + (v * 32 + lane) * 4, make_float4(0.f, 0.f, 0.f, 0.f));
-    if (lane == 0) *lse = INFINITY;
+    if (leader) store4(out, make_float4(0.f, 0.f, 0.f, 0.f));
+    if (leader && lane == 0 && chunk == 0) *lse = INFINITY;
     return;
   }
   float sum = 0.0f;
   for (int s = lane; s < count; s += 32) sum += expf(lse_accum[s * stride] - m);
   const float total = m + logf(warp_sum(sum));
 
-  float4 acc[kVecPerLane];
-  for (int v = 0; v < kVecPerLane; ++v) acc[v] = make_float4(0.f, 0.f, 0.f, 0.f);
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   const float4* o_accum = reinterpret_cast<const float4*>(p.o_accum + (static_cast<int64_t>(first) * stride + idx) *
-                                                          kHeadDimV);
-  for (int s = 0; s < count; ++s) {
+                                                          kHeadDimV + chunk * 128) + lane;
+#pragma unroll 4
+  for (int s = warp % kSplitWarps; s < count; s += kSplitWarps) {
     const float w = expf(lse_accum[s * stride] - total);
-    const float4* o = o_accum + s * stride * (kHeadDimV / 4);
-#pragma unroll
-    for (int v = 0; v < kVecPerLane; ++v) {
-      const float4 x = o[v * 32 + lane];
-      acc[v].x += w * x.x;
-      acc[v].y += w * x.y;
-      acc[v].z += w * x.z;
-      acc[v].w += w * x.w;
+    const float4 x = o_accum[s * stride * (kHeadDimV / 4)];
+    acc.x += w * x.x;
+    acc.y += w * x.y;
+    acc.z += w * x.z;
+    acc.w += w * x.w;
+  }
+  if constexpr (kSplitWarps > 1) {
+    __shared__ float4 partial[kWarps][32];
+    partial[warp][lane] = acc;
+    __syncthreads();
+    if (!leader) return;
+    for (int w = 1; w < kSplitWarps; ++w) {
+      const float4 x = partial[warp + w][lane];
+      acc.x += x.x;
+      acc.y += x.y;
+      acc.z += x.z;
+      acc.w += x.w;
     }
   }
-#pragma unroll
-  for (int v = 0; v < kVecPerLane; ++v) store4(out + (v * 32 + lane) * 4, acc[v]);
-  if (lane == 0) *lse = total;
+  store4(out, acc);
+  if (lane == 0 && chunk == 0) *lse = total;
 }
 
 }  // namespace
 
 void launch_combine(const DecodeParams& p) {
-  const dim3 grid(p.batch, (p.h_kv * p.rows + kWarps - 1) / kWarps);
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
+  // Tuned for speed, does not affect correctness: below ~4096 row-quarters (e.g. batch 1-16 with
+  // many pieces each) four warps share each quarter's pieces; above, each warp owns a quarter.
+  const int64_t quarters = static_cast<int64_t>(p.h_kv) * p.rows * kChunks;
+  const bool share = static_cast<int64_t>(p.batch) * quarters < 4096;
+  const dim3 grid(p.batch, static_cast<unsigned>(share ? quarters : (quarters + kWarps - 1) / kWarps));
   if (p.dtype == DType::kBF16) {
-    combine_kernel<__nv_bfloat16><<<grid, kWarps * 32, 0, stream>>>(p);
+    if (share) combine_kernel<__nv_bfloat16, 4><<<grid, kThreads, 0, stream>>>(p);
+    else combine_kernel<__nv_bfloat16, 1><<<grid, kThreads, 0, stream>>>(p);
   } else {
-    combine_kernel<__half><<<grid, kWarps * 32, 0, stream>>>(p);
+    if (share) combine_kernel<__half, 4><<<grid, kThreads, 0, stream>>>(p);
+    else combine_kernel<__half, 1><<<grid, kThreads, 0, stream>>>(p);
   }
   cuda_check(cudaGetLastError(), "combine kernel launch");
 }
