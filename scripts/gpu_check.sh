@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Everything the Hopper backend must show, in one command on a GPU machine (no network needed):
+# builds (Release, build-gpu/), runs the GPU tests (ctest label gpu: device schedule = host schedule,
+# decode vs the float64 reference over the correctness matrix, determinism, validation), optionally
+# compute-sanitizer over a reduced matrix, and the benchmark grids with the ceilings measured in the
+# same run. Logs go to $OUT (default build-gpu/out).
+#
+#   bash scripts/gpu_check.sh [tests] [sanitize] [bench=GRIDS]   (default: tests bench=perf)
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+BUILD=${FLASH_MLA_GPU_BUILD:-build-gpu}
+OUT=${OUT:-$BUILD/out}
+mkdir -p "$OUT"
+export PATH=/usr/local/cuda/bin:$PATH
+steps=("$@")
+[ ${#steps[@]} -gt 0 ] || steps=(tests bench=perf)
+
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DFLASH_MLA_CUDA=ON \
+  -DFLASH_MLA_BUILD_TESTS=ON -DFLASH_MLA_BUILD_CLI=ON >"$OUT/configure.log"
+cmake --build "$BUILD" -j "$(nproc)" 2>&1 | grep -E "ptxas info *: Used|spill|error|C75" | sort | uniq -c | tee "$OUT/ptxas.txt"
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+
+for step in "${steps[@]}"; do
+  case $step in
+    tests)
+      echo "== GPU tests (ctest -L gpu)"
+      ctest --test-dir "$BUILD" -L gpu --output-on-failure 2>&1 | tee "$OUT/ctest_gpu.log" | tail -n 5
+      ;;
+    sanitize)
+      # A reduced matrix that still takes every path: split and unsplit, s_q > 1 causal, ragged,
+      # zero lengths, h_kv > 1, both dtypes.
+      filter='GpuSchedule.*:GpuDecode.EmptyAndFullyMaskedRowsAreExact:GpuDecodeMatrix/*.MatchesReference/1*'
+      for tool in memcheck racecheck synccheck initcheck; do
+        echo "== compute-sanitizer --tool $tool"
+        compute-sanitizer --tool "$tool" --error-exitcode 9 "$BUILD/tests/flash_mla_gpu_tests" \
+          --gtest_filter="$filter" >"$OUT/sanitize_$tool.log" 2>&1 && status=0 || status=$?
+        grep -E "ERROR SUMMARY|RACECHECK SUMMARY|tests? ran|PASSED|FAILED" "$OUT/sanitize_$tool.log" | tail -n 3
+        echo "   exit status $status"
+      done
+      ;;
+    bench=*)
+      grids=${step#bench=}
+      echo "== flash-mla-bench --grid $grids"
+      "$BUILD/cli/flash-mla-bench" --grid "$grids" --check-rows 64 --json "$OUT/bench_${grids//,/_}.json" \
+        2>"$OUT/bench_${grids//,/_}.err" | tee "$OUT/bench_${grids//,/_}.txt"
+      ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done
