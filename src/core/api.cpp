@@ -26,9 +26,11 @@ int default_num_sms(Device device) {
 
 int num_sm_parts(int num_sms, int num_q_tokens_per_head_k, int num_heads_k) {
   if (num_sms < 1) throw Error("num_sms", "expected >= 1, got " + std::to_string(num_sms));
-  if (num_q_tokens_per_head_k < 1 || num_heads_k < 1) {
-    throw Error("num_q_tokens_per_head_k", "expected >= 1 rows and >= 1 KV heads");
+  if (num_q_tokens_per_head_k < 1) {
+    throw Error("num_q_tokens_per_head_k",
+                "expected >= 1 (s_q * h_q / h_kv), got " + std::to_string(num_q_tokens_per_head_k));
   }
+  if (num_heads_k < 1) throw Error("num_heads_k", "expected >= 1, got " + std::to_string(num_heads_k));
   const int m_tiles = (num_q_tokens_per_head_k + kBlockM - 1) / kBlockM;
   return std::max(1, num_sms / num_heads_k / m_tiles);
 }

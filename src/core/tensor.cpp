@@ -58,7 +58,9 @@ TensorView make_view(void* data, DType dtype, Device device, std::initializer_li
   v.data = data;
   v.dtype = dtype;
   v.device = device;
-  if (shape.size() > static_cast<size_t>(kMaxDims)) throw Error("shape", "expected at most 4 dimensions");
+  if (shape.size() > static_cast<size_t>(kMaxDims)) {
+    throw Error("shape", "expected at most 4 dimensions, got " + std::to_string(shape.size()));
+  }
   v.ndim = static_cast<int>(shape.size());
   int d = 0;
   for (int64_t s : shape) v.shape[d++] = s;
@@ -72,7 +74,10 @@ TensorView make_view(void* data, DType dtype, Device device, std::initializer_li
 
 TensorView make_view(void* data, DType dtype, Device device, std::initializer_list<int64_t> shape,
                      std::initializer_list<int64_t> stride) {
-  if (shape.size() != stride.size()) throw Error("stride", "expected one stride per dimension");
+  if (shape.size() != stride.size()) {
+    throw Error("stride", "expected one stride per dimension, got " + std::to_string(stride.size()) +
+                " strides for " + std::to_string(shape.size()) + " dimensions");
+  }
   TensorView v = make_view(data, dtype, device, shape);
   int d = 0;
   for (int64_t s : stride) v.stride[d++] = s;

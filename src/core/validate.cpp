@@ -69,9 +69,10 @@ void check_last_dim_contiguous(const TensorView& t, const char* arg) {
   }
 }
 
-void check_device(const TensorView& t, const char* arg, Device device) {
+// `owner` names the tensor whose device the call runs on ("q", or "cache_seqlens" for the schedule).
+void check_device(const TensorView& t, const char* arg, Device device, const char* owner = "q's") {
   if (t.device.type != device.type || t.device.index != device.index) {
-    fail(arg, "a tensor on " + to_string(device) + " (q's device)", to_string(t.device));
+    fail(arg, "a tensor on " + to_string(device) + " (" + owner + " device)", to_string(t.device));
   }
 }
 
@@ -262,14 +263,14 @@ ScheduleParams make_schedule_params(const ScheduleArgs& a) {
   const int parts = num_sm_parts(sms, a.num_q_tokens_per_head_k, a.num_heads_k);
 
   check_ndim(a.tile_scheduler_metadata, "tile_scheduler_metadata", 2, "[num_sm_parts, 8]");
-  check_device(a.tile_scheduler_metadata, "tile_scheduler_metadata", device);
+  check_device(a.tile_scheduler_metadata, "tile_scheduler_metadata", device, "cache_seqlens'");
   check_dtype(a.tile_scheduler_metadata, "tile_scheduler_metadata", DType::kInt32);
   check_shape(a.tile_scheduler_metadata, "tile_scheduler_metadata", {parts, kMetadataWords});
   check_contiguous(a.tile_scheduler_metadata, "tile_scheduler_metadata");
   check_data(a.tile_scheduler_metadata, "tile_scheduler_metadata");
 
   check_ndim(a.num_splits, "num_splits", 1, "[b + 1]");
-  check_device(a.num_splits, "num_splits", device);
+  check_device(a.num_splits, "num_splits", device, "cache_seqlens'");
   check_dtype(a.num_splits, "num_splits", DType::kInt32);
   check_shape(a.num_splits, "num_splits", {b + 1});
   check_contiguous(a.num_splits, "num_splits");
