@@ -11,7 +11,7 @@ start=$SECONDS
 configure_and_build all
 
 log "ctest"
-ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$JOBS"
+ctest --test-dir "$BUILD_DIR" --output-on-failure --no-tests=error -j "$JOBS"
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
