@@ -396,42 +396,19 @@ void set_queries(Workload* w, const Spec& s, const Options& o) {
   for (int64_t i = 0; i < n; ++i) testing::store_from_float(o.dtype, w->q.data(), i, normal(rng));
 }
 
-// Output rows checked when --check-rows is not given: every row while the reference costs at most
-// kAllRowsBudget (row, token) pairs (about 4 s on one core), else a sample of kSampleBudget pairs per
-// core (about 2 s).
-constexpr double kAllRowsBudget = 1.0e6;
-constexpr double kSampleBudget = 0.5e6;
+// Output rows checked when --check-rows is not given: every row while the float64 reference costs at
+// most kTokenRowsPerCore (row, token) pairs per core (about 2 s; it runs on every core), else a random
+// sample of about that cost.
+constexpr double kTokenRowsPerCore = 0.5e6;
 
 CheckResult check_output(const Workload& w, const void* out, const float* lse, int64_t requested_rows) {
   const auto& c = w.config;
   const int64_t total_rows = int64_t(c.batch) * c.s_q * c.h_q;
   const double mean_len = std::max(1.0, std::accumulate(w.seqlens.begin(), w.seqlens.end(), 0.0) / c.batch);
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const double budget = std::max(1u, std::thread::hardware_concurrency()) * kTokenRowsPerCore;
   int64_t rows = requested_rows;
-  if (rows < 0) {
-    rows = total_rows * mean_len <= kAllRowsBudget ? 0
-                                                   : std::max<int64_t>(32, int64_t(cores * kSampleBudget / mean_len));
-  }
-  if (rows == 0 || rows >= total_rows) return testing::check_against_reference(w, out, lse, 0);
-  // A sample: split over the cores, each thread drawing its own rows.
-  const int threads = static_cast<int>(std::min<int64_t>(cores, rows));
-  std::vector<CheckResult> parts(threads);
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t) {
-    const int64_t mine = rows / threads + (t < rows % threads ? 1 : 0);
-    pool.emplace_back([&, t, mine] { parts[t] = testing::check_against_reference(w, out, lse, mine, 1 + t); });
-  }
-  for (auto& th : pool) th.join();
-  CheckResult r;
-  for (const CheckResult& p : parts) {
-    if (!p.ok && r.ok) r.first_failure = p.first_failure;
-    r.ok = r.ok && p.ok;
-    r.rows_checked += p.rows_checked;
-    r.max_abs_err = std::max(r.max_abs_err, p.max_abs_err);
-    r.cos_diff = std::max(r.cos_diff, p.cos_diff);
-    r.max_lse_err = std::max(r.max_lse_err, p.max_lse_err);
-  }
-  return r;
+  if (rows < 0) rows = total_rows * mean_len <= budget ? 0 : std::max<int64_t>(32, int64_t(budget / mean_len));
+  return testing::check_against_reference(w, out, lse, rows);
 }
 
 struct AlignedFree {
