@@ -1,0 +1,107 @@
+// Helpers shared by the test executables: host buffers with guard bands, the host schedule through
+// the public API, random batches of sequence lengths for schedule tests, and a CPU decode call
+// assembled from a testing::Workload (random inputs, NaN-poisoned tails, float64 reference).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "flash_mla/flash_mla.hpp"
+#include "workload.hpp"
+
+namespace flash_mla::test {
+
+// Host memory with guard bands on both sides holding a known pattern, so that a write past either end
+// is caught. data() is 256-byte aligned (the workspace's requirement).
+class GuardedBuffer {
+ public:
+  static constexpr size_t kGuardBytes = 512;
+
+  explicit GuardedBuffer(size_t bytes = 0);
+  void* data() { return storage_.data() + offset_; }
+  const void* data() const { return storage_.data() + offset_; }
+  size_t size() const { return bytes_; }
+  // Fills the payload (not the guards) with `byte`; 0xff makes every float/bf16/fp16 element a NaN.
+  void fill(uint8_t byte);
+  bool guards_intact() const;
+
+ private:
+  std::vector<uint8_t> storage_;
+  size_t offset_ = 0;
+  size_t bytes_ = 0;
+};
+
+// The schedule of one batch, as get_mla_metadata writes it for CPU tensors.
+struct Schedule {
+  int parts = 0;
+  std::vector<int32_t> metadata;    // [parts, 8]
+  std::vector<int32_t> num_splits;  // [b + 1]
+};
+Schedule host_schedule(const std::vector<int32_t>& seqlens, int rows, int h_kv, int num_sms);
+
+// Runs `call`, which must throw Error for `argument` with a message that reads
+// "flash_mla: <argument>: expected ..., got ..." and contains every one of `needles`.
+template <typename Call>
+void expect_error(Call&& call, const std::string& argument, std::initializer_list<std::string> needles) {
+  try {
+    call();
+    ADD_FAILURE() << "no Error thrown; expected one naming '" << argument << "'";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(e.argument(), argument) << what;
+    EXPECT_EQ(what.rfind("flash_mla: " + argument + ": expected ", 0), 0u) << what;
+    EXPECT_NE(what.find(", got "), std::string::npos) << what;
+    for (const std::string& n : needles) EXPECT_NE(what.find(n), std::string::npos) << "'" << n << "' not in: " << what;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "threw a non-flash_mla exception: " << e.what();
+  }
+}
+
+// One schedule input: lengths, query rows per KV head (s_q * h_q / h_kv), KV heads and SM count.
+struct ScheduleCase {
+  std::vector<int32_t> seqlens;
+  int rows = 1;
+  int h_kv = 1;
+  int num_sms = 132;
+  std::string describe() const;
+};
+// `count` random cases: batch sizes from 1 to 5000, lengths from all-zero and scattered zeros to
+// near INT32_MAX, many row / KV-head / SM counts. The first cases are fixed edge cases.
+std::vector<ScheduleCase> schedule_cases(int count, uint64_t seed);
+
+// Ragged lengths for decode tests: `special` first (0, 1, 63, 64, 65, page boundaries ...), then
+// random lengths in [1, max_len], shuffled.
+std::vector<int32_t> ragged_seqlens(std::vector<int32_t> special, int batch, int max_len, uint64_t seed);
+
+// Number of keys query token t of sequence req sees (SPEC: bottom-right causal mask).
+int visible_keys(const testing::Workload& w, int req, int t);
+
+// A CPU decode call over a workload's buffers: metadata from get_mla_metadata, out and lse prefilled
+// with NaN, workspace with garbage, each inside guard bands. Tests may edit `args` before run().
+class CpuDecode {
+ public:
+  explicit CpuDecode(testing::Workload& w, int num_sms = 132);
+  CpuDecode(const CpuDecode&) = delete;
+  CpuDecode& operator=(const CpuDecode&) = delete;
+
+  void run() { mla_decode(args); }
+  testing::CheckResult check(int64_t max_rows = 0, uint64_t seed = 1) const;
+  float out_at(int64_t i) const { return testing::load_as_float(w.config.dtype, out.data(), i); }
+  float lse_at(int64_t i) const { return static_cast<const float*>(lse.data())[i]; }
+  bool guards_intact() const {
+    return out.guards_intact() && lse.guards_intact() && workspace.guards_intact();
+  }
+
+  testing::Workload& w;
+  Schedule schedule;
+  GuardedBuffer out, lse, workspace;
+  DecodeArgs args;
+};
+
+}  // namespace flash_mla::test
