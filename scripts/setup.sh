@@ -61,5 +61,5 @@ configure_and_build() {
   log "building ($JOBS jobs)"
   local targets=()
   for t in "$@"; do targets+=(--target "$t"); done
-  cmake --build "$BUILD_DIR" -j "$JOBS" "${targets[@]}"
+  cmake --build "$BUILD_DIR" -j "$JOBS" "${targets[@]}" >&2  # stdout stays for the results
 }
