@@ -137,7 +137,7 @@ struct DecodeArgs {
   int head_dim_v = kHeadDimV;
   TensorView tile_scheduler_metadata;  // [num_sm_parts, 8] int32, from get_mla_metadata
   TensorView num_splits;               // [b + 1] int32, from get_mla_metadata
-  float softmax_scale = 0.0f;
+  float softmax_scale = 1.0f / 24.0f;  // 576^-0.5, FlashMLA's default; callers pass their own
   bool causal = false;
   TensorView out;  // [b, s_q, h_q, 512] q's dtype, contiguous
   TensorView lse;  // [b, h_q, s_q] float32, contiguous

@@ -15,9 +15,9 @@ void decode_cpu(const DecodeParams& params);
 // cuda/runtime.cu (stubs in core/no_cuda.cpp for CPU-only builds).
 int cuda_device_count_impl();
 CudaDeviceInfo cuda_device_info_impl(int device_index);
-// Copies a [rows, cols] int32 matrix with row stride `stride` (elements) to dense host memory;
-// synchronises when `device` is a GPU.
-void copy_int32_to_host(Device device, int32_t* dst, const int32_t* src, size_t rows, size_t cols,
+// Copies a [rows, cols] int32 matrix with row stride `stride` (elements) to dense host memory; on a
+// GPU, ordered on `stream` and synchronised with it.
+void copy_int32_to_host(Device device, void* stream, int32_t* dst, const int32_t* src, size_t rows, size_t cols,
                         int64_t stride);
 // True when this build has a decode kernel for the device's architecture.
 bool sm90_kernel_built();

@@ -12,7 +12,7 @@ CudaDeviceInfo cuda_device_info_impl(int device_index) {
               " in a build without the CUDA backend");
 }
 
-void copy_int32_to_host(Device device, int32_t* dst, const int32_t* src, size_t rows, size_t cols,
+void copy_int32_to_host(Device device, void* /*stream*/, int32_t* dst, const int32_t* src, size_t rows, size_t cols,
                         int64_t stride) {
   if (device.type != DeviceType::kCPU) cuda_device_info_impl(device.index);
   for (size_t r = 0; r < rows; ++r) std::copy_n(src + r * stride, cols, dst + r * cols);

@@ -292,10 +292,10 @@ void validate_decode_values(const DecodeParams& p) {
   std::vector<int32_t> seqlens(b), num_splits(b + 1);
   std::vector<int32_t> metadata(static_cast<size_t>(p.num_sm_parts) * kMetadataWords);
   std::vector<int32_t> table(b * static_cast<size_t>(p.max_blocks_per_seq));
-  copy_int32_to_host(p.device, seqlens.data(), p.seqlens, b, 1, 1);
-  copy_int32_to_host(p.device, num_splits.data(), p.num_splits, b + 1, 1, 1);
-  copy_int32_to_host(p.device, metadata.data(), p.metadata, metadata.size(), 1, 1);
-  copy_int32_to_host(p.device, table.data(), p.block_table, b, p.max_blocks_per_seq, p.block_table_stride);
+  copy_int32_to_host(p.device, p.stream, seqlens.data(), p.seqlens, b, 1, 1);
+  copy_int32_to_host(p.device, p.stream, num_splits.data(), p.num_splits, b + 1, 1, 1);
+  copy_int32_to_host(p.device, p.stream, metadata.data(), p.metadata, metadata.size(), 1, 1);
+  copy_int32_to_host(p.device, p.stream, table.data(), p.block_table, b, p.max_blocks_per_seq, p.block_table_stride);
 
   const int64_t capacity = static_cast<int64_t>(p.max_blocks_per_seq) * p.page_block_size;
   for (size_t i = 0; i < b; ++i) {
