@@ -95,6 +95,7 @@ std::tuple<Tensor, Tensor> get_mla_metadata(Tensor cache_seqlens, int64_t num_q_
     args.num_q_tokens_per_head_k = static_cast<int>(num_q_tokens_per_head_k);
     args.num_heads_k = static_cast<int>(num_heads_k);
     args.num_sms = static_cast<int>(num_sms.value_or(0));
+    // The outputs' shapes: num_sm_parts of the SM count the core will use (ScheduleArgs::num_sms).
     const int sms = args.num_sms > 0 ? args.num_sms : flash_mla::default_num_sms(args.cache_seqlens.device);
     const int64_t parts = flash_mla::num_sm_parts(sms, args.num_q_tokens_per_head_k, args.num_heads_k);
     const int64_t b = cache_seqlens.dim() == 1 ? cache_seqlens.size(0) : 0;
