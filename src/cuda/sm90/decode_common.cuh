@@ -1,0 +1,93 @@
+// Device helpers shared by the sm90 decode kernels: the pieces of a schedule part, packing, quad
+// reductions and the 128-byte swizzle of a 64x64 16-bit tile.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "core/params.hpp"
+#include "ptx/wgmma.hpp"
+
+namespace flash_mla::sm90 {
+
+using detail::DecodeParams;
+
+inline constexpr int kBlockN = flash_mla::kBlockN;  // KV tokens per pipeline stage
+inline constexpr int kSubTileCols = 64;             // channels per TMA copy: one 128-byte swizzled row
+inline constexpr int kQKSubTiles = kHeadDim / kSubTileCols;   // 9: Q·Kᵀ runs over all 576 channels
+inline constexpr int kVSubTiles = kHeadDimV / kSubTileCols;   // 8: V is the first 512 channels
+inline constexpr int kSubTileBytes = kBlockN * kSubTileCols * 2;         // 8 KiB, 1024-byte aligned
+inline constexpr uint32_t kKBlockBytes = kQKSubTiles * kSubTileBytes;    // 72 KiB per stage
+inline constexpr int kWarpgroupThreads = 128;
+
+// One 64x64 tile of 16-bit values in the 128-byte swizzle layout: row r's 16-byte chunk c lives at
+// chunk c ^ (r % 8). TMA writes it, wgmma reads it (K-major, or MN-major for V).
+struct alignas(1024) SubTile {
+  uint16_t v[kBlockN * kSubTileCols];
+};
+
+// One piece of work: the tokens [token_begin, token_end) of sequence `req`.
+struct Piece {
+  int req;
+  int seqlen;
+  int token_begin;
+  int token_end;
+  int split;     // index among the sequence's pieces
+  int n_splits;  // pieces of the sequence; 1 means "write the final output"
+  __device__ int first_block() const { return token_begin / kBlockN; }
+  __device__ int end_block() const { return token_end > token_begin ? (token_end + kBlockN - 1) / kBlockN : first_block(); }
+};
+
+// Visits the pieces of this CTA's part in order. Plain loads (not __ldg): metadata may be produced by
+// a kernel earlier in the same stream. Clamped so that metadata of another batch cannot index out of
+// bounds; lengths past the block table's capacity are truncated as on the CPU backend.
+template <typename Fn>
+__device__ __forceinline__ void for_each_piece(const DecodeParams& p, Fn&& fn) {
+  const int32_t* row = p.metadata + static_cast<int64_t>(blockIdx.z) * kMetadataWords;
+  const int begin_req = max(row[0], 0), end_req = min(row[2], p.batch - 1);
+  const int64_t capacity = static_cast<int64_t>(p.max_blocks_per_seq) * p.page_block_size;
+  const int64_t slots = static_cast<int64_t>(p.batch) + p.num_sm_parts;
+  for (int req = begin_req; req <= end_req; ++req) {
+    Piece pc;
+    pc.req = req;
+    pc.seqlen = static_cast<int>(min(max(static_cast<int64_t>(p.seqlens[req]), int64_t{0}), capacity));
+    pc.token_begin = req == begin_req ? max(row[1], 0) : 0;
+    pc.token_end = req == end_req ? min(row[3], pc.seqlen) : pc.seqlen;
+    pc.split = req == begin_req ? row[4] : 0;
+    const int first = p.num_splits[req];
+    pc.n_splits = p.num_splits[req + 1] - first;
+    const int64_t slot = static_cast<int64_t>(first) + pc.split;
+    if (pc.n_splits < 1 || (pc.n_splits > 1 && (slot < 0 || slot >= slots))) continue;
+    fn(pc);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float a, float b) {
+  if constexpr (ptx::kIsBf16<T>) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&v);
+  } else {
+    __half2 v = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+}
+
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// Byte offset of 16-byte chunk `chunk` of row `row` in a 128-byte-swizzled 64x64 tile.
+__device__ __forceinline__ uint32_t swizzled_offset(int row, int chunk) {
+  return static_cast<uint32_t>(row * 128 + ((chunk ^ (row & 7)) << 4));
+}
+
+}  // namespace flash_mla::sm90
