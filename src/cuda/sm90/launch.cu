@@ -60,13 +60,10 @@ bool sm90_kernel_built() { return true; }
 void decode_sm90(const DecodeParams& p) {
   CudaDeviceGuard guard(p.device.index);
   const CUtensorMap k_map = make_k_map(p);
-  // Tuned for speed, does not affect correctness: up to 32 query rows per KV head (h_q * s_q / h_kv,
-  // e.g. 16 heads x 2 tokens) the narrow kernel does a quarter of the dense kernel's padded work.
-  const bool narrow = p.rows <= sm90::narrow::kMaxRows;
   if (p.dtype == DType::kBF16) {
-    narrow ? sm90::narrow::launch_decode<__nv_bfloat16>(p, k_map) : sm90::dense::launch_decode<__nv_bfloat16>(p, k_map);
+    sm90::dense::launch_decode<__nv_bfloat16>(p, k_map);
   } else {
-    narrow ? sm90::narrow::launch_decode<__half>(p, k_map) : sm90::dense::launch_decode<__half>(p, k_map);
+    sm90::dense::launch_decode<__half>(p, k_map);
   }
   cuda_check(cudaGetLastError(), "sm90 decode kernel launch");
   launch_combine(p);

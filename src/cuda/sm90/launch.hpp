@@ -1,4 +1,4 @@
-// The sm90 decode kernels' launchers, one instantiation per dtype each (decode_*/decode_{bf16,fp16}.cu).
+// The sm90 decode kernel's launcher, one instantiation per dtype (decode_dense/decode_{bf16,fp16}.cu).
 #pragma once
 
 #include <cuda.h>
@@ -15,13 +15,5 @@ void launch_decode(const detail::DecodeParams& p, const CUtensorMap& k_map);
 extern template void launch_decode<__nv_bfloat16>(const detail::DecodeParams&, const CUtensorMap&);
 extern template void launch_decode<__half>(const detail::DecodeParams&, const CUtensorMap&);
 }  // namespace dense
-
-namespace narrow {  // at most 32 query rows per (sequence, KV head): Sᵀ = K·Qᵀ with N = 32
-inline constexpr int kMaxRows = 32;
-template <typename T>
-void launch_decode(const detail::DecodeParams& p, const CUtensorMap& k_map);
-extern template void launch_decode<__nv_bfloat16>(const detail::DecodeParams&, const CUtensorMap&);
-extern template void launch_decode<__half>(const detail::DecodeParams&, const CUtensorMap&);
-}  // namespace narrow
 
 }  // namespace flash_mla::sm90
