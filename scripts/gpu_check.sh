@@ -20,7 +20,8 @@ generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DFLASH_MLA_CUDA=ON \
   -DFLASH_MLA_BUILD_TESTS=ON -DFLASH_MLA_BUILD_CLI=ON >"$OUT/configure.log"
-cmake --build "$BUILD" -j "$(nproc)" 2>&1 | grep -E "ptxas info *: Used|spill|error|C75" | sort | uniq -c | tee "$OUT/ptxas.txt"
+cmake --build "$BUILD" -j "$(nproc)" >"$OUT/build.log" 2>&1 || { tail -n 40 "$OUT/build.log"; exit 1; }
+grep -E "ptxas info *: Used|spill|C75" "$OUT/build.log" | sort | uniq -c | tee "$OUT/ptxas.txt"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 
 for step in "${steps[@]}"; do
