@@ -41,4 +41,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=requires_sm90)]
 
 @pytest.fixture(params=DEVICES)
 def device(request):
+    # An indexed device: tensors report "cuda:0", and torch.device("cuda") != torch.device("cuda:0").
+    if request.param == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(request.param)
