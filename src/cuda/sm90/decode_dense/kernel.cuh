@@ -24,6 +24,7 @@
 #include "cuda/sm90/decode_common.cuh"
 #include "cuda/sm90/decode_dense/config.hpp"
 #include "ptx/barrier.hpp"
+#include "ptx/griddep.hpp"
 #include "ptx/mbarrier.hpp"
 #include "ptx/tma.hpp"
 #include "ptx/wgmma.hpp"
@@ -125,6 +126,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   SharedStorage& s = *reinterpret_cast<SharedStorage*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   const int warpgroup = threadIdx.x / kWarpgroupThreads;
   const int thread = threadIdx.x % kWarpgroupThreads;
+  // The combine (a programmatic dependent) may be scheduled now: it waits for this grid to finish
+  // before reading partials, and cannot take an SM's resources from a CTA of this one-wave grid.
+  ptx::launch_dependents();
 
   if (threadIdx.x == 0) {
     for (int st = 0; st < kStages; ++st) {
