@@ -2,6 +2,7 @@
 
     python -m flash_mla.bench [--grid perf|flashmla|short|small|all|tiny] [--dtype bf16|fp16]
                               [--out DIR] [--check] [--device cuda|cpu] [--seed N]
+    python -m flash_mla.bench --plot DIR/bench_<grid>_<dtype>.json
 
 The workloads and the method are those of the C++ flash-mla-bench (cli/flash_mla_bench.cpp), through
 the package's public API on torch tensors:
@@ -15,9 +16,10 @@ the package's public API on torch tensors:
 - on CPU (--device cpu, for CI: the default grid is 'tiny'): time.perf_counter around each call;
 - counting (PERF.md): FLOPs = 2 s_q h_q (576 + 512) sum(seqlens); bytes = (sum(seqlens) h_kv 576 +
   b s_q h_q 576 + b s_q h_q 512) * element size.
-Writes the table to stdout and bench_<grid>_<dtype>.{json,csv,png} to --out (the PNG needs matplotlib:
-pip install 'flash_mla[bench]'). --check compares a few sequences of every row with a float64
-reference (SPEC.md's tolerances). Exit status: 0 ok; 1 a row failed (error or check) or no device.
+Writes the table to stdout and bench_<grid>_<dtype>.{json,csv,png} to --out. The PNG needs matplotlib
+(pip install 'flash_mla[bench]'); without it, --plot FILE.json draws it later on another machine.
+--check compares a few sequences of every row with a float64 reference (SPEC.md's tolerances).
+Exit status: 0 ok; 1 a row failed (an error or the check) or no CUDA device.
 """
 
 import argparse
@@ -390,6 +392,8 @@ def parse_args(argv):
     p.add_argument("--check", action="store_true", help="compare a few sequences per row with a float64 reference")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     p.add_argument("--seed", type=int, default=0, help="inputs and ragged lengths (default 0)")
+    p.add_argument("--plot", metavar="JSON", help="only draw the PNG of a JSON this tool wrote (e.g. on a "
+                   "machine with matplotlib), next to it")
     args = p.parse_args(argv)
     args.grid = args.grid or ("perf" if args.device == "cuda" else "tiny")
     for g in args.grid.split(","):
@@ -400,6 +404,14 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.plot:
+        with open(args.plot) as f:
+            info = json.load(f)
+        c = info["ceilings"]
+        png = os.path.splitext(args.plot)[0] + ".png"
+        title = f"flash_mla {info['dtype']} on {info['device']}, grid {info['grid']}"
+        report_plot(plot(png, info["rows"], c and (c["copy_gbps"], c["gemm_tflops"]), title), png, [])
+        return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         print("flash_mla.bench: no CUDA device (torch.cuda.is_available() is False); the benchmark times the "
               "Hopper kernel. For a tiny run of the CPU backend: python -m flash_mla.bench --device cpu",
@@ -461,13 +473,17 @@ def main(argv=None):
     with open(stem + ".json", "w") as f:
         json.dump(info, f, indent=1)
     write_csv(stem + ".csv", rows)
-    written = [stem + ".json", stem + ".csv"]
-    if plot(stem + ".png", rows, ceilings, f"flash_mla {args.dtype} on {name}, grid {args.grid}"):
-        written.append(stem + ".png")
-    else:
-        print("matplotlib is not installed (pip install 'flash_mla[bench]'): no plot")
-    print("wrote " + ", ".join(written))
+    drawn = plot(stem + ".png", rows, ceilings, f"flash_mla {args.dtype} on {name}, grid {args.grid}")
+    report_plot(drawn, stem + ".png", [stem + ".json", stem + ".csv"])
     return 1 if failed else 0
+
+
+def report_plot(drawn, png, written):
+    if not drawn:
+        print("matplotlib is not installed (pip install 'flash_mla[bench]', or python -m flash_mla.bench --plot "
+              "FILE.json where it is): no plot")
+    if written or drawn:
+        print("wrote " + ", ".join(written + [png] * drawn))
 
 
 if __name__ == "__main__":

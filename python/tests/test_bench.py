@@ -40,6 +40,11 @@ def test_cpu_tiny_grid_writes_json_and_csv(tmp_path):
     png = (tmp_path / "bench_tiny_bf16.png").exists()
     assert png or "matplotlib is not installed" in run.stdout  # the plot is optional
 
+    # --plot draws from the JSON alone (for a machine with matplotlib)
+    (tmp_path / "bench_tiny_bf16.png").unlink(missing_ok=True)
+    assert bench.main(["--plot", str(tmp_path / "bench_tiny_bf16.json")]) == 0
+    assert (tmp_path / "bench_tiny_bf16.png").exists() == png
+
 
 def test_grids_match_the_cpp_bench():
     """cli/flash_mla_bench.cpp's named grids: row counts, shapes, PERF.md's ragged rule."""
