@@ -2,123 +2,32 @@
 // also skip unless the sm90 backend resolves for cuda:0 (a Hopper GPU and a build with the kernel).
 //   - The device schedule (get_mla_metadata on CUDA tensors) writes exactly the host's words, on
 //     random batches from b = 1 to 5000, inside and outside CUDA-graph capture.
-//   - The sm90 decode against the float64 reference over h_q x h_kv x s_q x dtype x causal, batches
-//     from 1 to 5000, lengths 0, 1, 63, 64, 65 and ragged; guard bands, determinism, the sm90-only
-//     argument checks and value validation on device memory.
+//   - The sm90 decode against the float64 reference over h_q x h_kv x s_q x dtype x causal (h_q 8 and
+//     16 are the TP16 / TP8 shards of 128 heads), batches from 1 to 5000, lengths 0, 1, 63, 64, 65 and
+//     ragged; guard bands, the sm90-only argument checks and value validation on device memory.
+//   - Determinism: bitwise-identical out and lse over 100 calls, and CUDA-graph replay equal to the
+//     eager call, also with get_mla_metadata captured and new lengths and block tables per replay.
+// The random fuzzer is test_gpu_fuzz.cpp, the two-GPU tests test_gpu_multi.cpp; helpers gpu_support.hpp.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
 
-#include "test_support.hpp"
+#include "gpu_support.hpp"
 
 namespace flash_mla::test {
 namespace {
 
-constexpr Device kCuda0{DeviceType::kCUDA, 0};
-constexpr uint8_t kGuardByte = 0x6b;
-
-void cuda_ok(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(status));
-}
-
-// Device memory with guard bands on both sides (filled with kGuardByte); data() is 256-byte aligned.
-class DeviceBuffer {
- public:
-  static constexpr size_t kGuardBytes = 512;
-
-  explicit DeviceBuffer(size_t bytes) : bytes_(bytes) {
-    cuda_ok(cudaMalloc(&base_, bytes + 2 * kGuardBytes), "cudaMalloc");
-    cuda_ok(cudaMemset(base_, kGuardByte, bytes + 2 * kGuardBytes), "cudaMemset");
-  }
-  ~DeviceBuffer() { cudaFree(base_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-
-  void* data() { return static_cast<char*>(base_) + kGuardBytes; }
-  size_t size() const { return bytes_; }
-  void upload(const void* src) { cuda_ok(cudaMemcpy(data(), src, bytes_, cudaMemcpyHostToDevice), "upload"); }
-  void download(void* dst) const {
-    cuda_ok(cudaMemcpy(dst, static_cast<const char*>(base_) + kGuardBytes, bytes_, cudaMemcpyDeviceToHost), "download");
-  }
-  void fill(uint8_t byte) { cuda_ok(cudaMemset(data(), byte, bytes_), "cudaMemset"); }
-  bool guards_intact() const {
-    std::vector<uint8_t> all(bytes_ + 2 * kGuardBytes);
-    cuda_ok(cudaMemcpy(all.data(), base_, all.size(), cudaMemcpyDeviceToHost), "download guards");
-    auto guard_ok = [](const uint8_t* p) {
-      return std::all_of(p, p + kGuardBytes, [](uint8_t v) { return v == kGuardByte; });
-    };
-    return guard_ok(all.data()) && guard_ok(all.data() + kGuardBytes + bytes_);
-  }
-
- private:
-  void* base_ = nullptr;
-  size_t bytes_ = 0;
-};
-
-#define REQUIRE_GPU() \
-  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device"
-
-// Empty when the sm90 decode runs on cuda:0, else why not.
-std::string sm90_unavailable() {
-  if (cuda_device_count() == 0) return "no CUDA device";
-  const CudaDeviceInfo info = cuda_device_info(0);
-  if (info.major != 9) return "cuda:0 is " + info.name + ", not sm_90";
-  try {
-    resolve_backend(Backend::kAuto, kCuda0);
-  } catch (const Error& e) {
-    return std::string("no sm90 decode: ") + e.what();
-  }
-  return "";
-}
-
-#define REQUIRE_SM90()                                      \
-  if (const std::string why = sm90_unavailable(); !why.empty()) GTEST_SKIP() << why
+constexpr Device kCuda0 = cuda_device(0);
 
 // ---------------------------------------------------------------------------------------------
 // Device schedule.
-
-// get_mla_metadata on device copies of `seqlens`, outputs prefilled with garbage; returns the words.
-Schedule device_schedule(const std::vector<int32_t>& seqlens, int rows, int h_kv, int num_sms, cudaStream_t stream) {
-  const int64_t b = static_cast<int64_t>(seqlens.size());
-  Schedule s;
-  s.parts = num_sm_parts(num_sms > 0 ? num_sms : cuda_device_info(0).sm_count, rows, h_kv);
-  DeviceBuffer d_lens(b * 4), d_meta(static_cast<size_t>(s.parts) * kMetadataWords * 4), d_splits((b + 1) * 4);
-  d_lens.upload(seqlens.data());
-  d_meta.fill(0xab);
-  d_splits.fill(0xcd);
-  ScheduleArgs a;
-  a.cache_seqlens = make_view(d_lens.data(), DType::kInt32, kCuda0, {b});
-  a.num_q_tokens_per_head_k = rows;
-  a.num_heads_k = h_kv;
-  a.num_sms = num_sms;
-  a.tile_scheduler_metadata = make_view(d_meta.data(), DType::kInt32, kCuda0, {s.parts, kMetadataWords});
-  a.num_splits = make_view(d_splits.data(), DType::kInt32, kCuda0, {b + 1});
-  a.stream = stream;
-  get_mla_metadata(a);
-  cuda_ok(cudaStreamSynchronize(stream), "schedule kernel");
-  s.metadata.resize(static_cast<size_t>(s.parts) * kMetadataWords);
-  s.num_splits.resize(b + 1);
-  d_meta.download(s.metadata.data());
-  d_splits.download(s.num_splits.data());
-  if (!d_meta.guards_intact() || !d_splits.guards_intact()) throw std::runtime_error("schedule wrote out of bounds");
-  return s;
-}
-
-class Stream {
- public:
-  Stream() { cuda_ok(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate"); }
-  ~Stream() { cudaStreamDestroy(s_); }
-  operator cudaStream_t() const { return s_; }
-
- private:
-  cudaStream_t s_ = nullptr;
-};
 
 TEST(GpuSchedule, MatchesHostWords) {
   REQUIRE_GPU();
@@ -184,95 +93,6 @@ TEST(GpuSchedule, CapturedInACudaGraph) {
 // ---------------------------------------------------------------------------------------------
 // Decode.
 
-// A decode call on device copies of a workload's inputs; metadata from the device schedule.
-class GpuDecode {
- public:
-  GpuDecode(testing::Workload& workload, int num_sms, cudaStream_t stream)
-      : w(workload),
-        parts(num_sm_parts(num_sms, w.config.s_q * w.config.h_q / w.config.h_kv, w.config.h_kv)),
-        q(w.q.size()),
-        k(w.k_cache.size()),
-        table(w.block_table.size() * 4),
-        lens(w.seqlens.size() * 4),
-        meta(static_cast<size_t>(parts) * kMetadataWords * 4),
-        splits((w.seqlens.size() + 1) * 4),
-        out(static_cast<size_t>(w.out_elems()) * w.elem()),
-        lse(static_cast<size_t>(w.lse_elems()) * 4),
-        workspace(decode_workspace_bytes(w.config.batch, w.config.s_q, w.config.h_q, parts)) {
-    q.upload(w.q.data());
-    k.upload(w.k_cache.data());
-    table.upload(w.block_table.data());
-    lens.upload(w.seqlens.data());
-    out.fill(0xff);
-    lse.fill(0xff);
-    workspace.fill(0xff);
-    const int64_t b = w.config.batch;
-    ScheduleArgs s;
-    s.cache_seqlens = w.seqlens_view(lens.data(), kCuda0);
-    s.num_q_tokens_per_head_k = w.config.s_q * w.config.h_q / w.config.h_kv;
-    s.num_heads_k = w.config.h_kv;
-    s.page_block_size = w.config.page_block_size;
-    s.num_sms = num_sms;
-    s.tile_scheduler_metadata = make_view(meta.data(), DType::kInt32, kCuda0, {parts, kMetadataWords});
-    s.num_splits = make_view(splits.data(), DType::kInt32, kCuda0, {b + 1});
-    s.stream = stream;
-    get_mla_metadata(s);
-
-    args.q = w.q_view(q.data(), kCuda0);
-    args.k_cache = w.k_cache_view(k.data(), kCuda0);
-    args.block_table = w.block_table_view(table.data(), kCuda0);
-    args.cache_seqlens = s.cache_seqlens;
-    args.tile_scheduler_metadata = s.tile_scheduler_metadata;
-    args.num_splits = s.num_splits;
-    args.softmax_scale = w.softmax_scale;
-    args.causal = w.config.causal;
-    args.out = w.out_view(out.data(), kCuda0);
-    args.lse = w.lse_view(lse.data(), kCuda0);
-    args.workspace = workspace.data();
-    args.workspace_bytes = workspace.size();
-    args.stream = stream;
-  }
-
-  void run() {
-    mla_decode(args);
-    cuda_ok(cudaStreamSynchronize(static_cast<cudaStream_t>(args.stream)), "decode");
-  }
-  // Copies out and lse back.
-  void fetch() {
-    out_host.resize(out.size());
-    lse_host.resize(lse.size() / 4);
-    out.download(out_host.data());
-    lse.download(lse_host.data());
-  }
-  // Against the float64 reference: every row (max_rows 0) or max_rows random rows.
-  testing::CheckResult check(int64_t max_rows, uint64_t seed = 1) {
-    fetch();
-    return testing::check_against_reference(w, out_host.data(), lse_host.data(), max_rows, seed);
-  }
-  bool guards_intact() const { return out.guards_intact() && lse.guards_intact() && workspace.guards_intact(); }
-
-  testing::Workload& w;
-  int parts;
-  DeviceBuffer q, k, table, lens, meta, splits, out, lse, workspace;
-  DecodeArgs args;
-  std::vector<uint8_t> out_host;
-  std::vector<float> lse_host;
-};
-
-testing::Workload make(int batch, int s_q, int h_q, int h_kv, std::vector<int32_t> lens, DType dtype, bool causal,
-                       uint64_t seed, int page = 64) {
-  testing::WorkloadConfig c;
-  c.batch = batch;
-  c.s_q = s_q;
-  c.h_q = h_q;
-  c.h_kv = h_kv;
-  c.seqlens = std::move(lens);
-  c.dtype = dtype;
-  c.page_block_size = page;
-  c.causal = causal;
-  c.seed = seed;
-  return testing::make_workload(c);
-}
 
 constexpr int64_t kCheckedRows = 256;
 
@@ -282,7 +102,7 @@ struct HeadCase {
 
 std::vector<HeadCase> head_cases() {
   std::vector<HeadCase> cases;
-  for (int h_q : {1, 3, 16, 32, 63, 64, 126, 127, 128}) {
+  for (int h_q : {1, 3, 8, 16, 32, 63, 64, 126, 127, 128}) {  // 8, 16: TP16 / TP8 shards of 128 heads
     for (int h_kv : {1, 2, 3, 8}) {
       if (h_q % h_kv == 0) cases.push_back({h_q, h_kv});
     }
@@ -309,7 +129,8 @@ TEST_P(GpuDecodeMatrix, MatchesReference) {
       const std::vector<int32_t> special = b >= 5 ? std::vector<int32_t>{0, 1, 63, 64, 65}
                                           : b > 1 ? std::vector<int32_t>{0, 65} : std::vector<int32_t>{};
       const uint64_t seed = 1000 * hc.h_q + 10 * hc.h_kv + index;
-      testing::Workload w = make(b, s_q, hc.h_q, hc.h_kv, ragged_seqlens(special, b, max_len, seed), dt, false, seed);
+      testing::Workload w =
+          random_workload(b, s_q, hc.h_q, hc.h_kv, ragged_seqlens(special, b, max_len, seed), dt, false, seed);
       for (bool causal : {false, true}) {
         if (causal && s_q == 1) continue;
         for (int num_sms : {sms, 1}) {
@@ -339,7 +160,7 @@ TEST(GpuDecode, LargeBatchShortSequences) {
   std::vector<int32_t> lens = ragged_seqlens({0, 0, 1, 63, 64, 65}, 5000, 40, 9);
   for (size_t i = 0; i < lens.size(); i += 29) lens[i] = 0;
   for (int s_q : {1, 2}) {
-    testing::Workload w = make(5000, s_q, 128, 1, lens, DType::kBF16, s_q > 1, 9 + s_q);
+    testing::Workload w = random_workload(5000, s_q, 128, 1, lens, DType::kBF16, s_q > 1, 9 + s_q);
     GpuDecode d(w, cuda_device_info(0).sm_count, stream);
     d.run();
     const auto r = d.check(2000, s_q);
@@ -352,7 +173,7 @@ TEST(GpuDecode, EmptyAndFullyMaskedRowsAreExact) {
   REQUIRE_SM90();
   Stream stream;
   for (const auto& lens : {std::vector<int32_t>(64, 0), std::vector<int32_t>{0, 1, 2, 3, 4, 100, 0}}) {
-    testing::Workload w = make(static_cast<int>(lens.size()), 4, 128, 1, lens, DType::kBF16, true, 21);
+    testing::Workload w = random_workload(static_cast<int>(lens.size()), 4, 128, 1, lens, DType::kBF16, true, 21);
     GpuDecode d(w, cuda_device_info(0).sm_count, stream);
     d.run();
     const auto r = d.check(0);
@@ -373,25 +194,244 @@ TEST(GpuDecode, EmptyAndFullyMaskedRowsAreExact) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Determinism: bitwise-identical out and lse over 100 calls and across CUDA-graph replay.
+
+struct DeterminismCase {
+  int b, s_q, h_q, h_kv;
+  DType dtype;
+  bool causal;
+  int num_sms;  // 0: the device's SM count through get_mla_metadata's default
+  const char* what;
+};
+
+// Partly filled and several 64-row query tiles, one and several KV heads, split and unsplit.
+std::vector<DeterminismCase> determinism_cases() {
+  return {{9, 2, 128, 1, DType::kFP16, true, 0, "256 rows per KV head, s_q 2 causal, split"},
+          {16, 1, 16, 1, DType::kBF16, false, 0, "16 rows per KV head, split"},
+          {5, 3, 64, 2, DType::kBF16, true, 1, "96 rows per KV head, 2 KV heads, unsplit"},
+          {3, 2, 8, 1, DType::kFP16, true, 7, "16 rows per KV head, few parts"}};
+}
+
+std::string describe(const DeterminismCase& c) {
+  std::ostringstream s;
+  s << c.what << ": b=" << c.b << " s_q=" << c.s_q << " h_q=" << c.h_q << " h_kv=" << c.h_kv
+    << " num_sms=" << c.num_sms;
+  return s.str();
+}
+
+testing::Workload determinism_workload(const DeterminismCase& c, uint64_t seed) {
+  return random_workload(c.b, c.s_q, c.h_q, c.h_kv, ragged_seqlens({0, 1, 65, 4000}, c.b, 3000, seed), c.dtype,
+                         c.causal, seed);
+}
+
+bool same_bits(const GpuDecode& d, const std::vector<uint8_t>& out, const std::vector<float>& lse) {
+  return d.out_host.size() == out.size() && d.lse_host.size() == lse.size() &&
+         std::memcmp(out.data(), d.out_host.data(), out.size()) == 0 &&
+         std::memcmp(lse.data(), d.lse_host.data(), lse.size() * sizeof(float)) == 0;
+}
+
 TEST(GpuDecode, BitwiseDeterministicWhateverTheWorkspaceHolds) {
   REQUIRE_SM90();
   Stream stream;
-  testing::Workload w = make(9, 2, 128, 1, ragged_seqlens({0, 1, 65}, 9, 3000, 31), DType::kFP16, true, 31);
-  GpuDecode d(w, cuda_device_info(0).sm_count, stream);
-  d.run();
-  d.fetch();
-  const std::vector<uint8_t> out0 = d.out_host;
-  const std::vector<float> lse0 = d.lse_host;
-  for (uint8_t garbage : {0x00, 0x7f, 0xff}) {
-    d.workspace.fill(garbage);
-    d.out.fill(0xff);
+  uint64_t seed = 31;
+  for (const DeterminismCase& c : determinism_cases()) {
+    SCOPED_TRACE(describe(c));
+    testing::Workload w = determinism_workload(c, seed++);
+    GpuDecode d(w, c.num_sms, stream);
     d.run();
-    d.fetch();
-    EXPECT_EQ(0, std::memcmp(out0.data(), d.out_host.data(), out0.size()))
-        << "out, workspace 0x" << std::hex << int(garbage);
-    EXPECT_EQ(0, std::memcmp(lse0.data(), d.lse_host.data(), lse0.size() * 4)) << "lse";
+    const auto r = d.check(kCheckedRows, seed);
+    EXPECT_TRUE(r.ok) << r.first_failure;
+    const std::vector<uint8_t> out0 = d.out_host;
+    const std::vector<float> lse0 = d.lse_host;
+    // 100 calls; every other one first fills out, lse and the workspace with another pattern.
+    const uint8_t garbage[] = {0x00, 0x7f, 0xff, 0x55, 0x80};
+    int differing = 0;
+    for (int call = 0; call < 100; ++call) {
+      if (call % 2 == 0) {
+        d.workspace.fill(garbage[(call / 2) % 5]);
+        d.out.fill(garbage[(call / 2 + 1) % 5]);
+        d.lse.fill(garbage[(call / 2 + 2) % 5]);
+      }
+      d.run();
+      d.fetch();
+      if (!same_bits(d, out0, lse0) && ++differing == 1) ADD_FAILURE() << "call " << call << " differs from call 0";
+    }
+    EXPECT_EQ(differing, 0) << "of 100 calls";
+    EXPECT_TRUE(d.guards_intact());
   }
 }
+
+// Value validation synchronises, so it cannot run inside graph capture.
+bool value_validation_from_env() {
+  const char* v = std::getenv("FLASH_MLA_VALIDATE");
+  return v != nullptr && v[0] != '\0' && std::string(v) != "0";
+}
+
+// The calls `capture` makes on `stream`, captured once and instantiated.
+class Graph {
+ public:
+  template <typename Capture>
+  Graph(cudaStream_t stream, Capture&& capture) {
+    cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    try {
+      capture();
+    } catch (...) {
+      cudaGraph_t partial = nullptr;
+      cudaStreamEndCapture(stream, &partial);
+      if (partial != nullptr) cudaGraphDestroy(partial);
+      throw;
+    }
+    cuda_ok(cudaStreamEndCapture(stream, &graph_), "cudaStreamEndCapture");
+    cuda_ok(cudaGraphInstantiate(&exec_, graph_, 0), "cudaGraphInstantiate");
+  }
+  ~Graph() {
+    if (exec_ != nullptr) cudaGraphExecDestroy(exec_);
+    if (graph_ != nullptr) cudaGraphDestroy(graph_);
+  }
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+
+  void replay(cudaStream_t stream) {
+    cuda_ok(cudaGraphLaunch(exec_, stream), "cudaGraphLaunch");
+    cuda_ok(cudaStreamSynchronize(stream), "graph replay");
+  }
+
+ private:
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+TEST(GpuGraph, DecodeReplayEqualsEagerBitwise) {
+  REQUIRE_SM90();
+  if (value_validation_from_env()) GTEST_SKIP() << "FLASH_MLA_VALIDATE synchronises; graphs cannot capture it";
+  Stream stream;
+  uint64_t seed = 71;
+  for (const DeterminismCase& c : determinism_cases()) {
+    SCOPED_TRACE(describe(c));
+    testing::Workload w = determinism_workload(c, seed++);
+    GpuDecode d(w, c.num_sms, stream);
+    d.run();
+    d.fetch();
+    const std::vector<uint8_t> eager_out = d.out_host;
+    const std::vector<float> eager_lse = d.lse_host;
+    Graph graph(stream, [&] { mla_decode(d.args); });
+    for (int replay = 0; replay < 10; ++replay) {
+      d.workspace.fill(replay % 2 ? 0xff : 0x00);
+      d.out.fill(0xff);
+      d.lse.fill(0xff);
+      graph.replay(stream);
+      d.fetch();
+      EXPECT_TRUE(same_bits(d, eager_out, eager_lse)) << "replay " << replay;
+    }
+    const auto r = testing::check_against_reference(w, eager_out.data(), eager_lse.data(), kCheckedRows, seed);
+    EXPECT_TRUE(r.ok) << r.first_failure;
+    EXPECT_TRUE(d.guards_intact());
+  }
+}
+
+// get_mla_metadata and mla_decode captured together, as engines do for a decoding step; between
+// replays new lengths, block tables, queries and cache contents are written into the same buffers
+// (all-zero CUDA-graph padding batches included). Each replay equals the eager call on those inputs.
+TEST(GpuGraph, ScheduleAndDecodeReplayFollowNewLengthsAndBlockTables) {
+  REQUIRE_SM90();
+  if (value_validation_from_env()) GTEST_SKIP() << "FLASH_MLA_VALIDATE synchronises; graphs cannot capture it";
+  Stream stream;
+  const int b = 24, s_q = 2, h_q = 64, h_kv = 1;
+  const DType dtype = DType::kBF16;
+  std::vector<int32_t> one_long(b, 1);
+  one_long[5] = 20000;
+  const std::vector<std::vector<int32_t>> lengths = {
+      ragged_seqlens({0, 1, 63, 64, 65}, b, 3000, 61), ragged_seqlens({0, 0, 0, 2, 128}, b, 200, 62),
+      std::vector<int32_t>(b, 0), one_long, ragged_seqlens({0, 65}, b, 6000, 65)};
+  std::vector<testing::Workload> inputs;
+  int64_t pages = 0;
+  int64_t width = 0;
+  for (size_t v = 0; v < lengths.size(); ++v) {
+    inputs.push_back(random_workload(b, s_q, h_q, h_kv, lengths[v], dtype, true, 61 + v));
+    pages = std::max(pages, inputs.back().num_pages);
+    width = std::max<int64_t>(width, inputs.back().max_blocks_per_seq);
+  }
+  const testing::Workload& w0 = inputs[0];
+  const int parts = num_sm_parts(cuda_device_info(0).sm_count, s_q * h_q / h_kv, h_kv);
+  DeviceBuffer q(w0.q.size()), k(static_cast<size_t>(pages) * 64 * h_kv * kHeadDim * 2), table(b * width * 4),
+      lens(b * 4), meta(static_cast<size_t>(parts) * kMetadataWords * 4), splits((b + 1) * 4),
+      out(static_cast<size_t>(w0.out_elems()) * 2), lse(static_cast<size_t>(w0.lse_elems()) * 4),
+      workspace(decode_workspace_bytes(b, s_q, h_q, parts));
+
+  ScheduleArgs sa;
+  sa.cache_seqlens = w0.seqlens_view(lens.data(), kCuda0);
+  sa.num_q_tokens_per_head_k = s_q * h_q / h_kv;
+  sa.num_heads_k = h_kv;
+  sa.num_sms = 0;
+  sa.tile_scheduler_metadata = make_view(meta.data(), DType::kInt32, kCuda0, {parts, kMetadataWords});
+  sa.num_splits = make_view(splits.data(), DType::kInt32, kCuda0, {b + 1});
+  sa.stream = stream;
+  DecodeArgs da;
+  da.q = w0.q_view(q.data(), kCuda0);
+  da.k_cache = make_view(k.data(), dtype, kCuda0, {pages, 64, h_kv, kHeadDim});
+  da.block_table = make_view(table.data(), DType::kInt32, kCuda0, {b, width});
+  da.cache_seqlens = sa.cache_seqlens;
+  da.tile_scheduler_metadata = sa.tile_scheduler_metadata;
+  da.num_splits = sa.num_splits;
+  da.softmax_scale = w0.softmax_scale;
+  da.causal = true;
+  da.out = w0.out_view(out.data(), kCuda0);
+  da.lse = w0.lse_view(lse.data(), kCuda0);
+  da.workspace = workspace.data();
+  da.workspace_bytes = workspace.size();
+  da.stream = stream;
+
+  // A workload's inputs into the shared buffers: spare pages NaN, spare block-table columns garbage.
+  auto load = [&](const testing::Workload& w) {
+    q.upload(w.q.data());
+    k.fill(0xff);
+    k.upload(w.k_cache.data(), w.k_cache.size(), 0);
+    std::vector<int32_t> t(static_cast<size_t>(b * width));
+    for (int i = 0; i < b; ++i) {
+      for (int64_t j = 0; j < width; ++j) {
+        t[i * width + j] = j < w.max_blocks_per_seq ? w.block_table[i * w.max_blocks_per_seq + j]
+                                                    : (j % 2 ? -1 : 2147480000);
+      }
+    }
+    table.upload(t.data());
+    lens.upload(w.seqlens.data());
+  };
+  std::vector<uint8_t> eager_out(out.size()), replay_out(out.size());
+  std::vector<float> eager_lse(lse.size() / 4), replay_lse(lse.size() / 4);
+
+  load(inputs[0]);
+  Graph graph(stream, [&] {
+    get_mla_metadata(sa);
+    mla_decode(da);
+  });
+  for (size_t v = 0; v < inputs.size(); ++v) {
+    SCOPED_TRACE("inputs " + std::to_string(v));
+    load(inputs[v]);
+    get_mla_metadata(sa);
+    mla_decode(da);
+    cuda_ok(cudaStreamSynchronize(stream), "eager decode");
+    out.download(eager_out.data());
+    lse.download(eager_lse.data());
+    const auto r = testing::check_against_reference(inputs[v], eager_out.data(), eager_lse.data(), 512, v);
+    EXPECT_TRUE(r.ok) << r.first_failure;
+
+    out.fill(0xff);
+    lse.fill(0xff);
+    meta.fill(0xab);
+    splits.fill(0xcd);
+    workspace.fill(0x7f);
+    graph.replay(stream);
+    out.download(replay_out.data());
+    lse.download(replay_lse.data());
+    EXPECT_EQ(0, std::memcmp(eager_out.data(), replay_out.data(), eager_out.size())) << "out";
+    EXPECT_EQ(0, std::memcmp(eager_lse.data(), replay_lse.data(), eager_lse.size() * 4)) << "lse";
+  }
+  for (const DeviceBuffer* buffer : {&out, &lse, &meta, &splits, &workspace}) EXPECT_TRUE(buffer->guards_intact());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation on device tensors.
 
 // Checks that only the sm90 backend makes (validate.cpp), then a valid call.
 class GpuValidation : public ::testing::Test {
@@ -407,21 +447,21 @@ class GpuValidation : public ::testing::Test {
 
 TEST_F(GpuValidation, Float32IsCpuOnly) {
   REQUIRE_SM90();
-  testing::Workload w = make(2, 1, 16, 1, {100, 7}, DType::kFP32, false, 41);
+  testing::Workload w = random_workload(2, 1, 16, 1, {100, 7}, DType::kFP32, false, 41);
   GpuDecode d(w, 132, nullptr);
   expect_error([&] { mla_decode(d.args); }, "q", {"float32 runs on the cpu backend only", "got float32"});
 }
 
 TEST_F(GpuValidation, PageSizeMustBe64) {
   REQUIRE_SM90();
-  testing::Workload w = make(2, 1, 16, 1, {100, 7}, DType::kBF16, false, 42, 16);
+  testing::Workload w = random_workload(2, 1, 16, 1, {100, 7}, DType::kBF16, false, 42, 16);
   GpuDecode d(w, 132, nullptr);
   expect_error([&] { mla_decode(d.args); }, "k_cache", {"page_block_size 64 (sm90 backend)", "got 16"});
 }
 
 TEST_F(GpuValidation, CopyEngineAlignment) {
   REQUIRE_SM90();
-  testing::Workload w = make(2, 2, 16, 1, {100, 7}, DType::kBF16, false, 43);
+  testing::Workload w = random_workload(2, 2, 16, 1, {100, 7}, DType::kBF16, false, 43);
   GpuDecode d(w, 132, nullptr);
   DecodeArgs a = d.args;
   a.q.data = static_cast<char*>(d.q.data()) + 2;
@@ -436,7 +476,7 @@ TEST_F(GpuValidation, CopyEngineAlignment) {
 
 TEST(GpuValueValidation, RejectsBadDeviceValuesAndAcceptsGarbageTails) {
   REQUIRE_SM90();
-  testing::Workload w = make(3, 1, 16, 1, {130, 0, 64}, DType::kBF16, false, 51);
+  testing::Workload w = random_workload(3, 1, 16, 1, {130, 0, 64}, DType::kBF16, false, 51);
   GpuDecode d(w, 132, nullptr);
   d.args.validate_values = true;
   d.run();  // the workload's garbage past each sequence's end passes

@@ -36,7 +36,7 @@ bool GuardedBuffer::guards_intact() const {
 Schedule host_schedule(const std::vector<int32_t>& seqlens, int rows, int h_kv, int num_sms) {
   Schedule s;
   const int64_t b = static_cast<int64_t>(seqlens.size());
-  s.parts = num_sm_parts(num_sms, rows, h_kv);
+  s.parts = num_sm_parts(num_sms > 0 ? num_sms : default_num_sms(kCpu), rows, h_kv);
   s.metadata.assign(static_cast<size_t>(s.parts) * kMetadataWords, -7);
   s.num_splits.assign(static_cast<size_t>(b) + 1, -7);
   ScheduleArgs a;

@@ -37,7 +37,7 @@ class GuardedBuffer {
   size_t bytes_ = 0;
 };
 
-// The schedule of one batch, as get_mla_metadata writes it for CPU tensors.
+// The schedule of one batch, as get_mla_metadata writes it for CPU tensors (num_sms 0: the default).
 struct Schedule {
   int parts = 0;
   std::vector<int32_t> metadata;    // [parts, 8]
@@ -86,7 +86,7 @@ int visible_keys(const testing::Workload& w, int req, int t);
 // with NaN, workspace with garbage, each inside guard bands. Tests may edit `args` before run().
 class CpuDecode {
  public:
-  explicit CpuDecode(testing::Workload& w, int num_sms = 132);
+  explicit CpuDecode(testing::Workload& w, int num_sms = 132);  // num_sms 0: get_mla_metadata's default
   CpuDecode(const CpuDecode&) = delete;
   CpuDecode& operator=(const CpuDecode&) = delete;
 

@@ -1,0 +1,211 @@
+#include "gpu_support.hpp"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace flash_mla::test {
+
+void cuda_ok(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(status));
+}
+
+int current_device() {
+  int device = -1;
+  return cudaGetDevice(&device) == cudaSuccess ? device : -1;
+}
+
+ScopedDevice::ScopedDevice(int device) {
+  cuda_ok(cudaGetDevice(&previous_), "cudaGetDevice");
+  cuda_ok(cudaSetDevice(device), "cudaSetDevice");
+}
+
+ScopedDevice::~ScopedDevice() { cudaSetDevice(previous_); }
+
+DeviceBuffer::DeviceBuffer(size_t bytes, int device) : bytes_(bytes), device_(device) {
+  ScopedDevice on(device_);
+  cuda_ok(cudaMalloc(&base_, bytes + 2 * kGuardBytes), "cudaMalloc");
+  cuda_ok(cudaMemset(base_, kGuardByte, bytes + 2 * kGuardBytes), "cudaMemset");
+  cuda_ok(cudaDeviceSynchronize(), "cudaMemset");
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  int previous = 0;
+  if (cudaGetDevice(&previous) != cudaSuccess) return;
+  cudaSetDevice(device_);
+  cudaFree(base_);
+  cudaSetDevice(previous);
+}
+
+void DeviceBuffer::upload(const void* src, size_t bytes, size_t offset) {
+  if (offset + bytes > bytes_) throw std::runtime_error("DeviceBuffer::upload past the end");
+  ScopedDevice on(device_);
+  cuda_ok(cudaMemcpy(static_cast<char*>(data()) + offset, src, bytes, cudaMemcpyHostToDevice), "upload");
+}
+
+void DeviceBuffer::download(void* dst) const {
+  ScopedDevice on(device_);
+  cuda_ok(cudaMemcpy(dst, static_cast<const char*>(base_) + kGuardBytes, bytes_, cudaMemcpyDeviceToHost),
+          "download");
+}
+
+void DeviceBuffer::fill(uint8_t byte) {
+  ScopedDevice on(device_);
+  cuda_ok(cudaMemset(data(), byte, bytes_), "cudaMemset");
+  // cudaMemset may still run when it returns, on the legacy stream that the tests' non-blocking
+  // streams do not wait for.
+  cuda_ok(cudaDeviceSynchronize(), "cudaMemset");
+}
+
+bool DeviceBuffer::guards_intact() const {
+  std::vector<uint8_t> all(bytes_ + 2 * kGuardBytes);
+  {
+    ScopedDevice on(device_);
+    cuda_ok(cudaMemcpy(all.data(), base_, all.size(), cudaMemcpyDeviceToHost), "download guards");
+  }
+  auto guard_ok = [](const uint8_t* p) {
+    return std::all_of(p, p + kGuardBytes, [](uint8_t v) { return v == kGuardByte; });
+  };
+  return guard_ok(all.data()) && guard_ok(all.data() + kGuardBytes + bytes_);
+}
+
+Stream::Stream(int device) : device_(device) {
+  ScopedDevice on(device_);
+  cuda_ok(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking), "cudaStreamCreate");
+}
+
+Stream::~Stream() {
+  int previous = 0;
+  if (cudaGetDevice(&previous) != cudaSuccess) return;
+  cudaSetDevice(device_);
+  cudaStreamDestroy(s_);
+  cudaSetDevice(previous);
+}
+
+std::string sm90_unavailable(int device) {
+  const std::string name = "cuda:" + std::to_string(device);
+  const int count = cuda_device_count();
+  if (count <= device) return "no " + name + " (" + std::to_string(count) + " CUDA devices)";
+  const CudaDeviceInfo info = cuda_device_info(device);
+  if (info.major != 9) return name + " is " + info.name + ", not sm_90";
+  try {
+    resolve_backend(Backend::kAuto, cuda_device(device));
+  } catch (const Error& e) {
+    return std::string("no sm90 decode: ") + e.what();
+  }
+  return "";
+}
+
+Schedule device_schedule(const std::vector<int32_t>& seqlens, int rows, int h_kv, int num_sms, cudaStream_t stream,
+                         int device) {
+  const int64_t b = static_cast<int64_t>(seqlens.size());
+  const Device dev = cuda_device(device);
+  Schedule s;
+  s.parts = num_sm_parts(num_sms > 0 ? num_sms : cuda_device_info(device).sm_count, rows, h_kv);
+  DeviceBuffer d_lens(b * 4, device), d_meta(static_cast<size_t>(s.parts) * kMetadataWords * 4, device),
+      d_splits((b + 1) * 4, device);
+  d_lens.upload(seqlens.data());
+  d_meta.fill(0xab);
+  d_splits.fill(0xcd);
+  ScheduleArgs a;
+  a.cache_seqlens = make_view(d_lens.data(), DType::kInt32, dev, {b});
+  a.num_q_tokens_per_head_k = rows;
+  a.num_heads_k = h_kv;
+  a.num_sms = num_sms;
+  a.tile_scheduler_metadata = make_view(d_meta.data(), DType::kInt32, dev, {s.parts, kMetadataWords});
+  a.num_splits = make_view(d_splits.data(), DType::kInt32, dev, {b + 1});
+  a.stream = stream;
+  get_mla_metadata(a);
+  {
+    ScopedDevice on(device);
+    cuda_ok(cudaStreamSynchronize(stream), "schedule kernel");
+  }
+  s.metadata.resize(static_cast<size_t>(s.parts) * kMetadataWords);
+  s.num_splits.resize(b + 1);
+  d_meta.download(s.metadata.data());
+  d_splits.download(s.num_splits.data());
+  if (!d_meta.guards_intact() || !d_splits.guards_intact()) throw std::runtime_error("schedule wrote out of bounds");
+  return s;
+}
+
+GpuDecode::GpuDecode(testing::Workload& workload, int num_sms, cudaStream_t stream, int device_index)
+    : w(workload),
+      device(device_index),
+      parts(num_sm_parts(num_sms > 0 ? num_sms : cuda_device_info(device_index).sm_count,
+                         w.config.s_q * w.config.h_q / w.config.h_kv, w.config.h_kv)),
+      q(w.q.size(), device),
+      k(w.k_cache.size(), device),
+      table(w.block_table.size() * 4, device),
+      lens(w.seqlens.size() * 4, device),
+      meta(static_cast<size_t>(parts) * kMetadataWords * 4, device),
+      splits((w.seqlens.size() + 1) * 4, device),
+      out(static_cast<size_t>(w.out_elems()) * w.elem(), device),
+      lse(static_cast<size_t>(w.lse_elems()) * 4, device),
+      workspace(decode_workspace_bytes(w.config.batch, w.config.s_q, w.config.h_q, parts), device) {
+  const Device dev = cuda_device(device);
+  q.upload(w.q.data());
+  k.upload(w.k_cache.data());
+  table.upload(w.block_table.data());
+  lens.upload(w.seqlens.data());
+  out.fill(0xff);
+  lse.fill(0xff);
+  workspace.fill(0xff);
+  const int64_t b = w.config.batch;
+  schedule.cache_seqlens = w.seqlens_view(lens.data(), dev);
+  schedule.num_q_tokens_per_head_k = w.config.s_q * w.config.h_q / w.config.h_kv;
+  schedule.num_heads_k = w.config.h_kv;
+  schedule.page_block_size = w.config.page_block_size;
+  schedule.num_sms = num_sms;
+  schedule.tile_scheduler_metadata = make_view(meta.data(), DType::kInt32, dev, {parts, kMetadataWords});
+  schedule.num_splits = make_view(splits.data(), DType::kInt32, dev, {b + 1});
+  schedule.stream = stream;
+  get_mla_metadata(schedule);
+
+  args.q = w.q_view(q.data(), dev);
+  args.k_cache = w.k_cache_view(k.data(), dev);
+  args.block_table = w.block_table_view(table.data(), dev);
+  args.cache_seqlens = schedule.cache_seqlens;
+  args.tile_scheduler_metadata = schedule.tile_scheduler_metadata;
+  args.num_splits = schedule.num_splits;
+  args.softmax_scale = w.softmax_scale;
+  args.causal = w.config.causal;
+  args.out = w.out_view(out.data(), dev);
+  args.lse = w.lse_view(lse.data(), dev);
+  args.workspace = workspace.data();
+  args.workspace_bytes = workspace.size();
+  args.stream = stream;
+}
+
+void GpuDecode::run() {
+  mla_decode(args);
+  ScopedDevice on(device);
+  cuda_ok(cudaStreamSynchronize(static_cast<cudaStream_t>(args.stream)), "decode");
+}
+
+void GpuDecode::fetch() {
+  out_host.resize(out.size());
+  lse_host.resize(lse.size() / 4);
+  out.download(out_host.data());
+  lse.download(lse_host.data());
+}
+
+testing::CheckResult GpuDecode::check(int64_t max_rows, uint64_t seed) {
+  fetch();
+  return testing::check_against_reference(w, out_host.data(), lse_host.data(), max_rows, seed);
+}
+
+testing::Workload random_workload(int batch, int s_q, int h_q, int h_kv, std::vector<int32_t> lens, DType dtype,
+                                  bool causal, uint64_t seed, int page) {
+  testing::WorkloadConfig c;
+  c.batch = batch;
+  c.s_q = s_q;
+  c.h_q = h_q;
+  c.h_kv = h_kv;
+  c.seqlens = std::move(lens);
+  c.dtype = dtype;
+  c.page_block_size = page;
+  c.causal = causal;
+  c.seed = seed;
+  return testing::make_workload(c);
+}
+
+}  // namespace flash_mla::test
