@@ -10,7 +10,6 @@
 
 #include "cuda/combine.hpp"
 #include "cuda/cuda_check.hpp"
-#include "ptx/griddep.hpp"
 
 namespace flash_mla::detail {
 
@@ -64,9 +63,6 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const DecodeParams p)
   const int64_t stride = static_cast<int64_t>(p.h_kv) * p.rows;  // entries per slot
   const float* lse_accum = p.lse_accum + static_cast<int64_t>(first) * stride + idx;  // [count] step stride
 
-  // Launched as a programmatic dependent of the decode kernel: everything above (num_splits comes from
-  // the schedule, finished before the decode kernel started) may overlap its tail; the partials may not.
-  ptx::grid_dependency_wait();
   float m = -INFINITY;
   for (int s = lane; s < count; s += 32) m = fmaxf(m, lse_accum[s * stride]);
   m = warp_max(m);
@@ -115,31 +111,20 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const DecodeParams p)
 }  // namespace
 
 void launch_combine(const DecodeParams& p) {
+  const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
   // Tuned for speed, does not affect correctness: below ~4096 row-quarters (e.g. batch 1-16 with
   // many pieces each) four warps share each quarter's pieces; above, each warp owns a quarter.
   const int64_t quarters = static_cast<int64_t>(p.h_kv) * p.rows * kChunks;
   const bool share = static_cast<int64_t>(p.batch) * quarters < 4096;
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(p.batch, static_cast<unsigned>(share ? quarters : (quarters + kWarps - 1) / kWarps));
-  config.blockDim = dim3(kThreads);
-  config.stream = static_cast<cudaStream_t>(p.stream);
-  // Programmatic dependent launch: the combine's launch and prologue overlap the decode kernel's tail
-  // (the kernel waits with griddepcontrol.wait before reading partials). Captured into CUDA graphs
-  // as a programmatic edge.
-  cudaLaunchAttribute attribute{};
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  cudaError_t status;
+  const dim3 grid(p.batch, static_cast<unsigned>(share ? quarters : (quarters + kWarps - 1) / kWarps));
   if (p.dtype == DType::kBF16) {
-    status = share ? cudaLaunchKernelEx(&config, combine_kernel<__nv_bfloat16, 4>, p)
-                   : cudaLaunchKernelEx(&config, combine_kernel<__nv_bfloat16, 1>, p);
+    if (share) combine_kernel<__nv_bfloat16, 4><<<grid, kThreads, 0, stream>>>(p);
+    else combine_kernel<__nv_bfloat16, 1><<<grid, kThreads, 0, stream>>>(p);
   } else {
-    status = share ? cudaLaunchKernelEx(&config, combine_kernel<__half, 4>, p)
-                   : cudaLaunchKernelEx(&config, combine_kernel<__half, 1>, p);
+    if (share) combine_kernel<__half, 4><<<grid, kThreads, 0, stream>>>(p);
+    else combine_kernel<__half, 1><<<grid, kThreads, 0, stream>>>(p);
   }
-  cuda_check(status, "combine kernel launch");
+  cuda_check(cudaGetLastError(), "combine kernel launch");
 }
 
 }  // namespace flash_mla::detail

@@ -17,7 +17,9 @@ inline constexpr int kThreads = 3 * kWarpgroupThreads;  // two consumers + one p
 inline constexpr uint32_t kConsumerRegs = 232;
 inline constexpr uint32_t kProducerRegs = 40;
 
-// Named barriers (id 0 is __syncthreads). Each pairs the two consumer warpgroups (256 threads).
+// Named barriers (id 0 is __syncthreads). Each pairs the two consumer warpgroups (256 threads), both
+// sides with bar.sync: each hand-off's other side is already waiting there, so a sync costs nothing
+// over an arrive, and the ordering is explicit to compute-sanitizer's racecheck as well.
 enum NamedBarrier : uint32_t {
   kQReady = 1,    // Q tile stored and fenced by both consumers; the previous piece's stats were read
   kPFree = 2,     // consumer 1 finished P·V of the previous block: sP and sAlpha may be overwritten

@@ -18,13 +18,13 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <atomic>
 #include <cstdint>
 
 #include "core/params.hpp"
 #include "cuda/sm90/decode_common.cuh"
 #include "cuda/sm90/decode_dense/config.hpp"
 #include "ptx/barrier.hpp"
-#include "ptx/griddep.hpp"
 #include "ptx/mbarrier.hpp"
 #include "ptx/tma.hpp"
 #include "ptx/wgmma.hpp"
@@ -126,10 +126,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   SharedStorage& s = *reinterpret_cast<SharedStorage*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   const int warpgroup = threadIdx.x / kWarpgroupThreads;
   const int thread = threadIdx.x % kWarpgroupThreads;
-  // The combine (a programmatic dependent) may be scheduled now: it waits for this grid to finish
-  // before reading partials, and cannot take an SM's resources from a CTA of this one-wave grid.
-  ptx::launch_dependents();
-
   if (threadIdx.x == 0) {
     for (int st = 0; st < kStages; ++st) {
       ptx::mbarrier_init(&s.k_full[st], 1);
@@ -266,7 +262,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           s.alpha[rp.row[1]] = alpha[1];
         }
         ptx::fence_proxy_async_shared();
-        ptx::named_barrier_arrive(kPReady, kConsumerThreads);
+        ptx::named_barrier_sync(kPReady, kConsumerThreads);
 
 #pragma unroll
         for (int i = 0; i < 32; ++i) {
@@ -287,13 +283,13 @@ __global__ void __launch_bounds__(kThreads, 1)
           s.row_sum[rp.row[k]] = l[k];
         }
       }
-      ptx::named_barrier_arrive(kRowStats, kConsumerThreads);
+      ptx::named_barrier_sync(kRowStats, kConsumerThreads);
       store_output<T>(p, pc, rp, 0, o, m, l, rp.col == 0);
     } else {
       for (int blk = first; blk < end; ++blk, ++it) {
         const int stage = it % kStages;
         ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
-        ptx::named_barrier_arrive(kPFree, kConsumerThreads);
+        ptx::named_barrier_sync(kPFree, kConsumerThreads);
         ptx::named_barrier_sync(kPReady, kConsumerThreads);
         const float alpha0 = s.alpha[rp.row[0]], alpha1 = s.alpha[rp.row[1]];
 #pragma unroll
@@ -325,11 +321,13 @@ namespace flash_mla::sm90::dense {
 // decode_bf16.cu / decode_fp16.cu.
 template <typename T>
 void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
-  static bool configured = [] {
-    return cudaFuncSetAttribute(decode_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes) ==
-           cudaSuccess;
-  }();
-  (void)configured;
+  // The shared-memory opt-in is per device: set it once on each device the kernel runs on.
+  static std::atomic<uint64_t> configured{0};
+  const uint64_t bit = uint64_t{1} << (p.device.index % 64);
+  if ((configured.load(std::memory_order_acquire) & bit) == 0 &&
+      cudaFuncSetAttribute(decode_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes) == cudaSuccess) {
+    configured.fetch_or(bit, std::memory_order_acq_rel);
+  }
   const dim3 grid((p.rows + kBlockM - 1) / kBlockM, p.h_kv, p.num_sm_parts);
   decode_kernel<T><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map);
 }
