@@ -193,19 +193,5 @@ testing::CheckResult GpuDecode::check(int64_t max_rows, uint64_t seed) {
   return testing::check_against_reference(w, out_host.data(), lse_host.data(), max_rows, seed);
 }
 
-testing::Workload random_workload(int batch, int s_q, int h_q, int h_kv, std::vector<int32_t> lens, DType dtype,
-                                  bool causal, uint64_t seed, int page) {
-  testing::WorkloadConfig c;
-  c.batch = batch;
-  c.s_q = s_q;
-  c.h_q = h_q;
-  c.h_kv = h_kv;
-  c.seqlens = std::move(lens);
-  c.dtype = dtype;
-  c.page_block_size = page;
-  c.causal = causal;
-  c.seed = seed;
-  return testing::make_workload(c);
-}
 
 }  // namespace flash_mla::test

@@ -115,8 +115,6 @@ class GpuDecode {
   std::vector<float> lse_host;
 };
 
-// A workload of random inputs (testing::make_workload: poisoned tails, garbage block-table tails).
-testing::Workload random_workload(int batch, int s_q, int h_q, int h_kv, std::vector<int32_t> lens, DType dtype,
-                                  bool causal, uint64_t seed, int page = 64);
+
 
 }  // namespace flash_mla::test

@@ -24,20 +24,6 @@ constexpr int64_t kMaxCheckedRows = 1536;
 
 const char* dtype_name(DType d) { return d == DType::kBF16 ? "bf16" : d == DType::kFP16 ? "fp16" : "fp32"; }
 
-testing::Workload make(int batch, int s_q, int h_q, int h_kv, std::vector<int32_t> lens, DType dtype, int page,
-                       bool causal, uint64_t seed) {
-  testing::WorkloadConfig c;
-  c.batch = batch;
-  c.s_q = s_q;
-  c.h_q = h_q;
-  c.h_kv = h_kv;
-  c.seqlens = std::move(lens);
-  c.dtype = dtype;
-  c.page_block_size = page;
-  c.causal = causal;
-  c.seed = seed;
-  return testing::make_workload(c);
-}
 
 // Asserts out == 0 exactly and lse == +inf on every row that sees no key.
 void expect_empty_rows_exact(const CpuDecode& d) {
@@ -111,7 +97,7 @@ TEST_P(CpuDecodeMatrix, MatchesReference) {
   std::vector<int32_t> special{0, 1, 63, 64, 65, P - 1 > 0 ? P - 1 : 2, P + 1, 2 * P + 1, 3};
   const int batch = m.h_q * m.s_q >= 256 ? 10 : 12;
   testing::Workload w =
-      make(batch, m.s_q, m.h_q, m.h_kv, ragged_seqlens(special, batch, 300, m.seed), m.dtype, P, m.causal, m.seed);
+      random_workload(batch, m.s_q, m.h_q, m.h_kv, ragged_seqlens(special, batch, 300, m.seed), m.dtype, m.causal, m.seed, P);
   // Some cases use a caller's softmax scale instead of 576^-0.5.
   if (m.seed % 3 == 0) w.softmax_scale = 0.02f + 0.01f * static_cast<float>(m.seed % 7);
 
@@ -151,7 +137,7 @@ TEST(CpuDecode, AllZeroLengthBatch) {
     for (int s_q : {1, 3}) {
       for (int num_sms : {1, 132}) {
         SCOPED_TRACE(std::string(dtype_name(dt)) + " s_q=" + std::to_string(s_q) + " sms=" + std::to_string(num_sms));
-        testing::Workload w = make(5, s_q, 16, 1, std::vector<int32_t>(5, 0), dt, 64, s_q > 1, 11);
+        testing::Workload w = random_workload(5, s_q, 16, 1, std::vector<int32_t>(5, 0), dt, s_q > 1, 11, 64);
         CpuDecode d(w, num_sms);
         d.run();
         expect_empty_rows_exact(d);
@@ -170,7 +156,7 @@ TEST(CpuDecode, ZeroLengthRowsAnywhere) {
   for (const auto& lens : batches) {
     for (int num_sms : {1, 132}) {
       SCOPED_TRACE(::testing::Message() << "b=" << lens.size() << " sms=" << num_sms << " seed=" << seed);
-      testing::Workload w = make(static_cast<int>(lens.size()), 2, 16, 1, lens, DType::kBF16, 16, false, ++seed);
+      testing::Workload w = random_workload(static_cast<int>(lens.size()), 2, 16, 1, lens, DType::kBF16, false, ++seed, 16);
       CpuDecode d(w, num_sms);
       d.run();
       expect_empty_rows_exact(d);
@@ -184,7 +170,7 @@ TEST(CpuDecode, FullyMaskedCausalRows) {
   // s_q = 4 and L < 4: the first 4 - L query tokens see no key (out 0, lse +inf); the rest do.
   for (DType dt : {DType::kBF16, DType::kFP32}) {
     for (int num_sms : {1, 132}) {
-      testing::Workload w = make(7, 4, 16, 2, {0, 1, 2, 3, 4, 5, 70}, dt, 16, true, 31 + num_sms);
+      testing::Workload w = random_workload(7, 4, 16, 2, {0, 1, 2, 3, 4, 5, 70}, dt, true, 31 + num_sms, 16);
       CpuDecode d(w, num_sms);
       d.run();
       expect_empty_rows_exact(d);
@@ -195,7 +181,7 @@ TEST(CpuDecode, FullyMaskedCausalRows) {
 }
 
 TEST(CpuDecode, SplitAndUnsplitPathsAgreeWithReference) {
-  testing::Workload w = make(6, 2, 16, 1, {700, 0, 1, 513, 64, 1200}, DType::kFP16, 64, true, 41);
+  testing::Workload w = random_workload(6, 2, 16, 1, {700, 0, 1, 513, 64, 1200}, DType::kFP16, true, 41, 64);
   for (int num_sms : {1, 3, 132}) {
     SCOPED_TRACE("num_sms=" + std::to_string(num_sms));
     CpuDecode d(w, num_sms);
@@ -218,7 +204,7 @@ TEST(CpuDecode, LargeBatchShortSequences) {
   std::vector<int32_t> lens = ragged_seqlens({0, 0, 1, 63, 64, 65}, 5000, 24, 51);
   for (size_t i = 0; i < lens.size(); i += 37) lens[i] = 0;
   lens[2500] = 16000;  // 250 blocks: more than a part's share (about 210), so it is split
-  testing::Workload w = make(5000, 1, 16, 1, lens, DType::kBF16, 8, false, 51);
+  testing::Workload w = random_workload(5000, 1, 16, 1, lens, DType::kBF16, false, 51, 8);
   CpuDecode d(w, 132);
   d.run();
   EXPECT_GT(d.schedule.num_splits[5000], 5000);
@@ -239,7 +225,7 @@ TEST(CpuDecode, LargeBatchShortSequences) {
 }
 
 TEST(CpuDecode, GuardBandsAndInputsSurvive) {
-  testing::Workload w = make(5, 4, 63, 3, {0, 1, 65, 300, 129}, DType::kBF16, 16, true, 61);
+  testing::Workload w = random_workload(5, 4, 63, 3, {0, 1, 65, 300, 129}, DType::kBF16, true, 61, 16);
   const testing::Workload before = w;
   CpuDecode d(w, 132);
   const Schedule schedule_before = d.schedule;
@@ -259,7 +245,7 @@ TEST(CpuDecode, GuardBandsAndInputsSurvive) {
 }
 
 TEST(CpuDecode, BitwiseDeterministicWhateverTheWorkspaceHolds) {
-  testing::Workload w = make(4, 2, 128, 1, {700, 3, 0, 450}, DType::kBF16, 64, true, 71);
+  testing::Workload w = random_workload(4, 2, 128, 1, {700, 3, 0, 450}, DType::kBF16, true, 71, 64);
   CpuDecode d(w, 132);
   std::vector<uint8_t> first_out, first_lse;
   std::mt19937 rng(5);
@@ -287,7 +273,7 @@ TEST(CpuDecode, BitwiseDeterministicWhateverTheWorkspaceHolds) {
 }
 
 TEST(CpuDecode, BackendCpuEqualsAuto) {
-  testing::Workload w = make(3, 1, 16, 1, {100, 0, 64}, DType::kFP16, 16, false, 81);
+  testing::Workload w = random_workload(3, 1, 16, 1, {100, 0, 64}, DType::kFP16, false, 81, 16);
   CpuDecode a(w, 132), b(w, 132);
   a.args.backend = Backend::kAuto;
   b.args.backend = Backend::kCPU;
@@ -303,7 +289,7 @@ TEST(CpuDecode, StridedViewsEqualContiguous) {
   for (DType dt : {DType::kBF16, DType::kFP32}) {
     SCOPED_TRACE(dtype_name(dt));
     const int b = 4, s_q = 2, h_q = 16, h_kv = 2, page = 16;
-    testing::Workload w = make(b, s_q, h_q, h_kv, {37, 0, 200, 65}, dt, page, true, 91);
+    testing::Workload w = random_workload(b, s_q, h_q, h_kv, {37, 0, 200, 65}, dt, true, 91, page);
     CpuDecode ref(w, 132);
     ref.run();
 
@@ -347,7 +333,7 @@ TEST(CpuDecode, StridedViewsEqualContiguous) {
 
 // The checker the suite relies on must be able to fail.
 TEST(ReferenceChecker, DetectsWrongOutputs) {
-  testing::Workload w = make(3, 2, 16, 1, {0, 90, 130}, DType::kFP32, 16, true, 101);
+  testing::Workload w = random_workload(3, 2, 16, 1, {0, 90, 130}, DType::kFP32, true, 101, 16);
   CpuDecode d(w, 132);
   d.run();
   ASSERT_TRUE(d.check().ok);
