@@ -44,6 +44,8 @@ def test_good_arguments_run(good):
 def test_message_names_the_argument(good, argument, change):
     with pytest.raises(RuntimeError, match=f"flash_mla: {argument}: expected"):
         call(good, **{argument: change(good)})
+    out, lse = call(good)  # the process is healthy: the next valid call works
+    assert torch.isfinite(lse).all() and torch.isfinite(out.float()).all()
 
 
 def test_softmax_scale_must_be_finite(good):
