@@ -474,6 +474,15 @@ TEST_F(GpuValidation, CopyEngineAlignment) {
   expect_rejected(d, a, "k_cache", {"multiples of 8 elements", "got stride 580 in dimension 1"});
 }
 
+TEST_F(GpuValidation, OutAlignedForTheCombinesStores) {
+  REQUIRE_SM90();
+  testing::Workload w = random_workload(2, 2, 16, 1, {100, 7}, DType::kBF16, false, 44);
+  GpuDecode d(w, 132, nullptr);
+  DecodeArgs a = d.args;
+  a.out.data = static_cast<char*>(d.out.data()) + 4;
+  expect_rejected(d, a, "out", {"8-byte aligned", "got an address ending in 4 mod 8"});
+}
+
 TEST(GpuValueValidation, RejectsBadDeviceValuesAndAcceptsGarbageTails) {
   REQUIRE_SM90();
   testing::Workload w = random_workload(3, 1, 16, 1, {130, 0, 64}, DType::kBF16, false, 51);

@@ -235,6 +235,11 @@ TEST_F(DecodeValidation, BlockTableNull) {
   a.block_table.data = nullptr;
   expect_rejected(a, "block_table", {"non-null data pointer", "got nullptr"});
 }
+TEST_F(DecodeValidation, BlockTableMisaligned) {
+  DecodeArgs a = d.args;
+  a.block_table.data = static_cast<char*>(a.block_table.data) + 2;
+  expect_rejected(a, "block_table", {"aligned to its 4-byte elements", "got an address ending in 2 mod 4"});
+}
 
 // cache_seqlens
 TEST_F(DecodeValidation, SeqlensDimensions) {
@@ -383,6 +388,11 @@ TEST_F(DecodeValidation, OutNull) {
   a.out.data = nullptr;
   expect_rejected(a, "out", {"non-null data pointer", "got nullptr"});
 }
+TEST_F(DecodeValidation, OutMisaligned) {
+  DecodeArgs a = d.args;
+  a.out.data = static_cast<char*>(a.out.data) + 1;
+  expect_rejected(a, "out", {"aligned to its 2-byte elements", "got an address ending in 1 mod 2"});
+}
 
 // lse
 TEST_F(DecodeValidation, LseDimensions) {
@@ -414,6 +424,11 @@ TEST_F(DecodeValidation, LseNull) {
   DecodeArgs a = d.args;
   a.lse.data = nullptr;
   expect_rejected(a, "lse", {"non-null data pointer", "got nullptr"});
+}
+TEST_F(DecodeValidation, LseMisaligned) {
+  DecodeArgs a = d.args;
+  a.lse.data = static_cast<char*>(a.lse.data) + 1;
+  expect_rejected(a, "lse", {"aligned to its 4-byte elements", "got an address ending in 1 mod 4"});
 }
 
 // workspace

@@ -1,5 +1,6 @@
 // Every check of every argument, in one place, for all backends and bindings. Messages read
 // "flash_mla: <argument>: expected <what>, got <what>".
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <sstream>
@@ -78,6 +79,13 @@ void check_device(const TensorView& t, const char* arg, Device device, const cha
 
 void check_data(const TensorView& t, const char* arg) {
   if (t.data == nullptr && t.numel() > 0) fail(arg, "a non-null data pointer", "nullptr");
+  // Every backend reads and writes whole elements; on a GPU a misaligned one is a trap, not an error.
+  const size_t es = std::max<size_t>(1, element_size(t.dtype));
+  const uintptr_t misalignment = reinterpret_cast<uintptr_t>(t.data) % es;
+  if (misalignment != 0) {
+    fail(arg, "a data pointer aligned to its " + std::to_string(es) + "-byte elements",
+         "an address ending in " + std::to_string(misalignment) + " mod " + std::to_string(es));
+  }
 }
 
 bool env_flag(const char* name) {
@@ -205,6 +213,21 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
     if (page != kBlockN) fail("k_cache", "page_block_size 64 (sm90 backend)", std::to_string(page));
     check_copy_engine_alignment(a.q, "q");
     check_copy_engine_alignment(a.k_cache, "k_cache");
+    // The combine stores four 16-bit outputs at a time (8 bytes).
+    if (reinterpret_cast<uintptr_t>(a.out.data) % 8 != 0) {
+      fail("out", "an 8-byte aligned data pointer (sm90 backend)", "an address ending in " +
+           std::to_string(reinterpret_cast<uintptr_t>(a.out.data) % 8) + " mod 8");
+    }
+    // Launch-grid limits (gridDim.y and gridDim.z <= 65535): the combine kernel puts the s_q * h_q
+    // (query row, KV head) pairs on gridDim.y (cuda/combine.cu), the decode kernel the schedule parts
+    // on gridDim.z. Past them the launch itself fails, after the decode kernel has written out.
+    constexpr int64_t kMaxGridYZ = 65535;
+    if (s_q * h_q > kMaxGridYZ) {
+      fail("q", "s_q * h_q <= 65535 (sm90 backend)", "s_q * h_q = " + std::to_string(s_q * h_q));
+    }
+    if (parts > kMaxGridYZ) {
+      fail("tile_scheduler_metadata", "num_sm_parts <= 65535 (sm90 backend)", std::to_string(parts));
+    }
   }
 
   DecodeParams p;
