@@ -37,8 +37,7 @@ int num_sm_parts(int num_sms, int num_q_tokens_per_head_k, int num_heads_k) {
 
 size_t decode_workspace_bytes(int64_t batch, int64_t s_q, int64_t h_q, int64_t parts) {
   const int64_t entries = (batch + parts) * s_q * h_q;
-  const size_t lse_bytes = (static_cast<size_t>(entries) * sizeof(float) + 255) / 256 * 256;
-  return lse_bytes + static_cast<size_t>(entries) * kHeadDimV * sizeof(float);
+  return detail::workspace_lse_bytes(entries) + static_cast<size_t>(entries) * kHeadDimV * sizeof(float);
 }
 
 Backend resolve_backend(Backend requested, Device device) {

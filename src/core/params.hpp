@@ -2,6 +2,7 @@
 // check has passed; backends trust them. Strides are in elements.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "flash_mla/flash_mla.hpp"
@@ -52,6 +53,13 @@ struct ScheduleParams {
   int32_t* metadata = nullptr;       // [num_sm_parts, 8]
   int32_t* num_splits = nullptr;     // [b + 1]
 };
+
+// Bytes of the workspace's first array, lse_accum: `entries` = (b + num_sm_parts) * s_q * h_q floats,
+// padded to 256 bytes so that o_accum (entries * 512 floats) starts aligned. The one description of
+// the layout, for decode_workspace_bytes and make_decode_params.
+inline size_t workspace_lse_bytes(int64_t entries) {
+  return (static_cast<size_t>(entries) * sizeof(float) + 255) / 256 * 256;
+}
 
 // Fill the parameter structs; throw Error naming the argument on the first failed check.
 DecodeParams make_decode_params(const DecodeArgs& args, Backend backend);

@@ -261,10 +261,8 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
   p.num_splits = static_cast<const int32_t*>(a.num_splits.data);
   p.out = a.out.data;
   p.lse = static_cast<float*>(a.lse.data);
-  const int64_t slots = b + parts;
   p.lse_accum = static_cast<float*>(a.workspace);
-  const size_t lse_bytes = (static_cast<size_t>(slots * h_q * s_q) * sizeof(float) + 255) / 256 * 256;
-  p.o_accum = reinterpret_cast<float*>(static_cast<char*>(a.workspace) + lse_bytes);
+  p.o_accum = reinterpret_cast<float*>(static_cast<char*>(a.workspace) + workspace_lse_bytes((b + parts) * s_q * h_q));
   return p;
 }
 
