@@ -199,8 +199,10 @@ void run_part(const DecodeParams& prm, int part, Workspace& ws) {
 
 void combine_row(const DecodeParams& prm, int req, int kv, int r) {
   const int first = prm.num_splits[req], n = prm.num_splits[req + 1] - first;
+  // Entry of piece s in the [slots, h_kv, rows] partial arrays.
+  auto entry = [&](int s) { return (static_cast<int64_t>(first + s) * prm.h_kv + kv) * prm.rows + r; };
   float m = -kInf;
-  for (int s = 0; s < n; ++s) m = std::max(m, prm.lse_accum[((int64_t)(first + s) * prm.h_kv + kv) * prm.rows + r]);
+  for (int s = 0; s < n; ++s) m = std::max(m, prm.lse_accum[entry(s)]);
   const int t = r / prm.q_per_kv, h = kv * prm.q_per_kv + r % prm.q_per_kv;
   const int64_t o = ((static_cast<int64_t>(req) * prm.s_q + t) * prm.h_q + h) * kHeadDimV;
   float* lse = &prm.lse[(static_cast<int64_t>(req) * prm.h_q + h) * prm.s_q + t];
@@ -210,11 +212,11 @@ void combine_row(const DecodeParams& prm, int req, int kv, int r) {
     return;
   }
   float sum = 0.0f;
-  for (int s = 0; s < n; ++s) sum += std::exp(prm.lse_accum[((int64_t)(first + s) * prm.h_kv + kv) * prm.rows + r] - m);
+  for (int s = 0; s < n; ++s) sum += std::exp(prm.lse_accum[entry(s)] - m);
   const float total = m + std::log(sum);
   float acc[kHeadDimV] = {};
   for (int s = 0; s < n; ++s) {
-    const int64_t idx = ((int64_t)(first + s) * prm.h_kv + kv) * prm.rows + r;
+    const int64_t idx = entry(s);
     const float w = std::exp(prm.lse_accum[idx] - total);
     const float* part = prm.o_accum + idx * kHeadDimV;
     for (int c = 0; c < kHeadDimV; ++c) acc[c] += w * part[c];
