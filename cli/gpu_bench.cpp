@@ -270,9 +270,9 @@ GpuTiming GpuBench::time_decode(const testing::Workload& w, int replays, std::ve
 
   // The schedule, once (it is shared by every layer of a decoding step), on the device.
   get_mla_metadata(schedule_args(w, device, buffers(0), parts, stream));
-  // One direct call with its device values validated, before anything is captured. The validation
-  // reads device values with a blocking copy on the legacy stream, which does not wait for this
-  // non-blocking stream: synchronise first.
+  // One direct call with its device values validated, before anything is captured (the validation's
+  // copies run on this stream, after get_mla_metadata; the synchronisation reports a schedule failure
+  // under its own name).
   poison_outputs();
   check(cudaStreamSynchronize(stream), "get_mla_metadata");
   DecodeArgs first = decode_args(w, device, buffers(0), parts, Backend::kSM90, stream);
