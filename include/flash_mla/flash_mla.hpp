@@ -2,7 +2,7 @@
 //
 // The torch-free C++ API. Everything a caller passes is a TensorView (pointer, shape, strides in
 // elements, dtype, device); the caller owns every buffer, including the split-KV workspace, so no
-// call allocates. The behaviour contract is SPEC.md (shared with the Python package): shapes,
+// call allocates device memory (the CPU backend's worker threads keep small scratch of their own). The behaviour contract is SPEC.md (shared with the Python package): shapes,
 // masking, the +inf lse of empty rows and the memory-safety rules for block-table and page tails.
 //
 //   int parts = flash_mla::num_sm_parts(num_sms, s_q * h_q / h_kv, h_kv);
@@ -114,7 +114,8 @@ struct ScheduleArgs {
   TensorView cache_seqlens;          // [b] int32 (CPU or CUDA)
   int num_q_tokens_per_head_k = 0;   // s_q * h_q / h_kv
   int num_heads_k = 1;               // h_kv
-  int page_block_size = 64;
+  int page_block_size = 64;         // checked (>= 1) but not used: work is counted in 64-token
+                                     // blocks whatever the page size (kept for FlashMLA's signature)
   int num_sms = 0;                   // 0: the device's SM count (CUDA) or 132 (CPU tensors)
   TensorView tile_scheduler_metadata;  // [num_sm_parts, 8] int32, same device as cache_seqlens
   TensorView num_splits;               // [b + 1] int32, same device

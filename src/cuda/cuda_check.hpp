@@ -11,7 +11,7 @@ namespace flash_mla::detail {
 
 inline void cuda_check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) {
-    cudaGetLastError();  // clear a sticky launch error so the next call starts clean
+    cudaGetLastError();  // clears a non-sticky error (e.g. a bad launch configuration); sticky ones stay
     throw Error("cuda", std::string(what) + " failed: " + cudaGetErrorString(status));
   }
 }

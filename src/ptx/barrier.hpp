@@ -1,4 +1,4 @@
-// Named barriers (PTX ISA 9.7.13.1 bar.sync / bar.arrive) and warpgroup register reallocation
+// Named barriers (PTX ISA 9.7.13.1 bar.sync) and warpgroup register reallocation
 // (9.7.19.5 setmaxnreg).
 #pragma once
 
@@ -9,11 +9,6 @@ namespace flash_mla::ptx {
 // bar.sync id, count: wait until `count` threads (a multiple of 32) have arrived at barrier `id`.
 __device__ __forceinline__ void named_barrier_sync(uint32_t id, uint32_t count) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
-}
-
-// bar.arrive id, count: arrive without waiting.
-__device__ __forceinline__ void named_barrier_arrive(uint32_t id, uint32_t count) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 
 // setmaxnreg.inc / .dec.sync.aligned.u32: a warpgroup's register budget per thread.

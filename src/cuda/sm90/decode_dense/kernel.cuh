@@ -22,6 +22,7 @@
 #include <cstdint>
 
 #include "core/params.hpp"
+#include "cuda/cuda_check.hpp"
 #include "cuda/sm90/decode_common.cuh"
 #include "cuda/sm90/decode_dense/config.hpp"
 #include "ptx/barrier.hpp"
@@ -321,11 +322,13 @@ namespace flash_mla::sm90::dense {
 // decode_bf16.cu / decode_fp16.cu.
 template <typename T>
 void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
-  // The shared-memory opt-in is per device: set it once on each device the kernel runs on.
+  // The shared-memory opt-in is per device: set it once on each device the kernel runs on (devices
+  // past the mask's 64 bits set it on every call).
   static std::atomic<uint64_t> configured{0};
-  const uint64_t bit = uint64_t{1} << (p.device.index % 64);
-  if ((configured.load(std::memory_order_acquire) & bit) == 0 &&
-      cudaFuncSetAttribute(decode_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes) == cudaSuccess) {
+  const uint64_t bit = p.device.index < 64 ? uint64_t{1} << p.device.index : 0;
+  if ((configured.load(std::memory_order_acquire) & bit) == 0) {
+    detail::cuda_check(cudaFuncSetAttribute(decode_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes),
+                       "cudaFuncSetAttribute (decode kernel shared memory)");
     configured.fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((p.rows + kBlockM - 1) / kBlockM, p.h_kv, p.num_sm_parts);
