@@ -35,6 +35,12 @@ namespace flash_mla::bench {
 namespace {
 
 using testing::CheckResult;
+using testing::decode_args;
+using testing::decode_parts;
+using testing::decode_workspace;
+using testing::DecodeBuffers;
+using testing::dtype_short_name;
+using testing::schedule_args;
 using testing::Workload;
 using testing::WorkloadConfig;
 
@@ -341,16 +347,6 @@ std::vector<Spec> workload_specs(const Options& o, bool gpu) {
 // ---------------------------------------------------------------------------------------------
 // Running and checking
 
-const char* dtype_name(DType d) {
-  switch (d) {
-    case DType::kBF16: return "bf16";
-    case DType::kFP16: return "fp16";
-    case DType::kFP32: return "fp32";
-    case DType::kInt32: return "int32";
-  }
-  return "?";
-}
-
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v.empty() ? std::numeric_limits<double>::quiet_NaN() : v[v.size() / 2];
@@ -576,7 +572,8 @@ void write_json(const std::string& path, const RunInfo& info, const Options& o, 
   if (!f) throw std::runtime_error("cannot write " + path);
   f << "{\n  \"tool\": \"flash-mla-bench\",\n  \"command\": " << json_string(info.command)
     << ",\n  \"date\": " << json_string(info.date) << ",\n  \"backend\": " << json_string(info.backend)
-    << ",\n  \"device\": " << json_string(info.device) << ",\n  \"dtype\": " << json_string(dtype_name(o.dtype))
+    << ",\n  \"device\": " << json_string(info.device)
+    << ",\n  \"dtype\": " << json_string(dtype_short_name(o.dtype))
     << ",\n  \"page_size\": " << o.page << ",\n  \"scatter\": " << (o.scatter ? "true" : "false")
     << ",\n  \"causal\": " << (o.causal ? "true" : "false") << ",\n  \"seed\": " << o.seed << ",\n  \"ceilings\": ";
   if (info.gpu && info.copy_gbps > 0) {
@@ -738,7 +735,7 @@ int run(int argc, char** argv) {
   }
 
   std::printf("flash-mla-bench: %s on %s; %s, pages of %d%s, %s, seed %llu\n", info.backend.c_str(),
-              info.device.c_str(), dtype_name(o.dtype), o.page, o.scatter ? " scattered" : " in order",
+              info.device.c_str(), dtype_short_name(o.dtype), o.page, o.scatter ? " scattered" : " in order",
               o.causal ? "causal" : "not causal", static_cast<unsigned long long>(o.seed));
   if (gpu && info.copy_gbps > 0) {
     std::printf("ceilings this run: copy %.0f GB/s (2 GiB device-to-device, read + written), bf16 GEMM 8192^3 %.0f "

@@ -26,6 +26,12 @@ namespace flash_mla::bench {
 
 namespace {
 
+using testing::decode_args;
+using testing::decode_parts;
+using testing::decode_workspace;
+using testing::DecodeBuffers;
+using testing::schedule_args;
+
 constexpr int kCallsPerGraph = 10;
 constexpr int kMaxCopies = 64;
 constexpr double kWarmupMs = 50.0;

@@ -61,6 +61,16 @@ void parallel_chunks(int64_t n, Fn&& fn) {
 
 }  // namespace
 
+const char* dtype_short_name(DType dtype) {
+  switch (dtype) {
+    case DType::kBF16: return "bf16";
+    case DType::kFP16: return "fp16";
+    case DType::kFP32: return "fp32";
+    case DType::kInt32: return "int32";
+  }
+  return "?";
+}
+
 float load_as_float(DType dtype, const void* data, int64_t i) {
   switch (dtype) {
     case DType::kBF16: return bf16_to_float(static_cast<const uint16_t*>(data)[i]);

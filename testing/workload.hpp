@@ -83,4 +83,8 @@ CheckResult check_against_reference(const Workload& w, const void* out, const fl
 float load_as_float(DType dtype, const void* data, int64_t i);
 void store_from_float(DType dtype, void* data, int64_t i, float v);
 
+// The short dtype name of test names, traces and the benchmark's reports: bf16, fp16, fp32, int32
+// (to_string(DType) gives the long one, bfloat16).
+const char* dtype_short_name(DType dtype);
+
 }  // namespace flash_mla::testing

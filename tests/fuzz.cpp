@@ -63,8 +63,6 @@ Budget budget(FuzzTarget target) {
                                     : Budget{400'000'000, 1'000'000, 48'000'000, 131'072};
 }
 
-const char* dtype_name(DType d) { return d == DType::kBF16 ? "bf16" : d == DType::kFP16 ? "fp16" : "fp32"; }
-
 int64_t pool_elements(const std::vector<int32_t>& lens, int page, int h_kv) {
   int64_t pages = 0;
   for (int32_t l : lens) pages += (std::max(l, 0) + page - 1) / page;
@@ -98,7 +96,8 @@ int32_t draw_length(Rng& rng, int page, int max_len, int s_q) {
 std::string FuzzCase::describe() const {
   const auto& c = config;
   std::ostringstream s;
-  s << "b=" << c.batch << " s_q=" << c.s_q << " h_q=" << c.h_q << " h_kv=" << c.h_kv << " dtype=" << dtype_name(c.dtype)
+  s << "b=" << c.batch << " s_q=" << c.s_q << " h_q=" << c.h_q << " h_kv=" << c.h_kv
+    << " dtype=" << testing::dtype_short_name(c.dtype)
     << " page=" << c.page_block_size << " causal=" << c.causal << " softmax_scale=" << softmax_scale
     << " pages=" << (c.scatter_pages ? "scattered" : "sequential") << " extra_blocks=" << c.extra_blocks_per_seq
     << " num_sms=" << num_sms << (num_sms == 0 ? "(default)" : "")

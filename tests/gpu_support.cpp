@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "decode_call.hpp"
+
 namespace flash_mla::test {
 
 void cuda_ok(cudaError_t status, const char* what) {
@@ -130,8 +132,7 @@ Schedule device_schedule(const std::vector<int32_t>& seqlens, int rows, int h_kv
 GpuDecode::GpuDecode(testing::Workload& workload, int num_sms, cudaStream_t stream, int device_index)
     : w(workload),
       device(device_index),
-      parts(num_sm_parts(num_sms > 0 ? num_sms : cuda_device_info(device_index).sm_count,
-                         w.config.s_q * w.config.h_q / w.config.h_kv, w.config.h_kv)),
+      parts(testing::decode_parts(w, num_sms > 0 ? num_sms : cuda_device_info(device_index).sm_count)),
       q(w.q.size(), device),
       k(w.k_cache.size(), device),
       table(w.block_table.size() * 4, device),
@@ -140,7 +141,7 @@ GpuDecode::GpuDecode(testing::Workload& workload, int num_sms, cudaStream_t stre
       splits((w.seqlens.size() + 1) * 4, device),
       out(static_cast<size_t>(w.out_elems()) * w.elem(), device),
       lse(static_cast<size_t>(w.lse_elems()) * 4, device),
-      workspace(decode_workspace_bytes(w.config.batch, w.config.s_q, w.config.h_q, parts), device) {
+      workspace(testing::decode_workspace(w, parts), device) {
   const Device dev = cuda_device(device);
   q.upload(w.q.data());
   k.upload(w.k_cache.data());
@@ -149,30 +150,19 @@ GpuDecode::GpuDecode(testing::Workload& workload, int num_sms, cudaStream_t stre
   out.fill(0xff);
   lse.fill(0xff);
   workspace.fill(0xff);
-  const int64_t b = w.config.batch;
-  schedule.cache_seqlens = w.seqlens_view(lens.data(), dev);
-  schedule.num_q_tokens_per_head_k = w.config.s_q * w.config.h_q / w.config.h_kv;
-  schedule.num_heads_k = w.config.h_kv;
-  schedule.page_block_size = w.config.page_block_size;
-  schedule.num_sms = num_sms;
-  schedule.tile_scheduler_metadata = make_view(meta.data(), DType::kInt32, dev, {parts, kMetadataWords});
-  schedule.num_splits = make_view(splits.data(), DType::kInt32, dev, {b + 1});
-  schedule.stream = stream;
+  testing::DecodeBuffers b;
+  b.q = q.data();
+  b.k_cache = k.data();
+  b.block_table = table.data();
+  b.seqlens = lens.data();
+  b.metadata = meta.data();
+  b.num_splits = splits.data();
+  b.out = out.data();
+  b.lse = lse.data();
+  b.workspace = workspace.data();
+  schedule = testing::schedule_args(w, dev, b, parts, stream, num_sms);
   get_mla_metadata(schedule);
-
-  args.q = w.q_view(q.data(), dev);
-  args.k_cache = w.k_cache_view(k.data(), dev);
-  args.block_table = w.block_table_view(table.data(), dev);
-  args.cache_seqlens = schedule.cache_seqlens;
-  args.tile_scheduler_metadata = schedule.tile_scheduler_metadata;
-  args.num_splits = schedule.num_splits;
-  args.softmax_scale = w.softmax_scale;
-  args.causal = w.config.causal;
-  args.out = w.out_view(out.data(), dev);
-  args.lse = w.lse_view(lse.data(), dev);
-  args.workspace = workspace.data();
-  args.workspace_bytes = workspace.size();
-  args.stream = stream;
+  args = testing::decode_args(w, dev, b, parts, Backend::kAuto, stream);
 }
 
 void GpuDecode::run() {

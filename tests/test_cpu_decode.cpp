@@ -22,9 +22,6 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 // Rows of the float64 reference to check: all of them up to this many, else a random sample.
 constexpr int64_t kMaxCheckedRows = 1536;
 
-const char* dtype_name(DType d) { return d == DType::kBF16 ? "bf16" : d == DType::kFP16 ? "fp16" : "fp32"; }
-
-
 // Asserts out == 0 exactly and lse == +inf on every row that sees no key.
 void expect_empty_rows_exact(const CpuDecode& d) {
   const auto& c = d.w.config;
@@ -83,8 +80,8 @@ std::vector<MatrixCase> matrix_cases() {
 std::string matrix_name(const ::testing::TestParamInfo<MatrixCase>& info) {
   const MatrixCase& m = info.param;
   std::ostringstream s;
-  s << dtype_name(m.dtype) << "_sq" << m.s_q << "_hq" << m.h_q << "_hkv" << m.h_kv << "_page" << m.page
-    << (m.causal ? "_causal" : "_full") << "_sms" << m.num_sms;
+  s << testing::dtype_short_name(m.dtype) << "_sq" << m.s_q << "_hq" << m.h_q << "_hkv" << m.h_kv << "_page"
+    << m.page << (m.causal ? "_causal" : "_full") << "_sms" << m.num_sms;
   return s.str();
 }
 
@@ -136,7 +133,8 @@ TEST(CpuDecode, AllZeroLengthBatch) {
   for (DType dt : {DType::kBF16, DType::kFP16, DType::kFP32}) {
     for (int s_q : {1, 3}) {
       for (int num_sms : {1, 132}) {
-        SCOPED_TRACE(std::string(dtype_name(dt)) + " s_q=" + std::to_string(s_q) + " sms=" + std::to_string(num_sms));
+        SCOPED_TRACE(std::string(testing::dtype_short_name(dt)) + " s_q=" + std::to_string(s_q) +
+                     " sms=" + std::to_string(num_sms));
         testing::Workload w = random_workload(5, s_q, 16, 1, std::vector<int32_t>(5, 0), dt, s_q > 1, 11, 64);
         CpuDecode d(w, num_sms);
         d.run();
@@ -287,7 +285,7 @@ TEST(CpuDecode, BackendCpuEqualsAuto) {
 // garbage) give bitwise the result of the contiguous tensors.
 TEST(CpuDecode, StridedViewsEqualContiguous) {
   for (DType dt : {DType::kBF16, DType::kFP32}) {
-    SCOPED_TRACE(dtype_name(dt));
+    SCOPED_TRACE(testing::dtype_short_name(dt));
     const int b = 4, s_q = 2, h_q = 16, h_kv = 2, page = 16;
     testing::Workload w = random_workload(b, s_q, h_q, h_kv, {37, 0, 200, 65}, dt, true, 91, page);
     CpuDecode ref(w, 132);

@@ -4,6 +4,8 @@
 #include <climits>
 #include <sstream>
 
+#include "decode_call.hpp"
+
 namespace flash_mla::test {
 
 namespace {
@@ -121,27 +123,24 @@ int visible_keys(const testing::Workload& w, int req, int t) {
 
 CpuDecode::CpuDecode(testing::Workload& workload, int num_sms)
     : w(workload),
-      schedule(host_schedule(w.seqlens, w.config.s_q * w.config.h_q / w.config.h_kv, w.config.h_kv, num_sms)),
+      schedule(host_schedule(w.seqlens, testing::q_rows_per_head_k(w), w.config.h_kv, num_sms)),
       out(static_cast<size_t>(w.out_elems()) * w.elem()),
       lse(static_cast<size_t>(w.lse_elems()) * sizeof(float)),
-      workspace(decode_workspace_bytes(w.config.batch, w.config.s_q, w.config.h_q, schedule.parts)) {
+      workspace(testing::decode_workspace(w, schedule.parts)) {
   out.fill(0xff);
   lse.fill(0xff);
   workspace.fill(0x7f);
-  const int64_t b = w.config.batch;
-  args.q = w.q_view(w.q.data(), kCpu);
-  args.k_cache = w.k_cache_view(w.k_cache.data(), kCpu);
-  args.block_table = w.block_table_view(w.block_table.data(), kCpu);
-  args.cache_seqlens = w.seqlens_view(w.seqlens.data(), kCpu);
-  args.tile_scheduler_metadata =
-      make_view(schedule.metadata.data(), DType::kInt32, kCpu, {schedule.parts, kMetadataWords});
-  args.num_splits = make_view(schedule.num_splits.data(), DType::kInt32, kCpu, {b + 1});
-  args.softmax_scale = w.softmax_scale;
-  args.causal = w.config.causal;
-  args.out = w.out_view(out.data(), kCpu);
-  args.lse = w.lse_view(lse.data(), kCpu);
-  args.workspace = workspace.data();
-  args.workspace_bytes = workspace.size();
+  testing::DecodeBuffers b;
+  b.q = w.q.data();
+  b.k_cache = w.k_cache.data();
+  b.block_table = w.block_table.data();
+  b.seqlens = w.seqlens.data();
+  b.metadata = schedule.metadata.data();
+  b.num_splits = schedule.num_splits.data();
+  b.out = out.data();
+  b.lse = lse.data();
+  b.workspace = workspace.data();
+  args = testing::decode_args(w, kCpu, b, schedule.parts, Backend::kAuto, nullptr);
 }
 
 testing::CheckResult CpuDecode::check(int64_t max_rows, uint64_t seed) const {
