@@ -9,7 +9,7 @@
 //   consumer1 (WG1): waits for P, O[:, 256:512] += P·V. Its P·V of block j overlaps consumer 0's
 //             Q·Kᵀ and softmax of block j + 1; TMA of block j + 2 overlaps both.
 //   Stages: 2 x 72 KiB of K; Q (72 KiB) stays resident for the piece; P 8 KiB. 225 KiB in all.
-//   Registers: consumers 232 (O half = 128 fp32, S = 32 fp32), producer 40 (setmaxnreg).
+//   Registers: 168 per thread as compiled (O half = 128 fp32 + S = 32 fp32 in consumer 0), no spills.
 //   A piece of a split sequence writes fp32 partial O and lse; an unsplit one writes out and lse.
 // Covered by tests/test_gpu.cpp (GPU decode vs the float64 reference) and flash-mla-bench's check.
 #pragma once
