@@ -47,7 +47,8 @@ using testing::WorkloadConfig;
 // ---------------------------------------------------------------------------------------------
 // Workloads
 
-// The shape of one table row; the run-wide settings (dtype, pages, causal, seed) are in Options.
+// The shape of one table row; the run-wide settings (dtype, causal, seed) are in Options. The page
+// size is per row so that one run can time a grid at several page sizes.
 struct Spec {
   std::string label;
   int batch = 1;
@@ -55,6 +56,7 @@ struct Spec {
   int h_q = 16;
   int h_kv = 1;
   std::vector<int32_t> seqlens;
+  int page = 64;
 };
 
 std::string shape_label(const std::string& lens, int h_q, int s_q, int h_kv) {
@@ -105,7 +107,8 @@ const Grid kGrids[] = {
     {"perf", "the rows of PERF.md's incumbents table (the default on a GPU)"},
     {"flashmla", "FlashMLA's grid: b=128 x seqlen 4096/8192/16384 x h_q 16/32/64/128 x s_q 1/2 x uniform/ragged"},
     {"short", "PERF.md's short-context rows (b=16..256, seqlen 512..1024)"},
-    {"small", "PERF.md's small-batch rows (b=1..132, up to 64k context)"},
+    {"small", "PERF.md's small-batch rows (b=1..132, up to 64k context), then b 1/2/4/8/16 x seqlen 4k/16k/64k x "
+              "h_q 16/128 x s_q 1/4"},
     {"all", "perf, flashmla, short and small"},
 };
 
@@ -147,6 +150,14 @@ bool grid_specs(const std::string& name, uint64_t seed, std::vector<Spec>* out) 
     v.push_back(uniform(64, 512, 16, 2));
     v.push_back(uniform(132, 4096, 16, 4));
     v.push_back(uniform(8, 32768, 128, 1));
+    // Latency-bound serving: small batches, long contexts, speculative s_q.
+    for (int b : {1, 2, 4, 8, 16}) {
+      for (int len : {4096, 16384, 65536}) {
+        for (int h_q : {16, 128}) {
+          for (int s_q : {1, 4}) v.push_back(uniform(b, len, h_q, s_q));
+        }
+      }
+    }
   } else if (name == "all") {
     for (const char* g : {"perf", "flashmla", "short", "small"}) grid_specs(g, seed, out);
   } else {
@@ -166,7 +177,7 @@ struct Options {
   std::vector<std::string> grids;
   // Run-wide settings.
   DType dtype = DType::kBF16;
-  int page = 64;
+  std::vector<int> pages = {64};
   bool scatter = true, causal = true;
   uint64_t seed = 0;
   Backend backend = Backend::kAuto;
@@ -193,7 +204,7 @@ workload (one row; without --grid):
   --grid NAMES       comma-separated named workload lists instead (see below)
 run-wide:
   --dtype bf16|fp16|fp32   (fp32: cpu backend only; default bf16)
-  --page-size N      tokens per KV page (default 64; the sm90 backend needs 64)
+  --page-size N,...  tokens per KV page (default 64); several sizes time every row at each size
   --no-scatter       pages in order (default: scattered at random)
   --causal / --no-causal   (default causal; no effect when s_q = 1)
   --seed N           inputs and ragged lengths (default 0)
@@ -281,7 +292,9 @@ Options parse_args(int argc, char** argv) {
       else if (d == "fp32" || d == "float32") o.dtype = DType::kFP32;
       else usage_error("--dtype: expected bf16, fp16 or fp32, got '" + d + "'");
     } else if (arg == "--page-size") {
-      o.page = int(parse_int(arg, next(), 1, 1 << 20));
+      o.pages.clear();
+      for (const std::string& s : split_commas(next())) o.pages.push_back(int(parse_int(arg, s, 1, 1 << 20)));
+      if (o.pages.empty()) usage_error("--page-size: expected a page size or a comma-separated list");
     } else if (arg == "--no-scatter") {
       o.scatter = false;
     } else if (arg == "--causal") {
@@ -341,7 +354,19 @@ std::vector<Spec> workload_specs(const Options& o, bool gpu) {
   } else {
     specs.push_back(uniform(o.batch, o.seqlen, o.h_q, o.s_q, o.h_kv));
   }
-  return specs;
+  if (o.pages.size() == 1) {
+    for (Spec& s : specs) s.page = o.pages[0];
+    return specs;
+  }
+  std::vector<Spec> paged;  // each row at every page size, next to each other
+  for (const Spec& s : specs) {
+    for (int page : o.pages) {
+      paged.push_back(s);
+      paged.back().page = page;
+      paged.back().label += " page=" + std::to_string(page);
+    }
+  }
+  return paged;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,7 +398,7 @@ WorkloadConfig kv_config(const Spec& s, const Options& o) {
   c.h_kv = s.h_kv;
   c.seqlens = s.seqlens;
   c.dtype = o.dtype;
-  c.page_block_size = o.page;
+  c.page_block_size = s.page;
   c.causal = o.causal;
   c.scatter_pages = o.scatter;
   c.poison = true;
@@ -574,7 +599,7 @@ void write_json(const std::string& path, const RunInfo& info, const Options& o, 
     << ",\n  \"date\": " << json_string(info.date) << ",\n  \"backend\": " << json_string(info.backend)
     << ",\n  \"device\": " << json_string(info.device)
     << ",\n  \"dtype\": " << json_string(dtype_short_name(o.dtype))
-    << ",\n  \"page_size\": " << o.page << ",\n  \"scatter\": " << (o.scatter ? "true" : "false")
+    << ",\n  \"scatter\": " << (o.scatter ? "true" : "false")
     << ",\n  \"causal\": " << (o.causal ? "true" : "false") << ",\n  \"seed\": " << o.seed << ",\n  \"ceilings\": ";
   if (info.gpu && info.copy_gbps > 0) {
     f << "{\"copy_gbps\": " << json_number(info.copy_gbps) << ", \"gemm_tflops\": " << json_number(info.gemm_tflops)
@@ -589,6 +614,7 @@ void write_json(const std::string& path, const RunInfo& info, const Options& o, 
     const double gbps = r.bytes / (t * 1e-6) / 1e9, tflops = r.flops / (t * 1e-6) / 1e12;
     f << (i ? "," : "") << "\n    {\"workload\": " << json_string(r.spec.label) << ", \"batch\": " << r.spec.batch
       << ", \"s_q\": " << r.spec.s_q << ", \"h_q\": " << r.spec.h_q << ", \"h_kv\": " << r.spec.h_kv
+      << ", \"page_size\": " << r.spec.page
       << ", \"seqlens\": [";
     for (size_t j = 0; j < r.spec.seqlens.size(); ++j) f << (j ? ", " : "") << r.spec.seqlens[j];
     f << "], \"bytes\": " << json_number(r.bytes) << ", \"flops\": " << json_number(r.flops)
@@ -675,7 +701,7 @@ int run(int argc, char** argv) {
   // Rows run grouped by KV cache (each cache built once), reported in the order given.
   std::vector<size_t> order(specs.size());
   std::iota(order.begin(), order.end(), 0);
-  auto kv_key = [&](size_t i) { return std::tie(specs[i].batch, specs[i].h_kv, specs[i].seqlens); };
+  auto kv_key = [&](size_t i) { return std::tie(specs[i].page, specs[i].batch, specs[i].h_kv, specs[i].seqlens); };
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return kv_key(a) < kv_key(b); });
 
   std::vector<Row> rows(specs.size());
@@ -734,8 +760,10 @@ int run(int argc, char** argv) {
     }
   }
 
-  std::printf("flash-mla-bench: %s on %s; %s, pages of %d%s, %s, seed %llu\n", info.backend.c_str(),
-              info.device.c_str(), dtype_short_name(o.dtype), o.page, o.scatter ? " scattered" : " in order",
+  std::string page_list;
+  for (int page : o.pages) page_list += (page_list.empty() ? "" : "/") + std::to_string(page);
+  std::printf("flash-mla-bench: %s on %s; %s, pages of %s%s, %s, seed %llu\n", info.backend.c_str(),
+              info.device.c_str(), dtype_short_name(o.dtype), page_list.c_str(), o.scatter ? " scattered" : " in order",
               o.causal ? "causal" : "not causal", static_cast<unsigned long long>(o.seed));
   if (gpu && info.copy_gbps > 0) {
     std::printf("ceilings this run: copy %.0f GB/s (2 GiB device-to-device, read + written), bf16 GEMM 8192^3 %.0f "

@@ -52,7 +52,7 @@ TEST(Fuzz, CasesAreReproducibleAndCoverEveryAxis) {
     negative_scales += c.softmax_scale < 0;
     long_sequences += *std::max_element(w.seqlens.begin(), w.seqlens.end()) >= 3000;
   }
-  EXPECT_EQ(pages, (std::set<int>{1, 16, 32, 64, 128, 256}));
+  EXPECT_EQ(pages, (std::set<int>{1, 16, 32, 48, 64, 128, 256}));
   EXPECT_EQ(s_qs, (std::set<int>{1, 2, 3, 4, 5, 6}));
   EXPECT_EQ(h_kvs, (std::set<int>{1, 2, 3, 4, 8}));
   EXPECT_EQ(dtypes.size(), 3u);
@@ -64,13 +64,15 @@ TEST(Fuzz, CasesAreReproducibleAndCoverEveryAxis) {
   EXPECT_GT(long_sequences, 10);
   EXPECT_LT(sampled, 600) << "most cases should be checked on every row";
 
-  // The GPU's first 200 cases: page 64, no float32, one and several 64-row query tiles per KV head,
-  // more parts than an H100 has SMs, and sequences long enough for many splits.
+  // The GPU's first 200 cases: every page size the sm90 backend takes, no float32, one and several
+  // 64-row query tiles per KV head, more parts than an H100 has SMs, and sequences long enough for
+  // many splits.
   int one_tile = 0, several_tiles = 0, many_parts = 0, long_gpu = 0;
+  std::set<int> gpu_pages;
   for (uint64_t seed = 1; seed <= 200; ++seed) {
     const FuzzCase c = make_fuzz_case(seed, FuzzTarget::kSm90);
     const auto& w = c.config;
-    ASSERT_EQ(w.page_block_size, 64);
+    gpu_pages.insert(w.page_block_size);
     ASSERT_NE(w.dtype, DType::kFP32);
     ASSERT_EQ(w.h_q % w.h_kv, 0) << c.describe();
     (w.s_q * w.h_q / w.h_kv <= kBlockM ? one_tile : several_tiles) += 1;
@@ -81,6 +83,7 @@ TEST(Fuzz, CasesAreReproducibleAndCoverEveryAxis) {
   EXPECT_GT(several_tiles, 40);
   EXPECT_GT(many_parts, 20);
   EXPECT_GT(long_gpu, 5);
+  EXPECT_EQ(gpu_pages, (std::set<int>{1, 2, 16, 32, 64, 128, 256}));
 }
 
 }  // namespace

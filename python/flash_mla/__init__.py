@@ -112,7 +112,8 @@ def flash_mla_with_kvcache(
             contiguous; other strides are free (views are fine).
         k_cache: [num_blocks, page_block_size, h_kv, 576], q's dtype, last dimension contiguous
             (e.g. vLLM's [num_blocks, page_block_size, 576] cache .unsqueeze(-2)). Channels 0..511 are
-            also the values. CUDA tensors need page_block_size 64.
+            also the values. CUDA tensors need a page_block_size that divides 64 or is a multiple
+            of 64 (1, 16, 32, 64, 128, 256, ...).
         block_table: [b, max_blocks_per_seq] int32. Entry [i, j] is the block holding tokens
             j * page_block_size ... (j + 1) * page_block_size - 1 of sequence i; entries past
             ceil(cache_seqlens[i] / page_block_size) are never read.

@@ -27,14 +27,15 @@ CASES = [
     pytest.param([0, 0], 1, 16, 1, 64, False, id="all-empty"),
     pytest.param([2, 95], 4, 16, 1, 64, True, id="causal-rows-fully-masked"),
     pytest.param([200, 17, 1], 2, 128, 1, 16, False, id="h128-page16"),
+    pytest.param([65, 1, 130], 2, 16, 1, 1, True, id="page1"),
+    pytest.param([300, 31, 33], 1, 64, 1, 32, False, id="page32"),
+    pytest.param([257, 5], 3, 16, 1, 256, True, id="page256"),
 ]
 
 
 @pytest.mark.parametrize("seqlens,s_q,h_q,h_kv,page,causal", CASES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_matches_reference(device, seqlens, s_q, h_q, h_kv, page, causal, dtype):
-    if device.type == "cuda" and page != 64:
-        pytest.skip("the sm90 backend takes page_block_size 64")
     for garbage in GARBAGE_BLOCK_IDS:
         inp = make_inputs(seqlens, s_q, h_q, h_kv, page, dtype, garbage=garbage).to(device)
         out, lse = decode(inp, causal=causal)

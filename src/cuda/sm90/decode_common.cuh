@@ -64,6 +64,38 @@ __device__ __forceinline__ void for_each_piece(const DecodeParams& p, Fn&& fn) {
   }
 }
 
+// Where the pages of a 64-token block are, for any page size the sm90 backend accepts (a divisor or a
+// multiple of 64): a page of P >= 64 tokens holds the whole block at token offset (64 * blk) % P, one
+// copy of 64 rows; smaller pages tile the block, 64 / P copies of P rows each.
+struct BlockPages {
+  int page_size;
+  int rows_per_copy;  // min(P, 64)
+  __device__ explicit BlockPages(int page) : page_size(page), rows_per_copy(min(page, kBlockN)) {}
+
+  // Copies a block needs when `valid` of its tokens lie before the sequence end (valid > 0).
+  __device__ int copies(int valid) const {
+    return (min(valid, kBlockN) + rows_per_copy - 1) / rows_per_copy;
+  }
+  // Bytes one copy lands for all nine sub-tiles (TMA fills rows past a short page with zeros and
+  // counts them).
+  __device__ uint32_t copy_bytes() const {
+    return static_cast<uint32_t>(rows_per_copy) * kSubTileCols * 2 * kQKSubTiles;
+  }
+
+  struct Copy {
+    int32_t page;           // pool index from the block table
+    int32_t token_in_page;  // first token of the copy within its page
+    int row;                // first row of the copy within the 64-token tile
+  };
+  __device__ Copy copy(const int32_t* table, int blk, int j) const {
+    if (page_size >= kBlockN) {
+      const int64_t token = static_cast<int64_t>(blk) * kBlockN;
+      return {table[token / page_size], static_cast<int32_t>(token % page_size), 0};
+    }
+    return {table[static_cast<int64_t>(blk) * (kBlockN / page_size) + j], 0, j * page_size};
+  }
+};
+
 template <typename T>
 __device__ __forceinline__ uint32_t pack2(float a, float b) {
   if constexpr (ptx::kIsBf16<T>) {

@@ -3,6 +3,8 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
+#include <algorithm>
+
 #include "core/backends.hpp"
 #include "cuda/combine.hpp"
 #include "cuda/cuda_check.hpp"
@@ -27,19 +29,22 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return fn;
 }
 
-// The cache as a 4-D tensor {576 channels, h_kv, page tokens, pages}; one copy moves a 64-token x
-// 64-channel box of one head into a 128-byte-swizzled tile. Out-of-range coordinates read zeros.
+// The cache as a 4-D tensor {576 channels, h_kv, page tokens, pages}; one copy moves a box of
+// min(page, 64) tokens x 64 channels of one head into a 128-byte-swizzled tile (sm90::BlockPages says
+// which boxes make a 64-token block). Out-of-range coordinates read zeros.
 CUtensorMap make_k_map(const DecodeParams& p) {
   const int64_t es = 2;
-  const int64_t token_stride = p.k_token_stride * es;
-  // Strides of size-1 dimensions are never used; give the encoder a valid one.
+  // Strides of size-1 dimensions are never used (and validation does not check them); give the
+  // encoder valid ones.
   const int64_t head_stride = p.h_kv > 1 ? p.k_head_stride * es : kHeadDim * es;
+  const int64_t token_stride = p.page_block_size > 1 ? p.k_token_stride * es : head_stride * p.h_kv;
   const int64_t page_stride = p.num_pages > 1 ? p.k_page_stride * es : token_stride * p.page_block_size;
   const cuuint64_t dims[4] = {static_cast<cuuint64_t>(kHeadDim), static_cast<cuuint64_t>(p.h_kv),
                               static_cast<cuuint64_t>(p.page_block_size), static_cast<cuuint64_t>(p.num_pages)};
   const cuuint64_t strides[3] = {static_cast<cuuint64_t>(head_stride), static_cast<cuuint64_t>(token_stride),
                                  static_cast<cuuint64_t>(page_stride)};
-  const cuuint32_t box[4] = {sm90::kSubTileCols, 1, sm90::kBlockN, 1};
+  const cuuint32_t box[4] = {sm90::kSubTileCols, 1,
+                             static_cast<cuuint32_t>(std::min(p.page_block_size, sm90::kBlockN)), 1};
   const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
   CUtensorMap map{};
   const CUresult r = tensor_map_encoder()(

@@ -1,8 +1,10 @@
 // Dense (bf16/fp16) MLA decode on Hopper: one CTA per (64-row query tile, KV head, schedule part).
 //
 // Schedule (384 threads, three warpgroups):
-//   producer  (WG2, one thread): for every 64-token block of the part's pieces, waits for a free stage,
-//             then issues nine 64x64 TMA copies (the 576 channels) completing on k_full[stage].
+//   producer  (WG2, one warp): for every 64-token block of the part's pieces, waits for a free stage,
+//             then issues nine TMA copies (the 576 channels, 64 each) per page of the block (one page
+//             of 64 or more tokens, or 64 / page_size whole pages, a lane each), completing on
+//             k_full[stage].
 //   consumer0 (WG0): S = Q·Kᵀ (36 wgmma m64n64k16), mask, online softmax, zeroes V rows past the
 //             sequence end (they may hold NaN), writes P and the row rescale to shared memory, then
 //             O[:, 0:256] += P·V (4 wgmma m64n256k16).
@@ -139,20 +141,30 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (warpgroup == 2) {
     // ---------------- producer ----------------
     ptx::setmaxnreg_dec<kProducerRegs>();
-    if (thread != 0) return;
-    ptx::tma_prefetch_descriptor(&k_map);
+    if (thread >= 32) return;
+    const int lane = thread;
+    if (lane == 0) ptx::tma_prefetch_descriptor(&k_map);
+    const BlockPages pages(p.page_block_size);
     uint32_t it = 0;
     for_each_piece(p, [&](const Piece& pc) {
       const int32_t* table = p.block_table + static_cast<int64_t>(pc.req) * p.block_table_stride;
       for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
         const int stage = it % kStages;
         const uint32_t parity = (it / kStages) & 1;
+        // Copies of whole pages past the sequence end are skipped (their table entries may be garbage);
+        // consumer 0 zeroes those V rows as it zeroes the tail of a partly used page.
+        const int copies = pages.copies(pc.seqlen - blk * kBlockN);
         ptx::mbarrier_wait(&s.k_free[stage], parity ^ 1);
-        ptx::mbarrier_arrive_expect_tx(&s.k_full[stage], kKBlockBytes);
-        const int32_t page = table[blk];  // page size 64: one page per block
+        if (lane == 0) ptx::mbarrier_arrive_expect_tx(&s.k_full[stage], copies * pages.copy_bytes());
+        __syncwarp();
+        // One lane per copy: 64-token pages take one, 1-token pages 64 (9 TMA copies each).
+        for (int j = lane; j < copies; j += 32) {
+          const BlockPages::Copy cp = pages.copy(table, blk, j);
 #pragma unroll
-        for (int c = 0; c < kQKSubTiles; ++c) {
-          ptx::tma_load_4d(&s.k[stage][c], &k_map, &s.k_full[stage], c * kSubTileCols, blockIdx.y, 0, page);
+          for (int c = 0; c < kQKSubTiles; ++c) {
+            ptx::tma_load_4d(reinterpret_cast<char*>(&s.k[stage][c]) + cp.row * 128, &k_map, &s.k_full[stage],
+                             c * kSubTileCols, blockIdx.y, cp.token_in_page, cp.page);
+          }
         }
       }
     });
