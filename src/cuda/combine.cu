@@ -1,8 +1,9 @@
 // Split-KV combine. A warp owns one (sequence, KV head, query row, 128-channel quarter): lanes stride
 // over the pieces for the lse maximum and the sum of exp, then every lane accumulates one float4 of
-// the quarter per piece. With kSplitWarps = 4 the four warps of a CTA share one quarter and take every
-// fourth piece (batch 1 with a hundred pieces still spreads over hundreds of warps); with 1 they own
-// four different quarters (large batches, few pieces each: no shared-memory step).
+// the quarter per piece. With kSplitWarps = 16 the sixteen warps of a CTA share one quarter and take
+// every sixteenth piece, so that batch 1 with 132 pieces has all its partial loads in flight at once
+// (with four, the combine took a quarter of a batch-1 call); with 1, the four warps of a CTA own four
+// different quarters (large batches, few pieces each: no shared-memory step).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -15,8 +16,7 @@ namespace flash_mla::detail {
 
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kThreads = kWarps * 32;
+constexpr int kQuarterWarps = 4;  // warps per CTA when each owns a quarter
 constexpr int kChunks = kHeadDimV / 128;  // 128-channel quarters, one float4 per lane
 
 __device__ __forceinline__ float warp_max(float v) {
@@ -46,8 +46,14 @@ __device__ __forceinline__ void store4<__half>(__half* dst, float4 v) {
   *reinterpret_cast<uint2*>(dst) = packed;
 }
 
+template <int kSplitWarps>
+constexpr int cta_warps() {
+  return kSplitWarps == 1 ? kQuarterWarps : kSplitWarps;
+}
+
 template <typename T, int kSplitWarps>
-__global__ void __launch_bounds__(kThreads) combine_kernel(const DecodeParams p) {
+__global__ void __launch_bounds__(cta_warps<kSplitWarps>() * 32) combine_kernel(const DecodeParams p) {
+  constexpr int kWarps = cta_warps<kSplitWarps>();
   const int req = blockIdx.x;
   const int first = p.num_splits[req];
   const int count = p.num_splits[req + 1] - first;
@@ -82,7 +88,7 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const DecodeParams p)
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
   const float4* o_accum = reinterpret_cast<const float4*>(p.o_accum + (static_cast<int64_t>(first) * stride + idx) *
                                                           kHeadDimV + chunk * 128) + lane;
-#pragma unroll 4
+#pragma unroll 8
   for (int s = warp % kSplitWarps; s < count; s += kSplitWarps) {
     const float w = expf(lse_accum[s * stride] - total);
     const float4 x = o_accum[s * stride * (kHeadDimV / 4)];
@@ -113,16 +119,18 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const DecodeParams p)
 void launch_combine(const DecodeParams& p) {
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
   // Tuned for speed, does not affect correctness: below ~4096 row-quarters (e.g. batch 1-16 with
-  // many pieces each) four warps share each quarter's pieces; above, each warp owns a quarter.
+  // many pieces each) sixteen warps share each quarter's pieces; above, each warp owns a quarter.
+  constexpr int kShare = 16;
   const int64_t quarters = static_cast<int64_t>(p.h_kv) * p.rows * kChunks;
   const bool share = static_cast<int64_t>(p.batch) * quarters < 4096;
-  const dim3 grid(p.batch, static_cast<unsigned>(share ? quarters : (quarters + kWarps - 1) / kWarps));
+  const dim3 grid(p.batch, static_cast<unsigned>(share ? quarters : (quarters + kQuarterWarps - 1) / kQuarterWarps));
+  const int threads = 32 * (share ? cta_warps<kShare>() : cta_warps<1>());
   if (p.dtype == DType::kBF16) {
-    if (share) combine_kernel<__nv_bfloat16, 4><<<grid, kThreads, 0, stream>>>(p);
-    else combine_kernel<__nv_bfloat16, 1><<<grid, kThreads, 0, stream>>>(p);
+    if (share) combine_kernel<__nv_bfloat16, kShare><<<grid, threads, 0, stream>>>(p);
+    else combine_kernel<__nv_bfloat16, 1><<<grid, threads, 0, stream>>>(p);
   } else {
-    if (share) combine_kernel<__half, 4><<<grid, kThreads, 0, stream>>>(p);
-    else combine_kernel<__half, 1><<<grid, kThreads, 0, stream>>>(p);
+    if (share) combine_kernel<__half, kShare><<<grid, threads, 0, stream>>>(p);
+    else combine_kernel<__half, 1><<<grid, threads, 0, stream>>>(p);
   }
   cuda_check(cudaGetLastError(), "combine kernel launch");
 }

@@ -11,6 +11,9 @@ namespace flash_mla::sm90::dense {
 inline constexpr int kBlockM = flash_mla::kBlockM;  // query rows per CTA (wgmma M)
 inline constexpr int kVSubTilesPerWarpgroup = kVSubTiles / 2;  // each consumer owns 256 output columns
 inline constexpr int kStages = 2;
+// Pages smaller than this are gathered with cp.async by the whole producer warpgroup: one TMA box per
+// page costs ~55 cycles, so 1-token pages (576 boxes per block) ran at a fifth of the 64-token speed.
+inline constexpr int kMinTmaPage = 8;
 inline constexpr int kConsumerThreads = 2 * kWarpgroupThreads;
 inline constexpr int kThreads = 3 * kWarpgroupThreads;  // two consumers + one producer warpgroup
 // Register budgets after setmaxnreg: 2 * 128 * 232 + 128 * 40 = 64,512 <= 65,536. ptxas still

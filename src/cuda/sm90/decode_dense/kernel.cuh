@@ -28,6 +28,7 @@
 #include "cuda/sm90/decode_common.cuh"
 #include "cuda/sm90/decode_dense/config.hpp"
 #include "ptx/barrier.hpp"
+#include "ptx/cp_async.hpp"
 #include "ptx/mbarrier.hpp"
 #include "ptx/tma.hpp"
 #include "ptx/wgmma.hpp"
@@ -122,6 +123,51 @@ __device__ __forceinline__ void pv_gemm(float (&o)[128], const SharedStorage& s,
   ptx::fence_registers(o);
 }
 
+// The producer for pages of fewer than kMinTmaPage tokens: the whole producer warpgroup gathers each
+// 64-token block with 16-byte cp.async copies (72 per token) straight into the swizzled sub-tiles,
+// zero-filling tokens past the sequence end and pages outside the pool. A block's copies are one
+// cp.async group per thread; a thread signals k_full (one of 128 arrivals) once its group of the
+// previous block has landed, after a proxy fence: wgmma reads what the generic proxy wrote.
+template <typename T>
+__device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedStorage& s, int thread) {
+  constexpr int kChunksPerToken = kHeadDim * 2 / 16;  // 72
+  const T* k = static_cast<const T*>(p.k) + static_cast<int64_t>(blockIdx.y) * p.k_head_stride;
+  const int page_size = p.page_block_size;
+  int pending = -1;  // the stage whose copies are in flight and not yet signalled
+  auto signal = [&](int stage) {
+    ptx::fence_proxy_async_shared();
+    ptx::mbarrier_arrive(&s.k_full[stage]);
+  };
+  uint32_t it = 0;
+  for_each_piece(p, [&](const Piece& pc) {
+    const int32_t* table = p.block_table + static_cast<int64_t>(pc.req) * p.block_table_stride;
+    for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
+      const int stage = it % kStages;
+      ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
+      const int valid = pc.seqlen - blk * kBlockN;
+      for (int i = thread; i < kBlockN * kChunksPerToken; i += kWarpgroupThreads) {
+        const int row = i / kChunksPerToken, c = i % kChunksPerToken;
+        const int token = blk * kBlockN + row;
+        const int64_t page = row < valid ? table[token / page_size] : -1;
+        const bool copy = page >= 0 && page < p.num_pages;
+        const T* src = copy ? k + page * p.k_page_stride + (token % page_size) * p.k_token_stride + c * 8 : k;
+        ptx::cp_async_16_zfill(reinterpret_cast<char*>(&s.k[stage][c / 8]) + swizzled_offset(row, c % 8), src,
+                               copy ? 16 : 0);
+      }
+      ptx::cp_async_commit();
+      if (pending >= 0) {
+        ptx::cp_async_wait<1>();
+        signal(pending);
+      }
+      pending = stage;
+    }
+  });
+  if (pending >= 0) {
+    ptx::cp_async_wait<0>();
+    signal(pending);
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map) {
@@ -131,7 +177,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int thread = threadIdx.x % kWarpgroupThreads;
   if (threadIdx.x == 0) {
     for (int st = 0; st < kStages; ++st) {
-      ptx::mbarrier_init(&s.k_full[st], 1);
+      // TMA: the producer's one arrival (with the bytes); a gather: every producer thread's.
+      ptx::mbarrier_init(&s.k_full[st], p.page_block_size < kMinTmaPage ? kWarpgroupThreads : 1);
       ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
     }
     ptx::fence_barrier_init();
@@ -141,6 +188,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (warpgroup == 2) {
     // ---------------- producer ----------------
     ptx::setmaxnreg_dec<kProducerRegs>();
+    if (p.page_block_size < kMinTmaPage) {
+      gather_producer<T>(p, s, thread);
+      return;
+    }
     if (thread >= 32) return;
     const int lane = thread;
     if (lane == 0) ptx::tma_prefetch_descriptor(&k_map);
