@@ -11,6 +11,12 @@
 #include "cuda/sm90/decode_common.cuh"
 #include "cuda/sm90/launch.hpp"
 
+#if defined(FLASH_MLA_TRACE)
+namespace flash_mla::sm90::dense {
+void* g_trace_buffer = nullptr;
+}
+#endif
+
 namespace flash_mla::detail {
 
 namespace {

@@ -35,25 +35,47 @@
 
 namespace flash_mla::sm90::dense {
 
+// Phase timestamps of every CTA for timeline studies, compiled in only with -DFLASH_MLA_TRACE (never
+// in a release build): slot 0 kernel entry, 1 first Q tile ready, 2 + j block j's K landed (j < 40),
+// 45 + i piece i stored (i < 8), 63 exit; %globaltimer nanoseconds, written by consumer 0's thread 0.
+#if defined(FLASH_MLA_TRACE)
+inline constexpr int kTraceSlots = 64;
+inline constexpr int kTraceCtas = 4096;
+static __device__ unsigned long long g_trace[kTraceCtas][kTraceSlots];
+__device__ __forceinline__ void trace(int slot) {
+  const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  if (cta < kTraceCtas && slot < kTraceSlots) g_trace[cta][slot] = t;
+}
+#define FLASH_MLA_TRACE_AT(slot) \
+  if (threadIdx.x == 0) trace(slot)
+#else
+#define FLASH_MLA_TRACE_AT(slot)
+#endif
+
 // The query rows of one (sequence, KV head, 64-row tile), zero-filled past `rows`, into the swizzled
-// Q sub-tiles. Row r of the tile is global row m0 + r = t * q_per_kv + h_in_group.
+// Q sub-tiles. Row r of the tile is global row m0 + r = t * q_per_kv + h_in_group. All 18 copies of a
+// thread are in flight together (cp.async): loaded one after another, the tile took ~10 us.
 template <typename T>
 __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, int req, int thread) {
   constexpr int kChunksPerRow = kHeadDim * 2 / 16;  // 72
   const int m0 = blockIdx.x * kBlockM;
   const T* q = static_cast<const T*>(p.q);
+#pragma unroll 6
   for (int chunk = thread; chunk < kBlockM * kChunksPerRow; chunk += kConsumerThreads) {
     const int r = chunk / kChunksPerRow, c = chunk % kChunksPerRow;
     const int gr = m0 + r;
-    int4 v = make_int4(0, 0, 0, 0);
+    const T* src = q;
     if (gr < p.rows) {
       const int t = gr / p.q_per_kv, h = blockIdx.y * p.q_per_kv + gr % p.q_per_kv;
-      const T* src = q + req * p.q_batch_stride + t * p.q_seq_stride + h * p.q_head_stride + c * 8;
-      v = __ldg(reinterpret_cast<const int4*>(src));
+      src = q + req * p.q_batch_stride + t * p.q_seq_stride + h * p.q_head_stride + c * 8;
     }
-    char* tile = reinterpret_cast<char*>(&s.q[c / 8]);
-    *reinterpret_cast<int4*>(tile + swizzled_offset(r, c % 8)) = v;
+    ptx::cp_async_16_zfill(reinterpret_cast<char*>(&s.q[c / 8]) + swizzled_offset(r, c % 8), src,
+                           gr < p.rows ? 16 : 0);
   }
+  ptx::cp_async_commit();
+  ptx::cp_async_wait<0>();
 }
 
 // Query rows this thread owns in wgmma accumulator layouts: warp w holds rows 16w..16w+15; lane l
@@ -175,6 +197,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   SharedStorage& s = *reinterpret_cast<SharedStorage*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   const int warpgroup = threadIdx.x / kWarpgroupThreads;
   const int thread = threadIdx.x % kWarpgroupThreads;
+  FLASH_MLA_TRACE_AT(0);
   if (threadIdx.x == 0) {
     for (int st = 0; st < kStages; ++st) {
       // TMA: the producer's one arrival (with the bytes); a gather: every producer thread's.
@@ -227,11 +250,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   const RowPair rp(thread);
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
   uint32_t it = 0;
+  [[maybe_unused]] int piece_index = 0;
   for_each_piece(p, [&](const Piece& pc) {
     const int first = pc.first_block(), end = pc.end_block();
     if (end > first) load_q<T>(p, s, pc.req, threadIdx.x);
     ptx::fence_proxy_async_shared();
     ptx::named_barrier_sync(kQReady, kConsumerThreads);
+    if (it == 0) FLASH_MLA_TRACE_AT(1);
 
     float o[128];
 #pragma unroll
@@ -250,6 +275,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int blk = first; blk < end; ++blk, ++it) {
         const int stage = it % kStages;
         ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
+        FLASH_MLA_TRACE_AT(2 + min(static_cast<int>(it), 40));
         float sc[32];
         ptx::wgmma_fence();
 #pragma unroll
@@ -349,6 +375,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       ptx::named_barrier_sync(kRowStats, kConsumerThreads);
       store_output<T>(p, pc, rp, 0, o, m, l, rp.col == 0);
+      FLASH_MLA_TRACE_AT(45 + min(piece_index++, 8));
     } else {
       for (int blk = first; blk < end; ++blk, ++it) {
         const int stage = it % kStages;
@@ -375,6 +402,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       store_output<T>(p, pc, rp, 1, o, m, l, false);
     }
   });
+  FLASH_MLA_TRACE_AT(63);
 }
 
 }  // namespace flash_mla::sm90::dense
@@ -383,8 +411,16 @@ namespace flash_mla::sm90::dense {
 
 // Launches the main kernel on p.stream (the current device is p.device). Instantiated per dtype in
 // decode_bf16.cu / decode_fp16.cu.
+#if defined(FLASH_MLA_TRACE)
+// The trace buffer of the last launch's dtype, for a study program: [kTraceCtas][kTraceSlots].
+extern void* g_trace_buffer;
+#endif
+
 template <typename T>
 void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
+#if defined(FLASH_MLA_TRACE)
+  detail::cuda_check(cudaGetSymbolAddress(&g_trace_buffer, g_trace), "trace symbol");
+#endif
   // The shared-memory opt-in is per device: set it once on each device the kernel runs on (devices
   // past the mask's 64 bits set it on every call).
   static std::atomic<uint64_t> configured{0};
