@@ -185,6 +185,7 @@ struct Options {
   int64_t check_rows = -1;   // -1: auto; 0: all rows
   bool check = true, ceilings = true, quiet = false, list = false;
   std::string json;
+  std::string only;  // label filter
 };
 
 const char* kUsage = R"(usage: flash-mla-bench [options]
@@ -214,6 +215,7 @@ run-wide:
   --no-check         skip the float64 check
   --no-ceilings      (gpu) skip measuring the copy and matmul ceilings
   --json FILE        also write the rows as JSON
+  --only TEXT        keep the grid's rows whose label contains TEXT (e.g. "seqlen=8192")
   --list             print the workloads and exit
   --quiet            no progress on stderr
 )";
@@ -319,6 +321,8 @@ Options parse_args(int argc, char** argv) {
       o.ceilings = false;
     } else if (arg == "--json") {
       o.json = next();
+    } else if (arg == "--only") {
+      o.only = next();
     } else if (arg == "--list") {
       o.list = true;
     } else if (arg == "--quiet") {
@@ -353,6 +357,12 @@ std::vector<Spec> workload_specs(const Options& o, bool gpu) {
     specs.push_back(ragged(o.batch, o.seqlen, o.h_q, o.s_q, o.seed, o.h_kv));
   } else {
     specs.push_back(uniform(o.batch, o.seqlen, o.h_q, o.s_q, o.h_kv));
+  }
+  if (!o.only.empty()) {
+    specs.erase(std::remove_if(specs.begin(), specs.end(),
+                               [&](const Spec& s) { return s.label.find(o.only) == std::string::npos; }),
+                specs.end());
+    if (specs.empty()) usage_error("--only '" + o.only + "': no workload's label contains it (see --list)");
   }
   if (o.pages.size() == 1) {
     for (Spec& s : specs) s.page = o.pages[0];

@@ -11,9 +11,10 @@ namespace flash_mla::sm90::dense {
 inline constexpr int kBlockM = flash_mla::kBlockM;  // query rows per CTA (wgmma M)
 inline constexpr int kVSubTilesPerWarpgroup = kVSubTiles / 2;  // each consumer owns 256 output columns
 inline constexpr int kStages = 2;
-// Pages smaller than this are gathered with cp.async by the whole producer warpgroup: one TMA box per
-// page costs ~55 cycles, so 1-token pages (576 boxes per block) ran at a fifth of the 64-token speed.
-inline constexpr int kMinTmaPage = 8;
+// Pages smaller than this are gathered with cp.async by the whole producer warpgroup (measured on an
+// H100, b=128: at 8-token pages the gather ran 433/414 us against TMA boxes' 443/442 for h_q 16/128;
+// at 16 the boxes won, 419/380 against 423/400; one box per 1-token page ran 4.5x slower than 64).
+inline constexpr int kMinTmaPage = 16;
 inline constexpr int kConsumerThreads = 2 * kWarpgroupThreads;
 inline constexpr int kThreads = 3 * kWarpgroupThreads;  // two consumers + one producer warpgroup
 // Register budgets after setmaxnreg: 2 * 128 * 232 + 128 * 40 = 64,512 <= 65,536. ptxas still

@@ -146,14 +146,19 @@ __device__ __forceinline__ void pv_gemm(float (&o)[128], const SharedStorage& s,
 }
 
 // The producer for pages of fewer than kMinTmaPage tokens: the whole producer warpgroup gathers each
-// 64-token block with 16-byte cp.async copies (72 per token) straight into the swizzled sub-tiles,
-// zero-filling tokens past the sequence end and pages outside the pool. A block's copies are one
-// cp.async group per thread; a thread signals k_full (one of 128 arrivals) once its group of the
-// previous block has landed, after a proxy fence: wgmma reads what the generic proxy wrote.
+// 64-token block with 16-byte cp.async copies straight into the swizzled sub-tiles. Thread t serves
+// rows t/8 + 16i (i < 4) and chunks t%8 + 8k (k < 9, one per sub-tile): a warp copies 128 contiguous
+// bytes of each of four rows per instruction, and a thread's four table reads and 36 copies are
+// independent, so they are all in flight together. Tokens past the sequence end and pages outside
+// the pool are zero-filled. A block's copies are one cp.async group per thread; a thread signals
+// k_full (one of 128 arrivals) once its group of the previous block has landed, after a proxy fence:
+// wgmma reads what the generic proxy wrote.
 template <typename T>
 __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedStorage& s, int thread) {
-  constexpr int kChunksPerToken = kHeadDim * 2 / 16;  // 72
-  const T* k = static_cast<const T*>(p.k) + static_cast<int64_t>(blockIdx.y) * p.k_head_stride;
+  constexpr int kRowsPerPass = kWarpgroupThreads / 8;  // 16
+  constexpr int kPasses = kBlockN / kRowsPerPass;      // 4
+  const int chunk = thread % 8, row0 = thread / 8;
+  const T* k = static_cast<const T*>(p.k) + static_cast<int64_t>(blockIdx.y) * p.k_head_stride + chunk * 8;
   const int page_size = p.page_block_size;
   int pending = -1;  // the stage whose copies are in flight and not yet signalled
   auto signal = [&](int stage) {
@@ -165,16 +170,25 @@ __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedSto
     const int32_t* table = p.block_table + static_cast<int64_t>(pc.req) * p.block_table_stride;
     for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
       const int stage = it % kStages;
-      ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
       const int valid = pc.seqlen - blk * kBlockN;
-      for (int i = thread; i < kBlockN * kChunksPerToken; i += kWarpgroupThreads) {
-        const int row = i / kChunksPerToken, c = i % kChunksPerToken;
-        const int token = blk * kBlockN + row;
+      const T* src[kPasses];
+#pragma unroll
+      for (int i = 0; i < kPasses; ++i) {
+        const int row = row0 + kRowsPerPass * i, token = blk * kBlockN + row;
         const int64_t page = row < valid ? table[token / page_size] : -1;
-        const bool copy = page >= 0 && page < p.num_pages;
-        const T* src = copy ? k + page * p.k_page_stride + (token % page_size) * p.k_token_stride + c * 8 : k;
-        ptx::cp_async_16_zfill(reinterpret_cast<char*>(&s.k[stage][c / 8]) + swizzled_offset(row, c % 8), src,
-                               copy ? 16 : 0);
+        src[i] = page >= 0 && page < p.num_pages
+                     ? k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride
+                     : nullptr;
+      }
+      ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
+#pragma unroll
+      for (int i = 0; i < kPasses; ++i) {
+        const int row = row0 + kRowsPerPass * i;
+#pragma unroll
+        for (int c = 0; c < kQKSubTiles; ++c) {
+          ptx::cp_async_16_zfill(reinterpret_cast<char*>(&s.k[stage][c]) + swizzled_offset(row, chunk),
+                                 src[i] != nullptr ? src[i] + c * kSubTileCols : k, src[i] != nullptr ? 16 : 0);
+        }
       }
       ptx::cp_async_commit();
       if (pending >= 0) {
