@@ -104,8 +104,10 @@ class CpuDecode {
   DecodeArgs args;
 };
 
-// A workload of random inputs (testing::make_workload: poisoned tails, garbage block-table tails).
+// A workload of random inputs (testing::make_workload: poisoned tails, garbage block-table tails), its
+// cache in `format` (FP8 formats: dtype bf16; fp8_q: an e4m3 q, kFP8PerTensor only).
 testing::Workload random_workload(int batch, int s_q, int h_q, int h_kv, std::vector<int32_t> lens, DType dtype,
-                                  bool causal, uint64_t seed, int page = 64);
+                                  bool causal, uint64_t seed, int page = 64,
+                                  KvCacheFormat format = KvCacheFormat::kDense, bool fp8_q = false);
 
 }  // namespace flash_mla::test
