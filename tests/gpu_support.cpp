@@ -141,8 +141,11 @@ GpuDecode::GpuDecode(testing::Workload& workload, int num_sms, cudaStream_t stre
       splits((w.seqlens.size() + 1) * 4, device),
       out(static_cast<size_t>(w.out_elems()) * w.elem(), device),
       lse(static_cast<size_t>(w.lse_elems()) * 4, device),
-      workspace(testing::decode_workspace(w, parts), device) {
+      workspace(testing::decode_workspace(w, parts), device),
+      descales(2 * sizeof(float), device) {
   const Device dev = cuda_device(device);
+  const float descale_values[2] = {w.descale_q, w.descale_k};
+  descales.upload(descale_values);
   q.upload(w.q.data());
   k.upload(w.k_cache.data());
   table.upload(w.block_table.data());
@@ -160,6 +163,8 @@ GpuDecode::GpuDecode(testing::Workload& workload, int num_sms, cudaStream_t stre
   b.out = out.data();
   b.lse = lse.data();
   b.workspace = workspace.data();
+  b.descale_q = descales.data();
+  b.descale_k = static_cast<float*>(descales.data()) + 1;
   schedule = testing::schedule_args(w, dev, b, parts, stream, num_sms);
   get_mla_metadata(schedule);
   args = testing::decode_args(w, dev, b, parts, Backend::kAuto, stream);

@@ -90,9 +90,9 @@ std::string sm90_unavailable(int device = 0);
 Schedule device_schedule(const std::vector<int32_t>& seqlens, int rows, int h_kv, int num_sms, cudaStream_t stream,
                          int device = 0);
 
-// A decode call on cuda:<device> copies of a workload's inputs; metadata from the device schedule
-// (num_sms 0: get_mla_metadata's default, the device's SM count). out and lse start as NaN, the
-// workspace as garbage.
+// A decode call on cuda:<device> copies of a workload's inputs (descales included); metadata from the
+// device schedule (num_sms 0: get_mla_metadata's default, the device's SM count). out and lse start
+// as NaN, the workspace as garbage.
 class GpuDecode {
  public:
   GpuDecode(testing::Workload& workload, int num_sms, cudaStream_t stream, int device = 0);
@@ -109,6 +109,7 @@ class GpuDecode {
   int device;
   int parts;
   DeviceBuffer q, k, table, lens, meta, splits, out, lse, workspace;
+  DeviceBuffer descales;  // [descale_q, descale_k] float32 (used by FP8 workloads)
   ScheduleArgs schedule;
   DecodeArgs args;
   std::vector<uint8_t> out_host;
