@@ -97,6 +97,13 @@ std::string sm90_unavailable(int device) {
   return "";
 }
 
+std::vector<int32_t> matrix_seqlens(int batch, int h_kv, uint64_t seed) {
+  const int max_len = std::clamp(16000 / (batch * h_kv), 8, 4096);
+  const std::vector<int32_t> special = batch >= 5 ? std::vector<int32_t>{0, 1, 63, 64, 65}
+                                       : batch > 1 ? std::vector<int32_t>{0, 65} : std::vector<int32_t>{};
+  return ragged_seqlens(special, batch, max_len, seed);
+}
+
 Schedule device_schedule(const std::vector<int32_t>& seqlens, int rows, int h_kv, int num_sms, cudaStream_t stream,
                          int device) {
   const int64_t b = static_cast<int64_t>(seqlens.size());

@@ -1,5 +1,6 @@
 // The CPU backend on FP8 KV caches (SPEC.md, "FP8 KV cache"): FP8 with scale (656 bytes per token),
-// per-tensor e4m3 with a bf16 q, and per-tensor e4m3 with an e4m3 q. Caches are filled by the
+// per-tensor e4m3 with a bf16 q, and per-tensor e4m3 with an e4m3 q (kFP8Variants); the matrix over
+// shapes, page sizes and causal is test_cpu_decode.cpp's, which runs these variants too. Caches are filled by the
 // library's quantisers from random values (testing::make_workload); tails past each sequence hold NaN
 // codes (0x7F / 0xFF), NaN scales and NaN RoPE channels, and block-table entries past the end hold
 // -1, 2147480000 or stale pages.
@@ -15,7 +16,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <sstream>
 
 #include "flash_mla/fp8.hpp"
 #include "test_support.hpp"
@@ -25,85 +25,10 @@ namespace {
 
 constexpr Device kCpu{DeviceType::kCPU, 0};
 constexpr float kInf = std::numeric_limits<float>::infinity();
-constexpr int64_t kMaxCheckedRows = 1536;
-
-// One FP8 variant: the cache format and whether q is e4m3 too.
-struct Variant {
-  KvCacheFormat format;
-  bool fp8_q;
-  const char* name;
-};
-const Variant kVariants[] = {{KvCacheFormat::kFP8WithScale, false, "fp8"},
-                             {KvCacheFormat::kFP8PerTensor, false, "fp8tensor"},
-                             {KvCacheFormat::kFP8PerTensor, true, "fp8tensor_fp8q"}};
-
-testing::Workload fp8_workload(const Variant& v, int batch, int s_q, int h_q, int h_kv, std::vector<int32_t> lens,
-                               bool causal, uint64_t seed, int page = 64) {
-  return random_workload(batch, s_q, h_q, h_kv, std::move(lens), DType::kBF16, causal, seed, page, v.format, v.fp8_q);
-}
-
-// ---------------------------------------------------------------------------------------------
-// The matrix: per variant, every (s_q, h_q) pair with h_kv = 1 and grouped KV heads, page sizes,
-// causal and SM counts rotating as in test_cpu_decode.cpp's matrix.
-struct MatrixCase {
-  Variant variant;
-  int s_q, h_q, h_kv, page;
-  bool causal;
-  int num_sms;
-  uint64_t seed;
-};
-
-std::vector<MatrixCase> matrix_cases() {
-  const int s_qs[] = {1, 2, 4}, h_qs[] = {1, 16, 63, 128}, pages[] = {1, 16, 64, 128, 256}, sms[] = {132, 16, 3, 1};
-  std::vector<MatrixCase> cases;
-  uint64_t seed = 5000;
-  for (int vi = 0; vi < 3; ++vi) {
-    for (int si = 0; si < 3; ++si) {
-      for (int hi = 0; hi < 4; ++hi) {
-        cases.push_back({kVariants[vi], s_qs[si], h_qs[hi], 1, pages[(4 * si + hi + vi) % 5], (si + hi + vi) % 2 == 1,
-                         sms[(si + 2 * hi + vi) % 4], seed++});
-      }
-    }
-    const int grouped[][3] = {{16, 2, 2}, {63, 3, 4}, {128, 8, 1}};  // h_q, h_kv, s_q
-    for (int g = 0; g < 3; ++g) {
-      cases.push_back({kVariants[vi], grouped[g][2], grouped[g][0], grouped[g][1], pages[(g + vi) % 5],
-                       (g + vi) % 2 == 0, sms[(g + vi) % 4], seed++});
-    }
-  }
-  return cases;
-}
-
-std::string matrix_name(const ::testing::TestParamInfo<MatrixCase>& info) {
-  const MatrixCase& m = info.param;
-  std::ostringstream s;
-  s << m.variant.name << "_sq" << m.s_q << "_hq" << m.h_q << "_hkv" << m.h_kv << "_page" << m.page
-    << (m.causal ? "_causal" : "_full") << "_sms" << m.num_sms;
-  return s.str();
-}
-
-class CpuFP8Matrix : public ::testing::TestWithParam<MatrixCase> {};
-
-TEST_P(CpuFP8Matrix, MatchesReferenceOnTheDequantisedCache) {
-  const MatrixCase& m = GetParam();
-  const int P = m.page;
-  std::vector<int32_t> special{0, 1, 63, 64, 65, P - 1 > 0 ? P - 1 : 2, P + 1, 2 * P + 1, 3};
-  const int batch = m.h_q * m.s_q >= 256 ? 10 : 12;
-  testing::Workload w = fp8_workload(m.variant, batch, m.s_q, m.h_q, m.h_kv, ragged_seqlens(special, batch, 300, m.seed),
-                                     m.causal, m.seed, P);
-  if (m.seed % 3 == 0) w.softmax_scale = 0.02f + 0.01f * static_cast<float>(m.seed % 7);
-  CpuDecode d(w, m.num_sms);
-  d.run();
-  const testing::CheckResult r = d.check(kMaxCheckedRows, m.seed);
-  EXPECT_TRUE(r.ok) << r.first_failure << " (max abs err " << r.max_abs_err << ", cos diff " << r.cos_diff << ")";
-  EXPECT_TRUE(d.guards_intact());
-}
-
-INSTANTIATE_TEST_SUITE_P(Cases, CpuFP8Matrix, ::testing::ValuesIn(matrix_cases()), matrix_name);
-
 // ---------------------------------------------------------------------------------------------
 // The workload really is poisoned where SPEC says nothing may be read, and the decode ignores it.
 TEST(CpuFP8, PoisonedTailsAndGarbageTableEntriesAreIgnored) {
-  for (const Variant& v : kVariants) {
+  for (const FP8Variant& v : kFP8Variants) {
     SCOPED_TRACE(v.name);
     const std::vector<int32_t> lens{70, 0, 130, 1, 17};
     testing::Workload w = fp8_workload(v, 5, 2, 16, 1, lens, true, 77, 16);
@@ -143,7 +68,7 @@ TEST(CpuFP8, PoisonedTailsAndGarbageTableEntriesAreIgnored) {
 
 // Rows without a visible key: out exactly 0, lse +inf; the rest match the reference.
 TEST(CpuFP8, EmptyAndFullyMaskedRowsAreExact) {
-  for (const Variant& v : kVariants) {
+  for (const FP8Variant& v : kFP8Variants) {
     for (const auto& lens : {std::vector<int32_t>(5, 0), std::vector<int32_t>{0, 1, 2, 3, 4, 5, 70}}) {
       for (int num_sms : {1, 132}) {
         SCOPED_TRACE(::testing::Message() << v.name << " b=" << lens.size() << " sms=" << num_sms);
@@ -171,7 +96,7 @@ TEST(CpuFP8, EmptyAndFullyMaskedRowsAreExact) {
 }
 
 TEST(CpuFP8, SplitAndUnsplitPathsAgreeWithReference) {
-  for (const Variant& v : kVariants) {
+  for (const FP8Variant& v : kFP8Variants) {
     testing::Workload w = fp8_workload(v, 6, 2, 16, 1, {700, 0, 1, 513, 64, 1200}, true, 41, 64);
     for (int num_sms : {1, 3, 132}) {
       SCOPED_TRACE(::testing::Message() << v.name << " num_sms=" << num_sms);
@@ -190,7 +115,7 @@ TEST(CpuFP8, SplitAndUnsplitPathsAgreeWithReference) {
 // Padded pages and tokens (SPEC: honour the strides given), the padding full of NaN codes: bitwise
 // the result of the contiguous cache.
 TEST(CpuFP8, PaddedCacheStridesEqualContiguous) {
-  for (const Variant& v : kVariants) {
+  for (const FP8Variant& v : kFP8Variants) {
     SCOPED_TRACE(v.name);
     const int b = 4, page = 16, h_kv = 2;
     testing::Workload w = fp8_workload(v, b, 2, 16, h_kv, {37, 0, 200, 65}, true, 91, page);
@@ -215,7 +140,7 @@ TEST(CpuFP8, PaddedCacheStridesEqualContiguous) {
 
 // FlashMLA's callers pass the 656-byte cache as uint8 or as float8_e4m3fn: the same bytes, the same result.
 TEST(CpuFP8, WithScaleCacheAsUint8OrE4M3) {
-  testing::Workload w = fp8_workload(kVariants[0], 3, 1, 16, 1, {100, 3, 64}, false, 51, 64);
+  testing::Workload w = fp8_workload(kFP8Variants[0], 3, 1, 16, 1, {100, 3, 64}, false, 51, 64);
   CpuDecode a(w, 132), b(w, 132);
   b.args.k_cache.dtype = DType::kFP8E4M3;
   a.run();
@@ -247,7 +172,7 @@ TEST(CpuFP8, UnusedDescalesAreNotRead) {
 // The descales are applied: the same call with one of them doubled no longer matches the reference
 // (which also shows the reference check can fail on an FP8 cache).
 TEST(CpuFP8, DescalesAreApplied) {
-  testing::Workload w = fp8_workload(kVariants[2], 3, 2, 16, 1, {90, 0, 130}, true, 53, 16);
+  testing::Workload w = fp8_workload(kFP8Variants[2], 3, 2, 16, 1, {90, 0, 130}, true, 53, 16);
   for (int which = 0; which < 3; ++which) {
     CpuDecode d(w, 132);
     float doubled_q = 2.0f * w.descale_q, doubled_k = 2.0f * w.descale_k;

@@ -23,23 +23,9 @@ namespace {
 
 constexpr int64_t kCheckedRows = 256;
 
-struct Variant {
-  KvCacheFormat format;
-  bool fp8_q;
-  const char* name;
-};
-const Variant kVariants[] = {{KvCacheFormat::kFP8WithScale, false, "fp8"},
-                             {KvCacheFormat::kFP8PerTensor, false, "fp8tensor"},
-                             {KvCacheFormat::kFP8PerTensor, true, "fp8tensor_fp8q"}};
-
-testing::Workload fp8_workload(const Variant& v, int batch, int s_q, int h_q, int h_kv, std::vector<int32_t> lens,
-                               bool causal, uint64_t seed) {
-  return random_workload(batch, s_q, h_q, h_kv, std::move(lens), DType::kBF16, causal, seed, 64, v.format, v.fp8_q);
-}
-
 // Empty when the sm90 backend decodes this variant on cuda:0; else why not (no sm90 device, or the
 // kernel's rejection of the format, naming k_cache). Asked once per variant with a small real call.
-std::string sm90_fp8_unavailable(const Variant& v) {
+std::string sm90_fp8_unavailable(const FP8Variant& v) {
   static std::map<std::string, std::string> answers;
   if (const std::string why = sm90_unavailable(0); !why.empty()) return why;
   auto found = answers.find(v.name);
@@ -59,15 +45,15 @@ std::string sm90_fp8_unavailable(const Variant& v) {
 #define REQUIRE_SM90_FP8(variant) \
   if (const std::string why = sm90_fp8_unavailable(variant); !why.empty()) GTEST_SKIP() << why
 
-class Sm90FP8 : public ::testing::TestWithParam<Variant> {};
+class Sm90FP8 : public ::testing::TestWithParam<FP8Variant> {};
 
-std::string variant_name(const ::testing::TestParamInfo<Variant>& info) { return info.param.name; }
+std::string variant_name(const ::testing::TestParamInfo<FP8Variant>& info) { return info.param.name; }
 
 // The seam's contract while the kernel does not read a format: an Error naming k_cache that says so,
 // raised before anything is written.
 TEST_P(Sm90FP8, RejectedUntilSupported) {
   REQUIRE_SM90();
-  const Variant& v = GetParam();
+  const FP8Variant& v = GetParam();
   if (sm90_fp8_unavailable(v).empty()) GTEST_SKIP() << "the sm90 kernel decodes " << v.name << " caches";
   testing::Workload w = fp8_workload(v, 2, 2, 16, 1, {100, 7}, true, 2);
   Stream stream;
@@ -82,7 +68,7 @@ TEST_P(Sm90FP8, RejectedUntilSupported) {
 
 // h_q x h_kv x s_q x causal, batches 1 .. 128, on the device's SM count (splits) and on 1 SM.
 TEST_P(Sm90FP8, MatchesReferenceOnTheDequantisedCache) {
-  const Variant& v = GetParam();
+  const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
   const int sms = cuda_device_info(0).sm_count;
   Stream stream;
@@ -92,14 +78,10 @@ TEST_P(Sm90FP8, MatchesReferenceOnTheDequantisedCache) {
   for (const auto& hk : heads) {
     for (int s_q : {1, 2, 4}) {
       const int b = batches[index % 5];
-      const int max_len = std::clamp(16000 / (b * hk[1]), 8, 4096);
-      const std::vector<int32_t> special = b >= 5 ? std::vector<int32_t>{0, 1, 63, 64, 65}
-                                          : b > 1 ? std::vector<int32_t>{0, 65} : std::vector<int32_t>{};
       const uint64_t seed = 7000 + index++;
       for (bool causal : {false, true}) {
         if (causal && s_q == 1) continue;
-        testing::Workload w = fp8_workload(v, b, s_q, hk[0], hk[1], ragged_seqlens(special, b, max_len, seed), causal,
-                                           seed);
+        testing::Workload w = fp8_workload(v, b, s_q, hk[0], hk[1], matrix_seqlens(b, hk[1], seed), causal, seed);
         for (int num_sms : {sms, 1}) {
           SCOPED_TRACE(::testing::Message() << "h_q=" << hk[0] << " h_kv=" << hk[1] << " s_q=" << s_q << " b=" << b
                                             << " causal=" << causal << " num_sms=" << num_sms);
@@ -116,7 +98,7 @@ TEST_P(Sm90FP8, MatchesReferenceOnTheDequantisedCache) {
 }
 
 TEST_P(Sm90FP8, LargeBatchShortSequences) {
-  const Variant& v = GetParam();
+  const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
   Stream stream;
   std::vector<int32_t> lens = ragged_seqlens({0, 0, 1, 63, 64, 65}, 5000, 40, 9);
@@ -130,7 +112,7 @@ TEST_P(Sm90FP8, LargeBatchShortSequences) {
 }
 
 TEST_P(Sm90FP8, EmptyAndFullyMaskedRowsAreExact) {
-  const Variant& v = GetParam();
+  const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
   Stream stream;
   for (const auto& lens : {std::vector<int32_t>(64, 0), std::vector<int32_t>{0, 1, 2, 3, 4, 100, 0}}) {
@@ -156,7 +138,7 @@ TEST_P(Sm90FP8, EmptyAndFullyMaskedRowsAreExact) {
 
 // Bitwise-identical out and lse over repeated calls, whatever the workspace held.
 TEST_P(Sm90FP8, BitwiseDeterministic) {
-  const Variant& v = GetParam();
+  const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
   Stream stream;
   testing::Workload w = fp8_workload(v, 9, 2, 128, 1, ragged_seqlens({0, 1, 65, 4000}, 9, 3000, 31), true, 31);
@@ -177,7 +159,7 @@ TEST_P(Sm90FP8, BitwiseDeterministic) {
 
 // Padded pages (SPEC: the page stride may exceed page_size * 656 bytes), the padding full of NaN codes.
 TEST_P(Sm90FP8, PaddedPagesEqualContiguous) {
-  const Variant& v = GetParam();
+  const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
   Stream stream;
   testing::Workload w = fp8_workload(v, 4, 2, 16, 1, {37, 0, 200, 65}, true, 91);
@@ -200,7 +182,7 @@ TEST_P(Sm90FP8, PaddedPagesEqualContiguous) {
   EXPECT_EQ(0, std::memcmp(ref.lse_host.data(), d.lse_host.data(), d.lse_host.size() * sizeof(float)));
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, Sm90FP8, ::testing::ValuesIn(kVariants), variant_name);
+INSTANTIATE_TEST_SUITE_P(Formats, Sm90FP8, ::testing::ValuesIn(kFP8Variants), variant_name);
 
 }  // namespace
 }  // namespace flash_mla::test

@@ -166,4 +166,10 @@ testing::Workload random_workload(int batch, int s_q, int h_q, int h_kv, std::ve
   return testing::make_workload(c);
 }
 
+testing::Workload fp8_workload(const FP8Variant& variant, int batch, int s_q, int h_q, int h_kv,
+                               std::vector<int32_t> lens, bool causal, uint64_t seed, int page) {
+  return random_workload(batch, s_q, h_q, h_kv, std::move(lens), DType::kBF16, causal, seed, page, variant.format,
+                         variant.fp8_q);
+}
+
 }  // namespace flash_mla::test

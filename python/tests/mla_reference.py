@@ -7,10 +7,23 @@ code with the library.
 import math
 from dataclasses import dataclass
 
+import pytest
 import torch
 
 D, DV = 576, 512
 GARBAGE_BLOCK_IDS = (-1, 2147480000)  # vLLM's padding and FlashMLA's own test value
+
+# The decode tests' shapes (test_api.py for 16-bit caches, test_fp8.py for FP8 ones).
+DECODE_CASES = [
+    # seqlens, s_q, h_q, h_kv, page, causal
+    pytest.param([1], 1, 16, 1, 64, False, id="one-token"),
+    pytest.param([300, 0, 65, 1000], 1, 16, 1, 64, False, id="ragged-with-empty"),
+    pytest.param([129, 64, 7], 2, 20, 1, 64, True, id="sq2-causal-h20"),
+    pytest.param([513, 33], 3, 8, 2, 64, True, id="hkv2-causal"),
+    pytest.param([0, 0], 1, 16, 1, 64, False, id="all-empty"),
+    pytest.param([2, 95], 4, 16, 1, 64, True, id="causal-rows-fully-masked"),
+    pytest.param([200, 17, 1], 2, 128, 1, 16, False, id="h128-page16"),
+]
 
 
 @dataclass

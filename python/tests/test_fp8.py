@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import flash_mla
-from flash_mla import FlashMLASchedMeta, flash_mla_with_kvcache, get_mla_metadata
+from flash_mla import flash_mla_with_kvcache, get_mla_metadata
 from conftest import requires_sm90
-from mla_reference import (GARBAGE_BLOCK_IDS, LAYOUTS, assert_close_to_reference, make_fp8_inputs, make_inputs,
-                           reference)
+from mla_reference import (DECODE_CASES, GARBAGE_BLOCK_IDS, LAYOUTS, assert_close_to_reference, make_fp8_inputs,
+                           make_inputs, reference)
 
 
 def decode(inp, causal=False, softmax_scale=None, **kwargs):
@@ -114,19 +114,7 @@ def test_quantisers_name_bad_arguments():
 # ---------------------------------------------------------------------------------------------
 # Decoding.
 
-CASES = [
-    # seqlens, s_q, h_q, h_kv, page, causal
-    pytest.param([1], 1, 16, 1, 64, False, id="one-token"),
-    pytest.param([300, 0, 65, 1000], 1, 16, 1, 64, False, id="ragged-with-empty"),
-    pytest.param([129, 64, 7], 2, 20, 1, 64, True, id="sq2-causal-h20"),
-    pytest.param([513, 33], 3, 8, 2, 16, True, id="hkv2-causal-page16"),
-    pytest.param([0, 0], 1, 16, 1, 64, False, id="all-empty"),
-    pytest.param([2, 95], 4, 16, 1, 64, True, id="causal-rows-fully-masked"),
-    pytest.param([200, 17, 1], 2, 128, 1, 16, False, id="h128-page16"),
-]
-
-
-@pytest.mark.parametrize("seqlens,s_q,h_q,h_kv,page,causal", CASES)
+@pytest.mark.parametrize("seqlens,s_q,h_q,h_kv,page,causal", DECODE_CASES)
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_matches_reference_on_the_dequantised_cache(seqlens, s_q, h_q, h_kv, page, causal, layout):
     for garbage in GARBAGE_BLOCK_IDS:
