@@ -297,7 +297,9 @@ Options parse_args(int argc, char** argv) {
       for (const std::string& name : split_commas(next())) {
         const KvChoice* found = nullptr;
         for (const KvChoice& k : kKvChoices) found = name == k.name ? &k : found;
-        if (found == nullptr) usage_error("--kv: expected dense, fp8, fp8-tensor or fp8-tensor-fp8q, got '" + name + "'");
+        if (found == nullptr) {
+          usage_error("--kv: expected dense, fp8, fp8-tensor or fp8-tensor-fp8q, got '" + name + "'");
+        }
         o.kvs.push_back(*found);
       }
     } else if (arg == "--grid") {

@@ -283,7 +283,9 @@ Workload make_workload(const WorkloadConfig& c) {
       quantize_fp8_per_tensor(x_view, w.descale_k, out_view);
     }
     if (!c.poison) return;
-    for (int64_t r = int64_t(valid_tokens[pg]) * c.h_kv; r < rows; ++r) poison_fp8_row(c.kv_format, dst + r * row_bytes);
+    for (int64_t r = int64_t(valid_tokens[pg]) * c.h_kv; r < rows; ++r) {
+      poison_fp8_row(c.kv_format, dst + r * row_bytes);
+    }
   });
   return w;
 }

@@ -53,7 +53,9 @@ struct Workload {
   size_t elem() const { return element_size(config.dtype); }  // out's element (q's and k's when dense)
   DType q_dtype() const { return config.fp8_q ? DType::kFP8E4M3 : config.dtype; }
   DType k_dtype() const;
-  int64_t k_last_dim() const { return config.kv_format == KvCacheFormat::kFP8WithScale ? kFP8WithScaleBytes : kHeadDim; }
+  int64_t k_last_dim() const {
+    return config.kv_format == KvCacheFormat::kFP8WithScale ? kFP8WithScaleBytes : kHeadDim;
+  }
   int64_t k_row_bytes() const { return k_last_dim() * int64_t(element_size(k_dtype())); }  // one token, one head
   bool uses_descale_q() const { return config.fp8_q; }
   bool uses_descale_k() const { return config.kv_format == KvCacheFormat::kFP8PerTensor; }

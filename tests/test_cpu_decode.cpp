@@ -1,7 +1,8 @@
 // The CPU backend against the float64 reference (testing::check_against_reference, SPEC tolerances)
 // on random workloads with NaN-poisoned page tails and garbage block-table tails: a matrix over the
-// cache variant (bf16, fp16, fp32 and the FP8 ones), s_q, h_q, h_kv, page size and causal; then zero-length and fully masked rows, the split and unsplit
-// paths, guard bands, determinism and strided views.
+// cache variant (bf16, fp16, fp32 and the FP8 ones), s_q, h_q, h_kv, page size and causal; then
+// zero-length and fully masked rows, the split and unsplit paths, guard bands, determinism and
+// strided views.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -134,7 +135,8 @@ TEST(CpuDecodeMatrixCoverage, EveryAxisValueMeetsEveryVariant) {
   for (const Variant& v : variants()) {
     SCOPED_TRACE(v.name);
     auto has = [&](auto pred) {
-      return std::any_of(cases.begin(), cases.end(), [&](const MatrixCase& m) { return m.variant.name == v.name && pred(m); });
+      return std::any_of(cases.begin(), cases.end(),
+                         [&](const MatrixCase& m) { return m.variant.name == v.name && pred(m); });
     };
     for (int s_q : {1, 2, 4}) EXPECT_TRUE(has([&](const MatrixCase& m) { return m.s_q == s_q; }));
     for (int h_q : {1, 16, 63, 128}) EXPECT_TRUE(has([&](const MatrixCase& m) { return m.h_q == h_q; }));

@@ -122,7 +122,8 @@ TEST(CpuFP8, PaddedCacheStridesEqualContiguous) {
     CpuDecode ref(w, 132);
     ref.run();
     const int64_t row = w.k_row_bytes();
-    const int64_t head_stride = row + 16, token_stride = h_kv * head_stride + 32, page_stride = page * token_stride + 48;
+    const int64_t head_stride = row + 16, token_stride = h_kv * head_stride + 32;
+    const int64_t page_stride = page * token_stride + 48;
     std::vector<uint8_t> k(static_cast<size_t>(w.num_pages * page_stride), 0xFF);
     for (int64_t p = 0; p < w.num_pages; ++p)
       for (int t = 0; t < page; ++t)

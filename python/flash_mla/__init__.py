@@ -10,8 +10,9 @@
 CPU tensors run the CPU backend, CUDA tensors the Hopper (sm_90a) kernel. The contract (shapes,
 masking, the +inf lse of empty rows, which block-table entries and cache tokens are never read, the
 FP8 cache layouts) is the project's SPEC.md. FP8 caches (FlashMLA's 656-byte "FP8 with scale" and
-vLLM's per-tensor e4m3) run on the CPU backend; the Hopper kernel does not read them yet. Errors raise RuntimeError (from the C++ core) or ValueError/TypeError (from
-this module), with messages "flash_mla: <argument>: expected <x>, got <y>".
+vLLM's per-tensor e4m3) run on the CPU backend; the Hopper kernel does not read them yet. Errors
+raise RuntimeError (from the C++ core) or ValueError/TypeError (from this module), with messages
+"flash_mla: <argument>: expected <x>, got <y>".
 
 The ops behind these functions are torch.ops.flash_mla.get_mla_metadata and
 torch.ops.flash_mla.fwd_kvcache (see flash_mla._ops); they work under torch.compile(fullgraph=True),

@@ -158,7 +158,8 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
              "FP8 k_cache)", to_string(q_dtype));
       }
       if (k_dtype != q_dtype) {
-        fail("k_cache", std::string("dtype ") + to_string(q_dtype) + " (q's dtype) or an FP8 layout (uint8, float8_e4m3fn)",
+        fail("k_cache",
+             std::string("dtype ") + to_string(q_dtype) + " (q's dtype) or an FP8 layout (uint8, float8_e4m3fn)",
              to_string(k_dtype));
       }
       break;
@@ -419,7 +420,9 @@ QuantizeParams make_quantize_params(const TensorView& x, const TensorView& out, 
     fail("x", "dtype bfloat16, float16 or float32", to_string(x.dtype));
   }
   const int64_t channels = x.shape[x.ndim - 1];
-  if (with_scale && channels != kHeadDim) fail("x", "last dimension 576 (one token of one KV head)", std::to_string(channels));
+  if (with_scale && channels != kHeadDim) {
+    fail("x", "last dimension 576 (one token of one KV head)", std::to_string(channels));
+  }
   check_last_dim_contiguous(x, "x");
   check_data(x, "x");
 

@@ -3,9 +3,9 @@
 // pass merges them), so the split/combine arithmetic is exercised without a GPU.
 //
 // Per piece and KV head: the piece's keys are converted to float 64 tokens at a time ([64, 576] tile;
-// FP8 caches are dequantised there, load_k_row) and shared by all query rows of that head; each row keeps an online-softmax state (max, sum, 512
-// accumulators). Keys past a row's last visible token are never read, so NaN tails and garbage
-// block-table entries past the end cannot leak in.
+// FP8 caches are dequantised there, load_k_row) and shared by all query rows of that head; each row
+// keeps an online-softmax state (max, sum, 512 accumulators). Keys past a row's last visible token
+// are never read, so NaN tails and garbage block-table entries past the end cannot leak in.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
