@@ -22,6 +22,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "decode_call.hpp"
@@ -47,8 +48,22 @@ using testing::WorkloadConfig;
 // ---------------------------------------------------------------------------------------------
 // Workloads
 
-// The shape of one table row; the run-wide settings (dtype, causal, seed) are in Options. The page
-// size is per row so that one run can time a grid at several page sizes.
+// A KV cache format of --kv: how the cache stores tokens, and whether q is e4m3 too.
+struct KvChoice {
+  const char* name;
+  KvCacheFormat format;
+  bool fp8_q;
+  const char* what;
+};
+const KvChoice kKvChoices[] = {
+    {"dense", KvCacheFormat::kDense, false, "576 channels of --dtype (the default)"},
+    {"fp8", KvCacheFormat::kFP8WithScale, false, "FP8 with scale: 656 bytes per token (FlashMLA's), bf16 q"},
+    {"fp8-tensor", KvCacheFormat::kFP8PerTensor, false, "per-tensor e4m3 with descale_k (vLLM's), bf16 q"},
+    {"fp8-tensor-fp8q", KvCacheFormat::kFP8PerTensor, true, "per-tensor e4m3, and q e4m3 with descale_q"},
+};
+
+// The shape of one table row, its page size and its cache format (one run can time a grid at several
+// page sizes and formats); the run-wide settings (dtype, causal, seed) are in Options.
 struct Spec {
   std::string label;
   int batch = 1;
@@ -57,6 +72,7 @@ struct Spec {
   int h_kv = 1;
   std::vector<int32_t> seqlens;
   int page = 64;
+  KvChoice kv = kKvChoices[0];
 };
 
 std::string shape_label(const std::string& lens, int h_q, int s_q, int h_kv) {
@@ -175,6 +191,7 @@ struct Options {
   bool ragged = false, seqlen_given = false, shape_given = false;
   std::vector<int32_t> seqlens;
   std::vector<std::string> grids;
+  std::vector<KvChoice> kvs;  // each row once per cache format (default: dense)
   // Run-wide settings.
   DType dtype = DType::kBF16;
   std::vector<int> pages = {64};
@@ -203,8 +220,9 @@ workload (one row; without --grid):
   --ragged           lengths ~ normal(seqlen, seqlen/2), at least s_q, seeded by --seed
   --seqlens a,b,c    the lengths, one per sequence (sets the batch)
   --grid NAMES       comma-separated named workload lists instead (see below)
+  --kv NAMES         comma-separated cache formats; every row runs once per format (see below)
 run-wide:
-  --dtype bf16|fp16|fp32   (fp32: cpu backend only; default bf16)
+  --dtype bf16|fp16|fp32   (fp32: cpu backend only; FP8 --kv formats: bf16; default bf16)
   --page-size N,...  tokens per KV page (default 64); several sizes time every row at each size
   --no-scatter       pages in order (default: scattered at random)
   --causal / --no-causal   (default causal; no effect when s_q = 1)
@@ -263,6 +281,8 @@ Options parse_args(int argc, char** argv) {
       std::fputs(kUsage, stdout);
       std::puts("grids:");
       for (const Grid& g : kGrids) std::printf("  %-10s %s\n", g.name, g.what);
+      std::puts("cache formats (--kv):");
+      for (const KvChoice& k : kKvChoices) std::printf("  %-16s %s\n", k.name, k.what);
       std::exit(0);
     } else if (arg == "--batch") {
       o.batch = int(parse_int(arg, next(), 1, kMaxInt));
@@ -285,6 +305,15 @@ Options parse_args(int argc, char** argv) {
       for (const std::string& s : split_commas(next())) o.seqlens.push_back(int32_t(parse_int(arg, s, 0, kMaxInt)));
       if (o.seqlens.empty()) usage_error("--seqlens: expected a comma-separated list of lengths");
       o.shape_given = true;
+    } else if (arg == "--kv") {
+      for (const std::string& name : split_commas(next())) {
+        const KvChoice* found = nullptr;
+        for (const KvChoice& k : kKvChoices) found = name == k.name ? &k : found;
+        if (found == nullptr) {
+          usage_error("--kv: expected dense, fp8, fp8-tensor or fp8-tensor-fp8q, got '" + name + "'");
+        }
+        o.kvs.push_back(*found);
+      }
     } else if (arg == "--grid") {
       for (const std::string& g : split_commas(next())) o.grids.push_back(g);
     } else if (arg == "--dtype") {
@@ -340,6 +369,12 @@ Options parse_args(int argc, char** argv) {
   }
   if (o.ragged && o.seqlen < 1) usage_error("--ragged: expected a mean --seqlen >= 1");
   if (o.h_q % o.h_kv != 0) usage_error("--h-kv must divide --h-q");
+  if (o.kvs.empty()) o.kvs.push_back(kKvChoices[0]);
+  for (const KvChoice& k : o.kvs) {
+    if (k.format != KvCacheFormat::kDense && o.dtype != DType::kBF16) {
+      usage_error(std::string("--kv ") + k.name + ": q and out are bf16 with an FP8 cache; drop --dtype");
+    }
+  }
   return o;
 }
 
@@ -366,17 +401,25 @@ std::vector<Spec> workload_specs(const Options& o, bool gpu) {
   }
   if (o.pages.size() == 1) {
     for (Spec& s : specs) s.page = o.pages[0];
-    return specs;
+  } else {
+    std::vector<Spec> paged;  // each row at every page size, next to each other
+    for (const Spec& s : specs) {
+      for (int page : o.pages) {
+        paged.push_back(s);
+        paged.back().page = page;
+        paged.back().label += " page=" + std::to_string(page);
+      }
+    }
+    specs = std::move(paged);
   }
-  std::vector<Spec> paged;  // each row at every page size, next to each other
+  std::vector<Spec> rows;  // each shape once per cache format, next to each other
   for (const Spec& s : specs) {
-    for (int page : o.pages) {
-      paged.push_back(s);
-      paged.back().page = page;
-      paged.back().label += " page=" + std::to_string(page);
+    for (const KvChoice& k : o.kvs) {
+      rows.push_back(s);
+      rows.back().kv = k;
     }
   }
-  return paged;
+  return rows;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -398,8 +441,8 @@ struct Row {
   bool ok() const { return error.empty() && (!checked || check.ok); }
 };
 
-// The KV-cache part of a workload: rows that share it (same batch, lengths and h_kv) share one cache,
-// built once; only q is redrawn per row.
+// The KV-cache part of a workload: rows that share it (same batch, lengths, h_kv and format) share one
+// cache, built once; only q is redrawn per row.
 WorkloadConfig kv_config(const Spec& s, const Options& o) {
   WorkloadConfig c;
   c.batch = s.batch;
@@ -408,6 +451,8 @@ WorkloadConfig kv_config(const Spec& s, const Options& o) {
   c.h_kv = s.h_kv;
   c.seqlens = s.seqlens;
   c.dtype = o.dtype;
+  c.kv_format = s.kv.format;
+  c.fp8_q = s.kv.fp8_q;
   c.page_block_size = s.page;
   c.causal = o.causal;
   c.scatter_pages = o.scatter;
@@ -420,11 +465,7 @@ WorkloadConfig kv_config(const Spec& s, const Options& o) {
 void set_queries(Workload* w, const Spec& s, const Options& o) {
   w->config.s_q = s.s_q;
   w->config.h_q = s.h_q;
-  const int64_t n = w->q_elems();
-  w->q.assign(static_cast<size_t>(n) * w->elem(), 0);
-  std::mt19937_64 rng(o.seed * 0x9E3779B97F4A7C15ull + uint64_t(s.s_q) * 7919 + uint64_t(s.h_q) * 104729 + 1);
-  std::normal_distribution<float> normal(0.0f, 0.1f);
-  for (int64_t i = 0; i < n; ++i) testing::store_from_float(o.dtype, w->q.data(), i, normal(rng));
+  testing::fill_queries(*w, o.seed * 0x9E3779B97F4A7C15ull + uint64_t(s.s_q) * 7919 + uint64_t(s.h_q) * 104729 + 1);
 }
 
 // Output rows checked when --check-rows is not given: every row while the float64 reference costs at
@@ -469,6 +510,8 @@ std::vector<double> time_cpu(const Workload& w, int iters, std::vector<uint8_t>*
   b.out = out->data();
   b.lse = lse->data();
   b.workspace = workspace.get();
+  b.descale_q = const_cast<float*>(&w.descale_q);
+  b.descale_k = const_cast<float*>(&w.descale_k);
   get_mla_metadata(schedule_args(w, cpu, b, parts, nullptr));
   const DecodeArgs args = decode_args(w, cpu, b, parts, Backend::kCPU, nullptr);
 
@@ -528,7 +571,7 @@ std::string check_cell(const Row& r) {
 
 void print_table(const std::vector<Row>& rows, const std::string& backend, bool show_ceilings, double copy_gbps,
                  double gemm_tflops) {
-  std::vector<std::string> head = {"workload", "backend", "time us", "GB/s", "TFLOP/s"};
+  std::vector<std::string> head = {"workload", "kv", "backend", "time us", "GB/s", "TFLOP/s"};
   if (show_ceilings) {
     head.push_back("% copy");
     head.push_back("% gemm");
@@ -538,7 +581,7 @@ void print_table(const std::vector<Row>& rows, const std::string& backend, bool 
   for (const Row& r : rows) {
     const double t = median(r.call_us);
     const double gbps = r.bytes / (t * 1e-6) / 1e9, tflops = r.flops / (t * 1e-6) / 1e12;
-    std::vector<std::string> c = {r.spec.label, backend};
+    std::vector<std::string> c = {r.spec.label, r.spec.kv.name, backend};
     if (r.error.empty()) {
       c.insert(c.end(), {sig3(t), sig3(gbps), sig3(tflops)});
     } else {
@@ -562,7 +605,7 @@ void print_table(const std::vector<Row>& rows, const std::string& backend, bool 
     std::string line;
     for (size_t j = 0; j < c.size(); ++j) {
       const std::string pad(width[j] - c[j].size(), ' ');
-      line += (j ? "  " : "") + (j < 2 ? c[j] + pad : pad + c[j]);  // text left, numbers right
+      line += (j ? "  " : "") + (j < 3 ? c[j] + pad : pad + c[j]);  // text left, numbers right
     }
     while (!line.empty() && line.back() == ' ') line.pop_back();
     std::puts(line.c_str());
@@ -622,7 +665,8 @@ void write_json(const std::string& path, const RunInfo& info, const Options& o, 
     const Row& r = rows[i];
     const double t = median(r.call_us);
     const double gbps = r.bytes / (t * 1e-6) / 1e9, tflops = r.flops / (t * 1e-6) / 1e12;
-    f << (i ? "," : "") << "\n    {\"workload\": " << json_string(r.spec.label) << ", \"batch\": " << r.spec.batch
+    f << (i ? "," : "") << "\n    {\"workload\": " << json_string(r.spec.label) << ", \"kv\": "
+      << json_string(r.spec.kv.name) << ", \"batch\": " << r.spec.batch
       << ", \"s_q\": " << r.spec.s_q << ", \"h_q\": " << r.spec.h_q << ", \"h_kv\": " << r.spec.h_kv
       << ", \"page_size\": " << r.spec.page
       << ", \"seqlens\": [";
@@ -671,7 +715,7 @@ int run(int argc, char** argv) {
     if (s.h_q % s.h_kv != 0) usage_error("h_kv must divide h_q (" + s.label + ")");
   }
   if (o.list) {
-    for (const Spec& s : specs) std::puts(s.label.c_str());
+    for (const Spec& s : specs) std::printf("%s  kv=%s\n", s.label.c_str(), s.kv.name);
     return 0;
   }
 
@@ -711,7 +755,9 @@ int run(int argc, char** argv) {
   // Rows run grouped by KV cache (each cache built once), reported in the order given.
   std::vector<size_t> order(specs.size());
   std::iota(order.begin(), order.end(), 0);
-  auto kv_key = [&](size_t i) { return std::tie(specs[i].page, specs[i].batch, specs[i].h_kv, specs[i].seqlens); };
+  auto kv_key = [&](size_t i) {
+    return std::make_tuple(specs[i].page, specs[i].batch, specs[i].h_kv, specs[i].seqlens, std::string(specs[i].kv.name));
+  };
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return kv_key(a) < kv_key(b); });
 
   std::vector<Row> rows(specs.size());
@@ -723,7 +769,8 @@ int run(int argc, char** argv) {
     Row& row = rows[i];
     row.spec = specs[i];
     const bool new_kv = k == 0 || kv_key(order[k - 1]) != kv_key(i);
-    const std::string tag = "[" + std::to_string(++done) + "/" + std::to_string(specs.size()) + "] " + row.spec.label;
+    const std::string tag = "[" + std::to_string(++done) + "/" + std::to_string(specs.size()) + "] " + row.spec.label +
+                            " kv=" + row.spec.kv.name;
     try {
       if (new_kv) {
         w.reset();
@@ -789,7 +836,7 @@ int run(int argc, char** argv) {
     if (all_ok) std::puts("");
     all_ok = false;
     const std::string& why = r.error.empty() ? r.check.first_failure : r.error;
-    std::printf("%s %s: %s\n", check_cell(r).c_str(), r.spec.label.c_str(), why.c_str());
+    std::printf("%s %s kv=%s: %s\n", check_cell(r).c_str(), r.spec.label.c_str(), r.spec.kv.name, why.c_str());
   }
   if (!o.json.empty()) write_json(o.json, info, o, rows);
   return all_ok ? 0 : 1;

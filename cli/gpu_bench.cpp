@@ -254,6 +254,10 @@ GpuTiming GpuBench::time_decode(const testing::Workload& w, int replays, std::ve
   DeviceBuffer metadata(size_t(parts) * kMetadataWords * sizeof(int32_t));
   DeviceBuffer num_splits((size_t(c.batch) + 1) * sizeof(int32_t));
   DeviceBuffer workspace(decode_workspace(w, parts));
+  DeviceBuffer descales(2 * sizeof(float));  // [descale_q, descale_k], read by FP8 formats
+  const float descale_values[2] = {w.descale_q, w.descale_k};
+  check(cudaMemcpyAsync(descales.get(), descale_values, sizeof descale_values, cudaMemcpyHostToDevice, stream),
+        "cudaMemcpyAsync (descales)");
   auto buffers = [&](int i) {
     DecodeBuffers b;
     b.q = q[i].get();
@@ -265,6 +269,8 @@ GpuTiming GpuBench::time_decode(const testing::Workload& w, int replays, std::ve
     b.out = o[i].get();
     b.lse = l[i].get();
     b.workspace = workspace.get();
+    b.descale_q = descales.get();
+    b.descale_k = static_cast<float*>(descales.get()) + 1;
     return b;
   };
   auto poison_outputs = [&] {  // 0xFF bytes: NaN in every float format, so unwritten rows fail the check

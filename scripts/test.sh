@@ -20,6 +20,9 @@ log "flash-mla-bench (small workload, checked against the float64 reference)"
 "$BUILD_DIR/cli/flash-mla-bench" --quiet --batch 3 --seqlen 300 --ragged --s-q 3 --h-q 24 --h-kv 2 \
   --iters 2 --json "$scratch/bench.json"
 grep -q '"ok": true' "$scratch/bench.json"
+log "flash-mla-bench on the FP8 cache formats (cpu backend)"
+"$BUILD_DIR/cli/flash-mla-bench" --quiet --batch 3 --seqlen 300 --ragged --s-q 3 --h-q 24 --h-kv 2 \
+  --iters 2 --kv fp8,fp8-tensor,fp8-tensor-fp8q --backend cpu >/dev/null
 
 log "installed package: find_package(flash_mla) from examples/consumer"
 cmake --install "$BUILD_DIR" --prefix "$scratch/prefix" >/dev/null

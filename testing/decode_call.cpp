@@ -40,6 +40,8 @@ DecodeArgs decode_args(const Workload& w, Device device, const DecodeBuffers& b,
   a.causal = c.causal;
   a.out = w.out_view(b.out, device);
   a.lse = w.lse_view(b.lse, device);
+  if (w.uses_descale_q()) a.descale_q = w.descale_view(b.descale_q, device);
+  if (w.uses_descale_k()) a.descale_k = w.descale_view(b.descale_k, device);
   a.workspace = b.workspace;
   a.workspace_bytes = decode_workspace(w, parts);
   a.stream = stream;

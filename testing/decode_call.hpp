@@ -21,6 +21,8 @@ struct DecodeBuffers {
   void* out = nullptr;          // [b, s_q, h_q, 512]
   void* lse = nullptr;          // [b, h_q, s_q] float32
   void* workspace = nullptr;    // decode_workspace_bytes(b, s_q, h_q, parts), 256-byte aligned
+  void* descale_q = nullptr;    // (1,) float32 holding w.descale_q: needed when w.uses_descale_q()
+  void* descale_k = nullptr;    // (1,) float32 holding w.descale_k: needed when w.uses_descale_k()
 };
 
 // Query rows per KV head, s_q * h_q / h_kv: the schedule's num_q_tokens_per_head_k.
@@ -37,8 +39,8 @@ size_t decode_workspace(const Workload& w, int parts);
 ScheduleArgs schedule_args(const Workload& w, Device device, const DecodeBuffers& b, int parts, void* stream,
                            int num_sms = 0);
 
-// mla_decode's arguments over `b`, with the workload's scale and mask; workspace_bytes is exactly
-// decode_workspace(w, parts).
+// mla_decode's arguments over `b`, with the workload's scale and mask, and the descales the workload's
+// formats use (none otherwise); workspace_bytes is exactly decode_workspace(w, parts).
 DecodeArgs decode_args(const Workload& w, Device device, const DecodeBuffers& b, int parts, Backend backend,
                        void* stream);
 

@@ -4,12 +4,14 @@
 #include <atomic>
 #include <thread>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <mutex>
 #include <numeric>
 #include <random>
 #include <sstream>
 
+#include "flash_mla/fp8.hpp"
 #include "flash_mla/half.hpp"
 
 namespace flash_mla::testing {
@@ -46,6 +48,9 @@ class Normal {
   bool has_spare_ = false;
 };
 
+constexpr Device kHost{};
+constexpr int64_t kFillChunk = 1 << 16;  // elements of q filled per task
+
 template <typename Fn>
 void parallel_chunks(int64_t n, Fn&& fn) {
   const int64_t workers = std::max<int64_t>(1, std::min<int64_t>(n, std::thread::hardware_concurrency()));
@@ -67,6 +72,17 @@ const char* dtype_short_name(DType dtype) {
     case DType::kFP16: return "fp16";
     case DType::kFP32: return "fp32";
     case DType::kInt32: return "int32";
+    case DType::kFP8E4M3: return "fp8";
+    case DType::kUInt8: return "uint8";
+  }
+  return "?";
+}
+
+const char* kv_format_short_name(KvCacheFormat format) {
+  switch (format) {
+    case KvCacheFormat::kDense: return "dense";
+    case KvCacheFormat::kFP8WithScale: return "fp8";
+    case KvCacheFormat::kFP8PerTensor: return "fp8-tensor";
   }
   return "?";
 }
@@ -77,6 +93,8 @@ float load_as_float(DType dtype, const void* data, int64_t i) {
     case DType::kFP16: return fp16_to_float(static_cast<const uint16_t*>(data)[i]);
     case DType::kFP32: return static_cast<const float*>(data)[i];
     case DType::kInt32: return static_cast<float>(static_cast<const int32_t*>(data)[i]);
+    case DType::kFP8E4M3: return fp8_e4m3_to_float(static_cast<const uint8_t*>(data)[i]);
+    case DType::kUInt8: return static_cast<float>(static_cast<const uint8_t*>(data)[i]);
   }
   return 0.0f;
 }
@@ -87,6 +105,8 @@ void store_from_float(DType dtype, void* data, int64_t i, float v) {
     case DType::kFP16: static_cast<uint16_t*>(data)[i] = float_to_fp16(v); break;
     case DType::kFP32: static_cast<float*>(data)[i] = v; break;
     case DType::kInt32: static_cast<int32_t*>(data)[i] = static_cast<int32_t>(v); break;
+    case DType::kFP8E4M3: static_cast<uint8_t*>(data)[i] = float_to_fp8_e4m3(v); break;
+    case DType::kUInt8: static_cast<uint8_t*>(data)[i] = static_cast<uint8_t>(v); break;
   }
 }
 
@@ -99,10 +119,20 @@ std::vector<int32_t> make_seqlens(int batch, int mean, bool ragged, int min_len,
   return lens;
 }
 
+DType Workload::k_dtype() const {
+  switch (config.kv_format) {
+    case KvCacheFormat::kDense: return config.dtype;
+    case KvCacheFormat::kFP8WithScale: return DType::kUInt8;
+    case KvCacheFormat::kFP8PerTensor: return DType::kFP8E4M3;
+  }
+  return config.dtype;
+}
+
 double Workload::bytes() const {
   const double tokens = std::accumulate(seqlens.begin(), seqlens.end(), 0.0);
   const double b = config.batch, rows = double(config.s_q) * config.h_q;
-  return (tokens * config.h_kv * kHeadDim + b * rows * kHeadDim + b * rows * kHeadDimV) * double(elem());
+  return tokens * config.h_kv * double(k_row_bytes()) + b * rows * kHeadDim * double(element_size(q_dtype())) +
+         b * rows * kHeadDimV * double(elem());
 }
 
 double Workload::flops() const {
@@ -111,10 +141,10 @@ double Workload::flops() const {
 }
 
 TensorView Workload::q_view(void* data, Device device) const {
-  return make_view(data, config.dtype, device, {config.batch, config.s_q, config.h_q, kHeadDim});
+  return make_view(data, q_dtype(), device, {config.batch, config.s_q, config.h_q, kHeadDim});
 }
 TensorView Workload::k_cache_view(void* data, Device device) const {
-  return make_view(data, config.dtype, device, {num_pages, config.page_block_size, config.h_kv, kHeadDim});
+  return make_view(data, k_dtype(), device, {num_pages, config.page_block_size, config.h_kv, k_last_dim()});
 }
 TensorView Workload::block_table_view(void* data, Device device) const {
   return make_view(data, DType::kInt32, device, {config.batch, max_blocks_per_seq});
@@ -128,9 +158,53 @@ TensorView Workload::out_view(void* data, Device device) const {
 TensorView Workload::lse_view(void* data, Device device) const {
   return make_view(data, DType::kFP32, device, {config.batch, config.h_q, config.s_q});
 }
+TensorView Workload::descale_view(void* data, Device device) const {
+  return make_view(data, DType::kFP32, device, {1});
+}
+
+void fill_queries(Workload& w, uint64_t seed) {
+  const int64_t n = w.q_elems();
+  w.q.resize(static_cast<size_t>(n) * element_size(w.q_dtype()));
+  parallel_chunks((n + kFillChunk - 1) / kFillChunk, [&](int64_t chunk) {
+    Normal normal(seed * 1000003 + uint64_t(chunk), 0.1f);
+    const int64_t begin = chunk * kFillChunk, count = std::min(n, begin + kFillChunk) - begin;
+    if (!w.config.fp8_q) {
+      for (int64_t i = begin; i < begin + count; ++i) store_from_float(w.config.dtype, w.q.data(), i, normal());
+      return;
+    }
+    std::vector<float> x(static_cast<size_t>(count));
+    for (float& v : x) v = normal();
+    quantize_fp8_per_tensor(make_view(x.data(), DType::kFP32, kHost, {count}), w.descale_q,
+                            make_view(w.q.data() + begin, DType::kFP8E4M3, kHost, {count}));
+  });
+}
+
+namespace {
+
+// What a poisoned token of an FP8 cache holds: NaN codes of both signs, and in the FP8-with-scale
+// layout NaN scales and NaN RoPE channels.
+void poison_fp8_row(KvCacheFormat format, uint8_t* row) {
+  const int fp8_channels = format == KvCacheFormat::kFP8WithScale ? kHeadDimV : kHeadDim;
+  for (int c = 0; c < fp8_channels; ++c) row[c] = c % 2 ? 0xFF : 0x7F;
+  if (format != KvCacheFormat::kFP8WithScale) return;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int g = 0; g < kFP8NumScales; ++g) std::memcpy(row + kFP8ScaleOffset + 4 * g, &nan, sizeof nan);
+  for (int c = 0; c < kHeadDimRope; ++c) {
+    const uint16_t rope = c % 2 ? 0xFFC0 : 0x7FC0;
+    std::memcpy(row + kFP8RopeOffset + 2 * c, &rope, sizeof rope);
+  }
+}
+
+}  // namespace
 
 Workload make_workload(const WorkloadConfig& c) {
   if (static_cast<int>(c.seqlens.size()) != c.batch) throw Error("seqlens", "expected one length per sequence");
+  if (c.kv_format != KvCacheFormat::kDense && c.dtype != DType::kBF16) {
+    throw Error("dtype", std::string("expected bf16 (q and out) with an FP8 cache, got ") + to_string(c.dtype));
+  }
+  if (c.fp8_q && c.kv_format != KvCacheFormat::kFP8PerTensor) {
+    throw Error("fp8_q", "expected a per-tensor FP8 cache with an e4m3 q");
+  }
   Workload w;
   w.config = c;
   w.seqlens = c.seqlens;
@@ -148,15 +222,13 @@ Workload make_workload(const WorkloadConfig& c) {
   w.num_pages = std::max<int64_t>(1, used_pages + used_pages / 8 + 2);
 
   std::mt19937_64 rng(c.seed * 0x9E3779B97F4A7C15ull + 12345);  // page placement and garbage
-  const size_t es = element_size(c.dtype);
-  constexpr int64_t kChunk = 1 << 16;
-  w.q.resize(static_cast<size_t>(w.q_elems()) * es);
-  parallel_chunks((w.q_elems() + kChunk - 1) / kChunk, [&](int64_t chunk) {
-    Normal normal(c.seed * 1000003 + uint64_t(chunk), 0.1f);
-    for (int64_t i = chunk * kChunk; i < std::min(w.q_elems(), (chunk + 1) * kChunk); ++i) {
-      store_from_float(c.dtype, w.q.data(), i, normal());
-    }
-  });
+  // Per-tensor factors that put about 7 standard deviations at e4m3's 448; not powers of two, so the
+  // decode's multiply by them is exercised.
+  std::mt19937_64 scale_rng(c.seed * 0x9E3779B97F4A7C15ull + 777);
+  std::uniform_real_distribution<float> spread(1.0f, 1.5f);
+  if (w.uses_descale_q()) w.descale_q = 0.7f / kFP8E4M3Max * spread(scale_rng);
+  if (w.uses_descale_k()) w.descale_k = 0.7f / kFP8E4M3Max * spread(scale_rng);
+  fill_queries(w, c.seed);
 
   std::vector<int32_t> pages(w.num_pages);
   std::iota(pages.begin(), pages.end(), 0);
@@ -183,19 +255,70 @@ Workload make_workload(const WorkloadConfig& c) {
     }
   }
 
-  // Real tokens get random values; page tails and unused pages get NaN when poisoned.
-  const int64_t row = int64_t(c.h_kv) * kHeadDim;  // elements per token
-  w.k_cache.resize(static_cast<size_t>(w.num_pages * page * row) * es);
+  // Real tokens get random values; page tails and unused pages get NaN when poisoned. FP8 caches are
+  // quantised from random floats by the library's quantisers, then poisoned token by token.
+  const int64_t row_bytes = w.k_row_bytes(), page_bytes = page * c.h_kv * row_bytes;
+  w.k_cache.resize(static_cast<size_t>(w.num_pages * page_bytes));
   const float nan = std::numeric_limits<float>::quiet_NaN();
   parallel_chunks(w.num_pages, [&](int64_t pg) {
     Normal normal(c.seed * 7919 + uint64_t(pg) * 104729 + 1, 0.1f);
-    const int64_t base = pg * page * row;
-    for (int64_t e = 0; e < page * row; ++e) {
-      const bool real = e / row < valid_tokens[pg] || !c.poison;
-      store_from_float(c.dtype, w.k_cache.data(), base + e, real ? normal() : nan);
+    if (c.kv_format == KvCacheFormat::kDense) {
+      const int64_t row = int64_t(c.h_kv) * kHeadDim;  // elements per token
+      const int64_t base = pg * page * row;
+      for (int64_t e = 0; e < page * row; ++e) {
+        const bool real = e / row < valid_tokens[pg] || !c.poison;
+        store_from_float(c.dtype, w.k_cache.data(), base + e, real ? normal() : nan);
+      }
+      return;
+    }
+    const int64_t rows = int64_t(page) * c.h_kv;  // token-head rows of the page
+    std::vector<float> x(static_cast<size_t>(rows * kHeadDim));
+    for (float& v : x) v = normal();
+    uint8_t* dst = w.k_cache.data() + pg * page_bytes;
+    const TensorView x_view = make_view(x.data(), DType::kFP32, kHost, {rows, kHeadDim});
+    const TensorView out_view = make_view(dst, w.k_dtype(), kHost, {rows, w.k_last_dim()});
+    if (c.kv_format == KvCacheFormat::kFP8WithScale) {
+      quantize_fp8_with_scale(x_view, out_view);
+    } else {
+      quantize_fp8_per_tensor(x_view, w.descale_k, out_view);
+    }
+    if (!c.poison) return;
+    for (int64_t r = int64_t(valid_tokens[pg]) * c.h_kv; r < rows; ++r) {
+      poison_fp8_row(c.kv_format, dst + r * row_bytes);
     }
   });
   return w;
+}
+
+double q_value(const Workload& w, int64_t i) {
+  if (w.config.fp8_q) return double(fp8_e4m3_to_float(w.q[static_cast<size_t>(i)])) * double(w.descale_q);
+  return load_as_float(w.config.dtype, w.q.data(), i);
+}
+
+void kv_row(const Workload& w, int64_t page, int token, int kv, double* dst) {
+  const auto& c = w.config;
+  const int64_t row = (page * c.page_block_size + token) * c.h_kv + kv;  // token-head row of the cache
+  const uint8_t* bytes = w.k_cache.data() + row * w.k_row_bytes();
+  switch (c.kv_format) {
+    case KvCacheFormat::kDense:
+      for (int d = 0; d < kHeadDim; ++d) dst[d] = load_as_float(c.dtype, bytes, d);
+      return;
+    case KvCacheFormat::kFP8PerTensor:
+      for (int d = 0; d < kHeadDim; ++d) dst[d] = double(fp8_e4m3_to_float(bytes[d])) * double(w.descale_k);
+      return;
+    case KvCacheFormat::kFP8WithScale:
+      for (int d = 0; d < kHeadDimV; ++d) {
+        float scale;
+        std::memcpy(&scale, bytes + kFP8ScaleOffset + 4 * (d / kFP8ScaleGroup), sizeof scale);
+        dst[d] = double(fp8_e4m3_to_float(bytes[d])) * double(scale);
+      }
+      for (int d = 0; d < kHeadDimRope; ++d) {
+        uint16_t rope;
+        std::memcpy(&rope, bytes + kFP8RopeOffset + 2 * d, sizeof rope);
+        dst[kHeadDimV + d] = bf16_to_float(rope);
+      }
+      return;
+  }
 }
 
 void reference_row(const Workload& w, int req, int t, int h, double* out, double* lse) {
@@ -209,17 +332,17 @@ void reference_row(const Workload& w, int req, int t, int h, double* out, double
   }
   const int kv = h / (c.h_q / c.h_kv);
   const int64_t q_off = ((int64_t(req) * c.s_q + t) * c.h_q + h) * kHeadDim;
-  std::vector<double> q(kHeadDim), s(visible);
-  for (int d = 0; d < kHeadDim; ++d) q[d] = load_as_float(c.dtype, w.q.data(), q_off + d);
-  auto k_row = [&](int j) {
+  std::vector<double> q(kHeadDim), s(visible), k(kHeadDim);
+  for (int d = 0; d < kHeadDim; ++d) q[d] = q_value(w, q_off + d);
+  auto load_k = [&](int j) {  // k <- token j of the sequence, dequantised
     const int32_t page = w.block_table[size_t(req) * w.max_blocks_per_seq + j / c.page_block_size];
-    return ((int64_t(page) * c.page_block_size + j % c.page_block_size) * c.h_kv + kv) * kHeadDim;
+    kv_row(w, page, j % c.page_block_size, kv, k.data());
   };
   double m = -std::numeric_limits<double>::infinity();
   for (int j = 0; j < visible; ++j) {
-    const int64_t k_off = k_row(j);
+    load_k(j);
     double dot = 0.0;
-    for (int d = 0; d < kHeadDim; ++d) dot += q[d] * load_as_float(c.dtype, w.k_cache.data(), k_off + d);
+    for (int d = 0; d < kHeadDim; ++d) dot += q[d] * k[d];
     s[j] = dot * double(w.softmax_scale);
     m = std::max(m, s[j]);
   }
@@ -227,8 +350,8 @@ void reference_row(const Workload& w, int req, int t, int h, double* out, double
   for (int j = 0; j < visible; ++j) sum += std::exp(s[j] - m);
   for (int j = 0; j < visible; ++j) {
     const double p = std::exp(s[j] - m) / sum;
-    const int64_t k_off = k_row(j);
-    for (int d = 0; d < kHeadDimV; ++d) out[d] += p * load_as_float(c.dtype, w.k_cache.data(), k_off + d);
+    load_k(j);
+    for (int d = 0; d < kHeadDimV; ++d) out[d] += p * k[d];
   }
   *lse = m + std::log(sum);
 }

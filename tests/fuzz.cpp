@@ -97,7 +97,8 @@ std::string FuzzCase::describe() const {
   const auto& c = config;
   std::ostringstream s;
   s << "b=" << c.batch << " s_q=" << c.s_q << " h_q=" << c.h_q << " h_kv=" << c.h_kv
-    << " dtype=" << testing::dtype_short_name(c.dtype)
+    << " dtype=" << testing::dtype_short_name(c.dtype) << " kv=" << testing::kv_format_short_name(c.kv_format)
+    << (c.fp8_q ? " q=fp8" : "")
     << " page=" << c.page_block_size << " causal=" << c.causal << " softmax_scale=" << softmax_scale
     << " pages=" << (c.scatter_pages ? "scattered" : "sequential") << " extra_blocks=" << c.extra_blocks_per_seq
     << " num_sms=" << num_sms << (num_sms == 0 ? "(default)" : "")
@@ -178,6 +179,14 @@ FuzzCase make_fuzz_case(uint64_t seed, FuzzTarget target) {
     fc.softmax_scale = -static_cast<float>(rng.log_uniform(0.01, 0.3));
   }
   fc.num_sms = rng.chance(0.3) ? 0 : rng.chance(0.15) ? 1 : static_cast<int>(rng.uniform(1, 200));
+  // FP8 caches (CPU only until the sm90 kernel reads them), drawn from a stream of their own so that
+  // the other parameters of every seed stay what they were.
+  Rng format_rng(seed * 0xA0761D6478BD642Full + 3);
+  if (cpu && format_rng.chance(0.3)) {
+    c.kv_format = format_rng.chance(0.5) ? KvCacheFormat::kFP8WithScale : KvCacheFormat::kFP8PerTensor;
+    c.fp8_q = c.kv_format == KvCacheFormat::kFP8PerTensor && format_rng.chance(0.5);
+    c.dtype = DType::kBF16;
+  }
 
   // Fit the budgets: drop sequences until the rows fit, shorten every sequence in proportion, then
   // drop sequences (or shorten the last) until the KV pool fits.

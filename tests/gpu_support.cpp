@@ -97,6 +97,13 @@ std::string sm90_unavailable(int device) {
   return "";
 }
 
+std::vector<int32_t> matrix_seqlens(int batch, int h_kv, uint64_t seed) {
+  const int max_len = std::clamp(16000 / (batch * h_kv), 8, 4096);
+  const std::vector<int32_t> special = batch >= 5 ? std::vector<int32_t>{0, 1, 63, 64, 65}
+                                       : batch > 1 ? std::vector<int32_t>{0, 65} : std::vector<int32_t>{};
+  return ragged_seqlens(special, batch, max_len, seed);
+}
+
 Schedule device_schedule(const std::vector<int32_t>& seqlens, int rows, int h_kv, int num_sms, cudaStream_t stream,
                          int device) {
   const int64_t b = static_cast<int64_t>(seqlens.size());
@@ -141,8 +148,11 @@ GpuDecode::GpuDecode(testing::Workload& workload, int num_sms, cudaStream_t stre
       splits((w.seqlens.size() + 1) * 4, device),
       out(static_cast<size_t>(w.out_elems()) * w.elem(), device),
       lse(static_cast<size_t>(w.lse_elems()) * 4, device),
-      workspace(testing::decode_workspace(w, parts), device) {
+      workspace(testing::decode_workspace(w, parts), device),
+      descales(2 * sizeof(float), device) {
   const Device dev = cuda_device(device);
+  const float descale_values[2] = {w.descale_q, w.descale_k};
+  descales.upload(descale_values);
   q.upload(w.q.data());
   k.upload(w.k_cache.data());
   table.upload(w.block_table.data());
@@ -160,6 +170,8 @@ GpuDecode::GpuDecode(testing::Workload& workload, int num_sms, cudaStream_t stre
   b.out = out.data();
   b.lse = lse.data();
   b.workspace = workspace.data();
+  b.descale_q = descales.data();
+  b.descale_k = static_cast<float*>(descales.data()) + 1;
   schedule = testing::schedule_args(w, dev, b, parts, stream, num_sms);
   get_mla_metadata(schedule);
   args = testing::decode_args(w, dev, b, parts, Backend::kAuto, stream);

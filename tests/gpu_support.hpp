@@ -85,14 +85,19 @@ std::string sm90_unavailable(int device = 0);
 #define REQUIRE_SM90() \
   if (const std::string why = sm90_unavailable(0); !why.empty()) GTEST_SKIP() << why
 
+// Lengths for the GPU decode matrices: about 16k cached rows in all (tokens x h_kv), so a single
+// sequence gets a long random length; 0, 1, 63, 64, 65 among them when the batch has room (0 and 65
+// for small batches), the rest ragged.
+std::vector<int32_t> matrix_seqlens(int batch, int h_kv, uint64_t seed);
+
 // get_mla_metadata on device copies of `seqlens` on cuda:<device> (outputs prefilled with garbage,
 // inside guard bands); returns the words. num_sms 0: the device's SM count.
 Schedule device_schedule(const std::vector<int32_t>& seqlens, int rows, int h_kv, int num_sms, cudaStream_t stream,
                          int device = 0);
 
-// A decode call on cuda:<device> copies of a workload's inputs; metadata from the device schedule
-// (num_sms 0: get_mla_metadata's default, the device's SM count). out and lse start as NaN, the
-// workspace as garbage.
+// A decode call on cuda:<device> copies of a workload's inputs (descales included); metadata from the
+// device schedule (num_sms 0: get_mla_metadata's default, the device's SM count). out and lse start
+// as NaN, the workspace as garbage.
 class GpuDecode {
  public:
   GpuDecode(testing::Workload& workload, int num_sms, cudaStream_t stream, int device = 0);
@@ -109,6 +114,7 @@ class GpuDecode {
   int device;
   int parts;
   DeviceBuffer q, k, table, lens, meta, splits, out, lse, workspace;
+  DeviceBuffer descales;  // [descale_q, descale_k] float32 (used by FP8 workloads)
   ScheduleArgs schedule;
   DecodeArgs args;
   std::vector<uint8_t> out_host;

@@ -1,7 +1,8 @@
 // The CPU backend against the float64 reference (testing::check_against_reference, SPEC tolerances)
-// on random workloads with NaN-poisoned page tails and garbage block-table tails: a matrix over dtype,
-// s_q, h_q, h_kv, page size and causal; then zero-length and fully masked rows, the split and unsplit
-// paths, guard bands, determinism and strided views.
+// on random workloads with NaN-poisoned page tails and garbage block-table tails: a matrix over the
+// cache variant (bf16, fp16, fp32 and the FP8 ones), s_q, h_q, h_kv, page size and causal; then
+// zero-length and fully masked rows, the split and unsplit paths, guard bands, determinism and
+// strided views.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -43,11 +44,29 @@ void expect_empty_rows_exact(const CpuDecode& d) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The matrix. Per dtype, every (s_q, h_q) pair with h_kv = 1, page sizes and causal rotating so that
-// every page size and both causal settings meet every dtype; then h_kv in {2, 3, 8} where it divides
-// h_q. num_sms rotates through 132 (split, the CPU default), 16, 3 and 1 (one part: no splits).
+// The matrix. Per cache variant (bf16, fp16 and fp32 caches, and the three FP8 variants of
+// kFP8Variants, whose tolerances test_cpu_fp8.cpp justifies), every (s_q, h_q) pair with h_kv = 1,
+// page sizes and causal rotating so that every page size and both causal settings meet every variant;
+// then h_kv in {2, 3, 8} where it divides h_q. num_sms rotates through 132 (split, the CPU default),
+// 16, 3 and 1 (one part: no splits).
+struct Variant {
+  DType dtype;  // q's and out's (bf16 for the FP8 variants)
+  KvCacheFormat format;
+  bool fp8_q;
+  std::string name;
+};
+
+std::vector<Variant> variants() {
+  std::vector<Variant> v;
+  for (DType dt : {DType::kBF16, DType::kFP16, DType::kFP32}) {
+    v.push_back({dt, KvCacheFormat::kDense, false, testing::dtype_short_name(dt)});
+  }
+  for (const FP8Variant& f : kFP8Variants) v.push_back({DType::kBF16, f.format, f.fp8_q, f.name});
+  return v;
+}
+
 struct MatrixCase {
-  DType dtype;
+  Variant variant;
   int s_q, h_q, h_kv, page;
   bool causal;
   int num_sms;
@@ -55,23 +74,23 @@ struct MatrixCase {
 };
 
 std::vector<MatrixCase> matrix_cases() {
-  const DType dtypes[] = {DType::kBF16, DType::kFP16, DType::kFP32};
   const int s_qs[] = {1, 2, 4}, h_qs[] = {1, 16, 63, 128}, pages[] = {1, 16, 64, 128, 256};
   const int sms[] = {132, 16, 3, 1};
   std::vector<MatrixCase> cases;
   uint64_t seed = 1000;
-  for (int di = 0; di < 3; ++di) {
+  const std::vector<Variant> all = variants();
+  for (int vi = 0; vi < static_cast<int>(all.size()); ++vi) {
     for (int si = 0; si < 3; ++si) {
       for (int hi = 0; hi < 4; ++hi) {
-        cases.push_back({dtypes[di], s_qs[si], h_qs[hi], 1, pages[(4 * si + hi + di) % 5], (si + hi + di) % 2 == 1,
-                         sms[(si + 2 * hi + di) % 4], seed++});
+        cases.push_back({all[vi], s_qs[si], h_qs[hi], 1, pages[(4 * si + hi + vi) % 5], (si + hi + vi) % 2 == 1,
+                         sms[(si + 2 * hi + vi) % 4], seed++});
       }
     }
     // Grouped KV heads.
     const int grouped[][3] = {{16, 2, 2}, {16, 8, 1}, {63, 3, 4}, {128, 8, 2}, {128, 2, 4}};  // h_q, h_kv, s_q
     for (int g = 0; g < 5; ++g) {
-      cases.push_back({dtypes[di], grouped[g][2], grouped[g][0], grouped[g][1], pages[(g + di) % 5],
-                       (g + di) % 2 == 0, sms[(g + di) % 4], seed++});
+      cases.push_back({all[vi], grouped[g][2], grouped[g][0], grouped[g][1], pages[(g + vi) % 5],
+                       (g + vi) % 2 == 0, sms[(g + vi) % 4], seed++});
     }
   }
   return cases;
@@ -80,8 +99,8 @@ std::vector<MatrixCase> matrix_cases() {
 std::string matrix_name(const ::testing::TestParamInfo<MatrixCase>& info) {
   const MatrixCase& m = info.param;
   std::ostringstream s;
-  s << testing::dtype_short_name(m.dtype) << "_sq" << m.s_q << "_hq" << m.h_q << "_hkv" << m.h_kv << "_page"
-    << m.page << (m.causal ? "_causal" : "_full") << "_sms" << m.num_sms;
+  s << m.variant.name << "_sq" << m.s_q << "_hq" << m.h_q << "_hkv" << m.h_kv << "_page" << m.page
+    << (m.causal ? "_causal" : "_full") << "_sms" << m.num_sms;
   return s.str();
 }
 
@@ -93,8 +112,8 @@ TEST_P(CpuDecodeMatrix, MatchesReference) {
   const int P = m.page;
   std::vector<int32_t> special{0, 1, 63, 64, 65, P - 1 > 0 ? P - 1 : 2, P + 1, 2 * P + 1, 3};
   const int batch = m.h_q * m.s_q >= 256 ? 10 : 12;
-  testing::Workload w =
-      random_workload(batch, m.s_q, m.h_q, m.h_kv, ragged_seqlens(special, batch, 300, m.seed), m.dtype, m.causal, m.seed, P);
+  testing::Workload w = random_workload(batch, m.s_q, m.h_q, m.h_kv, ragged_seqlens(special, batch, 300, m.seed),
+                                        m.variant.dtype, m.causal, m.seed, P, m.variant.format, m.variant.fp8_q);
   // Some cases use a caller's softmax scale instead of 576^-0.5.
   if (m.seed % 3 == 0) w.softmax_scale = 0.02f + 0.01f * static_cast<float>(m.seed % 7);
 
@@ -110,12 +129,14 @@ TEST_P(CpuDecodeMatrix, MatchesReference) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, CpuDecodeMatrix, ::testing::ValuesIn(matrix_cases()), matrix_name);
 
-// The matrix itself must cover every axis value with every dtype (and splitting).
-TEST(CpuDecodeMatrixCoverage, EveryAxisValueMeetsEveryDtype) {
+// The matrix itself must cover every axis value with every variant (and splitting).
+TEST(CpuDecodeMatrixCoverage, EveryAxisValueMeetsEveryVariant) {
   const auto cases = matrix_cases();
-  for (DType dt : {DType::kBF16, DType::kFP16, DType::kFP32}) {
+  for (const Variant& v : variants()) {
+    SCOPED_TRACE(v.name);
     auto has = [&](auto pred) {
-      return std::any_of(cases.begin(), cases.end(), [&](const MatrixCase& m) { return m.dtype == dt && pred(m); });
+      return std::any_of(cases.begin(), cases.end(),
+                         [&](const MatrixCase& m) { return m.variant.name == v.name && pred(m); });
     };
     for (int s_q : {1, 2, 4}) EXPECT_TRUE(has([&](const MatrixCase& m) { return m.s_q == s_q; }));
     for (int h_q : {1, 16, 63, 128}) EXPECT_TRUE(has([&](const MatrixCase& m) { return m.h_q == h_q; }));

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <set>
+#include <utility>
 #include <thread>
 
 #include "fuzz.hpp"
@@ -31,6 +32,7 @@ TEST(Fuzz, Cpu) {
 TEST(Fuzz, CasesAreReproducibleAndCoverEveryAxis) {
   std::set<int> pages, s_qs, h_kvs, sms_default;
   std::set<DType> dtypes;
+  std::set<std::pair<KvCacheFormat, bool>> formats;
   int causal = 0, zero_lengths = 0, sampled = 0, big_batches = 0, negative_scales = 0, long_sequences = 0;
   for (uint64_t seed = 1; seed <= 1000; ++seed) {
     const FuzzCase c = make_fuzz_case(seed, FuzzTarget::kCpu);
@@ -44,6 +46,10 @@ TEST(Fuzz, CasesAreReproducibleAndCoverEveryAxis) {
     s_qs.insert(w.s_q);
     h_kvs.insert(w.h_kv);
     dtypes.insert(w.dtype);
+    formats.insert({w.kv_format, w.fp8_q});
+    if (w.kv_format != KvCacheFormat::kDense) {
+      ASSERT_EQ(w.dtype, DType::kBF16) << c.describe();
+    }
     sms_default.insert(c.num_sms == 0);
     causal += w.causal && w.s_q > 1;
     zero_lengths += std::count(w.seqlens.begin(), w.seqlens.end(), 0) > 0;
@@ -56,6 +62,7 @@ TEST(Fuzz, CasesAreReproducibleAndCoverEveryAxis) {
   EXPECT_EQ(s_qs, (std::set<int>{1, 2, 3, 4, 5, 6}));
   EXPECT_EQ(h_kvs, (std::set<int>{1, 2, 3, 4, 8}));
   EXPECT_EQ(dtypes.size(), 3u);
+  EXPECT_EQ(formats.size(), 4u) << "dense, FP8 with scale, per-tensor FP8 with a bf16 and with an e4m3 q";
   EXPECT_EQ(sms_default.size(), 2u);
   EXPECT_GT(causal, 100);
   EXPECT_GT(zero_lengths, 100);
@@ -74,6 +81,7 @@ TEST(Fuzz, CasesAreReproducibleAndCoverEveryAxis) {
     const auto& w = c.config;
     gpu_pages.insert(w.page_block_size);
     ASSERT_NE(w.dtype, DType::kFP32);
+    ASSERT_EQ(w.kv_format, KvCacheFormat::kDense);
     ASSERT_EQ(w.h_q % w.h_kv, 0) << c.describe();
     (w.s_q * w.h_q / w.h_kv <= kBlockM ? one_tile : several_tiles) += 1;
     many_parts += c.num_sms > 132;

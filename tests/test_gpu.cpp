@@ -124,13 +124,8 @@ TEST_P(GpuDecodeMatrix, MatchesReference) {
   for (DType dt : {DType::kBF16, DType::kFP16}) {
     for (int s_q = 1; s_q <= 4; ++s_q, ++index) {
       const int b = batches[(index + hc.h_q) % 5];
-      // About 16k cached rows in all (tokens x h_kv); a single sequence gets a long random length.
-      const int max_len = std::clamp(16000 / (b * hc.h_kv), 8, 4096);
-      const std::vector<int32_t> special = b >= 5 ? std::vector<int32_t>{0, 1, 63, 64, 65}
-                                          : b > 1 ? std::vector<int32_t>{0, 65} : std::vector<int32_t>{};
       const uint64_t seed = 1000 * hc.h_q + 10 * hc.h_kv + index;
-      testing::Workload w =
-          random_workload(b, s_q, hc.h_q, hc.h_kv, ragged_seqlens(special, b, max_len, seed), dt, false, seed);
+      testing::Workload w = random_workload(b, s_q, hc.h_q, hc.h_kv, matrix_seqlens(b, hc.h_kv, seed), dt, false, seed);
       for (bool causal : {false, true}) {
         if (causal && s_q == 1) continue;
         for (int num_sms : {sms, 1}) {

@@ -140,6 +140,8 @@ CpuDecode::CpuDecode(testing::Workload& workload, int num_sms)
   b.out = out.data();
   b.lse = lse.data();
   b.workspace = workspace.data();
+  b.descale_q = &w.descale_q;
+  b.descale_k = &w.descale_k;
   args = testing::decode_args(w, kCpu, b, schedule.parts, Backend::kAuto, nullptr);
 }
 
@@ -148,7 +150,7 @@ testing::CheckResult CpuDecode::check(int64_t max_rows, uint64_t seed) const {
 }
 
 testing::Workload random_workload(int batch, int s_q, int h_q, int h_kv, std::vector<int32_t> lens, DType dtype,
-                                  bool causal, uint64_t seed, int page) {
+                                  bool causal, uint64_t seed, int page, KvCacheFormat format, bool fp8_q) {
   testing::WorkloadConfig c;
   c.batch = batch;
   c.s_q = s_q;
@@ -159,7 +161,15 @@ testing::Workload random_workload(int batch, int s_q, int h_q, int h_kv, std::ve
   c.page_block_size = page;
   c.causal = causal;
   c.seed = seed;
+  c.kv_format = format;
+  c.fp8_q = fp8_q;
   return testing::make_workload(c);
+}
+
+testing::Workload fp8_workload(const FP8Variant& variant, int batch, int s_q, int h_q, int h_kv,
+                               std::vector<int32_t> lens, bool causal, uint64_t seed, int page) {
+  return random_workload(batch, s_q, h_q, h_kv, std::move(lens), DType::kBF16, causal, seed, page, variant.format,
+                         variant.fp8_q);
 }
 
 }  // namespace flash_mla::test

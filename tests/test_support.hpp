@@ -104,8 +104,25 @@ class CpuDecode {
   DecodeArgs args;
 };
 
-// A workload of random inputs (testing::make_workload: poisoned tails, garbage block-table tails).
+// A workload of random inputs (testing::make_workload: poisoned tails, garbage block-table tails), its
+// cache in `format` (FP8 formats: dtype bf16; fp8_q: an e4m3 q, kFP8PerTensor only).
 testing::Workload random_workload(int batch, int s_q, int h_q, int h_kv, std::vector<int32_t> lens, DType dtype,
-                                  bool causal, uint64_t seed, int page = 64);
+                                  bool causal, uint64_t seed, int page = 64,
+                                  KvCacheFormat format = KvCacheFormat::kDense, bool fp8_q = false);
+
+// The FP8 variants the decode tests run (SPEC.md, "FP8 KV cache"): FP8 with scale (bf16 q), per-tensor
+// e4m3 with a bf16 q, and per-tensor e4m3 with an e4m3 q.
+struct FP8Variant {
+  KvCacheFormat format;
+  bool fp8_q;
+  const char* name;  // for test names
+};
+inline constexpr FP8Variant kFP8Variants[] = {{KvCacheFormat::kFP8WithScale, false, "fp8"},
+                                              {KvCacheFormat::kFP8PerTensor, false, "fp8tensor"},
+                                              {KvCacheFormat::kFP8PerTensor, true, "fp8tensor_fp8q"}};
+
+// random_workload with the variant's cache (q and out bf16).
+testing::Workload fp8_workload(const FP8Variant& variant, int batch, int s_q, int h_q, int h_kv,
+                               std::vector<int32_t> lens, bool causal, uint64_t seed, int page = 64);
 
 }  // namespace flash_mla::test

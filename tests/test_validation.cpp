@@ -44,6 +44,28 @@ bool all_bytes(const GuardedBuffer& b, uint8_t value) {
   return std::all_of(p, p + b.size(), [value](uint8_t v) { return v == value; });
 }
 
+// The valid call of `d` decodes correctly.
+void expect_valid_call_works(CpuDecode& d) {
+  d.out.fill(0xff);
+  d.lse.fill(0xff);
+  ASSERT_NO_THROW(mla_decode(d.args));
+  const auto r = d.check();
+  EXPECT_TRUE(r.ok) << r.first_failure;
+  EXPECT_TRUE(d.guards_intact());
+}
+
+// `bad` (a modified copy of d.args) is rejected naming `argument`; out and lse are left untouched;
+// the valid arguments then decode correctly.
+void expect_rejected(CpuDecode& d, const DecodeArgs& bad, const std::string& argument,
+                     std::initializer_list<std::string> needles) {
+  d.out.fill(0x5c);
+  d.lse.fill(0x5c);
+  expect_error([&] { mla_decode(bad); }, argument, needles);
+  EXPECT_TRUE(all_bytes(d.out, 0x5c)) << "out written by a rejected call";
+  EXPECT_TRUE(all_bytes(d.lse, 0x5c)) << "lse written by a rejected call";
+  expect_valid_call_works(d);
+}
+
 // ---------------------------------------------------------------------------------------------
 // mla_decode argument checks. The valid call: b = 3, s_q = 2, h_q = 4, h_kv = 2, page 16, bf16.
 class DecodeValidation : public ::testing::Test {
@@ -63,25 +85,10 @@ class DecodeValidation : public ::testing::Test {
     return testing::make_workload(c);
   }
 
-  // `bad` (a modified copy of d.args) is rejected naming `argument`; out and lse are left untouched;
-  // the valid arguments then decode correctly.
   void expect_rejected(const DecodeArgs& bad, const std::string& argument, std::initializer_list<std::string> needles) {
-    d.out.fill(0x5c);
-    d.lse.fill(0x5c);
-    expect_error([&] { mla_decode(bad); }, argument, needles);
-    EXPECT_TRUE(all_bytes(d.out, 0x5c)) << "out written by a rejected call";
-    EXPECT_TRUE(all_bytes(d.lse, 0x5c)) << "lse written by a rejected call";
-    expect_valid_call_works();
+    test::expect_rejected(d, bad, argument, needles);
   }
-
-  void expect_valid_call_works() {
-    d.out.fill(0xff);
-    d.lse.fill(0xff);
-    ASSERT_NO_THROW(mla_decode(d.args));
-    const auto r = d.check();
-    EXPECT_TRUE(r.ok) << r.first_failure;
-    EXPECT_TRUE(d.guards_intact());
-  }
+  void expect_valid_call_works() { test::expect_valid_call_works(d); }
 
   testing::Workload w;
   CpuDecode d;
@@ -703,6 +710,158 @@ TEST(CudaDeviceInfo, MissingDevice) {
   } else {
     expect_error([n] { cuda_device_info(n); }, "device", {"a CUDA device", "got cuda:0"});
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// FP8 caches (SPEC.md, "FP8 KV cache"): the format rule, the dtypes q and out may have with each, and
+// the descale tensors. The valid calls: b = 3, s_q = 2, h_q = 4, h_kv = 2, page 16; an FP8-with-scale
+// cache with a bf16 q, and a per-tensor cache with an e4m3 q (both descales required).
+class FP8Validation : public ::testing::Test {
+ protected:
+  FP8Validation()
+      : scaled_w(make(KvCacheFormat::kFP8WithScale, false)),
+        tensor_w(make(KvCacheFormat::kFP8PerTensor, true)),
+        scaled(scaled_w, 132),
+        tensor(tensor_w, 132) {}
+
+  static testing::Workload make(KvCacheFormat format, bool fp8_q) {
+    return random_workload(3, 2, 4, 2, {70, 0, 130}, DType::kBF16, true, 6, 16, format, fp8_q);
+  }
+
+  testing::Workload scaled_w, tensor_w;
+  CpuDecode scaled, tensor;
+  float descale_storage[2] = {0.5f, 0.5f};
+};
+
+TEST_F(FP8Validation, ValidCallsSucceed) {
+  expect_valid_call_works(scaled);
+  expect_valid_call_works(tensor);
+}
+
+TEST_F(FP8Validation, Uint8CacheNeeds656Bytes) {
+  DecodeArgs a = tensor.args;
+  a.k_cache.dtype = DType::kUInt8;
+  expect_rejected(tensor, a, "k_cache", {"last dimension 656 for a uint8 cache", "got last dimension 576"});
+}
+TEST_F(FP8Validation, E4M3CacheOfAnotherWidth) {
+  DecodeArgs a = scaled.args;
+  a.k_cache.dtype = DType::kFP8E4M3;
+  a.k_cache.shape[3] = 600;
+  expect_rejected(scaled, a, "k_cache", {"576 (per-tensor FP8) or 656 (FP8 with scale)", "got last dimension 600"});
+}
+TEST_F(FP8Validation, CacheOfAnotherDtype) {
+  DecodeArgs a = scaled.args;
+  a.k_cache.dtype = DType::kInt32;
+  expect_rejected(scaled, a, "k_cache", {"bfloat16, float16, float32, float8_e4m3fn or uint8", "got int32"});
+}
+TEST_F(FP8Validation, WithScaleCacheNeedsABf16Q) {
+  for (DType q : {DType::kFP16, DType::kFP8E4M3}) {
+    DecodeArgs a = scaled.args;
+    a.q.dtype = q;
+    expect_rejected(scaled, a, "q", {"bfloat16 with a k_cache in the FP8-with-scale layout",
+                                     std::string("got ") + to_string(q)});
+  }
+}
+TEST_F(FP8Validation, PerTensorCacheNeedsABf16OrE4M3Q) {
+  DecodeArgs a = tensor.args;
+  a.q.dtype = DType::kFP16;
+  expect_rejected(tensor, a, "q", {"bfloat16 or float8_e4m3fn with a per-tensor FP8 k_cache", "got float16"});
+}
+TEST_F(FP8Validation, E4M3QNeedsAPerTensorCache) {
+  testing::Workload w = random_workload(2, 1, 4, 1, {30, 5}, DType::kBF16, false, 8, 16);
+  CpuDecode d(w, 132);
+  DecodeArgs a = d.args;
+  a.q.dtype = DType::kFP8E4M3;
+  expect_rejected(d, a, "q", {"a float8_e4m3fn q needs a per-tensor FP8 k_cache", "got float8_e4m3fn"});
+}
+TEST_F(FP8Validation, OutIsBf16) {
+  DecodeArgs a = scaled.args;
+  a.out.dtype = DType::kFP16;
+  expect_rejected(scaled, a, "out", {"dtype bfloat16", "got float16"});
+  a = tensor.args;
+  a.out.dtype = DType::kFP8E4M3;
+  expect_rejected(tensor, a, "out", {"dtype bfloat16", "got float8_e4m3fn"});
+}
+TEST_F(FP8Validation, DescaleKRequiredForAPerTensorCache) {
+  DecodeArgs a = tensor.args;
+  a.descale_k = TensorView{};
+  expect_rejected(tensor, a, "descale_k", {"float32 tensor of shape (1,)", "per-tensor FP8 k_cache", "got none"});
+}
+TEST_F(FP8Validation, DescaleQRequiredForAnE4M3Q) {
+  DecodeArgs a = tensor.args;
+  a.descale_q = TensorView{};
+  expect_rejected(tensor, a, "descale_q", {"float32 tensor of shape (1,)", "float8_e4m3fn q", "got none"});
+}
+TEST_F(FP8Validation, DescaleShapeDtypeDeviceAndPointer) {
+  for (const char* name : {"descale_q", "descale_k"}) {
+    SCOPED_TRACE(name);
+    auto with = [&](TensorView t) {
+      DecodeArgs a = tensor.args;
+      (std::string(name) == "descale_q" ? a.descale_q : a.descale_k) = t;
+      return a;
+    };
+    expect_rejected(tensor, with(make_view(descale_storage, DType::kFP32, kCpu, {2})), name, {"shape [1]", "got [2]"});
+    expect_rejected(tensor, with(make_view(descale_storage, DType::kFP32, kCpu, {1, 1})), name,
+                    {"1 dimensions (1,)", "got 2 dimensions"});
+    TensorView t = make_view(descale_storage, DType::kFP32, kCpu, {1});
+    t.ndim = 0;  // data but no dimensions: a scalar view is not the (1,) tensor asked for
+    expect_rejected(tensor, with(t), name, {"1 dimensions", "got 0 dimensions"});
+    expect_rejected(tensor, with(make_view(descale_storage, DType::kBF16, kCpu, {1})), name,
+                    {"dtype float32", "got bfloat16"});
+    expect_rejected(tensor, with(make_view(descale_storage, DType::kFP32, kCuda0, {1})), name,
+                    {"a tensor on cpu (q's device)", "got cuda:0"});
+    expect_rejected(tensor, with(make_view(nullptr, DType::kFP32, kCpu, {1})), name,
+                    {"non-null data pointer", "got nullptr"});
+    expect_rejected(tensor, with(make_view(reinterpret_cast<char*>(descale_storage) + 2, DType::kFP32, kCpu, {1})),
+                    name, {"aligned to its 4-byte elements", "got an address ending in 2 mod 4"});
+  }
+}
+TEST_F(FP8Validation, UnusedDescalesAreStillChecked) {
+  DecodeArgs a = scaled.args;
+  a.descale_k = make_view(descale_storage, DType::kFP16, kCpu, {1});
+  expect_rejected(scaled, a, "descale_k", {"dtype float32", "got float16"});
+  a = scaled.args;
+  a.descale_q = make_view(descale_storage, DType::kFP32, kCpu, {3});
+  expect_rejected(scaled, a, "descale_q", {"shape [1]", "got [3]"});
+}
+TEST_F(FP8Validation, DescaleValuesOnRequest) {
+  ScopedEnv env("FLASH_MLA_VALIDATE", nullptr);
+  const float saved_q = tensor_w.descale_q, saved_k = tensor_w.descale_k;
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), 0.0f, -1.0f, std::numeric_limits<float>::infinity()}) {
+    for (float* value : {&tensor_w.descale_q, &tensor_w.descale_k}) {
+      *value = bad;
+      DecodeArgs a = tensor.args;
+      a.validate_values = true;
+      const std::string name = value == &tensor_w.descale_q ? "descale_q" : "descale_k";
+      tensor.out.fill(0x5c);
+      expect_error([&] { mla_decode(a); }, name, {"a finite value > 0", "got " + name + "[0] = "});
+      EXPECT_TRUE(all_bytes(tensor.out, 0x5c)) << "out written by a rejected call";
+      tensor_w.descale_q = saved_q;
+      tensor_w.descale_k = saved_k;
+    }
+  }
+  tensor.args.validate_values = true;
+  expect_valid_call_works(tensor);
+}
+
+TEST(KvCacheFormatRule, DtypeAndLastDimension) {
+  EXPECT_EQ(kv_cache_format(DType::kBF16, 576), KvCacheFormat::kDense);
+  EXPECT_EQ(kv_cache_format(DType::kFP16, 576), KvCacheFormat::kDense);
+  EXPECT_EQ(kv_cache_format(DType::kFP32, 576), KvCacheFormat::kDense);
+  EXPECT_EQ(kv_cache_format(DType::kUInt8, 656), KvCacheFormat::kFP8WithScale);
+  EXPECT_EQ(kv_cache_format(DType::kFP8E4M3, 656), KvCacheFormat::kFP8WithScale);
+  EXPECT_EQ(kv_cache_format(DType::kFP8E4M3, 576), KvCacheFormat::kFP8PerTensor);
+  expect_error([] { kv_cache_format(DType::kBF16, 656); }, "k_cache", {"576", "got 656"});
+  expect_error([] { kv_cache_format(DType::kUInt8, 576); }, "k_cache", {"656", "got last dimension 576"});
+  EXPECT_EQ(decode_output_dtype(DType::kBF16, DType::kUInt8), DType::kBF16);
+  EXPECT_EQ(decode_output_dtype(DType::kFP8E4M3, DType::kFP8E4M3), DType::kBF16);
+  EXPECT_EQ(decode_output_dtype(DType::kFP16, DType::kFP16), DType::kFP16);
+  EXPECT_EQ(decode_output_dtype(DType::kFP32, DType::kFP32), DType::kFP32);
+  EXPECT_EQ(element_size(DType::kFP8E4M3), 1u);
+  EXPECT_EQ(element_size(DType::kUInt8), 1u);
+  EXPECT_STREQ(to_string(DType::kFP8E4M3), "float8_e4m3fn");
+  EXPECT_STREQ(to_string(DType::kUInt8), "uint8");
+  static_assert(kFP8WithScaleBytes == 656 && kFP8ScaleOffset == 512 && kFP8RopeOffset == 528);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,7 +25,19 @@ inline constexpr int kBlockN = 64;     // tokens per unit of scheduled work (one
 inline constexpr int kBlockM = 64;     // query rows per tile (wgmma's M)
 inline constexpr int kMetadataWords = 8;
 
-enum class DType : int { kBF16, kFP16, kFP32, kInt32 };
+// FP8 KV caches (SPEC.md, "FP8 KV cache"). "FP8 with scale" (FlashMLA's format) stores one token of
+// one KV head in kFP8WithScaleBytes bytes: the 512 NoPE channels as float8_e4m3fn, then one float32
+// scale per kFP8ScaleGroup NoPE channels, then the 64 RoPE channels as bfloat16, unquantised.
+inline constexpr int kHeadDimRope = kHeadDim - kHeadDimV;   // 64
+inline constexpr int kFP8ScaleGroup = 128;                  // NoPE channels per scale
+inline constexpr int kFP8NumScales = kHeadDimV / kFP8ScaleGroup;          // 4
+inline constexpr int kFP8ScaleOffset = kHeadDimV;                         // bytes 512..527: scales
+inline constexpr int kFP8RopeOffset = kFP8ScaleOffset + 4 * kFP8NumScales;  // bytes 528..655: RoPE
+inline constexpr int kFP8WithScaleBytes = kFP8RopeOffset + 2 * kHeadDimRope;  // 656
+
+// kFP8E4M3: float8_e4m3fn (flash_mla/fp8.hpp). kUInt8: raw bytes, for caches in the FP8-with-scale
+// layout that callers keep as uint8.
+enum class DType : int { kBF16, kFP16, kFP32, kInt32, kFP8E4M3, kUInt8 };
 enum class DeviceType : int { kCPU, kCUDA };
 
 struct Device {
@@ -36,6 +48,19 @@ struct Device {
 const char* to_string(DType dtype);
 std::string to_string(Device device);
 size_t element_size(DType dtype);
+
+// How k_cache stores a token; k_cache's dtype and last dimension decide it.
+enum class KvCacheFormat : int {
+  kDense,         // [..., 576] in q's dtype (bf16, fp16; fp32 on the CPU)
+  kFP8WithScale,  // [..., 656] uint8 or float8_e4m3fn: 512 e4m3 NoPE, 4 float32 scales, 64 bf16 RoPE
+  kFP8PerTensor,  // [..., 576] float8_e4m3fn; value = float(fp8) * descale_k[0]
+};
+const char* to_string(KvCacheFormat format);
+// The format of a cache of this dtype and last dimension; throws Error naming "k_cache" for a
+// combination that is none of them.
+KvCacheFormat kv_cache_format(DType k_cache_dtype, int64_t last_dim);
+// out's dtype for a decode over a cache of this dtype: bfloat16 for FP8 caches, q's dtype otherwise.
+DType decode_output_dtype(DType q_dtype, DType k_cache_dtype);
 
 inline constexpr int kMaxDims = 4;
 
@@ -130,9 +155,21 @@ int default_num_sms(Device device);
 
 // ---------------------------------------------------------------------------------------------
 // Decode
+//
+// Dtypes of q and k_cache (out is decode_output_dtype(q, k_cache)):
+//   k_cache                                      q                       out    descale_q   descale_k
+//   [..., 576] bf16 | fp16 (| fp32 on CPU)       the same                q's    unused      unused
+//   [..., 656] uint8 | float8_e4m3fn (FP8 with   bf16                    bf16   unused      unused
+//              scale: the scales are inside)
+//   [..., 576] float8_e4m3fn (per-tensor)        bf16                    bf16   unused      required
+//                                                float8_e4m3fn           bf16   required    required
+// descale_q / descale_k are float32 tensors of shape (1,) on q's device; q's value is
+// float(q) * descale_q[0], K's float(fp8) * descale_k[0]. An "unused" descale may still be given (vLLM
+// passes both on every call): it is checked like a required one, and not read.
 struct DecodeArgs {
-  TensorView q;              // [b, s_q, h_q, 576] bf16|fp16 (fp32 on CPU); last dim contiguous
-  TensorView k_cache;        // [num_blocks, page_block_size, h_kv, 576] q's dtype; last dim contiguous
+  TensorView q;              // [b, s_q, h_q, 576] (dtypes above); last dim contiguous
+  TensorView k_cache;        // [num_blocks, page_block_size, h_kv, 576 | 656] (dtypes above); last dim
+                             // contiguous. Strides are free (padded pages are fine).
   TensorView block_table;    // [b, max_blocks_per_seq] int32; last dim contiguous
   TensorView cache_seqlens;  // [b] int32
   int head_dim_v = kHeadDimV;
@@ -140,8 +177,10 @@ struct DecodeArgs {
   TensorView num_splits;               // [b + 1] int32, from get_mla_metadata
   float softmax_scale = 1.0f / 24.0f;  // 576^-0.5, FlashMLA's default; callers pass their own
   bool causal = false;
-  TensorView out;  // [b, s_q, h_q, 512] q's dtype, contiguous
+  TensorView out;  // [b, s_q, h_q, 512] decode_output_dtype(q, k_cache), contiguous
   TensorView lse;  // [b, h_q, s_q] float32, contiguous
+  TensorView descale_q;  // (1,) float32, or none (a default TensorView: no data, no dimensions)
+  TensorView descale_k;  // (1,) float32, or none
   // Split-KV scratch of at least decode_workspace_bytes(...) bytes on the tensors' device, 256-byte
   // aligned. Its contents on entry do not matter.
   void* workspace = nullptr;
@@ -159,5 +198,19 @@ size_t decode_workspace_bytes(int64_t batch, int64_t s_q, int64_t h_q, int64_t n
 // out, lse <- MLA decode (SPEC.md). Validates every shape, dtype, stride and size relation first and
 // throws Error naming the argument; nothing is written when validation fails.
 void mla_decode(const DecodeArgs& args);
+
+// ---------------------------------------------------------------------------------------------
+// Quantisers that fill FP8 caches (SPEC.md, "FP8 KV cache"). They run on the calling thread over CPU
+// tensors; x: [..., 576] (up to 4 dimensions) bf16, fp16 or fp32 with the last dimension contiguous.
+// Both round to nearest even and saturate as flash_mla/fp8.hpp describes.
+//
+// FP8 with scale: out [..., 656] uint8 or float8_e4m3fn, x's leading shape, last dim contiguous. Per
+// token and group g of 128 NoPE channels, scale = 2^ceil(log2(max(amax / 448, 1e-4))) with amax the
+// largest |x| among the group's finite values, fp8 = e4m3(x / scale); RoPE channels are stored as
+// bf16. Non-finite inputs affect only themselves: NaN gives a NaN code, ±inf saturates to ±448.
+void quantize_fp8_with_scale(const TensorView& x, const TensorView& out);
+// Per-tensor: out = e4m3(float(x) / descale), float8_e4m3fn of x's shape (any last dimension),
+// last dim contiguous; descale finite and > 0 (the descale_k / descale_q the decode is given).
+void quantize_fp8_per_tensor(const TensorView& x, float descale, const TensorView& out);
 
 }  // namespace flash_mla

@@ -1,4 +1,5 @@
-// The torch binding of flash_mla: registers the ops torch.ops.flash_mla.{get_mla_metadata,fwd_kvcache}.
+// The torch binding of flash_mla: registers the ops torch.ops.flash_mla.{get_mla_metadata,fwd_kvcache,
+// quantize_fp8_with_scale,quantize_fp8_per_tensor}.
 // It converts torch tensors to flash_mla::TensorView, allocates outputs and split-KV scratch with
 // torch's allocator on the tensors' device (so CUDA-graph capture gets them from the graph's pool),
 // passes torch's current CUDA stream, and calls the C++ API. No host synchronisation, no reads of
@@ -33,10 +34,24 @@ flash_mla::DType to_dtype(ScalarType type, const char* arg) {
     case ScalarType::Half: return flash_mla::DType::kFP16;
     case ScalarType::Float: return flash_mla::DType::kFP32;
     case ScalarType::Int: return flash_mla::DType::kInt32;
+    case ScalarType::Float8_e4m3fn: return flash_mla::DType::kFP8E4M3;
+    case ScalarType::Byte: return flash_mla::DType::kUInt8;
     default:
-      throw flash_mla::Error(arg, std::string("expected dtype bfloat16, float16, float32 or int32, got ") +
-                                      torch::headeronly::toString(type));
+      throw flash_mla::Error(arg, std::string("expected dtype bfloat16, float16, float32, int32, float8_e4m3fn or "
+                                              "uint8, got ") + torch::headeronly::toString(type));
   }
+}
+
+ScalarType to_scalar_type(flash_mla::DType dtype) {
+  switch (dtype) {
+    case flash_mla::DType::kBF16: return ScalarType::BFloat16;
+    case flash_mla::DType::kFP16: return ScalarType::Half;
+    case flash_mla::DType::kFP32: return ScalarType::Float;
+    case flash_mla::DType::kInt32: return ScalarType::Int;
+    case flash_mla::DType::kFP8E4M3: return ScalarType::Float8_e4m3fn;
+    case flash_mla::DType::kUInt8: return ScalarType::Byte;
+  }
+  return ScalarType::Undefined;
 }
 
 flash_mla::Device to_device(const Tensor& t, const char* arg) {
@@ -63,6 +78,11 @@ flash_mla::TensorView to_view(const Tensor& t, const char* arg) {
     v.stride[d] = t.stride(d);
   }
   return v;
+}
+
+// An optional tensor argument (descale_q, descale_k): none is the default TensorView.
+flash_mla::TensorView to_view(const std::optional<Tensor>& t, const char* arg) {
+  return t.has_value() ? to_view(*t, arg) : flash_mla::TensorView{};
 }
 
 void* current_stream(const Tensor& t) {
@@ -112,7 +132,8 @@ std::tuple<Tensor, Tensor> get_mla_metadata(Tensor cache_seqlens, int64_t num_q_
 
 std::tuple<Tensor, Tensor> fwd_kvcache(Tensor q, Tensor k_cache, Tensor block_table, Tensor cache_seqlens,
                                        int64_t head_dim_v, Tensor tile_scheduler_metadata, Tensor num_splits,
-                                       double softmax_scale, bool causal) {
+                                       double softmax_scale, bool causal, std::optional<Tensor> descale_q,
+                                       std::optional<Tensor> descale_k) {
   return rethrow_as_runtime_error([&] {
     flash_mla::DecodeArgs args;
     args.q = to_view(q, "q");
@@ -124,11 +145,14 @@ std::tuple<Tensor, Tensor> fwd_kvcache(Tensor q, Tensor k_cache, Tensor block_ta
     args.num_splits = to_view(num_splits, "num_splits");
     args.softmax_scale = static_cast<float>(softmax_scale);
     args.causal = causal;
+    args.descale_q = to_view(descale_q, "descale_q");
+    args.descale_k = to_view(descale_k, "descale_k");
     // Shapes come from q (a view's unused dimensions read 0); the core rejects anything inconsistent,
     // head_dim_v != 512 included, before touching memory.
     const int64_t b = args.q.shape[0], s_q = args.q.shape[1], h_q = args.q.shape[2];
     const std::vector<int64_t> out_shape{b, s_q, h_q, flash_mla::kHeadDimV}, lse_shape{b, h_q, s_q};
-    Tensor out = torch::stable::new_empty(q, out_shape);
+    const ScalarType out_type = to_scalar_type(flash_mla::decode_output_dtype(args.q.dtype, args.k_cache.dtype));
+    Tensor out = torch::stable::new_empty(q, out_shape, out_type);
     Tensor lse = torch::stable::new_empty(q, lse_shape, ScalarType::Float);
     args.out = to_view(out, "out");
     args.lse = to_view(lse, "lse");
@@ -147,19 +171,45 @@ std::tuple<Tensor, Tensor> fwd_kvcache(Tensor q, Tensor k_cache, Tensor block_ta
   });
 }
 
+// The quantisers run on the host (CPU tensors); the core checks x and the output's shape.
+Tensor quantize_fp8_with_scale(Tensor x) {
+  return rethrow_as_runtime_error([&] {
+    const flash_mla::TensorView xv = to_view(x, "x");
+    std::vector<int64_t> shape(xv.shape, xv.shape + xv.ndim);
+    if (!shape.empty()) shape.back() = flash_mla::kFP8WithScaleBytes;
+    Tensor out = torch::stable::new_empty(x, shape, ScalarType::Byte);
+    flash_mla::quantize_fp8_with_scale(xv, to_view(out, "out"));
+    return out;
+  });
+}
+
+Tensor quantize_fp8_per_tensor(Tensor x, double descale) {
+  return rethrow_as_runtime_error([&] {
+    const flash_mla::TensorView xv = to_view(x, "x");
+    const std::vector<int64_t> shape(xv.shape, xv.shape + xv.ndim);
+    Tensor out = torch::stable::new_empty(x, shape, ScalarType::Float8_e4m3fn);
+    flash_mla::quantize_fp8_per_tensor(xv, static_cast<float>(descale), to_view(out, "out"));
+    return out;
+  });
+}
+
 }  // namespace
 
 STABLE_TORCH_LIBRARY(flash_mla, m) {
   m.def("get_mla_metadata(Tensor cache_seqlens, int num_q_tokens_per_head_k, int num_heads_k, "
         "int? num_sms=None) -> (Tensor tile_scheduler_metadata, Tensor num_splits)");
   m.def("fwd_kvcache(Tensor q, Tensor k_cache, Tensor block_table, Tensor cache_seqlens, int head_dim_v, "
-        "Tensor tile_scheduler_metadata, Tensor num_splits, float softmax_scale, bool causal) "
-        "-> (Tensor out, Tensor lse)");
+        "Tensor tile_scheduler_metadata, Tensor num_splits, float softmax_scale, bool causal, "
+        "Tensor? descale_q=None, Tensor? descale_k=None) -> (Tensor out, Tensor lse)");
+  m.def("quantize_fp8_with_scale(Tensor x) -> Tensor");
+  m.def("quantize_fp8_per_tensor(Tensor x, float descale) -> Tensor");
 }
 
 STABLE_TORCH_LIBRARY_IMPL(flash_mla, CPU, m) {
   m.impl("get_mla_metadata", TORCH_BOX(&get_mla_metadata));
   m.impl("fwd_kvcache", TORCH_BOX(&fwd_kvcache));
+  m.impl("quantize_fp8_with_scale", TORCH_BOX(&quantize_fp8_with_scale));
+  m.impl("quantize_fp8_per_tensor", TORCH_BOX(&quantize_fp8_per_tensor));
 }
 
 #if defined(FLASH_MLA_TORCH_CUDA)

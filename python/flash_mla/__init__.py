@@ -8,9 +8,11 @@
                                           tile_scheduler_metadata, num_splits, causal=True)
 
 CPU tensors run the CPU backend, CUDA tensors the Hopper (sm_90a) kernel. The contract (shapes,
-masking, the +inf lse of empty rows, which block-table entries and cache tokens are never read) is
-the project's SPEC.md. Errors raise RuntimeError (from the C++ core) or ValueError/TypeError (from
-this module), with messages "flash_mla: <argument>: expected <x>, got <y>".
+masking, the +inf lse of empty rows, which block-table entries and cache tokens are never read, the
+FP8 cache layouts) is the project's SPEC.md. FP8 caches (FlashMLA's 656-byte "FP8 with scale" and
+vLLM's per-tensor e4m3) run on the CPU backend; the Hopper kernel does not read them yet. Errors
+raise RuntimeError (from the C++ core) or ValueError/TypeError (from this module), with messages
+"flash_mla: <argument>: expected <x>, got <y>".
 
 The ops behind these functions are torch.ops.flash_mla.get_mla_metadata and
 torch.ops.flash_mla.fwd_kvcache (see flash_mla._ops); they work under torch.compile(fullgraph=True),
@@ -24,7 +26,10 @@ import torch
 
 from ._ops import ops
 
-__all__ = ["FlashMLASchedMeta", "get_mla_metadata", "flash_mla_with_kvcache"]
+__all__ = ["FlashMLASchedMeta", "get_mla_metadata", "flash_mla_with_kvcache", "quantize_fp8_with_scale",
+           "quantize_fp8_per_tensor"]
+
+_FP8_CACHE_DTYPES = (torch.uint8, torch.float8_e4m3fn)
 
 
 @dataclasses.dataclass
@@ -104,16 +109,27 @@ def flash_mla_with_kvcache(
     causal: bool = False,
     is_fp8_kvcache: bool = False,
     indices: Optional[torch.Tensor] = None,
+    *,
+    descale_q: Optional[torch.Tensor] = None,
+    descale_k: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """MLA decoding attention over a paged KV cache.
 
     Args:
-        q: [b, s_q, h_q, 576] bfloat16 or float16 (float32 also on CPU). The last dimension must be
-            contiguous; other strides are free (views are fine).
-        k_cache: [num_blocks, page_block_size, h_kv, 576], q's dtype, last dimension contiguous
-            (e.g. vLLM's [num_blocks, page_block_size, 576] cache .unsqueeze(-2)). Channels 0..511 are
-            also the values. CUDA tensors need a page_block_size that divides 64 or is a multiple
-            of 64 (1, 16, 32, 64, 128, 256, ...).
+        q: [b, s_q, h_q, 576] bfloat16 or float16 (float32 also on CPU); float8_e4m3fn with a
+            per-tensor FP8 k_cache. The last dimension must be contiguous; other strides are free
+            (views are fine).
+        k_cache: [num_blocks, page_block_size, h_kv, D], last dimension contiguous (e.g. vLLM's
+            [num_blocks, page_block_size, D] cache .unsqueeze(-2)); CUDA tensors need a
+            page_block_size that divides 64 or is a multiple of 64 (1, 16, 32, 64, 128, 256, ...).
+            One of
+              - D = 576 in q's dtype. Channels 0..511 are also the values.
+              - D = 656, uint8 or float8_e4m3fn: FP8 with scale (FlashMLA's layout; q bfloat16).
+                Bytes 0..511: the 512 NoPE channels as e4m3; 512..527: four float32 scales, one per
+                128 NoPE channels; 528..655: the 64 RoPE channels as bfloat16. quantize_fp8_with_scale
+                writes it.
+              - D = 576, float8_e4m3fn: per-tensor FP8 (vLLM's), channel value e4m3 * descale_k[0];
+                q bfloat16, or float8_e4m3fn with descale_q.
         block_table: [b, max_blocks_per_seq] int32. Entry [i, j] is the block holding tokens
             j * page_block_size ... (j + 1) * page_block_size - 1 of sequence i; entries past
             ceil(cache_seqlens[i] / page_block_size) are never read.
@@ -125,15 +141,21 @@ def flash_mla_with_kvcache(
         softmax_scale: scale of q.k before the softmax; default q.shape[-1] ** -0.5.
         causal: with s_q > 1, query token t of sequence i sees cached tokens
             0 .. cache_seqlens[i] - s_q + t (bottom-right aligned). No effect when s_q == 1.
-        is_fp8_kvcache, indices: newer FlashMLA arguments; only their defaults are supported.
+        is_fp8_kvcache: FlashMLA's flag for an FP8 cache. k_cache's dtype already says so; True only
+            checks that k_cache is uint8 or float8_e4m3fn.
+        indices: sparse attention (FlashMLA's newer interface); only None is supported.
+        descale_q, descale_k: float32 tensors of shape (1,) on q's device (vLLM's keywords): the
+            dequantisation factors of an e4m3 q and of a per-tensor FP8 k_cache, required there. Where
+            the dtypes do not use one (vLLM passes both on every call) it is checked and ignored.
 
     Returns:
-        out: [b, s_q, h_q, 512] in q's dtype, contiguous.
+        out: [b, s_q, h_q, 512], contiguous: q's dtype, bfloat16 with an FP8 k_cache.
         lse: [b, h_q, s_q] float32, contiguous, natural-log log-sum-exp of the scaled scores; +inf (and
             out = 0) for a row that sees no token.
     """
-    if is_fp8_kvcache:
-        raise ValueError(_error("is_fp8_kvcache", "False (the FP8 KV cache is not supported yet)", True))
+    if is_fp8_kvcache and k_cache.dtype not in _FP8_CACHE_DTYPES:
+        raise ValueError(_error("is_fp8_kvcache", "a uint8 or float8_e4m3fn k_cache with True",
+                                f"a {k_cache.dtype} k_cache"))
     if indices is not None:
         raise ValueError(_error("indices", "None (sparse attention is not supported)", "a tensor"))
     if softmax_scale is None:
@@ -144,7 +166,37 @@ def flash_mla_with_kvcache(
     elif num_splits is None:
         raise TypeError(_error("num_splits", "the tensor get_mla_metadata returned", None))
     return ops.fwd_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
-                           num_splits, softmax_scale, causal)
+                           num_splits, softmax_scale, causal, descale_q, descale_k)
+
+
+def quantize_fp8_with_scale(x: torch.Tensor) -> torch.Tensor:
+    """[..., 576] bfloat16/float16/float32 -> [..., 656] uint8 in the FP8-with-scale layout (SPEC.md).
+
+    Per token and group of 128 NoPE channels: scale = 2^ceil(log2(max(amax / 448, 1e-4))) with amax
+    the largest |x| among the group's finite values, and e4m3(x / scale) rounded to nearest even,
+    saturating at ±448 (infinities too; NaN stays NaN); RoPE channels are stored as bfloat16.
+    .view(torch.float8_e4m3fn) gives the dtype FlashMLA's callers use; both decode the same.
+
+    Runs on the CPU: a CUDA tensor is copied there and back, which synchronises. It is for tests and
+    tools that fill a cache, not for an engine's decoding step.
+    """
+    if x.device.type != "cpu":
+        return ops.quantize_fp8_with_scale(x.cpu()).to(x.device)
+    return ops.quantize_fp8_with_scale(x)
+
+
+def quantize_fp8_per_tensor(x: torch.Tensor, descale: Union[float, torch.Tensor]) -> torch.Tensor:
+    """e4m3(x / descale) as float8_e4m3fn, x's shape: a per-tensor FP8 k_cache (or q) whose
+    descale_k (descale_q) is `descale` (a float > 0, or a (1,) tensor holding it). x / descale is
+    computed in float32, then rounded to the nearest e4m3 value, ties to even, saturating at ±448
+    (torch's .to(torch.float8_e4m3fn) turns values past 464 and infinities into NaN instead); NaN
+    stays NaN. Runs on the CPU, as quantize_fp8_with_scale does.
+    """
+    if isinstance(descale, torch.Tensor):
+        descale = float(descale.reshape(-1)[0])
+    if x.device.type != "cpu":
+        return ops.quantize_fp8_per_tensor(x.cpu(), descale).to(x.device)
+    return ops.quantize_fp8_per_tensor(x, descale)
 
 
 def _scheduled(sched_meta: FlashMLASchedMeta, num_splits, q, k_cache, cache_seqlens, causal):

@@ -6,7 +6,10 @@ Importing flash_mla._C registers, through the LibTorch stable ABI:
         int num_heads_k, int? num_sms=None) -> (Tensor tile_scheduler_metadata, Tensor num_splits)
     torch.ops.flash_mla.fwd_kvcache(Tensor q, Tensor k_cache, Tensor block_table,
         Tensor cache_seqlens, int head_dim_v, Tensor tile_scheduler_metadata, Tensor num_splits,
-        float softmax_scale, bool causal) -> (Tensor out, Tensor lse)
+        float softmax_scale, bool causal, Tensor? descale_q=None, Tensor? descale_k=None)
+        -> (Tensor out, Tensor lse)
+    torch.ops.flash_mla.quantize_fp8_with_scale(Tensor x) -> Tensor           (CPU tensors)
+    torch.ops.flash_mla.quantize_fp8_per_tensor(Tensor x, float descale) -> Tensor  (CPU tensors)
 
 The fake kernels below give torch.compile and torch.export the output shapes without running them.
 """
@@ -22,6 +25,8 @@ _HEAD_DIM_V = 512       # kHeadDimV
 _BLOCK_M = 64           # kBlockM
 _METADATA_WORDS = 8     # kMetadataWords
 _CPU_NUM_SMS = 132      # default_num_sms(cpu): CPU tensors are scheduled as on an H100
+_FP8_WITH_SCALE_BYTES = 656  # kFP8WithScaleBytes
+_FP8_CACHE_DTYPES = (torch.uint8, torch.float8_e4m3fn)  # decode_output_dtype: bf16 out for these caches
 
 
 def num_sm_parts(device: torch.device, num_q_tokens_per_head_k: int, num_heads_k: int,
@@ -48,9 +53,20 @@ def _get_mla_metadata_fake(cache_seqlens, num_q_tokens_per_head_k, num_heads_k, 
 
 @torch.library.register_fake("flash_mla::fwd_kvcache")
 def _fwd_kvcache_fake(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
-                      num_splits, softmax_scale, causal):
+                      num_splits, softmax_scale, causal, descale_q=None, descale_k=None):
     torch._check(head_dim_v == _HEAD_DIM_V, lambda: f"flash_mla: head_dim_v: expected 512, got {head_dim_v}")
     b, s_q, h_q, _ = q.shape
-    out = q.new_empty((b, s_q, h_q, _HEAD_DIM_V))
+    out_dtype = torch.bfloat16 if k_cache.dtype in _FP8_CACHE_DTYPES else q.dtype
+    out = q.new_empty((b, s_q, h_q, _HEAD_DIM_V), dtype=out_dtype)
     lse = q.new_empty((b, h_q, s_q), dtype=torch.float32)
     return out, lse
+
+
+@torch.library.register_fake("flash_mla::quantize_fp8_with_scale")
+def _quantize_fp8_with_scale_fake(x):
+    return x.new_empty((*x.shape[:-1], _FP8_WITH_SCALE_BYTES), dtype=torch.uint8)
+
+
+@torch.library.register_fake("flash_mla::quantize_fp8_per_tensor")
+def _quantize_fp8_per_tensor_fake(x, descale):
+    return x.new_empty(x.shape, dtype=torch.float8_e4m3fn)

@@ -7,7 +7,7 @@ import torch
 
 import flash_mla
 from flash_mla import FlashMLASchedMeta, flash_mla_with_kvcache, get_mla_metadata
-from mla_reference import GARBAGE_BLOCK_IDS, assert_close_to_reference, make_inputs, reference
+from mla_reference import DECODE_CASES, GARBAGE_BLOCK_IDS, assert_close_to_reference, make_inputs, reference
 
 
 def decode(inp, causal=False, softmax_scale=None, meta=None):
@@ -18,22 +18,7 @@ def decode(inp, causal=False, softmax_scale=None, meta=None):
                                   softmax_scale=softmax_scale, causal=causal)
 
 
-CASES = [
-    # seqlens, s_q, h_q, h_kv, page, causal
-    pytest.param([1], 1, 16, 1, 64, False, id="one-token"),
-    pytest.param([300, 0, 65, 1000], 1, 16, 1, 64, False, id="ragged-with-empty"),
-    pytest.param([129, 64, 7], 2, 20, 1, 64, True, id="sq2-causal-h20"),
-    pytest.param([513, 33], 3, 8, 2, 64, True, id="hkv2-causal"),
-    pytest.param([0, 0], 1, 16, 1, 64, False, id="all-empty"),
-    pytest.param([2, 95], 4, 16, 1, 64, True, id="causal-rows-fully-masked"),
-    pytest.param([200, 17, 1], 2, 128, 1, 16, False, id="h128-page16"),
-    pytest.param([65, 1, 130], 2, 16, 1, 1, True, id="page1"),
-    pytest.param([300, 31, 33], 1, 64, 1, 32, False, id="page32"),
-    pytest.param([257, 5], 3, 16, 1, 256, True, id="page256"),
-]
-
-
-@pytest.mark.parametrize("seqlens,s_q,h_q,h_kv,page,causal", CASES)
+@pytest.mark.parametrize("seqlens,s_q,h_q,h_kv,page,causal", DECODE_CASES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_matches_reference(device, seqlens, s_q, h_q, h_kv, page, causal, dtype):
     for garbage in GARBAGE_BLOCK_IDS:

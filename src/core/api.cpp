@@ -94,4 +94,12 @@ void mla_decode(const DecodeArgs& args) {
   throw Error("backend", std::string("expected a built backend, got ") + to_string(backend));
 }
 
+void quantize_fp8_with_scale(const TensorView& x, const TensorView& out) {
+  detail::quantize_cpu(detail::make_quantize_params(x, out, /*with_scale=*/true, 1.0f));
+}
+
+void quantize_fp8_per_tensor(const TensorView& x, float descale, const TensorView& out) {
+  detail::quantize_cpu(detail::make_quantize_params(x, out, /*with_scale=*/false, descale));
+}
+
 }  // namespace flash_mla

@@ -11,6 +11,8 @@ namespace flash_mla::detail {
 
 // cpu/decode_cpu.cpp: out, lse <- decode, split pieces and combine, on the calling thread's pool.
 void decode_cpu(const DecodeParams& params);
+// cpu/quantize_cpu.cpp: the FP8 quantisers, on the calling thread.
+void quantize_cpu(const QuantizeParams& params);
 
 // cuda/runtime.cu (stubs in core/no_cuda.cpp for CPU-only builds).
 int cuda_device_count_impl();
@@ -21,6 +23,9 @@ void copy_int32_to_host(Device device, void* stream, int32_t* dst, const int32_t
                         int64_t stride);
 // True when this build has a decode kernel for the device's architecture.
 bool sm90_kernel_built();
+// Whether the sm90 kernel reads caches of this format with a q of this dtype (validate.cpp rejects
+// the others, naming k_cache, before anything runs). The seam where FP8 support is switched on.
+bool sm90_kernel_supports(KvCacheFormat format, DType q_dtype);
 
 #if defined(FLASH_MLA_WITH_CUDA)
 // cuda/sm90/decode_dense: main kernel then combine, on params.stream, on params.device.

@@ -20,4 +20,6 @@ void copy_int32_to_host(Device device, void* /*stream*/, int32_t* dst, const int
 
 bool sm90_kernel_built() { return false; }
 
+bool sm90_kernel_supports(KvCacheFormat, DType) { return false; }
+
 }  // namespace flash_mla::detail

@@ -10,7 +10,7 @@
 namespace flash_mla::detail {
 
 struct DecodeParams {
-  DType dtype = DType::kBF16;
+  DType dtype = DType::kBF16;  // out's dtype; also q's and k's for a kDense cache
   Device device{};
   void* stream = nullptr;
 
@@ -27,9 +27,24 @@ struct DecodeParams {
   float softmax_scale = 0.0f;
   bool causal = false;
 
-  const void* q = nullptr;  // [b, s_q, h_q, 576]
+  // The FP8 seam: a backend that reads only kDense caches of `dtype` q can ignore these fields, and
+  // validate.cpp asks it (sm90_kernel_supports, backends.hpp) before dispatching anything else to it.
+  //   kDense         k row = 576 elements of `dtype`; q_dtype == dtype.
+  //   kFP8WithScale  k row = kFP8WithScaleBytes (656) bytes: bytes [0, 512) e4m3 NoPE, [512, 528) four
+  //                  float32 scales (channel c < 512 is fp8[c] * scale[c / 128]), [528, 656) 64 bf16
+  //                  RoPE channels; q_dtype == kBF16, descales unused.
+  //   kFP8PerTensor  k row = 576 e4m3 bytes, channel c is fp8[c] * descale_k[0]; q_dtype kBF16, or
+  //                  kFP8E4M3 with q channel c = fp8[c] * descale_q[0].
+  // The token and page strides of a 1-byte cache are in bytes and need not be multiples of the row.
+  KvCacheFormat kv_format = KvCacheFormat::kDense;
+  DType q_dtype = DType::kBF16;
+  int64_t k_row_bytes = 0;             // bytes of one token of one KV head: 576 * element size or 656
+  const float* descale_q = nullptr;    // (1,) on `device`; non-null exactly when q_dtype is kFP8E4M3
+  const float* descale_k = nullptr;    // (1,) on `device`; non-null exactly for kFP8PerTensor
+
+  const void* q = nullptr;  // [b, s_q, h_q, 576] of q_dtype
   int64_t q_batch_stride = 0, q_seq_stride = 0, q_head_stride = 0;
-  const void* k = nullptr;  // [num_pages, page_block_size, h_kv, 576]
+  const void* k = nullptr;  // [num_pages, page_block_size, h_kv, k_row_bytes / element size]
   int64_t k_page_stride = 0, k_token_stride = 0, k_head_stride = 0;
   const int32_t* block_table = nullptr;  // [b, max_blocks_per_seq]
   int64_t block_table_stride = 0;
@@ -42,6 +57,20 @@ struct DecodeParams {
   // Split-KV scratch, slot-major: slot s (of b + num_sm_parts) holds h_kv * rows entries.
   float* lse_accum = nullptr;  // [slots, h_kv, rows]
   float* o_accum = nullptr;    // [slots, h_kv, rows, 512]
+};
+
+// One quantiser call over CPU tensors: x [lead..., channels] -> out [lead..., out_channels].
+struct QuantizeParams {
+  bool with_scale = false;  // FP8 with scale (out_channels 656) or per-tensor (out_channels = channels)
+  DType x_dtype = DType::kBF16;
+  const void* x = nullptr;
+  uint8_t* out = nullptr;
+  int lead_ndim = 0;  // leading dimensions (0..3), then the contiguous channel dimension
+  int64_t lead_shape[kMaxDims - 1] = {1, 1, 1};
+  int64_t x_stride[kMaxDims - 1] = {0, 0, 0};    // elements
+  int64_t out_stride[kMaxDims - 1] = {0, 0, 0};  // bytes
+  int64_t channels = 0;
+  float descale = 1.0f;  // per-tensor only
 };
 
 struct ScheduleParams {
@@ -64,6 +93,7 @@ inline size_t workspace_lse_bytes(int64_t entries) {
 // Fill the parameter structs; throw Error naming the argument on the first failed check.
 DecodeParams make_decode_params(const DecodeArgs& args, Backend backend);
 ScheduleParams make_schedule_params(const ScheduleArgs& args);
+QuantizeParams make_quantize_params(const TensorView& x, const TensorView& out, bool with_scale, float descale);
 // Optional value checks (synchronise on CUDA): block-table entries, seqlens and metadata.
 void validate_decode_values(const DecodeParams& params);
 

@@ -11,8 +11,19 @@ const char* to_string(DType dtype) {
     case DType::kFP16: return "float16";
     case DType::kFP32: return "float32";
     case DType::kInt32: return "int32";
+    case DType::kFP8E4M3: return "float8_e4m3fn";
+    case DType::kUInt8: return "uint8";
   }
   return "unknown dtype";
+}
+
+const char* to_string(KvCacheFormat format) {
+  switch (format) {
+    case KvCacheFormat::kDense: return "dense";
+    case KvCacheFormat::kFP8WithScale: return "FP8 with scale (656 bytes per token)";
+    case KvCacheFormat::kFP8PerTensor: return "per-tensor FP8 (576 e4m3 channels)";
+  }
+  return "unknown format";
 }
 
 std::string to_string(Device device) {
@@ -34,6 +45,8 @@ size_t element_size(DType dtype) {
     case DType::kFP16: return 2;
     case DType::kFP32:
     case DType::kInt32: return 4;
+    case DType::kFP8E4M3:
+    case DType::kUInt8: return 1;
   }
   return 0;
 }

@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/backends.hpp"
@@ -110,6 +112,21 @@ void check_copy_engine_alignment(const TensorView& t, const char* arg) {
   }
 }
 
+// A dequantisation factor: absent (a default TensorView), or a float32 tensor of shape (1,) on the
+// call's device. Returns its data, or nullptr when absent; a required one must be given.
+const float* check_descale(const TensorView& t, const char* arg, Device device, bool required, const char* role) {
+  if (t.ndim == 0 && t.data == nullptr) {
+    if (required) fail(arg, std::string("a float32 tensor of shape (1,), ") + role, "none");
+    return nullptr;
+  }
+  check_ndim(t, arg, 1, "(1,)");
+  check_device(t, arg, device);
+  check_dtype(t, arg, DType::kFP32);
+  check_shape(t, arg, {1});
+  check_data(t, arg);
+  return static_cast<const float*>(t.data);
+}
+
 }  // namespace
 
 DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
@@ -120,20 +137,42 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
   if (s_q < 1) fail("q", "s_q >= 1", "s_q = " + std::to_string(s_q));
   if (h_q < 1) fail("q", "h_q >= 1", "h_q = " + std::to_string(h_q));
   if (a.q.shape[3] != kHeadDim) fail("q", "head dimension 576 (last dim)", std::to_string(a.q.shape[3]));
-  if (a.q.dtype != DType::kBF16 && a.q.dtype != DType::kFP16 && a.q.dtype != DType::kFP32) {
-    fail("q", "dtype bfloat16 or float16", to_string(a.q.dtype));
+  const DType q_dtype = a.q.dtype;
+  if (q_dtype != DType::kBF16 && q_dtype != DType::kFP16 && q_dtype != DType::kFP32 && q_dtype != DType::kFP8E4M3) {
+    fail("q", "dtype bfloat16 or float16 (float8_e4m3fn with a per-tensor FP8 k_cache)", to_string(q_dtype));
   }
-  if (a.q.dtype == DType::kFP32 && backend != Backend::kCPU) {
-    fail("q", "dtype bfloat16 or float16 (float32 runs on the cpu backend only)", to_string(a.q.dtype));
+  if (q_dtype == DType::kFP32 && backend != Backend::kCPU) {
+    fail("q", "dtype bfloat16 or float16 (float32 runs on the cpu backend only)", to_string(q_dtype));
   }
   check_last_dim_contiguous(a.q, "q");
   check_data(a.q, "q");
 
   check_ndim(a.k_cache, "k_cache", 4, "[num_blocks, page_block_size, h_kv, 576]");
   check_device(a.k_cache, "k_cache", device);
-  check_dtype(a.k_cache, "k_cache", a.q.dtype);
-  if (a.k_cache.shape[3] != kHeadDim) {
-    fail("k_cache", "head dimension 576 (last dim)", std::to_string(a.k_cache.shape[3]));
+  const DType k_dtype = a.k_cache.dtype;
+  const KvCacheFormat format = kv_cache_format(k_dtype, a.k_cache.shape[3]);
+  switch (format) {
+    case KvCacheFormat::kDense:
+      if (q_dtype == DType::kFP8E4M3) {
+        fail("q", std::string("dtype ") + to_string(k_dtype) + " (k_cache's; a float8_e4m3fn q needs a per-tensor "
+             "FP8 k_cache)", to_string(q_dtype));
+      }
+      if (k_dtype != q_dtype) {
+        fail("k_cache",
+             std::string("dtype ") + to_string(q_dtype) + " (q's dtype) or an FP8 layout (uint8, float8_e4m3fn)",
+             to_string(k_dtype));
+      }
+      break;
+    case KvCacheFormat::kFP8WithScale:
+      if (q_dtype != DType::kBF16) {
+        fail("q", "dtype bfloat16 with a k_cache in the FP8-with-scale layout", to_string(q_dtype));
+      }
+      break;
+    case KvCacheFormat::kFP8PerTensor:
+      if (q_dtype != DType::kBF16 && q_dtype != DType::kFP8E4M3) {
+        fail("q", "dtype bfloat16 or float8_e4m3fn with a per-tensor FP8 k_cache", to_string(q_dtype));
+      }
+      break;
   }
   const int64_t num_pages = a.k_cache.shape[0], page = a.k_cache.shape[1], h_kv = a.k_cache.shape[2];
   if (num_pages < 1) fail("k_cache", "at least one block (dim 0)", std::to_string(num_pages));
@@ -187,7 +226,7 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
 
   check_ndim(a.out, "out", 4, "[b, s_q, h_q, 512]");
   check_device(a.out, "out", device);
-  check_dtype(a.out, "out", a.q.dtype);
+  check_dtype(a.out, "out", decode_output_dtype(q_dtype, k_dtype));
   check_shape(a.out, "out", {b, s_q, h_q, kHeadDimV});
   check_contiguous(a.out, "out");
   check_data(a.out, "out");
@@ -198,6 +237,12 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
   check_shape(a.lse, "lse", {b, h_q, s_q});
   check_contiguous(a.lse, "lse");
   check_data(a.lse, "lse");
+
+  const bool fp8_q = q_dtype == DType::kFP8E4M3, per_tensor = format == KvCacheFormat::kFP8PerTensor;
+  const float* descale_q = check_descale(a.descale_q, "descale_q", device, fp8_q,
+                                         "the dequantisation factor of a float8_e4m3fn q");
+  const float* descale_k = check_descale(a.descale_k, "descale_k", device, per_tensor,
+                                         "the dequantisation factor of a per-tensor FP8 k_cache");
 
   const size_t need = decode_workspace_bytes(b, s_q, h_q, parts);
   if (a.workspace_bytes < need) {
@@ -210,6 +255,10 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
   }
 
   if (backend == Backend::kSM90) {
+    if (!sm90_kernel_supports(format, q_dtype)) {
+      fail("k_cache", "a bfloat16 or float16 cache (FP8 KV caches are not yet supported by the sm90 kernel)",
+           std::string(to_string(format)) + " with a " + to_string(q_dtype) + " q");
+    }
     // A 64-token block is either inside one page or made of whole pages (cuda/sm90/launch.cu).
     if (!(kBlockN % page == 0 || page % kBlockN == 0)) {
       fail("k_cache", "page_block_size dividing 64 or a multiple of 64 (sm90 backend: 1, 2, 4, 8, 16, 32, 64, 128, 192, 256, ...)",
@@ -235,7 +284,12 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
   }
 
   DecodeParams p;
-  p.dtype = a.q.dtype;
+  p.dtype = decode_output_dtype(q_dtype, k_dtype);
+  p.kv_format = format;
+  p.q_dtype = q_dtype;
+  p.k_row_bytes = a.k_cache.shape[3] * static_cast<int64_t>(element_size(k_dtype));
+  p.descale_q = fp8_q ? descale_q : nullptr;
+  p.descale_k = per_tensor ? descale_k : nullptr;
   p.device = device;
   p.stream = a.stream;
   p.batch = static_cast<int>(b);
@@ -339,6 +393,18 @@ void validate_decode_values(const DecodeParams& p) {
       }
     }
   }
+  // A NaN or infinite factor would turn every output of the call into NaN.
+  const std::pair<const char*, const float*> descales[] = {{"descale_q", p.descale_q}, {"descale_k", p.descale_k}};
+  for (const auto& [name, ptr] : descales) {
+    if (ptr == nullptr) continue;
+    int32_t bits = 0;
+    copy_int32_to_host(p.device, p.stream, &bits, reinterpret_cast<const int32_t*>(ptr), 1, 1, 1);
+    float value;
+    std::memcpy(&value, &bits, sizeof value);
+    if (!std::isfinite(value) || value <= 0.0f) {
+      fail(name, "a finite value > 0", std::string(name) + "[0] = " + std::to_string(value));
+    }
+  }
   std::vector<int32_t> want_meta(metadata.size()), want_splits(b + 1);
   schedule_host(seqlens.data(), p.batch, p.num_sm_parts, want_meta.data(), want_splits.data());
   if (want_meta != metadata || want_splits != num_splits) {
@@ -347,6 +413,97 @@ void validate_decode_values(const DecodeParams& p) {
   }
 }
 
+QuantizeParams make_quantize_params(const TensorView& x, const TensorView& out, bool with_scale, float descale) {
+  constexpr Device kHost{};
+  if (x.ndim < 1 || x.ndim > kMaxDims) {
+    fail("x", "1 to 4 dimensions [..., channels]", std::to_string(x.ndim) + " dimensions");
+  }
+  check_ndim(x, "x", x.ndim, "[..., channels]");
+  check_device(x, "x", kHost, "the quantiser's");
+  if (x.dtype != DType::kBF16 && x.dtype != DType::kFP16 && x.dtype != DType::kFP32) {
+    fail("x", "dtype bfloat16, float16 or float32", to_string(x.dtype));
+  }
+  const int64_t channels = x.shape[x.ndim - 1];
+  if (with_scale && channels != kHeadDim) {
+    fail("x", "last dimension 576 (one token of one KV head)", std::to_string(channels));
+  }
+  check_last_dim_contiguous(x, "x");
+  check_data(x, "x");
+
+  const int64_t out_channels = with_scale ? kFP8WithScaleBytes : channels;
+  check_ndim(out, "out", x.ndim, with_scale ? "(x's, with last dimension 656)" : "(x's)");
+  check_device(out, "out", kHost, "the quantiser's");
+  if (out.dtype != DType::kUInt8 && out.dtype != DType::kFP8E4M3) {
+    fail("out", "dtype float8_e4m3fn or uint8", to_string(out.dtype));
+  }
+  for (int d = 0; d < x.ndim; ++d) {
+    if (out.shape[d] != (d == x.ndim - 1 ? out_channels : x.shape[d])) {
+      std::string want = "shape [";
+      for (int e = 0; e < x.ndim; ++e) {
+        want += (e ? ", " : "") + std::to_string(e == x.ndim - 1 ? out_channels : x.shape[e]);
+      }
+      fail("out", want + "]", shape_str(out));
+    }
+  }
+  check_last_dim_contiguous(out, "out");
+  check_data(out, "out");
+  if (!with_scale && !(std::isfinite(descale) && descale > 0.0f)) {
+    fail("descale", "a finite number > 0", std::to_string(descale));
+  }
+
+  QuantizeParams p;
+  p.with_scale = with_scale;
+  p.x_dtype = x.dtype;
+  p.x = x.data;
+  p.out = static_cast<uint8_t*>(out.data);
+  p.lead_ndim = x.ndim - 1;
+  for (int d = 0; d < p.lead_ndim; ++d) {
+    p.lead_shape[d] = x.shape[d];
+    p.x_stride[d] = x.stride[d];
+    p.out_stride[d] = out.stride[d];
+  }
+  p.channels = channels;
+  p.descale = descale;
+  return p;
+}
+
 bool value_validation_requested(bool flag) { return flag || env_flag("FLASH_MLA_VALIDATE"); }
 
 }  // namespace flash_mla::detail
+
+namespace flash_mla {
+
+KvCacheFormat kv_cache_format(DType k_cache_dtype, int64_t last_dim) {
+  const std::string got = "last dimension " + std::to_string(last_dim);
+  switch (k_cache_dtype) {
+    case DType::kBF16:
+    case DType::kFP16:
+    case DType::kFP32:
+      if (last_dim != kHeadDim) {
+        detail::fail("k_cache", "head dimension 576 (last dim; 656 is the FP8-with-scale layout of a uint8 or "
+                     "float8_e4m3fn cache)", std::to_string(last_dim));
+      }
+      return KvCacheFormat::kDense;
+    case DType::kUInt8:
+      if (last_dim != kFP8WithScaleBytes) {
+        detail::fail("k_cache", "last dimension 656 for a uint8 cache (FP8 with scale: 512 e4m3 NoPE bytes, 4 "
+                     "float32 scales, 64 bf16 RoPE channels; a per-tensor FP8 cache is float8_e4m3fn)", got);
+      }
+      return KvCacheFormat::kFP8WithScale;
+    case DType::kFP8E4M3:
+      if (last_dim == kFP8WithScaleBytes) return KvCacheFormat::kFP8WithScale;
+      if (last_dim != kHeadDim) {
+        detail::fail("k_cache", "last dimension 576 (per-tensor FP8) or 656 (FP8 with scale) for a "
+                     "float8_e4m3fn cache", got);
+      }
+      return KvCacheFormat::kFP8PerTensor;
+    case DType::kInt32: break;
+  }
+  detail::fail("k_cache", "dtype bfloat16, float16, float32, float8_e4m3fn or uint8", to_string(k_cache_dtype));
+}
+
+DType decode_output_dtype(DType q_dtype, DType k_cache_dtype) {
+  return element_size(k_cache_dtype) == 1 ? DType::kBF16 : q_dtype;
+}
+
+}  // namespace flash_mla

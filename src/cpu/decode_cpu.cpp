@@ -2,13 +2,14 @@
 // the metadata is one task; a piece of a split sequence writes fp32 partial O and lse, then a combine
 // pass merges them), so the split/combine arithmetic is exercised without a GPU.
 //
-// Per piece and KV head: the piece's keys are converted to float 64 tokens at a time ([64, 576] tile)
-// and shared by all query rows of that head; each row keeps an online-softmax state (max, sum, 512
-// accumulators). Keys past a row's last visible token are never read, so NaN tails and garbage
-// block-table entries past the end cannot leak in.
+// Per piece and KV head: the piece's keys are converted to float 64 tokens at a time ([64, 576] tile;
+// FP8 caches are dequantised there, load_k_row) and shared by all query rows of that head; each row
+// keeps an online-softmax state (max, sum, 512 accumulators). Keys past a row's last visible token
+// are never read, so NaN tails and garbage block-table entries past the end cannot leak in.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <thread>
 #include <vector>
@@ -16,7 +17,7 @@
 #include "core/backends.hpp"
 #include "core/params.hpp"
 #include "core/schedule_math.hpp"
-#include "flash_mla/half.hpp"
+#include "cpu/rows.hpp"
 
 namespace flash_mla::detail {
 
@@ -51,19 +52,33 @@ FLASH_MLA_CPU_CLONES void rescale_accumulate(float* acc, float alpha, const floa
   }
 }
 
-void load_row(DType dtype, const void* base, int64_t offset, int n, float* dst) {
-  switch (dtype) {
-    case DType::kBF16: {
-      const uint16_t* src = static_cast<const uint16_t*>(base) + offset;
-      for (int c = 0; c < n; ++c) dst[c] = bf16_to_float(src[c]);
-      break;
+// One token of one KV head, dequantised to float (SPEC.md, "FP8 KV cache"): dst[0:576]. `offset` is in
+// elements of the cache's dtype (bytes for the FP8 formats). Exact: an e4m3 value times a power-of-two
+// scale is a float; a per-tensor descale_k rounds each product once.
+void load_k_row(const DecodeParams& prm, int64_t offset, float* dst) {
+  switch (prm.kv_format) {
+    case KvCacheFormat::kDense: load_row(prm.dtype, prm.k, offset, kHeadDim, dst); return;
+    case KvCacheFormat::kFP8PerTensor: {
+      load_row(DType::kFP8E4M3, prm.k, offset, kHeadDim, dst);
+      const float descale = *prm.descale_k;
+      for (int c = 0; c < kHeadDim; ++c) dst[c] *= descale;
+      return;
     }
-    case DType::kFP16: {
-      const uint16_t* src = static_cast<const uint16_t*>(base) + offset;
-      for (int c = 0; c < n; ++c) dst[c] = fp16_to_float(src[c]);
-      break;
+    case KvCacheFormat::kFP8WithScale: {
+      const uint8_t* row = static_cast<const uint8_t*>(prm.k) + offset;
+      load_row(DType::kFP8E4M3, row, 0, kHeadDimV, dst);
+      for (int g = 0; g < kFP8NumScales; ++g) {
+        float scale;  // memcpy: callers' page strides need not keep the float32 scales 4-byte aligned
+        std::memcpy(&scale, row + kFP8ScaleOffset + 4 * g, sizeof scale);
+        for (int c = g * kFP8ScaleGroup; c < (g + 1) * kFP8ScaleGroup; ++c) dst[c] *= scale;
+      }
+      for (int c = 0; c < kHeadDimRope; ++c) {
+        uint16_t rope;
+        std::memcpy(&rope, row + kFP8RopeOffset + 2 * c, sizeof rope);
+        dst[kHeadDimV + c] = bf16_to_float(rope);
+      }
+      return;
     }
-    default: std::copy_n(static_cast<const float*>(base) + offset, n, dst);
   }
 }
 
@@ -118,7 +133,12 @@ void run_piece(const DecodeParams& prm, const Piece& pc, int n_splits, Workspace
     for (int r = 0; r < rows; ++r) {
       const int t = r / prm.q_per_kv, h = kv * prm.q_per_kv + r % prm.q_per_kv;
       const int64_t off = pc.req * prm.q_batch_stride + t * prm.q_seq_stride + h * prm.q_head_stride;
-      load_row(prm.dtype, prm.q, off, kHeadDim, &ws.q[static_cast<size_t>(r) * kHeadDim]);
+      float* q = &ws.q[static_cast<size_t>(r) * kHeadDim];
+      load_row(prm.q_dtype, prm.q, off, kHeadDim, q);
+      if (prm.descale_q != nullptr) {
+        const float descale = *prm.descale_q;
+        for (int c = 0; c < kHeadDim; ++c) q[c] *= descale;
+      }
     }
     std::fill(ws.acc.begin(), ws.acc.end(), 0.0f);
     std::fill(ws.m.begin(), ws.m.end(), -kInf);
@@ -135,7 +155,7 @@ void run_piece(const DecodeParams& prm, const Piece& pc, int n_splits, Workspace
         }
         const int64_t off = page * prm.k_page_stride + (j % prm.page_block_size) * prm.k_token_stride +
                             kv * prm.k_head_stride;
-        load_row(prm.dtype, prm.k, off, kHeadDim, dst);
+        load_k_row(prm, off, dst);
       }
       for (int r = 0; r < rows; ++r) {
         const int count = std::min(t1, visible_end(prm, seqlen, r)) - t0;

@@ -68,6 +68,11 @@ CUtensorMap make_k_map(const DecodeParams& p) {
 
 bool sm90_kernel_built() { return true; }
 
+// bf16/fp16 caches only: the FP8 formats of DecodeParams (params.hpp) have no kernel yet.
+bool sm90_kernel_supports(KvCacheFormat format, DType q_dtype) {
+  return format == KvCacheFormat::kDense && (q_dtype == DType::kBF16 || q_dtype == DType::kFP16);
+}
+
 void decode_sm90(const DecodeParams& p) {
   CudaDeviceGuard guard(p.device.index);
   const CUtensorMap k_map = make_k_map(p);
