@@ -4,16 +4,19 @@
 //   producer  (WG2, one warp): for every 64-token block of the part's pieces, waits for a free stage,
 //             then issues nine TMA copies (the 576 channels, 64 each) per page of the block (one page
 //             of 64 or more tokens, or 64 / page_size whole pages, a lane each), completing on
-//             k_full[stage].
+//             k_full[stage]. Pages under kMinTmaPage tokens: all of WG2 gathers with cp.async
+//             (gather_producer) and arrives on k_full, 128 arrivals.
 //   consumer0 (WG0): S = Q·Kᵀ (36 wgmma m64n64k16), mask, online softmax, zeroes V rows past the
 //             sequence end (they may hold NaN), writes P and the row rescale to shared memory, then
 //             O[:, 0:256] += P·V (4 wgmma m64n256k16).
 //   consumer1 (WG1): waits for P, O[:, 256:512] += P·V. Its P·V of block j overlaps consumer 0's
 //             Q·Kᵀ and softmax of block j + 1; TMA of block j + 2 overlaps both.
+//   Q: loaded per piece by both consumers with cp.async (all copies in flight), kept for the piece.
 //   Stages: 2 x 72 KiB of K; Q (72 KiB) stays resident for the piece; P 8 KiB. 225 KiB in all.
 //   Registers: 168 per thread as compiled (O half = 128 fp32 + S = 32 fp32 in consumer 0), no spills.
 //   A piece of a split sequence writes fp32 partial O and lse; an unsplit one writes out and lse.
-// Covered by tests/test_gpu.cpp (GPU decode vs the float64 reference) and flash-mla-bench's check.
+// Covered by tests/test_gpu.cpp (GPU decode vs the float64 reference, every page size), the GPU
+// fuzzer (tests/test_gpu_fuzz.cpp) and flash-mla-bench's check.
 #pragma once
 
 #include <cuda.h>
