@@ -195,5 +195,14 @@ testing::CheckResult GpuDecode::check(int64_t max_rows, uint64_t seed) {
   return testing::check_against_reference(w, out_host.data(), lse_host.data(), max_rows, seed);
 }
 
+void expect_decode_matches_reference(testing::Workload& w, int num_sms, cudaStream_t stream, int64_t max_rows,
+                                     uint64_t seed) {
+  GpuDecode d(w, num_sms, stream);
+  d.run();
+  const auto r = d.check(max_rows, seed);
+  EXPECT_TRUE(r.ok) << r.first_failure << " (max abs err " << r.max_abs_err << ", cos diff " << r.cos_diff << ")";
+  EXPECT_TRUE(d.guards_intact());
+}
+
 
 }  // namespace flash_mla::test

@@ -121,6 +121,11 @@ class GpuDecode {
   std::vector<float> lse_host;
 };
 
+// One decode of `w` on `num_sms` SMs, checked against the float64 reference on `max_rows` random rows
+// (0: all), with the guard bands around out, lse and the workspace intact (gtest expectations).
+void expect_decode_matches_reference(testing::Workload& w, int num_sms, cudaStream_t stream, int64_t max_rows,
+                                     uint64_t seed);
+
 
 
 }  // namespace flash_mla::test

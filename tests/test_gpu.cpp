@@ -132,12 +132,7 @@ TEST_P(GpuDecodeMatrix, MatchesReference) {
           SCOPED_TRACE(::testing::Message() << (dt == DType::kBF16 ? "bf16" : "fp16") << " s_q=" << s_q << " b=" << b
                                             << " causal=" << causal << " num_sms=" << num_sms);
           w.config.causal = causal;
-          GpuDecode d(w, num_sms, stream);
-          d.run();
-          const auto r = d.check(kCheckedRows, seed);
-          EXPECT_TRUE(r.ok) << r.first_failure << " (max abs err " << r.max_abs_err << ", cos diff " << r.cos_diff
-                            << ")";
-          EXPECT_TRUE(d.guards_intact());
+          expect_decode_matches_reference(w, num_sms, stream, kCheckedRows, seed);
         }
       }
     }
@@ -173,12 +168,7 @@ TEST_P(GpuDecodePages, MatchesReference) {
         for (int num_sms : {sms, 1}) {
           SCOPED_TRACE(::testing::Message() << testing::dtype_short_name(dt) << " page=" << page << " h_q=" << h_q
                                             << " s_q=" << s_q << " num_sms=" << num_sms);
-          GpuDecode d(w, num_sms, stream);
-          d.run();
-          const auto r = d.check(kCheckedRows, seed);
-          EXPECT_TRUE(r.ok) << r.first_failure << " (max abs err " << r.max_abs_err << ", cos diff " << r.cos_diff
-                            << ")";
-          EXPECT_TRUE(d.guards_intact());
+          expect_decode_matches_reference(w, num_sms, stream, kCheckedRows, seed);
         }
       }
     }

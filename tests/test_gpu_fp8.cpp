@@ -85,12 +85,7 @@ TEST_P(Sm90FP8, MatchesReferenceOnTheDequantisedCache) {
         for (int num_sms : {sms, 1}) {
           SCOPED_TRACE(::testing::Message() << "h_q=" << hk[0] << " h_kv=" << hk[1] << " s_q=" << s_q << " b=" << b
                                             << " causal=" << causal << " num_sms=" << num_sms);
-          GpuDecode d(w, num_sms, stream);
-          d.run();
-          const auto r = d.check(kCheckedRows, seed);
-          EXPECT_TRUE(r.ok) << r.first_failure << " (max abs err " << r.max_abs_err << ", cos diff " << r.cos_diff
-                            << ")";
-          EXPECT_TRUE(d.guards_intact());
+          expect_decode_matches_reference(w, num_sms, stream, kCheckedRows, seed);
         }
       }
     }
