@@ -13,7 +13,8 @@
 //             Q·Kᵀ and softmax of block j + 1; TMA of block j + 2 overlaps both.
 //   Q: loaded per piece by both consumers with cp.async (all copies in flight), kept for the piece.
 //   Stages: 2 x 72 KiB of K; Q (72 KiB) stays resident for the piece; P 8 KiB. 225 KiB in all.
-//   Registers: 168 per thread as compiled (O half = 128 fp32 + S = 32 fp32 in consumer 0), no spills.
+//   Registers: setmaxnreg 232 (consumers) / 40 (producer); the consumers need ~216 (O half = 128
+//   fp32 + S = 32 fp32 in consumer 0, plus addresses and softmax state), no spills.
 //   A piece of a split sequence writes fp32 partial O and lse; an unsplit one writes out and lse.
 // Covered by tests/test_gpu.cpp (GPU decode vs the float64 reference, every page size), the GPU
 // fuzzer (tests/test_gpu_fuzz.cpp) and flash-mla-bench's check.
