@@ -34,6 +34,7 @@
 #include "ptx/barrier.hpp"
 #include "ptx/cp_async.hpp"
 #include "ptx/mbarrier.hpp"
+#include "ptx/timer.hpp"
 #include "ptx/tma.hpp"
 #include "ptx/wgmma.hpp"
 
@@ -48,9 +49,7 @@ inline constexpr int kTraceCtas = 4096;
 static __device__ unsigned long long g_trace[kTraceCtas][kTraceSlots];
 __device__ __forceinline__ void trace(int slot) {
   const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  if (cta < kTraceCtas && slot < kTraceSlots) g_trace[cta][slot] = t;
+  if (cta < kTraceCtas && slot < kTraceSlots) g_trace[cta][slot] = ptx::global_timer_ns();
 }
 #define FLASH_MLA_TRACE_AT(slot) \
   if (threadIdx.x == 0) trace(slot)
