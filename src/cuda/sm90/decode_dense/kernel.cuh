@@ -52,9 +52,13 @@ __device__ __forceinline__ void trace(int slot) {
   if (cta < kTraceCtas && slot < kTraceSlots) g_trace[cta][slot] = ptx::global_timer_ns();
 }
 #define FLASH_MLA_TRACE_AT(slot) \
-  if (threadIdx.x == 0) trace(slot)
+  do {                           \
+    if (threadIdx.x == 0) trace(slot); \
+  } while (0)
 #else
-#define FLASH_MLA_TRACE_AT(slot)
+#define FLASH_MLA_TRACE_AT(slot) \
+  do {                           \
+  } while (0)
 #endif
 
 // The query rows of one (sequence, KV head, 64-row tile), zero-filled past `rows`, into the swizzled
@@ -148,6 +152,9 @@ __device__ __forceinline__ void pv_gemm(float (&o)[128], const SharedStorage& s,
   ptx::fence_registers(o);
 }
 
+// Whether the producer gathers this call's pages (gather_producer) rather than copying them by TMA.
+__device__ __forceinline__ bool gathers_pages(const DecodeParams& p) { return p.page_block_size < kMinTmaPage; }
+
 // The producer for pages of fewer than kMinTmaPage tokens: the whole producer warpgroup gathers each
 // 64-token block with 16-byte cp.async copies straight into the swizzled sub-tiles. Thread t serves
 // rows t/8 + 16i (i < 4) and chunks t%8 + 8k (k < 9, one per sub-tile): a warp copies 128 contiguous
@@ -218,7 +225,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     for (int st = 0; st < kStages; ++st) {
       // TMA: the producer's one arrival (with the bytes); a gather: every producer thread's.
-      ptx::mbarrier_init(&s.k_full[st], p.page_block_size < kMinTmaPage ? kWarpgroupThreads : 1);
+      ptx::mbarrier_init(&s.k_full[st], gathers_pages(p) ? kWarpgroupThreads : 1);
       ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
     }
     ptx::fence_barrier_init();
@@ -228,7 +235,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (warpgroup == 2) {
     // ---------------- producer ----------------
     ptx::setmaxnreg_dec<kProducerRegs>();
-    if (p.page_block_size < kMinTmaPage) {
+    if (gathers_pages(p)) {
       gather_producer<T>(p, s, thread);
       return;
     }
