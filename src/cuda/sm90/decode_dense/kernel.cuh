@@ -31,7 +31,8 @@
 //
 // Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB (serial only) + 1.5 KiB row stats and
 // barriers = 226 KiB, + 1 KiB for the base alignment: exactly the 227 KiB limit (sP is the slack).
-// Registers: 168 per thread as compiled (O half 128 + S 32 in each consumer), no spills.
+// Registers: setmaxnreg 232 (consumers) / 40 (producer); O half 128 + S 32 fp32 in each consumer,
+// no spills (ptxas -v).
 // Covered by tests/test_gpu.cpp (GPU decode vs the float64 reference, every page size), the GPU
 // fuzzer (tests/test_gpu_fuzz.cpp) and flash-mla-bench's check.
 #pragma once
@@ -51,6 +52,7 @@
 #include "ptx/compiler.hpp"
 #include "ptx/cp_async.hpp"
 #include "ptx/mbarrier.hpp"
+#include "ptx/timer.hpp"
 #include "ptx/tma.hpp"
 #include "ptx/wgmma.hpp"
 
@@ -65,14 +67,16 @@ inline constexpr int kTraceCtas = 4096;
 static __device__ unsigned long long g_trace[kTraceCtas][kTraceSlots];
 __device__ __forceinline__ void trace(int slot) {
   const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  if (cta < kTraceCtas && slot < kTraceSlots) g_trace[cta][slot] = t;
+  if (cta < kTraceCtas && slot < kTraceSlots) g_trace[cta][slot] = ptx::global_timer_ns();
 }
 #define FLASH_MLA_TRACE_AT(slot) \
-  if (threadIdx.x == 0) trace(slot)
+  do {                           \
+    if (threadIdx.x == 0) trace(slot); \
+  } while (0)
 #else
-#define FLASH_MLA_TRACE_AT(slot)
+#define FLASH_MLA_TRACE_AT(slot) \
+  do {                           \
+  } while (0)
 #endif
 
 // The query rows of one (sequence, KV head, 64-row tile), zero-filled past `rows`, into the swizzled
@@ -304,6 +308,9 @@ __device__ __forceinline__ void pv_gemm(float (&o)[128], const SubTile& p_tile, 
   pv_issue<T>(o, p_tile, s, stage, half);
   pv_wait(o);
 }
+
+// Whether the producer gathers this call's pages (gather_producer) rather than copying them by TMA.
+__device__ __forceinline__ bool gathers_pages(const DecodeParams& p) { return p.page_block_size < kMinTmaPage; }
 
 // The producer for pages of fewer than kMinTmaPage tokens: the whole producer warpgroup gathers each
 // 64-token block with 16-byte cp.async copies straight into the swizzled sub-tiles. Thread t serves
@@ -563,7 +570,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     for (int st = 0; st < kStages; ++st) {
       // TMA: the producer's one arrival (with the bytes); a gather: every producer thread's.
-      ptx::mbarrier_init(&s.k_full[st], p.page_block_size < kMinTmaPage ? kWarpgroupThreads : 1);
+      ptx::mbarrier_init(&s.k_full[st], gathers_pages(p) ? kWarpgroupThreads : 1);
       ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
       ptx::mbarrier_init(&s.p_full[st], kWarpgroupThreads);  // the block's owner, every thread
     }
@@ -574,7 +581,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (warpgroup == 2) {
     // ---------------- producer ----------------
     ptx::setmaxnreg_dec<kProducerRegs>();
-    if (p.page_block_size < kMinTmaPage) {
+    if (gathers_pages(p)) {
       gather_producer<T>(p, s, thread);
       return;
     }
