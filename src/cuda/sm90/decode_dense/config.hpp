@@ -9,6 +9,14 @@
 namespace flash_mla::sm90::dense {
 
 inline constexpr int kBlockM = flash_mla::kBlockM;  // query rows per CTA (wgmma M)
+// The consumer schedule, one compile-time switch so that one branch builds either for an A/B run
+// (flip this line and rebuild; both compile with 0 spills at 168 registers):
+//   true  "seesaw": the consumers compute S = Q·Kᵀ for alternate blocks, exchange P and the running
+//         max through shared memory, and each accumulates its 256 output columns over every block
+//         (kernel.cuh, "Seesaw schedule"). Not yet measured on a GPU.
+//   false "serial": consumer 0 computes S and the softmax of every block, consumer 1 only its P·V
+//         (measured on an H100 at h_q = 128: ~4100 cycles per block against 2176 of tensor math).
+inline constexpr bool kSeesaw = true;
 inline constexpr int kVSubTilesPerWarpgroup = kVSubTiles / 2;  // each consumer owns 256 output columns
 inline constexpr int kStages = 2;
 // Pages smaller than this are gathered with cp.async by the whole producer warpgroup (measured on an
@@ -29,20 +37,26 @@ inline constexpr uint32_t kProducerRegs = 40;
 // over an arrive, and the ordering is explicit to compute-sanitizer's racecheck as well.
 enum NamedBarrier : uint32_t {
   kQReady = 1,    // Q tile stored and fenced by both consumers; the previous piece's stats were read
-  kPFree = 2,     // consumer 1 finished P·V of the previous block: sP and sAlpha may be overwritten
-  kPReady = 3,    // consumer 0 wrote P, alpha and the zeroed V tail of this block
-  kRowStats = 4,  // consumer 0 wrote the final row max and row sum of the piece
+  kPFree = 2,     // serial: consumer 1 finished P·V of the previous block, sP and alpha may be overwritten
+  kPReady = 3,    // serial: consumer 0 wrote P, alpha and the zeroed V tail of this block
+  kRowStats = 4,  // both consumers' row sums (seesaw) or consumer 0's final row max and sum (serial)
 };
+
+// The sub-tile of a stage that only Q·Kᵀ reads (channels 512..575, the RoPE part; V is 0..511). The
+// seesaw schedule writes a block's P there once the owner's Q·Kᵀ of that block is done: 8 KiB that a
+// second P buffer would need and that is not left beside Q and two stages.
+inline constexpr int kRopeSubTile = kVSubTiles;
 
 struct SharedStorage {
   SubTile q[kQKSubTiles];           // [64 rows, 576] the query tile, 72 KiB
   SubTile k[kStages][kQKSubTiles];  // [stage][64 tokens, 576] KV blocks, 144 KiB
-  SubTile p;                        // [64 rows, 64 tokens] softmax probabilities, 8 KiB
-  float alpha[kBlockM];             // per-row rescale of this block (consumer 0 -> consumer 1)
-  float row_max[kBlockM];           // final row max (log2 domain) of the piece
-  float row_sum[kBlockM];           // final row sum of the piece
+  SubTile p;                        // [64 rows, 64 tokens] serial: softmax probabilities, 8 KiB
+  float alpha[kStages][kBlockM];    // per-row rescale of a stage's block (serial: [0] only)
+  float row_max[kStages][kBlockM];  // seesaw: running row max (log2) after a stage's block; serial: [0] final
+  float row_sum[2][kBlockM];        // seesaw: row sum of each consumer's own blocks; serial: [0] final
   uint64_t k_full[kStages];         // TMA bytes of a stage landed
   uint64_t k_free[kStages];         // every consumer thread finished with a stage
+  uint64_t p_full[kStages];         // seesaw: the block's owner (128 arrivals) wrote P, alpha, max, V tail
 };
 
 inline constexpr int kSharedBytes = static_cast<int>(sizeof(SharedStorage)) + 1024;  // + base alignment

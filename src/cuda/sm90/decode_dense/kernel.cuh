@@ -1,21 +1,38 @@
 // Dense (bf16/fp16) MLA decode on Hopper: one CTA per (64-row query tile, KV head, schedule part).
 //
-// Schedule (384 threads, three warpgroups):
-//   producer  (WG2, one warp): for every 64-token block of the part's pieces, waits for a free stage,
-//             then issues nine TMA copies (the 576 channels, 64 each) per page of the block (one page
-//             of 64 or more tokens, or 64 / page_size whole pages, a lane each), completing on
-//             k_full[stage]. Pages under kMinTmaPage tokens: all of WG2 gathers with cp.async
-//             (gather_producer) and arrives on k_full, 128 arrivals.
-//   consumer0 (WG0): S = Q·Kᵀ (36 wgmma m64n64k16), mask, online softmax, zeroes V rows past the
-//             sequence end (they may hold NaN), writes P and the row rescale to shared memory, then
-//             O[:, 0:256] += P·V (4 wgmma m64n256k16).
-//   consumer1 (WG1): waits for P, O[:, 256:512] += P·V. Its P·V of block j overlaps consumer 0's
-//             Q·Kᵀ and softmax of block j + 1; TMA of block j + 2 overlaps both.
-//   Q: loaded per piece by both consumers with cp.async (all copies in flight), kept for the piece.
-//   Stages: 2 x 72 KiB of K; Q (72 KiB) stays resident for the piece; P 8 KiB. 225 KiB in all.
-//   Registers: setmaxnreg 232 (consumers) / 40 (producer); the consumers need ~216 (O half = 128
-//   fp32 + S = 32 fp32 in consumer 0, plus addresses and softmax state), no spills.
-//   A piece of a split sequence writes fp32 partial O and lse; an unsplit one writes out and lse.
+// Warpgroups (384 threads): producer WG2 (one warp issues the TMA copies of each 64-token block into
+// a 2-stage ring, 9 per page of the block, completing on k_full[stage]; pages under kMinTmaPage
+// tokens: all of WG2 gathers with cp.async, 128 arrivals); consumers WG0 and WG1, each owning 256 of
+// the 512 output columns (O half = 128 fp32 registers). Q is loaded per piece by both consumers with
+// cp.async (all copies in flight) and stays for the piece. A piece of a split sequence writes fp32
+// partial O and lse; an unsplit one writes out and lse.
+//
+// Seesaw schedule (config.hpp kSeesaw = true). Blocks of a piece go in pairs (a, b = a + 1); WG0 owns
+// a, WG1 owns b: the owner computes S = Q·Kᵀ (36 wgmma m64n64k16), masks it, takes the running max
+// (the other consumer's, from the block before), P = exp2(S - max) and alpha, and publishes P (into
+// the stage's RoPE sub-tile, which only Q·Kᵀ reads), alpha and the max with p_full[stage]; both
+// consumers then fold every block into their columns in block order, O = O·alpha + P·V
+// (4 wgmma m64n256k16 each). One pair, steady state (time →; ‖ = overlapped with the line above):
+//
+//   WG0  [Q·K(a)ᵀ][mask max exp: P(a)]→p_full(a) [O_L·α_a+P(a)V(a)] wait p_full(b) [O_L·α_b+P(b)V(b)]
+//   WG1     [Q·K(b)ᵀ][mask] wait p_full(a) [O_R·α_a+P(a)V(a)]                  [O_R·α_b+P(b)V(b)]
+//                                         ‖ [max exp: P(b)]→p_full(b)
+//   TMA  K(a+2) into a's stage once both consumers freed it (k_free, 256 arrivals); K(b+2) likewise
+//
+// WG0's softmax of a overlaps WG1's Q·K(b)ᵀ; WG1's softmax of b overlaps both P(a)·V(a); WG0's
+// Q·K(a+2)ᵀ overlaps WG1's P(b)·V(b). The row-max chain a → b → a+2 costs one shared-memory hand-off
+// per block. Hand-offs: k_full (TMA → both), p_full (owner's 128 threads → both; the owner waits on
+// it too, which orders its own threads' P stores before its wgmma), k_free (256 → producer). A
+// stage's P slot and stats are rewritten only by the owner of the block two later, after k_full of
+// that block, i.e. after both consumers freed the stage: no separate "P free" barrier.
+//
+// Serial schedule (kSeesaw = false, the measured baseline): WG0 computes S and the softmax of every
+// block, writes P to sP, O[:, 0:256] += P·V; WG1 waits for P (kPReady) and does O[:, 256:512].
+//
+// Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB (serial only) + 1.5 KiB row stats and
+// barriers = 226 KiB, + 1 KiB for the base alignment: exactly the 227 KiB limit (sP is the slack).
+// Registers: setmaxnreg 232 (consumers) / 40 (producer); O half 128 + S 32 fp32 in each consumer,
+// no spills (ptxas -v).
 // Covered by tests/test_gpu.cpp (GPU decode vs the float64 reference, every page size), the GPU
 // fuzzer (tests/test_gpu_fuzz.cpp) and flash-mla-bench's check.
 #pragma once
@@ -32,6 +49,7 @@
 #include "cuda/sm90/decode_common.cuh"
 #include "cuda/sm90/decode_dense/config.hpp"
 #include "ptx/barrier.hpp"
+#include "ptx/compiler.hpp"
 #include "ptx/cp_async.hpp"
 #include "ptx/mbarrier.hpp"
 #include "ptx/timer.hpp"
@@ -64,9 +82,13 @@ __device__ __forceinline__ void trace(int slot) {
 // The query rows of one (sequence, KV head, 64-row tile), zero-filled past `rows`, into the swizzled
 // Q sub-tiles. Row r of the tile is global row m0 + r = t * q_per_kv + h_in_group. All 18 copies of a
 // thread are in flight together (cp.async): loaded one after another, the tile took ~10 us.
+// `thread` goes through ptx::opaque: otherwise the compiler hoists the 18 swizzled destination
+// addresses out of the piece loop and holds them in registers across every block (ptxas then spilled
+// the seesaw consumers at the 168-register cap).
 template <typename T>
 __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, int req, int thread) {
   constexpr int kChunksPerRow = kHeadDim * 2 / 16;  // 72
+  thread = ptx::opaque(thread);
   const int m0 = blockIdx.x * kBlockM;
   const T* q = static_cast<const T*>(p.q);
 #pragma unroll 6
@@ -135,24 +157,156 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
   }
 }
 
+// Last visible token + 1 of each of this thread's rows: the piece's end, and the causal limit.
+__device__ __forceinline__ void visible_limits(const DecodeParams& p, const Piece& pc, const RowPair& rp,
+                                               int (&limit)[2]) {
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const int gr = blockIdx.x * kBlockM + rp.row[k];
+    const int t = gr / p.q_per_kv;
+    limit[k] = p.causal ? min(pc.token_end, pc.seqlen - p.s_q + t + 1) : pc.token_end;
+  }
+}
+
+// S = Q·Kᵀ of the block in `stage` (36 wgmma m64n64k16, both operands K-major in shared memory),
+// then masked and scaled into the log2 domain: scores past the piece end or the causal limit are
+// selected to -inf, never multiplied (masked K rows may hold NaN). row_max: quad-reduced row maxima.
 template <typename T>
-__device__ __forceinline__ void pv_gemm(float (&o)[128], const SharedStorage& s, int stage, int half) {
+__device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2], const SharedStorage& s, int stage,
+                                            int blk, const RowPair& rp, const int (&limit)[2], float scale_log2) {
+  ptx::wgmma_fence();
+#pragma unroll
+  for (int c = 0; c < kQKSubTiles; ++c) {
+#pragma unroll
+    for (int kk = 0; kk < kSubTileCols / 16; ++kk) {
+      const uint64_t desc_q =
+          ptx::make_smem_desc(reinterpret_cast<const char*>(&s.q[c]) + kk * 32, 16, 1024, ptx::Swizzle::k128B);
+      const uint64_t desc_k = ptx::make_smem_desc(reinterpret_cast<const char*>(&s.k[stage][c]) + kk * 32, 16, 1024,
+                                                  ptx::Swizzle::k128B);
+      ptx::wgmma_m64n64k16_ss<T>(sc, desc_q, desc_k, (c | kk) != 0);
+    }
+  }
+  ptx::wgmma_commit_group();
+  ptx::wgmma_wait_group<0>();
+  ptx::fence_registers(sc);
+
+  const int token0 = blk * kBlockN + rp.col;
+  row_max[0] = row_max[1] = -INFINITY;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int k = e / 2;
+      const int token = token0 + 8 * i + (e & 1);
+      float& v = sc[4 * i + e];
+      v = token < limit[k] ? v * scale_log2 : -INFINITY;
+      row_max[k] = fmaxf(row_max[k], v);
+    }
+  }
+  row_max[0] = quad_max(row_max[0]);
+  row_max[1] = quad_max(row_max[1]);
+}
+
+// The running max after a block whose row maxima are row_max: m becomes the new max, m_use the
+// exponent base (0 for a row masked so far, which keeps exp2 finite), alpha the rescale of what was
+// accumulated before the block.
+__device__ __forceinline__ void advance_max(float (&m)[2], const float (&row_max)[2], float (&m_use)[2],
+                                            float (&alpha)[2]) {
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const float m_new = fmaxf(m[k], row_max[k]);
+    m_use[k] = m_new == -INFINITY ? 0.0f : m_new;
+    alpha[k] = exp2f(m[k] - m_use[k]);
+    m[k] = m_new;
+  }
+}
+
+// P = exp2(S - m_use), packed to 16 bits for P·V; adds this thread's part of each row sum to l.
+template <typename T>
+__device__ __forceinline__ void exponentiate(const float (&sc)[32], const float (&m_use)[2], float (&l)[2],
+                                             uint32_t (&packed)[16]) {
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const float p0 = exp2f(sc[4 * i + 2 * k] - m_use[k]);
+      const float p1 = exp2f(sc[4 * i + 2 * k + 1] - m_use[k]);
+      l[k] += p0 + p1;
+      packed[2 * i + k] = pack2<T>(p0, p1);
+    }
+  }
+}
+
+// This thread's P fragments into a [64 rows, 64 tokens] tile in the K-major swizzle wgmma reads as A.
+__device__ __forceinline__ void store_p(SubTile& tile, const RowPair& rp, const uint32_t (&packed)[16]) {
+  char* sp = reinterpret_cast<char*>(&tile);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      *reinterpret_cast<uint32_t*>(sp + swizzled_offset(rp.row[k], i) + rp.col * 2) = packed[2 * i + k];
+    }
+  }
+}
+
+// V rows past the sequence end may hold NaN and 0 * NaN = NaN: zeroes them in the stage before any
+// P·V reads it. The trip count is warpgroup-uniform (the store is predicated), so every warp leaves
+// the loop converged before the barrier or wgmma that follows.
+__device__ __forceinline__ void zero_v_tail(SharedStorage& s, int stage, int valid, int thread) {
+  if (valid >= kBlockN) return;
+  const int rows = kBlockN - valid, zero_chunks = rows * 8 * kVSubTiles;
+  for (int z0 = 0; z0 < zero_chunks; z0 += kWarpgroupThreads) {
+    const int z = z0 + thread;
+    if (z < zero_chunks) {
+      const int c = z / (rows * 8), rest = z % (rows * 8);
+      char* tile = reinterpret_cast<char*>(&s.k[stage][c]);
+      *reinterpret_cast<int4*>(tile + (valid + rest / 8) * 128 + (rest % 8) * 16) = make_int4(0, 0, 0, 0);
+    }
+  }
+}
+
+__device__ __forceinline__ void rescale_rows(float (&o)[128], const float (&alpha)[2]) {
+#pragma unroll
+  for (int i = 0; i < 32; ++i) {
+    o[4 * i + 0] *= alpha[0];
+    o[4 * i + 1] *= alpha[0];
+    o[4 * i + 2] *= alpha[1];
+    o[4 * i + 3] *= alpha[1];
+  }
+}
+
+// Issues O[:, 256·half ..] += P·V of the block in `stage` (4 wgmma m64n256k16, one commit group) and
+// returns without waiting: P from `p_tile` (A, K-major), V = the stage's first 512 channels read
+// N-major (B, imm-trans-b) with 8 KiB between 64-channel tiles.
+template <typename T>
+__device__ __forceinline__ void pv_issue(float (&o)[128], const SubTile& p_tile, const SharedStorage& s, int stage,
+                                         int half) {
   // The caller's rescale of o must land before the fence: otherwise the compiler sinks the multiplies
   // past it and ptxas injects a warpgroup.arrive of its own (C7519).
   ptx::fence_registers(o);
   ptx::wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < kBlockN / 16; ++kk) {
-    const uint64_t desc_p = ptx::make_smem_desc(reinterpret_cast<const char*>(&s.p) + kk * 32, 16, 1024,
-                                                ptx::Swizzle::k128B);
+    const uint64_t desc_p =
+        ptx::make_smem_desc(reinterpret_cast<const char*>(&p_tile) + kk * 32, 16, 1024, ptx::Swizzle::k128B);
     const uint64_t desc_v = ptx::make_smem_desc(
         reinterpret_cast<const char*>(&s.k[stage][half * kVSubTilesPerWarpgroup]) + kk * 16 * 128, kSubTileBytes,
         1024, ptx::Swizzle::k128B);
     ptx::wgmma_m64n256k16_ss_tn<T>(o, desc_p, desc_v, 1);
   }
   ptx::wgmma_commit_group();
+}
+
+__device__ __forceinline__ void pv_wait(float (&o)[128]) {
   ptx::wgmma_wait_group<0>();
   ptx::fence_registers(o);
+}
+
+template <typename T>
+__device__ __forceinline__ void pv_gemm(float (&o)[128], const SubTile& p_tile, const SharedStorage& s, int stage,
+                                        int half) {
+  pv_issue<T>(o, p_tile, s, stage, half);
+  pv_wait(o);
 }
 
 // Whether the producer gathers this call's pages (gather_producer) rather than copying them by TMA.
@@ -217,11 +371,199 @@ __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedSto
   }
 }
 
+// The row statistics of a block, published by its owner: alpha (the rescale of what was accumulated
+// before the block) and the running max after it. One float per row: the lane of each quad that
+// holds column 0 writes.
+__device__ __forceinline__ void publish_stats(SharedStorage& s, int stage, const RowPair& rp, const float (&alpha)[2],
+                                              const float (&m)[2]) {
+  if (rp.col == 0) {
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      s.alpha[stage][rp.row[k]] = alpha[k];
+      s.row_max[stage][rp.row[k]] = m[k];
+    }
+  }
+}
+
+// Waits for the other consumer's P of the block in `stage` (and the stage's bytes), takes its
+// rescale and running max, and accumulates this warpgroup's columns: l and o are rescaled by the same
+// alpha the owner used, so both warpgroups agree on every row's reference max.
+template <typename T>
+__device__ __forceinline__ void absorb_block(SharedStorage& s, int stage, uint32_t parity, int half, const RowPair& rp,
+                                             float (&o)[128], float (&m)[2], float (&l)[2]) {
+  ptx::mbarrier_wait(&s.k_full[stage], parity);
+  ptx::mbarrier_wait(&s.p_full[stage], parity);
+  float alpha[2];
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    alpha[k] = s.alpha[stage][rp.row[k]];
+    m[k] = s.row_max[stage][rp.row[k]];
+    l[k] *= alpha[k];
+  }
+  rescale_rows(o, alpha);
+  pv_gemm<T>(o, s.k[stage][kRopeSubTile], s, stage, half);
+  ptx::mbarrier_arrive(&s.k_free[stage]);
+}
+
+// The seesaw schedule for one piece (diagram at the top of this file). Blocks go in pairs (a, b):
+// consumer 0 owns a, consumer 1 owns b; the owner computes S, the new running max, P and alpha, and
+// publishes P (into the stage's RoPE sub-tile), alpha and the max (p_full); both consumers then fold
+// the block into their 256 columns in block order, O = O·alpha + P·V. Consumer 1 issues P(a)·V(a) and
+// computes b's softmax while it runs. Each consumer's l sums only its own blocks' P, rescaled by
+// every block's alpha; the two halves are added at the end. On return o holds this warpgroup's 256
+// columns, m the final row max (log2 domain) and l the piece's row sum, equal in both warpgroups.
+template <typename T>
+__device__ __forceinline__ void seesaw_piece(const DecodeParams& p, SharedStorage& s, const Piece& pc, int warpgroup,
+                                             int thread, const RowPair& rp, float scale_log2, uint32_t& it,
+                                             float (&o)[128], float (&m)[2], float (&l)[2]) {
+  int limit[2];
+  visible_limits(p, pc, rp, limit);
+  const int first = pc.first_block(), end = pc.end_block();
+  for (int a = first; a < end; a += 2) {
+    const bool has_b = a + 1 < end;
+    const int sa = it % kStages, sb = (it + 1) % kStages;
+    const uint32_t pa = (it / kStages) & 1, pb = ((it + 1) / kStages) & 1;
+    if (warpgroup == 0) {
+      ptx::mbarrier_wait(&s.k_full[sa], pa);
+      FLASH_MLA_TRACE_AT(2 + min(static_cast<int>(it), 40));
+      float sc[32], row_max[2], m_use[2], alpha[2];
+      score_block<T>(sc, row_max, s, sa, a, rp, limit, scale_log2);
+      zero_v_tail(s, sa, pc.seqlen - a * kBlockN, thread);
+      advance_max(m, row_max, m_use, alpha);  // m: the max after b of the previous pair
+      publish_stats(s, sa, rp, alpha, m);
+      l[0] *= alpha[0];
+      l[1] *= alpha[1];
+      uint32_t packed[16];
+      exponentiate<T>(sc, m_use, l, packed);
+      store_p(s.k[sa][kRopeSubTile], rp, packed);
+      ptx::fence_proxy_async_shared();  // wgmma (async proxy) reads what these stores wrote
+      ptx::mbarrier_arrive(&s.p_full[sa]);
+      ptx::mbarrier_wait(&s.p_full[sa], pa);  // all of this warpgroup's P (and V-tail zeroes) are in
+      rescale_rows(o, alpha);
+      pv_gemm<T>(o, s.k[sa][kRopeSubTile], s, sa, 0);
+      ptx::mbarrier_arrive(&s.k_free[sa]);
+      if (has_b) absorb_block<T>(s, sb, pb, 0, rp, o, m, l);
+    } else if (has_b) {
+      ptx::mbarrier_wait(&s.k_full[sb], pb);
+      float sc[32], row_max[2], m_use[2], alpha_a[2], alpha_b[2];
+      score_block<T>(sc, row_max, s, sb, a + 1, rp, limit, scale_log2);
+      zero_v_tail(s, sb, pc.seqlen - (a + 1) * kBlockN, thread);
+      ptx::mbarrier_wait(&s.k_full[sa], pa);
+      ptx::mbarrier_wait(&s.p_full[sa], pa);
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        alpha_a[k] = s.alpha[sa][rp.row[k]];
+        m[k] = s.row_max[sa][rp.row[k]];
+      }
+      advance_max(m, row_max, m_use, alpha_b);
+      publish_stats(s, sb, rp, alpha_b, m);  // before the P·V issue: its branch stays out of the wgmma stage
+      rescale_rows(o, alpha_a);
+      pv_issue<T>(o, s.k[sa][kRopeSubTile], s, sa, 1);
+      // P(a)·V(a) runs while b's softmax does (straight-line code that touches no accumulator).
+#pragma unroll
+      for (int k = 0; k < 2; ++k) l[k] = l[k] * alpha_a[k] * alpha_b[k];  // a folded in, then b's rescale
+      uint32_t packed[16];
+      exponentiate<T>(sc, m_use, l, packed);
+      store_p(s.k[sb][kRopeSubTile], rp, packed);
+      ptx::fence_proxy_async_shared();
+      ptx::mbarrier_arrive(&s.p_full[sb]);
+      pv_wait(o);
+      ptx::mbarrier_arrive(&s.k_free[sa]);
+      ptx::mbarrier_wait(&s.p_full[sb], pb);
+      rescale_rows(o, alpha_b);
+      pv_gemm<T>(o, s.k[sb][kRopeSubTile], s, sb, 1);
+      ptx::mbarrier_arrive(&s.k_free[sb]);
+    } else {
+      absorb_block<T>(s, sa, pa, 1, rp, o, m, l);
+    }
+    it += has_b ? 2 : 1;
+  }
+  // l of the whole piece = consumer 0's blocks + consumer 1's, both relative to the same final max.
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    l[k] = quad_sum(l[k]);
+    if (rp.col == 0) s.row_sum[warpgroup][rp.row[k]] = l[k];
+  }
+  ptx::named_barrier_sync(kRowStats, kConsumerThreads);
+#pragma unroll
+  for (int k = 0; k < 2; ++k) l[k] = s.row_sum[0][rp.row[k]] + s.row_sum[1][rp.row[k]];
+}
+
+// The serial schedule for one piece: consumer 0 computes S and the softmax of every block, consumer 1
+// waits for P and does its P·V. Same contract as seesaw_piece.
+template <typename T>
+__device__ __forceinline__ void serial_piece(const DecodeParams& p, SharedStorage& s, const Piece& pc, int warpgroup,
+                                             int thread, const RowPair& rp, float scale_log2, uint32_t& it,
+                                             float (&o)[128], float (&m)[2], float (&l)[2]) {
+  const int first = pc.first_block(), end = pc.end_block();
+  if (warpgroup == 0) {
+    int limit[2];
+    visible_limits(p, pc, rp, limit);
+    for (int blk = first; blk < end; ++blk, ++it) {
+      const int stage = it % kStages;
+      ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
+      FLASH_MLA_TRACE_AT(2 + min(static_cast<int>(it), 40));
+      float sc[32], row_max[2], m_use[2], alpha[2];
+      score_block<T>(sc, row_max, s, stage, blk, rp, limit, scale_log2);
+      advance_max(m, row_max, m_use, alpha);
+      l[0] *= alpha[0];
+      l[1] *= alpha[1];
+      uint32_t packed[16];
+      exponentiate<T>(sc, m_use, l, packed);
+      zero_v_tail(s, stage, pc.seqlen - blk * kBlockN, thread);
+
+      ptx::named_barrier_sync(kPFree, kConsumerThreads);
+      store_p(s.p, rp, packed);
+      if (rp.col == 0) {
+        s.alpha[0][rp.row[0]] = alpha[0];
+        s.alpha[0][rp.row[1]] = alpha[1];
+      }
+      ptx::fence_proxy_async_shared();
+      ptx::named_barrier_sync(kPReady, kConsumerThreads);
+
+      rescale_rows(o, alpha);
+      pv_gemm<T>(o, s.p, s, stage, 0);
+      ptx::mbarrier_arrive(&s.k_free[stage]);
+    }
+    l[0] = quad_sum(l[0]);
+    l[1] = quad_sum(l[1]);
+    if (rp.col == 0) {
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        s.row_max[0][rp.row[k]] = m[k];
+        s.row_sum[0][rp.row[k]] = l[k];
+      }
+    }
+    ptx::named_barrier_sync(kRowStats, kConsumerThreads);
+  } else {
+    for (int blk = first; blk < end; ++blk, ++it) {
+      const int stage = it % kStages;
+      ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
+      ptx::named_barrier_sync(kPFree, kConsumerThreads);
+      ptx::named_barrier_sync(kPReady, kConsumerThreads);
+      const float alpha[2] = {s.alpha[0][rp.row[0]], s.alpha[0][rp.row[1]]};
+      rescale_rows(o, alpha);
+      pv_gemm<T>(o, s.p, s, stage, 1);
+      ptx::mbarrier_arrive(&s.k_free[stage]);
+    }
+    ptx::named_barrier_sync(kRowStats, kConsumerThreads);
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      m[k] = s.row_max[0][rp.row[k]];
+      l[k] = s.row_sum[0][rp.row[k]];
+    }
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map) {
   extern __shared__ char smem_raw[];
-  SharedStorage& s = *reinterpret_cast<SharedStorage*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  // Aligned by pointer arithmetic on smem_raw, not through an integer: the compiler then knows every
+  // access through s is to shared memory (32-bit STS/LDS; through uintptr_t they were generic 64-bit
+  // ST.E/LD.E, two registers per address).
+  const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) & 1023;
+  SharedStorage& s = *reinterpret_cast<SharedStorage*>(smem_raw + ((1024 - misalign) & 1023));
   const int warpgroup = threadIdx.x / kWarpgroupThreads;
   const int thread = threadIdx.x % kWarpgroupThreads;
   FLASH_MLA_TRACE_AT(0);
@@ -230,6 +572,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       // TMA: the producer's one arrival (with the bytes); a gather: every producer thread's.
       ptx::mbarrier_init(&s.k_full[st], gathers_pages(p) ? kWarpgroupThreads : 1);
       ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
+      ptx::mbarrier_init(&s.p_full[st], kWarpgroupThreads);  // the block's owner, every thread
     }
     ptx::fence_barrier_init();
   }
@@ -279,8 +622,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint32_t it = 0;
   [[maybe_unused]] int piece_index = 0;
   for_each_piece(p, [&](const Piece& pc) {
-    const int first = pc.first_block(), end = pc.end_block();
-    if (end > first) load_q<T>(p, s, pc.req, threadIdx.x);
+    if (pc.end_block() > pc.first_block()) load_q<T>(p, s, pc.req, threadIdx.x);
     ptx::fence_proxy_async_shared();
     ptx::named_barrier_sync(kQReady, kConsumerThreads);
     if (it == 0) FLASH_MLA_TRACE_AT(1);
@@ -289,145 +631,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int i = 0; i < 128; ++i) o[i] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-
-    if (warpgroup == 0) {
-      // Last visible token + 1 of each of this thread's rows: the piece's end, and the causal limit.
-      int limit[2];
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        const int gr = blockIdx.x * kBlockM + rp.row[k];
-        const int t = gr / p.q_per_kv;
-        limit[k] = p.causal ? min(pc.token_end, pc.seqlen - p.s_q + t + 1) : pc.token_end;
-      }
-      for (int blk = first; blk < end; ++blk, ++it) {
-        const int stage = it % kStages;
-        ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
-        FLASH_MLA_TRACE_AT(2 + min(static_cast<int>(it), 40));
-        float sc[32];
-        ptx::wgmma_fence();
-#pragma unroll
-        for (int c = 0; c < kQKSubTiles; ++c) {
-#pragma unroll
-          for (int kk = 0; kk < kSubTileCols / 16; ++kk) {
-            const uint64_t desc_q = ptx::make_smem_desc(reinterpret_cast<const char*>(&s.q[c]) + kk * 32, 16, 1024,
-                                                        ptx::Swizzle::k128B);
-            const uint64_t desc_k = ptx::make_smem_desc(reinterpret_cast<const char*>(&s.k[stage][c]) + kk * 32, 16,
-                                                        1024, ptx::Swizzle::k128B);
-            ptx::wgmma_m64n64k16_ss<T>(sc, desc_q, desc_k, (c | kk) != 0);
-          }
-        }
-        ptx::wgmma_commit_group();
-        ptx::wgmma_wait_group<0>();
-        ptx::fence_registers(sc);
-
-        // Mask (select, never multiply: masked K rows may be NaN), scale into the log2 domain.
-        const int token0 = blk * kBlockN + rp.col;
-        float alpha[2], m_use[2], row_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int k = e / 2;
-            const int token = token0 + 8 * i + (e & 1);
-            float& v = sc[4 * i + e];
-            v = token < limit[k] ? v * scale_log2 : -INFINITY;
-            row_max[k] = fmaxf(row_max[k], v);
-          }
-        }
-#pragma unroll
-        for (int k = 0; k < 2; ++k) {
-          const float m_new = fmaxf(m[k], quad_max(row_max[k]));
-          m_use[k] = m_new == -INFINITY ? 0.0f : m_new;  // a fully masked row so far: keep exp2 finite
-          alpha[k] = exp2f(m[k] - m_use[k]);
-          m[k] = m_new;
-          l[k] *= alpha[k];
-        }
-        uint32_t packed[16];
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-#pragma unroll
-          for (int k = 0; k < 2; ++k) {
-            const float p0 = exp2f(sc[4 * i + 2 * k] - m_use[k]);
-            const float p1 = exp2f(sc[4 * i + 2 * k + 1] - m_use[k]);
-            l[k] += p0 + p1;
-            packed[2 * i + k] = pack2<T>(p0, p1);
-          }
-        }
-
-        // V rows past the sequence end may hold NaN and 0 * NaN = NaN: zero them before P·V.
-        const int valid = pc.seqlen - blk * kBlockN;
-        if (valid < kBlockN) {
-          const int zero_chunks = (kBlockN - valid) * 8 * kVSubTiles;
-          for (int z = thread; z < zero_chunks; z += kWarpgroupThreads) {
-            const int c = z / ((kBlockN - valid) * 8), rest = z % ((kBlockN - valid) * 8);
-            char* tile = reinterpret_cast<char*>(&s.k[stage][c]);
-            *reinterpret_cast<int4*>(tile + (valid + rest / 8) * 128 + (rest % 8) * 16) = make_int4(0, 0, 0, 0);
-          }
-        }
-
-        ptx::named_barrier_sync(kPFree, kConsumerThreads);
-        char* sp = reinterpret_cast<char*>(&s.p);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) {
-#pragma unroll
-          for (int k = 0; k < 2; ++k) {
-            *reinterpret_cast<uint32_t*>(sp + swizzled_offset(rp.row[k], i) + rp.col * 2) = packed[2 * i + k];
-          }
-        }
-        if (rp.col == 0) {
-          s.alpha[rp.row[0]] = alpha[0];
-          s.alpha[rp.row[1]] = alpha[1];
-        }
-        ptx::fence_proxy_async_shared();
-        ptx::named_barrier_sync(kPReady, kConsumerThreads);
-
-#pragma unroll
-        for (int i = 0; i < 32; ++i) {
-          o[4 * i + 0] *= alpha[0];
-          o[4 * i + 1] *= alpha[0];
-          o[4 * i + 2] *= alpha[1];
-          o[4 * i + 3] *= alpha[1];
-        }
-        pv_gemm<T>(o, s, stage, 0);
-        ptx::mbarrier_arrive(&s.k_free[stage]);
-      }
-      l[0] = quad_sum(l[0]);
-      l[1] = quad_sum(l[1]);
-      if (rp.col == 0) {
-#pragma unroll
-        for (int k = 0; k < 2; ++k) {
-          s.row_max[rp.row[k]] = m[k];
-          s.row_sum[rp.row[k]] = l[k];
-        }
-      }
-      ptx::named_barrier_sync(kRowStats, kConsumerThreads);
-      store_output<T>(p, pc, rp, 0, o, m, l, rp.col == 0);
-      FLASH_MLA_TRACE_AT(45 + min(piece_index++, 8));
+    if constexpr (kSeesaw) {
+      seesaw_piece<T>(p, s, pc, warpgroup, thread, rp, scale_log2, it, o, m, l);
     } else {
-      for (int blk = first; blk < end; ++blk, ++it) {
-        const int stage = it % kStages;
-        ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
-        ptx::named_barrier_sync(kPFree, kConsumerThreads);
-        ptx::named_barrier_sync(kPReady, kConsumerThreads);
-        const float alpha0 = s.alpha[rp.row[0]], alpha1 = s.alpha[rp.row[1]];
-#pragma unroll
-        for (int i = 0; i < 32; ++i) {
-          o[4 * i + 0] *= alpha0;
-          o[4 * i + 1] *= alpha0;
-          o[4 * i + 2] *= alpha1;
-          o[4 * i + 3] *= alpha1;
-        }
-        pv_gemm<T>(o, s, stage, 1);
-        ptx::mbarrier_arrive(&s.k_free[stage]);
-      }
-      ptx::named_barrier_sync(kRowStats, kConsumerThreads);
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        m[k] = s.row_max[rp.row[k]];
-        l[k] = s.row_sum[rp.row[k]];
-      }
-      store_output<T>(p, pc, rp, 1, o, m, l, false);
+      serial_piece<T>(p, s, pc, warpgroup, thread, rp, scale_log2, it, o, m, l);
     }
+    store_output<T>(p, pc, rp, warpgroup, o, m, l, warpgroup == 0 && rp.col == 0);
+    FLASH_MLA_TRACE_AT(45 + min(piece_index++, 8));
   });
   FLASH_MLA_TRACE_AT(63);
 }
