@@ -16,7 +16,7 @@ inline constexpr int kBlockM = flash_mla::kBlockM;  // query rows per CTA (wgmma
 //         (kernel.cuh, "Seesaw schedule"). Not yet measured on a GPU.
 //   false "serial": consumer 0 computes S and the softmax of every block, consumer 1 only its P·V
 //         (measured on an H100 at h_q = 128: ~4100 cycles per block against 2176 of tensor math).
-inline constexpr bool kSeesaw = true;
+inline constexpr bool kSeesaw = false;
 inline constexpr int kVSubTilesPerWarpgroup = kVSubTiles / 2;  // each consumer owns 256 output columns
 inline constexpr int kStages = 2;
 // Pages smaller than this are gathered with cp.async by the whole producer warpgroup (measured on an
