@@ -22,6 +22,10 @@ inline constexpr int kThreads = 3 * kWarpgroupThreads;  // two consumers + one p
 // the larger runtime budget buys nothing measurable (see docs/DESIGN.md, "Register budget").
 inline constexpr uint32_t kConsumerRegs = 232;
 inline constexpr uint32_t kProducerRegs = 40;
+// FP8 caches: the producer warpgroup dequantises through registers (two rows per thread in flight), so
+// it keeps more: 2 * 128 * 216 + 128 * 80 = 65,536.
+inline constexpr uint32_t kFP8ConsumerRegs = 216;
+inline constexpr uint32_t kFP8ProducerRegs = 80;
 
 // Named barriers (id 0 is __syncthreads). Each pairs the two consumer warpgroups (256 threads), both
 // sides with bar.sync: each hand-off's other side is already waiting there, so a sync costs nothing
