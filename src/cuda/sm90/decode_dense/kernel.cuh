@@ -134,6 +134,9 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
 
 template <typename T>
 __device__ __forceinline__ void pv_gemm(float (&o)[128], const SharedStorage& s, int stage, int half) {
+  // The caller's rescale of o must land before the fence: otherwise the compiler sinks the multiplies
+  // past it and ptxas injects a warpgroup.arrive of its own (C7519).
+  ptx::fence_registers(o);
   ptx::wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < kBlockN / 16; ++kk) {
