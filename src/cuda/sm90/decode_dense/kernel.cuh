@@ -32,6 +32,7 @@
 #include "cuda/sm90/decode_common.cuh"
 #include "cuda/sm90/decode_dense/config.hpp"
 #include "ptx/barrier.hpp"
+#include "ptx/compiler.hpp"
 #include "ptx/cp_async.hpp"
 #include "ptx/mbarrier.hpp"
 #include "ptx/tma.hpp"
@@ -61,9 +62,12 @@ __device__ __forceinline__ void trace(int slot) {
 // The query rows of one (sequence, KV head, 64-row tile), zero-filled past `rows`, into the swizzled
 // Q sub-tiles. Row r of the tile is global row m0 + r = t * q_per_kv + h_in_group. All 18 copies of a
 // thread are in flight together (cp.async): loaded one after another, the tile took ~10 us.
+// `thread` goes through ptx::opaque: otherwise the compiler hoists the 18 swizzled destination
+// addresses out of the piece loop and holds them in registers across every block.
 template <typename T>
 __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, int req, int thread) {
   constexpr int kChunksPerRow = kHeadDim * 2 / 16;  // 72
+  thread = ptx::opaque(thread);
   const int m0 = blockIdx.x * kBlockM;
   const T* q = static_cast<const T*>(p.q);
 #pragma unroll 6
@@ -349,7 +353,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map) {
   constexpr bool kDense = kFormat == KvCacheFormat::kDense;
   extern __shared__ char smem_raw[];
-  SharedStorage& s = *reinterpret_cast<SharedStorage*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  // Aligned by pointer arithmetic on smem_raw, not through an integer: the compiler then knows every
+  // access through s is to shared memory (32-bit STS/LDS; through uintptr_t they were generic 64-bit
+  // ST.E/LD.E, two registers per address).
+  const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) & 1023;
+  SharedStorage& s = *reinterpret_cast<SharedStorage*>(smem_raw + ((1024 - misalign) & 1023));
   const int warpgroup = threadIdx.x / kWarpgroupThreads;
   const int thread = threadIdx.x % kWarpgroupThreads;
   FLASH_MLA_TRACE_AT(0);
