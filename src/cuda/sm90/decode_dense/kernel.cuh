@@ -244,8 +244,8 @@ __device__ __forceinline__ void e4m3x16_to_bf16(const int4& raw, float scale, in
 // fills, so the consumers are the dense ones. Thread t serves rows t/8 + 16i (i < 4) and, of each
 // row's 32 NoPE chunks of 16 e4m3 bytes, chunks t%8 + 8k (k < 4): chunk t%8 + 8k lies in scale group
 // k and becomes bf16 channels 16(t%8 + 8k) .. +15, two chunks of sub-tile (t%8 + 8k) / 4. RoPE:
-// bf16 chunk t%8 of bytes 528.. ("FP8 with scale", copied by cp.async, waited for before the
-// fence), or the 8 e4m3 values at byte 512 + 8(t%8) (per tensor, one bf16 chunk). The first half of a block's loads is issued before the stage is free;
+// bf16 chunk t%8 of bytes 528.. ("FP8 with scale", copied by cp.async as the row is loaded, waited
+// for before the fence), or the 8 e4m3 values at byte 512 + 8(t%8) (per tensor, one bf16 chunk). The first half of a block's loads is issued before the stage is free;
 // each thread converts and stores two rows at a time, then fences (the generic proxy wrote what wgmma
 // reads) and arrives on k_full (128 arrivals). Rows past the sequence end are not written: the consumers mask them from Q·Kᵀ and
 // zero their V rows. Per-tensor descales are folded into the softmax scale and the output instead.
@@ -270,8 +270,10 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
         int4 nope[kRowsInFlight][4];
         uint2 rope[kRowsInFlight];  // per tensor: 8 e4m3 RoPE values
         float4 scales[kRowsInFlight];
-        const char* rope_src[kRowsInFlight];  // "FP8 with scale": bf16 already, copied by cp.async
         bool live[kRowsInFlight];
+        // "FP8 with scale" copies its bf16 RoPE chunk straight into the stage as it loads (cp.async), so
+        // it waits for the stage first; per tensor, the first loads overlap the wait instead.
+        if (kWithScale && half == 0) ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
 #pragma unroll
         for (int i = 0; i < kRowsInFlight; ++i) {
           const int row = row0 + kRowsPerPass * (half * kRowsInFlight + i), token = blk * kBlockN + row;
@@ -283,12 +285,13 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
           for (int c = 0; c < 4; ++c) nope[i][c] = __ldg(reinterpret_cast<const int4*>(src + 16 * (chunk + 8 * c)));
           if constexpr (kWithScale) {
             scales[i] = __ldg(reinterpret_cast<const float4*>(src + kFP8ScaleOffset));
-            rope_src[i] = src + kFP8RopeOffset + 16 * chunk;
+            ptx::cp_async_16_zfill(reinterpret_cast<char*>(&s.k[stage][kVSubTiles]) + swizzled_offset(row, chunk),
+                                   src + kFP8RopeOffset + 16 * chunk, 16);
           } else {
             rope[i] = __ldg(reinterpret_cast<const uint2*>(src + kHeadDimV + 8 * chunk));
           }
         }
-        if (half == 0) ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
+        if (!kWithScale && half == 0) ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
 #pragma unroll
         for (int i = 0; i < kRowsInFlight; ++i) {
           if (!live[i]) continue;
@@ -308,9 +311,7 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
             *reinterpret_cast<int4*>(tile + swizzled_offset(row, in_row + 1)) = hi;
           }
           char* rope_tile = reinterpret_cast<char*>(&s.k[stage][kVSubTiles]);
-          if constexpr (kWithScale) {
-            ptx::cp_async_16_zfill(rope_tile + swizzled_offset(row, chunk), rope_src[i], 16);
-          } else {
+          if constexpr (!kWithScale) {
             const uint2 a = e4m3x4_to_bf16(rope[i].x, 1.0f), b = e4m3x4_to_bf16(rope[i].y, 1.0f);
             *reinterpret_cast<int4*>(rope_tile + swizzled_offset(row, chunk)) = make_int4(a.x, a.y, b.x, b.y);
           }
