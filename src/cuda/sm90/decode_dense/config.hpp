@@ -17,9 +17,10 @@ inline constexpr int kStages = 2;
 inline constexpr int kMinTmaPage = 16;
 inline constexpr int kConsumerThreads = 2 * kWarpgroupThreads;
 inline constexpr int kThreads = 3 * kWarpgroupThreads;  // two consumers + one producer warpgroup
-// Register budgets after setmaxnreg: 2 * 128 * 232 + 128 * 40 = 64,512 <= 65,536. ptxas still
-// allocates every region within the entry cap of 168 (65536 / 384), which O half + S (160) fits;
-// the larger runtime budget buys nothing measurable (see docs/DESIGN.md, "Register budget").
+// Register budgets after setmaxnreg: 2 * 128 * 232 + 128 * 40 = 64,512 <= 65,536. ptxas allocates
+// the consumers' region within this budget, not the entry cap of 168 (65536 / 384): the same
+// consumer code compiled without setmaxnreg spills and serialises its wgmma (C7512), and needs 216
+// (208 spills; docs/DESIGN.md, "Register budget").
 inline constexpr uint32_t kConsumerRegs = 232;
 inline constexpr uint32_t kProducerRegs = 40;
 // FP8 caches: the producer warpgroup dequantises through registers (two rows per thread in flight), so

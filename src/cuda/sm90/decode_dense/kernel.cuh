@@ -13,7 +13,8 @@
 //             Q·Kᵀ and softmax of block j + 1; TMA of block j + 2 overlaps both.
 //   Q: loaded per piece by both consumers with cp.async (all copies in flight), kept for the piece.
 //   Stages: 2 x 72 KiB of K; Q (72 KiB) stays resident for the piece; P 8 KiB. 225 KiB in all.
-//   Registers: 168 per thread as compiled (O half = 128 fp32 + S = 32 fp32 in consumer 0), no spills.
+//   Registers: setmaxnreg 232 (consumers) / 40 (producer); the consumers need ~216 (O half = 128
+//   fp32 + S = 32 fp32 in consumer 0, plus addresses and softmax state), no spills.
 //   A piece of a split sequence writes fp32 partial O and lse; an unsplit one writes out and lse.
 // Covered by tests/test_gpu.cpp (GPU decode vs the float64 reference, every page size), the GPU
 // fuzzer (tests/test_gpu_fuzz.cpp) and flash-mla-bench's check.
@@ -35,6 +36,7 @@
 #include "ptx/compiler.hpp"
 #include "ptx/cp_async.hpp"
 #include "ptx/mbarrier.hpp"
+#include "ptx/timer.hpp"
 #include "ptx/tma.hpp"
 #include "ptx/wgmma.hpp"
 
@@ -49,14 +51,16 @@ inline constexpr int kTraceCtas = 4096;
 static __device__ unsigned long long g_trace[kTraceCtas][kTraceSlots];
 __device__ __forceinline__ void trace(int slot) {
   const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-  unsigned long long t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  if (cta < kTraceCtas && slot < kTraceSlots) g_trace[cta][slot] = t;
+  if (cta < kTraceCtas && slot < kTraceSlots) g_trace[cta][slot] = ptx::global_timer_ns();
 }
 #define FLASH_MLA_TRACE_AT(slot) \
-  if (threadIdx.x == 0) trace(slot)
+  do {                           \
+    if (threadIdx.x == 0) trace(slot); \
+  } while (0)
 #else
-#define FLASH_MLA_TRACE_AT(slot)
+#define FLASH_MLA_TRACE_AT(slot) \
+  do {                           \
+  } while (0)
 #endif
 
 // The query rows of one (sequence, KV head, 64-row tile), zero-filled past `rows`, into the swizzled
@@ -155,6 +159,9 @@ __device__ __forceinline__ void pv_gemm(float (&o)[128], const SharedStorage& s,
   ptx::wgmma_wait_group<0>();
   ptx::fence_registers(o);
 }
+
+// Whether the producer gathers this call's pages (gather_producer) rather than copying them by TMA.
+__device__ __forceinline__ bool gathers_pages(const DecodeParams& p) { return p.page_block_size < kMinTmaPage; }
 
 // The producer for pages of fewer than kMinTmaPage tokens: the whole producer warpgroup gathers each
 // 64-token block with 16-byte cp.async copies straight into the swizzled sub-tiles. Thread t serves
@@ -365,7 +372,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     for (int st = 0; st < kStages; ++st) {
       // TMA: the producer's one arrival (with the bytes); a gather: every producer thread's.
-      ptx::mbarrier_init(&s.k_full[st], !kDense || p.page_block_size < kMinTmaPage ? kWarpgroupThreads : 1);
+      ptx::mbarrier_init(&s.k_full[st], !kDense || gathers_pages(p) ? kWarpgroupThreads : 1);
       ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
     }
     ptx::fence_barrier_init();
@@ -381,7 +388,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else {
       ptx::setmaxnreg_dec<kProducerRegs>();
     }
-    if (p.page_block_size < kMinTmaPage) {
+    if (gathers_pages(p)) {
       gather_producer<T>(p, s, thread);
       return;
     }
