@@ -68,18 +68,30 @@ CUtensorMap make_k_map(const DecodeParams& p) {
 
 bool sm90_kernel_built() { return true; }
 
-// bf16/fp16 caches only: the FP8 formats of DecodeParams (params.hpp) have no kernel yet.
+// bf16/fp16 caches with a q of their dtype; FP8 with scale with a bf16 q; per-tensor FP8 with a bf16
+// or e4m3 q (the formats of DecodeParams, params.hpp).
 bool sm90_kernel_supports(KvCacheFormat format, DType q_dtype) {
-  return format == KvCacheFormat::kDense && (q_dtype == DType::kBF16 || q_dtype == DType::kFP16);
+  switch (format) {
+    case KvCacheFormat::kDense: return q_dtype == DType::kBF16 || q_dtype == DType::kFP16;
+    case KvCacheFormat::kFP8WithScale: return q_dtype == DType::kBF16;
+    case KvCacheFormat::kFP8PerTensor: return q_dtype == DType::kBF16 || q_dtype == DType::kFP8E4M3;
+  }
+  return false;
 }
 
 void decode_sm90(const DecodeParams& p) {
   CudaDeviceGuard guard(p.device.index);
-  const CUtensorMap k_map = make_k_map(p);
-  if (p.dtype == DType::kBF16) {
-    sm90::dense::launch_decode<__nv_bfloat16>(p, k_map);
+  if (p.kv_format == KvCacheFormat::kFP8WithScale) {
+    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(p, CUtensorMap{});
+  } else if (p.kv_format == KvCacheFormat::kFP8PerTensor) {
+    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(p, CUtensorMap{});
   } else {
-    sm90::dense::launch_decode<__half>(p, k_map);
+    const CUtensorMap k_map = make_k_map(p);
+    if (p.dtype == DType::kBF16) {
+      sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kDense>(p, k_map);
+    } else {
+      sm90::dense::launch_decode<__half, KvCacheFormat::kDense>(p, k_map);
+    }
   }
   cuda_check(cudaGetLastError(), "sm90 decode kernel launch");
   launch_combine(p);

@@ -1,4 +1,5 @@
-// The sm90 decode kernel's launcher, one instantiation per dtype (decode_dense/decode_{bf16,fp16}.cu).
+// The sm90 decode kernel's launcher, one instantiation per dtype and cache format
+// (decode_dense/decode_{bf16,fp16,fp8}.cu).
 #pragma once
 
 #include <cuda.h>
@@ -10,10 +11,16 @@
 namespace flash_mla::sm90 {
 
 namespace dense {  // 64 query rows per CTA (any h_q * s_q / h_kv)
-template <typename T>
+// k_map is the cache's TMA descriptor for kDense; FP8 caches are read through registers and ignore it.
+template <typename T, KvCacheFormat kFormat>
 void launch_decode(const detail::DecodeParams& p, const CUtensorMap& k_map);
-extern template void launch_decode<__nv_bfloat16>(const detail::DecodeParams&, const CUtensorMap&);
-extern template void launch_decode<__half>(const detail::DecodeParams&, const CUtensorMap&);
+extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kDense>(const detail::DecodeParams&,
+                                                                          const CUtensorMap&);
+extern template void launch_decode<__half, KvCacheFormat::kDense>(const detail::DecodeParams&, const CUtensorMap&);
+extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(const detail::DecodeParams&,
+                                                                                 const CUtensorMap&);
+extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(const detail::DecodeParams&,
+                                                                                 const CUtensorMap&);
 }  // namespace dense
 
 }  // namespace flash_mla::sm90

@@ -31,6 +31,13 @@ inline constexpr int kThreads = 3 * kWarpgroupThreads;  // two consumers + one p
 // (208 spills; docs/DESIGN.md, "Register budget").
 inline constexpr uint32_t kConsumerRegs = 232;
 inline constexpr uint32_t kProducerRegs = 40;
+// FP8 caches: the producer warpgroup dequantises through registers (two rows per thread in flight), so
+// it keeps more. setmaxnreg.inc takes registers only from what .dec released out of the 168 per thread
+// allocated at launch, so 2 * consumer + producer <= 3 * 168 = 504: 2 * 200 + 104. ptxas: 0 spills
+// with load_q's addresses kept out of the piece loop (ptx::opaque); before that fix the consumers
+// needed 216, which left the producer 72, too few ("FP8 with scale" spilled).
+inline constexpr uint32_t kFP8ConsumerRegs = 200;
+inline constexpr uint32_t kFP8ProducerRegs = 104;
 
 // Named barriers (id 0 is __syncthreads). Each pairs the two consumer warpgroups (256 threads), both
 // sides with bar.sync: each hand-off's other side is already waiting there, so a sync costs nothing

@@ -40,6 +40,7 @@
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <atomic>
 #include <cstdint>
@@ -125,7 +126,7 @@ struct RowPair {
 template <typename T>
 __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece& pc, const RowPair& rp, int half,
                                              const float (&o)[128], const float (&m)[2], const float (&l)[2],
-                                             bool write_lse) {
+                                             bool write_lse, float out_scale) {
   constexpr float kLn2 = 0.6931471805599453f;
   const int m0 = blockIdx.x * kBlockM, kv = blockIdx.y;
 #pragma unroll
@@ -134,7 +135,7 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
     if (gr >= p.rows) continue;
     const int t = gr / p.q_per_kv, h = kv * p.q_per_kv + gr % p.q_per_kv;
     const bool empty = l[k] == 0.0f;
-    const float inv = empty ? 0.0f : 1.0f / l[k];
+    const float inv = empty ? 0.0f : out_scale / l[k];
     const float lse = (m[k] + __log2f(l[k])) * kLn2;
     if (pc.n_splits == 1) {
       T* out = static_cast<T*>(p.out) + ((static_cast<int64_t>(pc.req) * p.s_q + t) * p.h_q + h) * kHeadDimV +
@@ -555,9 +556,144 @@ __device__ __forceinline__ void serial_piece(const DecodeParams& p, SharedStorag
   }
 }
 
-template <typename T>
+// Four e4m3 values (one 32-bit word) times `scale` as two bf16 pairs. e4m3 -> f16 is exact
+// (cvt.rn.f16x2.e4m3x2); the product with a power-of-two scale is exact in fp32 and in bf16 (3
+// mantissa bits), so "FP8 with scale" caches dequantise exactly; other scales round once to bf16.
+__device__ __forceinline__ uint2 e4m3x4_to_bf16(uint32_t word, float scale) {
+  uint32_t out[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const __half2_raw pair = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(word >> (16 * h)), __NV_E4M3);
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&pair));
+    out[h] = pack2<__nv_bfloat16>(f.x * scale, f.y * scale);
+  }
+  return make_uint2(out[0], out[1]);
+}
+
+// Sixteen e4m3 values (one 16-byte chunk) times `scale`, as bf16, into two 16-byte chunks.
+__device__ __forceinline__ void e4m3x16_to_bf16(const int4& raw, float scale, int4& lo, int4& hi) {
+  const uint2 a = e4m3x4_to_bf16(static_cast<uint32_t>(raw.x), scale);
+  const uint2 b = e4m3x4_to_bf16(static_cast<uint32_t>(raw.y), scale);
+  const uint2 c = e4m3x4_to_bf16(static_cast<uint32_t>(raw.z), scale);
+  const uint2 d = e4m3x4_to_bf16(static_cast<uint32_t>(raw.w), scale);
+  lo = make_int4(a.x, a.y, b.x, b.y);
+  hi = make_int4(c.x, c.y, d.x, d.y);
+}
+
+// The producer for FP8 caches: the whole producer warpgroup reads each 64-token block through
+// registers and writes it dequantised to bf16 into the swizzled sub-tiles that the dense path's TMA
+// fills, so the consumers are the dense ones. Thread t serves rows t/8 + 16i (i < 4) and, of each
+// row's 32 NoPE chunks of 16 e4m3 bytes, chunks t%8 + 8k (k < 4): chunk t%8 + 8k lies in scale group
+// k and becomes bf16 channels 16(t%8 + 8k) .. +15, two chunks of sub-tile (t%8 + 8k) / 4. RoPE:
+// bf16 chunk t%8 of bytes 528.. ("FP8 with scale", copied by cp.async as the row is loaded, waited
+// for before the fence), or the 8 e4m3 values at byte 512 + 8(t%8) (per tensor, one bf16 chunk). The first half of a block's loads is issued before the stage is free;
+// each thread converts and stores two rows at a time, then fences (the generic proxy wrote what wgmma
+// reads) and arrives on k_full (128 arrivals). Rows past the sequence end are not written: the consumers mask them from Q·Kᵀ and
+// zero their V rows. Per-tensor descales are folded into the softmax scale and the output instead.
+template <KvCacheFormat kFormat>
+__device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorage& s, int thread) {
+  constexpr bool kWithScale = kFormat == KvCacheFormat::kFP8WithScale;
+  constexpr int kRowsPerPass = kWarpgroupThreads / 8;  // 16
+  constexpr int kPasses = kBlockN / kRowsPerPass;      // 4
+  constexpr int kRowsInFlight = 2;
+  const int chunk = thread % 8, row0 = thread / 8;
+  const char* k = static_cast<const char*>(p.k) + static_cast<int64_t>(blockIdx.y) * p.k_head_stride;
+  const int page_size = p.page_block_size;
+  uint32_t it = 0;
+  for_each_piece(p, [&](const Piece& pc) {
+    const int32_t* table = p.block_table + static_cast<int64_t>(pc.req) * p.block_table_stride;
+    for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
+      const int stage = it % kStages;
+      const int valid = pc.seqlen - blk * kBlockN;
+      // Two rows per half: a whole block in registers does not fit the producer's budget.
+#pragma unroll
+      for (int half = 0; half < kPasses / kRowsInFlight; ++half) {
+        int4 nope[kRowsInFlight][4];
+        uint2 rope[kRowsInFlight];  // per tensor: 8 e4m3 RoPE values
+        float4 scales[kRowsInFlight];
+        bool live[kRowsInFlight];
+        // "FP8 with scale" copies its bf16 RoPE chunk straight into the stage as it loads (cp.async), so
+        // it waits for the stage first; per tensor, the first loads overlap the wait instead.
+        if (kWithScale && half == 0) ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
+#pragma unroll
+        for (int i = 0; i < kRowsInFlight; ++i) {
+          const int row = row0 + kRowsPerPass * (half * kRowsInFlight + i), token = blk * kBlockN + row;
+          const int64_t page = row < valid ? table[token / page_size] : -1;
+          live[i] = page >= 0 && page < p.num_pages;
+          if (!live[i]) continue;
+          const char* src = k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride;
+#pragma unroll
+          for (int c = 0; c < 4; ++c) nope[i][c] = __ldg(reinterpret_cast<const int4*>(src + 16 * (chunk + 8 * c)));
+          if constexpr (kWithScale) {
+            scales[i] = __ldg(reinterpret_cast<const float4*>(src + kFP8ScaleOffset));
+            ptx::cp_async_16_zfill(reinterpret_cast<char*>(&s.k[stage][kVSubTiles]) + swizzled_offset(row, chunk),
+                                   src + kFP8RopeOffset + 16 * chunk, 16);
+          } else {
+            rope[i] = __ldg(reinterpret_cast<const uint2*>(src + kHeadDimV + 8 * chunk));
+          }
+        }
+        if (!kWithScale && half == 0) ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
+#pragma unroll
+        for (int i = 0; i < kRowsInFlight; ++i) {
+          if (!live[i]) continue;
+          const int row = row0 + kRowsPerPass * (half * kRowsInFlight + i);
+#pragma unroll
+          for (int c = 0; c < 4; ++c) {
+            const int src_chunk = chunk + 8 * c;  // 16 channels from 16 * src_chunk, scale group c
+            float scale = 1.0f;
+            if constexpr (kWithScale) {
+              scale = c == 0 ? scales[i].x : c == 1 ? scales[i].y : c == 2 ? scales[i].z : scales[i].w;
+            }
+            int4 lo, hi;
+            e4m3x16_to_bf16(nope[i][c], scale, lo, hi);
+            char* tile = reinterpret_cast<char*>(&s.k[stage][src_chunk / 4]);
+            const int in_row = (src_chunk % 4) * 2;
+            *reinterpret_cast<int4*>(tile + swizzled_offset(row, in_row)) = lo;
+            *reinterpret_cast<int4*>(tile + swizzled_offset(row, in_row + 1)) = hi;
+          }
+          char* rope_tile = reinterpret_cast<char*>(&s.k[stage][kVSubTiles]);
+          if constexpr (!kWithScale) {
+            const uint2 a = e4m3x4_to_bf16(rope[i].x, 1.0f), b = e4m3x4_to_bf16(rope[i].y, 1.0f);
+            *reinterpret_cast<int4*>(rope_tile + swizzled_offset(row, chunk)) = make_int4(a.x, a.y, b.x, b.y);
+          }
+        }
+      }
+      if constexpr (kWithScale) {
+        ptx::cp_async_commit();
+        ptx::cp_async_wait<0>();
+      }
+      ptx::fence_proxy_async_shared();
+      ptx::mbarrier_arrive(&s.k_full[stage]);
+    }
+  });
+}
+
+// An e4m3 query tile (per-tensor FP8 with an FP8 q) as bf16 into the swizzled Q sub-tiles, zero past
+// `rows`; descale_q is folded into the softmax scale, so the conversion is exact.
+__device__ __forceinline__ void load_q_e4m3(const DecodeParams& p, SharedStorage& s, int req, int thread) {
+  constexpr int kChunksPerRow = kHeadDim / 16;  // 36 chunks of 16 e4m3 values
+  const int m0 = blockIdx.x * kBlockM;
+  const char* q = static_cast<const char*>(p.q);
+  for (int chunk = thread; chunk < kBlockM * kChunksPerRow; chunk += kConsumerThreads) {
+    const int r = chunk / kChunksPerRow, c = chunk % kChunksPerRow;
+    const int gr = m0 + r;
+    int4 lo = make_int4(0, 0, 0, 0), hi = lo;
+    if (gr < p.rows) {
+      const int t = gr / p.q_per_kv, h = blockIdx.y * p.q_per_kv + gr % p.q_per_kv;
+      const int4 raw = __ldg(reinterpret_cast<const int4*>(q + req * p.q_batch_stride + t * p.q_seq_stride +
+                                                           h * p.q_head_stride + c * 16));
+      e4m3x16_to_bf16(raw, 1.0f, lo, hi);
+    }
+    char* tile = reinterpret_cast<char*>(&s.q[c / 4]);
+    *reinterpret_cast<int4*>(tile + swizzled_offset(r, (c % 4) * 2)) = lo;
+    *reinterpret_cast<int4*>(tile + swizzled_offset(r, (c % 4) * 2 + 1)) = hi;
+  }
+}
+
+template <typename T, KvCacheFormat kFormat>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map) {
+  constexpr bool kDense = kFormat == KvCacheFormat::kDense;
   extern __shared__ char smem_raw[];
   // Aligned by pointer arithmetic on smem_raw, not through an integer: the compiler then knows every
   // access through s is to shared memory (32-bit STS/LDS; through uintptr_t they were generic 64-bit
@@ -570,7 +706,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (threadIdx.x == 0) {
     for (int st = 0; st < kStages; ++st) {
       // TMA: the producer's one arrival (with the bytes); a gather: every producer thread's.
-      ptx::mbarrier_init(&s.k_full[st], gathers_pages(p) ? kWarpgroupThreads : 1);
+      ptx::mbarrier_init(&s.k_full[st], !kDense || gathers_pages(p) ? kWarpgroupThreads : 1);
       ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
       ptx::mbarrier_init(&s.p_full[st], kWarpgroupThreads);  // the block's owner, every thread
     }
@@ -580,7 +716,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (warpgroup == 2) {
     // ---------------- producer ----------------
-    ptx::setmaxnreg_dec<kProducerRegs>();
+    if constexpr (!kDense) {
+      ptx::setmaxnreg_dec<kFP8ProducerRegs>();
+      fp8_producer<kFormat>(p, s, thread);
+      return;
+    } else {
+      ptx::setmaxnreg_dec<kProducerRegs>();
+    }
     if (gathers_pages(p)) {
       gather_producer<T>(p, s, thread);
       return;
@@ -616,13 +758,26 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 
   // ---------------- consumers ----------------
-  ptx::setmaxnreg_inc<kConsumerRegs>();
+  if constexpr (kDense) {
+    ptx::setmaxnreg_inc<kConsumerRegs>();
+  } else {
+    ptx::setmaxnreg_inc<kFP8ConsumerRegs>();
+  }
   const RowPair rp(thread);
-  const float scale_log2 = p.softmax_scale * 1.4426950408889634f;
+  // Per-tensor FP8 descales multiply every score (q·k) and every output channel (v): folded here.
+  const float descale_q = p.descale_q != nullptr ? *p.descale_q : 1.0f;
+  const float out_scale = p.descale_k != nullptr ? *p.descale_k : 1.0f;
+  const float scale_log2 = p.softmax_scale * 1.4426950408889634f * descale_q * out_scale;
   uint32_t it = 0;
   [[maybe_unused]] int piece_index = 0;
   for_each_piece(p, [&](const Piece& pc) {
-    if (pc.end_block() > pc.first_block()) load_q<T>(p, s, pc.req, threadIdx.x);
+    if (pc.end_block() > pc.first_block()) {
+      if (!kDense && p.q_dtype == DType::kFP8E4M3) {
+        load_q_e4m3(p, s, pc.req, threadIdx.x);
+      } else {
+        load_q<T>(p, s, pc.req, threadIdx.x);
+      }
+    }
     ptx::fence_proxy_async_shared();
     ptx::named_barrier_sync(kQReady, kConsumerThreads);
     if (it == 0) FLASH_MLA_TRACE_AT(1);
@@ -636,7 +791,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else {
       serial_piece<T>(p, s, pc, warpgroup, thread, rp, scale_log2, it, o, m, l);
     }
-    store_output<T>(p, pc, rp, warpgroup, o, m, l, warpgroup == 0 && rp.col == 0);
+    store_output<T>(p, pc, rp, warpgroup, o, m, l, warpgroup == 0 && rp.col == 0, out_scale);
     FLASH_MLA_TRACE_AT(45 + min(piece_index++, 8));
   });
   FLASH_MLA_TRACE_AT(63);
@@ -646,14 +801,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 namespace flash_mla::sm90::dense {
 
-// Launches the main kernel on p.stream (the current device is p.device). Instantiated per dtype in
-// decode_bf16.cu / decode_fp16.cu.
+// Launches the main kernel on p.stream (the current device is p.device). Instantiated per dtype and
+// cache format in decode_bf16.cu / decode_fp16.cu / decode_fp8.cu.
 #if defined(FLASH_MLA_TRACE)
 // The trace buffer of the last launch's dtype, for a study program: [kTraceCtas][kTraceSlots].
 extern void* g_trace_buffer;
 #endif
 
-template <typename T>
+template <typename T, KvCacheFormat kFormat>
 void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
 #if defined(FLASH_MLA_TRACE)
   detail::cuda_check(cudaGetSymbolAddress(&g_trace_buffer, g_trace), "trace symbol");
@@ -663,12 +818,12 @@ void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
   static std::atomic<uint64_t> configured{0};
   const uint64_t bit = p.device.index < 64 ? uint64_t{1} << p.device.index : 0;
   if ((configured.load(std::memory_order_acquire) & bit) == 0) {
-    detail::cuda_check(cudaFuncSetAttribute(decode_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes),
+    detail::cuda_check(cudaFuncSetAttribute(decode_kernel<T, kFormat>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes),
                        "cudaFuncSetAttribute (decode kernel shared memory)");
     configured.fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((p.rows + kBlockM - 1) / kBlockM, p.h_kv, p.num_sm_parts);
-  decode_kernel<T><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map);
+  decode_kernel<T, kFormat><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map);
 }
 
 }  // namespace flash_mla::sm90::dense
