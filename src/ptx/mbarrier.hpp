@@ -28,4 +28,10 @@ __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
   }
 }
 
+// mbarrier.test_wait.parity (9.7.13.15.16): whether the phase with `parity` has completed, without
+// waiting.
+__device__ __forceinline__ bool mbarrier_test(uint64_t* bar, uint32_t parity) {
+  return cuda::ptx::mbarrier_test_wait_parity(bar, parity);
+}
+
 }  // namespace flash_mla::ptx

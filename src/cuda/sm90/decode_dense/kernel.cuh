@@ -320,7 +320,9 @@ __device__ __forceinline__ bool gathers_pages(const DecodeParams& p) { return p.
 // independent, so they are all in flight together. Tokens past the sequence end and pages outside
 // the pool are zero-filled. A block's copies are one cp.async group per thread; a thread signals
 // k_full (one of 128 arrivals) once its group of the previous block has landed, after a proxy fence:
-// wgmma reads what the generic proxy wrote.
+// wgmma reads what the generic proxy wrote. It never waits for a stage still holding the previous
+// block's signal: the seesaw's consumer 1 needs K(b) before it frees a = b - 1, so waiting for the
+// stage of b + 1 (freed by a) with b unsignalled deadlocks.
 template <typename T>
 __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedStorage& s, int thread) {
   constexpr int kRowsPerPass = kWarpgroupThreads / 8;  // 16
@@ -348,7 +350,13 @@ __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedSto
                      ? k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride
                      : nullptr;
       }
-      ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
+      const uint32_t free_parity = ((it / kStages) & 1) ^ 1;
+      if (pending >= 0 && !ptx::mbarrier_test(&s.k_free[stage], free_parity)) {
+        ptx::cp_async_wait<0>();
+        signal(pending);
+        pending = -1;
+      }
+      ptx::mbarrier_wait(&s.k_free[stage], free_parity);
 #pragma unroll
       for (int i = 0; i < kPasses; ++i) {
         const int row = row0 + kRowsPerPass * i;
