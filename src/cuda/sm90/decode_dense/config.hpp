@@ -10,10 +10,12 @@ namespace flash_mla::sm90::dense {
 
 inline constexpr int kBlockM = flash_mla::kBlockM;  // query rows per CTA (wgmma M)
 // The consumer schedule, one compile-time switch so that one branch builds either for an A/B run
-// (flip this line and rebuild; both compile with 0 spills at 168 registers):
+// (flip this line and rebuild; the dense variants compile with 0 spills in both, the FP8 ones spill
+// 28 bytes in the seesaw at kFP8ConsumerRegs):
 //   true  "seesaw": the consumers compute S = Q·Kᵀ for alternate blocks, exchange P and the running
 //         max through shared memory, and each accumulates its 256 output columns over every block
-//         (kernel.cuh, "Seesaw schedule"). Not yet measured on a GPU.
+//         (kernel.cuh, "Seesaw schedule"). Measured on an H200: 3-8 % slower than serial on every
+//         perf row (the pair holds both stages; docs/DESIGN.md says what should fix it).
 //   false "serial": consumer 0 computes S and the softmax of every block, consumer 1 only its P·V
 //         (measured on an H100 at h_q = 128: ~4100 cycles per block against 2176 of tensor math).
 inline constexpr bool kSeesaw = false;
