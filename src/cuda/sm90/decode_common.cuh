@@ -64,6 +64,17 @@ __device__ __forceinline__ void for_each_piece(const DecodeParams& p, Fn&& fn) {
   }
 }
 
+// Visits every 64-token block of this CTA's pieces in order, as the producers walk them:
+// fn(piece, block-table row of its sequence, block index, position of the block in the CTA's stream).
+template <typename Fn>
+__device__ __forceinline__ void for_each_block(const DecodeParams& p, Fn&& fn) {
+  uint32_t it = 0;
+  for_each_piece(p, [&](const Piece& pc) {
+    const int32_t* table = p.block_table + static_cast<int64_t>(pc.req) * p.block_table_stride;
+    for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) fn(pc, table, blk, it);
+  });
+}
+
 // Where the pages of a 64-token block are, for any page size the sm90 backend accepts (a divisor or a
 // multiple of 64): a page of P >= 64 tokens holds the whole block at token offset (64 * blk) % P, one
 // copy of 64 rows; smaller pages tile the block, 64 / P copies of P rows each.

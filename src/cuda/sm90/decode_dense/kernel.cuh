@@ -335,44 +335,40 @@ __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedSto
     ptx::fence_proxy_async_shared();
     ptx::mbarrier_arrive(&s.k_full[stage]);
   };
-  uint32_t it = 0;
-  for_each_piece(p, [&](const Piece& pc) {
-    const int32_t* table = p.block_table + static_cast<int64_t>(pc.req) * p.block_table_stride;
-    for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
-      const int stage = it % kStages;
-      const int valid = pc.seqlen - blk * kBlockN;
-      const T* src[kPasses];
+  for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
+    const int stage = it % kStages;
+    const int valid = pc.seqlen - blk * kBlockN;
+    const T* src[kPasses];
 #pragma unroll
-      for (int i = 0; i < kPasses; ++i) {
-        const int row = row0 + kRowsPerPass * i, token = blk * kBlockN + row;
-        const int64_t page = row < valid ? table[token / page_size] : -1;
-        src[i] = page >= 0 && page < p.num_pages
-                     ? k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride
-                     : nullptr;
-      }
-      const uint32_t free_parity = ((it / kStages) & 1) ^ 1;
-      if (pending >= 0 && !ptx::mbarrier_test(&s.k_free[stage], free_parity)) {
-        ptx::cp_async_wait<0>();
-        signal(pending);
-        pending = -1;
-      }
-      ptx::mbarrier_wait(&s.k_free[stage], free_parity);
-#pragma unroll
-      for (int i = 0; i < kPasses; ++i) {
-        const int row = row0 + kRowsPerPass * i;
-#pragma unroll
-        for (int c = 0; c < kQKSubTiles; ++c) {
-          ptx::cp_async_16_zfill(reinterpret_cast<char*>(&s.k[stage][c]) + swizzled_offset(row, chunk),
-                                 src[i] != nullptr ? src[i] + c * kSubTileCols : k, src[i] != nullptr ? 16 : 0);
-        }
-      }
-      ptx::cp_async_commit();
-      if (pending >= 0) {
-        ptx::cp_async_wait<1>();
-        signal(pending);
-      }
-      pending = stage;
+    for (int i = 0; i < kPasses; ++i) {
+      const int row = row0 + kRowsPerPass * i, token = blk * kBlockN + row;
+      const int64_t page = row < valid ? table[token / page_size] : -1;
+      src[i] = page >= 0 && page < p.num_pages
+                   ? k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride
+                   : nullptr;
     }
+    const uint32_t free_parity = ((it / kStages) & 1) ^ 1;
+    if (pending >= 0 && !ptx::mbarrier_test(&s.k_free[stage], free_parity)) {
+      ptx::cp_async_wait<0>();
+      signal(pending);
+      pending = -1;
+    }
+    ptx::mbarrier_wait(&s.k_free[stage], free_parity);
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) {
+      const int row = row0 + kRowsPerPass * i;
+#pragma unroll
+      for (int c = 0; c < kQKSubTiles; ++c) {
+        ptx::cp_async_16_zfill(reinterpret_cast<char*>(&s.k[stage][c]) + swizzled_offset(row, chunk),
+                               src[i] != nullptr ? src[i] + c * kSubTileCols : k, src[i] != nullptr ? 16 : 0);
+      }
+    }
+    ptx::cp_async_commit();
+    if (pending >= 0) {
+      ptx::cp_async_wait<1>();
+      signal(pending);
+    }
+    pending = stage;
   });
   if (pending >= 0) {
     ptx::cp_async_wait<0>();
@@ -607,72 +603,68 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
   const int chunk = thread % 8, row0 = thread / 8;
   const char* k = static_cast<const char*>(p.k) + static_cast<int64_t>(blockIdx.y) * p.k_head_stride;
   const int page_size = p.page_block_size;
-  uint32_t it = 0;
-  for_each_piece(p, [&](const Piece& pc) {
-    const int32_t* table = p.block_table + static_cast<int64_t>(pc.req) * p.block_table_stride;
-    for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
-      const int stage = it % kStages;
-      const int valid = pc.seqlen - blk * kBlockN;
-      // Two rows per half: a whole block in registers does not fit the producer's budget.
+  for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
+    const int stage = it % kStages;
+    const int valid = pc.seqlen - blk * kBlockN;
+    // Two rows per half: a whole block in registers does not fit the producer's budget.
 #pragma unroll
-      for (int half = 0; half < kPasses / kRowsInFlight; ++half) {
-        int4 nope[kRowsInFlight][4];
-        uint2 rope[kRowsInFlight];  // per tensor: 8 e4m3 RoPE values
-        float4 scales[kRowsInFlight];
-        bool live[kRowsInFlight];
-        // "FP8 with scale" copies its bf16 RoPE chunk straight into the stage as it loads (cp.async), so
-        // it waits for the stage first; per tensor, the first loads overlap the wait instead.
-        if (kWithScale && half == 0) ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
+    for (int half = 0; half < kPasses / kRowsInFlight; ++half) {
+      int4 nope[kRowsInFlight][4];
+      uint2 rope[kRowsInFlight];  // per tensor: 8 e4m3 RoPE values
+      float4 scales[kRowsInFlight];
+      bool live[kRowsInFlight];
+      // "FP8 with scale" copies its bf16 RoPE chunk straight into the stage as it loads (cp.async), so
+      // it waits for the stage first; per tensor, the first loads overlap the wait instead.
+      if (kWithScale && half == 0) ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
 #pragma unroll
-        for (int i = 0; i < kRowsInFlight; ++i) {
-          const int row = row0 + kRowsPerPass * (half * kRowsInFlight + i), token = blk * kBlockN + row;
-          const int64_t page = row < valid ? table[token / page_size] : -1;
-          live[i] = page >= 0 && page < p.num_pages;
-          if (!live[i]) continue;
-          const char* src = k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride;
+      for (int i = 0; i < kRowsInFlight; ++i) {
+        const int row = row0 + kRowsPerPass * (half * kRowsInFlight + i), token = blk * kBlockN + row;
+        const int64_t page = row < valid ? table[token / page_size] : -1;
+        live[i] = page >= 0 && page < p.num_pages;
+        if (!live[i]) continue;
+        const char* src = k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride;
 #pragma unroll
-          for (int c = 0; c < 4; ++c) nope[i][c] = __ldg(reinterpret_cast<const int4*>(src + 16 * (chunk + 8 * c)));
+        for (int c = 0; c < 4; ++c) nope[i][c] = __ldg(reinterpret_cast<const int4*>(src + 16 * (chunk + 8 * c)));
+        if constexpr (kWithScale) {
+          scales[i] = __ldg(reinterpret_cast<const float4*>(src + kFP8ScaleOffset));
+          ptx::cp_async_16_zfill(reinterpret_cast<char*>(&s.k[stage][kVSubTiles]) + swizzled_offset(row, chunk),
+                                 src + kFP8RopeOffset + 16 * chunk, 16);
+        } else {
+          rope[i] = __ldg(reinterpret_cast<const uint2*>(src + kHeadDimV + 8 * chunk));
+        }
+      }
+      if (!kWithScale && half == 0) ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
+#pragma unroll
+      for (int i = 0; i < kRowsInFlight; ++i) {
+        if (!live[i]) continue;
+        const int row = row0 + kRowsPerPass * (half * kRowsInFlight + i);
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int src_chunk = chunk + 8 * c;  // 16 channels from 16 * src_chunk, scale group c
+          float scale = 1.0f;
           if constexpr (kWithScale) {
-            scales[i] = __ldg(reinterpret_cast<const float4*>(src + kFP8ScaleOffset));
-            ptx::cp_async_16_zfill(reinterpret_cast<char*>(&s.k[stage][kVSubTiles]) + swizzled_offset(row, chunk),
-                                   src + kFP8RopeOffset + 16 * chunk, 16);
-          } else {
-            rope[i] = __ldg(reinterpret_cast<const uint2*>(src + kHeadDimV + 8 * chunk));
+            scale = c == 0 ? scales[i].x : c == 1 ? scales[i].y : c == 2 ? scales[i].z : scales[i].w;
           }
+          int4 lo, hi;
+          e4m3x16_to_bf16(nope[i][c], scale, lo, hi);
+          char* tile = reinterpret_cast<char*>(&s.k[stage][src_chunk / 4]);
+          const int in_row = (src_chunk % 4) * 2;
+          *reinterpret_cast<int4*>(tile + swizzled_offset(row, in_row)) = lo;
+          *reinterpret_cast<int4*>(tile + swizzled_offset(row, in_row + 1)) = hi;
         }
-        if (!kWithScale && half == 0) ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
-#pragma unroll
-        for (int i = 0; i < kRowsInFlight; ++i) {
-          if (!live[i]) continue;
-          const int row = row0 + kRowsPerPass * (half * kRowsInFlight + i);
-#pragma unroll
-          for (int c = 0; c < 4; ++c) {
-            const int src_chunk = chunk + 8 * c;  // 16 channels from 16 * src_chunk, scale group c
-            float scale = 1.0f;
-            if constexpr (kWithScale) {
-              scale = c == 0 ? scales[i].x : c == 1 ? scales[i].y : c == 2 ? scales[i].z : scales[i].w;
-            }
-            int4 lo, hi;
-            e4m3x16_to_bf16(nope[i][c], scale, lo, hi);
-            char* tile = reinterpret_cast<char*>(&s.k[stage][src_chunk / 4]);
-            const int in_row = (src_chunk % 4) * 2;
-            *reinterpret_cast<int4*>(tile + swizzled_offset(row, in_row)) = lo;
-            *reinterpret_cast<int4*>(tile + swizzled_offset(row, in_row + 1)) = hi;
-          }
-          char* rope_tile = reinterpret_cast<char*>(&s.k[stage][kVSubTiles]);
-          if constexpr (!kWithScale) {
-            const uint2 a = e4m3x4_to_bf16(rope[i].x, 1.0f), b = e4m3x4_to_bf16(rope[i].y, 1.0f);
-            *reinterpret_cast<int4*>(rope_tile + swizzled_offset(row, chunk)) = make_int4(a.x, a.y, b.x, b.y);
-          }
+        char* rope_tile = reinterpret_cast<char*>(&s.k[stage][kVSubTiles]);
+        if constexpr (!kWithScale) {
+          const uint2 a = e4m3x4_to_bf16(rope[i].x, 1.0f), b = e4m3x4_to_bf16(rope[i].y, 1.0f);
+          *reinterpret_cast<int4*>(rope_tile + swizzled_offset(row, chunk)) = make_int4(a.x, a.y, b.x, b.y);
         }
       }
-      if constexpr (kWithScale) {
-        ptx::cp_async_commit();
-        ptx::cp_async_wait<0>();
-      }
-      ptx::fence_proxy_async_shared();
-      ptx::mbarrier_arrive(&s.k_full[stage]);
     }
+    if constexpr (kWithScale) {
+      ptx::cp_async_commit();
+      ptx::cp_async_wait<0>();
+    }
+    ptx::fence_proxy_async_shared();
+    ptx::mbarrier_arrive(&s.k_full[stage]);
   });
 }
 
@@ -742,26 +734,22 @@ __global__ void __launch_bounds__(kThreads, 1)
     // (measured on an H200: 0.5-5 % faster, most on small batches; docs/PERFORMANCE.md).
     const uint64_t policy = ptx::l2_policy_evict_first();
     const BlockPages pages(p.page_block_size);
-    uint32_t it = 0;
-    for_each_piece(p, [&](const Piece& pc) {
-      const int32_t* table = p.block_table + static_cast<int64_t>(pc.req) * p.block_table_stride;
-      for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
-        const int stage = it % kStages;
-        const uint32_t parity = (it / kStages) & 1;
-        // Copies of whole pages past the sequence end are skipped (their table entries may be garbage);
-        // consumer 0 zeroes those V rows as it zeroes the tail of a partly used page.
-        const int copies = pages.copies(pc.seqlen - blk * kBlockN);
-        ptx::mbarrier_wait(&s.k_free[stage], parity ^ 1);
-        if (lane == 0) ptx::mbarrier_arrive_expect_tx(&s.k_full[stage], copies * pages.copy_bytes());
-        __syncwarp();
-        // One lane per copy: 64-token pages take one, 1-token pages 64 (9 TMA copies each).
-        for (int j = lane; j < copies; j += 32) {
-          const BlockPages::Copy cp = pages.copy(table, blk, j);
+    for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
+      const int stage = it % kStages;
+      const uint32_t parity = (it / kStages) & 1;
+      // Copies of whole pages past the sequence end are skipped (their table entries may be garbage);
+      // the consumers zero those V rows as they zero the tail of a partly used page.
+      const int copies = pages.copies(pc.seqlen - blk * kBlockN);
+      ptx::mbarrier_wait(&s.k_free[stage], parity ^ 1);
+      if (lane == 0) ptx::mbarrier_arrive_expect_tx(&s.k_full[stage], copies * pages.copy_bytes());
+      __syncwarp();
+      // One lane per copy: 64-token pages take one, 1-token pages 64 (9 TMA copies each).
+      for (int j = lane; j < copies; j += 32) {
+        const BlockPages::Copy cp = pages.copy(table, blk, j);
 #pragma unroll
-          for (int c = 0; c < kQKSubTiles; ++c) {
-            ptx::tma_load_4d_hint(reinterpret_cast<char*>(&s.k[stage][c]) + cp.row * 128, &k_map, &s.k_full[stage],
-                                  c * kSubTileCols, blockIdx.y, cp.token_in_page, cp.page, policy);
-          }
+        for (int c = 0; c < kQKSubTiles; ++c) {
+          ptx::tma_load_4d_hint(reinterpret_cast<char*>(&s.k[stage][c]) + cp.row * 128, &k_map, &s.k_full[stage],
+                                c * kSubTileCols, blockIdx.y, cp.token_in_page, cp.page, policy);
         }
       }
     });
