@@ -1,7 +1,7 @@
 """python -m flash_mla.bench: times flash_mla_with_kvcache over the benchmark grids of PERF.md.
 
     python -m flash_mla.bench [--grid perf|flashmla|short|small|all|tiny] [--dtype bf16|fp16]
-                              [--out DIR] [--check] [--device cuda|cpu] [--seed N]
+                              [--kv dense|fp8|fp8-tensor] [--out DIR] [--check] [--device cuda|cpu] [--seed N]
     python -m flash_mla.bench --plot DIR/bench_<grid>_<dtype>.json
 
 The workloads and the method are those of the C++ flash-mla-bench (cli/flash_mla_bench.cpp), through
@@ -15,9 +15,13 @@ the package's public API on torch tensors:
   the replays timed with CUDA events after >= 50 ms of warm-up; per call = replay / calls, median;
 - on CPU (--device cpu, for CI: the default grid is 'tiny'): time.perf_counter around each call;
 - counting (PERF.md): FLOPs = 2 s_q h_q (576 + 512) sum(seqlens); bytes = (sum(seqlens) h_kv 576 +
-  b s_q h_q 576 + b s_q h_q 512) * element size.
-Writes the table to stdout and bench_<grid>_<dtype>.{json,csv,png} to --out. The PNG needs matplotlib
-(pip install 'flash_mla[bench]'); without it, --plot FILE.json draws it later on another machine.
+  b s_q h_q 576 + b s_q h_q 512) * element size, with a cached token's bytes per format for FP8;
+- --kv fp8 / fp8-tensor: the same cache quantised by flash_mla's quantisers (FP8 with scale, 656
+  bytes per token; per-tensor e4m3 with descale_k = amax / 448), NaN tails kept as NaN codes; q bf16;
+  --check then compares with the reference on the dequantised cache.
+Writes the table to stdout and bench_<grid>_<dtype>.{json,csv,png} (FP8: bench_<grid>_<kv>.*) to --out.
+The PNG needs matplotlib (pip install 'flash_mla[bench]'); without it, --plot FILE.json draws it later
+on another machine.
 --check compares a few sequences of every row with a float64 reference (SPEC.md's tolerances).
 Exit status: 0 ok; 1 a row failed (an error or the check) or no CUDA device.
 """
@@ -66,9 +70,11 @@ class Spec:
     def flops(self):
         return 2.0 * self.s_q * self.h_q * (D + DV) * sum(self.seqlens)
 
-    def bytes(self, elem_size):
+    def bytes(self, elem_size, token_bytes=None):
+        """Bytes moved per call; token_bytes: one cached token of one KV head (default D * elem_size)."""
         rows = self.batch * self.s_q * self.h_q
-        return (sum(self.seqlens) * self.h_kv * D + rows * D + rows * DV) * elem_size
+        token_bytes = D * elem_size if token_bytes is None else token_bytes
+        return sum(self.seqlens) * self.h_kv * token_bytes + (rows * D + rows * DV) * elem_size
 
 
 def _spec(lens_text, lens, h_q, s_q, suffix=""):
@@ -159,6 +165,34 @@ def make_inputs(spec, dtype, device, seed):
     return k_cache, block_table.to(device), lens.to(torch.int32).to(device)
 
 
+KV_FORMATS = {"dense": "576 channels in --dtype", "fp8": "FP8 with scale (656 bytes per token)",
+              "fp8-tensor": "per-tensor e4m3 with descale_k (576 bytes per token)"}
+FP8_WITH_SCALE_BYTES = 656
+
+
+def quantize_cache(k_cache, kv):
+    """(k_cache in the --kv format, descale_k or None, bytes per cached token)."""
+    from . import quantize_fp8_per_tensor, quantize_fp8_with_scale
+    if kv == "dense":
+        return k_cache, None, D * k_cache.element_size()
+    if kv == "fp8":
+        return quantize_fp8_with_scale(k_cache), None, FP8_WITH_SCALE_BYTES
+    amax = k_cache.float().nan_to_num(nan=0.0).abs().max().item()
+    descale_k = torch.tensor([max(amax, 1e-6) / 448], dtype=torch.float32, device=k_cache.device)
+    return quantize_fp8_per_tensor(k_cache, descale_k), descale_k, D
+
+
+def dequantize_rows(rows, descale_k):
+    """Gathered cache rows [n, h_kv, 656 | 576] of an FP8 format -> float64 [n, h_kv, 576] (SPEC.md)."""
+    if rows.shape[-1] == FP8_WITH_SCALE_BYTES:
+        raw = rows.view(torch.uint8)
+        nope = raw[..., :DV].contiguous().view(torch.float8_e4m3fn).double()
+        scales = raw[..., DV:DV + 16].contiguous().view(torch.float32).double()
+        rope = raw[..., DV + 16:].contiguous().view(torch.bfloat16).double()
+        return torch.cat([nope * scales.repeat_interleave(128, dim=-1), rope], dim=-1)
+    return rows.double() * descale_k.double()
+
+
 def make_queries(spec, dtype, device, seed, copies):
     gen = torch.Generator(device=device).manual_seed(seed * 1000003 + spec.s_q * 7919 + spec.h_q)
     shape = (spec.batch, spec.s_q, spec.h_q, D)
@@ -168,11 +202,14 @@ def make_queries(spec, dtype, device, seed, copies):
 # ---------------------------------------------------------------------------------------------
 # The float64 reference (SPEC.md's math; as python/tests/mla_reference.py) for --check
 
-def reference(q, k_cache, table_row, n):
-    """One sequence, causal: q [s_q, h_q, 576] -> out [s_q, h_q, 512], lse [h_q, s_q], float64."""
+def reference(q, k_cache, table_row, n, descale_k=None):
+    """One sequence, causal: q [s_q, h_q, 576] -> out [s_q, h_q, 512], lse [h_q, s_q], float64. An FP8
+    k_cache is dequantised (only the sequence's rows)."""
     s_q, h_q, _ = q.shape
     h_kv = k_cache.shape[2]
-    kv = k_cache[table_row[: math.ceil(n / PAGE)].long()].reshape(-1, h_kv, D)[:n].double()
+    kv = k_cache[table_row[: math.ceil(n / PAGE)].long()].reshape(-1, h_kv, k_cache.shape[-1])[:n]
+    fp8 = k_cache.shape[-1] != D or k_cache.dtype == torch.float8_e4m3fn
+    kv = dequantize_rows(kv, descale_k) if fp8 else kv.double()
     qg = q.double().reshape(s_q, h_kv, h_q // h_kv, D)  # head h reads KV head h // (h_q / h_kv)
     scores = torch.einsum("tkgc,jkc->kgtj", qg, kv) * D ** -0.5
     if s_q > 1:  # bottom-right aligned: token t sees 0 .. n - s_q + t
@@ -188,13 +225,13 @@ def _finite(x):
     return x if math.isfinite(x) else None  # JSON has no NaN or infinity
 
 
-def check(q, k_cache, block_table, cache_seqlens, out, lse, seed):
+def check(q, k_cache, block_table, cache_seqlens, out, lse, seed, descale_k=None):
     """A few sequences (first, last, longest, one at random) against the reference; SPEC.md's rule."""
     lens = cache_seqlens.tolist()
     b = len(lens)
     pick = int(torch.randint(b, (1,), generator=torch.Generator().manual_seed(seed)))
     seqs = sorted({0, b - 1, max(range(b), key=lens.__getitem__), pick})
-    refs = [reference(q[i], k_cache, block_table[i], lens[i]) for i in seqs]
+    refs = [reference(q[i], k_cache, block_table[i], lens[i], descale_k) for i in seqs]
     result = {"sequences": seqs, "ok": True, "failure": None}
     for name, k, got, atol, rtol in (("out", 0, out, 8e-4, 2.01 / 128), ("lse", 1, lse, 1e-6, 8.01 / 65536)):
         got = torch.cat([got[i].double().flatten() for i in seqs])
@@ -277,26 +314,29 @@ def time_cpu(call):
     return us, out, lse, f"{len(us)} timed calls after 1 warm-up"
 
 
-def run_row(spec, dtype, device, seed, do_check, l2_bytes):
+def run_row(spec, dtype, device, seed, do_check, l2_bytes, kv="dense"):
     elem = torch.finfo(dtype).bits // 8
     k_cache, block_table, cache_seqlens = make_inputs(spec, dtype, device, seed)
+    k_cache, descale_k, token_bytes = quantize_cache(k_cache, kv)
+    moved = spec.bytes(elem, token_bytes)
     # Copies so that one graph's calls together read at least 4x the L2 (no call finds its KV there).
-    copies = 1 if device.type == "cpu" else min(max(math.ceil(4 * l2_bytes / spec.bytes(elem)), 1), MAX_COPIES)
+    copies = 1 if device.type == "cpu" else min(max(math.ceil(4 * l2_bytes / moved), 1), MAX_COPIES)
     ks = [k_cache] + [k_cache.clone() for _ in range(copies - 1)]
     qs = make_queries(spec, dtype, device, seed, copies)
     meta, splits = get_mla_metadata(cache_seqlens, spec.s_q * spec.h_q // spec.h_kv, spec.h_kv)  # once per step
 
     def call(i):
-        return flash_mla_with_kvcache(qs[i], ks[i], block_table, cache_seqlens, DV, meta, splits, causal=True)
+        return flash_mla_with_kvcache(qs[i], ks[i], block_table, cache_seqlens, DV, meta, splits, causal=True,
+                                      descale_k=descale_k)
 
     us, out, lse, note = (time_cpu if device.type == "cpu" else lambda c: time_cuda(c, copies))(call)
     t = statistics.median(us)
-    row = {"workload": spec.label, "batch": spec.batch, "s_q": spec.s_q, "h_q": spec.h_q, "h_kv": spec.h_kv,
-           "mean_seqlen": spec.mean_seqlen, "uniform": len(set(spec.seqlens)) == 1,
-           "bytes": spec.bytes(elem), "flops": spec.flops(), "time_us": t, "time_us_min": min(us),
-           "gbps": spec.bytes(elem) / t / 1e3, "tflops": spec.flops() / t / 1e6, "timing": note}
+    row = {"workload": spec.label, "kv": kv, "batch": spec.batch, "s_q": spec.s_q, "h_q": spec.h_q,
+           "h_kv": spec.h_kv, "mean_seqlen": spec.mean_seqlen, "uniform": len(set(spec.seqlens)) == 1,
+           "bytes": moved, "flops": spec.flops(), "time_us": t, "time_us_min": min(us),
+           "gbps": moved / t / 1e3, "tflops": spec.flops() / t / 1e6, "timing": note}
     if do_check:
-        row["check"] = check(qs[0], k_cache, block_table, cache_seqlens, out, lse, seed)
+        row["check"] = check(qs[0], k_cache, block_table, cache_seqlens, out, lse, seed, descale_k)
     return row
 
 
@@ -388,6 +428,8 @@ def parse_args(argv):
                                 epilog="grids: " + "; ".join(f"{k}: {v}" for k, v in GRIDS.items()))
     p.add_argument("--grid", help="a grid or a comma-separated list (default: perf on cuda, tiny on cpu)")
     p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
+    p.add_argument("--kv", choices=list(KV_FORMATS), default="dense",
+                   help="cache format: " + "; ".join(f"{k}: {v}" for k, v in KV_FORMATS.items()))
     p.add_argument("--out", default=".", help="folder for bench_<grid>_<dtype>.{json,csv,png} (default: .)")
     p.add_argument("--check", action="store_true", help="compare a few sequences per row with a float64 reference")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
@@ -396,6 +438,8 @@ def parse_args(argv):
                    "machine with matplotlib), next to it")
     args = p.parse_args(argv)
     args.grid = args.grid or ("perf" if args.device == "cuda" else "tiny")
+    if args.kv != "dense" and args.dtype != "bf16":
+        p.error(f"--kv {args.kv}: q is bf16 with an FP8 cache (--dtype bf16)")
     for g in args.grid.split(","):
         if g not in GRIDS:
             p.error(f"--grid: unknown grid {g!r} (choose from {', '.join(GRIDS)})")
@@ -409,7 +453,8 @@ def main(argv=None):
             info = json.load(f)
         c = info["ceilings"]
         png = os.path.splitext(args.plot)[0] + ".png"
-        title = f"flash_mla {info['dtype']} on {info['device']}, grid {info['grid']}"
+        kv = "" if info.get("kv", "dense") == "dense" else f", {info['kv']} cache"
+        title = f"flash_mla {info['dtype']}{kv} on {info['device']}, grid {info['grid']}"
         report_plot(plot(png, info["rows"], c and (c["copy_gbps"], c["gemm_tflops"]), title), png, [])
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -438,11 +483,12 @@ def main(argv=None):
     rows = []
     for k, spec in enumerate(specs):
         try:
-            row = run_row(spec, dtype, device, args.seed, args.check, l2_bytes)
+            row = run_row(spec, dtype, device, args.seed, args.check, l2_bytes, args.kv)
             if ceilings:
                 row.update(frac_copy=row["gbps"] / ceilings[0], frac_gemm=row["tflops"] / ceilings[1])
         except (RuntimeError, ValueError) as e:  # e.g. the sm90 kernel on another GPU, out of memory
-            row = {"workload": spec.label, "batch": spec.batch, "s_q": spec.s_q, "h_q": spec.h_q, "h_kv": spec.h_kv,
+            row = {"workload": spec.label, "kv": args.kv, "batch": spec.batch, "s_q": spec.s_q, "h_q": spec.h_q,
+                   "h_kv": spec.h_kv,
                    "mean_seqlen": spec.mean_seqlen, "uniform": len(set(spec.seqlens)) == 1, "error": str(e)}
             if cuda:
                 torch.cuda.empty_cache()
@@ -453,7 +499,8 @@ def main(argv=None):
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     method = ("CUDA-graph replay of the whole flash_mla_with_kvcache call, median" if cuda
               else "time.perf_counter around each call, median")
-    print(f"flash_mla.bench: {name}; {args.dtype}, pages of {PAGE} scattered, causal, seed {args.seed}; torch "
+    kv_text = "" if args.kv == "dense" else f", {KV_FORMATS[args.kv]} cache"
+    print(f"flash_mla.bench: {name}; {args.dtype}{kv_text}, pages of {PAGE} scattered, causal, seed {args.seed}; torch "
           f"{torch.__version__}; {when}")
     if ceilings:
         print(f"ceilings this run: copy {ceilings[0]:.0f} GB/s (2 GiB device-to-device, read + written), "
@@ -464,16 +511,19 @@ def main(argv=None):
         print(f"{status(r)} {r['workload']}: {r.get('error') or r['check']['failure']}")
 
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"bench_{args.grid.replace(',', '_')}_{args.dtype}")
+    variant = args.dtype if args.kv == "dense" else args.kv
+    stem = os.path.join(args.out, f"bench_{args.grid.replace(',', '_')}_{variant}")
     command = " ".join(["python -m flash_mla.bench"] + (sys.argv[1:] if argv is None else argv))
     info = {"tool": "flash_mla.bench", "command": command,
             "date": when, "device": name, "torch": torch.__version__, "grid": args.grid, "dtype": args.dtype,
+            "kv": args.kv,
             "page_size": PAGE, "causal": True, "seed": args.seed, "method": method,
             "ceilings": {"copy_gbps": ceilings[0], "gemm_tflops": ceilings[1]} if ceilings else None, "rows": rows}
     with open(stem + ".json", "w") as f:
         json.dump(info, f, indent=1)
     write_csv(stem + ".csv", rows)
-    drawn = plot(stem + ".png", rows, ceilings, f"flash_mla {args.dtype} on {name}, grid {args.grid}")
+    kv = "" if args.kv == "dense" else f", {args.kv} cache"
+    drawn = plot(stem + ".png", rows, ceilings, f"flash_mla {args.dtype}{kv} on {name}, grid {args.grid}")
     report_plot(drawn, stem + ".png", [stem + ".json", stem + ".csv"])
     return 1 if failed else 0
 

@@ -80,3 +80,33 @@ def test_without_cuda_it_says_so_and_fails(monkeypatch, capsys, tmp_path):
     assert bench.main(["--out", str(tmp_path)]) == 1
     assert "no CUDA device" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kv, token_bytes", [("fp8", 656), ("fp8-tensor", 576)])
+def test_cpu_tiny_grid_fp8_caches(tmp_path, kv, token_bytes):
+    """--kv: the same rows on an FP8 cache, counted with the format's bytes per token, checked against
+    the float64 reference on the dequantised cache."""
+    assert bench.main(["--device", "cpu", "--grid", "tiny", "--check", "--kv", kv, "--out", str(tmp_path)]) == 0
+    info = json.loads((tmp_path / f"bench_tiny_{kv}.json").read_text())
+    specs = bench.grid_specs("tiny", 0)
+    assert info["kv"] == kv and [r["workload"] for r in info["rows"]] == [s.label for s in specs]
+    for row, spec in zip(info["rows"], specs):
+        assert row["kv"] == kv and "error" not in row
+        assert row["bytes"] == sum(spec.seqlens) * token_bytes + spec.batch * spec.s_q * spec.h_q * (576 + 512) * 2
+        assert row["check"]["ok"] and row["check"]["max_out_err"] < 8e-4, row["check"]
+
+
+def test_fp8_check_sees_a_wrong_output():
+    """The FP8 check can fail: an output off by 1 % in one sequence is reported."""
+    import flash_mla
+    spec = bench.uniform(2, 130, 16, 1)
+    k_cache, block_table, seqlens = bench.make_inputs(spec, torch.bfloat16, torch.device("cpu"), 0)
+    k_cache, descale_k, _ = bench.quantize_cache(k_cache, "fp8-tensor")
+    q = bench.make_queries(spec, torch.bfloat16, torch.device("cpu"), 0, 1)[0]
+    meta, splits = flash_mla.get_mla_metadata(seqlens, 16, 1)
+    out, lse = flash_mla.flash_mla_with_kvcache(q, k_cache, block_table, seqlens, 512, meta, splits, causal=True,
+                                                descale_k=descale_k)
+    assert bench.check(q, k_cache, block_table, seqlens, out, lse, 0, descale_k)["ok"]
+    out[1] *= 1.01
+    result = bench.check(q, k_cache, block_table, seqlens, out, lse, 0, descale_k)
+    assert not result["ok"] and "out" in result["failure"]
