@@ -1,13 +1,15 @@
-// Dense (bf16/fp16) MLA decode on Hopper: one CTA per (64-row query tile, KV head, schedule part).
+// MLA decode on Hopper, bf16/fp16 caches and (dequantised to bf16 by the producer) the two FP8
+// layouts: one CTA per (64-row query tile, KV head, schedule part).
 //
 // Warpgroups (384 threads): producer WG2 (one warp issues the TMA copies of each 64-token block into
 // a 2-stage ring, 9 per page of the block, completing on k_full[stage]; pages under kMinTmaPage
-// tokens: all of WG2 gathers with cp.async, 128 arrivals); consumers WG0 and WG1, each owning 256 of
+// tokens: all of WG2 gathers with cp.async, 128 arrivals; FP8 caches: all of WG2 loads, dequantises
+// and stores bf16 tiles through registers, 128 arrivals, fp8_producer); consumers WG0 and WG1, each owning 256 of
 // the 512 output columns (O half = 128 fp32 registers). Q is loaded per piece by both consumers with
 // cp.async (all copies in flight) and stays for the piece. A piece of a split sequence writes fp32
 // partial O and lse; an unsplit one writes out and lse.
 //
-// Seesaw schedule (config.hpp kSeesaw = true). Blocks of a piece go in pairs (a, b = a + 1); WG0 owns
+// Seesaw schedule (config.hpp kSeesaw = true; measured slower, kept for its redesign). Blocks of a piece go in pairs (a, b = a + 1); WG0 owns
 // a, WG1 owns b: the owner computes S = Q·Kᵀ (36 wgmma m64n64k16), masks it, takes the running max
 // (the other consumer's, from the block before), P = exp2(S - max) and alpha, and publishes P (into
 // the stage's RoPE sub-tile, which only Q·Kᵀ reads), alpha and the max with p_full[stage]; both
@@ -26,15 +28,18 @@
 // stage's P slot and stats are rewritten only by the owner of the block two later, after k_full of
 // that block, i.e. after both consumers freed the stage: no separate "P free" barrier.
 //
-// Serial schedule (kSeesaw = false, the measured baseline): WG0 computes S and the softmax of every
-// block, writes P to sP, O[:, 0:256] += P·V; WG1 waits for P (kPReady) and does O[:, 256:512].
+// Serial schedule (kSeesaw = false, the default: the seesaw measured 3-8 % slower on an H200, since a
+// pair holds both stages and a block's load latency is exposed once per pair): WG0 computes S and the
+// softmax of every block, writes P to sP, O[:, 0:256] += P·V; WG1 waits for P (kPReady) and does
+// O[:, 256:512]. Its P·V of block j overlaps WG0's Q·Kᵀ and softmax of j + 1; TMA of j + 2 both.
 //
 // Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB (serial only) + 1.5 KiB row stats and
 // barriers = 226 KiB, + 1 KiB for the base alignment: exactly the 227 KiB limit (sP is the slack).
-// Registers: setmaxnreg 232 (consumers) / 40 (producer); O half 128 + S 32 fp32 in each consumer,
-// no spills (ptxas -v).
-// Covered by tests/test_gpu.cpp (GPU decode vs the float64 reference, every page size), the GPU
-// fuzzer (tests/test_gpu_fuzz.cpp) and flash-mla-bench's check.
+// Registers: setmaxnreg 232 (consumers) / 40 (producer), FP8 200 / 104 (2 · consumer + producer must
+// stay ≤ 504); O half 128 + S 32 fp32 in each consumer, no spills (ptxas -v).
+// Covered by tests/test_gpu.cpp (GPU decode vs the float64 reference, every page size),
+// tests/test_gpu_fp8.cpp (both FP8 layouts), the GPU fuzzer (tests/test_gpu_fuzz.cpp) and
+// flash-mla-bench's check.
 #pragma once
 
 #include <cuda.h>
