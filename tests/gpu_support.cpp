@@ -204,5 +204,27 @@ void expect_decode_matches_reference(testing::Workload& w, int num_sms, cudaStre
   EXPECT_TRUE(d.guards_intact());
 }
 
+void expect_out_of_pool_page_reads_as_zeros(testing::Workload& w, cudaStream_t stream) {
+  const int page = w.config.page_block_size;
+  ASSERT_GT(w.seqlens[0], page) << "sequence 0 needs a second page";
+  std::vector<bool> used(static_cast<size_t>(w.num_pages), false);
+  for (int i = 0; i < w.config.batch; ++i) {
+    for (int j = 0; j < (w.seqlens[i] + page - 1) / page; ++j) used[w.block_table[i * w.max_blocks_per_seq + j]] = true;
+  }
+  const auto spare = std::find(used.begin(), used.end(), false);
+  ASSERT_NE(spare, used.end()) << "no spare page";
+  const int64_t page_bytes = page * w.config.h_kv * w.k_row_bytes();
+  const int64_t zero_page = spare - used.begin();
+  std::fill_n(w.k_cache.begin() + zero_page * page_bytes, page_bytes, uint8_t{0});
+  const int entry = 1;  // sequence 0, tokens page .. 2 * page - 1
+  w.block_table[entry] = static_cast<int32_t>(zero_page);  // what the reference reads
+  GpuDecode d(w, 0, stream);
+  std::vector<int32_t> table = w.block_table;
+  table[entry] = static_cast<int32_t>(w.num_pages);  // what the kernel reads: outside the pool
+  d.table.upload(table.data());
+  d.run();
+  const auto r = d.check(0);
+  EXPECT_TRUE(r.ok) << r.first_failure << " (max abs err " << r.max_abs_err << ")";
+}
 
 }  // namespace flash_mla::test

@@ -126,6 +126,11 @@ class GpuDecode {
 void expect_decode_matches_reference(testing::Workload& w, int num_sms, cudaStream_t stream, int64_t max_rows,
                                      uint64_t seed);
 
+// An in-sequence block-table entry outside [0, num_pages) (invalid input, accepted while value checks
+// are off) reads as zeros on every load path, as on the CPU backend: the kernel gets sequence 0's
+// second entry pointing past the pool, the float64 reference a spare page of zeros in its place.
+void expect_out_of_pool_page_reads_as_zeros(testing::Workload& w, cudaStream_t stream);
+
 
 
 }  // namespace flash_mla::test

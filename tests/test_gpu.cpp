@@ -178,6 +178,18 @@ TEST_P(GpuDecodePages, MatchesReference) {
 INSTANTIATE_TEST_SUITE_P(PageSizes, GpuDecodePages, ::testing::Values(1, 2, 4, 8, 16, 32, 64, 128, 192, 256),
                          [](const ::testing::TestParamInfo<int>& i) { return "page" + std::to_string(i.param); });
 
+// A block-table entry outside the pool inside a sequence reads as zeros (TMA boxes and the gather's
+// zero-fill), as on the CPU backend. Pages 64 (TMA), 16 (TMA boxes of 16 rows) and 4 (gather).
+TEST(GpuDecode, OutOfPoolPageReadsAsZeros) {
+  REQUIRE_SM90();
+  Stream stream;
+  for (int page : {64, 16, 4}) {
+    SCOPED_TRACE(::testing::Message() << "page=" << page);
+    testing::Workload w = random_workload(3, 2, 16, 1, {200, 70, 129}, DType::kBF16, true, 92, page);
+    expect_out_of_pool_page_reads_as_zeros(w, stream);
+  }
+}
+
 TEST(GpuDecode, LargeBatchShortSequences) {
   REQUIRE_SM90();
   Stream stream;

@@ -2,9 +2,9 @@
 // e4m3 with a bf16 q, and per-tensor e4m3 with an e4m3 q, against the float64 reference on the
 // dequantised cache, with SPEC's tolerances unchanged (tests/test_cpu_fp8.cpp says why they hold).
 //
-// Until the sm90 kernel reads FP8 caches, mla_decode rejects them naming k_cache; every test below
-// then skips with that message (Sm90FP8.RejectedUntilSupported checks the rejection itself), so they
-// start running when sm90_kernel_supports (src/cuda/sm90/launch.cu) says yes. Inputs as the CPU tests
+// A format the sm90 kernel does not read (sm90_kernel_supports, src/cuda/sm90/launch.cu) is rejected
+// naming k_cache, and every test below then skips with that message (Sm90FP8.RejectedUntilSupported
+// checks the rejection itself); today both layouts are read, so they run. Inputs as the CPU tests
 // have them: caches quantised by the library, NaN codes, NaN scales and NaN RoPE channels past each
 // sequence's end, garbage block-table entries past its last page, lengths 0, 1, 63, 64, 65 and ragged.
 #include <cuda_runtime.h>
@@ -175,6 +175,19 @@ TEST_P(Sm90FP8, PaddedPagesEqualContiguous) {
   d.fetch();
   EXPECT_EQ(0, std::memcmp(ref.out_host.data(), d.out_host.data(), d.out_host.size()));
   EXPECT_EQ(0, std::memcmp(ref.lse_host.data(), d.lse_host.data(), d.lse_host.size() * sizeof(float)));
+}
+
+// A block-table entry outside the pool inside a sequence reads as zeros, as on the other load paths
+// (the FP8 producer once left such rows holding the stage's previous block). Pages 64 and 16.
+TEST_P(Sm90FP8, OutOfPoolPageReadsAsZeros) {
+  const FP8Variant& v = GetParam();
+  REQUIRE_SM90_FP8(v);
+  Stream stream;
+  for (int page : {64, 16}) {
+    SCOPED_TRACE(::testing::Message() << "page=" << page);
+    testing::Workload w = fp8_workload(v, 3, 2, 16, 1, {200, 70, 129}, true, 93, page);
+    expect_out_of_pool_page_reads_as_zeros(w, stream);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, Sm90FP8, ::testing::ValuesIn(kFP8Variants), variant_name);

@@ -593,12 +593,14 @@ __device__ __forceinline__ void e4m3x16_to_bf16(const int4& raw, float scale, in
 // registers and writes it dequantised to bf16 into the swizzled sub-tiles that the dense path's TMA
 // fills, so the consumers are the dense ones. Thread t serves rows t/8 + 16i (i < 4) and, of each
 // row's 32 NoPE chunks of 16 e4m3 bytes, chunks t%8 + 8k (k < 4): chunk t%8 + 8k lies in scale group
-// k and becomes bf16 channels 16(t%8 + 8k) .. +15, two chunks of sub-tile (t%8 + 8k) / 4. RoPE:
-// bf16 chunk t%8 of bytes 528.. ("FP8 with scale", copied by cp.async as the row is loaded, waited
-// for before the fence), or the 8 e4m3 values at byte 512 + 8(t%8) (per tensor, one bf16 chunk). The first half of a block's loads is issued before the stage is free;
-// each thread converts and stores two rows at a time, then fences (the generic proxy wrote what wgmma
-// reads) and arrives on k_full (128 arrivals). Rows past the sequence end are not written: the consumers mask them from Q·Kᵀ and
-// zero their V rows. Per-tensor descales are folded into the softmax scale and the output instead.
+// k and becomes bf16 channels 16(t%8 + 8k) .. +15, two chunks of sub-tile (t%8 + 8k) / 4. RoPE: bf16
+// chunk t%8 of bytes 528.. ("FP8 with scale", copied by cp.async as the row is loaded, waited for
+// before the fence), or the 8 e4m3 values at byte 512 + 8(t%8) (per tensor, one bf16 chunk). Per
+// tensor, the first half of a block's loads is issued before the stage is free. Each thread converts
+// and stores two rows at a time, then fences (the generic proxy wrote what wgmma reads) and arrives
+// on k_full (128 arrivals). Rows past the sequence end are not written (the consumers mask them from
+// Q·Kᵀ and zero their V rows); a row inside the sequence on a page outside the pool is written as
+// zeros, as TMA fills it. Per-tensor descales are folded into the softmax scale and the output.
 template <KvCacheFormat kFormat>
 __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorage& s, int thread) {
   constexpr bool kWithScale = kFormat == KvCacheFormat::kFP8WithScale;
@@ -617,7 +619,7 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
       int4 nope[kRowsInFlight][4];
       uint2 rope[kRowsInFlight];  // per tensor: 8 e4m3 RoPE values
       float4 scales[kRowsInFlight];
-      bool live[kRowsInFlight];
+      bool live[kRowsInFlight], write[kRowsInFlight];  // live: loaded; write: inside the sequence
       // "FP8 with scale" copies its bf16 RoPE chunk straight into the stage as it loads (cp.async), so
       // it waits for the stage first; per tensor, the first loads overlap the wait instead.
       if (kWithScale && half == 0) ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
@@ -626,7 +628,14 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
         const int row = row0 + kRowsPerPass * (half * kRowsInFlight + i), token = blk * kBlockN + row;
         const int64_t page = row < valid ? table[token / page_size] : -1;
         live[i] = page >= 0 && page < p.num_pages;
-        if (!live[i]) continue;
+        write[i] = row < valid;
+        if (!live[i]) {  // a page outside the pool inside the sequence reads as zeros, as on the TMA path
+#pragma unroll
+          for (int c = 0; c < 4; ++c) nope[i][c] = make_int4(0, 0, 0, 0);
+          rope[i] = make_uint2(0, 0);
+          scales[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+          continue;
+        }
         const char* src = k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride;
 #pragma unroll
         for (int c = 0; c < 4; ++c) nope[i][c] = __ldg(reinterpret_cast<const int4*>(src + 16 * (chunk + 8 * c)));
@@ -641,7 +650,7 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
       if (!kWithScale && half == 0) ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
 #pragma unroll
       for (int i = 0; i < kRowsInFlight; ++i) {
-        if (!live[i]) continue;
+        if (!write[i]) continue;
         const int row = row0 + kRowsPerPass * (half * kRowsInFlight + i);
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
@@ -661,6 +670,8 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
         if constexpr (!kWithScale) {
           const uint2 a = e4m3x4_to_bf16(rope[i].x, 1.0f), b = e4m3x4_to_bf16(rope[i].y, 1.0f);
           *reinterpret_cast<int4*>(rope_tile + swizzled_offset(row, chunk)) = make_int4(a.x, a.y, b.x, b.y);
+        } else if (!live[i]) {
+          *reinterpret_cast<int4*>(rope_tile + swizzled_offset(row, chunk)) = make_int4(0, 0, 0, 0);
         }
       }
     }
