@@ -6,6 +6,7 @@
 # same run. Logs go to $OUT (default build-gpu/out).
 #
 #   bash scripts/gpu_check.sh [tests] [sanitize] [bench=GRIDS]   (default: tests bench=perf)
+#   FLASH_MLA_BENCH_KV=dense,fp8,fp8-tensor bash scripts/gpu_check.sh bench=perf   (FP8 next to bf16)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -34,8 +35,8 @@ for step in "${steps[@]}"; do
       ;;
     sanitize)
       # A reduced matrix that still takes every path: split and unsplit, s_q > 1 causal, ragged,
-      # zero lengths, h_kv > 1, both dtypes.
-      filter='GpuDecode.EmptyAndFullyMaskedRowsAreExact:Heads/GpuDecodeMatrix.MatchesReference/hq16_hkv1:Heads/GpuDecodeMatrix.MatchesReference/hq64_hkv8:GpuGraph.DecodeReplayEqualsEagerBitwise'
+      # zero lengths, h_kv > 1, both dtypes, the three FP8 formats.
+      filter='GpuDecode.EmptyAndFullyMaskedRowsAreExact:Heads/GpuDecodeMatrix.MatchesReference/hq16_hkv1:Heads/GpuDecodeMatrix.MatchesReference/hq64_hkv8:GpuGraph.DecodeReplayEqualsEagerBitwise:Formats/Sm90FP8.EmptyAndFullyMaskedRowsAreExact/*'
       for tool in memcheck racecheck synccheck initcheck; do
         echo "== compute-sanitizer --tool $tool"
         compute-sanitizer --tool "$tool" --error-exitcode 9 "$BUILD/tests/flash_mla_gpu_tests" \
@@ -47,8 +48,9 @@ for step in "${steps[@]}"; do
       ;;
     bench=*)
       grids=${step#bench=}
-      echo "== flash-mla-bench --grid $grids"
-      "$BUILD/cli/flash-mla-bench" --grid "$grids" --check-rows 64 --json "$OUT/bench_${grids//,/_}.json" \
+      kv=${FLASH_MLA_BENCH_KV:-dense}
+      echo "== flash-mla-bench --grid $grids --kv $kv"
+      "$BUILD/cli/flash-mla-bench" --grid "$grids" --kv "$kv" --check-rows 64 --json "$OUT/bench_${grids//,/_}.json" \
         2>"$OUT/bench_${grids//,/_}.err" | tee "$OUT/bench_${grids//,/_}.txt"
       ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
