@@ -129,7 +129,7 @@ TEST_P(GpuDecodeMatrix, MatchesReference) {
       for (bool causal : {false, true}) {
         if (causal && s_q == 1) continue;
         for (int num_sms : {sms, 1}) {
-          SCOPED_TRACE(::testing::Message() << (dt == DType::kBF16 ? "bf16" : "fp16") << " s_q=" << s_q << " b=" << b
+          SCOPED_TRACE(::testing::Message() << testing::dtype_short_name(dt) << " s_q=" << s_q << " b=" << b
                                             << " causal=" << causal << " num_sms=" << num_sms);
           w.config.causal = causal;
           expect_decode_matches_reference(w, num_sms, stream, kCheckedRows, seed);

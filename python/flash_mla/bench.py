@@ -40,6 +40,7 @@ import time
 import torch
 
 from . import flash_mla_with_kvcache, get_mla_metadata
+from ._ops import _FP8_WITH_SCALE_BYTES as FP8_WITH_SCALE_BYTES
 
 D, DV, PAGE = 576, 512, 64
 GARBAGE_BLOCK_IDS = (-1, 2147480000)  # what engines leave past a sequence's last page
@@ -167,7 +168,6 @@ def make_inputs(spec, dtype, device, seed):
 
 KV_FORMATS = {"dense": "576 channels in --dtype", "fp8": "FP8 with scale (656 bytes per token)",
               "fp8-tensor": "per-tensor e4m3 with descale_k (576 bytes per token)"}
-FP8_WITH_SCALE_BYTES = 656
 
 
 def quantize_cache(k_cache, kv):

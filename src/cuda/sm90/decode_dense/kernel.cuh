@@ -747,7 +747,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int lane = thread;
     if (lane == 0) ptx::tma_prefetch_descriptor(&k_map);
     // The cache is read once per call: evict-first keeps it from displacing what is reused in L2
-    // (measured on an H200: 0.5-5 % faster, most on small batches; docs/PERFORMANCE.md).
+    // (measured on an H200: 0-2 % faster on b=128 rows, 2-5.5 % on small batches; docs/PERFORMANCE.md).
     const uint64_t policy = ptx::l2_policy_evict_first();
     const BlockPages pages(p.page_block_size);
     for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
@@ -764,8 +764,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         const BlockPages::Copy cp = pages.copy(table, blk, j);
 #pragma unroll
         for (int c = 0; c < kQKSubTiles; ++c) {
-          ptx::tma_load_4d_hint(reinterpret_cast<char*>(&s.k[stage][c]) + cp.row * 128, &k_map, &s.k_full[stage],
-                                c * kSubTileCols, blockIdx.y, cp.token_in_page, cp.page, policy);
+          ptx::tma_load_4d(reinterpret_cast<char*>(&s.k[stage][c]) + cp.row * 128, &k_map, &s.k_full[stage],
+                           c * kSubTileCols, blockIdx.y, cp.token_in_page, cp.page, policy);
         }
       }
     });
