@@ -23,9 +23,22 @@ if ! "$VENV/bin/python" -c "import sys; assert sys.version_info >= (3, 10)" 2>/d
 fi
 py=$VENV/bin/python
 
+# A fresh torch needs about 11 GB while it installs (3.9 GB of wheels, 7 GB unpacked). Say so
+# before pip runs out of space half-way through; an existing torch is only checked, not re-installed.
+if ! "$py" -c "import torch" 2>/dev/null; then
+  free_gb=$(df -Pk "$(dirname "$VENV")" | awk 'NR == 2 { print int($4 / 1048576) }')
+  if [ "$free_gb" -lt 12 ]; then
+    echo "test_python.sh: installing torch into $VENV needs about 12 GB free on its disk;" \
+      "${free_gb} GB are free" >&2
+    exit 1
+  fi
+fi
+
 log "installing ${FLASH_MLA_TORCH:-torch==2.10.0}, scikit-build-core and pytest into $VENV"
-"$py" -m pip install -q --disable-pip-version-check "${FLASH_MLA_TORCH:-torch==2.10.0}" \
-  "scikit-build-core>=0.10" pytest
+# --no-cache-dir: the wheels are unpacked into the venv once; a second copy in pip's cache would
+# only take another 3.9 GB of disk.
+"$py" -m pip install -q --disable-pip-version-check --no-cache-dir \
+  "${FLASH_MLA_TORCH:-torch==2.10.0}" "scikit-build-core>=0.10" pytest
 
 # No build isolation: build against the venv's torch rather than download another into a temporary
 # environment. The build folder (build-python/) is kept, so a second run rebuilds only what changed.
