@@ -264,6 +264,21 @@ __device__ __forceinline__ void store_p(SubTile& tile, const RowPair& rp, const 
   }
 }
 
+// Multiplies the P fragments this thread stored with store_p by its rows' factors, in place.
+template <typename T>
+__device__ __forceinline__ void rescale_p(SubTile& tile, const RowPair& rp, const float (&factor)[2]) {
+  char* sp = reinterpret_cast<char*>(&tile);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      uint32_t* word = reinterpret_cast<uint32_t*>(sp + swizzled_offset(rp.row[k], i) + rp.col * 2);
+      const float2 v = unpack2<T>(*word);
+      *word = pack2<T>(v.x * factor[k], v.y * factor[k]);
+    }
+  }
+}
+
 // V rows past the sequence end may hold NaN and 0 * NaN = NaN: zeroes them in the stage (sub-tiles
 // first .. first + count - 1, all of V by default) before any P·V reads it. The trip count is
 // warpgroup-uniform (the store is predicated), so every warp leaves the loop converged before the
@@ -523,9 +538,11 @@ __device__ __forceinline__ void seesaw_scores(float (&sc)[32], SharedStorage& s,
 }
 
 // Zeroes this consumer's V half (`half`: 0 = sub-tiles 0-3, 1 = 4-7) of the rows past the sequence
-// end in a tail block (valid < 64 tokens), then makes the zeroes visible to its own next wgmma.
+// end in a tail block (valid < 64 tokens), then makes the zeroes visible to its own next wgmma. The
+// first sync waits until every warp of this warpgroup is past its reads of the block (its Q·Kᵀ).
 __device__ __forceinline__ void seesaw_zero_tail(SharedStorage& s, int stage, int valid, int half, int thread) {
   if (valid >= kBlockN) return;
+  ptx::named_barrier_sync(kTailZeroed + half, kWarpgroupThreads);
   zero_v_tail(s, stage, valid, thread, half * kVSubTilesPerWarpgroup, kVSubTilesPerWarpgroup);
   ptx::fence_proxy_async_shared();
   ptx::named_barrier_sync(kTailZeroed + half, kWarpgroupThreads);
@@ -549,25 +566,25 @@ __device__ __forceinline__ void seesaw_pair_0(SharedStorage& s, const Piece& pc,
   l[1] *= alpha_a[1];
   uint32_t packed[16];
   exponentiate<T>(sc, m_use, l, packed);
+  // P(a) goes to sP before the wgmma that reads packed is issued: the PTX ISA leaves reading a
+  // wgmma's A registers before its wait_group undefined.
+  store_p(s.p, rp, packed);
+  if constexpr (!kHasB) {
+    ptx::fence_proxy_async_shared();  // wgmma (async proxy) reads what these stores wrote
+    ptx::named_barrier_arrive(kPaReady, kConsumerThreads);
+  }
   // Only a sequence's last block can be short, and a pair with b has a full a.
   if (!kHasB) seesaw_zero_tail(s, 0, pc.seqlen - a * kBlockN, 0, thread);
   rescale_rows(o, alpha_a);
   pv_issue_rs<T>(o, packed, s, 0, 0);
-  // While P(a)·V_L(a) runs: P(a)·alpha_b into sP for consumer 1. It is scaled from the 16-bit P (a
-  // second rounding, within one unit of the 16-bit type): keeping P in fp32 as well spilled the FP8
-  // variants at their 200-register budget.
   if constexpr (kHasB) {
+    // While P(a)·V_L(a) runs: sP becomes P(a)·alpha_b for consumer 1, each thread rescaling the words
+    // it stored (a second rounding of P, within one unit of the 16-bit type).
     float alpha_b[2];
     ptx::named_barrier_sync(kStatsB, kConsumerThreads);
     read_stats(s, 1, rp, alpha_b, m);
-    uint32_t scaled[16];
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      const float2 v = unpack2<T>(packed[i]);
-      scaled[i] = pack2<T>(v.x * alpha_b[i % 2], v.y * alpha_b[i % 2]);
-    }
-    store_p(s.p, rp, scaled);
-    ptx::fence_proxy_async_shared();  // wgmma (async proxy) reads what these stores wrote
+    rescale_p<T>(s.p, rp, alpha_b);
+    ptx::fence_proxy_async_shared();
     ptx::named_barrier_arrive(kPaReady, kConsumerThreads);
     pv_wait(o);
     ptx::mbarrier_arrive(&s.g_free[0][kGroupVLeft]);
@@ -582,9 +599,6 @@ __device__ __forceinline__ void seesaw_pair_0(SharedStorage& s, const Piece& pc,
     ptx::mbarrier_arrive(&s.g_free[1][kGroupRope]);
     ptx::mbarrier_arrive(&s.g_free[1][kGroupVLeft]);
   } else {
-    store_p(s.p, rp, packed);
-    ptx::fence_proxy_async_shared();
-    ptx::named_barrier_arrive(kPaReady, kConsumerThreads);
     pv_wait(o);
     ptx::mbarrier_arrive(&s.g_free[0][kGroupVLeft]);
   }
@@ -646,10 +660,16 @@ __device__ __forceinline__ void seesaw_pair_1(SharedStorage& s, const Piece& pc,
 
 // The seesaw schedule for one piece (diagram at the top of this file). Why the bar.arrive / bar.sync
 // hand-offs never mix two pairs' arrivals: each publisher arrives again only after a wait that the
-// other consumer satisfies after its own wait on the previous arrival (consumer 0 arrives at kStatsA
-// and kPaReady of pair k + 1 after waiting at kStatsB / kPbReady of pair k, which consumer 1 arrives
-// at after waiting at kStatsA of pair k; and conversely), and a pair without b ends its piece, where
-// kRowStats syncs both. The same chain orders the reuse of sP and the stats slots. Each consumer's l
+// other consumer satisfies after its own wait on the previous arrival. Consumer 0 arrives at kStatsA
+// of pair k + 1 after waiting at kStatsB of pair k (or at kRowStats, between pieces), which consumer 1
+// arrives at after waiting at kStatsA of pair k; it arrives at kPaReady of pair k + 1 after waiting at
+// kStatsB of pair k + 1, or, in a pair without b, after Q·K(a)ᵀ has waited for stage 0's V right,
+// which the producer refills only after consumer 1 freed it behind its kPaReady wait of pair k.
+// Consumer 1 arrives at kStatsB and kPbReady of pair k + 1 after waiting at kStatsA of pair k + 1,
+// which consumer 0 arrives at after waiting at kPbReady of pair k. Consumer 0 rewrites sP (and its
+// stats slot) in pair k + 1 only after its Q·K(a)ᵀ has waited for stage 0's V right, i.e. after
+// consumer 1's last read of sP in pair k; consumer 1 rewrites its stats slot only after kStatsA of
+// pair k + 1, i.e. after consumer 0 read it in pair k. Each consumer's l
 // sums its own blocks' P, rescaled by every block's alpha; the two are added at the end. Same
 // contract as serial_piece.
 template <typename T>
