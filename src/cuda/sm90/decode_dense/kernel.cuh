@@ -252,31 +252,32 @@ __device__ __forceinline__ void exponentiate(const float (&sc)[32], const float 
   }
 }
 
-// This thread's P fragments into a [64 rows, 64 tokens] tile in the K-major swizzle wgmma reads as A.
-__device__ __forceinline__ void store_p(SubTile& tile, const RowPair& rp, const uint32_t (&packed)[16]) {
+// Visits the 32-bit words of a [64 rows, 64 tokens] tile in the K-major swizzle wgmma reads as A that
+// hold this thread's P fragments: fn(word, i) for packed index i (exponentiate's layout; row i % 2).
+template <typename Fn>
+__device__ __forceinline__ void for_each_p_word(SubTile& tile, const RowPair& rp, Fn&& fn) {
   char* sp = reinterpret_cast<char*>(&tile);
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
-      *reinterpret_cast<uint32_t*>(sp + swizzled_offset(rp.row[k], i) + rp.col * 2) = packed[2 * i + k];
+      fn(*reinterpret_cast<uint32_t*>(sp + swizzled_offset(rp.row[k], i) + rp.col * 2), 2 * i + k);
     }
   }
+}
+
+// This thread's P fragments into the tile.
+__device__ __forceinline__ void store_p(SubTile& tile, const RowPair& rp, const uint32_t (&packed)[16]) {
+  for_each_p_word(tile, rp, [&](uint32_t& word, int i) { word = packed[i]; });
 }
 
 // Multiplies the P fragments this thread stored with store_p by its rows' factors, in place.
 template <typename T>
 __device__ __forceinline__ void rescale_p(SubTile& tile, const RowPair& rp, const float (&factor)[2]) {
-  char* sp = reinterpret_cast<char*>(&tile);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      uint32_t* word = reinterpret_cast<uint32_t*>(sp + swizzled_offset(rp.row[k], i) + rp.col * 2);
-      const float2 v = unpack2<T>(*word);
-      *word = pack2<T>(v.x * factor[k], v.y * factor[k]);
-    }
-  }
+  for_each_p_word(tile, rp, [&](uint32_t& word, int i) {
+    const float2 v = unpack2<T>(word);
+    word = pack2<T>(v.x * factor[i % 2], v.y * factor[i % 2]);
+  });
 }
 
 // V rows past the sequence end may hold NaN and 0 * NaN = NaN: zeroes them in the stage (sub-tiles
