@@ -5,8 +5,12 @@
 # compute-sanitizer over a reduced matrix, and the benchmark grids with the ceilings measured in the
 # same run. Logs go to $OUT (default build-gpu/out).
 #
-#   bash scripts/gpu_check.sh [tests] [sanitize] [bench=GRIDS]   (default: tests bench=perf)
+#   bash scripts/gpu_check.sh [tests] [seesaw-tests] [sanitize] [bench=GRIDS] [ab=GRIDS]
+#                                                       (default: tests bench=perf)
 #   FLASH_MLA_BENCH_KV=dense,fp8,fp8-tensor bash scripts/gpu_check.sh bench=perf   (FP8 next to bf16)
+# seesaw-tests reruns the GPU tests on the seesaw consumer schedule (FLASH_MLA_SM90_SEESAW=1); ab=GRIDS
+# benchmarks the grids on the serial and then the seesaw schedule, one process each, in this run.
+# FLASH_MLA_SM90_SEESAW=1 in the environment runs every step on the seesaw.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -27,11 +31,26 @@ cmake --build "$BUILD" -j "$(nproc)" >"$OUT/build.log" 2>&1 || { tail -n 40 "$OU
 { grep -E "ptxas info *: Used|spill|C75" "$OUT/build.log" || true; } | sort | uniq -c | tee "$OUT/ptxas.txt"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 
+# flash-mla-bench over GRIDS with FLASH_MLA_SM90_SEESAW=$2; files bench_<grids>[_seesaw].{txt,json,err}.
+bench() {
+  local grids=$1 seesaw=$2 kv=${FLASH_MLA_BENCH_KV:-dense} name
+  name=bench_${grids//,/_}
+  [ "$seesaw" = 0 ] || name+=_seesaw
+  echo "== flash-mla-bench --grid $grids --kv $kv (FLASH_MLA_SM90_SEESAW=$seesaw)"
+  FLASH_MLA_SM90_SEESAW=$seesaw "$BUILD/cli/flash-mla-bench" --grid "$grids" --kv "$kv" --check-rows 64 \
+    --json "$OUT/$name.json" 2>"$OUT/$name.err" | tee "$OUT/$name.txt"
+}
+
 for step in "${steps[@]}"; do
   case $step in
     tests)
       echo "== GPU tests (ctest -L gpu)"
       ctest --test-dir "$BUILD" -L gpu --output-on-failure 2>&1 | tee "$OUT/ctest_gpu.log" | tail -n 5
+      ;;
+    seesaw-tests)
+      echo "== GPU tests on the seesaw schedule (FLASH_MLA_SM90_SEESAW=1 ctest -L gpu)"
+      FLASH_MLA_SM90_SEESAW=1 ctest --test-dir "$BUILD" -L gpu --output-on-failure 2>&1 |
+        tee "$OUT/ctest_gpu_seesaw.log" | tail -n 5
       ;;
     sanitize)
       # A reduced matrix that still takes every path: split and unsplit, s_q > 1 causal, ragged,
@@ -47,11 +66,11 @@ for step in "${steps[@]}"; do
       done
       ;;
     bench=*)
-      grids=${step#bench=}
-      kv=${FLASH_MLA_BENCH_KV:-dense}
-      echo "== flash-mla-bench --grid $grids --kv $kv"
-      "$BUILD/cli/flash-mla-bench" --grid "$grids" --kv "$kv" --check-rows 64 --json "$OUT/bench_${grids//,/_}.json" \
-        2>"$OUT/bench_${grids//,/_}.err" | tee "$OUT/bench_${grids//,/_}.txt"
+      bench "${step#bench=}" "${FLASH_MLA_SM90_SEESAW:-0}"
+      ;;
+    ab=*)
+      bench "${step#ab=}" 0
+      bench "${step#ab=}" 1
       ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

@@ -4,6 +4,9 @@
 // against the float64 reference (sampled rows for large cases) with exact invariants on every row and
 // guard bands around out, lse and the workspace. A failure prints the line that reruns it:
 //   FLASH_MLA_FUZZ_SEED=<seed> ./tests/flash_mla_gpu_tests --gtest_filter=GpuFuzz.Sm90
+// GpuFuzz.Sm90Seesaw runs the same cases on the seesaw consumer schedule (FLASH_MLA_SM90_SEESAW=1),
+// which pairs blocks and releases stages in groups: odd and even block counts per piece, every page
+// size (TMA and gather producers) and splits are what it must survive.
 #include <gtest/gtest.h>
 
 #include "fuzz.hpp"
@@ -12,10 +15,9 @@
 namespace flash_mla::test {
 namespace {
 
-TEST(GpuFuzz, Sm90) {
-  REQUIRE_SM90();
+void fuzz_sm90(const char* test) {
   Stream stream;
-  run_fuzz(FuzzTarget::kSm90, 200, "./tests/flash_mla_gpu_tests", "GpuFuzz.Sm90", [&](const FuzzCase& c) {
+  run_fuzz(FuzzTarget::kSm90, 200, "./tests/flash_mla_gpu_tests", test, [&](const FuzzCase& c) {
     testing::Workload w = make_fuzz_workload(c);
     GpuDecode d(w, c.num_sms, stream);
     d.run();
@@ -23,6 +25,17 @@ TEST(GpuFuzz, Sm90) {
     if (!d.guards_intact()) return std::string("a guard band around out, lse or the workspace was overwritten");
     return check_fuzz_output(c, w, d.out_host.data(), d.lse_host.data());
   });
+}
+
+TEST(GpuFuzz, Sm90) {
+  REQUIRE_SM90();
+  fuzz_sm90("GpuFuzz.Sm90");
+}
+
+TEST(GpuFuzz, Sm90Seesaw) {
+  REQUIRE_SM90();
+  ScopedEnv seesaw("FLASH_MLA_SM90_SEESAW", "1");
+  fuzz_sm90("GpuFuzz.Sm90Seesaw");
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <sstream>
 
 #include "decode_call.hpp"
@@ -170,6 +171,23 @@ testing::Workload fp8_workload(const FP8Variant& variant, int batch, int s_q, in
                                std::vector<int32_t> lens, bool causal, uint64_t seed, int page) {
   return random_workload(batch, s_q, h_q, h_kv, std::move(lens), DType::kBF16, causal, seed, page, variant.format,
                          variant.fp8_q);
+}
+
+ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {
+  if (const char* old = std::getenv(name)) old_ = std::make_unique<std::string>(old);
+  if (value) {
+    setenv(name, value, 1);
+  } else {
+    unsetenv(name);
+  }
+}
+
+ScopedEnv::~ScopedEnv() {
+  if (old_) {
+    setenv(name_, old_->c_str(), 1);
+  } else {
+    unsetenv(name_);
+  }
 }
 
 }  // namespace flash_mla::test

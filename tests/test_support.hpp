@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -124,5 +125,18 @@ inline constexpr FP8Variant kFP8Variants[] = {{KvCacheFormat::kFP8WithScale, fal
 // random_workload with the variant's cache (q and out bf16).
 testing::Workload fp8_workload(const FP8Variant& variant, int batch, int s_q, int h_q, int h_kv,
                                std::vector<int32_t> lens, bool causal, uint64_t seed, int page = 64);
+
+// Sets an environment variable for a scope (value nullptr: unsets it), restoring the previous value.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value);
+  ~ScopedEnv();
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::unique_ptr<std::string> old_;
+};
 
 }  // namespace flash_mla::test

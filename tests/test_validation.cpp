@@ -21,24 +21,6 @@ namespace {
 constexpr Device kCpu{DeviceType::kCPU, 0};
 constexpr Device kCuda0{DeviceType::kCUDA, 0};
 
-// Sets an environment variable for a scope, restoring the previous value.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = std::make_unique<std::string>(old);
-    if (value) setenv(name, value, 1);
-    else unsetenv(name);
-  }
-  ~ScopedEnv() {
-    if (old_) setenv(name_, old_->c_str(), 1);
-    else unsetenv(name_);
-  }
-
- private:
-  const char* name_;
-  std::unique_ptr<std::string> old_;
-};
-
 bool all_bytes(const GuardedBuffer& b, uint8_t value) {
   const auto* p = static_cast<const uint8_t*>(b.data());
   return std::all_of(p, p + b.size(), [value](uint8_t v) { return v == value; });

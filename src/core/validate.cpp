@@ -90,11 +90,6 @@ void check_data(const TensorView& t, const char* arg) {
   }
 }
 
-bool env_flag(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr && v[0] != '\0' && std::string(v) != "0";
-}
-
 // The Hopper kernel reads q and k_cache with 16-byte copies (TMA), so their base pointers and every
 // stride must be 16-byte multiples.
 void check_copy_engine_alignment(const TensorView& t, const char* arg) {
@@ -468,6 +463,11 @@ QuantizeParams make_quantize_params(const TensorView& x, const TensorView& out, 
 }
 
 bool value_validation_requested(bool flag) { return flag || env_flag("FLASH_MLA_VALIDATE"); }
+
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && v[0] != '\0' && std::string(v) != "0";
+}
 
 }  // namespace flash_mla::detail
 

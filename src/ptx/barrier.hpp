@@ -11,6 +11,12 @@ __device__ __forceinline__ void named_barrier_sync(uint32_t id, uint32_t count) 
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 
+// bar.arrive id, count: counts this thread's arrival at barrier `id` without waiting; the threads that
+// wait there with bar.sync observe the memory accesses made before the arrival (9.7.13.1).
+__device__ __forceinline__ void named_barrier_arrive(uint32_t id, uint32_t count) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
 // setmaxnreg.inc / .dec.sync.aligned.u32: a warpgroup's register budget per thread.
 template <uint32_t kRegs>
 __device__ __forceinline__ void setmaxnreg_inc() {

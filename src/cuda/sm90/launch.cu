@@ -81,16 +81,18 @@ bool sm90_kernel_supports(KvCacheFormat format, DType q_dtype) {
 
 void decode_sm90(const DecodeParams& p) {
   CudaDeviceGuard guard(p.device.index);
+  // FLASH_MLA_SM90_SEESAW=1: the seesaw consumer schedule (an A/B switch while it is measured).
+  const bool seesaw = env_flag("FLASH_MLA_SM90_SEESAW");
   if (p.kv_format == KvCacheFormat::kFP8WithScale) {
-    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(p, CUtensorMap{});
+    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(p, CUtensorMap{}, seesaw);
   } else if (p.kv_format == KvCacheFormat::kFP8PerTensor) {
-    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(p, CUtensorMap{});
+    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(p, CUtensorMap{}, seesaw);
   } else {
     const CUtensorMap k_map = make_k_map(p);
     if (p.dtype == DType::kBF16) {
-      sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kDense>(p, k_map);
+      sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kDense>(p, k_map, seesaw);
     } else {
-      sm90::dense::launch_decode<__half, KvCacheFormat::kDense>(p, k_map);
+      sm90::dense::launch_decode<__half, KvCacheFormat::kDense>(p, k_map, seesaw);
     }
   }
   cuda_check(cudaGetLastError(), "sm90 decode kernel launch");

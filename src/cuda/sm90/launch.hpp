@@ -12,15 +12,16 @@ namespace flash_mla::sm90 {
 
 namespace dense {  // 64 query rows per CTA (any h_q * s_q / h_kv)
 // k_map is the cache's TMA descriptor for kDense; FP8 caches are read through registers and ignore it.
+// seesaw: the seesaw consumer schedule instead of the serial one (decode_dense/config.hpp, Schedule).
 template <typename T, KvCacheFormat kFormat>
-void launch_decode(const detail::DecodeParams& p, const CUtensorMap& k_map);
+void launch_decode(const detail::DecodeParams& p, const CUtensorMap& k_map, bool seesaw);
 extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kDense>(const detail::DecodeParams&,
-                                                                          const CUtensorMap&);
-extern template void launch_decode<__half, KvCacheFormat::kDense>(const detail::DecodeParams&, const CUtensorMap&);
+                                                                          const CUtensorMap&, bool);
+extern template void launch_decode<__half, KvCacheFormat::kDense>(const detail::DecodeParams&, const CUtensorMap&, bool);
 extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(const detail::DecodeParams&,
-                                                                                 const CUtensorMap&);
+                                                                                 const CUtensorMap&, bool);
 extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(const detail::DecodeParams&,
-                                                                                 const CUtensorMap&);
+                                                                                 const CUtensorMap&, bool);
 }  // namespace dense
 
 }  // namespace flash_mla::sm90

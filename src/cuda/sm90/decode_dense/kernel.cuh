@@ -9,32 +9,28 @@
 // cp.async (all copies in flight) and stays for the piece. A piece of a split sequence writes fp32
 // partial O and lse; an unsplit one writes out and lse.
 //
-// Seesaw schedule (config.hpp kSeesaw = true; measured slower, kept for its redesign). Blocks of a piece go in pairs (a, b = a + 1); WG0 owns
-// a, WG1 owns b: the owner computes S = Q·Kᵀ (36 wgmma m64n64k16), masks it, takes the running max
-// (the other consumer's, from the block before), P = exp2(S - max) and alpha, and publishes P (into
-// the stage's RoPE sub-tile, which only Q·Kᵀ reads), alpha and the max with p_full[stage]; both
-// consumers then fold every block into their columns in block order, O = O·alpha + P·V
-// (4 wgmma m64n256k16 each). One pair, steady state (time →; ‖ = overlapped with the line above):
+// Serial schedule (the default): WG0 computes S and the softmax of every block, writes P to sP,
+// O[:, 0:256] += P·V; WG1 waits for P (kPReady) and does O[:, 256:512]. Its P·V of block j overlaps
+// WG0's Q·Kᵀ and softmax of j + 1; the TMA of j + 2 both. Stages alternate block by block.
 //
-//   WG0  [Q·K(a)ᵀ][mask max exp: P(a)]→p_full(a) [O_L·α_a+P(a)V(a)] wait p_full(b) [O_L·α_b+P(b)V(b)]
-//   WG1     [Q·K(b)ᵀ][mask] wait p_full(a) [O_R·α_a+P(a)V(a)]                  [O_R·α_b+P(b)V(b)]
-//                                         ‖ [max exp: P(b)]→p_full(b)
-//   TMA  K(a+2) into a's stage once both consumers freed it (k_free, 256 arrivals); K(b+2) likewise
+// Seesaw schedule (FLASH_MLA_SM90_SEESAW=1; not yet measured against serial). Blocks of a piece go in
+// pairs (a, b = a + 1), a always in stage 0 and b in stage 1 (a piece with an odd block count ends
+// with a pair without b). WG0 scores a, WG1 scores b; each folds its own block into its 256 columns
+// first, with P from registers, and the other's second, with P through shared memory:
 //
-// WG0's softmax of a overlaps WG1's Q·K(b)ᵀ; WG1's softmax of b overlaps both P(a)·V(a); WG0's
-// Q·K(a+2)ᵀ overlaps WG1's P(b)·V(b). The row-max chain a → b → a+2 costs one shared-memory hand-off
-// per block. Hand-offs: k_full (TMA → both), p_full (owner's 128 threads → both; the owner waits on
-// it too, which orders its own threads' P stores before its wgmma), k_free (256 → producer). A
-// stage's P slot and stats are rewritten only by the owner of the block two later, after k_full of
-// that block, i.e. after both consumers freed the stage: no separate "P free" barrier.
+//   WG0  [Q·K(a)ᵀ][max→stats_a][exp][O_L·α_a + P_a·V_L(a)] ‖ wait stats_b, P_a·α_b→sP
+//                                              wait P_b [O_L·α_b + P_b·V_L(b)]
+//   WG1  [Q·K(b)ᵀ] wait stats_a [max→stats_b][exp, P_b→stage 1 RoPE][O_R·α_aα_b + P_b·V_R(b)]
+//                                              wait P_a·α_b [O_R + (P_a·α_b)·V_R(a)]
 //
-// Serial schedule (kSeesaw = false, the default: the seesaw measured 3-8 % slower on an H200, since a
-// pair holds both stages and a block's load latency is exposed once per pair): WG0 computes S and the
-// softmax of every block, writes P to sP, O[:, 0:256] += P·V; WG1 waits for P (kPReady) and does
-// O[:, 256:512]. Its P·V of block j overlaps WG0's Q·Kᵀ and softmax of j + 1; TMA of j + 2 both.
+// so O_L = (O_L·α_a + P_a·V_L(a))·α_b + P_b·V_L(b) and O_R = O_R·α_aα_b + P_b·V_R(b) + (P_a·α_b)·V_R(a):
+// both halves end on the same reference max (FlashMLA's published schedule). Each stage is released
+// in three groups as its readers finish (config.hpp, Group): RoPE, V left and V right, so the producer
+// (one TMA warp per stage) refills part of a stage while the pair is still running, and the next
+// Q·Kᵀ on a stage reads the groups in the order they were freed.
 //
-// Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB (serial only) + 1.5 KiB row stats and
-// barriers = 226 KiB, + 1 KiB for the base alignment: exactly the 227 KiB limit (sP is the slack).
+// Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB + 1.6 KiB row stats and barriers = 226 KiB,
+// + 1 KiB for the base alignment: within 0.5 KiB of the 227 KiB limit.
 // Registers: setmaxnreg 232 (consumers) / 40 (producer), FP8 200 / 104 (2 · consumer + producer must
 // stay ≤ 504); O half 128 + S 32 fp32 in each consumer, no spills (ptxas -v).
 // Covered by tests/test_gpu.cpp (GPU decode vs the float64 reference, every page size),
@@ -174,28 +170,11 @@ __device__ __forceinline__ void visible_limits(const DecodeParams& p, const Piec
   }
 }
 
-// S = Q·Kᵀ of the block in `stage` (36 wgmma m64n64k16, both operands K-major in shared memory),
-// then masked and scaled into the log2 domain: scores past the piece end or the causal limit are
-// selected to -inf, never multiplied (masked K rows may hold NaN). row_max: quad-reduced row maxima.
-template <typename T>
-__device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2], const SharedStorage& s, int stage,
-                                            int blk, const RowPair& rp, const int (&limit)[2], float scale_log2) {
-  ptx::wgmma_fence();
-#pragma unroll
-  for (int c = 0; c < kQKSubTiles; ++c) {
-#pragma unroll
-    for (int kk = 0; kk < kSubTileCols / 16; ++kk) {
-      const uint64_t desc_q =
-          ptx::make_smem_desc(reinterpret_cast<const char*>(&s.q[c]) + kk * 32, 16, 1024, ptx::Swizzle::k128B);
-      const uint64_t desc_k = ptx::make_smem_desc(reinterpret_cast<const char*>(&s.k[stage][c]) + kk * 32, 16, 1024,
-                                                  ptx::Swizzle::k128B);
-      ptx::wgmma_m64n64k16_ss<T>(sc, desc_q, desc_k, (c | kk) != 0);
-    }
-  }
-  ptx::wgmma_commit_group();
-  ptx::wgmma_wait_group<0>();
-  ptx::fence_registers(sc);
-
+// Masks S of block `blk` and scales it into the log2 domain: scores past the piece end or the causal
+// limit are selected to -inf, never multiplied (masked K rows may hold NaN). row_max: quad-reduced row
+// maxima.
+__device__ __forceinline__ void mask_scores(float (&sc)[32], float (&row_max)[2], int blk, const RowPair& rp,
+                                            const int (&limit)[2], float scale_log2) {
   const int token0 = blk * kBlockN + rp.col;
   row_max[0] = row_max[1] = -INFINITY;
 #pragma unroll
@@ -213,6 +192,34 @@ __device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2]
   row_max[1] = quad_max(row_max[1]);
 }
 
+// The wgmma m64n64k16 of Q·Kᵀ for k-step kk of sub-tile c of `stage` (both operands K-major).
+template <typename T>
+__device__ __forceinline__ void qk_step(float (&sc)[32], const SharedStorage& s, int stage, int c, int kk,
+                                        int scale_d) {
+  const uint64_t desc_q =
+      ptx::make_smem_desc(reinterpret_cast<const char*>(&s.q[c]) + kk * 32, 16, 1024, ptx::Swizzle::k128B);
+  const uint64_t desc_k =
+      ptx::make_smem_desc(reinterpret_cast<const char*>(&s.k[stage][c]) + kk * 32, 16, 1024, ptx::Swizzle::k128B);
+  ptx::wgmma_m64n64k16_ss<T>(sc, desc_q, desc_k, scale_d);
+}
+
+// S = Q·Kᵀ of the block in `stage` (36 wgmma m64n64k16, both operands in shared memory), masked
+// (mask_scores).
+template <typename T>
+__device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2], const SharedStorage& s, int stage,
+                                            int blk, const RowPair& rp, const int (&limit)[2], float scale_log2) {
+  ptx::wgmma_fence();
+#pragma unroll
+  for (int c = 0; c < kQKSubTiles; ++c) {
+#pragma unroll
+    for (int kk = 0; kk < kSubTileCols / 16; ++kk) qk_step<T>(sc, s, stage, c, kk, (c | kk) != 0);
+  }
+  ptx::wgmma_commit_group();
+  ptx::wgmma_wait_group<0>();
+  ptx::fence_registers(sc);
+  mask_scores(sc, row_max, blk, rp, limit, scale_log2);
+}
+
 // The running max after a block whose row maxima are row_max: m becomes the new max, m_use the
 // exponent base (0 for a row masked so far, which keeps exp2 finite), alpha the rescale of what was
 // accumulated before the block.
@@ -228,6 +235,8 @@ __device__ __forceinline__ void advance_max(float (&m)[2], const float (&row_max
 }
 
 // P = exp2(S - m_use), packed to 16 bits for P·V; adds this thread's part of each row sum to l.
+// packed[2i + k] holds row k's columns 8i + col, + 1: for k-step kk, packed[4kk .. 4kk + 3] is the k16
+// A fragment of a register-operand wgmma (the accumulator layout is the fragment layout).
 template <typename T>
 __device__ __forceinline__ void exponentiate(const float (&sc)[32], const float (&m_use)[2], float (&l)[2],
                                              uint32_t (&packed)[16]) {
@@ -243,28 +252,46 @@ __device__ __forceinline__ void exponentiate(const float (&sc)[32], const float 
   }
 }
 
-// This thread's P fragments into a [64 rows, 64 tokens] tile in the K-major swizzle wgmma reads as A.
-__device__ __forceinline__ void store_p(SubTile& tile, const RowPair& rp, const uint32_t (&packed)[16]) {
+// Visits the 32-bit words of a [64 rows, 64 tokens] tile in the K-major swizzle wgmma reads as A that
+// hold this thread's P fragments: fn(word, i) for packed index i (exponentiate's layout; row i % 2).
+template <typename Fn>
+__device__ __forceinline__ void for_each_p_word(SubTile& tile, const RowPair& rp, Fn&& fn) {
   char* sp = reinterpret_cast<char*>(&tile);
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
-      *reinterpret_cast<uint32_t*>(sp + swizzled_offset(rp.row[k], i) + rp.col * 2) = packed[2 * i + k];
+      fn(*reinterpret_cast<uint32_t*>(sp + swizzled_offset(rp.row[k], i) + rp.col * 2), 2 * i + k);
     }
   }
 }
 
-// V rows past the sequence end may hold NaN and 0 * NaN = NaN: zeroes them in the stage before any
-// P·V reads it. The trip count is warpgroup-uniform (the store is predicated), so every warp leaves
-// the loop converged before the barrier or wgmma that follows.
-__device__ __forceinline__ void zero_v_tail(SharedStorage& s, int stage, int valid, int thread) {
+// This thread's P fragments into the tile.
+__device__ __forceinline__ void store_p(SubTile& tile, const RowPair& rp, const uint32_t (&packed)[16]) {
+  for_each_p_word(tile, rp, [&](uint32_t& word, int i) { word = packed[i]; });
+}
+
+// Multiplies the P fragments this thread stored with store_p by its rows' factors, in place.
+template <typename T>
+__device__ __forceinline__ void rescale_p(SubTile& tile, const RowPair& rp, const float (&factor)[2]) {
+  for_each_p_word(tile, rp, [&](uint32_t& word, int i) {
+    const float2 v = unpack2<T>(word);
+    word = pack2<T>(v.x * factor[i % 2], v.y * factor[i % 2]);
+  });
+}
+
+// V rows past the sequence end may hold NaN and 0 * NaN = NaN: zeroes them in the stage (sub-tiles
+// first .. first + count - 1, all of V by default) before any P·V reads it. The trip count is
+// warpgroup-uniform (the store is predicated), so every warp leaves the loop converged before the
+// barrier or wgmma that follows.
+__device__ __forceinline__ void zero_v_tail(SharedStorage& s, int stage, int valid, int thread, int first = 0,
+                                            int count = kVSubTiles) {
   if (valid >= kBlockN) return;
-  const int rows = kBlockN - valid, zero_chunks = rows * 8 * kVSubTiles;
+  const int rows = kBlockN - valid, zero_chunks = rows * 8 * count;
   for (int z0 = 0; z0 < zero_chunks; z0 += kWarpgroupThreads) {
     const int z = z0 + thread;
     if (z < zero_chunks) {
-      const int c = z / (rows * 8), rest = z % (rows * 8);
+      const int c = first + z / (rows * 8), rest = z % (rows * 8);
       char* tile = reinterpret_cast<char*>(&s.k[stage][c]);
       *reinterpret_cast<int4*>(tile + (valid + rest / 8) * 128 + (rest % 8) * 16) = make_int4(0, 0, 0, 0);
     }
@@ -315,8 +342,84 @@ __device__ __forceinline__ void pv_gemm(float (&o)[128], const SubTile& p_tile, 
   pv_wait(o);
 }
 
+// Issues O[:, 256·half ..] += P·V with P from registers (packed, exponentiate's layout): 4 wgmma
+// m64n256k16 with A in registers, one commit group; packed must stay unchanged until pv_wait.
+template <typename T>
+__device__ __forceinline__ void pv_issue_rs(float (&o)[128], const uint32_t (&packed)[16], const SharedStorage& s,
+                                            int stage, int half) {
+  ptx::fence_registers(o);
+  ptx::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kBlockN / 16; ++kk) {
+    const uint32_t a[4] = {packed[4 * kk], packed[4 * kk + 1], packed[4 * kk + 2], packed[4 * kk + 3]};
+    const uint64_t desc_v = ptx::make_smem_desc(
+        reinterpret_cast<const char*>(&s.k[stage][half * kVSubTilesPerWarpgroup]) + kk * 16 * 128, kSubTileBytes,
+        1024, ptx::Swizzle::k128B);
+    ptx::wgmma_m64n256k16_rs_tn<T>(o, a, desc_v, 1);
+  }
+  ptx::wgmma_commit_group();
+}
+
 // Whether the producer gathers this call's pages (gather_producer) rather than copying them by TMA.
 __device__ __forceinline__ bool gathers_pages(const DecodeParams& p) { return p.page_block_size < kMinTmaPage; }
+
+// The stage of each block and the parity of that stage's use, as producers and consumers agree. Serial:
+// blocks alternate stages through the CTA's whole stream. Seesaw: every piece starts its pairs on stage
+// 0 (block a) and stage 1 (block b), and each stage counts its own uses.
+template <Schedule kSched>
+struct StageRing {
+  uint32_t uses0 = 0, uses1 = 0;
+  struct Slot {
+    int stage;
+    uint32_t parity;
+  };
+  __device__ Slot next(const Piece& pc, int blk, uint32_t it) {
+    if constexpr (kSched == Schedule::kSerial) {
+      return {static_cast<int>(it % kStages), (it / kStages) & 1};
+    } else {
+      const int stage = (blk - pc.first_block()) & 1;
+      const uint32_t uses = stage == 0 ? uses0++ : uses1++;
+      return {stage, uses & 1};
+    }
+  }
+};
+
+// Waits until the consumers have freed `stage` for its use with `parity` (seesaw: every release group,
+// in release order).
+template <Schedule kSched>
+__device__ __forceinline__ void wait_stage_free(SharedStorage& s, int stage, uint32_t parity) {
+  if constexpr (kSched == Schedule::kSerial) {
+    ptx::mbarrier_wait(&s.k_free[stage], parity ^ 1);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kGroups; ++i) ptx::mbarrier_wait(&s.g_free[stage][release_order(stage, i)], parity ^ 1);
+  }
+}
+
+// Whether wait_stage_free would return at once.
+template <Schedule kSched>
+__device__ __forceinline__ bool stage_is_free(SharedStorage& s, int stage, uint32_t parity) {
+  if constexpr (kSched == Schedule::kSerial) {
+    return ptx::mbarrier_test(&s.k_free[stage], parity ^ 1);
+  } else {
+    bool free = true;
+#pragma unroll
+    for (int g = 0; g < kGroups; ++g) free = free && ptx::mbarrier_test(&s.g_free[stage][g], parity ^ 1);
+    return free;
+  }
+}
+
+// One producer thread's arrival on `stage`'s full barrier (seesaw: on each release group's): the
+// gather and FP8 producers, 128 arrivals per barrier.
+template <Schedule kSched>
+__device__ __forceinline__ void arrive_stage_full(SharedStorage& s, int stage) {
+  if constexpr (kSched == Schedule::kSerial) {
+    ptx::mbarrier_arrive(&s.k_full[stage]);
+  } else {
+#pragma unroll
+    for (int g = 0; g < kGroups; ++g) ptx::mbarrier_arrive(&s.g_full[stage][g]);
+  }
+}
 
 // The producer for pages of fewer than kMinTmaPage tokens: the whole producer warpgroup gathers each
 // 64-token block with 16-byte cp.async copies straight into the swizzled sub-tiles. Thread t serves
@@ -326,9 +429,9 @@ __device__ __forceinline__ bool gathers_pages(const DecodeParams& p) { return p.
 // the pool are zero-filled. A block's copies are one cp.async group per thread; a thread signals
 // k_full (one of 128 arrivals) once its group of the previous block has landed, after a proxy fence:
 // wgmma reads what the generic proxy wrote. It never waits for a stage still holding the previous
-// block's signal: the seesaw's consumer 1 needs K(b) before it frees a = b - 1, so waiting for the
-// stage of b + 1 (freed by a) with b unsignalled deadlocks.
-template <typename T>
+// block's signal: in the seesaw, stage 0 is freed only once consumer 1 has scored b, so waiting for
+// it with b unsignalled deadlocks.
+template <typename T, Schedule kSched>
 __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedStorage& s, int thread) {
   constexpr int kRowsPerPass = kWarpgroupThreads / 8;  // 16
   constexpr int kPasses = kBlockN / kRowsPerPass;      // 4
@@ -338,10 +441,12 @@ __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedSto
   int pending = -1;  // the stage whose copies are in flight and not yet signalled
   auto signal = [&](int stage) {
     ptx::fence_proxy_async_shared();
-    ptx::mbarrier_arrive(&s.k_full[stage]);
+    arrive_stage_full<kSched>(s, stage);
   };
+  StageRing<kSched> ring;
   for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
-    const int stage = it % kStages;
+    const auto slot = ring.next(pc, blk, it);
+    const int stage = slot.stage;
     const int valid = pc.seqlen - blk * kBlockN;
     const T* src[kPasses];
 #pragma unroll
@@ -352,13 +457,12 @@ __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedSto
                    ? k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride
                    : nullptr;
     }
-    const uint32_t free_parity = ((it / kStages) & 1) ^ 1;
-    if (pending >= 0 && !ptx::mbarrier_test(&s.k_free[stage], free_parity)) {
+    if (pending >= 0 && !stage_is_free<kSched>(s, stage, slot.parity)) {
       ptx::cp_async_wait<0>();
       signal(pending);
       pending = -1;
     }
-    ptx::mbarrier_wait(&s.k_free[stage], free_parity);
+    wait_stage_free<kSched>(s, stage, slot.parity);
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
       const int row = row0 + kRowsPerPass * i;
@@ -381,9 +485,9 @@ __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedSto
   }
 }
 
-// The row statistics of a block, published by its owner: alpha (the rescale of what was accumulated
-// before the block) and the running max after it. One float per row: the lane of each quad that
-// holds column 0 writes.
+// The row statistics of a block, published by the consumer that scored it: alpha (the rescale of what
+// was accumulated before the block) and the running max after it. One float per row: the lane of each
+// quad that holds column 0 writes.
 __device__ __forceinline__ void publish_stats(SharedStorage& s, int stage, const RowPair& rp, const float (&alpha)[2],
                                               const float (&m)[2]) {
   if (rp.col == 0) {
@@ -395,98 +499,205 @@ __device__ __forceinline__ void publish_stats(SharedStorage& s, int stage, const
   }
 }
 
-// Waits for the other consumer's P of the block in `stage` (and the stage's bytes), takes its
-// rescale and running max, and accumulates this warpgroup's columns: l and o are rescaled by the same
-// alpha the owner used, so both warpgroups agree on every row's reference max.
-template <typename T>
-__device__ __forceinline__ void absorb_block(SharedStorage& s, int stage, uint32_t parity, int half, const RowPair& rp,
-                                             float (&o)[128], float (&m)[2], float (&l)[2]) {
-  ptx::mbarrier_wait(&s.k_full[stage], parity);
-  ptx::mbarrier_wait(&s.p_full[stage], parity);
-  float alpha[2];
+__device__ __forceinline__ void read_stats(const SharedStorage& s, int stage, const RowPair& rp, float (&alpha)[2],
+                                           float (&m)[2]) {
 #pragma unroll
   for (int k = 0; k < 2; ++k) {
     alpha[k] = s.alpha[stage][rp.row[k]];
     m[k] = s.row_max[stage][rp.row[k]];
-    l[k] *= alpha[k];
   }
-  rescale_rows(o, alpha);
-  pv_gemm<T>(o, s.k[stage][kRopeSubTile], s, stage, half);
-  ptx::mbarrier_arrive(&s.k_free[stage]);
 }
 
-// The seesaw schedule for one piece (diagram at the top of this file). Blocks go in pairs (a, b):
-// consumer 0 owns a, consumer 1 owns b; the owner computes S, the new running max, P and alpha, and
-// publishes P (into the stage's RoPE sub-tile), alpha and the max (p_full); both consumers then fold
-// the block into their 256 columns in block order, O = O·alpha + P·V. Consumer 1 issues P(a)·V(a) and
-// computes b's softmax while it runs. Each consumer's l sums only its own blocks' P, rescaled by
-// every block's alpha; the two halves are added at the end. On return o holds this warpgroup's 256
-// columns, m the final row max (log2 domain) and l the piece's row sum, equal in both warpgroups.
+// Phase counts of the seesaw's two stages, kept across the pieces of a CTA (producers: StageRing).
+struct SeesawUses {
+  uint32_t a = 0;  // pairs so far (stage 0)
+  uint32_t b = 0;  // pairs with a block b so far (stage 1)
+};
+
+// S = Q·Kᵀ of the seesaw's block in stage kStage, its release groups read in release order, each
+// waited for (full barrier) just before its wgmmas are issued: the math on the groups freed first
+// overlaps the copies of the last. A wgmma.fence follows each wait: without it ptxas injects its own
+// after the wait loop (C7519) and then serialises every wgmma of the kernel (C7520).
+template <typename T, int kStage>
+__device__ __forceinline__ void seesaw_scores(float (&sc)[32], SharedStorage& s, uint32_t parity) {
+#pragma unroll
+  for (int i = 0; i < kGroups; ++i) {
+    const int g = release_order(kStage, i);
+    ptx::mbarrier_wait(&s.g_full[kStage][g], parity);
+    ptx::wgmma_fence();
+#pragma unroll
+    for (int t = 0; t < group_sub_tiles(g); ++t) {
+#pragma unroll
+      for (int kk = 0; kk < kSubTileCols / 16; ++kk) {
+        qk_step<T>(sc, s, kStage, group_first_sub_tile(g) + t, kk, (i | t | kk) != 0);
+      }
+    }
+  }
+  ptx::wgmma_commit_group();
+  ptx::wgmma_wait_group<0>();
+  ptx::fence_registers(sc);
+}
+
+// Zeroes this consumer's V half (`half`: 0 = sub-tiles 0-3, 1 = 4-7) of the rows past the sequence
+// end in a tail block (valid < 64 tokens), then makes the zeroes visible to its own next wgmma. The
+// first sync waits until every warp of this warpgroup is past its reads of the block (its Q·Kᵀ).
+__device__ __forceinline__ void seesaw_zero_tail(SharedStorage& s, int stage, int valid, int half, int thread) {
+  if (valid >= kBlockN) return;
+  ptx::named_barrier_sync(kTailZeroed + half, kWarpgroupThreads);
+  zero_v_tail(s, stage, valid, thread, half * kVSubTilesPerWarpgroup, kVSubTilesPerWarpgroup);
+  ptx::fence_proxy_async_shared();
+  ptx::named_barrier_sync(kTailZeroed + half, kWarpgroupThreads);
+}
+
+// Consumer 0's part of a seesaw pair: block a (stage 0) and, when kHasB, b (stage 1). On entry m is
+// the running max after the previous pair; on return, after this one. l sums consumer 0's own blocks.
+template <typename T, bool kHasB>
+__device__ __forceinline__ void seesaw_pair_0(SharedStorage& s, const Piece& pc, int a, const SeesawUses& uses,
+                                              int thread, const RowPair& rp, const int (&limit)[2], float scale_log2,
+                                              float (&o)[128], float (&m)[2], float (&l)[2]) {
+  float sc[32], row_max[2], m_use[2], alpha_a[2];
+  seesaw_scores<T, 0>(sc, s, uses.a & 1);
+  ptx::mbarrier_arrive(&s.g_free[0][kGroupRope]);    // its only reader
+  ptx::mbarrier_arrive(&s.g_free[0][kGroupVRight]);  // consumer 1's P·V(a) is the other half
+  mask_scores(sc, row_max, a, rp, limit, scale_log2);
+  advance_max(m, row_max, m_use, alpha_a);
+  publish_stats(s, 0, rp, alpha_a, m);
+  ptx::named_barrier_arrive(kStatsA, kConsumerThreads);
+  l[0] *= alpha_a[0];
+  l[1] *= alpha_a[1];
+  uint32_t packed[16];
+  exponentiate<T>(sc, m_use, l, packed);
+  // P(a) goes to sP before the wgmma that reads packed is issued: the PTX ISA leaves reading a
+  // wgmma's A registers before its wait_group undefined.
+  store_p(s.p, rp, packed);
+  if constexpr (!kHasB) {
+    ptx::fence_proxy_async_shared();  // wgmma (async proxy) reads what these stores wrote
+    ptx::named_barrier_arrive(kPaReady, kConsumerThreads);
+  }
+  // Only a sequence's last block can be short, and a pair with b has a full a.
+  if (!kHasB) seesaw_zero_tail(s, 0, pc.seqlen - a * kBlockN, 0, thread);
+  rescale_rows(o, alpha_a);
+  pv_issue_rs<T>(o, packed, s, 0, 0);
+  if constexpr (kHasB) {
+    // While P(a)·V_L(a) runs: sP becomes P(a)·alpha_b for consumer 1, each thread rescaling the words
+    // it stored (a second rounding of P, within one unit of the 16-bit type).
+    float alpha_b[2];
+    ptx::named_barrier_sync(kStatsB, kConsumerThreads);
+    read_stats(s, 1, rp, alpha_b, m);
+    rescale_p<T>(s.p, rp, alpha_b);
+    ptx::fence_proxy_async_shared();
+    ptx::named_barrier_arrive(kPaReady, kConsumerThreads);
+    pv_wait(o);
+    ptx::mbarrier_arrive(&s.g_free[0][kGroupVLeft]);
+    l[0] *= alpha_b[0];
+    l[1] *= alpha_b[1];
+    ptx::named_barrier_sync(kPbReady, kConsumerThreads);
+    // Complete already (consumer 1's Q·K(b)ᵀ waited for it); waiting makes the bytes visible here.
+    ptx::mbarrier_wait(&s.g_full[1][kGroupVLeft], uses.b & 1);
+    seesaw_zero_tail(s, 1, pc.seqlen - (a + 1) * kBlockN, 0, thread);
+    rescale_rows(o, alpha_b);
+    pv_gemm<T>(o, s.k[1][kRopeSubTile], s, 1, 0);
+    ptx::mbarrier_arrive(&s.g_free[1][kGroupRope]);
+    ptx::mbarrier_arrive(&s.g_free[1][kGroupVLeft]);
+  } else {
+    pv_wait(o);
+    ptx::mbarrier_arrive(&s.g_free[0][kGroupVLeft]);
+  }
+}
+
+// Consumer 1's part of a seesaw pair (see seesaw_pair_0). l sums consumer 1's own blocks (b).
+template <typename T, bool kHasB>
+__device__ __forceinline__ void seesaw_pair_1(SharedStorage& s, const Piece& pc, int a, const SeesawUses& uses,
+                                              int thread, const RowPair& rp, const int (&limit)[2], float scale_log2,
+                                              float (&o)[128], float (&m)[2], float (&l)[2]) {
+  float alpha_a[2];
+  if constexpr (kHasB) {
+    float sc[32], row_max[2], m_use[2], alpha_b[2], alpha_ab[2];
+    seesaw_scores<T, 1>(sc, s, uses.b & 1);
+    ptx::mbarrier_arrive(&s.g_free[1][kGroupVLeft]);  // consumer 0's P·V(b) is the other half
+    mask_scores(sc, row_max, a + 1, rp, limit, scale_log2);
+    ptx::named_barrier_sync(kStatsA, kConsumerThreads);
+    read_stats(s, 0, rp, alpha_a, m);
+    advance_max(m, row_max, m_use, alpha_b);
+    publish_stats(s, 1, rp, alpha_b, m);
+    ptx::named_barrier_arrive(kStatsB, kConsumerThreads);
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      alpha_ab[k] = alpha_a[k] * alpha_b[k];
+      l[k] *= alpha_ab[k];
+    }
+    uint32_t packed[16];
+    exponentiate<T>(sc, m_use, l, packed);
+    const int valid_b = pc.seqlen - (a + 1) * kBlockN;
+    if (valid_b < kBlockN) zero_v_tail(s, 1, valid_b, thread, kVSubTilesPerWarpgroup, kVSubTilesPerWarpgroup);
+    // P(b) into stage 1's RoPE sub-tile: read there only by this warpgroup's finished Q·K(b)ᵀ.
+    store_p(s.k[1][kRopeSubTile], rp, packed);
+    ptx::fence_proxy_async_shared();
+    ptx::named_barrier_arrive(kPbReady, kConsumerThreads);
+    if (valid_b < kBlockN) ptx::named_barrier_sync(kTailZeroed + 1, kWarpgroupThreads);
+    rescale_rows(o, alpha_ab);
+    pv_issue_rs<T>(o, packed, s, 1, 1);
+    // P(a)·V_R(a) is issued behind P(b)·V_R(b) as soon as consumer 0 has stored P(a)·alpha_b.
+    ptx::named_barrier_sync(kPaReady, kConsumerThreads);
+    ptx::mbarrier_wait(&s.g_full[0][kGroupVRight], uses.a & 1);  // complete; makes the bytes visible here
+    pv_issue<T>(o, s.p, s, 0, 1);
+    ptx::wgmma_wait_group<1>();
+    ptx::mbarrier_arrive(&s.g_free[1][kGroupVRight]);
+    pv_wait(o);
+    ptx::mbarrier_arrive(&s.g_free[0][kGroupVRight]);
+  } else {
+    ptx::named_barrier_sync(kStatsA, kConsumerThreads);
+    read_stats(s, 0, rp, alpha_a, m);
+    l[0] *= alpha_a[0];
+    l[1] *= alpha_a[1];
+    rescale_rows(o, alpha_a);
+    ptx::named_barrier_sync(kPaReady, kConsumerThreads);
+    ptx::mbarrier_wait(&s.g_full[0][kGroupVRight], uses.a & 1);
+    seesaw_zero_tail(s, 0, pc.seqlen - a * kBlockN, 1, thread);
+    pv_gemm<T>(o, s.p, s, 0, 1);
+    ptx::mbarrier_arrive(&s.g_free[0][kGroupVRight]);
+  }
+}
+
+// The seesaw schedule for one piece (diagram at the top of this file). Why the bar.arrive / bar.sync
+// hand-offs never mix two pairs' arrivals: each publisher arrives again only after a wait that the
+// other consumer satisfies after its own wait on the previous arrival. Consumer 0 arrives at kStatsA
+// of pair k + 1 after waiting at kStatsB of pair k (or at kRowStats, between pieces), which consumer 1
+// arrives at after waiting at kStatsA of pair k; it arrives at kPaReady of pair k + 1 after waiting at
+// kStatsB of pair k + 1, or, in a pair without b, after Q·K(a)ᵀ has waited for stage 0's V right,
+// which the producer refills only after consumer 1 freed it behind its kPaReady wait of pair k.
+// Consumer 1 arrives at kStatsB and kPbReady of pair k + 1 after waiting at kStatsA of pair k + 1,
+// which consumer 0 arrives at after waiting at kPbReady of pair k. Consumer 0 rewrites sP (and its
+// stats slot) in pair k + 1 only after its Q·K(a)ᵀ has waited for stage 0's V right, i.e. after
+// consumer 1's last read of sP in pair k; consumer 1 rewrites its stats slot only after kStatsA of
+// pair k + 1, i.e. after consumer 0 read it in pair k. Each consumer's l
+// sums its own blocks' P, rescaled by every block's alpha; the two are added at the end. Same
+// contract as serial_piece.
 template <typename T>
 __device__ __forceinline__ void seesaw_piece(const DecodeParams& p, SharedStorage& s, const Piece& pc, int warpgroup,
-                                             int thread, const RowPair& rp, float scale_log2, uint32_t& it,
+                                             int thread, const RowPair& rp, float scale_log2, SeesawUses& uses,
                                              float (&o)[128], float (&m)[2], float (&l)[2]) {
   int limit[2];
   visible_limits(p, pc, rp, limit);
   const int first = pc.first_block(), end = pc.end_block();
   for (int a = first; a < end; a += 2) {
     const bool has_b = a + 1 < end;
-    const int sa = it % kStages, sb = (it + 1) % kStages;
-    const uint32_t pa = (it / kStages) & 1, pb = ((it + 1) / kStages) & 1;
+    FLASH_MLA_TRACE_AT(2 + min(static_cast<int>(uses.a + uses.b), 40));
     if (warpgroup == 0) {
-      ptx::mbarrier_wait(&s.k_full[sa], pa);
-      FLASH_MLA_TRACE_AT(2 + min(static_cast<int>(it), 40));
-      float sc[32], row_max[2], m_use[2], alpha[2];
-      score_block<T>(sc, row_max, s, sa, a, rp, limit, scale_log2);
-      zero_v_tail(s, sa, pc.seqlen - a * kBlockN, thread);
-      advance_max(m, row_max, m_use, alpha);  // m: the max after b of the previous pair
-      publish_stats(s, sa, rp, alpha, m);
-      l[0] *= alpha[0];
-      l[1] *= alpha[1];
-      uint32_t packed[16];
-      exponentiate<T>(sc, m_use, l, packed);
-      store_p(s.k[sa][kRopeSubTile], rp, packed);
-      ptx::fence_proxy_async_shared();  // wgmma (async proxy) reads what these stores wrote
-      ptx::mbarrier_arrive(&s.p_full[sa]);
-      ptx::mbarrier_wait(&s.p_full[sa], pa);  // all of this warpgroup's P (and V-tail zeroes) are in
-      rescale_rows(o, alpha);
-      pv_gemm<T>(o, s.k[sa][kRopeSubTile], s, sa, 0);
-      ptx::mbarrier_arrive(&s.k_free[sa]);
-      if (has_b) absorb_block<T>(s, sb, pb, 0, rp, o, m, l);
-    } else if (has_b) {
-      ptx::mbarrier_wait(&s.k_full[sb], pb);
-      float sc[32], row_max[2], m_use[2], alpha_a[2], alpha_b[2];
-      score_block<T>(sc, row_max, s, sb, a + 1, rp, limit, scale_log2);
-      zero_v_tail(s, sb, pc.seqlen - (a + 1) * kBlockN, thread);
-      ptx::mbarrier_wait(&s.k_full[sa], pa);
-      ptx::mbarrier_wait(&s.p_full[sa], pa);
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        alpha_a[k] = s.alpha[sa][rp.row[k]];
-        m[k] = s.row_max[sa][rp.row[k]];
+      if (has_b) {
+        seesaw_pair_0<T, true>(s, pc, a, uses, thread, rp, limit, scale_log2, o, m, l);
+      } else {
+        seesaw_pair_0<T, false>(s, pc, a, uses, thread, rp, limit, scale_log2, o, m, l);
       }
-      advance_max(m, row_max, m_use, alpha_b);
-      publish_stats(s, sb, rp, alpha_b, m);  // before the P·V issue: its branch stays out of the wgmma stage
-      rescale_rows(o, alpha_a);
-      pv_issue<T>(o, s.k[sa][kRopeSubTile], s, sa, 1);
-      // P(a)·V(a) runs while b's softmax does (straight-line code that touches no accumulator).
-#pragma unroll
-      for (int k = 0; k < 2; ++k) l[k] = l[k] * alpha_a[k] * alpha_b[k];  // a folded in, then b's rescale
-      uint32_t packed[16];
-      exponentiate<T>(sc, m_use, l, packed);
-      store_p(s.k[sb][kRopeSubTile], rp, packed);
-      ptx::fence_proxy_async_shared();
-      ptx::mbarrier_arrive(&s.p_full[sb]);
-      pv_wait(o);
-      ptx::mbarrier_arrive(&s.k_free[sa]);
-      ptx::mbarrier_wait(&s.p_full[sb], pb);
-      rescale_rows(o, alpha_b);
-      pv_gemm<T>(o, s.k[sb][kRopeSubTile], s, sb, 1);
-      ptx::mbarrier_arrive(&s.k_free[sb]);
     } else {
-      absorb_block<T>(s, sa, pa, 1, rp, o, m, l);
+      if (has_b) {
+        seesaw_pair_1<T, true>(s, pc, a, uses, thread, rp, limit, scale_log2, o, m, l);
+      } else {
+        seesaw_pair_1<T, false>(s, pc, a, uses, thread, rp, limit, scale_log2, o, m, l);
+      }
     }
-    it += has_b ? 2 : 1;
+    ++uses.a;
+    uses.b += has_b ? 1 : 0;
   }
   // l of the whole piece = consumer 0's blocks + consumer 1's, both relative to the same final max.
 #pragma unroll
@@ -601,7 +812,7 @@ __device__ __forceinline__ void e4m3x16_to_bf16(const int4& raw, float scale, in
 // on k_full (128 arrivals). Rows past the sequence end are not written (the consumers mask them from
 // Q·Kᵀ and zero their V rows); a row inside the sequence on a page outside the pool is written as
 // zeros, as TMA fills it. Per-tensor descales are folded into the softmax scale and the output.
-template <KvCacheFormat kFormat>
+template <KvCacheFormat kFormat, Schedule kSched>
 __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorage& s, int thread) {
   constexpr bool kWithScale = kFormat == KvCacheFormat::kFP8WithScale;
   constexpr int kRowsPerPass = kWarpgroupThreads / 8;  // 16
@@ -610,8 +821,10 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
   const int chunk = thread % 8, row0 = thread / 8;
   const char* k = static_cast<const char*>(p.k) + static_cast<int64_t>(blockIdx.y) * p.k_head_stride;
   const int page_size = p.page_block_size;
+  StageRing<kSched> ring;
   for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
-    const int stage = it % kStages;
+    const auto slot = ring.next(pc, blk, it);
+    const int stage = slot.stage;
     const int valid = pc.seqlen - blk * kBlockN;
     // Two rows per half: a whole block in registers does not fit the producer's budget.
 #pragma unroll
@@ -622,7 +835,7 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
       bool live[kRowsInFlight], write[kRowsInFlight];  // live: loaded; write: inside the sequence
       // "FP8 with scale" copies its bf16 RoPE chunk straight into the stage as it loads (cp.async), so
       // it waits for the stage first; per tensor, the first loads overlap the wait instead.
-      if (kWithScale && half == 0) ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
+      if (kWithScale && half == 0) wait_stage_free<kSched>(s, stage, slot.parity);
 #pragma unroll
       for (int i = 0; i < kRowsInFlight; ++i) {
         const int row = row0 + kRowsPerPass * (half * kRowsInFlight + i), token = blk * kBlockN + row;
@@ -647,7 +860,7 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
           rope[i] = __ldg(reinterpret_cast<const uint2*>(src + kHeadDimV + 8 * chunk));
         }
       }
-      if (!kWithScale && half == 0) ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
+      if (!kWithScale && half == 0) wait_stage_free<kSched>(s, stage, slot.parity);
 #pragma unroll
       for (int i = 0; i < kRowsInFlight; ++i) {
         if (!write[i]) continue;
@@ -680,7 +893,7 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
       ptx::cp_async_wait<0>();
     }
     ptx::fence_proxy_async_shared();
-    ptx::mbarrier_arrive(&s.k_full[stage]);
+    arrive_stage_full<kSched>(s, stage);
   });
 }
 
@@ -706,55 +919,62 @@ __device__ __forceinline__ void load_q_e4m3(const DecodeParams& p, SharedStorage
   }
 }
 
-template <typename T, KvCacheFormat kFormat>
-__global__ void __launch_bounds__(kThreads, 1)
-    decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map) {
-  constexpr bool kDense = kFormat == KvCacheFormat::kDense;
-  extern __shared__ char smem_raw[];
-  // Aligned by pointer arithmetic on smem_raw, not through an integer: the compiler then knows every
-  // access through s is to shared memory (32-bit STS/LDS; through uintptr_t they were generic 64-bit
-  // ST.E/LD.E, two registers per address).
-  const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) & 1023;
-  SharedStorage& s = *reinterpret_cast<SharedStorage*>(smem_raw + ((1024 - misalign) & 1023));
-  const int warpgroup = threadIdx.x / kWarpgroupThreads;
-  const int thread = threadIdx.x % kWarpgroupThreads;
-  FLASH_MLA_TRACE_AT(0);
-  if (threadIdx.x == 0) {
-    for (int st = 0; st < kStages; ++st) {
-      // TMA: the producer's one arrival (with the bytes); a gather: every producer thread's.
-      ptx::mbarrier_init(&s.k_full[st], !kDense || gathers_pages(p) ? kWarpgroupThreads : 1);
-      ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
-      ptx::mbarrier_init(&s.p_full[st], kWarpgroupThreads);  // the block's owner, every thread
+// The seesaw's TMA producer warp for stage kStage: its blocks (a for stage 0, b for stage 1), one
+// release group at a time in release order: the group's free barrier, then its copies on its full
+// barrier. A compile-time stage keeps the loops unrolled within the producer's 40 registers.
+template <int kStage>
+__device__ __forceinline__ void tma_stage_producer(const DecodeParams& p, SharedStorage& s, const CUtensorMap& k_map,
+                                                   int lane, uint64_t policy) {
+  const BlockPages pages(p.page_block_size);
+  uint32_t uses = 0;
+  for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t) {
+    if (((blk - pc.first_block()) & 1) != kStage) return;
+    const uint32_t parity = uses++ & 1;
+    const int copies = pages.copies(pc.seqlen - blk * kBlockN);
+#pragma unroll
+    for (int i = 0; i < kGroups; ++i) {
+      const int g = release_order(kStage, i);
+      uint64_t* full = &s.g_full[kStage][g];
+      ptx::mbarrier_wait(&s.g_free[kStage][g], parity ^ 1);
+      if (lane == 0) ptx::mbarrier_arrive_expect_tx(full, copies * pages.copy_bytes(group_sub_tiles(g)));
+      __syncwarp();
+      for (int j = lane; j < copies; j += 32) {
+        const BlockPages::Copy cp = pages.copy(table, blk, j);
+#pragma unroll
+        for (int t = 0; t < group_sub_tiles(g); ++t) {
+          const int c = group_first_sub_tile(g) + t;
+          ptx::tma_load_4d(reinterpret_cast<char*>(&s.k[kStage][c]) + cp.row * 128, &k_map, full, c * kSubTileCols,
+                           blockIdx.y, cp.token_in_page, cp.page, policy);
+        }
+      }
     }
-    ptx::fence_barrier_init();
-  }
-  __syncthreads();
+  });
+}
 
-  if (warpgroup == 2) {
-    // ---------------- producer ----------------
-    if constexpr (!kDense) {
-      ptx::setmaxnreg_dec<kFP8ProducerRegs>();
-      fp8_producer<kFormat>(p, s, thread);
-      return;
+// The TMA producer (pages of kMinTmaPage tokens or more). Serial: lane j of warp 0 issues the nine
+// copies of the block's page j, completing on k_full[stage]. Seesaw: warp w serves stage w
+// (tma_stage_producer). Copies of whole pages past the sequence end are skipped (their table entries
+// may be garbage); the consumers zero those V rows as they zero the tail of a partly used page.
+template <Schedule kSched>
+__device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorage& s, const CUtensorMap& k_map,
+                                             int thread) {
+  const int warp = thread / 32, lane = thread % 32;
+  if (warp >= (kSched == Schedule::kSerial ? 1 : kStages)) return;
+  if (lane == 0) ptx::tma_prefetch_descriptor(&k_map);
+  // The cache is read once per call: evict-first keeps it from displacing what is reused in L2
+  // (measured on an H200: 0-2 % faster on b=128 rows, 2-5.5 % on small batches; docs/PERFORMANCE.md).
+  const uint64_t policy = ptx::l2_policy_evict_first();
+  if constexpr (kSched == Schedule::kSeesaw) {
+    if (warp == 0) {
+      tma_stage_producer<0>(p, s, k_map, lane, policy);
     } else {
-      ptx::setmaxnreg_dec<kProducerRegs>();
+      tma_stage_producer<1>(p, s, k_map, lane, policy);
     }
-    if (gathers_pages(p)) {
-      gather_producer<T>(p, s, thread);
-      return;
-    }
-    if (thread >= 32) return;
-    const int lane = thread;
-    if (lane == 0) ptx::tma_prefetch_descriptor(&k_map);
-    // The cache is read once per call: evict-first keeps it from displacing what is reused in L2
-    // (measured on an H200: 0-2 % faster on b=128 rows, 2-5.5 % on small batches; docs/PERFORMANCE.md).
-    const uint64_t policy = ptx::l2_policy_evict_first();
+  } else {
     const BlockPages pages(p.page_block_size);
     for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
       const int stage = it % kStages;
       const uint32_t parity = (it / kStages) & 1;
-      // Copies of whole pages past the sequence end are skipped (their table entries may be garbage);
-      // the consumers zero those V rows as they zero the tail of a partly used page.
       const int copies = pages.copies(pc.seqlen - blk * kBlockN);
       ptx::mbarrier_wait(&s.k_free[stage], parity ^ 1);
       if (lane == 0) ptx::mbarrier_arrive_expect_tx(&s.k_full[stage], copies * pages.copy_bytes());
@@ -769,6 +989,54 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
     });
+  }
+}
+
+template <typename T, KvCacheFormat kFormat, Schedule kSched>
+__global__ void __launch_bounds__(kThreads, 1)
+    decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map) {
+  constexpr bool kDense = kFormat == KvCacheFormat::kDense;
+  extern __shared__ char smem_raw[];
+  // Aligned by pointer arithmetic on smem_raw, not through an integer: the compiler then knows every
+  // access through s is to shared memory (32-bit STS/LDS; through uintptr_t they were generic 64-bit
+  // ST.E/LD.E, two registers per address).
+  const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) & 1023;
+  SharedStorage& s = *reinterpret_cast<SharedStorage*>(smem_raw + ((1024 - misalign) & 1023));
+  const int warpgroup = threadIdx.x / kWarpgroupThreads;
+  const int thread = threadIdx.x % kWarpgroupThreads;
+  FLASH_MLA_TRACE_AT(0);
+  if (threadIdx.x == 0) {
+    // Full barriers: TMA, the producer's one arrival (with the bytes); a gather or FP8 producer,
+    // every producer thread's.
+    const uint32_t full_arrivals = !kDense || gathers_pages(p) ? kWarpgroupThreads : 1;
+    for (int st = 0; st < kStages; ++st) {
+      if constexpr (kSched == Schedule::kSerial) {
+        ptx::mbarrier_init(&s.k_full[st], full_arrivals);
+        ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
+      } else {
+        for (int g = 0; g < kGroups; ++g) {
+          ptx::mbarrier_init(&s.g_full[st][g], full_arrivals);
+          ptx::mbarrier_init(&s.g_free[st][g], group_free_arrivals(st, g));
+        }
+      }
+    }
+    ptx::fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warpgroup == 2) {
+    // ---------------- producer ----------------
+    if constexpr (!kDense) {
+      ptx::setmaxnreg_dec<kFP8ProducerRegs>();
+      fp8_producer<kFormat, kSched>(p, s, thread);
+    } else {
+      ptx::setmaxnreg_dec<kProducerRegs>();
+      if (gathers_pages(p)) {
+        gather_producer<T, kSched>(p, s, thread);
+      } else {
+        tma_producer<kSched>(p, s, k_map, thread);
+      }
+    }
     return;
   }
 
@@ -783,7 +1051,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float descale_q = p.descale_q != nullptr ? *p.descale_q : 1.0f;
   const float out_scale = p.descale_k != nullptr ? *p.descale_k : 1.0f;
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f * descale_q * out_scale;
-  uint32_t it = 0;
+  uint32_t it = 0;   // serial: blocks so far
+  SeesawUses uses;   // seesaw: uses of each stage so far
   [[maybe_unused]] int piece_index = 0;
   for_each_piece(p, [&](const Piece& pc) {
     if (pc.end_block() > pc.first_block()) {
@@ -795,14 +1064,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     ptx::fence_proxy_async_shared();
     ptx::named_barrier_sync(kQReady, kConsumerThreads);
-    if (it == 0) FLASH_MLA_TRACE_AT(1);
+    if (it == 0 && uses.a == 0) FLASH_MLA_TRACE_AT(1);
 
     float o[128];
 #pragma unroll
     for (int i = 0; i < 128; ++i) o[i] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    if constexpr (kSeesaw) {
-      seesaw_piece<T>(p, s, pc, warpgroup, thread, rp, scale_log2, it, o, m, l);
+    if constexpr (kSched == Schedule::kSeesaw) {
+      seesaw_piece<T>(p, s, pc, warpgroup, thread, rp, scale_log2, uses, o, m, l);
     } else {
       serial_piece<T>(p, s, pc, warpgroup, thread, rp, scale_log2, it, o, m, l);
     }
@@ -816,15 +1085,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 namespace flash_mla::sm90::dense {
 
-// Launches the main kernel on p.stream (the current device is p.device). Instantiated per dtype and
-// cache format in decode_bf16.cu / decode_fp16.cu / decode_fp8.cu.
 #if defined(FLASH_MLA_TRACE)
 // The trace buffer of the last launch's dtype, for a study program: [kTraceCtas][kTraceSlots].
 extern void* g_trace_buffer;
 #endif
 
-template <typename T, KvCacheFormat kFormat>
-void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
+template <typename T, KvCacheFormat kFormat, Schedule kSched>
+void launch_schedule(const DecodeParams& p, const CUtensorMap& k_map) {
 #if defined(FLASH_MLA_TRACE)
   detail::cuda_check(cudaGetSymbolAddress(&g_trace_buffer, g_trace), "trace symbol");
 #endif
@@ -833,12 +1100,25 @@ void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
   static std::atomic<uint64_t> configured{0};
   const uint64_t bit = p.device.index < 64 ? uint64_t{1} << p.device.index : 0;
   if ((configured.load(std::memory_order_acquire) & bit) == 0) {
-    detail::cuda_check(cudaFuncSetAttribute(decode_kernel<T, kFormat>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes),
+    detail::cuda_check(cudaFuncSetAttribute(decode_kernel<T, kFormat, kSched>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes),
                        "cudaFuncSetAttribute (decode kernel shared memory)");
     configured.fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((p.rows + kBlockM - 1) / kBlockM, p.h_kv, p.num_sm_parts);
-  decode_kernel<T, kFormat><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map);
+  decode_kernel<T, kFormat, kSched><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map);
+}
+
+// Launches the main kernel on p.stream (the current device is p.device) with the serial schedule, or
+// the seesaw when `seesaw`. Instantiated per dtype and cache format in decode_bf16.cu /
+// decode_fp16.cu / decode_fp8.cu.
+template <typename T, KvCacheFormat kFormat>
+void launch_decode(const DecodeParams& p, const CUtensorMap& k_map, bool seesaw) {
+  if (seesaw) {
+    launch_schedule<T, kFormat, Schedule::kSeesaw>(p, k_map);
+  } else {
+    launch_schedule<T, kFormat, Schedule::kSerial>(p, k_map);
+  }
 }
 
 }  // namespace flash_mla::sm90::dense
