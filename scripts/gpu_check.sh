@@ -10,7 +10,8 @@
 #   FLASH_MLA_BENCH_KV=dense,fp8,fp8-tensor bash scripts/gpu_check.sh bench=perf   (FP8 next to bf16)
 # seesaw-tests reruns the GPU tests on the seesaw consumer schedule (FLASH_MLA_SM90_SEESAW=1); ab=GRIDS
 # benchmarks the grids on the serial and then the seesaw schedule, one process each, in this run.
-# FLASH_MLA_SM90_SEESAW=1 in the environment runs every step on the seesaw.
+# FLASH_MLA_SM90_SEESAW=1 in the environment runs every step on the seesaw; FLASH_MLA_SM90_FP8_PREFETCH=1
+# likewise switches on the FP8 producer's L2 prefetch.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -31,12 +32,15 @@ cmake --build "$BUILD" -j "$(nproc)" >"$OUT/build.log" 2>&1 || { tail -n 40 "$OU
 { grep -E "ptxas info *: Used|spill|C75" "$OUT/build.log" || true; } | sort | uniq -c | tee "$OUT/ptxas.txt"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 
-# flash-mla-bench over GRIDS with FLASH_MLA_SM90_SEESAW=$2; files bench_<grids>[_seesaw].{txt,json,err}.
+# flash-mla-bench over GRIDS with FLASH_MLA_SM90_SEESAW=$2; files
+# bench_<grids>[_seesaw][_prefetch].{txt,json,err} (_prefetch: FLASH_MLA_SM90_FP8_PREFETCH=1 was set).
 bench() {
   local grids=$1 seesaw=$2 kv=${FLASH_MLA_BENCH_KV:-dense} name
   name=bench_${grids//,/_}
   [ "$seesaw" = 0 ] || name+=_seesaw
-  echo "== flash-mla-bench --grid $grids --kv $kv (FLASH_MLA_SM90_SEESAW=$seesaw)"
+  [ "${FLASH_MLA_SM90_FP8_PREFETCH:-0}" = 0 ] || name+=_prefetch
+  echo "== flash-mla-bench --grid $grids --kv $kv (FLASH_MLA_SM90_SEESAW=$seesaw," \
+    "FLASH_MLA_SM90_FP8_PREFETCH=${FLASH_MLA_SM90_FP8_PREFETCH:-0})"
   FLASH_MLA_SM90_SEESAW=$seesaw "$BUILD/cli/flash-mla-bench" --grid "$grids" --kv "$kv" --check-rows 64 \
     --json "$OUT/$name.json" 2>"$OUT/$name.err" | tee "$OUT/$name.txt"
 }

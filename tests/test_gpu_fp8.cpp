@@ -204,6 +204,31 @@ TEST_P(Sm90FP8, OutOfPoolPageReadsAsZeros) {
   }
 }
 
+// The producer's L2 prefetch (FLASH_MLA_SM90_FP8_PREFETCH=1) is a hint: out and lse are bitwise those
+// without it, on long and ragged sequences over several page sizes (its addresses come from the table
+// of the next block, including garbage entries past each sequence's end that it must not follow).
+TEST_P(Sm90FP8, L2PrefetchChangesNothing) {
+  const FP8Variant& v = GetParam();
+  REQUIRE_SM90_FP8(v);
+  Stream stream;
+  for (int page : {1, 16, 64, 256}) {
+    SCOPED_TRACE(::testing::Message() << "page=" << page);
+    testing::Workload w =
+        fp8_workload(v, 6, 2, 16, 1, ragged_seqlens({0, 1, 65, 3000}, 6, 2500, 97 + page), true, 97 + page, page);
+    GpuDecode plain(w, 0, stream);
+    plain.run();
+    plain.fetch();
+    EXPECT_TRUE(testing::check_against_reference(w, plain.out_host.data(), plain.lse_host.data(), kCheckedRows,
+                                                 97 + page).ok);
+    ScopedEnv prefetch("FLASH_MLA_SM90_FP8_PREFETCH", "1");
+    GpuDecode d(w, 0, stream);
+    d.run();
+    d.fetch();
+    EXPECT_EQ(0, std::memcmp(plain.out_host.data(), d.out_host.data(), d.out_host.size()));
+    EXPECT_EQ(0, std::memcmp(plain.lse_host.data(), d.lse_host.data(), d.lse_host.size() * sizeof(float)));
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, Sm90FP8, ::testing::ValuesIn(kFP8Variants), variant_name);
 
 }  // namespace

@@ -50,6 +50,7 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/sm90/decode_common.cuh"
 #include "cuda/sm90/decode_dense/config.hpp"
+#include "cuda/sm90/launch.hpp"
 #include "ptx/barrier.hpp"
 #include "ptx/compiler.hpp"
 #include "ptx/cp_async.hpp"
@@ -813,7 +814,7 @@ __device__ __forceinline__ void e4m3x16_to_bf16(const int4& raw, float scale, in
 // Q·Kᵀ and zero their V rows); a row inside the sequence on a page outside the pool is written as
 // zeros, as TMA fills it. Per-tensor descales are folded into the softmax scale and the output.
 template <KvCacheFormat kFormat, Schedule kSched>
-__device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorage& s, int thread) {
+__device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorage& s, int thread, bool l2_prefetch) {
   constexpr bool kWithScale = kFormat == KvCacheFormat::kFP8WithScale;
   constexpr int kRowsPerPass = kWarpgroupThreads / 8;  // 16
   constexpr int kPasses = kBlockN / kRowsPerPass;      // 4
@@ -826,6 +827,21 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
     const auto slot = ring.next(pc, blk, it);
     const int stage = slot.stage;
     const int valid = pc.seqlen - blk * kBlockN;
+    // l2_prefetch: the rows of the piece's next block into L2 while this one loads, so that its loads
+    // wait for L2 rather than DRAM (the loads of a block are two round trips, two rows at a time).
+    // Lane `chunk` of a row's eight takes line `chunk` of the row (its last byte for chunk 6).
+    if (l2_prefetch && blk + 1 < pc.end_block() && chunk < 7) {
+      const int next_valid = valid - kBlockN;
+#pragma unroll
+      for (int i = 0; i < kPasses; ++i) {
+        const int row = row0 + kRowsPerPass * i, token = (blk + 1) * kBlockN + row;
+        if (row >= next_valid) continue;
+        const int64_t page = table[token / page_size];
+        if (page < 0 || page >= p.num_pages) continue;
+        const char* src = k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride;
+        ptx::prefetch_l2(src + min(128 * chunk, static_cast<int>(p.k_row_bytes) - 1));
+      }
+    }
     // Two rows per half: a whole block in registers does not fit the producer's budget.
 #pragma unroll
     for (int half = 0; half < kPasses / kRowsInFlight; ++half) {
@@ -994,7 +1010,8 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
 
 template <typename T, KvCacheFormat kFormat, Schedule kSched>
 __global__ void __launch_bounds__(kThreads, 1)
-    decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map) {
+    decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map,
+                  bool fp8_l2_prefetch) {
   constexpr bool kDense = kFormat == KvCacheFormat::kDense;
   extern __shared__ char smem_raw[];
   // Aligned by pointer arithmetic on smem_raw, not through an integer: the compiler then knows every
@@ -1028,7 +1045,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     // ---------------- producer ----------------
     if constexpr (!kDense) {
       ptx::setmaxnreg_dec<kFP8ProducerRegs>();
-      fp8_producer<kFormat, kSched>(p, s, thread);
+      fp8_producer<kFormat, kSched>(p, s, thread, fp8_l2_prefetch);
     } else {
       ptx::setmaxnreg_dec<kProducerRegs>();
       if (gathers_pages(p)) {
@@ -1091,7 +1108,7 @@ extern void* g_trace_buffer;
 #endif
 
 template <typename T, KvCacheFormat kFormat, Schedule kSched>
-void launch_schedule(const DecodeParams& p, const CUtensorMap& k_map) {
+void launch_schedule(const DecodeParams& p, const CUtensorMap& k_map, bool fp8_l2_prefetch) {
 #if defined(FLASH_MLA_TRACE)
   detail::cuda_check(cudaGetSymbolAddress(&g_trace_buffer, g_trace), "trace symbol");
 #endif
@@ -1106,18 +1123,19 @@ void launch_schedule(const DecodeParams& p, const CUtensorMap& k_map) {
     configured.fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((p.rows + kBlockM - 1) / kBlockM, p.h_kv, p.num_sm_parts);
-  decode_kernel<T, kFormat, kSched><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map);
+  decode_kernel<T, kFormat, kSched>
+      <<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map, fp8_l2_prefetch);
 }
 
 // Launches the main kernel on p.stream (the current device is p.device) with the serial schedule, or
-// the seesaw when `seesaw`. Instantiated per dtype and cache format in decode_bf16.cu /
+// the seesaw when options.seesaw. Instantiated per dtype and cache format in decode_bf16.cu /
 // decode_fp16.cu / decode_fp8.cu.
 template <typename T, KvCacheFormat kFormat>
-void launch_decode(const DecodeParams& p, const CUtensorMap& k_map, bool seesaw) {
-  if (seesaw) {
-    launch_schedule<T, kFormat, Schedule::kSeesaw>(p, k_map);
+void launch_decode(const DecodeParams& p, const CUtensorMap& k_map, const Sm90Options& options) {
+  if (options.seesaw) {
+    launch_schedule<T, kFormat, Schedule::kSeesaw>(p, k_map, options.fp8_l2_prefetch);
   } else {
-    launch_schedule<T, kFormat, Schedule::kSerial>(p, k_map);
+    launch_schedule<T, kFormat, Schedule::kSerial>(p, k_map, options.fp8_l2_prefetch);
   }
 }
 
