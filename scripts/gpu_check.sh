@@ -10,8 +10,9 @@
 #   FLASH_MLA_BENCH_KV=dense,fp8,fp8-tensor bash scripts/gpu_check.sh bench=perf   (FP8 next to bf16)
 # seesaw-tests reruns the GPU tests on the seesaw consumer schedule (FLASH_MLA_SM90_SEESAW=1); ab=GRIDS
 # benchmarks the grids on the serial and then the seesaw schedule, one process each, in this run.
-# FLASH_MLA_SM90_SEESAW=1 in the environment runs every step on the seesaw; FLASH_MLA_SM90_FP8_PREFETCH=1
-# likewise switches on the FP8 producer's L2 prefetch.
+# FLASH_MLA_SM90_SEESAW=1 in the environment runs every step but ab= on the seesaw;
+# FLASH_MLA_SM90_FP8_PREFETCH=1 likewise switches on the FP8 producer's L2 prefetch. A failing step is
+# reported and the next steps still run; the exit status is that of the last failure.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -27,34 +28,52 @@ command -v ninja >/dev/null && generator=(-G Ninja)
 cmake -S . -B "$BUILD" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DFLASH_MLA_CUDA=ON \
   -DFLASH_MLA_BUILD_TESTS=ON -DFLASH_MLA_BUILD_CLI=ON >"$OUT/configure.log"
 cmake --build "$BUILD" -j "$(nproc)" >"$OUT/build.log" 2>&1 || { tail -n 40 "$OUT/build.log"; exit 1; }
-# ptxas reports only for what was compiled: nothing on an up-to-date build (grep's status 1 must not
-# end the script under pipefail).
-{ grep -E "ptxas info *: Used|spill|C75" "$OUT/build.log" || true; } | sort | uniq -c | tee "$OUT/ptxas.txt"
+# ptxas reports only for what was compiled: nothing on an up-to-date build, which then keeps the
+# ptxas.txt of the build that compiled (grep's status 1 must not end the script under pipefail).
+ptxas=$({ grep -E "ptxas info *: Used|spill|C75" "$OUT/build.log" || true; } | sort | uniq -c)
+[ -z "$ptxas" ] || echo "$ptxas" | tee "$OUT/ptxas.txt"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 
 # flash-mla-bench over GRIDS with FLASH_MLA_SM90_SEESAW=$2; files
-# bench_<grids>[_seesaw][_prefetch].{txt,json,err} (_prefetch: FLASH_MLA_SM90_FP8_PREFETCH=1 was set).
+# bench_<grids>[_<kv formats>][_seesaw][_prefetch].{txt,json,err} (the formats unless dense only).
 bench() {
   local grids=$1 seesaw=$2 kv=${FLASH_MLA_BENCH_KV:-dense} name
   name=bench_${grids//,/_}
-  [ "$seesaw" = 0 ] || name+=_seesaw
-  [ "${FLASH_MLA_SM90_FP8_PREFETCH:-0}" = 0 ] || name+=_prefetch
+  [ "$kv" = dense ] || name+=_${kv//,/_}
+  name+=$(switches "$seesaw")
   echo "== flash-mla-bench --grid $grids --kv $kv (FLASH_MLA_SM90_SEESAW=$seesaw," \
     "FLASH_MLA_SM90_FP8_PREFETCH=${FLASH_MLA_SM90_FP8_PREFETCH:-0})"
   FLASH_MLA_SM90_SEESAW=$seesaw "$BUILD/cli/flash-mla-bench" --grid "$grids" --kv "$kv" --check-rows 64 \
     --json "$OUT/$name.json" 2>"$OUT/$name.err" | tee "$OUT/$name.txt"
 }
 
+# The switches in effect, as a file-name suffix: _seesaw, _prefetch.
+switches() {
+  local seesaw=${1:-${FLASH_MLA_SM90_SEESAW:-0}} suffix=
+  [ "$seesaw" = 0 ] || suffix+=_seesaw
+  [ "${FLASH_MLA_SM90_FP8_PREFETCH:-0}" = 0 ] || suffix+=_prefetch
+  echo "$suffix"
+}
+
+# ctest -L gpu into $OUT/$1.log; a hang (the seesaw's hand-offs deadlocking) ends at the timeout.
+gpu_tests() {
+  local log=$OUT/$1.log status
+  ctest --test-dir "$BUILD" -L gpu --timeout 300 --output-on-failure >"$log" 2>&1 && status=0 || status=$?
+  tail -n 5 "$log"
+  echo "   exit status $status"
+  return "$status"
+}
+
+failed=0
 for step in "${steps[@]}"; do
   case $step in
     tests)
-      echo "== GPU tests (ctest -L gpu)"
-      ctest --test-dir "$BUILD" -L gpu --output-on-failure 2>&1 | tee "$OUT/ctest_gpu.log" | tail -n 5
+      echo "== GPU tests (ctest -L gpu)$(switches)"
+      gpu_tests "ctest_gpu$(switches)" || failed=$?
       ;;
     seesaw-tests)
       echo "== GPU tests on the seesaw schedule (FLASH_MLA_SM90_SEESAW=1 ctest -L gpu)"
-      FLASH_MLA_SM90_SEESAW=1 ctest --test-dir "$BUILD" -L gpu --output-on-failure 2>&1 |
-        tee "$OUT/ctest_gpu_seesaw.log" | tail -n 5
+      FLASH_MLA_SM90_SEESAW=1 gpu_tests "ctest_gpu$(switches 1)" || failed=$?
       ;;
     sanitize)
       # A reduced matrix that still takes every path: split and unsplit, s_q > 1 causal, ragged,
@@ -62,11 +81,12 @@ for step in "${steps[@]}"; do
       filter='GpuDecode.EmptyAndFullyMaskedRowsAreExact:Heads/GpuDecodeMatrix.MatchesReference/hq16_hkv1:Heads/GpuDecodeMatrix.MatchesReference/hq64_hkv8:GpuGraph.DecodeReplayEqualsEagerBitwise:Formats/Sm90FP8.EmptyAndFullyMaskedRowsAreExact/*'
       for tool in memcheck racecheck synccheck initcheck; do
         echo "== compute-sanitizer --tool $tool"
+        log=$OUT/sanitize_$tool$(switches).log
         compute-sanitizer --tool "$tool" --error-exitcode 9 "$BUILD/tests/flash_mla_gpu_tests" \
-          --gtest_filter="$filter" >"$OUT/sanitize_$tool.log" 2>&1 && status=0 || status=$?
-        { grep -E "ERROR SUMMARY|RACECHECK SUMMARY|tests? ran|PASSED|FAILED" "$OUT/sanitize_$tool.log" || true; } |
-          tail -n 3
+          --gtest_filter="$filter" >"$log" 2>&1 && status=0 || status=$?
+        { grep -E "ERROR SUMMARY|RACECHECK SUMMARY|tests? ran|PASSED|FAILED" "$log" || true; } | tail -n 3
         echo "   exit status $status"
+        [ "$status" = 0 ] || failed=$status
       done
       ;;
     bench=*)
@@ -79,3 +99,4 @@ for step in "${steps[@]}"; do
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done
+exit "$failed"

@@ -184,9 +184,9 @@ ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {
 
 ScopedEnv::~ScopedEnv() {
   if (old_) {
-    setenv(name_, old_->c_str(), 1);
+    setenv(name_.c_str(), old_->c_str(), 1);
   } else {
-    unsetenv(name_);
+    unsetenv(name_.c_str());
   }
 }
 

@@ -135,7 +135,7 @@ class ScopedEnv {
   ScopedEnv& operator=(const ScopedEnv&) = delete;
 
  private:
-  const char* name_;
+  std::string name_;
   std::unique_ptr<std::string> old_;
 };
 

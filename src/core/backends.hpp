@@ -34,7 +34,4 @@ void decode_sm90(const DecodeParams& params);
 
 bool value_validation_requested(bool flag);
 
-// Whether environment variable `name` is set to something other than "" or "0" (read on every call).
-bool env_flag(const char* name);
-
 }  // namespace flash_mla::detail

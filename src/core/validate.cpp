@@ -79,6 +79,12 @@ void check_device(const TensorView& t, const char* arg, Device device, const cha
   }
 }
 
+// Whether environment variable `name` is set to something other than "" or "0" (read on every call).
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && v[0] != '\0' && std::string(v) != "0";
+}
+
 void check_data(const TensorView& t, const char* arg) {
   if (t.data == nullptr && t.numel() > 0) fail(arg, "a non-null data pointer", "nullptr");
   // Every backend reads and writes whole elements; on a GPU a misaligned one is a trap, not an error.
@@ -299,6 +305,10 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
   p.num_sm_parts = static_cast<int>(parts);
   p.softmax_scale = a.softmax_scale;
   p.causal = a.causal && s_q > 1;
+  if (backend == Backend::kSM90) {
+    p.sm90_seesaw = env_flag("FLASH_MLA_SM90_SEESAW");
+    p.fp8_l2_prefetch = env_flag("FLASH_MLA_SM90_FP8_PREFETCH");
+  }
   p.q = a.q.data;
   p.q_batch_stride = a.q.stride[0];
   p.q_seq_stride = a.q.stride[1];
@@ -463,11 +473,6 @@ QuantizeParams make_quantize_params(const TensorView& x, const TensorView& out, 
 }
 
 bool value_validation_requested(bool flag) { return flag || env_flag("FLASH_MLA_VALIDATE"); }
-
-bool env_flag(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr && v[0] != '\0' && std::string(v) != "0";
-}
 
 }  // namespace flash_mla::detail
 

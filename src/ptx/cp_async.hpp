@@ -1,5 +1,5 @@
 // Non-bulk asynchronous copies (PTX ISA 9.7.9.3 cp.async): 16-byte gathers into shared memory for
-// pages too small for one TMA box per page to pay; and the L2 prefetch of a line (9.7.9.15 prefetch).
+// pages too small for one TMA box per page to pay.
 #pragma once
 
 #include <cstdint>
@@ -11,11 +11,6 @@ namespace flash_mla::ptx {
 __device__ __forceinline__ void cp_async_16_zfill(void* smem_dst, const void* src, uint32_t src_bytes) {
   const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem_dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-
-// prefetch.global.L2: brings the 128-byte line holding `src` into L2; nothing waits for it.
-__device__ __forceinline__ void prefetch_l2(const void* src) {
-  asm volatile("prefetch.global.L2 [%0];\n" ::"l"(src));
 }
 
 // cp.async.commit_group: closes the group of this thread's copies issued since the last commit.

@@ -129,9 +129,10 @@ __device__ __forceinline__ void wgmma_m64n256k16_ss_tn(float (&d)[128], uint64_t
   }
 }
 
-// D[64x256] (+)= A[64x16] * B[16x256]; A in registers (the k16 fragment: a[0] row r, a[1] row r + 8,
-// a[2] and a[3] the same rows 8 columns on; the m64n64 fp32 accumulator layout, packed in pairs), B
-// N-major (imm-trans-b = 1) in shared memory. a must not change until the wgmma has completed.
+// D[64x256] (+)= A[64x16] * B[16x256] (9.7.15.5); A in registers, the k16 fragment (a[0] row r, a[1]
+// row r + 8, a[2] and a[3] the same rows 8 columns on: the m64n64 fp32 accumulator layout, packed in
+// pairs), B N-major (imm-trans-b = 1) in shared memory. a must not be read or written until
+// wgmma.wait_group has retired the instruction (the ISA leaves that undefined).
 template <typename T>
 __device__ __forceinline__ void wgmma_m64n256k16_rs_tn(float (&d)[128], const uint32_t (&a)[4], uint64_t desc_b,
                                                        int scale_d) {

@@ -81,20 +81,16 @@ bool sm90_kernel_supports(KvCacheFormat format, DType q_dtype) {
 
 void decode_sm90(const DecodeParams& p) {
   CudaDeviceGuard guard(p.device.index);
-  // Environment switches for A/B measurements of what is not yet the default.
-  sm90::Sm90Options options;
-  options.seesaw = env_flag("FLASH_MLA_SM90_SEESAW");
-  options.fp8_l2_prefetch = env_flag("FLASH_MLA_SM90_FP8_PREFETCH");
   if (p.kv_format == KvCacheFormat::kFP8WithScale) {
-    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(p, CUtensorMap{}, options);
+    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(p, CUtensorMap{});
   } else if (p.kv_format == KvCacheFormat::kFP8PerTensor) {
-    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(p, CUtensorMap{}, options);
+    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(p, CUtensorMap{});
   } else {
     const CUtensorMap k_map = make_k_map(p);
     if (p.dtype == DType::kBF16) {
-      sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kDense>(p, k_map, options);
+      sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kDense>(p, k_map);
     } else {
-      sm90::dense::launch_decode<__half, KvCacheFormat::kDense>(p, k_map, options);
+      sm90::dense::launch_decode<__half, KvCacheFormat::kDense>(p, k_map);
     }
   }
   cuda_check(cudaGetLastError(), "sm90 decode kernel launch");

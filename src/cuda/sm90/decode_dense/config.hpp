@@ -9,8 +9,9 @@
 namespace flash_mla::sm90::dense {
 
 inline constexpr int kBlockM = flash_mla::kBlockM;  // query rows per CTA (wgmma M)
-// The consumer schedules. Both are compiled; launch.cu picks serial unless FLASH_MLA_SM90_SEESAW=1 is
-// set (read on every call), so one build runs either for an A/B measurement.
+// The consumer schedules. Both are compiled, and launch_decode picks serial unless FLASH_MLA_SM90_SEESAW=1
+// (DecodeParams::sm90_seesaw), so one build runs either for an A/B measurement: a temporary doubling
+// of the kernels, to be collapsed to the faster schedule once the seesaw has been measured.
 //   kSerial: consumer 0 computes S = Q·Kᵀ and the softmax of every block, consumer 1 only its half of
 //            P·V (measured on an H100 at h_q = 128: ~4100 cycles per block against 2176 of tensor math).
 //   kSeesaw: blocks go in pairs (a, b); consumer 0 scores a, consumer 1 scores b, each folds its own
@@ -54,7 +55,8 @@ enum NamedBarrier : uint32_t {
   kStatsB = 6,    // seesaw: consumer 1 published alpha and the running max after block b
   kPaReady = 7,   // seesaw: consumer 0 wrote P(a)·alpha_b to sP (P(a) when the pair has no b)
   kPbReady = 8,   // seesaw: consumer 1 wrote P(b) to stage 1's RoPE sub-tile
-  kTailZeroed = 9,  // seesaw, + warpgroup, 128 threads: one consumer zeroed its V half of a tail block
+  kTailZeroedLeft = 9,    // seesaw, consumer 0's 128 threads: around zeroing its V half of a tail block
+  kTailZeroedRight = 10,  // seesaw, consumer 1's 128 threads: likewise
 };
 
 // The sub-tile of a stage that only Q·Kᵀ reads (channels 512..575, the RoPE part; V is 0..511). The

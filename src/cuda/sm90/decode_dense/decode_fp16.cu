@@ -1,2 +1,2 @@
 #include "cuda/sm90/decode_dense/kernel.cuh"
-template void flash_mla::sm90::dense::launch_decode<__half, flash_mla::KvCacheFormat::kDense>(const flash_mla::detail::DecodeParams&, const CUtensorMap&, const flash_mla::sm90::Sm90Options&);
+template void flash_mla::sm90::dense::launch_decode<__half, flash_mla::KvCacheFormat::kDense>(const flash_mla::detail::DecodeParams&, const CUtensorMap&);

@@ -29,8 +29,8 @@
 // (one TMA warp per stage) refills part of a stage while the pair is still running, and the next
 // Q·Kᵀ on a stage reads the groups in the order they were freed.
 //
-// Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB + 1.6 KiB row stats and barriers = 226 KiB,
-// + 1 KiB for the base alignment: within 0.5 KiB of the 227 KiB limit.
+// Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB + row stats and barriers, padded to 1 KiB
+// (SubTile's alignment) = 226 KiB, + 1 KiB for the base alignment: exactly the 227 KiB limit.
 // Registers: setmaxnreg 232 (consumers) / 40 (producer), FP8 200 / 104 (2 · consumer + producer must
 // stay ≤ 504); O half 128 + S 32 fp32 in each consumer, no spills (ptxas -v).
 // Covered by tests/test_gpu.cpp (GPU decode vs the float64 reference, every page size),
@@ -50,10 +50,10 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/sm90/decode_common.cuh"
 #include "cuda/sm90/decode_dense/config.hpp"
-#include "cuda/sm90/launch.hpp"
 #include "ptx/barrier.hpp"
 #include "ptx/compiler.hpp"
 #include "ptx/cp_async.hpp"
+#include "ptx/prefetch.hpp"
 #include "ptx/mbarrier.hpp"
 #include "ptx/timer.hpp"
 #include "ptx/tma.hpp"
@@ -544,10 +544,10 @@ __device__ __forceinline__ void seesaw_scores(float (&sc)[32], SharedStorage& s,
 // first sync waits until every warp of this warpgroup is past its reads of the block (its Q·Kᵀ).
 __device__ __forceinline__ void seesaw_zero_tail(SharedStorage& s, int stage, int valid, int half, int thread) {
   if (valid >= kBlockN) return;
-  ptx::named_barrier_sync(kTailZeroed + half, kWarpgroupThreads);
+  ptx::named_barrier_sync(half == 0 ? kTailZeroedLeft : kTailZeroedRight, kWarpgroupThreads);
   zero_v_tail(s, stage, valid, thread, half * kVSubTilesPerWarpgroup, kVSubTilesPerWarpgroup);
   ptx::fence_proxy_async_shared();
-  ptx::named_barrier_sync(kTailZeroed + half, kWarpgroupThreads);
+  ptx::named_barrier_sync(half == 0 ? kTailZeroedLeft : kTailZeroedRight, kWarpgroupThreads);
 }
 
 // Consumer 0's part of a seesaw pair: block a (stage 0) and, when kHasB, b (stage 1). On entry m is
@@ -635,7 +635,7 @@ __device__ __forceinline__ void seesaw_pair_1(SharedStorage& s, const Piece& pc,
     store_p(s.k[1][kRopeSubTile], rp, packed);
     ptx::fence_proxy_async_shared();
     ptx::named_barrier_arrive(kPbReady, kConsumerThreads);
-    if (valid_b < kBlockN) ptx::named_barrier_sync(kTailZeroed + 1, kWarpgroupThreads);
+    if (valid_b < kBlockN) ptx::named_barrier_sync(kTailZeroedRight, kWarpgroupThreads);
     rescale_rows(o, alpha_ab);
     pv_issue_rs<T>(o, packed, s, 1, 1);
     // P(a)·V_R(a) is issued behind P(b)·V_R(b) as soon as consumer 0 has stored P(a)·alpha_b.
@@ -814,7 +814,7 @@ __device__ __forceinline__ void e4m3x16_to_bf16(const int4& raw, float scale, in
 // Q·Kᵀ and zero their V rows); a row inside the sequence on a page outside the pool is written as
 // zeros, as TMA fills it. Per-tensor descales are folded into the softmax scale and the output.
 template <KvCacheFormat kFormat, Schedule kSched>
-__device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorage& s, int thread, bool l2_prefetch) {
+__device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorage& s, int thread) {
   constexpr bool kWithScale = kFormat == KvCacheFormat::kFP8WithScale;
   constexpr int kRowsPerPass = kWarpgroupThreads / 8;  // 16
   constexpr int kPasses = kBlockN / kRowsPerPass;      // 4
@@ -827,21 +827,6 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
     const auto slot = ring.next(pc, blk, it);
     const int stage = slot.stage;
     const int valid = pc.seqlen - blk * kBlockN;
-    // l2_prefetch: the rows of the piece's next block into L2 while this one loads, so that its loads
-    // wait for L2 rather than DRAM (the loads of a block are two round trips, two rows at a time).
-    // Lane `chunk` of a row's eight takes line `chunk` of the row (its last byte for chunk 6).
-    if (l2_prefetch && blk + 1 < pc.end_block() && chunk < 7) {
-      const int next_valid = valid - kBlockN;
-#pragma unroll
-      for (int i = 0; i < kPasses; ++i) {
-        const int row = row0 + kRowsPerPass * i, token = (blk + 1) * kBlockN + row;
-        if (row >= next_valid) continue;
-        const int64_t page = table[token / page_size];
-        if (page < 0 || page >= p.num_pages) continue;
-        const char* src = k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride;
-        ptx::prefetch_l2(src + min(128 * chunk, static_cast<int>(p.k_row_bytes) - 1));
-      }
-    }
     // Two rows per half: a whole block in registers does not fit the producer's budget.
 #pragma unroll
     for (int half = 0; half < kPasses / kRowsInFlight; ++half) {
@@ -874,6 +859,22 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
                                  src + kFP8RopeOffset + 16 * chunk, 16);
         } else {
           rope[i] = __ldg(reinterpret_cast<const uint2*>(src + kHeadDimV + 8 * chunk));
+        }
+      }
+      // p.fp8_l2_prefetch: the rows of the piece's next block into L2 while this one's first loads are
+      // in flight, so that its own loads wait for L2 rather than DRAM (a block's loads are two round
+      // trips, two rows at a time). Lane `chunk` of a row's eight takes line `chunk` of the row (its
+      // last byte for chunk 6). Issued after the loads above: each prefetch waits for its table entry.
+      if (half == 0 && p.fp8_l2_prefetch && blk + 1 < pc.end_block() && chunk < 7) {
+        const int next_valid = valid - kBlockN;
+#pragma unroll
+        for (int i = 0; i < kPasses; ++i) {
+          const int row = row0 + kRowsPerPass * i, token = (blk + 1) * kBlockN + row;
+          if (row >= next_valid) continue;
+          const int64_t page = table[token / page_size];
+          if (page < 0 || page >= p.num_pages) continue;
+          const char* src = k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride;
+          ptx::prefetch_l2(src + min(128 * chunk, static_cast<int>(p.k_row_bytes) - 1));
         }
       }
       if (!kWithScale && half == 0) wait_stage_free<kSched>(s, stage, slot.parity);
@@ -1010,8 +1011,7 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
 
 template <typename T, KvCacheFormat kFormat, Schedule kSched>
 __global__ void __launch_bounds__(kThreads, 1)
-    decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map,
-                  bool fp8_l2_prefetch) {
+    decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map) {
   constexpr bool kDense = kFormat == KvCacheFormat::kDense;
   extern __shared__ char smem_raw[];
   // Aligned by pointer arithmetic on smem_raw, not through an integer: the compiler then knows every
@@ -1045,7 +1045,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     // ---------------- producer ----------------
     if constexpr (!kDense) {
       ptx::setmaxnreg_dec<kFP8ProducerRegs>();
-      fp8_producer<kFormat, kSched>(p, s, thread, fp8_l2_prefetch);
+      fp8_producer<kFormat, kSched>(p, s, thread);
     } else {
       ptx::setmaxnreg_dec<kProducerRegs>();
       if (gathers_pages(p)) {
@@ -1108,7 +1108,7 @@ extern void* g_trace_buffer;
 #endif
 
 template <typename T, KvCacheFormat kFormat, Schedule kSched>
-void launch_schedule(const DecodeParams& p, const CUtensorMap& k_map, bool fp8_l2_prefetch) {
+void launch_schedule(const DecodeParams& p, const CUtensorMap& k_map) {
 #if defined(FLASH_MLA_TRACE)
   detail::cuda_check(cudaGetSymbolAddress(&g_trace_buffer, g_trace), "trace symbol");
 #endif
@@ -1123,19 +1123,18 @@ void launch_schedule(const DecodeParams& p, const CUtensorMap& k_map, bool fp8_l
     configured.fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((p.rows + kBlockM - 1) / kBlockM, p.h_kv, p.num_sm_parts);
-  decode_kernel<T, kFormat, kSched>
-      <<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map, fp8_l2_prefetch);
+  decode_kernel<T, kFormat, kSched><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map);
 }
 
 // Launches the main kernel on p.stream (the current device is p.device) with the serial schedule, or
-// the seesaw when options.seesaw. Instantiated per dtype and cache format in decode_bf16.cu /
+// the seesaw when p.sm90_seesaw. Instantiated per dtype and cache format in decode_bf16.cu /
 // decode_fp16.cu / decode_fp8.cu.
 template <typename T, KvCacheFormat kFormat>
-void launch_decode(const DecodeParams& p, const CUtensorMap& k_map, const Sm90Options& options) {
-  if (options.seesaw) {
-    launch_schedule<T, kFormat, Schedule::kSeesaw>(p, k_map, options.fp8_l2_prefetch);
+void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
+  if (p.sm90_seesaw) {
+    launch_schedule<T, kFormat, Schedule::kSeesaw>(p, k_map);
   } else {
-    launch_schedule<T, kFormat, Schedule::kSerial>(p, k_map, options.fp8_l2_prefetch);
+    launch_schedule<T, kFormat, Schedule::kSerial>(p, k_map);
   }
 }
 
