@@ -179,10 +179,10 @@ FuzzCase make_fuzz_case(uint64_t seed, FuzzTarget target) {
     fc.softmax_scale = -static_cast<float>(rng.log_uniform(0.01, 0.3));
   }
   fc.num_sms = rng.chance(0.3) ? 0 : rng.chance(0.15) ? 1 : static_cast<int>(rng.uniform(1, 200));
-  // FP8 caches (CPU only until the sm90 kernel reads them), drawn from a stream of their own so that
-  // the other parameters of every seed stay what they were.
+  // FP8 caches (both targets), drawn from a stream of their own so that the other parameters of every
+  // seed stay what they were.
   Rng format_rng(seed * 0xA0761D6478BD642Full + 3);
-  if (cpu && format_rng.chance(0.3)) {
+  if (format_rng.chance(0.3)) {
     c.kv_format = format_rng.chance(0.5) ? KvCacheFormat::kFP8WithScale : KvCacheFormat::kFP8PerTensor;
     c.fp8_q = c.kv_format == KvCacheFormat::kFP8PerTensor && format_rng.chance(0.5);
     c.dtype = DType::kBF16;

@@ -1,6 +1,7 @@
 // The seeded random fuzzer on the Hopper kernel (fuzz.hpp; ctest label gpu, skips without an sm90
-// device): FLASH_MLA_FUZZ_CASES cases (default 200) with bf16/fp16, page sizes 1 to 256, batches up to 600,
-// lengths up to 70000, h_q 1..128 over h_kv 1..8, s_q 1..6, num_sms 1..200 or the device's, each
+// device): FLASH_MLA_FUZZ_CASES cases (default 200) with bf16/fp16 and both FP8 caches (about 30 %),
+// page sizes 1 to 256, batches up to 600, lengths up to 70000, h_q 1..128 over h_kv 1..8, s_q 1..6,
+// num_sms 1..200 or the device's, each
 // against the float64 reference (sampled rows for large cases) with exact invariants on every row and
 // guard bands around out, lse and the workspace. A failure prints the line that reruns it:
 //   FLASH_MLA_FUZZ_SEED=<seed> ./tests/flash_mla_gpu_tests --gtest_filter=GpuFuzz.Sm90

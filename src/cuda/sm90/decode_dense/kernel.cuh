@@ -1,11 +1,11 @@
 // MLA decode on Hopper, bf16/fp16 caches and (dequantised to bf16 by the producer) the two FP8
 // layouts: one CTA per (64-row query tile, KV head, schedule part).
 //
-// Warpgroups (384 threads): producer WG2 (one warp issues the TMA copies of each 64-token block into
-// a 2-stage ring, 9 per page of the block, completing on k_full[stage]; pages under kMinTmaPage
-// tokens: all of WG2 gathers with cp.async, 128 arrivals; FP8 caches: all of WG2 loads, dequantises
-// and stores bf16 tiles through registers, 128 arrivals, fp8_producer); consumers WG0 and WG1, each owning 256 of
-// the 512 output columns (O half = 128 fp32 registers). Q is loaded per piece by both consumers with
+// Warpgroups (384 threads): producer WG2 fills a 2-stage ring of 64-token blocks (tma_producer: TMA
+// copies, 9 per page of the block, one warp; the seesaw, one warp per stage; pages under kMinTmaPage
+// tokens: gather_producer, all of WG2 with cp.async; FP8 caches: fp8_producer, all of WG2 through
+// registers), signalling a stage's full barrier (seesaw: each of its three release groups');
+// consumers WG0 and WG1, each owning 256 of the 512 output columns (O half = 128 fp32 registers). Q is loaded per piece by both consumers with
 // cp.async (all copies in flight) and stays for the piece. A piece of a split sequence writes fp32
 // partial O and lse; an unsplit one writes out and lse.
 //
@@ -34,8 +34,9 @@
 // Registers: setmaxnreg 232 (consumers) / 40 (producer), FP8 200 / 104 (2 · consumer + producer must
 // stay ≤ 504); O half 128 + S 32 fp32 in each consumer, no spills (ptxas -v).
 // Covered by tests/test_gpu.cpp (GPU decode vs the float64 reference, every page size),
-// tests/test_gpu_fp8.cpp (both FP8 layouts), the GPU fuzzer (tests/test_gpu_fuzz.cpp) and
-// flash-mla-bench's check.
+// tests/test_gpu_fp8.cpp (both FP8 layouts, the L2 prefetch), the GPU fuzzer (tests/test_gpu_fuzz.cpp,
+// serial and seesaw, FP8 included), `scripts/gpu_check.sh seesaw-tests` (every GPU test on the
+// seesaw), tools/seesaw_model.py (the seesaw's hand-offs) and flash-mla-bench's check.
 #pragma once
 
 #include <cuda.h>
@@ -427,11 +428,11 @@ __device__ __forceinline__ void arrive_stage_full(SharedStorage& s, int stage) {
 // rows t/8 + 16i (i < 4) and chunks t%8 + 8k (k < 9, one per sub-tile): a warp copies 128 contiguous
 // bytes of each of four rows per instruction, and a thread's four table reads and 36 copies are
 // independent, so they are all in flight together. Tokens past the sequence end and pages outside
-// the pool are zero-filled. A block's copies are one cp.async group per thread; a thread signals
-// k_full (one of 128 arrivals) once its group of the previous block has landed, after a proxy fence:
-// wgmma reads what the generic proxy wrote. It never waits for a stage still holding the previous
-// block's signal: in the seesaw, stage 0 is freed only once consumer 1 has scored b, so waiting for
-// it with b unsignalled deadlocks.
+// the pool are zero-filled. A block's copies are one cp.async group per thread; a thread signals the
+// stage's full barrier(s) (one of 128 arrivals) once its group of the previous block has landed, after
+// a proxy fence: wgmma reads what the generic proxy wrote. It never waits for a stage still holding
+// the previous block's signal: in the seesaw, stage 0 is freed only once consumer 1 has scored b, so
+// waiting for it with b unsignalled deadlocks.
 template <typename T, Schedule kSched>
 __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedStorage& s, int thread) {
   constexpr int kRowsPerPass = kWarpgroupThreads / 8;  // 16
@@ -810,7 +811,7 @@ __device__ __forceinline__ void e4m3x16_to_bf16(const int4& raw, float scale, in
 // before the fence), or the 8 e4m3 values at byte 512 + 8(t%8) (per tensor, one bf16 chunk). Per
 // tensor, the first half of a block's loads is issued before the stage is free. Each thread converts
 // and stores two rows at a time, then fences (the generic proxy wrote what wgmma reads) and arrives
-// on k_full (128 arrivals). Rows past the sequence end are not written (the consumers mask them from
+// on the stage's full barrier(s) (128 arrivals). Rows past the sequence end are not written (the consumers mask them from
 // Q·Kᵀ and zero their V rows); a row inside the sequence on a page outside the pool is written as
 // zeros, as TMA fills it. Per-tensor descales are folded into the softmax scale and the output.
 template <KvCacheFormat kFormat, Schedule kSched>
