@@ -72,16 +72,17 @@ TEST(Fuzz, CasesAreReproducibleAndCoverEveryAxis) {
   EXPECT_LT(sampled, 600) << "most cases should be checked on every row";
 
   // The GPU's first 200 cases: every page size the sm90 backend takes, no float32, one and several
-  // 64-row query tiles per KV head, more parts than an H100 has SMs, and sequences long enough for
-  // many splits.
+  // 64-row query tiles per KV head, more parts than an H100 has SMs, sequences long enough for many
+  // splits, and every FP8 cache format.
   int one_tile = 0, several_tiles = 0, many_parts = 0, long_gpu = 0;
   std::set<int> gpu_pages;
+  std::set<std::pair<KvCacheFormat, bool>> gpu_formats;
   for (uint64_t seed = 1; seed <= 200; ++seed) {
     const FuzzCase c = make_fuzz_case(seed, FuzzTarget::kSm90);
     const auto& w = c.config;
     gpu_pages.insert(w.page_block_size);
     ASSERT_NE(w.dtype, DType::kFP32);
-    ASSERT_EQ(w.kv_format, KvCacheFormat::kDense);
+    gpu_formats.insert({w.kv_format, w.fp8_q});
     ASSERT_EQ(w.h_q % w.h_kv, 0) << c.describe();
     (w.s_q * w.h_q / w.h_kv <= kBlockM ? one_tile : several_tiles) += 1;
     many_parts += c.num_sms > 132;
@@ -92,6 +93,7 @@ TEST(Fuzz, CasesAreReproducibleAndCoverEveryAxis) {
   EXPECT_GT(many_parts, 20);
   EXPECT_GT(long_gpu, 5);
   EXPECT_EQ(gpu_pages, (std::set<int>{1, 2, 16, 32, 64, 128, 256}));
+  EXPECT_EQ(gpu_formats.size(), 4u) << "dense, FP8 with scale, per-tensor FP8 with a bf16 and with an e4m3 q";
 }
 
 }  // namespace
