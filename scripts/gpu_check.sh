@@ -9,7 +9,8 @@
 #                                                       (default: tests bench=perf)
 #   FLASH_MLA_BENCH_KV=dense,fp8,fp8-tensor bash scripts/gpu_check.sh bench=perf   (FP8 next to bf16)
 # seesaw-tests reruns the GPU tests on the seesaw consumer schedule (FLASH_MLA_SM90_SEESAW=1); ab=GRIDS
-# benchmarks the grids on the serial and then the seesaw schedule, one process each, in this run.
+# benchmarks the grids on the serial and then the seesaw schedule, one process each, in this run, and
+# prints them side by side (scripts/bench_table.py joins any such outputs).
 # FLASH_MLA_SM90_SEESAW=1 in the environment runs every step but ab= on the seesaw;
 # FLASH_MLA_SM90_FP8_PREFETCH=1 likewise switches on the FP8 producer's L2 prefetch. A failing step is
 # reported and the next steps still run; the exit status is that of the last failure.
@@ -36,11 +37,14 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader |
 
 # flash-mla-bench over GRIDS with FLASH_MLA_SM90_SEESAW=$2; files
 # bench_<grids>[_<kv formats>][_seesaw][_prefetch].{txt,json,err} (the formats unless dense only).
+bench_name() {
+  local kv=${FLASH_MLA_BENCH_KV:-dense} name=bench_${1//,/_}
+  [ "$kv" = dense ] || name+=_${kv//,/_}
+  echo "$name$(switches "$2")"
+}
 bench() {
   local grids=$1 seesaw=$2 kv=${FLASH_MLA_BENCH_KV:-dense} name
-  name=bench_${grids//,/_}
-  [ "$kv" = dense ] || name+=_${kv//,/_}
-  name+=$(switches "$seesaw")
+  name=$(bench_name "$grids" "$seesaw")
   echo "== flash-mla-bench --grid $grids --kv $kv (FLASH_MLA_SM90_SEESAW=$seesaw," \
     "FLASH_MLA_SM90_FP8_PREFETCH=${FLASH_MLA_SM90_FP8_PREFETCH:-0})"
   FLASH_MLA_SM90_SEESAW=$seesaw "$BUILD/cli/flash-mla-bench" --grid "$grids" --kv "$kv" --check-rows 64 \
@@ -93,8 +97,12 @@ for step in "${steps[@]}"; do
       bench "${step#bench=}" "${FLASH_MLA_SM90_SEESAW:-0}"
       ;;
     ab=*)
-      bench "${step#ab=}" 0
-      bench "${step#ab=}" 1
+      grids=${step#ab=}
+      bench "$grids" 0
+      bench "$grids" 1
+      echo "== serial against seesaw (µs)"
+      python3 scripts/bench_table.py "serial=$OUT/$(bench_name "$grids" 0).txt" \
+        "seesaw=$OUT/$(bench_name "$grids" 1).txt" | tee "$OUT/ab_${grids//,/_}.txt"
       ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

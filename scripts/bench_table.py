@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Joins flash-mla-bench text outputs into one table for an A/B comparison in one run.
+
+    python3 scripts/bench_table.py serial=out/bench_perf.txt seesaw=out/bench_perf_seesaw.txt
+
+One row per workload (and cache format when not dense), one column per file with its time in us,
+and a last column with the ratio of the last file to the first. A time whose check failed is marked
+"!" and the check's word. Missing files or rows show "-".
+"""
+import sys
+
+
+def read_rows(path):
+    rows = {}
+    try:
+        lines = open(path).read().splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        if not line.startswith("b="):
+            continue
+        words = line.split()
+        # The label ends where the cache-format or backend column begins.
+        kv = next(i for i, w in enumerate(words) if w in ("dense", "fp8", "fp8-tensor", "fp8-tensor-fp8q", "sm90", "cpu"))
+        backend = next(i for i, w in enumerate(words) if w in ("sm90", "cpu"))
+        key = " ".join(words[:kv]) + ("" if words[kv] in ("dense", "sm90", "cpu") else " " + words[kv])
+        time = words[backend + 1]
+        rows[key] = time if words[-1] == "ok" else time + "!" + words[-1]
+    return rows
+
+
+def main(args):
+    if not args or any("=" not in a for a in args):
+        sys.exit(__doc__)
+    names, tables, order = [], [], []
+    for arg in args:
+        name, path = arg.split("=", 1)
+        names.append(name)
+        tables.append(read_rows(path))
+        order += [k for k in tables[-1] if k not in order]
+    width = max([len(k) for k in order] + [8])
+    print(" ".join(["workload".ljust(width)] + [n.rjust(10) for n in names] + ["last/first".rjust(10)]))
+    for key in order:
+        cells = [t.get(key, "-") for t in tables]
+        try:
+            ratio = "%.3f" % (float(cells[-1]) / float(cells[0]))
+        except ValueError:
+            ratio = "-"
+        print(" ".join([key.ljust(width)] + [c.rjust(10) for c in cells] + [ratio.rjust(10)]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
