@@ -61,5 +61,25 @@ configure_and_build() {
   log "building ($JOBS jobs)"
   local targets=()
   for t in "$@"; do targets+=(--target "$t"); done
-  cmake --build "$BUILD_DIR" -j "$JOBS" "${targets[@]}" >&2  # stdout stays for the results
+  # stdout stays for the results; the log keeps ptxas's reports for check_ptxas
+  cmake --build "$BUILD_DIR" -j "$JOBS" "${targets[@]}" 2>&1 | tee "$BUILD_DIR/build.log" >&2
+}
+
+# The CUDA kernels as ptxas reported them in the last build's log (only what that build compiled; a
+# clean build compiles all): fails on register spills, local memory, or a "Potential Performance Loss"
+# / injected warpgroup.arrive (C75xx: wgmma serialised), none of which the GPU tests would notice.
+check_ptxas() {
+  local report=$BUILD_DIR/build.log bad kernels
+  kernels=$(grep -c "ptxas info *: Used" "$report" || true)
+  if [ "$kernels" = 0 ]; then
+    log "ptxas: no kernel compiled in this build, nothing to check"
+    return 0
+  fi
+  bad=$(grep -E "C75[0-9][0-9]|Local memory used|[1-9][0-9]* bytes spill (stores|loads)" "$report" || true)
+  if [ -n "$bad" ]; then
+    echo "$bad" >&2
+    echo "ptxas: spills, local memory or serialised wgmma in the kernels above (see $report)" >&2
+    return 1
+  fi
+  log "ptxas: $kernels kernels, no spills, no local memory, no serialised wgmma"
 }

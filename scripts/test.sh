@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every test: installs what is missing, builds (Release, in build/), runs the GoogleTest suite through
+# Every test: installs what is missing, builds (Release, in build/), checks ptxas's reports on the
+# CUDA kernels (check_ptxas: no spills, no serialised wgmma), runs the GoogleTest suite through
 # ctest (the CPU tests; GPU-labelled tests skip themselves without a GPU), a short flash-mla-bench run,
 # and a program built against the installed CMake package.
 #   bash scripts/test.sh
@@ -9,6 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 start=$SECONDS
 
 configure_and_build all
+check_ptxas
 
 log "ctest"
 ctest --test-dir "$BUILD_DIR" --output-on-failure --no-tests=error -j "$JOBS"
