@@ -17,6 +17,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=scripts/setup.sh
+source scripts/setup.sh  # log, check_ptxas
 BUILD=${FLASH_MLA_GPU_BUILD:-build-gpu}
 OUT=${OUT:-$BUILD/out}
 mkdir -p "$OUT"
@@ -33,6 +35,8 @@ cmake --build "$BUILD" -j "$(nproc)" >"$OUT/build.log" 2>&1 || { tail -n 40 "$OU
 # ptxas.txt of the build that compiled (grep's status 1 must not end the script under pipefail).
 ptxas=$({ grep -E "ptxas info *: Used|spill|C75" "$OUT/build.log" || true; } | sort | uniq -c)
 [ -z "$ptxas" ] || echo "$ptxas" | tee "$OUT/ptxas.txt"
+failed=0
+check_ptxas "$OUT/build.log" || failed=1  # scripts/setup.sh: spills, local memory, serialised wgmma
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 
 # flash-mla-bench over GRIDS with FLASH_MLA_SM90_SEESAW=$2; files
@@ -68,7 +72,6 @@ gpu_tests() {
   return "$status"
 }
 
-failed=0
 for step in "${steps[@]}"; do
   case $step in
     tests)

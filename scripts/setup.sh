@@ -65,11 +65,12 @@ configure_and_build() {
   cmake --build "$BUILD_DIR" -j "$JOBS" "${targets[@]}" 2>&1 | tee "$BUILD_DIR/build.log" >&2
 }
 
-# The CUDA kernels as ptxas reported them in the last build's log (only what that build compiled; a
-# clean build compiles all): fails on register spills, local memory, or a "Potential Performance Loss"
-# / injected warpgroup.arrive (C75xx: wgmma serialised), none of which the GPU tests would notice.
+# The CUDA kernels as ptxas reported them in a build's log ($1, default the last configure_and_build's;
+# only what that build compiled, a clean build compiles all): fails on register spills, local memory,
+# or a "Potential Performance Loss" / injected warpgroup.arrive (C75xx: wgmma serialised), none of
+# which the GPU tests would notice.
 check_ptxas() {
-  local report=$BUILD_DIR/build.log bad kernels
+  local report=${1:-$BUILD_DIR/build.log} bad kernels
   kernels=$(grep -c "ptxas info *: Used" "$report" || true)
   if [ "$kernels" = 0 ]; then
     log "ptxas: no kernel compiled in this build, nothing to check"

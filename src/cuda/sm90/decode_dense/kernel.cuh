@@ -940,31 +940,39 @@ __device__ __forceinline__ void load_q_e4m3(const DecodeParams& p, SharedStorage
 // The seesaw's TMA producer warp for stage kStage: its blocks (a for stage 0, b for stage 1), one
 // release group at a time in release order: the group's free barrier, then its copies on its full
 // barrier. A compile-time stage keeps the loops unrolled within the producer's 40 registers.
+// One warp's TMA copies of sub-tiles first .. first + count - 1 of block `blk` into `stage`, on `full`:
+// lane 0 announces the bytes, lane j issues the copies of the block's page j (64-token pages take one
+// lane, 1-token pages 64).
+__device__ __forceinline__ void tma_copy_sub_tiles(SharedStorage& s, const CUtensorMap& k_map, const BlockPages& pages,
+                                                   const int32_t* table, int blk, int copies, int stage, int first,
+                                                   int count, uint64_t* full, int lane, uint64_t policy) {
+  if (lane == 0) ptx::mbarrier_arrive_expect_tx(full, copies * pages.copy_bytes(count));
+  __syncwarp();
+  for (int j = lane; j < copies; j += 32) {
+    const BlockPages::Copy cp = pages.copy(table, blk, j);
+#pragma unroll
+    for (int c = first; c < first + count; ++c) {
+      ptx::tma_load_4d(reinterpret_cast<char*>(&s.k[stage][c]) + cp.row * 128, &k_map, full, c * kSubTileCols,
+                       blockIdx.y, cp.token_in_page, cp.page, policy);
+    }
+  }
+}
+
 template <int kStage>
 __device__ __forceinline__ void tma_stage_producer(const DecodeParams& p, SharedStorage& s, const CUtensorMap& k_map,
                                                    int lane, uint64_t policy) {
   const BlockPages pages(p.page_block_size);
-  uint32_t uses = 0;
-  for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t) {
-    if (((blk - pc.first_block()) & 1) != kStage) return;
-    const uint32_t parity = uses++ & 1;
+  StageRing<Schedule::kSeesaw> ring;
+  for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
+    const auto slot = ring.next(pc, blk, it);
+    if (slot.stage != kStage) return;
     const int copies = pages.copies(pc.seqlen - blk * kBlockN);
 #pragma unroll
     for (int i = 0; i < kGroups; ++i) {
       const int g = release_order(kStage, i);
-      uint64_t* full = &s.g_full[kStage][g];
-      ptx::mbarrier_wait(&s.g_free[kStage][g], parity ^ 1);
-      if (lane == 0) ptx::mbarrier_arrive_expect_tx(full, copies * pages.copy_bytes(group_sub_tiles(g)));
-      __syncwarp();
-      for (int j = lane; j < copies; j += 32) {
-        const BlockPages::Copy cp = pages.copy(table, blk, j);
-#pragma unroll
-        for (int t = 0; t < group_sub_tiles(g); ++t) {
-          const int c = group_first_sub_tile(g) + t;
-          ptx::tma_load_4d(reinterpret_cast<char*>(&s.k[kStage][c]) + cp.row * 128, &k_map, full, c * kSubTileCols,
-                           blockIdx.y, cp.token_in_page, cp.page, policy);
-        }
-      }
+      ptx::mbarrier_wait(&s.g_free[kStage][g], slot.parity ^ 1);
+      tma_copy_sub_tiles(s, k_map, pages, table, blk, copies, kStage, group_first_sub_tile(g), group_sub_tiles(g),
+                         &s.g_full[kStage][g], lane, policy);
     }
   });
 }
@@ -995,17 +1003,7 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
       const uint32_t parity = (it / kStages) & 1;
       const int copies = pages.copies(pc.seqlen - blk * kBlockN);
       ptx::mbarrier_wait(&s.k_free[stage], parity ^ 1);
-      if (lane == 0) ptx::mbarrier_arrive_expect_tx(&s.k_full[stage], copies * pages.copy_bytes());
-      __syncwarp();
-      // One lane per copy: 64-token pages take one, 1-token pages 64 (9 TMA copies each).
-      for (int j = lane; j < copies; j += 32) {
-        const BlockPages::Copy cp = pages.copy(table, blk, j);
-#pragma unroll
-        for (int c = 0; c < kQKSubTiles; ++c) {
-          ptx::tma_load_4d(reinterpret_cast<char*>(&s.k[stage][c]) + cp.row * 128, &k_map, &s.k_full[stage],
-                           c * kSubTileCols, blockIdx.y, cp.token_in_page, cp.page, policy);
-        }
-      }
+      tma_copy_sub_tiles(s, k_map, pages, table, blk, copies, stage, 0, kQKSubTiles, &s.k_full[stage], lane, policy);
     });
   }
 }
