@@ -14,6 +14,7 @@
 #if defined(FLASH_MLA_TRACE)
 namespace flash_mla::sm90::dense {
 void* g_trace_buffer = nullptr;
+void* g_phase_buffer = nullptr;
 }
 #endif
 

@@ -77,9 +77,27 @@ __device__ __forceinline__ void trace(int slot) {
   do {                           \
     if (threadIdx.x == 0) trace(slot); \
   } while (0)
+// Consumer phase timestamps (clock64, SM cycles): [cta][warpgroup][iteration][event], where an
+// iteration is a block (serial) or a pair (seesaw) of the CTA, and the events are the hand-off points
+// marked with FLASH_MLA_PHASE_AT in serial_piece and seesaw_pair_0/1. Thread 0 of each consumer writes.
+inline constexpr int kPhaseCtas = 264;
+inline constexpr int kPhaseIters = 24;
+inline constexpr int kPhaseEvents = 16;
+static __device__ long long g_phase[kPhaseCtas][2][kPhaseIters][kPhaseEvents];
+__device__ __forceinline__ void phase(int wg, int iter, int event) {
+  const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  if (cta < kPhaseCtas && iter < kPhaseIters) g_phase[cta][wg][iter][event] = clock64();
+}
+#define FLASH_MLA_PHASE_AT(wg, iter, event) \
+  do {                                      \
+    if (thread == 0) phase(wg, iter, event); \
+  } while (0)
 #else
 #define FLASH_MLA_TRACE_AT(slot) \
   do {                           \
+  } while (0)
+#define FLASH_MLA_PHASE_AT(wg, iter, event) \
+  do {                                      \
   } while (0)
 #endif
 
@@ -521,11 +539,13 @@ struct SeesawUses {
 // overlaps the copies of the last. A wgmma.fence follows each wait: without it ptxas injects its own
 // after the wait loop (C7519) and then serialises every wgmma of the kernel (C7520).
 template <typename T, int kStage>
-__device__ __forceinline__ void seesaw_scores(float (&sc)[32], SharedStorage& s, uint32_t parity) {
+__device__ __forceinline__ void seesaw_scores(float (&sc)[32], SharedStorage& s, uint32_t parity,
+                                              [[maybe_unused]] int thread, [[maybe_unused]] int iter) {
 #pragma unroll
   for (int i = 0; i < kGroups; ++i) {
     const int g = release_order(kStage, i);
     ptx::mbarrier_wait(&s.g_full[kStage][g], parity);
+    FLASH_MLA_PHASE_AT(kStage, iter, 1 + i);
     ptx::wgmma_fence();
 #pragma unroll
     for (int t = 0; t < group_sub_tiles(g); ++t) {
@@ -538,6 +558,7 @@ __device__ __forceinline__ void seesaw_scores(float (&sc)[32], SharedStorage& s,
   ptx::wgmma_commit_group();
   ptx::wgmma_wait_group<0>();
   ptx::fence_registers(sc);
+  FLASH_MLA_PHASE_AT(kStage, iter, 4);
 }
 
 // Zeroes this consumer's V half (`half`: 0 = sub-tiles 0-3, 1 = 4-7) of the rows past the sequence
@@ -558,20 +579,26 @@ __device__ __forceinline__ void seesaw_pair_0(SharedStorage& s, const Piece& pc,
                                               int thread, const RowPair& rp, const int (&limit)[2], float scale_log2,
                                               float (&o)[128], float (&m)[2], float (&l)[2]) {
   float sc[32], row_max[2], m_use[2], alpha_a[2];
-  seesaw_scores<T, 0>(sc, s, uses.a & 1);
+  [[maybe_unused]] const int iter = static_cast<int>(uses.a);
+  FLASH_MLA_PHASE_AT(0, iter, 0);
+  seesaw_scores<T, 0>(sc, s, uses.a & 1, thread, iter);
   ptx::mbarrier_arrive(&s.g_free[0][kGroupRope]);    // its only reader
   ptx::mbarrier_arrive(&s.g_free[0][kGroupVRight]);  // consumer 1's P·V(a) is the other half
+  FLASH_MLA_PHASE_AT(0, iter, 11);
   mask_scores(sc, row_max, a, rp, limit, scale_log2);
   advance_max(m, row_max, m_use, alpha_a);
   publish_stats(s, 0, rp, alpha_a, m);
   ptx::named_barrier_arrive(kStatsA, kConsumerThreads);
+  FLASH_MLA_PHASE_AT(0, iter, 12);
   l[0] *= alpha_a[0];
   l[1] *= alpha_a[1];
   uint32_t packed[16];
   exponentiate<T>(sc, m_use, l, packed);
+  FLASH_MLA_PHASE_AT(0, iter, 13);
   // P(a) goes to sP before the wgmma that reads packed is issued: the PTX ISA leaves reading a
   // wgmma's A registers before its wait_group undefined.
   store_p(s.p, rp, packed);
+  FLASH_MLA_PHASE_AT(0, iter, 14);
   if constexpr (!kHasB) {
     ptx::fence_proxy_async_shared();  // wgmma (async proxy) reads what these stores wrote
     ptx::named_barrier_arrive(kPaReady, kConsumerThreads);
@@ -579,26 +606,32 @@ __device__ __forceinline__ void seesaw_pair_0(SharedStorage& s, const Piece& pc,
   // Only a sequence's last block can be short, and a pair with b has a full a.
   if (!kHasB) seesaw_zero_tail(s, 0, pc.seqlen - a * kBlockN, 0, thread);
   rescale_rows(o, alpha_a);
+  FLASH_MLA_PHASE_AT(0, iter, 5);
   pv_issue_rs<T>(o, packed, s, 0, 0);
   if constexpr (kHasB) {
     // While P(a)·V_L(a) runs: sP becomes P(a)·alpha_b for consumer 1, each thread rescaling the words
     // it stored (a second rounding of P, within one unit of the 16-bit type).
     float alpha_b[2];
     ptx::named_barrier_sync(kStatsB, kConsumerThreads);
+    FLASH_MLA_PHASE_AT(0, iter, 6);
     read_stats(s, 1, rp, alpha_b, m);
     rescale_p<T>(s.p, rp, alpha_b);
     ptx::fence_proxy_async_shared();
     ptx::named_barrier_arrive(kPaReady, kConsumerThreads);
+    FLASH_MLA_PHASE_AT(0, iter, 7);
     pv_wait(o);
+    FLASH_MLA_PHASE_AT(0, iter, 8);
     ptx::mbarrier_arrive(&s.g_free[0][kGroupVLeft]);
     l[0] *= alpha_b[0];
     l[1] *= alpha_b[1];
     ptx::named_barrier_sync(kPbReady, kConsumerThreads);
+    FLASH_MLA_PHASE_AT(0, iter, 9);
     // Complete already (consumer 1's Q·K(b)ᵀ waited for it); waiting makes the bytes visible here.
     ptx::mbarrier_wait(&s.g_full[1][kGroupVLeft], uses.b & 1);
     seesaw_zero_tail(s, 1, pc.seqlen - (a + 1) * kBlockN, 0, thread);
     rescale_rows(o, alpha_b);
     pv_gemm<T>(o, s.k[1][kRopeSubTile], s, 1, 0);
+    FLASH_MLA_PHASE_AT(0, iter, 10);
     ptx::mbarrier_arrive(&s.g_free[1][kGroupRope]);
     ptx::mbarrier_arrive(&s.g_free[1][kGroupVLeft]);
   } else {
@@ -615,14 +648,19 @@ __device__ __forceinline__ void seesaw_pair_1(SharedStorage& s, const Piece& pc,
   float alpha_a[2];
   if constexpr (kHasB) {
     float sc[32], row_max[2], m_use[2], alpha_b[2], alpha_ab[2];
-    seesaw_scores<T, 1>(sc, s, uses.b & 1);
+    [[maybe_unused]] const int iter = static_cast<int>(uses.a);
+    FLASH_MLA_PHASE_AT(1, iter, 0);
+    seesaw_scores<T, 1>(sc, s, uses.b & 1, thread, iter);
     ptx::mbarrier_arrive(&s.g_free[1][kGroupVLeft]);  // consumer 0's P·V(b) is the other half
     mask_scores(sc, row_max, a + 1, rp, limit, scale_log2);
+    FLASH_MLA_PHASE_AT(1, iter, 11);
     ptx::named_barrier_sync(kStatsA, kConsumerThreads);
+    FLASH_MLA_PHASE_AT(1, iter, 5);
     read_stats(s, 0, rp, alpha_a, m);
     advance_max(m, row_max, m_use, alpha_b);
     publish_stats(s, 1, rp, alpha_b, m);
     ptx::named_barrier_arrive(kStatsB, kConsumerThreads);
+    FLASH_MLA_PHASE_AT(1, iter, 12);
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
       alpha_ab[k] = alpha_a[k] * alpha_b[k];
@@ -630,22 +668,29 @@ __device__ __forceinline__ void seesaw_pair_1(SharedStorage& s, const Piece& pc,
     }
     uint32_t packed[16];
     exponentiate<T>(sc, m_use, l, packed);
+    FLASH_MLA_PHASE_AT(1, iter, 13);
     const int valid_b = pc.seqlen - (a + 1) * kBlockN;
     if (valid_b < kBlockN) zero_v_tail(s, 1, valid_b, thread, kVSubTilesPerWarpgroup, kVSubTilesPerWarpgroup);
     // P(b) into stage 1's RoPE sub-tile: read there only by this warpgroup's finished Q·K(b)ᵀ.
     store_p(s.k[1][kRopeSubTile], rp, packed);
+    FLASH_MLA_PHASE_AT(1, iter, 14);
     ptx::fence_proxy_async_shared();
     ptx::named_barrier_arrive(kPbReady, kConsumerThreads);
+    FLASH_MLA_PHASE_AT(1, iter, 6);
     if (valid_b < kBlockN) ptx::named_barrier_sync(kTailZeroedRight, kWarpgroupThreads);
     rescale_rows(o, alpha_ab);
     pv_issue_rs<T>(o, packed, s, 1, 1);
+    FLASH_MLA_PHASE_AT(1, iter, 7);
     // P(a)·V_R(a) is issued behind P(b)·V_R(b) as soon as consumer 0 has stored P(a)·alpha_b.
     ptx::named_barrier_sync(kPaReady, kConsumerThreads);
+    FLASH_MLA_PHASE_AT(1, iter, 8);
     ptx::mbarrier_wait(&s.g_full[0][kGroupVRight], uses.a & 1);  // complete; makes the bytes visible here
     pv_issue<T>(o, s.p, s, 0, 1);
     ptx::wgmma_wait_group<1>();
+    FLASH_MLA_PHASE_AT(1, iter, 9);
     ptx::mbarrier_arrive(&s.g_free[1][kGroupVRight]);
     pv_wait(o);
+    FLASH_MLA_PHASE_AT(1, iter, 10);
     ptx::mbarrier_arrive(&s.g_free[0][kGroupVRight]);
   } else {
     ptx::named_barrier_sync(kStatsA, kConsumerThreads);
@@ -724,18 +769,25 @@ __device__ __forceinline__ void serial_piece(const DecodeParams& p, SharedStorag
     visible_limits(p, pc, rp, limit);
     for (int blk = first; blk < end; ++blk, ++it) {
       const int stage = it % kStages;
+      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 0);
       ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
+      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 1);
       FLASH_MLA_TRACE_AT(2 + min(static_cast<int>(it), 40));
       float sc[32], row_max[2], m_use[2], alpha[2];
       score_block<T>(sc, row_max, s, stage, blk, rp, limit, scale_log2);
+      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 4);
       advance_max(m, row_max, m_use, alpha);
+      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 12);
       l[0] *= alpha[0];
       l[1] *= alpha[1];
       uint32_t packed[16];
       exponentiate<T>(sc, m_use, l, packed);
+      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 13);
       zero_v_tail(s, stage, pc.seqlen - blk * kBlockN, thread);
+      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 5);
 
       ptx::named_barrier_sync(kPFree, kConsumerThreads);
+      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 6);
       store_p(s.p, rp, packed);
       if (rp.col == 0) {
         s.alpha[0][rp.row[0]] = alpha[0];
@@ -743,9 +795,11 @@ __device__ __forceinline__ void serial_piece(const DecodeParams& p, SharedStorag
       }
       ptx::fence_proxy_async_shared();
       ptx::named_barrier_sync(kPReady, kConsumerThreads);
+      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 7);
 
       rescale_rows(o, alpha);
       pv_gemm<T>(o, s.p, s, stage, 0);
+      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 10);
       ptx::mbarrier_arrive(&s.k_free[stage]);
     }
     l[0] = quad_sum(l[0]);
@@ -761,12 +815,17 @@ __device__ __forceinline__ void serial_piece(const DecodeParams& p, SharedStorag
   } else {
     for (int blk = first; blk < end; ++blk, ++it) {
       const int stage = it % kStages;
+      FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 0);
       ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
+      FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 1);
       ptx::named_barrier_sync(kPFree, kConsumerThreads);
+      FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 6);
       ptx::named_barrier_sync(kPReady, kConsumerThreads);
+      FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 7);
       const float alpha[2] = {s.alpha[0][rp.row[0]], s.alpha[0][rp.row[1]]};
       rescale_rows(o, alpha);
       pv_gemm<T>(o, s.p, s, stage, 1);
+      FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 10);
       ptx::mbarrier_arrive(&s.k_free[stage]);
     }
     ptx::named_barrier_sync(kRowStats, kConsumerThreads);
@@ -1102,14 +1161,17 @@ __global__ void __launch_bounds__(kThreads, 1)
 namespace flash_mla::sm90::dense {
 
 #if defined(FLASH_MLA_TRACE)
-// The trace buffer of the last launch's dtype, for a study program: [kTraceCtas][kTraceSlots].
+// The trace buffers of the last launch's dtype and schedule, for a study program: [kTraceCtas][kTraceSlots]
+// and [kPhaseCtas][2][kPhaseIters][kPhaseEvents].
 extern void* g_trace_buffer;
+extern void* g_phase_buffer;
 #endif
 
 template <typename T, KvCacheFormat kFormat, Schedule kSched>
 void launch_schedule(const DecodeParams& p, const CUtensorMap& k_map) {
 #if defined(FLASH_MLA_TRACE)
   detail::cuda_check(cudaGetSymbolAddress(&g_trace_buffer, g_trace), "trace symbol");
+  detail::cuda_check(cudaGetSymbolAddress(&g_phase_buffer, g_phase), "phase symbol");
 #endif
   // The shared-memory opt-in is per device: set it once on each device the kernel runs on (devices
   // past the mask's 64 bits set it on every call).
