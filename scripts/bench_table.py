@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Joins flash-mla-bench text outputs into one table for an A/B comparison in one run.
 
-    python3 scripts/bench_table.py serial=out/bench_perf.txt seesaw=out/bench_perf_seesaw.txt
+    python3 scripts/bench_table.py baseline=out/bench_perf_baseline.txt this=out/bench_perf.txt
 
 One row per workload (and cache format when not dense), one column per file with its time in us,
 and a last column with the ratio of the last file to the first. A time whose check failed is marked

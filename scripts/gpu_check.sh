@@ -5,15 +5,13 @@
 # compute-sanitizer over a reduced matrix, and the benchmark grids with the ceilings measured in the
 # same run. Logs go to $OUT (default build-gpu/out).
 #
-#   bash scripts/gpu_check.sh [tests] [seesaw-tests] [sanitize] [bench=GRIDS] [ab=GRIDS]
-#                                                       (default: tests bench=perf)
+#   bash scripts/gpu_check.sh [tests] [sanitize] [bench=GRIDS] [ab=GRIDS]   (default: tests bench=perf)
 #   FLASH_MLA_BENCH_KV=dense,fp8,fp8-tensor bash scripts/gpu_check.sh bench=perf   (FP8 next to bf16)
-# seesaw-tests reruns the GPU tests on the seesaw consumer schedule (FLASH_MLA_SM90_SEESAW=1); ab=GRIDS
-# benchmarks the grids on the serial and then the seesaw schedule, one process each, in this run, and
-# prints them side by side (scripts/bench_table.py joins any such outputs).
-# FLASH_MLA_SM90_SEESAW=1 in the environment runs every step but ab= on the seesaw;
-# FLASH_MLA_SM90_FP8_PREFETCH=1 likewise switches on the FP8 producer's L2 prefetch. A failing step is
-# reported and the next steps still run; the exit status is that of the last failure.
+#   FLASH_MLA_AB_BASELINE=path/to/flash-mla-bench bash scripts/gpu_check.sh ab=perf
+# ab=GRIDS times the grids with the baseline binary, this build, and the baseline again (run-to-run
+# noise), one process each, and prints them side by side (scripts/bench_table.py): compare a change
+# only against a baseline measured in the same run. A failing step is reported and the next steps
+# still run; the exit status is that of the last failure.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -39,31 +37,20 @@ failed=0
 check_ptxas "$OUT/build.log" || failed=1  # scripts/setup.sh: spills, local memory, serialised wgmma
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 
-# flash-mla-bench over GRIDS with FLASH_MLA_SM90_SEESAW=$2; files
-# bench_<grids>[_<kv formats>][_seesaw][_prefetch].{txt,json,err} (the formats unless dense only).
+# flash-mla-bench ($3, default this build's) over GRIDS into $OUT/$2.{txt,json,err}.
+bench() {
+  local grids=$1 name=$2 bin=${3:-$BUILD/cli/flash-mla-bench} kv=${FLASH_MLA_BENCH_KV:-dense}
+  echo "== $bin --grid $grids --kv $kv"
+  "$bin" --grid "$grids" --kv "$kv" --check-rows 64 --json "$OUT/$name.json" 2>"$OUT/$name.err" | tee "$OUT/$name.txt"
+}
+# bench_<grids>[_<kv formats>] (the formats unless dense only).
 bench_name() {
   local kv=${FLASH_MLA_BENCH_KV:-dense} name=bench_${1//,/_}
   [ "$kv" = dense ] || name+=_${kv//,/_}
-  echo "$name$(switches "$2")"
-}
-bench() {
-  local grids=$1 seesaw=$2 kv=${FLASH_MLA_BENCH_KV:-dense} name
-  name=$(bench_name "$grids" "$seesaw")
-  echo "== flash-mla-bench --grid $grids --kv $kv (FLASH_MLA_SM90_SEESAW=$seesaw," \
-    "FLASH_MLA_SM90_FP8_PREFETCH=${FLASH_MLA_SM90_FP8_PREFETCH:-0})"
-  FLASH_MLA_SM90_SEESAW=$seesaw "$BUILD/cli/flash-mla-bench" --grid "$grids" --kv "$kv" --check-rows 64 \
-    --json "$OUT/$name.json" 2>"$OUT/$name.err" | tee "$OUT/$name.txt"
+  echo "$name"
 }
 
-# The switches in effect, as a file-name suffix: _seesaw, _prefetch.
-switches() {
-  local seesaw=${1:-${FLASH_MLA_SM90_SEESAW:-0}} suffix=
-  [ "$seesaw" = 0 ] || suffix+=_seesaw
-  [ "${FLASH_MLA_SM90_FP8_PREFETCH:-0}" = 0 ] || suffix+=_prefetch
-  echo "$suffix"
-}
-
-# ctest -L gpu into $OUT/$1.log; a hang (the seesaw's hand-offs deadlocking) ends at the timeout.
+# ctest -L gpu into $OUT/$1.log; a hang (a deadlocked hand-off) ends at the per-test timeout.
 gpu_tests() {
   local log=$OUT/$1.log status
   ctest --test-dir "$BUILD" -L gpu --timeout 300 --output-on-failure >"$log" 2>&1 && status=0 || status=$?
@@ -75,12 +62,8 @@ gpu_tests() {
 for step in "${steps[@]}"; do
   case $step in
     tests)
-      echo "== GPU tests (ctest -L gpu)$(switches)"
-      gpu_tests "ctest_gpu$(switches)" || failed=$?
-      ;;
-    seesaw-tests)
-      echo "== GPU tests on the seesaw schedule (FLASH_MLA_SM90_SEESAW=1 ctest -L gpu)"
-      FLASH_MLA_SM90_SEESAW=1 gpu_tests "ctest_gpu$(switches 1)" || failed=$?
+      echo "== GPU tests (ctest -L gpu)"
+      gpu_tests ctest_gpu || failed=$?
       ;;
     sanitize)
       # A reduced matrix that still takes every path: split and unsplit, s_q > 1 causal, ragged,
@@ -88,7 +71,7 @@ for step in "${steps[@]}"; do
       filter='GpuDecode.EmptyAndFullyMaskedRowsAreExact:Heads/GpuDecodeMatrix.MatchesReference/hq16_hkv1:Heads/GpuDecodeMatrix.MatchesReference/hq64_hkv8:GpuGraph.DecodeReplayEqualsEagerBitwise:Formats/Sm90FP8.EmptyAndFullyMaskedRowsAreExact/*'
       for tool in memcheck racecheck synccheck initcheck; do
         echo "== compute-sanitizer --tool $tool"
-        log=$OUT/sanitize_$tool$(switches).log
+        log=$OUT/sanitize_$tool.log
         compute-sanitizer --tool "$tool" --error-exitcode 9 "$BUILD/tests/flash_mla_gpu_tests" \
           --gtest_filter="$filter" >"$log" 2>&1 && status=0 || status=$?
         { grep -E "ERROR SUMMARY|RACECHECK SUMMARY|tests? ran|PASSED|FAILED" "$log" || true; } | tail -n 3
@@ -97,15 +80,17 @@ for step in "${steps[@]}"; do
       done
       ;;
     bench=*)
-      bench "${step#bench=}" "${FLASH_MLA_SM90_SEESAW:-0}"
+      bench "${step#bench=}" "$(bench_name "${step#bench=}")"
       ;;
     ab=*)
-      grids=${step#ab=}
-      bench "$grids" 0
-      bench "$grids" 1
-      echo "== serial against seesaw (µs)"
-      python3 scripts/bench_table.py "serial=$OUT/$(bench_name "$grids" 0).txt" \
-        "seesaw=$OUT/$(bench_name "$grids" 1).txt" | tee "$OUT/ab_${grids//,/_}.txt"
+      grids=${step#ab=} name=$(bench_name "${step#ab=}")
+      [ -x "${FLASH_MLA_AB_BASELINE:-}" ] || { echo "ab= needs FLASH_MLA_AB_BASELINE=<a flash-mla-bench>" >&2; exit 2; }
+      bench "$grids" "${name}_baseline" "$FLASH_MLA_AB_BASELINE"
+      bench "$grids" "$name"
+      bench "$grids" "${name}_baseline_again" "$FLASH_MLA_AB_BASELINE"
+      echo "== baseline against this build (µs)"
+      python3 scripts/bench_table.py "baseline=$OUT/${name}_baseline.txt" "this=$OUT/$name.txt" \
+        "baseline_again=$OUT/${name}_baseline_again.txt" | tee "$OUT/ab_${grids//,/_}.txt"
       ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

@@ -5,9 +5,6 @@
 // against the float64 reference (sampled rows for large cases) with exact invariants on every row and
 // guard bands around out, lse and the workspace. A failure prints the line that reruns it:
 //   FLASH_MLA_FUZZ_SEED=<seed> ./tests/flash_mla_gpu_tests --gtest_filter=GpuFuzz.Sm90
-// GpuFuzz.Sm90Seesaw runs the same cases on the seesaw consumer schedule (FLASH_MLA_SM90_SEESAW=1),
-// which pairs blocks and releases stages in groups: odd and even block counts per piece, every page
-// size (TMA and gather producers) and splits are what it must survive.
 #include <gtest/gtest.h>
 
 #include "fuzz.hpp"
@@ -30,14 +27,7 @@ void fuzz_sm90(const char* test) {
 
 TEST(GpuFuzz, Sm90) {
   REQUIRE_SM90();
-  ScopedEnv serial("FLASH_MLA_SM90_SEESAW", nullptr);  // the default schedule, whatever the caller set
   fuzz_sm90("GpuFuzz.Sm90");
-}
-
-TEST(GpuFuzz, Sm90Seesaw) {
-  REQUIRE_SM90();
-  ScopedEnv seesaw("FLASH_MLA_SM90_SEESAW", "1");
-  fuzz_sm90("GpuFuzz.Sm90Seesaw");
 }
 
 }  // namespace

@@ -26,10 +26,6 @@ struct DecodeParams {
   int num_sm_parts = 0;
   float softmax_scale = 0.0f;
   bool causal = false;
-  // sm90 A/B switches, read from the environment per call while they are measured (README,
-  // "Environment"); other backends ignore them.
-  bool sm90_seesaw = false;      // FLASH_MLA_SM90_SEESAW=1: the seesaw consumer schedule
-  bool fp8_l2_prefetch = false;  // FLASH_MLA_SM90_FP8_PREFETCH=1: the FP8 producer prefetches into L2
 
   // The FP8 seam: a backend that reads only kDense caches of `dtype` q can ignore these fields, and
   // validate.cpp asks it (sm90_kernel_supports, backends.hpp) before dispatching anything else to it.

@@ -305,10 +305,6 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
   p.num_sm_parts = static_cast<int>(parts);
   p.softmax_scale = a.softmax_scale;
   p.causal = a.causal && s_q > 1;
-  if (backend == Backend::kSM90) {
-    p.sm90_seesaw = env_flag("FLASH_MLA_SM90_SEESAW");
-    p.fp8_l2_prefetch = env_flag("FLASH_MLA_SM90_FP8_PREFETCH");
-  }
   p.q = a.q.data;
   p.q_batch_stride = a.q.stride[0];
   p.q_seq_stride = a.q.stride[1];

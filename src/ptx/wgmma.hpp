@@ -99,14 +99,6 @@ __device__ __forceinline__ void fence_registers(float (&d)[N]) {
       : FLASH_MLA_WGMMA_D128_OUT                                                                    \
       : "l"(desc_a), "l"(desc_b), "r"(scale_d))
 
-#define FLASH_MLA_WGMMA_M64N256K16_RS_TN(TYPE)                                                     \
-  asm volatile(                                                                                     \
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %133, 0;\n"                                                \
-      "wgmma.mma_async.sync.aligned.m64n256k16.f32." TYPE "." TYPE " {" FLASH_MLA_WGMMA_D128        \
-      "}, {%128, %129, %130, %131}, %132, p, 1, 1, 1;\n}\n"                                          \
-      : FLASH_MLA_WGMMA_D128_OUT                                                                    \
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d))
-
 // D[64x64] (+)= A[64x16] * B[16x64]; A and B K-major in shared memory (9.7.15.5).
 template <typename T>
 __device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[32], uint64_t desc_a, uint64_t desc_b, int scale_d) {
@@ -129,24 +121,8 @@ __device__ __forceinline__ void wgmma_m64n256k16_ss_tn(float (&d)[128], uint64_t
   }
 }
 
-// D[64x256] (+)= A[64x16] * B[16x256] (9.7.15.5); A in registers, the k16 fragment (a[0] row r, a[1]
-// row r + 8, a[2] and a[3] the same rows 8 columns on: the m64n64 fp32 accumulator layout, packed in
-// pairs), B N-major (imm-trans-b = 1) in shared memory. a must not be read or written until
-// wgmma.wait_group has retired the instruction (the ISA leaves that undefined).
-template <typename T>
-__device__ __forceinline__ void wgmma_m64n256k16_rs_tn(float (&d)[128], const uint32_t (&a)[4], uint64_t desc_b,
-                                                       int scale_d) {
-  static_assert(kIsBf16<T> || kIsFp16<T>, "bf16 or fp16 operands");
-  if constexpr (kIsBf16<T>) {
-    FLASH_MLA_WGMMA_M64N256K16_RS_TN("bf16");
-  } else {
-    FLASH_MLA_WGMMA_M64N256K16_RS_TN("f16");
-  }
-}
-
 #undef FLASH_MLA_WGMMA_M64N64K16
 #undef FLASH_MLA_WGMMA_M64N256K16_TN
-#undef FLASH_MLA_WGMMA_M64N256K16_RS_TN
 #undef FLASH_MLA_WGMMA_D128
 #undef FLASH_MLA_WGMMA_D128_OUT
 

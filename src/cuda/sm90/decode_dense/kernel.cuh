@@ -2,41 +2,32 @@
 // layouts: one CTA per (64-row query tile, KV head, schedule part).
 //
 // Warpgroups (384 threads): producer WG2 fills a 2-stage ring of 64-token blocks (tma_producer: TMA
-// copies, 9 per page of the block, one warp; the seesaw, one warp per stage; pages under kMinTmaPage
-// tokens: gather_producer, all of WG2 with cp.async; FP8 caches: fp8_producer, all of WG2 through
-// registers), signalling a stage's full barrier (seesaw: each of its three release groups');
-// consumers WG0 and WG1, each owning 256 of the 512 output columns (O half = 128 fp32 registers). Q is loaded per piece by both consumers with
-// cp.async (all copies in flight) and stays for the piece. A piece of a split sequence writes fp32
-// partial O and lse; an unsplit one writes out and lse.
+// copies, 9 per page of the block, one warp; pages under kMinTmaPage tokens: gather_producer, all of
+// WG2 with cp.async; FP8 caches: fp8_producer, all of WG2 through registers), signalling the stage's
+// full barrier; consumers WG0 and WG1, each owning 256 of the 512 output columns (O half = 128 fp32
+// registers). Q is loaded per piece by both consumers with cp.async (all copies in flight) and stays
+// for the piece. A piece of a split sequence writes fp32 partial O and lse; an unsplit one writes out
+// and lse.
 //
-// Serial schedule (the default): WG0 computes S and the softmax of every block, writes P to sP,
-// O[:, 0:256] += P·V; WG1 waits for P (kPReady) and does O[:, 256:512]. Its P·V of block j overlaps
-// WG0's Q·Kᵀ and softmax of j + 1; the TMA of j + 2 both. Stages alternate block by block.
+// Schedule: WG0 computes S and the softmax of every block, writes P to sP, O[:, 0:256] += P·V; WG1
+// waits for P (kPReady) and does O[:, 256:512]. Its P·V of block j overlaps WG0's P·V of j and the
+// start of WG0's Q·Kᵀ of j + 1; the TMA of j + 2 overlaps both. Stages alternate block by block.
 //
-// Seesaw schedule (FLASH_MLA_SM90_SEESAW=1; not yet measured against serial). Blocks of a piece go in
-// pairs (a, b = a + 1), a always in stage 0 and b in stage 1 (a piece with an odd block count ends
-// with a pair without b). WG0 scores a, WG1 scores b; each folds its own block into its 256 columns
-// first, with P from registers, and the other's second, with P through shared memory:
+//   WG0  [wait K(j)][Q·K(j)ᵀ, mask][max, exp][kPFree][P→sP][kPReady][O_L·α + P·V_L(j)][free j]
+//   WG1                                      [kPFree]       [kPReady][O_R·α + P·V_R(j)][free j]
+//   WG2  [TMA K(j + 2) into stage j % 2 once both consumers freed it]
 //
-//   WG0  [Q·K(a)ᵀ][max→stats_a][exp][O_L·α_a + P_a·V_L(a)] ‖ wait stats_b, P_a·α_b→sP
-//                                              wait P_b [O_L·α_b + P_b·V_L(b)]
-//   WG1  [Q·K(b)ᵀ] wait stats_a [max→stats_b][exp, P_b→stage 1 RoPE][O_R·α_aα_b + P_b·V_R(b)]
-//                                              wait P_a·α_b [O_R + (P_a·α_b)·V_R(a)]
-//
-// so O_L = (O_L·α_a + P_a·V_L(a))·α_b + P_b·V_L(b) and O_R = O_R·α_aα_b + P_b·V_R(b) + (P_a·α_b)·V_R(a):
-// both halves end on the same reference max (FlashMLA's published schedule). Each stage is released
-// in three groups as its readers finish (config.hpp, Group): RoPE, V left and V right, so the producer
-// (one TMA warp per stage) refills part of a stage while the pair is still running, and the next
-// Q·Kᵀ on a stage reads the groups in the order they were freed.
+// Measured per block on an H200 (docs/PERFORMANCE.md, session 5): ~4100 cycles, of which Q·Kᵀ 1710
+// (bound by shared-memory bandwidth, with the next block's TMA writes landing), exp 370, hand-off 260,
+// P·V 1250; the tensor pipe idles through the softmax and the hand-offs.
 //
 // Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB + row stats and barriers, padded to 1 KiB
-// (SubTile's alignment) = 226 KiB, + 1 KiB for the base alignment: exactly the 227 KiB limit.
+// (SubTile's alignment), + 1 KiB for the base alignment, within the 227 KiB limit.
 // Registers: setmaxnreg 232 (consumers) / 40 (producer), FP8 200 / 104 (2 · consumer + producer must
 // stay ≤ 504); O half 128 + S 32 fp32 in each consumer, no spills (ptxas -v).
 // Covered by tests/test_gpu.cpp (GPU decode vs the float64 reference, every page size),
-// tests/test_gpu_fp8.cpp (both FP8 layouts, the L2 prefetch), the GPU fuzzer (tests/test_gpu_fuzz.cpp,
-// serial and seesaw, FP8 included), `scripts/gpu_check.sh seesaw-tests` (every GPU test on the
-// seesaw), tools/seesaw_model.py (the seesaw's hand-offs) and flash-mla-bench's check.
+// tests/test_gpu_fp8.cpp (both FP8 layouts), the GPU fuzzer (tests/test_gpu_fuzz.cpp, FP8 included)
+// and flash-mla-bench's check.
 #pragma once
 
 #include <cuda.h>
@@ -54,7 +45,6 @@
 #include "ptx/barrier.hpp"
 #include "ptx/compiler.hpp"
 #include "ptx/cp_async.hpp"
-#include "ptx/prefetch.hpp"
 #include "ptx/mbarrier.hpp"
 #include "ptx/timer.hpp"
 #include "ptx/tma.hpp"
@@ -78,8 +68,8 @@ __device__ __forceinline__ void trace(int slot) {
     if (threadIdx.x == 0) trace(slot); \
   } while (0)
 // Consumer phase timestamps (clock64, SM cycles): [cta][warpgroup][iteration][event], where an
-// iteration is a block (serial) or a pair (seesaw) of the CTA, and the events are the hand-off points
-// marked with FLASH_MLA_PHASE_AT in serial_piece and seesaw_pair_0/1. Thread 0 of each consumer writes.
+// iteration is a block of the CTA, and the events are the hand-off points marked with
+// FLASH_MLA_PHASE_AT in consumer_piece. Thread 0 of each consumer writes; tools/phase_timeline.cpp reads.
 inline constexpr int kPhaseCtas = 264;
 inline constexpr int kPhaseIters = 24;
 inline constexpr int kPhaseEvents = 16;
@@ -106,7 +96,7 @@ __device__ __forceinline__ void phase(int wg, int iter, int event) {
 // thread are in flight together (cp.async): loaded one after another, the tile took ~10 us.
 // `thread` goes through ptx::opaque: otherwise the compiler hoists the 18 swizzled destination
 // addresses out of the piece loop and holds them in registers across every block (ptxas then spilled
-// the seesaw consumers at the 168-register cap).
+// consumers at the 168-register cap).
 template <typename T>
 __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, int req, int thread) {
   constexpr int kChunksPerRow = kHeadDim * 2 / 16;  // 72
@@ -291,15 +281,6 @@ __device__ __forceinline__ void store_p(SubTile& tile, const RowPair& rp, const 
   for_each_p_word(tile, rp, [&](uint32_t& word, int i) { word = packed[i]; });
 }
 
-// Multiplies the P fragments this thread stored with store_p by its rows' factors, in place.
-template <typename T>
-__device__ __forceinline__ void rescale_p(SubTile& tile, const RowPair& rp, const float (&factor)[2]) {
-  for_each_p_word(tile, rp, [&](uint32_t& word, int i) {
-    const float2 v = unpack2<T>(word);
-    word = pack2<T>(v.x * factor[i % 2], v.y * factor[i % 2]);
-  });
-}
-
 // V rows past the sequence end may hold NaN and 0 * NaN = NaN: zeroes them in the stage (sub-tiles
 // first .. first + count - 1, all of V by default) before any P·V reads it. The trip count is
 // warpgroup-uniform (the store is predicated), so every warp leaves the loop converged before the
@@ -362,84 +343,16 @@ __device__ __forceinline__ void pv_gemm(float (&o)[128], const SubTile& p_tile, 
   pv_wait(o);
 }
 
-// Issues O[:, 256·half ..] += P·V with P from registers (packed, exponentiate's layout): 4 wgmma
-// m64n256k16 with A in registers, one commit group; packed must stay unchanged until pv_wait.
-template <typename T>
-__device__ __forceinline__ void pv_issue_rs(float (&o)[128], const uint32_t (&packed)[16], const SharedStorage& s,
-                                            int stage, int half) {
-  ptx::fence_registers(o);
-  ptx::wgmma_fence();
-#pragma unroll
-  for (int kk = 0; kk < kBlockN / 16; ++kk) {
-    const uint32_t a[4] = {packed[4 * kk], packed[4 * kk + 1], packed[4 * kk + 2], packed[4 * kk + 3]};
-    const uint64_t desc_v = ptx::make_smem_desc(
-        reinterpret_cast<const char*>(&s.k[stage][half * kVSubTilesPerWarpgroup]) + kk * 16 * 128, kSubTileBytes,
-        1024, ptx::Swizzle::k128B);
-    ptx::wgmma_m64n256k16_rs_tn<T>(o, a, desc_v, 1);
-  }
-  ptx::wgmma_commit_group();
-}
-
 // Whether the producer gathers this call's pages (gather_producer) rather than copying them by TMA.
 __device__ __forceinline__ bool gathers_pages(const DecodeParams& p) { return p.page_block_size < kMinTmaPage; }
 
-// The stage of each block and the parity of that stage's use, as producers and consumers agree. Serial:
-// blocks alternate stages through the CTA's whole stream. Seesaw: every piece starts its pairs on stage
-// 0 (block a) and stage 1 (block b), and each stage counts its own uses.
-template <Schedule kSched>
-struct StageRing {
-  uint32_t uses0 = 0, uses1 = 0;
-  struct Slot {
-    int stage;
-    uint32_t parity;
-  };
-  __device__ Slot next(const Piece& pc, int blk, uint32_t it) {
-    if constexpr (kSched == Schedule::kSerial) {
-      return {static_cast<int>(it % kStages), (it / kStages) & 1};
-    } else {
-      const int stage = (blk - pc.first_block()) & 1;
-      const uint32_t uses = stage == 0 ? uses0++ : uses1++;
-      return {stage, uses & 1};
-    }
-  }
+// The stage of block number `it` of the CTA's stream (blocks alternate stages) and the parity of
+// that stage's use, as producers and consumers agree.
+struct Slot {
+  int stage;
+  uint32_t parity;
 };
-
-// Waits until the consumers have freed `stage` for its use with `parity` (seesaw: every release group,
-// in release order).
-template <Schedule kSched>
-__device__ __forceinline__ void wait_stage_free(SharedStorage& s, int stage, uint32_t parity) {
-  if constexpr (kSched == Schedule::kSerial) {
-    ptx::mbarrier_wait(&s.k_free[stage], parity ^ 1);
-  } else {
-#pragma unroll
-    for (int i = 0; i < kGroups; ++i) ptx::mbarrier_wait(&s.g_free[stage][release_order(stage, i)], parity ^ 1);
-  }
-}
-
-// Whether wait_stage_free would return at once.
-template <Schedule kSched>
-__device__ __forceinline__ bool stage_is_free(SharedStorage& s, int stage, uint32_t parity) {
-  if constexpr (kSched == Schedule::kSerial) {
-    return ptx::mbarrier_test(&s.k_free[stage], parity ^ 1);
-  } else {
-    bool free = true;
-#pragma unroll
-    for (int g = 0; g < kGroups; ++g) free = free && ptx::mbarrier_test(&s.g_free[stage][g], parity ^ 1);
-    return free;
-  }
-}
-
-// One producer thread's arrival on `stage`'s full barrier (seesaw: on each release group's): the
-// gather and FP8 producers, 128 arrivals per barrier.
-template <Schedule kSched>
-__device__ __forceinline__ void arrive_stage_full(SharedStorage& s, int stage) {
-  if constexpr (kSched == Schedule::kSerial) {
-    ptx::mbarrier_arrive(&s.k_full[stage]);
-  } else {
-#pragma unroll
-    for (int g = 0; g < kGroups; ++g) ptx::mbarrier_arrive(&s.g_full[stage][g]);
-  }
-}
+__device__ __forceinline__ Slot stage_slot(uint32_t it) { return {static_cast<int>(it % kStages), (it / kStages) & 1}; }
 
 // The producer for pages of fewer than kMinTmaPage tokens: the whole producer warpgroup gathers each
 // 64-token block with 16-byte cp.async copies straight into the swizzled sub-tiles. Thread t serves
@@ -447,11 +360,10 @@ __device__ __forceinline__ void arrive_stage_full(SharedStorage& s, int stage) {
 // bytes of each of four rows per instruction, and a thread's four table reads and 36 copies are
 // independent, so they are all in flight together. Tokens past the sequence end and pages outside
 // the pool are zero-filled. A block's copies are one cp.async group per thread; a thread signals the
-// stage's full barrier(s) (one of 128 arrivals) once its group of the previous block has landed, after
-// a proxy fence: wgmma reads what the generic proxy wrote. It never waits for a stage still holding
-// the previous block's signal: in the seesaw, stage 0 is freed only once consumer 1 has scored b, so
-// waiting for it with b unsignalled deadlocks.
-template <typename T, Schedule kSched>
+// stage's full barrier (one of 128 arrivals) once its group of the previous block has landed, after
+// a proxy fence: wgmma reads what the generic proxy wrote. When the next stage is not free yet, it
+// signals the previous block first instead of holding that signal while it waits.
+template <typename T>
 __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedStorage& s, int thread) {
   constexpr int kRowsPerPass = kWarpgroupThreads / 8;  // 16
   constexpr int kPasses = kBlockN / kRowsPerPass;      // 4
@@ -461,11 +373,10 @@ __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedSto
   int pending = -1;  // the stage whose copies are in flight and not yet signalled
   auto signal = [&](int stage) {
     ptx::fence_proxy_async_shared();
-    arrive_stage_full<kSched>(s, stage);
+    ptx::mbarrier_arrive(&s.k_full[stage]);
   };
-  StageRing<kSched> ring;
   for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
-    const auto slot = ring.next(pc, blk, it);
+    const Slot slot = stage_slot(it);
     const int stage = slot.stage;
     const int valid = pc.seqlen - blk * kBlockN;
     const T* src[kPasses];
@@ -477,12 +388,12 @@ __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedSto
                    ? k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride
                    : nullptr;
     }
-    if (pending >= 0 && !stage_is_free<kSched>(s, stage, slot.parity)) {
+    if (pending >= 0 && !ptx::mbarrier_test(&s.k_free[stage], slot.parity ^ 1)) {
       ptx::cp_async_wait<0>();
       signal(pending);
       pending = -1;
     }
-    wait_stage_free<kSched>(s, stage, slot.parity);
+    ptx::mbarrier_wait(&s.k_free[stage], slot.parity ^ 1);
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
       const int row = row0 + kRowsPerPass * i;
@@ -505,262 +416,12 @@ __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedSto
   }
 }
 
-// The row statistics of a block, published by the consumer that scored it: alpha (the rescale of what
-// was accumulated before the block) and the running max after it. One float per row: the lane of each
-// quad that holds column 0 writes.
-__device__ __forceinline__ void publish_stats(SharedStorage& s, int stage, const RowPair& rp, const float (&alpha)[2],
-                                              const float (&m)[2]) {
-  if (rp.col == 0) {
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      s.alpha[stage][rp.row[k]] = alpha[k];
-      s.row_max[stage][rp.row[k]] = m[k];
-    }
-  }
-}
-
-__device__ __forceinline__ void read_stats(const SharedStorage& s, int stage, const RowPair& rp, float (&alpha)[2],
-                                           float (&m)[2]) {
-#pragma unroll
-  for (int k = 0; k < 2; ++k) {
-    alpha[k] = s.alpha[stage][rp.row[k]];
-    m[k] = s.row_max[stage][rp.row[k]];
-  }
-}
-
-// Phase counts of the seesaw's two stages, kept across the pieces of a CTA (producers: StageRing).
-struct SeesawUses {
-  uint32_t a = 0;  // pairs so far (stage 0)
-  uint32_t b = 0;  // pairs with a block b so far (stage 1)
-};
-
-// S = Q·Kᵀ of the seesaw's block in stage kStage, its release groups read in release order, each
-// waited for (full barrier) just before its wgmmas are issued: the math on the groups freed first
-// overlaps the copies of the last. A wgmma.fence follows each wait: without it ptxas injects its own
-// after the wait loop (C7519) and then serialises every wgmma of the kernel (C7520).
-template <typename T, int kStage>
-__device__ __forceinline__ void seesaw_scores(float (&sc)[32], SharedStorage& s, uint32_t parity,
-                                              [[maybe_unused]] int thread, [[maybe_unused]] int iter) {
-#pragma unroll
-  for (int i = 0; i < kGroups; ++i) {
-    const int g = release_order(kStage, i);
-    ptx::mbarrier_wait(&s.g_full[kStage][g], parity);
-    FLASH_MLA_PHASE_AT(kStage, iter, 1 + i);
-    ptx::wgmma_fence();
-#pragma unroll
-    for (int t = 0; t < group_sub_tiles(g); ++t) {
-#pragma unroll
-      for (int kk = 0; kk < kSubTileCols / 16; ++kk) {
-        qk_step<T>(sc, s, kStage, group_first_sub_tile(g) + t, kk, (i | t | kk) != 0);
-      }
-    }
-  }
-  ptx::wgmma_commit_group();
-  ptx::wgmma_wait_group<0>();
-  ptx::fence_registers(sc);
-  FLASH_MLA_PHASE_AT(kStage, iter, 4);
-}
-
-// Zeroes this consumer's V half (`half`: 0 = sub-tiles 0-3, 1 = 4-7) of the rows past the sequence
-// end in a tail block (valid < 64 tokens), then makes the zeroes visible to its own next wgmma. The
-// first sync waits until every warp of this warpgroup is past its reads of the block (its Q·Kᵀ).
-__device__ __forceinline__ void seesaw_zero_tail(SharedStorage& s, int stage, int valid, int half, int thread) {
-  if (valid >= kBlockN) return;
-  ptx::named_barrier_sync(half == 0 ? kTailZeroedLeft : kTailZeroedRight, kWarpgroupThreads);
-  zero_v_tail(s, stage, valid, thread, half * kVSubTilesPerWarpgroup, kVSubTilesPerWarpgroup);
-  ptx::fence_proxy_async_shared();
-  ptx::named_barrier_sync(half == 0 ? kTailZeroedLeft : kTailZeroedRight, kWarpgroupThreads);
-}
-
-// Consumer 0's part of a seesaw pair: block a (stage 0) and, when kHasB, b (stage 1). On entry m is
-// the running max after the previous pair; on return, after this one. l sums consumer 0's own blocks.
-template <typename T, bool kHasB>
-__device__ __forceinline__ void seesaw_pair_0(SharedStorage& s, const Piece& pc, int a, const SeesawUses& uses,
-                                              int thread, const RowPair& rp, const int (&limit)[2], float scale_log2,
-                                              float (&o)[128], float (&m)[2], float (&l)[2]) {
-  float sc[32], row_max[2], m_use[2], alpha_a[2];
-  [[maybe_unused]] const int iter = static_cast<int>(uses.a);
-  FLASH_MLA_PHASE_AT(0, iter, 0);
-  seesaw_scores<T, 0>(sc, s, uses.a & 1, thread, iter);
-  ptx::mbarrier_arrive(&s.g_free[0][kGroupRope]);    // its only reader
-  ptx::mbarrier_arrive(&s.g_free[0][kGroupVRight]);  // consumer 1's P·V(a) is the other half
-  FLASH_MLA_PHASE_AT(0, iter, 11);
-  mask_scores(sc, row_max, a, rp, limit, scale_log2);
-  advance_max(m, row_max, m_use, alpha_a);
-  publish_stats(s, 0, rp, alpha_a, m);
-  ptx::named_barrier_arrive(kStatsA, kConsumerThreads);
-  FLASH_MLA_PHASE_AT(0, iter, 12);
-  l[0] *= alpha_a[0];
-  l[1] *= alpha_a[1];
-  uint32_t packed[16];
-  exponentiate<T>(sc, m_use, l, packed);
-  FLASH_MLA_PHASE_AT(0, iter, 13);
-  // P(a) goes to sP before the wgmma that reads packed is issued: the PTX ISA leaves reading a
-  // wgmma's A registers before its wait_group undefined.
-  store_p(s.p, rp, packed);
-  FLASH_MLA_PHASE_AT(0, iter, 14);
-  if constexpr (!kHasB) {
-    ptx::fence_proxy_async_shared();  // wgmma (async proxy) reads what these stores wrote
-    ptx::named_barrier_arrive(kPaReady, kConsumerThreads);
-  }
-  // Only a sequence's last block can be short, and a pair with b has a full a.
-  if (!kHasB) seesaw_zero_tail(s, 0, pc.seqlen - a * kBlockN, 0, thread);
-  rescale_rows(o, alpha_a);
-  FLASH_MLA_PHASE_AT(0, iter, 5);
-  pv_issue_rs<T>(o, packed, s, 0, 0);
-  if constexpr (kHasB) {
-    // While P(a)·V_L(a) runs: sP becomes P(a)·alpha_b for consumer 1, each thread rescaling the words
-    // it stored (a second rounding of P, within one unit of the 16-bit type).
-    float alpha_b[2];
-    ptx::named_barrier_sync(kStatsB, kConsumerThreads);
-    FLASH_MLA_PHASE_AT(0, iter, 6);
-    read_stats(s, 1, rp, alpha_b, m);
-    rescale_p<T>(s.p, rp, alpha_b);
-    ptx::fence_proxy_async_shared();
-    ptx::named_barrier_arrive(kPaReady, kConsumerThreads);
-    FLASH_MLA_PHASE_AT(0, iter, 7);
-    pv_wait(o);
-    FLASH_MLA_PHASE_AT(0, iter, 8);
-    ptx::mbarrier_arrive(&s.g_free[0][kGroupVLeft]);
-    l[0] *= alpha_b[0];
-    l[1] *= alpha_b[1];
-    ptx::named_barrier_sync(kPbReady, kConsumerThreads);
-    FLASH_MLA_PHASE_AT(0, iter, 9);
-    // Complete already (consumer 1's Q·K(b)ᵀ waited for it); waiting makes the bytes visible here.
-    ptx::mbarrier_wait(&s.g_full[1][kGroupVLeft], uses.b & 1);
-    seesaw_zero_tail(s, 1, pc.seqlen - (a + 1) * kBlockN, 0, thread);
-    rescale_rows(o, alpha_b);
-    pv_gemm<T>(o, s.k[1][kRopeSubTile], s, 1, 0);
-    FLASH_MLA_PHASE_AT(0, iter, 10);
-    ptx::mbarrier_arrive(&s.g_free[1][kGroupRope]);
-    ptx::mbarrier_arrive(&s.g_free[1][kGroupVLeft]);
-  } else {
-    pv_wait(o);
-    ptx::mbarrier_arrive(&s.g_free[0][kGroupVLeft]);
-  }
-}
-
-// Consumer 1's part of a seesaw pair (see seesaw_pair_0). l sums consumer 1's own blocks (b).
-template <typename T, bool kHasB>
-__device__ __forceinline__ void seesaw_pair_1(SharedStorage& s, const Piece& pc, int a, const SeesawUses& uses,
-                                              int thread, const RowPair& rp, const int (&limit)[2], float scale_log2,
-                                              float (&o)[128], float (&m)[2], float (&l)[2]) {
-  float alpha_a[2];
-  if constexpr (kHasB) {
-    float sc[32], row_max[2], m_use[2], alpha_b[2], alpha_ab[2];
-    [[maybe_unused]] const int iter = static_cast<int>(uses.a);
-    FLASH_MLA_PHASE_AT(1, iter, 0);
-    seesaw_scores<T, 1>(sc, s, uses.b & 1, thread, iter);
-    ptx::mbarrier_arrive(&s.g_free[1][kGroupVLeft]);  // consumer 0's P·V(b) is the other half
-    mask_scores(sc, row_max, a + 1, rp, limit, scale_log2);
-    FLASH_MLA_PHASE_AT(1, iter, 11);
-    ptx::named_barrier_sync(kStatsA, kConsumerThreads);
-    FLASH_MLA_PHASE_AT(1, iter, 5);
-    read_stats(s, 0, rp, alpha_a, m);
-    advance_max(m, row_max, m_use, alpha_b);
-    publish_stats(s, 1, rp, alpha_b, m);
-    ptx::named_barrier_arrive(kStatsB, kConsumerThreads);
-    FLASH_MLA_PHASE_AT(1, iter, 12);
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      alpha_ab[k] = alpha_a[k] * alpha_b[k];
-      l[k] *= alpha_ab[k];
-    }
-    uint32_t packed[16];
-    exponentiate<T>(sc, m_use, l, packed);
-    FLASH_MLA_PHASE_AT(1, iter, 13);
-    const int valid_b = pc.seqlen - (a + 1) * kBlockN;
-    if (valid_b < kBlockN) zero_v_tail(s, 1, valid_b, thread, kVSubTilesPerWarpgroup, kVSubTilesPerWarpgroup);
-    // P(b) into stage 1's RoPE sub-tile: read there only by this warpgroup's finished Q·K(b)ᵀ.
-    store_p(s.k[1][kRopeSubTile], rp, packed);
-    FLASH_MLA_PHASE_AT(1, iter, 14);
-    ptx::fence_proxy_async_shared();
-    ptx::named_barrier_arrive(kPbReady, kConsumerThreads);
-    FLASH_MLA_PHASE_AT(1, iter, 6);
-    if (valid_b < kBlockN) ptx::named_barrier_sync(kTailZeroedRight, kWarpgroupThreads);
-    rescale_rows(o, alpha_ab);
-    pv_issue_rs<T>(o, packed, s, 1, 1);
-    FLASH_MLA_PHASE_AT(1, iter, 7);
-    // P(a)·V_R(a) is issued behind P(b)·V_R(b) as soon as consumer 0 has stored P(a)·alpha_b.
-    ptx::named_barrier_sync(kPaReady, kConsumerThreads);
-    FLASH_MLA_PHASE_AT(1, iter, 8);
-    ptx::mbarrier_wait(&s.g_full[0][kGroupVRight], uses.a & 1);  // complete; makes the bytes visible here
-    pv_issue<T>(o, s.p, s, 0, 1);
-    ptx::wgmma_wait_group<1>();
-    FLASH_MLA_PHASE_AT(1, iter, 9);
-    ptx::mbarrier_arrive(&s.g_free[1][kGroupVRight]);
-    pv_wait(o);
-    FLASH_MLA_PHASE_AT(1, iter, 10);
-    ptx::mbarrier_arrive(&s.g_free[0][kGroupVRight]);
-  } else {
-    ptx::named_barrier_sync(kStatsA, kConsumerThreads);
-    read_stats(s, 0, rp, alpha_a, m);
-    l[0] *= alpha_a[0];
-    l[1] *= alpha_a[1];
-    rescale_rows(o, alpha_a);
-    ptx::named_barrier_sync(kPaReady, kConsumerThreads);
-    ptx::mbarrier_wait(&s.g_full[0][kGroupVRight], uses.a & 1);
-    seesaw_zero_tail(s, 0, pc.seqlen - a * kBlockN, 1, thread);
-    pv_gemm<T>(o, s.p, s, 0, 1);
-    ptx::mbarrier_arrive(&s.g_free[0][kGroupVRight]);
-  }
-}
-
-// The seesaw schedule for one piece (diagram at the top of this file). Why the bar.arrive / bar.sync
-// hand-offs never mix two pairs' arrivals: each publisher arrives again only after a wait that the
-// other consumer satisfies after its own wait on the previous arrival. Consumer 0 arrives at kStatsA
-// of pair k + 1 after waiting at kStatsB of pair k (or at kRowStats, between pieces), which consumer 1
-// arrives at after waiting at kStatsA of pair k; it arrives at kPaReady of pair k + 1 after waiting at
-// kStatsB of pair k + 1, or, in a pair without b, after Q·K(a)ᵀ has waited for stage 0's V right,
-// which the producer refills only after consumer 1 freed it behind its kPaReady wait of pair k.
-// Consumer 1 arrives at kStatsB and kPbReady of pair k + 1 after waiting at kStatsA of pair k + 1,
-// which consumer 0 arrives at after waiting at kPbReady of pair k. Consumer 0 rewrites sP (and its
-// stats slot) in pair k + 1 only after its Q·K(a)ᵀ has waited for stage 0's V right, i.e. after
-// consumer 1's last read of sP in pair k; consumer 1 rewrites its stats slot only after kStatsA of
-// pair k + 1, i.e. after consumer 0 read it in pair k. Each consumer's l
-// sums its own blocks' P, rescaled by every block's alpha; the two are added at the end. Same
-// contract as serial_piece.
+// One piece on the consumers (the schedule at the top of this file): consumer 0 computes S and the
+// softmax of every block, consumer 1 waits for P and does its P·V. `it` counts the CTA's blocks (the
+// stage ring). On return each consumer holds its 256 columns of the piece's unnormalised O, and both
+// hold the final row max m (log2 domain) and row sum l.
 template <typename T>
-__device__ __forceinline__ void seesaw_piece(const DecodeParams& p, SharedStorage& s, const Piece& pc, int warpgroup,
-                                             int thread, const RowPair& rp, float scale_log2, SeesawUses& uses,
-                                             float (&o)[128], float (&m)[2], float (&l)[2]) {
-  int limit[2];
-  visible_limits(p, pc, rp, limit);
-  const int first = pc.first_block(), end = pc.end_block();
-  for (int a = first; a < end; a += 2) {
-    const bool has_b = a + 1 < end;
-    FLASH_MLA_TRACE_AT(2 + min(static_cast<int>(uses.a + uses.b), 40));
-    if (warpgroup == 0) {
-      if (has_b) {
-        seesaw_pair_0<T, true>(s, pc, a, uses, thread, rp, limit, scale_log2, o, m, l);
-      } else {
-        seesaw_pair_0<T, false>(s, pc, a, uses, thread, rp, limit, scale_log2, o, m, l);
-      }
-    } else {
-      if (has_b) {
-        seesaw_pair_1<T, true>(s, pc, a, uses, thread, rp, limit, scale_log2, o, m, l);
-      } else {
-        seesaw_pair_1<T, false>(s, pc, a, uses, thread, rp, limit, scale_log2, o, m, l);
-      }
-    }
-    ++uses.a;
-    uses.b += has_b ? 1 : 0;
-  }
-  // l of the whole piece = consumer 0's blocks + consumer 1's, both relative to the same final max.
-#pragma unroll
-  for (int k = 0; k < 2; ++k) {
-    l[k] = quad_sum(l[k]);
-    if (rp.col == 0) s.row_sum[warpgroup][rp.row[k]] = l[k];
-  }
-  ptx::named_barrier_sync(kRowStats, kConsumerThreads);
-#pragma unroll
-  for (int k = 0; k < 2; ++k) l[k] = s.row_sum[0][rp.row[k]] + s.row_sum[1][rp.row[k]];
-}
-
-// The serial schedule for one piece: consumer 0 computes S and the softmax of every block, consumer 1
-// waits for P and does its P·V. Same contract as seesaw_piece.
-template <typename T>
-__device__ __forceinline__ void serial_piece(const DecodeParams& p, SharedStorage& s, const Piece& pc, int warpgroup,
+__device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStorage& s, const Piece& pc, int warpgroup,
                                              int thread, const RowPair& rp, float scale_log2, uint32_t& it,
                                              float (&o)[128], float (&m)[2], float (&l)[2]) {
   const int first = pc.first_block(), end = pc.end_block();
@@ -775,14 +436,14 @@ __device__ __forceinline__ void serial_piece(const DecodeParams& p, SharedStorag
       FLASH_MLA_TRACE_AT(2 + min(static_cast<int>(it), 40));
       float sc[32], row_max[2], m_use[2], alpha[2];
       score_block<T>(sc, row_max, s, stage, blk, rp, limit, scale_log2);
-      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 4);
+      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 2);
       advance_max(m, row_max, m_use, alpha);
-      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 12);
+      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 3);
       l[0] *= alpha[0];
       l[1] *= alpha[1];
       uint32_t packed[16];
       exponentiate<T>(sc, m_use, l, packed);
-      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 13);
+      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 4);
       zero_v_tail(s, stage, pc.seqlen - blk * kBlockN, thread);
       FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 5);
 
@@ -790,8 +451,8 @@ __device__ __forceinline__ void serial_piece(const DecodeParams& p, SharedStorag
       FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 6);
       store_p(s.p, rp, packed);
       if (rp.col == 0) {
-        s.alpha[0][rp.row[0]] = alpha[0];
-        s.alpha[0][rp.row[1]] = alpha[1];
+        s.alpha[rp.row[0]] = alpha[0];
+        s.alpha[rp.row[1]] = alpha[1];
       }
       ptx::fence_proxy_async_shared();
       ptx::named_barrier_sync(kPReady, kConsumerThreads);
@@ -799,7 +460,7 @@ __device__ __forceinline__ void serial_piece(const DecodeParams& p, SharedStorag
 
       rescale_rows(o, alpha);
       pv_gemm<T>(o, s.p, s, stage, 0);
-      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 10);
+      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 8);
       ptx::mbarrier_arrive(&s.k_free[stage]);
     }
     l[0] = quad_sum(l[0]);
@@ -807,8 +468,8 @@ __device__ __forceinline__ void serial_piece(const DecodeParams& p, SharedStorag
     if (rp.col == 0) {
 #pragma unroll
       for (int k = 0; k < 2; ++k) {
-        s.row_max[0][rp.row[k]] = m[k];
-        s.row_sum[0][rp.row[k]] = l[k];
+        s.row_max[rp.row[k]] = m[k];
+        s.row_sum[rp.row[k]] = l[k];
       }
     }
     ptx::named_barrier_sync(kRowStats, kConsumerThreads);
@@ -822,17 +483,17 @@ __device__ __forceinline__ void serial_piece(const DecodeParams& p, SharedStorag
       FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 6);
       ptx::named_barrier_sync(kPReady, kConsumerThreads);
       FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 7);
-      const float alpha[2] = {s.alpha[0][rp.row[0]], s.alpha[0][rp.row[1]]};
+      const float alpha[2] = {s.alpha[rp.row[0]], s.alpha[rp.row[1]]};
       rescale_rows(o, alpha);
       pv_gemm<T>(o, s.p, s, stage, 1);
-      FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 10);
+      FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 8);
       ptx::mbarrier_arrive(&s.k_free[stage]);
     }
     ptx::named_barrier_sync(kRowStats, kConsumerThreads);
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
-      m[k] = s.row_max[0][rp.row[k]];
-      l[k] = s.row_sum[0][rp.row[k]];
+      m[k] = s.row_max[rp.row[k]];
+      l[k] = s.row_sum[rp.row[k]];
     }
   }
 }
@@ -870,10 +531,13 @@ __device__ __forceinline__ void e4m3x16_to_bf16(const int4& raw, float scale, in
 // before the fence), or the 8 e4m3 values at byte 512 + 8(t%8) (per tensor, one bf16 chunk). Per
 // tensor, the first half of a block's loads is issued before the stage is free. Each thread converts
 // and stores two rows at a time, then fences (the generic proxy wrote what wgmma reads) and arrives
-// on the stage's full barrier(s) (128 arrivals). Rows past the sequence end are not written (the consumers mask them from
-// Q·Kᵀ and zero their V rows); a row inside the sequence on a page outside the pool is written as
-// zeros, as TMA fills it. Per-tensor descales are folded into the softmax scale and the output.
-template <KvCacheFormat kFormat, Schedule kSched>
+// on the stage's full barrier (128 arrivals). Rows past the sequence end are not written (the
+// consumers mask them from Q·Kᵀ and zero their V rows); a row inside the sequence on a page outside
+// the pool is written as zeros, as TMA fills it. Per-tensor descales are folded into the softmax scale
+// and the output. This producer, not DRAM, binds the FP8 kernels (~4.2 us per block against the
+// consumers' ~2.4): prefetching the next block into L2 made them 1-14 % slower (docs/PERFORMANCE.md,
+// session 5), so the conversion itself, one warp per SM sub-partition, is what to speed up.
+template <KvCacheFormat kFormat>
 __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorage& s, int thread) {
   constexpr bool kWithScale = kFormat == KvCacheFormat::kFP8WithScale;
   constexpr int kRowsPerPass = kWarpgroupThreads / 8;  // 16
@@ -882,9 +546,8 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
   const int chunk = thread % 8, row0 = thread / 8;
   const char* k = static_cast<const char*>(p.k) + static_cast<int64_t>(blockIdx.y) * p.k_head_stride;
   const int page_size = p.page_block_size;
-  StageRing<kSched> ring;
   for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
-    const auto slot = ring.next(pc, blk, it);
+    const Slot slot = stage_slot(it);
     const int stage = slot.stage;
     const int valid = pc.seqlen - blk * kBlockN;
     // Two rows per half: a whole block in registers does not fit the producer's budget.
@@ -896,7 +559,7 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
       bool live[kRowsInFlight], write[kRowsInFlight];  // live: loaded; write: inside the sequence
       // "FP8 with scale" copies its bf16 RoPE chunk straight into the stage as it loads (cp.async), so
       // it waits for the stage first; per tensor, the first loads overlap the wait instead.
-      if (kWithScale && half == 0) wait_stage_free<kSched>(s, stage, slot.parity);
+      if (kWithScale && half == 0) ptx::mbarrier_wait(&s.k_free[stage], slot.parity ^ 1);
 #pragma unroll
       for (int i = 0; i < kRowsInFlight; ++i) {
         const int row = row0 + kRowsPerPass * (half * kRowsInFlight + i), token = blk * kBlockN + row;
@@ -921,23 +584,7 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
           rope[i] = __ldg(reinterpret_cast<const uint2*>(src + kHeadDimV + 8 * chunk));
         }
       }
-      // p.fp8_l2_prefetch: the rows of the piece's next block into L2 while this one's first loads are
-      // in flight, so that its own loads wait for L2 rather than DRAM (a block's loads are two round
-      // trips, two rows at a time). Lane `chunk` of a row's eight takes line `chunk` of the row (its
-      // last byte for chunk 6). Issued after the loads above: each prefetch waits for its table entry.
-      if (half == 0 && p.fp8_l2_prefetch && blk + 1 < pc.end_block() && chunk < 7) {
-        const int next_valid = valid - kBlockN;
-#pragma unroll
-        for (int i = 0; i < kPasses; ++i) {
-          const int row = row0 + kRowsPerPass * i, token = (blk + 1) * kBlockN + row;
-          if (row >= next_valid) continue;
-          const int64_t page = table[token / page_size];
-          if (page < 0 || page >= p.num_pages) continue;
-          const char* src = k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride;
-          ptx::prefetch_l2(src + min(128 * chunk, static_cast<int>(p.k_row_bytes) - 1));
-        }
-      }
-      if (!kWithScale && half == 0) wait_stage_free<kSched>(s, stage, slot.parity);
+      if (!kWithScale && half == 0) ptx::mbarrier_wait(&s.k_free[stage], slot.parity ^ 1);
 #pragma unroll
       for (int i = 0; i < kRowsInFlight; ++i) {
         if (!write[i]) continue;
@@ -970,7 +617,7 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
       ptx::cp_async_wait<0>();
     }
     ptx::fence_proxy_async_shared();
-    arrive_stage_full<kSched>(s, stage);
+    ptx::mbarrier_arrive(&s.k_full[stage]);
   });
 }
 
@@ -996,9 +643,6 @@ __device__ __forceinline__ void load_q_e4m3(const DecodeParams& p, SharedStorage
   }
 }
 
-// The seesaw's TMA producer warp for stage kStage: its blocks (a for stage 0, b for stage 1), one
-// release group at a time in release order: the group's free barrier, then its copies on its full
-// barrier. A compile-time stage keeps the loops unrolled within the producer's 40 registers.
 // One warp's TMA copies of sub-tiles first .. first + count - 1 of block `blk` into `stage`, on `full`:
 // lane 0 announces the bytes, lane j issues the copies of the block's page j (64-token pages take one
 // lane, 1-token pages 64).
@@ -1017,57 +661,29 @@ __device__ __forceinline__ void tma_copy_sub_tiles(SharedStorage& s, const CUten
   }
 }
 
-template <int kStage>
-__device__ __forceinline__ void tma_stage_producer(const DecodeParams& p, SharedStorage& s, const CUtensorMap& k_map,
-                                                   int lane, uint64_t policy) {
-  const BlockPages pages(p.page_block_size);
-  StageRing<Schedule::kSeesaw> ring;
-  for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
-    const auto slot = ring.next(pc, blk, it);
-    if (slot.stage != kStage) return;
-    const int copies = pages.copies(pc.seqlen - blk * kBlockN);
-#pragma unroll
-    for (int i = 0; i < kGroups; ++i) {
-      const int g = release_order(kStage, i);
-      ptx::mbarrier_wait(&s.g_free[kStage][g], slot.parity ^ 1);
-      tma_copy_sub_tiles(s, k_map, pages, table, blk, copies, kStage, group_first_sub_tile(g), group_sub_tiles(g),
-                         &s.g_full[kStage][g], lane, policy);
-    }
-  });
-}
-
-// The TMA producer (pages of kMinTmaPage tokens or more). Serial: lane j of warp 0 issues the nine
-// copies of the block's page j, completing on k_full[stage]. Seesaw: warp w serves stage w
-// (tma_stage_producer). Copies of whole pages past the sequence end are skipped (their table entries
-// may be garbage); the consumers zero those V rows as they zero the tail of a partly used page.
-template <Schedule kSched>
+// The TMA producer (pages of kMinTmaPage tokens or more): lane j of warp 0 issues the nine copies of
+// the block's page j, completing on k_full[stage]. Copies of whole pages past the sequence end are
+// skipped (their table entries may be garbage); the consumers zero those V rows as they zero the tail
+// of a partly used page.
 __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorage& s, const CUtensorMap& k_map,
                                              int thread) {
   const int warp = thread / 32, lane = thread % 32;
-  if (warp >= (kSched == Schedule::kSerial ? 1 : kStages)) return;
+  if (warp != 0) return;
   if (lane == 0) ptx::tma_prefetch_descriptor(&k_map);
   // The cache is read once per call: evict-first keeps it from displacing what is reused in L2
   // (measured on an H200: 0-2 % faster on b=128 rows, 2-5.5 % on small batches; docs/PERFORMANCE.md).
   const uint64_t policy = ptx::l2_policy_evict_first();
-  if constexpr (kSched == Schedule::kSeesaw) {
-    if (warp == 0) {
-      tma_stage_producer<0>(p, s, k_map, lane, policy);
-    } else {
-      tma_stage_producer<1>(p, s, k_map, lane, policy);
-    }
-  } else {
-    const BlockPages pages(p.page_block_size);
-    for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
-      const int stage = it % kStages;
-      const uint32_t parity = (it / kStages) & 1;
-      const int copies = pages.copies(pc.seqlen - blk * kBlockN);
-      ptx::mbarrier_wait(&s.k_free[stage], parity ^ 1);
-      tma_copy_sub_tiles(s, k_map, pages, table, blk, copies, stage, 0, kQKSubTiles, &s.k_full[stage], lane, policy);
-    });
-  }
+  const BlockPages pages(p.page_block_size);
+  for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
+    const Slot slot = stage_slot(it);
+    const int copies = pages.copies(pc.seqlen - blk * kBlockN);
+    ptx::mbarrier_wait(&s.k_free[slot.stage], slot.parity ^ 1);
+    tma_copy_sub_tiles(s, k_map, pages, table, blk, copies, slot.stage, 0, kQKSubTiles, &s.k_full[slot.stage], lane,
+                       policy);
+  });
 }
 
-template <typename T, KvCacheFormat kFormat, Schedule kSched>
+template <typename T, KvCacheFormat kFormat>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map) {
   constexpr bool kDense = kFormat == KvCacheFormat::kDense;
@@ -1085,15 +701,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     // every producer thread's.
     const uint32_t full_arrivals = !kDense || gathers_pages(p) ? kWarpgroupThreads : 1;
     for (int st = 0; st < kStages; ++st) {
-      if constexpr (kSched == Schedule::kSerial) {
-        ptx::mbarrier_init(&s.k_full[st], full_arrivals);
-        ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
-      } else {
-        for (int g = 0; g < kGroups; ++g) {
-          ptx::mbarrier_init(&s.g_full[st][g], full_arrivals);
-          ptx::mbarrier_init(&s.g_free[st][g], group_free_arrivals(st, g));
-        }
-      }
+      ptx::mbarrier_init(&s.k_full[st], full_arrivals);
+      ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
     }
     ptx::fence_barrier_init();
   }
@@ -1103,13 +712,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     // ---------------- producer ----------------
     if constexpr (!kDense) {
       ptx::setmaxnreg_dec<kFP8ProducerRegs>();
-      fp8_producer<kFormat, kSched>(p, s, thread);
+      fp8_producer<kFormat>(p, s, thread);
     } else {
       ptx::setmaxnreg_dec<kProducerRegs>();
       if (gathers_pages(p)) {
-        gather_producer<T, kSched>(p, s, thread);
+        gather_producer<T>(p, s, thread);
       } else {
-        tma_producer<kSched>(p, s, k_map, thread);
+        tma_producer(p, s, k_map, thread);
       }
     }
     return;
@@ -1126,8 +735,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float descale_q = p.descale_q != nullptr ? *p.descale_q : 1.0f;
   const float out_scale = p.descale_k != nullptr ? *p.descale_k : 1.0f;
   const float scale_log2 = p.softmax_scale * 1.4426950408889634f * descale_q * out_scale;
-  uint32_t it = 0;   // serial: blocks so far
-  SeesawUses uses;   // seesaw: uses of each stage so far
+  uint32_t it = 0;  // blocks so far (the stage ring)
   [[maybe_unused]] int piece_index = 0;
   for_each_piece(p, [&](const Piece& pc) {
     if (pc.end_block() > pc.first_block()) {
@@ -1139,17 +747,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     ptx::fence_proxy_async_shared();
     ptx::named_barrier_sync(kQReady, kConsumerThreads);
-    if (it == 0 && uses.a == 0) FLASH_MLA_TRACE_AT(1);
+    if (it == 0) FLASH_MLA_TRACE_AT(1);
 
     float o[128];
 #pragma unroll
     for (int i = 0; i < 128; ++i) o[i] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    if constexpr (kSched == Schedule::kSeesaw) {
-      seesaw_piece<T>(p, s, pc, warpgroup, thread, rp, scale_log2, uses, o, m, l);
-    } else {
-      serial_piece<T>(p, s, pc, warpgroup, thread, rp, scale_log2, it, o, m, l);
-    }
+    consumer_piece<T>(p, s, pc, warpgroup, thread, rp, scale_log2, it, o, m, l);
     store_output<T>(p, pc, rp, warpgroup, o, m, l, warpgroup == 0 && rp.col == 0, out_scale);
     FLASH_MLA_TRACE_AT(45 + min(piece_index++, 8));
   });
@@ -1161,14 +765,16 @@ __global__ void __launch_bounds__(kThreads, 1)
 namespace flash_mla::sm90::dense {
 
 #if defined(FLASH_MLA_TRACE)
-// The trace buffers of the last launch's dtype and schedule, for a study program: [kTraceCtas][kTraceSlots]
+// The trace buffers of the last launch's dtype and format, for a study program: [kTraceCtas][kTraceSlots]
 // and [kPhaseCtas][2][kPhaseIters][kPhaseEvents].
 extern void* g_trace_buffer;
 extern void* g_phase_buffer;
 #endif
 
-template <typename T, KvCacheFormat kFormat, Schedule kSched>
-void launch_schedule(const DecodeParams& p, const CUtensorMap& k_map) {
+// Launches the main kernel on p.stream (the current device is p.device). Instantiated per dtype and
+// cache format in decode_bf16.cu / decode_fp16.cu / decode_fp8.cu.
+template <typename T, KvCacheFormat kFormat>
+void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
 #if defined(FLASH_MLA_TRACE)
   detail::cuda_check(cudaGetSymbolAddress(&g_trace_buffer, g_trace), "trace symbol");
   detail::cuda_check(cudaGetSymbolAddress(&g_phase_buffer, g_phase), "phase symbol");
@@ -1178,25 +784,13 @@ void launch_schedule(const DecodeParams& p, const CUtensorMap& k_map) {
   static std::atomic<uint64_t> configured{0};
   const uint64_t bit = p.device.index < 64 ? uint64_t{1} << p.device.index : 0;
   if ((configured.load(std::memory_order_acquire) & bit) == 0) {
-    detail::cuda_check(cudaFuncSetAttribute(decode_kernel<T, kFormat, kSched>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes),
+    detail::cuda_check(cudaFuncSetAttribute(decode_kernel<T, kFormat>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            kSharedBytes),
                        "cudaFuncSetAttribute (decode kernel shared memory)");
     configured.fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((p.rows + kBlockM - 1) / kBlockM, p.h_kv, p.num_sm_parts);
-  decode_kernel<T, kFormat, kSched><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map);
-}
-
-// Launches the main kernel on p.stream (the current device is p.device) with the serial schedule, or
-// the seesaw when p.sm90_seesaw. Instantiated per dtype and cache format in decode_bf16.cu /
-// decode_fp16.cu / decode_fp8.cu.
-template <typename T, KvCacheFormat kFormat>
-void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
-  if (p.sm90_seesaw) {
-    launch_schedule<T, kFormat, Schedule::kSeesaw>(p, k_map);
-  } else {
-    launch_schedule<T, kFormat, Schedule::kSerial>(p, k_map);
-  }
+  decode_kernel<T, kFormat><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map);
 }
 
 }  // namespace flash_mla::sm90::dense
