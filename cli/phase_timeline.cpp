@@ -30,8 +30,8 @@ namespace {
 using namespace flash_mla;
 
 constexpr int kCtas = 264, kIters = 24, kEvents = 16;  // kernel.cuh's kPhaseCtas, kPhaseIters, kPhaseEvents
-const char* const kEventNames[kEvents] = {"begin",  "K landed", "S masked", "max",  "exp",
-                                          "tail",   "kPFree",   "kPReady",  "P·V done"};
+const char* const kEventNames[kEvents] = {"begin", "K landed", "S masked", "max",     "exp",
+                                          "tail",  "kPFree",   "kPReady",  "P·V done"};
 
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
@@ -91,7 +91,9 @@ void study(const char* name, int batch, int seqlen, int h_q, int s_q) {
   check(cudaDeviceSynchronize(), "decode");
   check(cudaMemcpy(t.data(), sm90::dense::g_phase_buffer, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost),
         "cudaMemcpy");
-  auto at = [&](int cta, int wg, int it, int ev) { return t[((static_cast<size_t>(cta) * 2 + wg) * kIters + it) * kEvents + ev]; };
+  auto at = [&](int cta, int wg, int it, int ev) {
+    return t[((static_cast<size_t>(cta) * 2 + wg) * kIters + it) * kEvents + ev];
+  };
   std::vector<double> block;
   std::vector<std::vector<double>> since(2 * kEvents);
   for (int cta = 0; cta < kCtas; ++cta) {
@@ -101,7 +103,8 @@ void study(const char* name, int batch, int seqlen, int h_q, int s_q) {
       block.push_back(static_cast<double>(next - begin));
       for (int wg = 0; wg < 2; ++wg) {
         for (int ev = 0; ev < kEvents; ++ev) {
-          if (at(cta, wg, it, ev) != 0) since[wg * kEvents + ev].push_back(static_cast<double>(at(cta, wg, it, ev) - begin));
+          if (at(cta, wg, it, ev) != 0)
+            since[wg * kEvents + ev].push_back(static_cast<double>(at(cta, wg, it, ev) - begin));
         }
       }
     }
@@ -111,7 +114,8 @@ void study(const char* name, int batch, int seqlen, int h_q, int s_q) {
   for (int wg = 0; wg < 2; ++wg) {
     std::printf("   consumer %d:", wg);
     for (int ev = 0; ev < kEvents; ++ev) {
-      if (!since[wg * kEvents + ev].empty()) std::printf("  %s %.0f", kEventNames[ev], median(since[wg * kEvents + ev]));
+      if (!since[wg * kEvents + ev].empty())
+        std::printf("  %s %.0f", kEventNames[ev], median(since[wg * kEvents + ev]));
     }
     std::printf("\n");
   }
