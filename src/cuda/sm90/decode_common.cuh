@@ -87,10 +87,10 @@ struct BlockPages {
   __device__ int copies(int valid) const {
     return (min(valid, kBlockN) + rows_per_copy - 1) / rows_per_copy;
   }
-  // Bytes one copy lands in `sub_tiles` sub-tiles, all nine by default (TMA fills rows past a short
-  // page with zeros and counts them).
-  __device__ uint32_t copy_bytes(int sub_tiles = kQKSubTiles) const {
-    return static_cast<uint32_t>(rows_per_copy) * kSubTileCols * 2 * sub_tiles;
+  // Bytes one copy lands for all nine sub-tiles (TMA fills rows past a short page with zeros and
+  // counts them).
+  __device__ uint32_t copy_bytes() const {
+    return static_cast<uint32_t>(rows_per_copy) * kSubTileCols * 2 * kQKSubTiles;
   }
 
   struct Copy {
@@ -115,16 +115,6 @@ __device__ __forceinline__ uint32_t pack2(float a, float b) {
   } else {
     __half2 v = __floats2half2_rn(a, b);
     return *reinterpret_cast<uint32_t*>(&v);
-  }
-}
-
-// The two values of a pack2 word, exactly.
-template <typename T>
-__device__ __forceinline__ float2 unpack2(uint32_t v) {
-  if constexpr (ptx::kIsBf16<T>) {
-    return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u));
-  } else {
-    return __half22float2(*reinterpret_cast<const __half2*>(&v));
   }
 }
 

@@ -18,8 +18,9 @@
 //   WG2  [TMA K(j + 2) into stage j % 2 once both consumers freed it]
 //
 // Measured per block on an H200 (docs/PERFORMANCE.md, session 5): ~4100 cycles, of which Q·Kᵀ 1710
-// (bound by shared-memory bandwidth, with the next block's TMA writes landing), exp 370, hand-off 260,
-// P·V 1250; the tensor pipe idles through the softmax and the hand-offs.
+// (1152 of tensor math; its shared-memory traffic, with the next block's TMA writes landing, counts to
+// ~1730 at 128 B/cycle: the likely limit, not measured directly), exp 370, hand-off 260, P·V 1250; the
+// tensor pipe idles through the softmax and the hand-offs.
 //
 // Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB + row stats and barriers, padded to 1 KiB
 // (SubTile's alignment), + 1 KiB for the base alignment, within the 227 KiB limit.
@@ -180,11 +181,28 @@ __device__ __forceinline__ void visible_limits(const DecodeParams& p, const Piec
   }
 }
 
-// Masks S of block `blk` and scales it into the log2 domain: scores past the piece end or the causal
-// limit are selected to -inf, never multiplied (masked K rows may hold NaN). row_max: quad-reduced row
-// maxima.
-__device__ __forceinline__ void mask_scores(float (&sc)[32], float (&row_max)[2], int blk, const RowPair& rp,
-                                            const int (&limit)[2], float scale_log2) {
+// S = Q·Kᵀ of the block in `stage` (36 wgmma m64n64k16, both operands K-major in shared memory),
+// then masked and scaled into the log2 domain: scores past the piece end or the causal limit are
+// selected to -inf, never multiplied (masked K rows may hold NaN). row_max: quad-reduced row maxima.
+template <typename T>
+__device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2], const SharedStorage& s, int stage,
+                                            int blk, const RowPair& rp, const int (&limit)[2], float scale_log2) {
+  ptx::wgmma_fence();
+#pragma unroll
+  for (int c = 0; c < kQKSubTiles; ++c) {
+#pragma unroll
+    for (int kk = 0; kk < kSubTileCols / 16; ++kk) {
+      const uint64_t desc_q =
+          ptx::make_smem_desc(reinterpret_cast<const char*>(&s.q[c]) + kk * 32, 16, 1024, ptx::Swizzle::k128B);
+      const uint64_t desc_k = ptx::make_smem_desc(reinterpret_cast<const char*>(&s.k[stage][c]) + kk * 32, 16, 1024,
+                                                  ptx::Swizzle::k128B);
+      ptx::wgmma_m64n64k16_ss<T>(sc, desc_q, desc_k, (c | kk) != 0);
+    }
+  }
+  ptx::wgmma_commit_group();
+  ptx::wgmma_wait_group<0>();
+  ptx::fence_registers(sc);
+
   const int token0 = blk * kBlockN + rp.col;
   row_max[0] = row_max[1] = -INFINITY;
 #pragma unroll
@@ -202,34 +220,6 @@ __device__ __forceinline__ void mask_scores(float (&sc)[32], float (&row_max)[2]
   row_max[1] = quad_max(row_max[1]);
 }
 
-// The wgmma m64n64k16 of Q·Kᵀ for k-step kk of sub-tile c of `stage` (both operands K-major).
-template <typename T>
-__device__ __forceinline__ void qk_step(float (&sc)[32], const SharedStorage& s, int stage, int c, int kk,
-                                        int scale_d) {
-  const uint64_t desc_q =
-      ptx::make_smem_desc(reinterpret_cast<const char*>(&s.q[c]) + kk * 32, 16, 1024, ptx::Swizzle::k128B);
-  const uint64_t desc_k =
-      ptx::make_smem_desc(reinterpret_cast<const char*>(&s.k[stage][c]) + kk * 32, 16, 1024, ptx::Swizzle::k128B);
-  ptx::wgmma_m64n64k16_ss<T>(sc, desc_q, desc_k, scale_d);
-}
-
-// S = Q·Kᵀ of the block in `stage` (36 wgmma m64n64k16, both operands in shared memory), masked
-// (mask_scores).
-template <typename T>
-__device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2], const SharedStorage& s, int stage,
-                                            int blk, const RowPair& rp, const int (&limit)[2], float scale_log2) {
-  ptx::wgmma_fence();
-#pragma unroll
-  for (int c = 0; c < kQKSubTiles; ++c) {
-#pragma unroll
-    for (int kk = 0; kk < kSubTileCols / 16; ++kk) qk_step<T>(sc, s, stage, c, kk, (c | kk) != 0);
-  }
-  ptx::wgmma_commit_group();
-  ptx::wgmma_wait_group<0>();
-  ptx::fence_registers(sc);
-  mask_scores(sc, row_max, blk, rp, limit, scale_log2);
-}
-
 // The running max after a block whose row maxima are row_max: m becomes the new max, m_use the
 // exponent base (0 for a row masked so far, which keeps exp2 finite), alpha the rescale of what was
 // accumulated before the block.
@@ -245,8 +235,6 @@ __device__ __forceinline__ void advance_max(float (&m)[2], const float (&row_max
 }
 
 // P = exp2(S - m_use), packed to 16 bits for P·V; adds this thread's part of each row sum to l.
-// packed[2i + k] holds row k's columns 8i + col, + 1: for k-step kk, packed[4kk .. 4kk + 3] is the k16
-// A fragment of a register-operand wgmma (the accumulator layout is the fragment layout).
 template <typename T>
 __device__ __forceinline__ void exponentiate(const float (&sc)[32], const float (&m_use)[2], float (&l)[2],
                                              uint32_t (&packed)[16]) {
@@ -262,37 +250,28 @@ __device__ __forceinline__ void exponentiate(const float (&sc)[32], const float 
   }
 }
 
-// Visits the 32-bit words of a [64 rows, 64 tokens] tile in the K-major swizzle wgmma reads as A that
-// hold this thread's P fragments: fn(word, i) for packed index i (exponentiate's layout; row i % 2).
-template <typename Fn>
-__device__ __forceinline__ void for_each_p_word(SubTile& tile, const RowPair& rp, Fn&& fn) {
+// This thread's P fragments into a [64 rows, 64 tokens] tile in the K-major swizzle wgmma reads as A.
+__device__ __forceinline__ void store_p(SubTile& tile, const RowPair& rp, const uint32_t (&packed)[16]) {
   char* sp = reinterpret_cast<char*>(&tile);
 #pragma unroll
   for (int i = 0; i < 8; ++i) {
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
-      fn(*reinterpret_cast<uint32_t*>(sp + swizzled_offset(rp.row[k], i) + rp.col * 2), 2 * i + k);
+      *reinterpret_cast<uint32_t*>(sp + swizzled_offset(rp.row[k], i) + rp.col * 2) = packed[2 * i + k];
     }
   }
 }
 
-// This thread's P fragments into the tile.
-__device__ __forceinline__ void store_p(SubTile& tile, const RowPair& rp, const uint32_t (&packed)[16]) {
-  for_each_p_word(tile, rp, [&](uint32_t& word, int i) { word = packed[i]; });
-}
-
-// V rows past the sequence end may hold NaN and 0 * NaN = NaN: zeroes them in the stage (sub-tiles
-// first .. first + count - 1, all of V by default) before any P·V reads it. The trip count is
-// warpgroup-uniform (the store is predicated), so every warp leaves the loop converged before the
-// barrier or wgmma that follows.
-__device__ __forceinline__ void zero_v_tail(SharedStorage& s, int stage, int valid, int thread, int first = 0,
-                                            int count = kVSubTiles) {
+// V rows past the sequence end may hold NaN and 0 * NaN = NaN: zeroes them in the stage before any
+// P·V reads it. The trip count is warpgroup-uniform (the store is predicated), so every warp leaves
+// the loop converged before the barrier or wgmma that follows.
+__device__ __forceinline__ void zero_v_tail(SharedStorage& s, int stage, int valid, int thread) {
   if (valid >= kBlockN) return;
-  const int rows = kBlockN - valid, zero_chunks = rows * 8 * count;
+  const int rows = kBlockN - valid, zero_chunks = rows * 8 * kVSubTiles;
   for (int z0 = 0; z0 < zero_chunks; z0 += kWarpgroupThreads) {
     const int z = z0 + thread;
     if (z < zero_chunks) {
-      const int c = first + z / (rows * 8), rest = z % (rows * 8);
+      const int c = z / (rows * 8), rest = z % (rows * 8);
       char* tile = reinterpret_cast<char*>(&s.k[stage][c]);
       *reinterpret_cast<int4*>(tile + (valid + rest / 8) * 128 + (rest % 8) * 16) = make_int4(0, 0, 0, 0);
     }
@@ -429,9 +408,10 @@ __device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStor
     int limit[2];
     visible_limits(p, pc, rp, limit);
     for (int blk = first; blk < end; ++blk, ++it) {
-      const int stage = it % kStages;
+      const Slot slot = stage_slot(it);
+      const int stage = slot.stage;
       FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 0);
-      ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
+      ptx::mbarrier_wait(&s.k_full[stage], slot.parity);
       FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 1);
       FLASH_MLA_TRACE_AT(2 + min(static_cast<int>(it), 40));
       float sc[32], row_max[2], m_use[2], alpha[2];
@@ -475,9 +455,10 @@ __device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStor
     ptx::named_barrier_sync(kRowStats, kConsumerThreads);
   } else {
     for (int blk = first; blk < end; ++blk, ++it) {
-      const int stage = it % kStages;
+      const Slot slot = stage_slot(it);
+      const int stage = slot.stage;
       FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 0);
-      ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
+      ptx::mbarrier_wait(&s.k_full[stage], slot.parity);
       FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 1);
       ptx::named_barrier_sync(kPFree, kConsumerThreads);
       FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 6);
@@ -534,9 +515,10 @@ __device__ __forceinline__ void e4m3x16_to_bf16(const int4& raw, float scale, in
 // on the stage's full barrier (128 arrivals). Rows past the sequence end are not written (the
 // consumers mask them from Q·Kᵀ and zero their V rows); a row inside the sequence on a page outside
 // the pool is written as zeros, as TMA fills it. Per-tensor descales are folded into the softmax scale
-// and the output. This producer, not DRAM, binds the FP8 kernels (~4.2 us per block against the
-// consumers' ~2.4): prefetching the next block into L2 made them 1-14 % slower (docs/PERFORMANCE.md,
-// session 5), so the conversion itself, one warp per SM sub-partition, is what to speed up.
+// and the output. This producer binds the FP8 kernels (~4.2 us per block against the consumers'
+// ~2.4), and not, it seems, through DRAM latency: prefetching the next block into L2 made them 1-14 %
+// slower (docs/PERFORMANCE.md, session 5). The conversion work, one warp per SM sub-partition, is the
+// likely limit (inferred, not profiled).
 template <KvCacheFormat kFormat>
 __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorage& s, int thread) {
   constexpr bool kWithScale = kFormat == KvCacheFormat::kFP8WithScale;
@@ -643,24 +625,6 @@ __device__ __forceinline__ void load_q_e4m3(const DecodeParams& p, SharedStorage
   }
 }
 
-// One warp's TMA copies of sub-tiles first .. first + count - 1 of block `blk` into `stage`, on `full`:
-// lane 0 announces the bytes, lane j issues the copies of the block's page j (64-token pages take one
-// lane, 1-token pages 64).
-__device__ __forceinline__ void tma_copy_sub_tiles(SharedStorage& s, const CUtensorMap& k_map, const BlockPages& pages,
-                                                   const int32_t* table, int blk, int copies, int stage, int first,
-                                                   int count, uint64_t* full, int lane, uint64_t policy) {
-  if (lane == 0) ptx::mbarrier_arrive_expect_tx(full, copies * pages.copy_bytes(count));
-  __syncwarp();
-  for (int j = lane; j < copies; j += 32) {
-    const BlockPages::Copy cp = pages.copy(table, blk, j);
-#pragma unroll
-    for (int c = first; c < first + count; ++c) {
-      ptx::tma_load_4d(reinterpret_cast<char*>(&s.k[stage][c]) + cp.row * 128, &k_map, full, c * kSubTileCols,
-                       blockIdx.y, cp.token_in_page, cp.page, policy);
-    }
-  }
-}
-
 // The TMA producer (pages of kMinTmaPage tokens or more): lane j of warp 0 issues the nine copies of
 // the block's page j, completing on k_full[stage]. Copies of whole pages past the sequence end are
 // skipped (their table entries may be garbage); the consumers zero those V rows as they zero the tail
@@ -678,8 +642,16 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
     const Slot slot = stage_slot(it);
     const int copies = pages.copies(pc.seqlen - blk * kBlockN);
     ptx::mbarrier_wait(&s.k_free[slot.stage], slot.parity ^ 1);
-    tma_copy_sub_tiles(s, k_map, pages, table, blk, copies, slot.stage, 0, kQKSubTiles, &s.k_full[slot.stage], lane,
-                       policy);
+    if (lane == 0) ptx::mbarrier_arrive_expect_tx(&s.k_full[slot.stage], copies * pages.copy_bytes());
+    __syncwarp();
+    for (int j = lane; j < copies; j += 32) {
+      const BlockPages::Copy cp = pages.copy(table, blk, j);
+#pragma unroll
+      for (int c = 0; c < kQKSubTiles; ++c) {
+        ptx::tma_load_4d(reinterpret_cast<char*>(&s.k[slot.stage][c]) + cp.row * 128, &k_map, &s.k_full[slot.stage],
+                         c * kSubTileCols, blockIdx.y, cp.token_in_page, cp.page, policy);
+      }
+    }
   });
 }
 
