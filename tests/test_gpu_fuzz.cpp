@@ -13,9 +13,10 @@
 namespace flash_mla::test {
 namespace {
 
-void fuzz_sm90(const char* test) {
+TEST(GpuFuzz, Sm90) {
+  REQUIRE_SM90();
   Stream stream;
-  run_fuzz(FuzzTarget::kSm90, 200, "./tests/flash_mla_gpu_tests", test, [&](const FuzzCase& c) {
+  run_fuzz(FuzzTarget::kSm90, 200, "./tests/flash_mla_gpu_tests", "GpuFuzz.Sm90", [&](const FuzzCase& c) {
     testing::Workload w = make_fuzz_workload(c);
     GpuDecode d(w, c.num_sms, stream);
     d.run();
@@ -23,11 +24,6 @@ void fuzz_sm90(const char* test) {
     if (!d.guards_intact()) return std::string("a guard band around out, lse or the workspace was overwritten");
     return check_fuzz_output(c, w, d.out_host.data(), d.lse_host.data());
   });
-}
-
-TEST(GpuFuzz, Sm90) {
-  REQUIRE_SM90();
-  fuzz_sm90("GpuFuzz.Sm90");
 }
 
 }  // namespace
