@@ -9,6 +9,7 @@
 #include "cuda/combine.hpp"
 #include "cuda/cuda_check.hpp"
 #include "cuda/sm90/decode_common.cuh"
+#include "cuda/sm90/decode_dense/config.hpp"
 #include "cuda/sm90/launch.hpp"
 
 #if defined(FLASH_MLA_TRACE)
@@ -36,33 +37,61 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return fn;
 }
 
-// The cache as a 4-D tensor {576 channels, h_kv, page tokens, pages}; one copy moves a box of
-// min(page, 64) tokens x 64 channels of one head into a 128-byte-swizzled tile (sm90::BlockPages says
-// which boxes make a 64-token block). Out-of-range coordinates read zeros.
-CUtensorMap make_k_map(const DecodeParams& p) {
-  const int64_t es = 2;
+// The cache (or, from byte `offset` of each row, a part of it) as a 4-D tensor {cols, h_kv, page tokens,
+// pages} of `dtype`; one copy moves a box of `box_cols` columns x min(page, 64) tokens of one head
+// (sm90::BlockPages says which boxes make a 64-token block). Out-of-range coordinates read zeros.
+CUtensorMap make_map(const DecodeParams& p, int64_t offset, CUtensorMapDataType dtype, int64_t cols,
+                     CUtensorMapSwizzle swizzle, uint32_t box_cols = sm90::kSubTileCols) {
+  const int64_t es = p.kv_format == KvCacheFormat::kDense ? 2 : 1;  // bytes per cache element
+  const int64_t row_bytes = p.kv_format == KvCacheFormat::kFP8WithScale ? kFP8WithScaleBytes : kHeadDim * es;
   // Strides of size-1 dimensions are never used (and validation does not check them); give the
   // encoder valid ones.
-  const int64_t head_stride = p.h_kv > 1 ? p.k_head_stride * es : kHeadDim * es;
+  const int64_t head_stride = p.h_kv > 1 ? p.k_head_stride * es : row_bytes;
   const int64_t token_stride = p.page_block_size > 1 ? p.k_token_stride * es : head_stride * p.h_kv;
   const int64_t page_stride = p.num_pages > 1 ? p.k_page_stride * es : token_stride * p.page_block_size;
-  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(kHeadDim), static_cast<cuuint64_t>(p.h_kv),
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(p.h_kv),
                               static_cast<cuuint64_t>(p.page_block_size), static_cast<cuuint64_t>(p.num_pages)};
   const cuuint64_t strides[3] = {static_cast<cuuint64_t>(head_stride), static_cast<cuuint64_t>(token_stride),
                                  static_cast<cuuint64_t>(page_stride)};
-  const cuuint32_t box[4] = {sm90::kSubTileCols, 1,
+  const cuuint32_t box[4] = {box_cols, 1,
                              static_cast<cuuint32_t>(std::min(p.page_block_size, sm90::kBlockN)), 1};
   const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
   CUtensorMap map{};
-  const CUresult r = tensor_map_encoder()(
-      &map, p.dtype == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
-      const_cast<void*>(p.k), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult r = tensor_map_encoder()(&map, dtype, 4, const_cast<char*>(static_cast<const char*>(p.k) + offset),
+                                          dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
+                                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) {
     throw Error("k_cache", "expected strides the copy engine accepts (cuTensorMapEncodeTiled error " +
                 std::to_string(static_cast<int>(r)) + ")");
   }
   return map;
+}
+
+// Dense caches: 16-bit values into the 128-byte-swizzled sub-tiles. FP8: the e4m3 bytes as they are
+// (the NoPE channels, and per tensor the RoPE ones too), for the producer to dequantise in shared
+// memory; with scale, also the scales (16 bytes a token) and the bf16 RoPE channels, straight into
+// their swizzled sub-tile.
+sm90::CacheMaps make_cache_maps(const DecodeParams& p) {
+  sm90::CacheMaps maps{};
+  if (p.page_block_size < sm90::dense::kMinTmaPage) return maps;  // gathered: no copies
+  switch (p.kv_format) {
+    case KvCacheFormat::kDense:
+      maps.k =
+          make_map(p, 0, p.dtype == DType::kBF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                   kHeadDim, CU_TENSOR_MAP_SWIZZLE_128B);
+      break;
+    case KvCacheFormat::kFP8WithScale:
+      maps.k = make_map(p, 0, CU_TENSOR_MAP_DATA_TYPE_UINT8, kHeadDimV, CU_TENSOR_MAP_SWIZZLE_NONE);
+      maps.rope =
+          make_map(p, kFP8RopeOffset, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, kHeadDimRope, CU_TENSOR_MAP_SWIZZLE_128B);
+      maps.scales = make_map(p, kFP8ScaleOffset, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, kFP8NumScales,
+                             CU_TENSOR_MAP_SWIZZLE_NONE, kFP8NumScales);
+      break;
+    case KvCacheFormat::kFP8PerTensor:
+      maps.k = make_map(p, 0, CU_TENSOR_MAP_DATA_TYPE_UINT8, kHeadDim, CU_TENSOR_MAP_SWIZZLE_NONE);
+      break;
+  }
+  return maps;
 }
 
 }  // namespace
@@ -82,17 +111,15 @@ bool sm90_kernel_supports(KvCacheFormat format, DType q_dtype) {
 
 void decode_sm90(const DecodeParams& p) {
   CudaDeviceGuard guard(p.device.index);
+  const sm90::CacheMaps maps = make_cache_maps(p);
   if (p.kv_format == KvCacheFormat::kFP8WithScale) {
-    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(p, CUtensorMap{});
+    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(p, maps);
   } else if (p.kv_format == KvCacheFormat::kFP8PerTensor) {
-    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(p, CUtensorMap{});
+    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(p, maps);
+  } else if (p.dtype == DType::kBF16) {
+    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kDense>(p, maps);
   } else {
-    const CUtensorMap k_map = make_k_map(p);
-    if (p.dtype == DType::kBF16) {
-      sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kDense>(p, k_map);
-    } else {
-      sm90::dense::launch_decode<__half, KvCacheFormat::kDense>(p, k_map);
-    }
+    sm90::dense::launch_decode<__half, KvCacheFormat::kDense>(p, maps);
   }
   cuda_check(cudaGetLastError(), "sm90 decode kernel launch");
   launch_combine(p);

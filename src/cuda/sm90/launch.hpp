@@ -10,17 +10,26 @@
 
 namespace flash_mla::sm90 {
 
+// The cache's TMA descriptors (launch.cu, make_cache_maps): `k` copies 64-channel boxes of the cache
+// rows (dense: 16-bit values into 128-byte-swizzled sub-tiles; FP8: raw e4m3 bytes, unswizzled), `rope`
+// the bf16 RoPE channels and `scales` the four float32 scales of an FP8-with-scale cache. A cache whose
+// pages are gathered (fewer than dense::kMinTmaPage tokens) uses none.
+struct CacheMaps {
+  CUtensorMap k;
+  CUtensorMap rope;
+  CUtensorMap scales;
+};
+
 namespace dense {  // 64 query rows per CTA (any h_q * s_q / h_kv)
-// k_map is the cache's TMA descriptor for kDense; FP8 caches are read through registers and ignore it.
 template <typename T, KvCacheFormat kFormat>
-void launch_decode(const detail::DecodeParams& p, const CUtensorMap& k_map);
+void launch_decode(const detail::DecodeParams& p, const CacheMaps& maps);
 extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kDense>(const detail::DecodeParams&,
-                                                                          const CUtensorMap&);
-extern template void launch_decode<__half, KvCacheFormat::kDense>(const detail::DecodeParams&, const CUtensorMap&);
+                                                                          const CacheMaps&);
+extern template void launch_decode<__half, KvCacheFormat::kDense>(const detail::DecodeParams&, const CacheMaps&);
 extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(const detail::DecodeParams&,
-                                                                                 const CUtensorMap&);
+                                                                                 const CacheMaps&);
 extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(const detail::DecodeParams&,
-                                                                                 const CUtensorMap&);
+                                                                                 const CacheMaps&);
 }  // namespace dense
 
 }  // namespace flash_mla::sm90

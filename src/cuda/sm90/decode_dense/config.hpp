@@ -28,8 +28,8 @@ inline constexpr int kThreads = 3 * kWarpgroupThreads;  // two consumers + one p
 // (208 spills; docs/DESIGN.md, "Register budget").
 inline constexpr uint32_t kConsumerRegs = 232;
 inline constexpr uint32_t kProducerRegs = 40;
-// FP8 caches: the producer warpgroup dequantises through registers (two rows per thread in flight), so
-// it keeps more. setmaxnreg.inc takes registers only from what .dec released out of the 168 per thread
+// FP8 caches: the producer warpgroup dequantises (in shared memory, or through registers for gathered
+// pages), so it keeps more. setmaxnreg.inc takes registers only from what .dec released out of the 168 per thread
 // allocated at launch, so 2 * consumer + producer <= 3 * 168 = 504: 2 * 200 + 104. ptxas: 0 spills
 // with load_q's addresses kept out of the piece loop (ptx::opaque); before that fix the consumers
 // needed 216, which left the producer 72, too few ("FP8 with scale" spilled).
@@ -44,6 +44,9 @@ enum NamedBarrier : uint32_t {
   kPFree = 2,     // consumer 1 finished P·V of the previous block: sP and alpha may be overwritten
   kPReady = 3,    // consumer 0 wrote P, alpha and the zeroed V tail of this block
   kRowStats = 4,  // consumer 0's final row max and sum
+  // The FP8 TMA producer's 128 threads (not the consumers'): every thread has read the raw bytes of
+  // the block that the remaining bf16 tiles overwrite.
+  kRawRead = 5,
 };
 
 
@@ -56,6 +59,7 @@ struct SharedStorage {
   float row_sum[kBlockM];           // the piece's final row sum
   uint64_t k_full[kStages];         // a stage's bytes landed
   uint64_t k_free[kStages];         // every consumer thread finished with a stage
+  uint64_t k_raw[kStages][2];       // FP8 caches: a stage's raw bytes landed (TMA; [1]: the later part)
 };
 
 inline constexpr int kSharedBytes = static_cast<int>(sizeof(SharedStorage)) + 1024;  // + base alignment

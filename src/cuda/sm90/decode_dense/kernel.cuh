@@ -3,8 +3,9 @@
 //
 // Warpgroups (384 threads): producer WG2 fills a 2-stage ring of 64-token blocks (tma_producer: TMA
 // copies, 9 per page of the block, one warp; pages under kMinTmaPage tokens: gather_producer, all of
-// WG2 with cp.async; FP8 caches: fp8_producer, all of WG2 through registers), signalling the stage's
-// full barrier; consumers WG0 and WG1, each owning 256 of the 512 output columns (O half = 128 fp32
+// WG2 with cp.async; FP8 caches: fp8_tma_producer, raw bytes by TMA dequantised in shared memory by
+// all of WG2, or for gathered pages fp8_producer, through registers), signalling the stage's full
+// barrier; consumers WG0 and WG1, each owning 256 of the 512 output columns (O half = 128 fp32
 // registers). Q is loaded per piece by both consumers with cp.async (all copies in flight) and stays
 // for the piece. A piece of a split sequence writes fp32 partial O and lse; an unsplit one writes out
 // and lse.
@@ -19,8 +20,10 @@
 //
 // Measured per block on an H200 (docs/PERFORMANCE.md, session 5): ~4100 cycles, of which Q·Kᵀ 1710
 // (1152 of tensor math; its shared-memory traffic, with the next block's TMA writes landing, counts to
-// ~1730 at 128 B/cycle: the likely limit, not measured directly), exp 370, hand-off 260, P·V 1250; the
-// tensor pipe idles through the softmax and the hand-offs.
+// ~1730 at 128 B/cycle: the likely limit), exp 370, hand-off 260, P·V 1250; the tensor pipe idles
+// through the softmax and the hand-offs. Shared-memory traffic is on the critical path: an FP8 build
+// whose producer landed 36 KiB per block instead of 72 (no conversion) ran compute-bound rows 7 %
+// faster (session 6), ~the 290 cycles those bytes take at 128 B/cycle.
 //
 // Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB + row stats and barriers, padded to 1 KiB
 // (SubTile's alignment), + 1 KiB for the base alignment, within the 227 KiB limit.
@@ -43,6 +46,7 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/sm90/decode_common.cuh"
 #include "cuda/sm90/decode_dense/config.hpp"
+#include "cuda/sm90/launch.hpp"
 #include "ptx/barrier.hpp"
 #include "ptx/compiler.hpp"
 #include "ptx/cp_async.hpp"
@@ -503,9 +507,10 @@ __device__ __forceinline__ void e4m3x16_to_bf16(const int4& raw, float scale, in
   hi = make_int4(c.x, c.y, d.x, d.y);
 }
 
-// The producer for FP8 caches: the whole producer warpgroup reads each 64-token block through
-// registers and writes it dequantised to bf16 into the swizzled sub-tiles that the dense path's TMA
-// fills, so the consumers are the dense ones. Thread t serves rows t/8 + 16i (i < 4) and, of each
+// The producer for FP8 caches with pages gathered (fewer than kMinTmaPage tokens; larger pages use
+// fp8_tma_producer below): the whole producer warpgroup reads each 64-token block through registers
+// and writes it dequantised to bf16 into the swizzled sub-tiles that the dense path's TMA fills, so
+// the consumers are the dense ones. Thread t serves rows t/8 + 16i (i < 4) and, of each
 // row's 32 NoPE chunks of 16 e4m3 bytes, chunks t%8 + 8k (k < 4): chunk t%8 + 8k lies in scale group
 // k and becomes bf16 channels 16(t%8 + 8k) .. +15, two chunks of sub-tile (t%8 + 8k) / 4. RoPE: bf16
 // chunk t%8 of bytes 528.. ("FP8 with scale", copied by cp.async as the row is loaded, waited for
@@ -515,10 +520,8 @@ __device__ __forceinline__ void e4m3x16_to_bf16(const int4& raw, float scale, in
 // on the stage's full barrier (128 arrivals). Rows past the sequence end are not written (the
 // consumers mask them from Q·Kᵀ and zero their V rows); a row inside the sequence on a page outside
 // the pool is written as zeros, as TMA fills it. Per-tensor descales are folded into the softmax scale
-// and the output. This producer binds the FP8 kernels (~4.2 us per block against the consumers'
-// ~2.4), and not, it seems, through DRAM latency: prefetching the next block into L2 made them 1-14 %
-// slower (docs/PERFORMANCE.md, session 5). The conversion work, one warp per SM sub-partition, is the
-// likely limit (inferred, not profiled).
+// and the output. With 16 KiB in flight per SM this producer takes ~4.2 us per block (Little's law:
+// too few bytes in flight for DRAM's latency), against the consumers' ~2.4 (docs/PERFORMANCE.md).
 template <KvCacheFormat kFormat>
 __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorage& s, int thread) {
   constexpr bool kWithScale = kFormat == KvCacheFormat::kFP8WithScale;
@@ -603,6 +606,150 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
   });
 }
 
+// Sixteen e4m3 values (one 16-byte chunk) as bf16, exactly, into two 16-byte chunks: through f16 and
+// f32 as e4m3x16_to_bf16, but packed by taking each float's high half (an e4m3 value has at most 4
+// significant bits, so the low half is zero) instead of a rounding conversion.
+__device__ __forceinline__ void e4m3x16_to_bf16_exact(const int4& raw, int4& lo, int4& hi) {
+  uint32_t out[8];
+  const uint32_t words[4] = {static_cast<uint32_t>(raw.x), static_cast<uint32_t>(raw.y), static_cast<uint32_t>(raw.z),
+                             static_cast<uint32_t>(raw.w)};
+#pragma unroll
+  for (int w = 0; w < 4; ++w) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const __half2_raw pair =
+          __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(words[w] >> (16 * h)), __NV_E4M3);
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&pair));
+      out[2 * w + h] = __byte_perm(__float_as_uint(f.x), __float_as_uint(f.y), 0x7632);
+    }
+  }
+  lo = make_int4(out[0], out[1], out[2], out[3]);
+  hi = make_int4(out[4], out[5], out[6], out[7]);
+}
+
+// The producer for FP8 caches with pages of kMinTmaPage tokens or more. Warp 0 copies the block's raw
+// bytes (TMA) into the top of its stage: e4m3 chunk c (64 channels x 64 tokens,
+// 4 KiB, token-major, unswizzled) at kRawOffset + 4 KiB * c; with scale, the 64 tokens' four float32
+// scales (1 KiB) just above the chunks, and the bf16 RoPE channels straight into their swizzled
+// sub-tile. Then all 128 threads dequantise in shared memory, chunk c into bf16 sub-tile c (8 KiB at
+// 8 KiB * c), which is what the dense path's TMA would have written. The first kBelowRaw tiles lie
+// below the raw bytes; the later ones overwrite raw bytes, so every thread reads its remaining chunks
+// into registers and the warpgroup meets at kRawRead before any of them is written. The copies of the
+// first tiles' chunks and the scales complete on k_raw[stage][0], the rest on k_raw[stage][1], so the
+// first tiles are converted while the rest land (measured on an H200: 3-7 % faster than one barrier).
+// Thread t converts 16 bytes at token t/4 + 32k (k < 2), bytes 16(t%4).. of each chunk: a warp reads
+// 512 contiguous bytes and writes 8 whole swizzled rows per instruction, without bank conflicts. The
+// copies keep a whole block in flight per stage; the register producer (gathered pages) keeps 16 KiB
+// and ran at ~4.2 us per block (docs/PERFORMANCE.md). Rows past the sequence end hold whatever the
+// page held (the consumers mask them, as on the dense TMA path); pages outside the pool read as zeros.
+template <KvCacheFormat kFormat>
+__device__ __forceinline__ void fp8_tma_producer(const DecodeParams& p, SharedStorage& s, const CacheMaps& maps,
+                                                 int thread) {
+  constexpr bool kWithScale = kFormat == KvCacheFormat::kFP8WithScale;
+  constexpr int kRawChunks = kWithScale ? kVSubTiles : kQKSubTiles;  // e4m3 chunks of a row: NoPE (+ RoPE)
+  constexpr int kRawChunkBytes = kBlockN * kSubTileCols;             // 4 KiB
+  constexpr int kScaleBytes = kWithScale ? kBlockN * 4 * kFP8NumScales : 0;  // 1 KiB
+  // The raw bytes end where the stage's last e4m3-derived tile ends: with scale, below the RoPE tile.
+  constexpr uint32_t kRawEnd = (kWithScale ? kVSubTiles * kSubTileBytes : kKBlockBytes) - kScaleBytes;
+  constexpr uint32_t kRawOffset = kRawEnd - kRawChunks * kRawChunkBytes;
+  constexpr int kBelowRaw = kRawOffset / kSubTileBytes;  // 4 per tensor, 3 with scale
+  const int warp = thread / 32, lane = thread % 32;
+  const int token0 = thread / 4, quarter = thread % 4;
+  if (thread == 0) {
+    ptx::tma_prefetch_descriptor(&maps.k);
+    if constexpr (kWithScale) {
+      ptx::tma_prefetch_descriptor(&maps.rope);
+      ptx::tma_prefetch_descriptor(&maps.scales);
+    }
+  }
+  const uint64_t policy = ptx::l2_policy_evict_first();
+  const BlockPages pages(p.page_block_size);
+  // Bytes per copy row landing on the first and on the second raw barrier.
+  constexpr uint32_t kFirstRowBytes = kBelowRaw * kSubTileCols + kScaleBytes / kBlockN;
+  constexpr uint32_t kRowBytes =
+      kRawChunks * kSubTileCols + kScaleBytes / kBlockN + (kWithScale ? 2 * kHeadDimRope : 0);
+  for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
+    const Slot slot = stage_slot(it);
+    char* tiles = reinterpret_cast<char*>(&s.k[slot.stage][0]);
+    uint64_t* first = &s.k_raw[slot.stage][0];
+    uint64_t* second = &s.k_raw[slot.stage][1];
+    if (warp == 0) {
+      ptx::mbarrier_wait(&s.k_free[slot.stage], slot.parity ^ 1);
+      const int copies = pages.copies(pc.seqlen - blk * kBlockN);
+      const uint32_t rows = static_cast<uint32_t>(copies * pages.rows_per_copy);
+      if (lane == 0) {
+        ptx::mbarrier_arrive_expect_tx(first, rows * kFirstRowBytes);
+        ptx::mbarrier_arrive_expect_tx(second, rows * (kRowBytes - kFirstRowBytes));
+      }
+      __syncwarp();
+      for (int j = lane; j < copies; j += 32) {
+        const BlockPages::Copy cp = pages.copy(table, blk, j);
+        if constexpr (kWithScale) {
+          ptx::tma_load_4d(tiles + kRawEnd + cp.row * 16, &maps.scales, first, 0, blockIdx.y, cp.token_in_page,
+                           cp.page, policy);
+        }
+#pragma unroll
+        for (int c = 0; c < kRawChunks; ++c) {
+          ptx::tma_load_4d(tiles + kRawOffset + c * kRawChunkBytes + cp.row * kSubTileCols, &maps.k,
+                           c < kBelowRaw ? first : second, c * kSubTileCols, blockIdx.y, cp.token_in_page, cp.page,
+                           policy);
+        }
+        if constexpr (kWithScale) {
+          ptx::tma_load_4d(tiles + kVSubTiles * kSubTileBytes + cp.row * 128, &maps.rope, second, 0, blockIdx.y,
+                           cp.token_in_page, cp.page, policy);
+        }
+      }
+    }
+    ptx::mbarrier_wait(first, slot.parity);
+    const char* raw = tiles + kRawOffset + token0 * kSubTileCols + quarter * 16;
+    float4 scales[2];  // with scale: tokens token0 and token0 + 32, groups 0..3
+    if constexpr (kWithScale) {
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        scales[k] = *reinterpret_cast<const float4*>(tiles + kRawEnd + 16 * (token0 + 32 * k));
+      }
+    }
+    auto store = [&](int c, int k, const int4& v) {
+      int4 lo, hi;
+      if constexpr (kWithScale) {
+        const float4& g = scales[k];
+        e4m3x16_to_bf16(v, c / 2 == 0 ? g.x : c / 2 == 1 ? g.y : c / 2 == 2 ? g.z : g.w, lo, hi);
+      } else {
+        e4m3x16_to_bf16_exact(v, lo, hi);
+      }
+      char* tile = tiles + c * kSubTileBytes;
+      const int row = token0 + 32 * k;
+      *reinterpret_cast<int4*>(tile + swizzled_offset(row, 2 * quarter)) = lo;
+      *reinterpret_cast<int4*>(tile + swizzled_offset(row, 2 * quarter + 1)) = hi;
+    };
+#pragma unroll
+    for (int c = 0; c < kBelowRaw; ++c) {
+      int4 v[2];
+#pragma unroll
+      for (int k = 0; k < 2; ++k) v[k] = *reinterpret_cast<const int4*>(raw + c * kRawChunkBytes + k * 2048);
+#pragma unroll
+      for (int k = 0; k < 2; ++k) store(c, k, v[k]);
+    }
+    ptx::mbarrier_wait(second, slot.parity);
+    int4 rest[kRawChunks - kBelowRaw][2];
+#pragma unroll
+    for (int c = kBelowRaw; c < kRawChunks; ++c) {
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        rest[c - kBelowRaw][k] = *reinterpret_cast<const int4*>(raw + c * kRawChunkBytes + k * 2048);
+      }
+    }
+    ptx::named_barrier_sync(kRawRead, kWarpgroupThreads);
+#pragma unroll
+    for (int c = kBelowRaw; c < kRawChunks; ++c) {
+#pragma unroll
+      for (int k = 0; k < 2; ++k) store(c, k, rest[c - kBelowRaw][k]);
+    }
+    ptx::fence_proxy_async_shared();
+    ptx::mbarrier_arrive(&s.k_full[slot.stage]);
+  });
+}
+
 // An e4m3 query tile (per-tensor FP8 with an FP8 q) as bf16 into the swizzled Q sub-tiles, zero past
 // `rows`; descale_q is folded into the softmax scale, so the conversion is exact.
 __device__ __forceinline__ void load_q_e4m3(const DecodeParams& p, SharedStorage& s, int req, int thread) {
@@ -657,7 +804,7 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
 
 template <typename T, KvCacheFormat kFormat>
 __global__ void __launch_bounds__(kThreads, 1)
-    decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map) {
+    decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CacheMaps maps) {
   constexpr bool kDense = kFormat == KvCacheFormat::kDense;
   extern __shared__ char smem_raw[];
   // Aligned by pointer arithmetic on smem_raw, not through an integer: the compiler then knows every
@@ -670,11 +817,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   FLASH_MLA_TRACE_AT(0);
   if (threadIdx.x == 0) {
     // Full barriers: TMA, the producer's one arrival (with the bytes); a gather or FP8 producer,
-    // every producer thread's.
+    // every producer thread's. Raw barriers (FP8 copies): warp 0's one arrival each, with the bytes.
     const uint32_t full_arrivals = !kDense || gathers_pages(p) ? kWarpgroupThreads : 1;
     for (int st = 0; st < kStages; ++st) {
       ptx::mbarrier_init(&s.k_full[st], full_arrivals);
       ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
+      ptx::mbarrier_init(&s.k_raw[st][0], 1);
+      ptx::mbarrier_init(&s.k_raw[st][1], 1);
     }
     ptx::fence_barrier_init();
   }
@@ -684,13 +833,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     // ---------------- producer ----------------
     if constexpr (!kDense) {
       ptx::setmaxnreg_dec<kFP8ProducerRegs>();
-      fp8_producer<kFormat>(p, s, thread);
+      if (gathers_pages(p)) {
+        fp8_producer<kFormat>(p, s, thread);
+      } else {
+        fp8_tma_producer<kFormat>(p, s, maps, thread);
+      }
     } else {
       ptx::setmaxnreg_dec<kProducerRegs>();
       if (gathers_pages(p)) {
         gather_producer<T>(p, s, thread);
       } else {
-        tma_producer(p, s, k_map, thread);
+        tma_producer(p, s, maps.k, thread);
       }
     }
     return;
@@ -746,7 +899,7 @@ extern void* g_phase_buffer;
 // Launches the main kernel on p.stream (the current device is p.device). Instantiated per dtype and
 // cache format in decode_bf16.cu / decode_fp16.cu / decode_fp8.cu.
 template <typename T, KvCacheFormat kFormat>
-void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
+void launch_decode(const DecodeParams& p, const CacheMaps& maps) {
 #if defined(FLASH_MLA_TRACE)
   detail::cuda_check(cudaGetSymbolAddress(&g_trace_buffer, g_trace), "trace symbol");
   detail::cuda_check(cudaGetSymbolAddress(&g_phase_buffer, g_phase), "phase symbol");
@@ -762,7 +915,7 @@ void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
     configured.fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((p.rows + kBlockM - 1) / kBlockM, p.h_kv, p.num_sm_parts);
-  decode_kernel<T, kFormat><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map);
+  decode_kernel<T, kFormat><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, maps);
 }
 
 }  // namespace flash_mla::sm90::dense
