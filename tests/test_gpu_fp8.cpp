@@ -14,6 +14,8 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <random>
+#include <cmath>
 #include <sstream>
 
 #include "gpu_support.hpp"
@@ -220,6 +222,54 @@ TEST_P(Sm90FP8, LongRaggedSequences) {
     EXPECT_TRUE(
         testing::check_against_reference(w, d.out_host.data(), d.lse_host.data(), kCheckedRows, 97 + page).ok);
   }
+}
+
+// Subnormal e4m3 codes (+-m * 2^-9, m < 8) dequantise exactly: every NoPE byte of the cache (and per
+// tensor every RoPE byte) is a random subnormal code or zero, scaled to randn / 10 size (m / 32, SPEC's
+// input scale for the tolerances) by a scale of 16 (the with-scale layout's four scales, or
+// descale_k), against the reference. A conversion that flushed subnormals to zero would leave zeros.
+TEST_P(Sm90FP8, SubnormalCodesConvertExactly) {
+  const FP8Variant& v = GetParam();
+  REQUIRE_SM90_FP8(v);
+  Stream stream;
+  testing::Workload w = fp8_workload(v, 3, 2, 16, 1, {100, 64, 300}, true, 61);
+  const bool with_scale = v.format == KvCacheFormat::kFP8WithScale;
+  const int64_t row = w.k_row_bytes(), codes = with_scale ? kHeadDimV : kHeadDim;
+  std::mt19937 rng(61);
+  for (int64_t r = 0; r < static_cast<int64_t>(w.k_cache.size()) / row; ++r) {
+    uint8_t* token = w.k_cache.data() + r * row;
+    for (int64_t c = 0; c < codes; ++c) token[c] = static_cast<uint8_t>(rng() % 256) & 0x87;
+    if (with_scale) {
+      const float scale = 16.0f;
+      for (int g = 0; g < kFP8NumScales; ++g) std::memcpy(token + kFP8ScaleOffset + 4 * g, &scale, 4);
+    }
+  }
+  if (!with_scale) w.descale_k = 16.0f;
+  expect_decode_matches_reference(w, 0, stream, 0, 61);
+}
+
+// A NaN code inside a sequence is data, not padding: every row that sees it comes out NaN (the
+// dequantised value is NaN), and the other sequences are unchanged, bit for bit.
+TEST_P(Sm90FP8, NaNCodeInsideASequencePropagates) {
+  const FP8Variant& v = GetParam();
+  REQUIRE_SM90_FP8(v);
+  Stream stream;
+  testing::Workload w = fp8_workload(v, 2, 1, 16, 1, {100, 100}, false, 62);
+  GpuDecode clean(w, 0, stream);
+  clean.run();
+  clean.fetch();
+  const int token = 37;
+  const int64_t page = w.block_table[token / w.config.page_block_size];
+  const int64_t at = (page * w.config.page_block_size + token % w.config.page_block_size) * w.k_row_bytes() + 5;
+  w.k_cache[at] = 0x7F;
+  GpuDecode poisoned(w, 0, stream);
+  poisoned.run();
+  poisoned.fetch();
+  const int64_t per_seq = int64_t(w.config.s_q) * w.config.h_q * kHeadDimV;
+  for (int64_t e = 0; e < per_seq; ++e) {
+    ASSERT_TRUE(std::isnan(testing::load_as_float(DType::kBF16, poisoned.out_host.data(), e))) << "element " << e;
+  }
+  EXPECT_EQ(0, std::memcmp(poisoned.out_host.data() + per_seq * 2, clean.out_host.data() + per_seq * 2, per_seq * 2));
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, Sm90FP8, ::testing::ValuesIn(kFP8Variants), variant_name);

@@ -608,7 +608,9 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
 
 // Sixteen e4m3 values (one 16-byte chunk) as bf16, exactly, into two 16-byte chunks: through f16 and
 // f32 as e4m3x16_to_bf16, but packed by taking each float's high half (an e4m3 value has at most 4
-// significant bits, so the low half is zero) instead of a rounding conversion.
+// significant bits, so the low half is zero) instead of a rounding conversion. (An integer version,
+// the bf16 bit pattern built with PRMT/LOP3 and one bf16x2 multiply by 2^120, no conversion
+// instructions, made the per-tensor kernels 20-60 % slower on an H200: docs/PERFORMANCE.md.)
 __device__ __forceinline__ void e4m3x16_to_bf16_exact(const int4& raw, int4& lo, int4& hi) {
   uint32_t out[8];
   const uint32_t words[4] = {static_cast<uint32_t>(raw.x), static_cast<uint32_t>(raw.y), static_cast<uint32_t>(raw.z),
