@@ -47,6 +47,7 @@ enum NamedBarrier : uint32_t {
   // The FP8 TMA producer's 128 threads (not the consumers'): every thread has read the raw bytes of
   // the block that the remaining bf16 tiles overwrite.
   kRawRead = 5,
+  kQLoaded = 6,  // per-tensor FP8, bf16 q: every consumer's Q copies landed (before the f16 prescale)
 };
 
 
@@ -57,6 +58,7 @@ struct SharedStorage {
   float alpha[kBlockM];             // per-row rescale of the current block
   float row_max[kBlockM];           // the piece's final row max (log2)
   float row_sum[kBlockM];           // the piece's final row sum
+  float q_row_scale[kBlockM];       // per-tensor FP8, bf16 q: each row's prescale 2^e (q_to_f16_prescaled)
   uint64_t k_full[kStages];         // a stage's bytes landed
   uint64_t k_free[kStages];         // every consumer thread finished with a stage
   uint64_t k_raw[kStages][2];       // FP8 caches: a stage's raw bytes landed (TMA; [1]: the later part)

@@ -41,6 +41,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/params.hpp"
 #include "cuda/cuda_check.hpp"
@@ -186,11 +187,13 @@ __device__ __forceinline__ void visible_limits(const DecodeParams& p, const Piec
 }
 
 // S = Q·Kᵀ of the block in `stage` (36 wgmma m64n64k16, both operands K-major in shared memory),
-// then masked and scaled into the log2 domain: scores past the piece end or the causal limit are
+// then masked and scaled into the log2 domain (scale_log2 per row of the thread: the softmax scale,
+// times a per-tensor FP8 q row's prescale): scores past the piece end or the causal limit are
 // selected to -inf, never multiplied (masked K rows may hold NaN). row_max: quad-reduced row maxima.
 template <typename T>
 __device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2], const SharedStorage& s, int stage,
-                                            int blk, const RowPair& rp, const int (&limit)[2], float scale_log2) {
+                                            int blk, const RowPair& rp, const int (&limit)[2],
+                                            const float (&scale_log2)[2]) {
   ptx::wgmma_fence();
 #pragma unroll
   for (int c = 0; c < kQKSubTiles; ++c) {
@@ -216,7 +219,7 @@ __device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2]
       const int k = e / 2;
       const int token = token0 + 8 * i + (e & 1);
       float& v = sc[4 * i + e];
-      v = token < limit[k] ? v * scale_log2 : -INFINITY;
+      v = token < limit[k] ? v * scale_log2[k] : -INFINITY;
       row_max[k] = fmaxf(row_max[k], v);
     }
   }
@@ -405,7 +408,7 @@ __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedSto
 // hold the final row max m (log2 domain) and row sum l.
 template <typename T>
 __device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStorage& s, const Piece& pc, int warpgroup,
-                                             int thread, const RowPair& rp, float scale_log2, uint32_t& it,
+                                             int thread, const RowPair& rp, const float (&scale_log2)[2], uint32_t& it,
                                              float (&o)[128], float (&m)[2], float (&l)[2]) {
   const int first = pc.first_block(), end = pc.end_block();
   if (warpgroup == 0) {
@@ -507,6 +510,23 @@ __device__ __forceinline__ void e4m3x16_to_bf16(const int4& raw, float scale, in
   hi = make_int4(c.x, c.y, d.x, d.y);
 }
 
+// Sixteen e4m3 values (one 16-byte chunk) as f16, exactly, into two 16-byte chunks: one
+// cvt.rn.f16x2.e4m3x2 per pair (every e4m3 value, subnormal ones included, is a normal f16; NaN stays
+// NaN). Per-tensor caches use f16 tiles and f16 consumers: the bf16 route costs ~4.5 instructions per
+// pair and the producer's conversion is bound by the instructions it issues (docs/PERFORMANCE.md).
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t pair) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair), __NV_E4M3);
+  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+}
+__device__ __forceinline__ void e4m3x16_to_f16(const int4& raw, int4& lo, int4& hi) {
+  const uint32_t w[4] = {static_cast<uint32_t>(raw.x), static_cast<uint32_t>(raw.y), static_cast<uint32_t>(raw.z),
+                         static_cast<uint32_t>(raw.w)};
+  lo = make_int4(e4m3x2_to_f16x2(w[0]), e4m3x2_to_f16x2(w[0] >> 16), e4m3x2_to_f16x2(w[1]),
+                 e4m3x2_to_f16x2(w[1] >> 16));
+  hi = make_int4(e4m3x2_to_f16x2(w[2]), e4m3x2_to_f16x2(w[2] >> 16), e4m3x2_to_f16x2(w[3]),
+                 e4m3x2_to_f16x2(w[3] >> 16));
+}
+
 // The producer for FP8 caches with pages gathered (fewer than kMinTmaPage tokens; larger pages use
 // fp8_tma_producer below): the whole producer warpgroup reads each 64-token block through registers
 // and writes it dequantised to bf16 into the swizzled sub-tiles that the dense path's TMA fills, so
@@ -582,7 +602,11 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
             scale = c == 0 ? scales[i].x : c == 1 ? scales[i].y : c == 2 ? scales[i].z : scales[i].w;
           }
           int4 lo, hi;
-          e4m3x16_to_bf16(nope[i][c], scale, lo, hi);
+          if constexpr (kWithScale) {
+            e4m3x16_to_bf16(nope[i][c], scale, lo, hi);
+          } else {
+            e4m3x16_to_f16(nope[i][c], lo, hi);
+          }
           char* tile = reinterpret_cast<char*>(&s.k[stage][src_chunk / 4]);
           const int in_row = (src_chunk % 4) * 2;
           *reinterpret_cast<int4*>(tile + swizzled_offset(row, in_row)) = lo;
@@ -590,8 +614,9 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
         }
         char* rope_tile = reinterpret_cast<char*>(&s.k[stage][kVSubTiles]);
         if constexpr (!kWithScale) {
-          const uint2 a = e4m3x4_to_bf16(rope[i].x, 1.0f), b = e4m3x4_to_bf16(rope[i].y, 1.0f);
-          *reinterpret_cast<int4*>(rope_tile + swizzled_offset(row, chunk)) = make_int4(a.x, a.y, b.x, b.y);
+          *reinterpret_cast<int4*>(rope_tile + swizzled_offset(row, chunk)) =
+              make_int4(e4m3x2_to_f16x2(rope[i].x), e4m3x2_to_f16x2(rope[i].x >> 16), e4m3x2_to_f16x2(rope[i].y),
+                        e4m3x2_to_f16x2(rope[i].y >> 16));
         } else if (!live[i]) {
           *reinterpret_cast<int4*>(rope_tile + swizzled_offset(row, chunk)) = make_int4(0, 0, 0, 0);
         }
@@ -604,29 +629,6 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
     ptx::fence_proxy_async_shared();
     ptx::mbarrier_arrive(&s.k_full[stage]);
   });
-}
-
-// Sixteen e4m3 values (one 16-byte chunk) as bf16, exactly, into two 16-byte chunks: through f16 and
-// f32 as e4m3x16_to_bf16, but packed by taking each float's high half (an e4m3 value has at most 4
-// significant bits, so the low half is zero) instead of a rounding conversion. (An integer version,
-// the bf16 bit pattern built with PRMT/LOP3 and one bf16x2 multiply by 2^120, no conversion
-// instructions, made the per-tensor kernels 20-60 % slower on an H200: docs/PERFORMANCE.md.)
-__device__ __forceinline__ void e4m3x16_to_bf16_exact(const int4& raw, int4& lo, int4& hi) {
-  uint32_t out[8];
-  const uint32_t words[4] = {static_cast<uint32_t>(raw.x), static_cast<uint32_t>(raw.y), static_cast<uint32_t>(raw.z),
-                             static_cast<uint32_t>(raw.w)};
-#pragma unroll
-  for (int w = 0; w < 4; ++w) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const __half2_raw pair =
-          __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(words[w] >> (16 * h)), __NV_E4M3);
-      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&pair));
-      out[2 * w + h] = __byte_perm(__float_as_uint(f.x), __float_as_uint(f.y), 0x7632);
-    }
-  }
-  lo = make_int4(out[0], out[1], out[2], out[3]);
-  hi = make_int4(out[4], out[5], out[6], out[7]);
 }
 
 // The producer for FP8 caches with pages of kMinTmaPage tokens or more. Warp 0 copies the block's raw
@@ -717,7 +719,7 @@ __device__ __forceinline__ void fp8_tma_producer(const DecodeParams& p, SharedSt
         const float4& g = scales[k];
         e4m3x16_to_bf16(v, c / 2 == 0 ? g.x : c / 2 == 1 ? g.y : c / 2 == 2 ? g.z : g.w, lo, hi);
       } else {
-        e4m3x16_to_bf16_exact(v, lo, hi);
+        e4m3x16_to_f16(v, lo, hi);
       }
       char* tile = tiles + c * kSubTileBytes;
       const int row = token0 + 32 * k;
@@ -752,7 +754,7 @@ __device__ __forceinline__ void fp8_tma_producer(const DecodeParams& p, SharedSt
   });
 }
 
-// An e4m3 query tile (per-tensor FP8 with an FP8 q) as bf16 into the swizzled Q sub-tiles, zero past
+// An e4m3 query tile (per-tensor FP8 with an FP8 q) as f16 into the swizzled Q sub-tiles, zero past
 // `rows`; descale_q is folded into the softmax scale, so the conversion is exact.
 __device__ __forceinline__ void load_q_e4m3(const DecodeParams& p, SharedStorage& s, int req, int thread) {
   constexpr int kChunksPerRow = kHeadDim / 16;  // 36 chunks of 16 e4m3 values
@@ -766,12 +768,58 @@ __device__ __forceinline__ void load_q_e4m3(const DecodeParams& p, SharedStorage
       const int t = gr / p.q_per_kv, h = blockIdx.y * p.q_per_kv + gr % p.q_per_kv;
       const int4 raw = __ldg(reinterpret_cast<const int4*>(q + req * p.q_batch_stride + t * p.q_seq_stride +
                                                            h * p.q_head_stride + c * 16));
-      e4m3x16_to_bf16(raw, 1.0f, lo, hi);
+      e4m3x16_to_f16(raw, lo, hi);
     }
     char* tile = reinterpret_cast<char*>(&s.q[c / 4]);
     *reinterpret_cast<int4*>(tile + swizzled_offset(r, (c % 4) * 2)) = lo;
     *reinterpret_cast<int4*>(tile + swizzled_offset(r, (c % 4) * 2 + 1)) = hi;
   }
+}
+
+// A bf16 query tile already in the Q sub-tiles (load_q), as f16 in place, for the f16 consumers of a
+// per-tensor FP8 cache: row r's values times 2^-e_r, e_r chosen from the row's largest finite
+// magnitude so that it lands in [2^14, 2^15) (no overflow; a bf16 value, 8 significant bits, is then
+// exact in f16 unless it is 2^29 times smaller than the row's largest, where f16 subnormals round
+// it). Writes 2^e_r to s.q_row_scale[r] for the softmax scale. NaN and infinities are not counted and
+// stay NaN and infinite. Four consecutive threads share a row (18 chunks each), so the row's maximum
+// is a quad reduction.
+__device__ __forceinline__ void q_to_f16_prescaled(SharedStorage& s, int thread) {
+  constexpr int kChunksPerRow = kHeadDim * 2 / 16;               // 72
+  constexpr int kChunksPerThread = kChunksPerRow / 4;            // 18
+  thread = ptx::opaque(thread);
+  const int r = thread / 4, first = (thread % 4) * kChunksPerThread;
+  auto chunk_at = [&](int c) -> int4* {
+    return reinterpret_cast<int4*>(reinterpret_cast<char*>(&s.q[c / 8]) + swizzled_offset(r, c % 8));
+  };
+  auto lo = [](uint32_t w) { return __uint_as_float(w << 16); };
+  auto hi = [](uint32_t w) { return __uint_as_float(w & 0xFFFF0000u); };
+  float absmax = 0.0f;
+  for (int j = 0; j < kChunksPerThread; ++j) {
+    const int4 v = *chunk_at(first + j);
+    const uint32_t w[4] = {static_cast<uint32_t>(v.x), static_cast<uint32_t>(v.y), static_cast<uint32_t>(v.z),
+                           static_cast<uint32_t>(v.w)};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float a = fabsf(lo(w[i])), b = fabsf(hi(w[i]));
+      if (a < INFINITY) absmax = fmaxf(absmax, a);  // false for NaN and infinity
+      if (b < INFINITY) absmax = fmaxf(absmax, b);
+    }
+  }
+  absmax = quad_max(absmax);
+  // floor(log2(absmax)) from the exponent field; a zero or subnormal maximum gives a large negative
+  // e, clamped so that 2^-e stays a finite float.
+  const int exponent = static_cast<int>((__float_as_uint(absmax) >> 23) & 0xFF) - 127;
+  const int e = min(max(exponent - 14, -100), 100);
+  const float down = exp2f(static_cast<float>(-e));
+  for (int j = 0; j < kChunksPerThread; ++j) {
+    int4* at = chunk_at(first + j);
+    const int4 v = *at;
+    const uint32_t w[4] = {static_cast<uint32_t>(v.x), static_cast<uint32_t>(v.y), static_cast<uint32_t>(v.z),
+                           static_cast<uint32_t>(v.w)};
+    *at = make_int4(pack2<__half>(lo(w[0]) * down, hi(w[0]) * down), pack2<__half>(lo(w[1]) * down, hi(w[1]) * down),
+                    pack2<__half>(lo(w[2]) * down, hi(w[2]) * down), pack2<__half>(lo(w[3]) * down, hi(w[3]) * down));
+  }
+  if (thread % 4 == 0) s.q_row_scale[r] = exp2f(static_cast<float>(e));
 }
 
 // The TMA producer (pages of kMinTmaPage tokens or more): lane j of warp 0 issues the nine copies of
@@ -808,6 +856,9 @@ template <typename T, KvCacheFormat kFormat>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CacheMaps maps) {
   constexpr bool kDense = kFormat == KvCacheFormat::kDense;
+  // Per-tensor FP8: K and Q tiles in f16 (exact for e4m3; see e4m3x16_to_f16), f16 wgmma; out stays T.
+  constexpr bool kF16Tiles = kFormat == KvCacheFormat::kFP8PerTensor;
+  using MmaT = std::conditional_t<kF16Tiles, __half, T>;
   extern __shared__ char smem_raw[];
   // Aligned by pointer arithmetic on smem_raw, not through an integer: the compiler then knows every
   // access through s is to shared memory (32-bit STS/LDS; through uintptr_t they were generic 64-bit
@@ -865,11 +916,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint32_t it = 0;  // blocks so far (the stage ring)
   [[maybe_unused]] int piece_index = 0;
   for_each_piece(p, [&](const Piece& pc) {
+    bool q_prescaled = false;  // per-tensor FP8 with a bf16 q: each row's prescale is in s.q_row_scale
     if (pc.end_block() > pc.first_block()) {
-      if (!kDense && p.q_dtype == DType::kFP8E4M3) {
+      if (kF16Tiles && p.q_dtype == DType::kFP8E4M3) {
         load_q_e4m3(p, s, pc.req, threadIdx.x);
       } else {
         load_q<T>(p, s, pc.req, threadIdx.x);
+        if constexpr (kF16Tiles) {
+          ptx::named_barrier_sync(kQLoaded, kConsumerThreads);  // other threads' copies visible
+          q_to_f16_prescaled(s, threadIdx.x);
+          q_prescaled = true;
+        }
       }
     }
     ptx::fence_proxy_async_shared();
@@ -880,7 +937,12 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int i = 0; i < 128; ++i) o[i] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    consumer_piece<T>(p, s, pc, warpgroup, thread, rp, scale_log2, it, o, m, l);
+    float row_scale[2] = {scale_log2, scale_log2};
+    if (q_prescaled) {
+      row_scale[0] *= s.q_row_scale[rp.row[0]];
+      row_scale[1] *= s.q_row_scale[rp.row[1]];
+    }
+    consumer_piece<MmaT>(p, s, pc, warpgroup, thread, rp, row_scale, it, o, m, l);
     store_output<T>(p, pc, rp, warpgroup, o, m, l, warpgroup == 0 && rp.col == 0, out_scale);
     FLASH_MLA_TRACE_AT(45 + min(piece_index++, 8));
   });
