@@ -139,6 +139,20 @@ TEST(CpuFP8, PaddedCacheStridesEqualContiguous) {
   }
 }
 
+// Query heads far outside f16's range (2^20 and 2^-24 times randn / 10) against the reference, both
+// layouts with a bf16 q (the sm90 per-tensor path prescales such rows into f16; tests/test_gpu_fp8.cpp).
+TEST(CpuFP8, QueriesOutsideHalfRangeMatchReference) {
+  for (int variant : {0, 1}) {
+    testing::Workload w = fp8_workload(kFP8Variants[variant], 2, 2, 16, 1, {300, 77}, true, 63);
+    scale_query_head(w, 0, 0x1p20f);
+    scale_query_head(w, 1, 0x1p-24f);
+    CpuDecode d(w, 132);
+    d.run();
+    const auto r = d.check();
+    EXPECT_TRUE(r.ok) << kFP8Variants[variant].name << ": " << r.first_failure;
+  }
+}
+
 // FlashMLA's callers pass the 656-byte cache as uint8 or as float8_e4m3fn: the same bytes, the same result.
 TEST(CpuFP8, WithScaleCacheAsUint8OrE4M3) {
   testing::Workload w = fp8_workload(kFP8Variants[0], 3, 1, 16, 1, {100, 3, 64}, false, 51, 64);

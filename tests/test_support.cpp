@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <sstream>
 
 #include "decode_call.hpp"
+#include "flash_mla/half.hpp"
 
 namespace flash_mla::test {
 
@@ -171,6 +173,16 @@ testing::Workload fp8_workload(const FP8Variant& variant, int batch, int s_q, in
                                std::vector<int32_t> lens, bool causal, uint64_t seed, int page) {
   return random_workload(batch, s_q, h_q, h_kv, std::move(lens), DType::kBF16, causal, seed, page, variant.format,
                          variant.fp8_q);
+}
+
+void scale_query_head(testing::Workload& w, int head, float factor) {
+  for (int64_t i = 0; i < w.q_elems(); ++i) {
+    if ((i / kHeadDim) % w.config.h_q != head) continue;
+    uint16_t bits;
+    std::memcpy(&bits, w.q.data() + 2 * i, 2);
+    bits = float_to_bf16(bf16_to_float(bits) * factor);
+    std::memcpy(w.q.data() + 2 * i, &bits, 2);
+  }
 }
 
 ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {

@@ -126,6 +126,10 @@ inline constexpr FP8Variant kFP8Variants[] = {{KvCacheFormat::kFP8WithScale, fal
 testing::Workload fp8_workload(const FP8Variant& variant, int batch, int s_q, int h_q, int h_kv,
                                std::vector<int32_t> lens, bool causal, uint64_t seed, int page = 64);
 
+// Multiplies query head `head` (every sequence and query token) of a bf16 q by `factor`, a power of
+// two, so that the values stay exact: queries far outside f16's range for the FP8 tests.
+void scale_query_head(testing::Workload& w, int head, float factor);
+
 // Sets an environment variable for a scope (value nullptr: unsets it), restoring the previous value.
 class ScopedEnv {
  public:

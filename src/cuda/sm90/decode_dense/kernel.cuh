@@ -1,5 +1,6 @@
-// MLA decode on Hopper, bf16/fp16 caches and (dequantised to bf16 by the producer) the two FP8
-// layouts: one CTA per (64-row query tile, KV head, schedule part).
+// MLA decode on Hopper, bf16/fp16 caches and the two FP8 layouts (dequantised by the producer: to bf16
+// with scale, to f16 per tensor, whose consumers then run f16 wgmma on a per-row prescaled f16 Q):
+// one CTA per (64-row query tile, KV head, schedule part).
 //
 // Warpgroups (384 threads): producer WG2 fills a 2-stage ring of 64-token blocks (tma_producer: TMA
 // copies, 9 per page of the block, one warp; pages under kMinTmaPage tokens: gather_producer, all of
