@@ -530,12 +530,12 @@ __device__ __forceinline__ void e4m3x16_to_f16(const int4& raw, int4& lo, int4& 
 
 // The producer for FP8 caches with pages gathered (fewer than kMinTmaPage tokens; larger pages use
 // fp8_tma_producer below): the whole producer warpgroup reads each 64-token block through registers
-// and writes it dequantised to bf16 into the swizzled sub-tiles that the dense path's TMA fills, so
-// the consumers are the dense ones. Thread t serves rows t/8 + 16i (i < 4) and, of each
-// row's 32 NoPE chunks of 16 e4m3 bytes, chunks t%8 + 8k (k < 4): chunk t%8 + 8k lies in scale group
-// k and becomes bf16 channels 16(t%8 + 8k) .. +15, two chunks of sub-tile (t%8 + 8k) / 4. RoPE: bf16
-// chunk t%8 of bytes 528.. ("FP8 with scale", copied by cp.async as the row is loaded, waited for
-// before the fence), or the 8 e4m3 values at byte 512 + 8(t%8) (per tensor, one bf16 chunk). Per
+// and writes it dequantised (bf16 with scale, f16 per tensor) into the swizzled sub-tiles that the
+// dense path's TMA fills, so the consumers are the dense ones. Thread t serves rows t/8 + 16i (i < 4)
+// and, of each row's 32 NoPE chunks of 16 e4m3 bytes, chunks t%8 + 8k (k < 4): chunk t%8 + 8k lies in
+// scale group k and becomes 16-bit channels 16(t%8 + 8k) .. +15, two chunks of sub-tile (t%8 + 8k) / 4.
+// RoPE: bf16 chunk t%8 of bytes 528.. ("FP8 with scale", copied by cp.async as the row is loaded,
+// waited for before the fence), or the 8 e4m3 values at byte 512 + 8(t%8) (per tensor, one f16 chunk). Per
 // tensor, the first half of a block's loads is issued before the stage is free. Each thread converts
 // and stores two rows at a time, then fences (the generic proxy wrote what wgmma reads) and arrives
 // on the stage's full barrier (128 arrivals). Rows past the sequence end are not written (the
@@ -636,8 +636,8 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
 // bytes (TMA) into the top of its stage: e4m3 chunk c (64 channels x 64 tokens,
 // 4 KiB, token-major, unswizzled) at kRawOffset + 4 KiB * c; with scale, the 64 tokens' four float32
 // scales (1 KiB) just above the chunks, and the bf16 RoPE channels straight into their swizzled
-// sub-tile. Then all 128 threads dequantise in shared memory, chunk c into bf16 sub-tile c (8 KiB at
-// 8 KiB * c), which is what the dense path's TMA would have written. The first kBelowRaw tiles lie
+// sub-tile. Then all 128 threads dequantise in shared memory, chunk c into 16-bit sub-tile c (8 KiB
+// at 8 KiB * c; bf16 with scale, f16 per tensor), the layout the dense path's TMA writes. The first kBelowRaw tiles lie
 // below the raw bytes; the later ones overwrite raw bytes, so every thread reads its remaining chunks
 // into registers and the warpgroup meets at kRawRead before any of them is written. The copies of the
 // first tiles' chunks and the scales complete on k_raw[stage][0], the rest on k_raw[stage][1], so the
