@@ -1,38 +1,16 @@
-// MLA decode on Hopper, bf16/fp16 caches and the two FP8 layouts (dequantised by the producer: to bf16
-// with scale, to f16 per tensor, whose consumers then run f16 wgmma on a per-row prescaled f16 Q):
-// one CTA per (64-row query tile, KV head, schedule part).
-//
-// Warpgroups (384 threads): producer WG2 fills a 2-stage ring of 64-token blocks (tma_producer: TMA
-// copies, 9 per page of the block, one warp; pages under kMinTmaPage tokens: gather_producer, all of
-// WG2 with cp.async; FP8 caches: fp8_tma_producer, raw bytes by TMA dequantised in shared memory by
-// all of WG2, or for gathered pages fp8_producer, through registers), signalling the stage's full
-// barrier; consumers WG0 and WG1, each owning 256 of the 512 output columns (O half = 128 fp32
-// registers). Q is loaded per piece by both consumers with cp.async (all copies in flight) and stays
-// for the piece. A piece of a split sequence writes fp32 partial O and lse; an unsplit one writes out
-// and lse.
-//
-// Schedule: WG0 computes S and the softmax of every block, writes P to sP, O[:, 0:256] += P·V; WG1
-// waits for P (kPReady) and does O[:, 256:512]. Its P·V of block j overlaps WG0's P·V of j and the
-// start of WG0's Q·Kᵀ of j + 1; the TMA of j + 2 overlaps both. Stages alternate block by block.
-//
+// MLA decode on Hopper: one CTA per (64-row query tile, KV head, schedule part), 384 threads. WG2,
+// the producer, fills a 2-stage ring of 64-token K blocks (tma_producer: TMA, pages of 16+ tokens;
+// gather_producer: cp.async, smaller pages; FP8: fp8_tma_producer / fp8_producer dequantise raw e4m3
+// to bf16 tiles, or per tensor to f16 tiles for f16 consumers). WG0 and WG1 own 256 output columns
+// each (O half = 128 fp32 registers); Q stays in shared memory for the piece:
 //   WG0  [wait K(j)][Q·K(j)ᵀ, mask][max, exp][kPFree][P→sP][kPReady][O_L·α + P·V_L(j)][free j]
 //   WG1                                      [kPFree]       [kPReady][O_R·α + P·V_R(j)][free j]
-//   WG2  [TMA K(j + 2) into stage j % 2 once both consumers freed it]
-//
-// Measured per block on an H200 (docs/PERFORMANCE.md, session 5): ~4100 cycles, of which Q·Kᵀ 1710
-// (1152 of tensor math; its shared-memory traffic, with the next block's TMA writes landing, counts to
-// ~1730 at 128 B/cycle: the likely limit), exp 370, hand-off 260, P·V 1250; the tensor pipe idles
-// through the softmax and the hand-offs. Shared-memory traffic is on the critical path: an FP8 build
-// whose producer landed 36 KiB per block instead of 72 (no conversion) ran compute-bound rows 7 %
-// faster (session 6), ~the 290 cycles those bytes take at 128 B/cycle.
-//
-// Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB + row stats and barriers, padded to 1 KiB
-// (SubTile's alignment), + 1 KiB for the base alignment, within the 227 KiB limit.
-// Registers: setmaxnreg 232 (consumers) / 40 (producer), FP8 200 / 104 (2 · consumer + producer must
-// stay ≤ 504); O half 128 + S 32 fp32 in each consumer, no spills (ptxas -v).
-// Covered by tests/test_gpu.cpp (GPU decode vs the float64 reference, every page size),
-// tests/test_gpu_fp8.cpp (both FP8 layouts), the GPU fuzzer (tests/test_gpu_fuzz.cpp, FP8 included)
-// and flash-mla-bench's check.
+//   WG2  [K(j + 2) into stage j % 2 once both consumers freed it]
+// An H200 spends ~4100 cycles per block, 1710 in Q·Kᵀ, and shared-memory traffic is on that path
+// (docs/PERFORMANCE.md, sessions 5-6; the schedule and what was tried: docs/DESIGN.md).
+// Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB + stats and barriers, within 227 KiB.
+// Registers: setmaxnreg 232 / 40, FP8 200 / 104 (2 · consumer + producer <= 504); no spills.
+// Tests: tests/test_gpu.cpp, test_gpu_fp8.cpp, test_gpu_fuzz.cpp, and flash-mla-bench's check.
 #pragma once
 
 #include <cuda.h>
