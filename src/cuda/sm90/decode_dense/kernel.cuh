@@ -758,7 +758,7 @@ __device__ __forceinline__ void load_q_e4m3(const DecodeParams& p, SharedStorage
 // A bf16 query tile already in the Q sub-tiles (load_q), as f16 in place, for the f16 consumers of a
 // per-tensor FP8 cache: row r's values times 2^-e_r, e_r chosen from the row's largest finite
 // magnitude so that it lands in [2^14, 2^15) (no overflow; a bf16 value, 8 significant bits, is then
-// exact in f16 unless it is 2^29 times smaller than the row's largest, where f16 subnormals round
+// exact in f16 unless it is over 2^31 times smaller than the row's largest, where f16 subnormals round
 // it). Writes 2^e_r to s.q_row_scale[r] for the softmax scale. NaN and infinities are not counted and
 // stay NaN and infinite. Four consecutive threads share a row (18 chunks each), so the row's maximum
 // is a quad reduction.
@@ -786,7 +786,9 @@ __device__ __forceinline__ void q_to_f16_prescaled(SharedStorage& s, int thread)
   }
   absmax = quad_max(absmax);
   // floor(log2(absmax)) from the exponent field; a zero or subnormal maximum gives a large negative
-  // e, clamped so that 2^-e stays a finite float.
+  // e, clamped so that 2^-e stays a finite float. (Review, session 6: clamping to [-126, 113] with
+  // the powers built from exponent fields would also cover rows beyond 2^115 or below 2^-86; not yet
+  // measured on a GPU, so not changed here: docs/PERFORMANCE.md, next steps.)
   const int exponent = static_cast<int>((__float_as_uint(absmax) >> 23) & 0xFF) - 127;
   const int e = min(max(exponent - 14, -100), 100);
   const float down = exp2f(static_cast<float>(-e));
