@@ -786,9 +786,8 @@ __device__ __forceinline__ void q_to_f16_prescaled(SharedStorage& s, int thread)
   }
   absmax = quad_max(absmax);
   // floor(log2(absmax)) from the exponent field; a zero or subnormal maximum gives a large negative
-  // e, clamped so that 2^-e stays a finite float. (Review, session 6: clamping to [-126, 113] with
-  // the powers built from exponent fields would also cover rows beyond 2^115 or below 2^-86; not yet
-  // measured on a GPU, so not changed here: docs/PERFORMANCE.md, next steps.)
+  // e, clamped so that 2^-e stays a finite float (rows beyond 2^115 or below 2^-86 are not brought
+  // into [2^14, 2^15): docs/PERFORMANCE.md, next steps).
   const int exponent = static_cast<int>((__float_as_uint(absmax) >> 23) & 0xFF) - 127;
   const int e = min(max(exponent - 14, -100), 100);
   const float down = exp2f(static_cast<float>(-e));
