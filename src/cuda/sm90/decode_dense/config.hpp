@@ -29,8 +29,8 @@ inline constexpr int kThreads = 3 * kWarpgroupThreads;  // two consumers + one p
 inline constexpr uint32_t kConsumerRegs = 232;
 inline constexpr uint32_t kProducerRegs = 40;
 // FP8 caches: the producer warpgroup dequantises (in shared memory, or through registers for gathered
-// pages), so it keeps more. setmaxnreg.inc takes registers only from what .dec released out of the 168 per thread
-// allocated at launch, so 2 * consumer + producer <= 3 * 168 = 504: 2 * 200 + 104. ptxas: 0 spills
+// pages), so it keeps more. setmaxnreg.inc takes registers only from what .dec released out of the
+// 168 per thread allocated at launch, so 2 * consumer + producer <= 3 * 168 = 504: 2 * 200 + 104. ptxas: 0 spills
 // with load_q's addresses kept out of the piece loop (ptx::opaque); before that fix the consumers
 // needed 216, which left the producer 72, too few ("FP8 with scale" spilled).
 inline constexpr uint32_t kFP8ConsumerRegs = 200;
@@ -45,7 +45,7 @@ enum NamedBarrier : uint32_t {
   kPReady = 3,    // consumer 0 wrote P, alpha and the zeroed V tail of this block
   kRowStats = 4,  // consumer 0's final row max and sum
   // The FP8 TMA producer's 128 threads (not the consumers'): every thread has read the raw bytes of
-  // the block that the remaining bf16 tiles overwrite.
+  // the block that the remaining 16-bit tiles overwrite.
   kRawRead = 5,
   kQLoaded = 6,  // per-tensor FP8, bf16 q: every consumer's Q copies landed (before the f16 prescale)
 };

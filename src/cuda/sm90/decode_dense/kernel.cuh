@@ -491,8 +491,8 @@ __device__ __forceinline__ void e4m3x16_to_bf16(const int4& raw, float scale, in
 
 // Sixteen e4m3 values (one 16-byte chunk) as f16, exactly, into two 16-byte chunks: one
 // cvt.rn.f16x2.e4m3x2 per pair (every e4m3 value, subnormal ones included, is a normal f16; NaN stays
-// NaN). Per-tensor caches use f16 tiles and f16 consumers: the bf16 route costs ~4.5 instructions per
-// pair and the producer's conversion is bound by the instructions it issues (docs/PERFORMANCE.md).
+// NaN). Per-tensor caches use f16 tiles and f16 consumers: against the ~4.5 instructions per pair of
+// the bf16 route this made the per-tensor rows 9-11 % faster on an H200 (docs/PERFORMANCE.md).
 __device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t pair) {
   const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair), __NV_E4M3);
   return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
@@ -506,6 +506,22 @@ __device__ __forceinline__ void e4m3x16_to_f16(const int4& raw, int4& lo, int4& 
                  e4m3x2_to_f16x2(w[3] >> 16));
 }
 
+// Whether a cache format's K tiles (and so its consumers' wgmma and Q tile) are f16: per-tensor FP8,
+// whose values convert exactly; the with-scale layout multiplies by per-group scales into bf16.
+template <KvCacheFormat kFormat>
+inline constexpr bool kF16Tiles = kFormat == KvCacheFormat::kFP8PerTensor;
+
+// One 16-byte chunk of e4m3 NoPE values as the format's 16-bit tile values (`scale`: the chunk's
+// group scale with scale, unused per tensor).
+template <KvCacheFormat kFormat>
+__device__ __forceinline__ void dequantise_chunk(const int4& raw, float scale, int4& lo, int4& hi) {
+  if constexpr (kF16Tiles<kFormat>) {
+    e4m3x16_to_f16(raw, lo, hi);
+  } else {
+    e4m3x16_to_bf16(raw, scale, lo, hi);
+  }
+}
+
 // The producer for FP8 caches with pages gathered (fewer than kMinTmaPage tokens; larger pages use
 // fp8_tma_producer below): the whole producer warpgroup reads each 64-token block through registers
 // and writes it dequantised (bf16 with scale, f16 per tensor) into the swizzled sub-tiles that the
@@ -513,14 +529,15 @@ __device__ __forceinline__ void e4m3x16_to_f16(const int4& raw, int4& lo, int4& 
 // and, of each row's 32 NoPE chunks of 16 e4m3 bytes, chunks t%8 + 8k (k < 4): chunk t%8 + 8k lies in
 // scale group k and becomes 16-bit channels 16(t%8 + 8k) .. +15, two chunks of sub-tile (t%8 + 8k) / 4.
 // RoPE: bf16 chunk t%8 of bytes 528.. ("FP8 with scale", copied by cp.async as the row is loaded,
-// waited for before the fence), or the 8 e4m3 values at byte 512 + 8(t%8) (per tensor, one f16 chunk). Per
-// tensor, the first half of a block's loads is issued before the stage is free. Each thread converts
+// waited for before the fence), or the 8 e4m3 values at byte 512 + 8(t%8) (per tensor, one f16
+// chunk). Per tensor, the first half of a block's loads is issued before the stage is free. Each thread converts
 // and stores two rows at a time, then fences (the generic proxy wrote what wgmma reads) and arrives
 // on the stage's full barrier (128 arrivals). Rows past the sequence end are not written (the
 // consumers mask them from Q·Kᵀ and zero their V rows); a row inside the sequence on a page outside
 // the pool is written as zeros, as TMA fills it. Per-tensor descales are folded into the softmax scale
-// and the output. With 16 KiB in flight per SM this producer takes ~4.2 us per block (Little's law:
-// too few bytes in flight for DRAM's latency), against the consumers' ~2.4 (docs/PERFORMANCE.md).
+// and the output. It keeps 16 KiB in flight per SM and took ~4.2 us per block against the consumers'
+// ~2.4 (measured, docs/PERFORMANCE.md); too few bytes in flight for DRAM's latency is the inferred
+// cause, which the TMA producer below, a whole block in flight, bore out (1.3-1.4x faster at b=128).
 template <KvCacheFormat kFormat>
 __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorage& s, int thread) {
   constexpr bool kWithScale = kFormat == KvCacheFormat::kFP8WithScale;
@@ -581,11 +598,7 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
             scale = c == 0 ? scales[i].x : c == 1 ? scales[i].y : c == 2 ? scales[i].z : scales[i].w;
           }
           int4 lo, hi;
-          if constexpr (kWithScale) {
-            e4m3x16_to_bf16(nope[i][c], scale, lo, hi);
-          } else {
-            e4m3x16_to_f16(nope[i][c], lo, hi);
-          }
+          dequantise_chunk<kFormat>(nope[i][c], scale, lo, hi);
           char* tile = reinterpret_cast<char*>(&s.k[stage][src_chunk / 4]);
           const int in_row = (src_chunk % 4) * 2;
           *reinterpret_cast<int4*>(tile + swizzled_offset(row, in_row)) = lo;
@@ -611,11 +624,11 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
 }
 
 // The producer for FP8 caches with pages of kMinTmaPage tokens or more. Warp 0 copies the block's raw
-// bytes (TMA) into the top of its stage: e4m3 chunk c (64 channels x 64 tokens,
-// 4 KiB, token-major, unswizzled) at kRawOffset + 4 KiB * c; with scale, the 64 tokens' four float32
-// scales (1 KiB) just above the chunks, and the bf16 RoPE channels straight into their swizzled
-// sub-tile. Then all 128 threads dequantise in shared memory, chunk c into 16-bit sub-tile c (8 KiB
-// at 8 KiB * c; bf16 with scale, f16 per tensor), the layout the dense path's TMA writes. The first kBelowRaw tiles lie
+// bytes (TMA) into the top of its stage: e4m3 chunk c (64 channels x 64 tokens, 4 KiB, token-major,
+// unswizzled) at kRawOffset + 4 KiB * c; with scale, the 64 tokens' four float32 scales (1 KiB) just
+// above the chunks, and the bf16 RoPE channels straight into their swizzled sub-tile. Then all 128
+// threads dequantise in shared memory, chunk c into 16-bit sub-tile c (8 KiB at 8 KiB * c; bf16 with
+// scale, f16 per tensor), the layout the dense path's TMA writes. The first kBelowRaw tiles lie
 // below the raw bytes; the later ones overwrite raw bytes, so every thread reads its remaining chunks
 // into registers and the warpgroup meets at kRawRead before any of them is written. The copies of the
 // first tiles' chunks and the scales complete on k_raw[stage][0], the rest on k_raw[stage][1], so the
@@ -693,13 +706,13 @@ __device__ __forceinline__ void fp8_tma_producer(const DecodeParams& p, SharedSt
       }
     }
     auto store = [&](int c, int k, const int4& v) {
-      int4 lo, hi;
+      float scale = 1.0f;
       if constexpr (kWithScale) {
         const float4& g = scales[k];
-        e4m3x16_to_bf16(v, c / 2 == 0 ? g.x : c / 2 == 1 ? g.y : c / 2 == 2 ? g.z : g.w, lo, hi);
-      } else {
-        e4m3x16_to_f16(v, lo, hi);
+        scale = c / 2 == 0 ? g.x : c / 2 == 1 ? g.y : c / 2 == 2 ? g.z : g.w;
       }
+      int4 lo, hi;
+      dequantise_chunk<kFormat>(v, scale, lo, hi);
       char* tile = tiles + c * kSubTileBytes;
       const int row = token0 + 32 * k;
       *reinterpret_cast<int4*>(tile + swizzled_offset(row, 2 * quarter)) = lo;
@@ -836,9 +849,8 @@ template <typename T, KvCacheFormat kFormat>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CacheMaps maps) {
   constexpr bool kDense = kFormat == KvCacheFormat::kDense;
-  // Per-tensor FP8: K and Q tiles in f16 (exact for e4m3; see e4m3x16_to_f16), f16 wgmma; out stays T.
-  constexpr bool kF16Tiles = kFormat == KvCacheFormat::kFP8PerTensor;
-  using MmaT = std::conditional_t<kF16Tiles, __half, T>;
+  // Per-tensor FP8: K and Q tiles in f16 (kF16Tiles), f16 wgmma; out stays T.
+  using MmaT = std::conditional_t<kF16Tiles<kFormat>, __half, T>;
   extern __shared__ char smem_raw[];
   // Aligned by pointer arithmetic on smem_raw, not through an integer: the compiler then knows every
   // access through s is to shared memory (32-bit STS/LDS; through uintptr_t they were generic 64-bit
@@ -898,11 +910,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   for_each_piece(p, [&](const Piece& pc) {
     bool q_prescaled = false;  // per-tensor FP8 with a bf16 q: each row's prescale is in s.q_row_scale
     if (pc.end_block() > pc.first_block()) {
-      if (kF16Tiles && p.q_dtype == DType::kFP8E4M3) {
+      if (kF16Tiles<kFormat> && p.q_dtype == DType::kFP8E4M3) {
         load_q_e4m3(p, s, pc.req, threadIdx.x);
       } else {
         load_q<T>(p, s, pc.req, threadIdx.x);
-        if constexpr (kF16Tiles) {
+        if constexpr (kF16Tiles<kFormat>) {
           ptx::named_barrier_sync(kQLoaded, kConsumerThreads);  // other threads' copies visible
           q_to_f16_prescaled(s, threadIdx.x);
           q_prescaled = true;
