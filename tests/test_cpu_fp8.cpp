@@ -139,13 +139,14 @@ TEST(CpuFP8, PaddedCacheStridesEqualContiguous) {
   }
 }
 
-// Query heads far outside f16's range (2^20 and 2^-24 times randn / 10) against the reference, both
+// Query heads far outside f16's range (2^20, 2^-24 and 2^118 times randn / 10) against the reference, both
 // layouts with a bf16 q (the sm90 per-tensor path prescales such rows into f16; tests/test_gpu_fp8.cpp).
 TEST(CpuFP8, QueriesOutsideHalfRangeMatchReference) {
   for (int variant : {0, 1}) {
     testing::Workload w = fp8_workload(kFP8Variants[variant], 2, 2, 16, 1, {300, 77}, true, 63);
     scale_query_head(w, 0, 0x1p20f);
     scale_query_head(w, 1, 0x1p-24f);
+    scale_query_head(w, 2, 0x1p118f);  // rows up to ~2^121: the prescale's upper clamp
     CpuDecode d(w, 132);
     d.run();
     const auto r = d.check();

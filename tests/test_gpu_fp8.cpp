@@ -272,7 +272,7 @@ TEST_P(Sm90FP8, NaNCodeInsideASequencePropagates) {
   EXPECT_EQ(0, std::memcmp(poisoned.out_host.data() + per_seq * 2, clean.out_host.data() + per_seq * 2, per_seq * 2));
 }
 
-// Query rows far outside f16's range (2^20 and 2^-24 times randn / 10, exact in bf16) decode as the
+// Query rows far outside f16's range (2^20, 2^-24 and 2^118 times randn / 10, exact in bf16) decode as the
 // reference says: a per-tensor cache's f16 consumers get a bf16 q prescaled per row (so neither
 // overflows nor flushes), the with-scale ones read it as bf16.
 TEST_P(Sm90FP8, QueriesOutsideHalfRangeKeepTheirPrecision) {
@@ -283,6 +283,7 @@ TEST_P(Sm90FP8, QueriesOutsideHalfRangeKeepTheirPrecision) {
   testing::Workload w = fp8_workload(v, 2, 2, 16, 1, {300, 77}, true, 63);
   scale_query_head(w, 0, 0x1p20f);
   scale_query_head(w, 1, 0x1p-24f);
+  scale_query_head(w, 2, 0x1p118f);  // rows up to ~2^121: the prescale's upper clamp
   expect_decode_matches_reference(w, 0, stream, 0, 63);
 }
 

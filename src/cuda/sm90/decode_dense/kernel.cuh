@@ -798,12 +798,12 @@ __device__ __forceinline__ void q_to_f16_prescaled(SharedStorage& s, int thread)
     }
   }
   absmax = quad_max(absmax);
-  // floor(log2(absmax)) from the exponent field; a zero or subnormal maximum gives a large negative
-  // e, clamped so that 2^-e stays a finite float (rows beyond 2^115 or below 2^-86 are not brought
-  // into [2^14, 2^15): docs/PERFORMANCE.md, next steps).
+  // floor(log2(absmax)) from the exponent field. e is clamped to [-126, 113] so that 2^e and 2^-e
+  // are normal floats, built exactly from their exponent fields: bf16's largest row (2^127) still
+  // lands in [2^14, 2^15), and only rows whose maximum is below 2^-112 (zero, subnormal) land lower.
   const int exponent = static_cast<int>((__float_as_uint(absmax) >> 23) & 0xFF) - 127;
-  const int e = min(max(exponent - 14, -100), 100);
-  const float down = exp2f(static_cast<float>(-e));
+  const int e = min(max(exponent - 14, -126), 113);
+  const float down = __int_as_float((127 - e) << 23);
   for (int j = 0; j < kChunksPerThread; ++j) {
     int4* at = chunk_at(first + j);
     const int4 v = *at;
@@ -812,7 +812,7 @@ __device__ __forceinline__ void q_to_f16_prescaled(SharedStorage& s, int thread)
     *at = make_int4(pack2<__half>(lo(w[0]) * down, hi(w[0]) * down), pack2<__half>(lo(w[1]) * down, hi(w[1]) * down),
                     pack2<__half>(lo(w[2]) * down, hi(w[2]) * down), pack2<__half>(lo(w[3]) * down, hi(w[3]) * down));
   }
-  if (thread % 4 == 0) s.q_row_scale[r] = exp2f(static_cast<float>(e));
+  if (thread % 4 == 0) s.q_row_scale[r] = __int_as_float((127 + e) << 23);
 }
 
 // The TMA producer (pages of kMinTmaPage tokens or more): lane j of warp 0 issues the nine copies of
