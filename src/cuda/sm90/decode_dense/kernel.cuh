@@ -29,6 +29,7 @@
 #include "cuda/sm90/launch.hpp"
 #include "ptx/barrier.hpp"
 #include "ptx/compiler.hpp"
+#include "ptx/math.hpp"
 #include "ptx/cp_async.hpp"
 #include "ptx/mbarrier.hpp"
 #include "ptx/timer.hpp"
@@ -215,7 +216,7 @@ __device__ __forceinline__ void advance_max(float (&m)[2], const float (&row_max
   for (int k = 0; k < 2; ++k) {
     const float m_new = fmaxf(m[k], row_max[k]);
     m_use[k] = m_new == -INFINITY ? 0.0f : m_new;
-    alpha[k] = exp2f(m[k] - m_use[k]);
+    alpha[k] = ptx::exp2_ftz(m[k] - m_use[k]);
     m[k] = m_new;
   }
 }
@@ -228,8 +229,8 @@ __device__ __forceinline__ void exponentiate(const float (&sc)[32], const float 
   for (int i = 0; i < 8; ++i) {
 #pragma unroll
     for (int k = 0; k < 2; ++k) {
-      const float p0 = exp2f(sc[4 * i + 2 * k] - m_use[k]);
-      const float p1 = exp2f(sc[4 * i + 2 * k + 1] - m_use[k]);
+      const float p0 = ptx::exp2_ftz(sc[4 * i + 2 * k] - m_use[k]);
+      const float p1 = ptx::exp2_ftz(sc[4 * i + 2 * k + 1] - m_use[k]);
       l[k] += p0 + p1;
       packed[2 * i + k] = pack2<T>(p0, p1);
     }
@@ -264,7 +265,10 @@ __device__ __forceinline__ void zero_v_tail(SharedStorage& s, int stage, int val
   }
 }
 
+// O·α for this thread's two rows. A warp whose 16 rows all kept their max (α = exp2(0) = 1 exactly)
+// skips the 128 multiplies: past a sequence's first blocks most blocks raise no row's max.
 __device__ __forceinline__ void rescale_rows(float (&o)[128], const float (&alpha)[2]) {
+  if (__all_sync(0xffffffffu, alpha[0] == 1.0f && alpha[1] == 1.0f)) return;
 #pragma unroll
   for (int i = 0; i < 32; ++i) {
     o[4 * i + 0] *= alpha[0];
