@@ -192,15 +192,25 @@ __device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2]
 
   const int token0 = blk * kBlockN + rp.col;
   row_max[0] = row_max[1] = -INFINITY;
+  // Most blocks lie wholly below every row's limit: a warp whose rows all see the whole block skips
+  // the per-score compare and select (~64 instructions per thread).
+  if (__all_sync(0xffffffffu, (blk + 1) * kBlockN <= min(limit[0], limit[1]))) {
 #pragma unroll
-  for (int i = 0; i < 8; ++i) {
+    for (int i = 0; i < 32; ++i) {
+      sc[i] *= scale_log2[(i / 2) % 2];
+      row_max[(i / 2) % 2] = fmaxf(row_max[(i / 2) % 2], sc[i]);
+    }
+  } else {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int k = e / 2;
-      const int token = token0 + 8 * i + (e & 1);
-      float& v = sc[4 * i + e];
-      v = token < limit[k] ? v * scale_log2[k] : -INFINITY;
-      row_max[k] = fmaxf(row_max[k], v);
+    for (int i = 0; i < 8; ++i) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int k = e / 2;
+        const int token = token0 + 8 * i + (e & 1);
+        float& v = sc[4 * i + e];
+        v = token < limit[k] ? v * scale_log2[k] : -INFINITY;
+        row_max[k] = fmaxf(row_max[k], v);
+      }
     }
   }
   row_max[0] = quad_max(row_max[0]);
