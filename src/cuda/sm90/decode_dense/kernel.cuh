@@ -6,8 +6,8 @@
 //   WG0  [wait K(j)][Q·K(j)ᵀ, mask][max, exp][kPFree][P→sP][kPReady][O_L·α + P·V_L(j)][free j]
 //   WG1                                      [kPFree]       [kPReady][O_R·α + P·V_R(j)][free j]
 //   WG2  [K(j + 2) into stage j % 2 once both consumers freed it]
-// An H200 spends ~4100 cycles per block, 1710 in Q·Kᵀ, and shared-memory traffic is on that path
-// (docs/PERFORMANCE.md, sessions 5-6; the schedule and what was tried: docs/DESIGN.md).
+// An H200 spent ~4100 cycles per block (session 5), 1710 in Q·Kᵀ; WG0's softmax instructions are on
+// that path (session 7: 4-9 % fewer cycles from trimming them; docs/PERFORMANCE.md, docs/DESIGN.md).
 // Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB + stats and barriers, within 227 KiB.
 // Registers: setmaxnreg 232 / 40, FP8 200 / 104 (2 · consumer + producer <= 504); no spills.
 // Tests: tests/test_gpu.cpp, test_gpu_fp8.cpp, test_gpu_fuzz.cpp, and flash-mla-bench's check.
