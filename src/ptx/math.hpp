@@ -1,4 +1,4 @@
-// Special-function unit instructions.
+// Special-function unit instructions (PTX ISA, floating-point instructions: ex2).
 #pragma once
 
 namespace flash_mla::ptx {
