@@ -1,4 +1,4 @@
-// Host side of the Hopper decode: the TMA descriptor of the paged KV cache, the main kernel,
+// Host side of the Hopper decode: the TMA descriptors of the paged KV cache, the main kernel,
 // then the split-KV combine, all on the caller's stream (no allocation, no synchronisation).
 #include <cuda.h>
 #include <cudaTypedefs.h>

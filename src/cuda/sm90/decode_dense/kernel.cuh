@@ -7,7 +7,7 @@
 //   WG1                                      [kPFree]       [kPReady][O_R·α + P·V_R(j)][free j]
 //   WG2  [K(j + 2) into stage j % 2 once both consumers freed it]
 // An H200 spent ~4100 cycles per block (session 5), 1710 in Q·Kᵀ; WG0's softmax instructions are on
-// that path (session 7: 4-9 % fewer cycles from trimming them; docs/PERFORMANCE.md, docs/DESIGN.md).
+// that path (session 7: trimming them took 4-9 % off b=128 rows; docs/PERFORMANCE.md, docs/DESIGN.md).
 // Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB + stats and barriers, within 227 KiB.
 // Registers: setmaxnreg 232 / 40, FP8 200 / 104 (2 · consumer + producer <= 504); no spills.
 // Tests: tests/test_gpu.cpp, test_gpu_fp8.cpp, test_gpu_fuzz.cpp, and flash-mla-bench's check.
@@ -77,6 +77,13 @@ __device__ __forceinline__ void phase(int wg, int iter, int event) {
   } while (0)
 #endif
 
+// Element offset in q of global query row gr (= t * q_per_kv + h_in_group) of sequence req, under the
+// CTA's KV head.
+__device__ __forceinline__ int64_t q_row_offset(const DecodeParams& p, int req, int gr) {
+  const int t = gr / p.q_per_kv, h = blockIdx.y * p.q_per_kv + gr % p.q_per_kv;
+  return req * p.q_batch_stride + t * p.q_seq_stride + h * p.q_head_stride;
+}
+
 // The query rows of one (sequence, KV head, 64-row tile), zero-filled past `rows`, into the swizzled
 // Q sub-tiles. Row r of the tile is global row m0 + r = t * q_per_kv + h_in_group. All 18 copies of a
 // thread are in flight together (cp.async): loaded one after another, the tile took ~10 us.
@@ -93,11 +100,7 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, 
   for (int chunk = thread; chunk < kBlockM * kChunksPerRow; chunk += kConsumerThreads) {
     const int r = chunk / kChunksPerRow, c = chunk % kChunksPerRow;
     const int gr = m0 + r;
-    const T* src = q;
-    if (gr < p.rows) {
-      const int t = gr / p.q_per_kv, h = blockIdx.y * p.q_per_kv + gr % p.q_per_kv;
-      src = q + req * p.q_batch_stride + t * p.q_seq_stride + h * p.q_head_stride + c * 8;
-    }
+    const T* src = gr < p.rows ? q + q_row_offset(p, req, gr) + c * 8 : q;
     ptx::cp_async_16_zfill(reinterpret_cast<char*>(&s.q[c / 8]) + swizzled_offset(r, c % 8), src,
                            gr < p.rows ? 16 : 0);
   }
@@ -479,15 +482,23 @@ __device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStor
   }
 }
 
-// Four e4m3 values (one 32-bit word) times `scale` as two bf16 pairs. e4m3 -> f16 is exact
-// (cvt.rn.f16x2.e4m3x2); the product with a power-of-two scale is exact in fp32 and in bf16 (3
-// mantissa bits), so "FP8 with scale" caches dequantise exactly; other scales round once to bf16.
+// Two e4m3 values (the low 16 bits of `pair`) as an f16 pair, exactly: one cvt.rn.f16x2.e4m3x2 (every
+// e4m3 value, subnormal ones included, is a normal f16; NaN stays NaN). Per-tensor caches use f16
+// tiles and f16 consumers: against the ~4.5 instructions per pair of the bf16 route this made the
+// per-tensor rows 9-11 % faster on an H200 (docs/PERFORMANCE.md).
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t pair) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair), __NV_E4M3);
+  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+}
+
+// Four e4m3 values (one 32-bit word) times `scale` as two bf16 pairs. e4m3 -> f16 is exact; the
+// product with a power-of-two scale is exact in fp32 and in bf16 (3 mantissa bits), so "FP8 with
+// scale" caches dequantise exactly; other scales round once to bf16.
 __device__ __forceinline__ uint2 e4m3x4_to_bf16(uint32_t word, float scale) {
   uint32_t out[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const __half2_raw pair = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(word >> (16 * h)), __NV_E4M3);
-    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&pair));
+    const float2 f = unpack2<__half>(e4m3x2_to_f16x2(word >> (16 * h)));
     out[h] = pack2<__nv_bfloat16>(f.x * scale, f.y * scale);
   }
   return make_uint2(out[0], out[1]);
@@ -503,21 +514,21 @@ __device__ __forceinline__ void e4m3x16_to_bf16(const int4& raw, float scale, in
   hi = make_int4(c.x, c.y, d.x, d.y);
 }
 
-// Sixteen e4m3 values (one 16-byte chunk) as f16, exactly, into two 16-byte chunks: one
-// cvt.rn.f16x2.e4m3x2 per pair (every e4m3 value, subnormal ones included, is a normal f16; NaN stays
-// NaN). Per-tensor caches use f16 tiles and f16 consumers: against the ~4.5 instructions per pair of
-// the bf16 route this made the per-tensor rows 9-11 % faster on an H200 (docs/PERFORMANCE.md).
-__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t pair) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair), __NV_E4M3);
-  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+// Eight e4m3 values as f16, exactly, into one 16-byte chunk.
+__device__ __forceinline__ int4 e4m3x8_to_f16(uint2 raw) {
+  return make_int4(e4m3x2_to_f16x2(raw.x), e4m3x2_to_f16x2(raw.x >> 16), e4m3x2_to_f16x2(raw.y),
+                   e4m3x2_to_f16x2(raw.y >> 16));
 }
+
+// Sixteen e4m3 values (one 16-byte chunk) as f16, exactly, into two 16-byte chunks.
 __device__ __forceinline__ void e4m3x16_to_f16(const int4& raw, int4& lo, int4& hi) {
-  const uint32_t w[4] = {static_cast<uint32_t>(raw.x), static_cast<uint32_t>(raw.y), static_cast<uint32_t>(raw.z),
-                         static_cast<uint32_t>(raw.w)};
-  lo = make_int4(e4m3x2_to_f16x2(w[0]), e4m3x2_to_f16x2(w[0] >> 16), e4m3x2_to_f16x2(w[1]),
-                 e4m3x2_to_f16x2(w[1] >> 16));
-  hi = make_int4(e4m3x2_to_f16x2(w[2]), e4m3x2_to_f16x2(w[2] >> 16), e4m3x2_to_f16x2(w[3]),
-                 e4m3x2_to_f16x2(w[3] >> 16));
+  lo = e4m3x8_to_f16(make_uint2(raw.x, raw.y));
+  hi = e4m3x8_to_f16(make_uint2(raw.z, raw.w));
+}
+
+// Scale group g (0..3) of a token's four "FP8 with scale" scales.
+__device__ __forceinline__ float group_scale(const float4& scales, int g) {
+  return g == 0 ? scales.x : g == 1 ? scales.y : g == 2 ? scales.z : scales.w;
 }
 
 // Whether a cache format's K tiles (and so its consumers' wgmma and Q tile) are f16: per-tensor FP8,
@@ -607,12 +618,8 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
           const int src_chunk = chunk + 8 * c;  // 16 channels from 16 * src_chunk, scale group c
-          float scale = 1.0f;
-          if constexpr (kWithScale) {
-            scale = c == 0 ? scales[i].x : c == 1 ? scales[i].y : c == 2 ? scales[i].z : scales[i].w;
-          }
           int4 lo, hi;
-          dequantise_chunk<kFormat>(nope[i][c], scale, lo, hi);
+          dequantise_chunk<kFormat>(nope[i][c], kWithScale ? group_scale(scales[i], c) : 1.0f, lo, hi);
           char* tile = reinterpret_cast<char*>(&s.k[stage][src_chunk / 4]);
           const int in_row = (src_chunk % 4) * 2;
           *reinterpret_cast<int4*>(tile + swizzled_offset(row, in_row)) = lo;
@@ -620,9 +627,7 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
         }
         char* rope_tile = reinterpret_cast<char*>(&s.k[stage][kVSubTiles]);
         if constexpr (!kWithScale) {
-          *reinterpret_cast<int4*>(rope_tile + swizzled_offset(row, chunk)) =
-              make_int4(e4m3x2_to_f16x2(rope[i].x), e4m3x2_to_f16x2(rope[i].x >> 16), e4m3x2_to_f16x2(rope[i].y),
-                        e4m3x2_to_f16x2(rope[i].y >> 16));
+          *reinterpret_cast<int4*>(rope_tile + swizzled_offset(row, chunk)) = e4m3x8_to_f16(rope[i]);
         } else if (!live[i]) {
           *reinterpret_cast<int4*>(rope_tile + swizzled_offset(row, chunk)) = make_int4(0, 0, 0, 0);
         }
@@ -720,13 +725,8 @@ __device__ __forceinline__ void fp8_tma_producer(const DecodeParams& p, SharedSt
       }
     }
     auto store = [&](int c, int k, const int4& v) {
-      float scale = 1.0f;
-      if constexpr (kWithScale) {
-        const float4& g = scales[k];
-        scale = c / 2 == 0 ? g.x : c / 2 == 1 ? g.y : c / 2 == 2 ? g.z : g.w;
-      }
       int4 lo, hi;
-      dequantise_chunk<kFormat>(v, scale, lo, hi);
+      dequantise_chunk<kFormat>(v, kWithScale ? group_scale(scales[k], c / 2) : 1.0f, lo, hi);
       char* tile = tiles + c * kSubTileBytes;
       const int row = token0 + 32 * k;
       *reinterpret_cast<int4*>(tile + swizzled_offset(row, 2 * quarter)) = lo;
@@ -771,10 +771,7 @@ __device__ __forceinline__ void load_q_e4m3(const DecodeParams& p, SharedStorage
     const int gr = m0 + r;
     int4 lo = make_int4(0, 0, 0, 0), hi = lo;
     if (gr < p.rows) {
-      const int t = gr / p.q_per_kv, h = blockIdx.y * p.q_per_kv + gr % p.q_per_kv;
-      const int4 raw = __ldg(reinterpret_cast<const int4*>(q + req * p.q_batch_stride + t * p.q_seq_stride +
-                                                           h * p.q_head_stride + c * 16));
-      e4m3x16_to_f16(raw, lo, hi);
+      e4m3x16_to_f16(__ldg(reinterpret_cast<const int4*>(q + q_row_offset(p, req, gr) + c * 16)), lo, hi);
     }
     char* tile = reinterpret_cast<char*>(&s.q[c / 4]);
     *reinterpret_cast<int4*>(tile + swizzled_offset(r, (c % 4) * 2)) = lo;
@@ -797,8 +794,6 @@ __device__ __forceinline__ void q_to_f16_prescaled(SharedStorage& s, int thread)
   auto chunk_at = [&](int c) -> int4* {
     return reinterpret_cast<int4*>(reinterpret_cast<char*>(&s.q[c / 8]) + swizzled_offset(r, c % 8));
   };
-  auto lo = [](uint32_t w) { return __uint_as_float(w << 16); };
-  auto hi = [](uint32_t w) { return __uint_as_float(w & 0xFFFF0000u); };
   float absmax = 0.0f;
   for (int j = 0; j < kChunksPerThread; ++j) {
     const int4 v = *chunk_at(first + j);
@@ -806,7 +801,8 @@ __device__ __forceinline__ void q_to_f16_prescaled(SharedStorage& s, int thread)
                            static_cast<uint32_t>(v.w)};
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const float a = fabsf(lo(w[i])), b = fabsf(hi(w[i]));
+      const float2 f = unpack2<__nv_bfloat16>(w[i]);
+      const float a = fabsf(f.x), b = fabsf(f.y);
       if (a < INFINITY) absmax = fmaxf(absmax, a);  // false for NaN and infinity
       if (b < INFINITY) absmax = fmaxf(absmax, b);
     }
@@ -823,8 +819,13 @@ __device__ __forceinline__ void q_to_f16_prescaled(SharedStorage& s, int thread)
     const int4 v = *at;
     const uint32_t w[4] = {static_cast<uint32_t>(v.x), static_cast<uint32_t>(v.y), static_cast<uint32_t>(v.z),
                            static_cast<uint32_t>(v.w)};
-    *at = make_int4(pack2<__half>(lo(w[0]) * down, hi(w[0]) * down), pack2<__half>(lo(w[1]) * down, hi(w[1]) * down),
-                    pack2<__half>(lo(w[2]) * down, hi(w[2]) * down), pack2<__half>(lo(w[3]) * down, hi(w[3]) * down));
+    uint32_t out[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = unpack2<__nv_bfloat16>(w[i]);
+      out[i] = pack2<__half>(f.x * down, f.y * down);
+    }
+    *at = make_int4(out[0], out[1], out[2], out[3]);
   }
   if (thread % 4 == 0) s.q_row_scale[r] = __int_as_float((127 + e) << 23);
 }
