@@ -1,9 +1,11 @@
 // Split-KV combine. A warp owns one (sequence, KV head, query row, 128-channel quarter): lanes stride
 // over the pieces for the lse maximum and the sum of exp, then every lane accumulates one float4 of
-// the quarter per piece. With kSplitWarps = 16 the sixteen warps of a CTA share one quarter and take
-// every sixteenth piece, so that batch 1 with 132 pieces has all its partial loads in flight at once
-// (with four, the combine took a quarter of a batch-1 call); with 1, the four warps of a CTA own four
-// different quarters (large batches, few pieces each: no shared-memory step).
+// the quarter per piece. kSplitWarps warps may share a quarter, each taking every kSplitWarps-th
+// piece, and add up their partial sums in shared memory:
+// - 16 (one quarter per 512-thread CTA): batch 1 with 132 pieces has all its partial loads in
+//   flight at once (with four, the combine took a quarter of a batch-1 call);
+// - 4 (four quarters per 512-thread CTA): batches of a few sequences with tens of pieces each;
+// - 1 (four quarters per 128-thread CTA): large batches, few pieces each, no shared-memory step.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -16,7 +18,7 @@ namespace flash_mla::detail {
 
 namespace {
 
-constexpr int kQuarterWarps = 4;  // warps per CTA when each owns a quarter
+constexpr int kQuarterWarps = 4;          // warps per CTA when each owns a quarter
 constexpr int kChunks = kHeadDimV / 128;  // 128-channel quarters, one float4 per lane
 
 __device__ __forceinline__ float warp_max(float v) {
@@ -48,11 +50,12 @@ __device__ __forceinline__ void store4<__half>(__half* dst, float4 v) {
 
 template <int kSplitWarps>
 constexpr int cta_warps() {
-  return kSplitWarps == 1 ? kQuarterWarps : kSplitWarps;
+  return kSplitWarps == 1 ? kQuarterWarps : 16;
 }
 
 template <typename T, int kSplitWarps>
-__global__ void __launch_bounds__(cta_warps<kSplitWarps>() * 32) combine_kernel(const DecodeParams p) {
+__global__ void __launch_bounds__(cta_warps<kSplitWarps>() * 32, kSplitWarps == 1 ? 12 : 3)
+    combine_kernel(const DecodeParams p) {
   constexpr int kWarps = cta_warps<kSplitWarps>();
   const int req = blockIdx.x;
   const int first = p.num_splits[req];
@@ -62,46 +65,53 @@ __global__ void __launch_bounds__(cta_warps<kSplitWarps>() * 32) combine_kernel(
   if (count <= 1 || first < 0 || first + count > p.batch + p.num_sm_parts) return;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int quarter_index = blockIdx.y * (kWarps / kSplitWarps) + warp / kSplitWarps;  // (kv * rows + r) * 4 + c
-  if (quarter_index >= p.h_kv * p.rows * kChunks) return;  // only when kSplitWarps == 1: no barrier follows
+  // Only when kSplitWarps == 1 (no barrier follows): with 4 or 16, every CTA's quarters exist (the
+  // quarters of a row come in fours).
+  if (quarter_index >= p.h_kv * p.rows * kChunks) return;
   const int idx = quarter_index / kChunks, chunk = quarter_index % kChunks;
   const int kv = idx / p.rows, r = idx % p.rows;
   const int t = r / p.q_per_kv, h = kv * p.q_per_kv + r % p.q_per_kv;
-  const int64_t stride = static_cast<int64_t>(p.h_kv) * p.rows;  // entries per slot
+  const int64_t stride = static_cast<int64_t>(p.h_kv) * p.rows;                       // entries per slot
   const float* lse_accum = p.lse_accum + static_cast<int64_t>(first) * stride + idx;  // [count] step stride
 
   float m = -INFINITY;
   for (int s = lane; s < count; s += 32) m = fmaxf(m, lse_accum[s * stride]);
   m = warp_max(m);
-  T* out = static_cast<T*>(p.out) + ((static_cast<int64_t>(req) * p.s_q + t) * p.h_q + h) * kHeadDimV +
-           chunk * 128 + lane * 4;
+  T* out = static_cast<T*>(p.out) + ((static_cast<int64_t>(req) * p.s_q + t) * p.h_q + h) * kHeadDimV + chunk * 128 +
+           lane * 4;
   float* lse = p.lse + (static_cast<int64_t>(req) * p.h_q + h) * p.s_q + t;
   const bool leader = warp % kSplitWarps == 0;
-  if (m == -INFINITY) {  // no visible key in any piece
-    if (leader) store4(out, make_float4(0.f, 0.f, 0.f, 0.f));
-    if (leader && lane == 0 && chunk == 0) *lse = INFINITY;
-    return;
+  // No visible key in any piece: zeros and lse +inf. The quarter's warps agree; they still reach the
+  // barrier below, which the CTA's other quarters (kSplitWarps = 4) wait on.
+  const bool empty = m == -INFINITY;
+  if (empty && leader) {
+    store4(out, make_float4(0.f, 0.f, 0.f, 0.f));
+    if (lane == 0 && chunk == 0) *lse = INFINITY;
   }
-  float sum = 0.0f;
-  for (int s = lane; s < count; s += 32) sum += expf(lse_accum[s * stride] - m);
-  const float total = m + logf(warp_sum(sum));
-
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  const float4* o_accum = reinterpret_cast<const float4*>(p.o_accum + (static_cast<int64_t>(first) * stride + idx) *
-                                                          kHeadDimV + chunk * 128) + lane;
+  float total = 0.0f;
+  if (!empty) {
+    float sum = 0.0f;
+    for (int s = lane; s < count; s += 32) sum += expf(lse_accum[s * stride] - m);
+    total = m + logf(warp_sum(sum));
+    const float4* o_accum = reinterpret_cast<const float4*>(
+                                p.o_accum + (static_cast<int64_t>(first) * stride + idx) * kHeadDimV + chunk * 128) +
+                            lane;
 #pragma unroll 8
-  for (int s = warp % kSplitWarps; s < count; s += kSplitWarps) {
-    const float w = expf(lse_accum[s * stride] - total);
-    const float4 x = o_accum[s * stride * (kHeadDimV / 4)];
-    acc.x += w * x.x;
-    acc.y += w * x.y;
-    acc.z += w * x.z;
-    acc.w += w * x.w;
+    for (int s = warp % kSplitWarps; s < count; s += kSplitWarps) {
+      const float w = expf(lse_accum[s * stride] - total);
+      const float4 x = o_accum[s * stride * (kHeadDimV / 4)];
+      acc.x += w * x.x;
+      acc.y += w * x.y;
+      acc.z += w * x.z;
+      acc.w += w * x.w;
+    }
   }
   if constexpr (kSplitWarps > 1) {
     __shared__ float4 partial[kWarps][32];
     partial[warp][lane] = acc;
     __syncthreads();
-    if (!leader) return;
+    if (!leader || empty) return;
     for (int w = 1; w < kSplitWarps; ++w) {
       const float4 x = partial[warp + w][lane];
       acc.x += x.x;
@@ -109,6 +119,8 @@ __global__ void __launch_bounds__(cta_warps<kSplitWarps>() * 32) combine_kernel(
       acc.z += x.z;
       acc.w += x.w;
     }
+  } else if (empty) {
+    return;
   }
   store4(out, acc);
   if (lane == 0 && chunk == 0) *lse = total;
@@ -118,19 +130,30 @@ __global__ void __launch_bounds__(cta_warps<kSplitWarps>() * 32) combine_kernel(
 
 void launch_combine(const DecodeParams& p) {
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
-  // Tuned for speed, does not affect correctness: below ~4096 row-quarters (e.g. batch 1-16 with
-  // many pieces each) sixteen warps share each quarter's pieces; above, each warp owns a quarter.
-  constexpr int kShare = 16;
+  // Tuned for speed, does not affect correctness. Above ~4096 row-quarters each warp owns a quarter.
+  // Below, warps share a quarter's pieces: sixteen when a sequence has ~64 or more pieces on average
+  // (batch 1-2: all of them in flight at once), else four, with four quarters per CTA (batch 4-16:
+  // a quarter of the CTAs, which otherwise ran in ~3 waves of mostly idle warps).
   const int64_t quarters = static_cast<int64_t>(p.h_kv) * p.rows * kChunks;
-  const bool share = static_cast<int64_t>(p.batch) * quarters < 4096;
-  const dim3 grid(p.batch, static_cast<unsigned>(share ? quarters : (quarters + kQuarterWarps - 1) / kQuarterWarps));
-  const int threads = 32 * (share ? cta_warps<kShare>() : cta_warps<1>());
+  const int64_t pieces = p.batch > 0 ? (static_cast<int64_t>(p.batch) + p.num_sm_parts - 1) / p.batch : 0;
+  const int split = static_cast<int64_t>(p.batch) * quarters >= 4096 ? 1 : pieces >= 64 ? 16 : 4;
+  const int64_t per_cta = split == 1 ? kQuarterWarps : 16 / split;
+  const dim3 grid(p.batch, static_cast<unsigned>((quarters + per_cta - 1) / per_cta));
+  auto launch = [&](auto kernel, int warps) { kernel<<<grid, 32 * warps, 0, stream>>>(p); };
   if (p.dtype == DType::kBF16) {
-    if (share) combine_kernel<__nv_bfloat16, kShare><<<grid, threads, 0, stream>>>(p);
-    else combine_kernel<__nv_bfloat16, 1><<<grid, threads, 0, stream>>>(p);
+    if (split == 16)
+      launch(combine_kernel<__nv_bfloat16, 16>, cta_warps<16>());
+    else if (split == 4)
+      launch(combine_kernel<__nv_bfloat16, 4>, cta_warps<4>());
+    else
+      launch(combine_kernel<__nv_bfloat16, 1>, cta_warps<1>());
   } else {
-    if (share) combine_kernel<__half, kShare><<<grid, threads, 0, stream>>>(p);
-    else combine_kernel<__half, 1><<<grid, threads, 0, stream>>>(p);
+    if (split == 16)
+      launch(combine_kernel<__half, 16>, cta_warps<16>());
+    else if (split == 4)
+      launch(combine_kernel<__half, 4>, cta_warps<4>());
+    else
+      launch(combine_kernel<__half, 1>, cta_warps<1>());
   }
   cuda_check(cudaGetLastError(), "combine kernel launch");
 }
