@@ -222,12 +222,15 @@ __device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2]
 
 // The running max after a block whose row maxima are row_max: m becomes the new max, m_use the
 // exponent base (0 for a row masked so far, which keeps exp2 finite), alpha the rescale of what was
-// accumulated before the block.
+// accumulated before the block. m moves only when a row's max exceeds it by more than
+// kMaxLag (log2 units): P may then reach 2^kMaxLag, which bf16/f16 P and fp32 sums hold exactly as
+// well, and most blocks keep alpha = 1 (rescale_rows skips them).
+inline constexpr float kMaxLag = 8.0f;
 __device__ __forceinline__ void advance_max(float (&m)[2], const float (&row_max)[2], float (&m_use)[2],
                                             float (&alpha)[2]) {
 #pragma unroll
   for (int k = 0; k < 2; ++k) {
-    const float m_new = fmaxf(m[k], row_max[k]);
+    const float m_new = row_max[k] > m[k] + kMaxLag ? row_max[k] : m[k];
     m_use[k] = m_new == -INFINITY ? 0.0f : m_new;
     alpha[k] = ptx::exp2_ftz(m[k] - m_use[k]);
     m[k] = m_new;
