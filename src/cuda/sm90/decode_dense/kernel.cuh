@@ -30,6 +30,7 @@
 #include "ptx/barrier.hpp"
 #include "ptx/compiler.hpp"
 #include "ptx/math.hpp"
+#include "ptx/matrix.hpp"
 #include "ptx/cp_async.hpp"
 #include "ptx/mbarrier.hpp"
 #include "ptx/timer.hpp"
@@ -253,15 +254,17 @@ __device__ __forceinline__ void exponentiate(const float (&sc)[32], const float 
   }
 }
 
-// This thread's P fragments into a [64 rows, 64 tokens] tile in the K-major swizzle wgmma reads as A.
-__device__ __forceinline__ void store_p(SubTile& tile, const RowPair& rp, const uint32_t (&packed)[16]) {
+// This thread's P fragments into a [64 rows, 64 tokens] tile in the K-major swizzle wgmma reads as A:
+// four stmatrix.x4 per warp, each two 8-token chunks of the warp's 16 rows (packed[2i + k] is chunk i
+// of row half k, the layout stmatrix takes).
+__device__ __forceinline__ void store_p(SubTile& tile, int thread, const uint32_t (&packed)[16]) {
+  const int lane = thread % 32, matrix = lane / 8;
+  const int row = 16 * (thread / 32 % 4) + 8 * (matrix % 2) + lane % 8;
   char* sp = reinterpret_cast<char*>(&tile);
 #pragma unroll
-  for (int i = 0; i < 8; ++i) {
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      *reinterpret_cast<uint32_t*>(sp + swizzled_offset(rp.row[k], i) + rp.col * 2) = packed[2 * i + k];
-    }
+  for (int i = 0; i < 8; i += 2) {
+    const uint32_t r[4] = {packed[2 * i], packed[2 * i + 1], packed[2 * i + 2], packed[2 * i + 3]};
+    ptx::stmatrix_x4(sp + swizzled_offset(row, i + matrix / 2), r);
   }
 }
 
@@ -435,7 +438,7 @@ __device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStor
 
       ptx::named_barrier_sync(kPFree, kConsumerThreads);
       FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 6);
-      store_p(s.p, rp, packed);
+      store_p(s.p, thread, packed);
       if (rp.col == 0) {
         s.alpha[rp.row[0]] = alpha[0];
         s.alpha[rp.row[1]] = alpha[1];
