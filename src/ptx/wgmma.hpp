@@ -1,6 +1,7 @@
 // wgmma (PTX ISA 9.7.15 "Asynchronous Warpgroup Level Matrix Multiply-Accumulate"): the warpgroup
 // matrix instructions the Hopper kernels use, with both operands in shared memory, fp32 accumulators.
-// Generated shapes only: m64n64k16 (Q·Kᵀ, K-major B) and m64n256k16 (P·V, N-major B).
+// Generated shapes only: m64n64k16 (Q·Kᵀ, K-major B) and m64n256k16 (P·V, N-major B); the narrow FP8
+// kernel's m64n32k16 with A in registers (f16, K-major B).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -45,6 +46,12 @@ template <int N>
 __device__ __forceinline__ void fence_registers(float (&d)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+template <int N>
+__device__ __forceinline__ void fence_registers(uint32_t (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(r[i])::"memory");
 }
 
 // The asm of one shape, for an operand type string ("bf16" or "f16"): d[] accumulators, then desc_a,
@@ -113,6 +120,22 @@ __device__ __forceinline__ void wgmma_m64n256k16_ss_tn(float (&d)[128], uint64_t
   } else {
     FLASH_MLA_WGMMA_M64N256K16_TN("f16");
   }
+}
+
+// D[64x32] (+)= A[64x16] * B[16x32], f16; A in registers (the mma fragment: a[0] row lane/4, columns
+// 2(lane%4) + {0, 1}; a[1] row + 8; a[2], a[3] the same rows at columns + 8), B K-major in shared
+// memory. wgmma reads a[] asynchronously: keep it unchanged until wgmma_wait_group says the group is
+// done (fence_registers(a) after the wait keeps the compiler from reusing the registers earlier).
+__device__ __forceinline__ void wgmma_m64n32k16_rs_f16(float (&d)[16], const uint32_t (&a)[4], uint64_t desc_b,
+                                                       int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+      "{%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
 }
 
 #undef FLASH_MLA_WGMMA_M64N64K16

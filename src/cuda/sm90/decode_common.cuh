@@ -4,6 +4,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <cstdint>
 
@@ -136,6 +137,22 @@ __device__ __forceinline__ float quad_max(float v) {
 __device__ __forceinline__ float quad_sum(float v) {
   v += __shfl_xor_sync(0xffffffffu, v, 1);
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+// Element offset in q of global query row gr (= t * q_per_kv + h_in_group) of sequence req, under the
+// CTA's KV head.
+__device__ __forceinline__ int64_t q_row_offset(const DecodeParams& p, int req, int gr) {
+  const int t = gr / p.q_per_kv, h = blockIdx.y * p.q_per_kv + gr % p.q_per_kv;
+  return req * p.q_batch_stride + t * p.q_seq_stride + h * p.q_head_stride;
+}
+
+// Two e4m3 values (the low 16 bits of `pair`) as an f16 pair, exactly: one cvt.rn.f16x2.e4m3x2 (every
+// e4m3 value, subnormal ones included, is a normal f16; NaN stays NaN). Per-tensor caches use f16
+// tiles and f16 consumers: against the ~4.5 instructions per pair of the bf16 route this made the
+// per-tensor rows 9-11 % faster on an H200 (docs/PERFORMANCE.md).
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t pair) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair), __NV_E4M3);
+  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
 }
 
 // Byte offset of 16-byte chunk `chunk` of row `row` in a 128-byte-swizzled 64x64 tile.

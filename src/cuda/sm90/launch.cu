@@ -10,6 +10,7 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/sm90/decode_common.cuh"
 #include "cuda/sm90/decode_dense/config.hpp"
+#include "cuda/sm90/decode_narrow/config.hpp"
 #include "cuda/sm90/launch.hpp"
 
 #if defined(FLASH_MLA_TRACE)
@@ -94,6 +95,19 @@ sm90::CacheMaps make_cache_maps(const DecodeParams& p) {
   return maps;
 }
 
+// The narrow kernel (sm90::narrow) can serve per-tensor FP8 caches with at most 32 query rows per KV
+// head whose pages are copied by TMA; only builds with the CMake option FLASH_MLA_SM90_NARROW_FP8 route
+// them there (the default keeps every call on the dense kernel until the narrow one is measured).
+bool use_narrow(const DecodeParams& p) {
+#if defined(FLASH_MLA_SM90_NARROW_FP8)
+  return p.kv_format == KvCacheFormat::kFP8PerTensor && p.rows <= sm90::narrow::kRows &&
+         p.page_block_size >= sm90::dense::kMinTmaPage;
+#else
+  (void)p;
+  return false;
+#endif
+}
+
 }  // namespace
 
 bool sm90_kernel_built() { return true; }
@@ -111,6 +125,16 @@ bool sm90_kernel_supports(KvCacheFormat format, DType q_dtype) {
 
 void decode_sm90(const DecodeParams& p) {
   CudaDeviceGuard guard(p.device.index);
+  if (use_narrow(p)) {
+    // Raw e4m3 rows in 128-byte boxes, 128-byte swizzled; the fifth box reads channels 512..639, of
+    // which those past 575 are zeros.
+    const CUtensorMap k_map = make_map(p, 0, CU_TENSOR_MAP_DATA_TYPE_UINT8, kHeadDim, CU_TENSOR_MAP_SWIZZLE_128B,
+                                       sm90::narrow::kRawBoxCols);
+    sm90::narrow::launch_decode(p, k_map);
+    cuda_check(cudaGetLastError(), "sm90 narrow decode kernel launch");
+    launch_combine(p);
+    return;
+  }
   const sm90::CacheMaps maps = make_cache_maps(p);
   if (p.kv_format == KvCacheFormat::kFP8WithScale) {
     sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(p, maps);

@@ -32,4 +32,8 @@ extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(
                                                                                  const CacheMaps&);
 }  // namespace dense
 
+namespace narrow {  // per-tensor FP8, at most 32 query rows, pages of 16+ tokens: `k_map` as in launch.cu
+void launch_decode(const detail::DecodeParams& p, const CUtensorMap& k_map);
+}  // namespace narrow
+
 }  // namespace flash_mla::sm90

@@ -78,13 +78,6 @@ __device__ __forceinline__ void phase(int wg, int iter, int event) {
   } while (0)
 #endif
 
-// Element offset in q of global query row gr (= t * q_per_kv + h_in_group) of sequence req, under the
-// CTA's KV head.
-__device__ __forceinline__ int64_t q_row_offset(const DecodeParams& p, int req, int gr) {
-  const int t = gr / p.q_per_kv, h = blockIdx.y * p.q_per_kv + gr % p.q_per_kv;
-  return req * p.q_batch_stride + t * p.q_seq_stride + h * p.q_head_stride;
-}
-
 // The query rows of one (sequence, KV head, 64-row tile), zero-filled past `rows`, into the swizzled
 // Q sub-tiles. Row r of the tile is global row m0 + r = t * q_per_kv + h_in_group. All 18 copies of a
 // thread are in flight together (cp.async): loaded one after another, the tile took ~10 us.
@@ -486,15 +479,6 @@ __device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStor
       l[k] = s.row_sum[rp.row[k]];
     }
   }
-}
-
-// Two e4m3 values (the low 16 bits of `pair`) as an f16 pair, exactly: one cvt.rn.f16x2.e4m3x2 (every
-// e4m3 value, subnormal ones included, is a normal f16; NaN stays NaN). Per-tensor caches use f16
-// tiles and f16 consumers: against the ~4.5 instructions per pair of the bf16 route this made the
-// per-tensor rows 9-11 % faster on an H200 (docs/PERFORMANCE.md).
-__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t pair) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair), __NV_E4M3);
-  return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
 }
 
 // Four e4m3 values (one 32-bit word) times `scale` as two bf16 pairs. e4m3 -> f16 is exact; the

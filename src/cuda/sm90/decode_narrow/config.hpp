@@ -1,0 +1,67 @@
+// Constants and the shared-memory plan of the narrow Hopper decode kernel for per-tensor FP8 caches:
+// at most 32 query rows per (sequence, KV head), computed transposed so that wgmma's N, not its
+// M = 64, is the row count, with the cache's e4m3 bytes kept raw in shared memory and converted to f16
+// in registers (wgmma's A operand).
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/sm90/decode_common.cuh"
+
+namespace flash_mla::sm90::narrow {
+
+inline constexpr int kRows = 32;  // wgmma N: query rows (zero past h_q * s_q / h_kv)
+// Two consumer warpgroups take alternate blocks of a piece and merge at its end; one thread of the
+// producer warpgroup copies.
+inline constexpr int kConsumers = 2;
+inline constexpr int kConsumerThreads = kWarpgroupThreads;  // per consumer warpgroup
+inline constexpr int kThreads = (kConsumers + 1) * kWarpgroupThreads;
+inline constexpr int kConsumerWarps = kConsumerThreads / 32;
+// setmaxnreg budgets: 2 * 232 + 40 = 504 = 3 * 168, the registers allocated per thread at launch.
+inline constexpr uint32_t kConsumerRegs = 232;
+inline constexpr uint32_t kProducerRegs = 40;
+// A stage: one 64-token block of raw e4m3 rows as five 128-channel boxes (the fifth holds channels
+// 512..575 and zeros), each [64 tokens, 128 bytes] 128-byte swizzled: token t's 16-byte chunk c at
+// c ^ (t % 8).
+inline constexpr int kRawBoxCols = 128;
+inline constexpr int kRawBoxes = (kHeadDim + kRawBoxCols - 1) / kRawBoxCols;  // 5
+inline constexpr int kRawBoxBytes = kBlockN * kRawBoxCols;                   // 8 KiB
+inline constexpr int kStages = 3;
+
+// Named barriers (id 0 is __syncthreads). kQReady and kMerge pair both consumer warpgroups (256
+// threads); kColumns and kPReady are per warpgroup (128 threads, id + warpgroup).
+enum NamedBarrier : uint32_t {
+  kQReady = 1,   // Qᵀ, the row prescales and limits stored and fenced; the previous piece was merged
+  kMerge = 2,    // consumer 1's statistics / half of Oᵀ written (or read) for the merge
+  kColumns = 3,  // every warp's column maxima (or sums) of this block written (3, 4)
+  kPReady = 5,   // Pᵀ of this block written and fenced (5, 6)
+};
+
+// [32 rows, 64] 16-bit values, 128-byte swizzled (row r's chunk c at c ^ (r % 8)).
+struct alignas(1024) RowTile {
+  uint16_t v[kRows * kSubTileCols];
+};
+
+struct alignas(1024) RawStage {
+  uint8_t box[kRawBoxes][kRawBoxBytes];
+};
+
+struct SharedStorage {
+  RawStage k[kStages];                       // raw e4m3 blocks, 120 KiB
+  RowTile q[kQKSubTiles];                    // Qᵀ as f16, channels permuted (kernel.cuh), 36 KiB
+  RowTile p[kConsumers];                     // Pᵀ [32 rows, 64 tokens] f16 per consumer, 8 KiB
+  float merge_o[kVSubTiles / 2][kConsumerThreads][16];  // half of consumer 1's Oᵀ for the merge, 32 KiB
+  float merge_m[kRows], merge_l[kRows];      // consumer 1's column max and sum
+  float columns[kConsumers][kConsumerWarps][kRows];  // per-warp column maxima or sums
+  float col_max[kConsumers][2][kRows];       // each consumer's running column max, by block parity
+  float q_row_scale[kRows];                  // a bf16 q row's prescale 2^e
+  float col_scale[kRows];                    // the piece's score scale (log2 domain) per query row
+  int col_limit[kRows];                      // the piece's last visible token + 1 per query row
+  uint64_t k_full[kStages];                  // a stage's bytes landed
+  uint64_t k_free[kStages];                  // every consumer thread finished with a stage
+};
+
+inline constexpr int kSharedBytes = static_cast<int>(sizeof(SharedStorage)) + 1024;  // + base alignment
+static_assert(kSharedBytes <= 232448, "shared-memory plan exceeds the 227 KiB per-block limit");
+
+}  // namespace flash_mla::sm90::narrow

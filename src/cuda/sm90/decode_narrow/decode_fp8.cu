@@ -1,0 +1,1 @@
+#include "cuda/sm90/decode_narrow/kernel.cuh"
