@@ -126,6 +126,18 @@ __global__ void __launch_bounds__(cta_warps<kSplitWarps>() * 32, kSplitWarps == 
   if (lane == 0 && chunk == 0) *lse = total;
 }
 
+// The combine kernel of output type T for warps-per-quarter `split` (16, 4 or 1).
+template <typename T>
+void launch_split(const DecodeParams& p, const dim3& grid, int split, cudaStream_t stream) {
+  if (split == 16) {
+    combine_kernel<T, 16><<<grid, 32 * cta_warps<16>(), 0, stream>>>(p);
+  } else if (split == 4) {
+    combine_kernel<T, 4><<<grid, 32 * cta_warps<4>(), 0, stream>>>(p);
+  } else {
+    combine_kernel<T, 1><<<grid, 32 * cta_warps<1>(), 0, stream>>>(p);
+  }
+}
+
 }  // namespace
 
 void launch_combine(const DecodeParams& p) {
@@ -139,21 +151,10 @@ void launch_combine(const DecodeParams& p) {
   const int split = static_cast<int64_t>(p.batch) * quarters >= 4096 ? 1 : pieces >= 64 ? 16 : 4;
   const int64_t per_cta = split == 1 ? kQuarterWarps : 16 / split;
   const dim3 grid(p.batch, static_cast<unsigned>((quarters + per_cta - 1) / per_cta));
-  auto launch = [&](auto kernel, int warps) { kernel<<<grid, 32 * warps, 0, stream>>>(p); };
   if (p.dtype == DType::kBF16) {
-    if (split == 16)
-      launch(combine_kernel<__nv_bfloat16, 16>, cta_warps<16>());
-    else if (split == 4)
-      launch(combine_kernel<__nv_bfloat16, 4>, cta_warps<4>());
-    else
-      launch(combine_kernel<__nv_bfloat16, 1>, cta_warps<1>());
+    launch_split<__nv_bfloat16>(p, grid, split, stream);
   } else {
-    if (split == 16)
-      launch(combine_kernel<__half, 16>, cta_warps<16>());
-    else if (split == 4)
-      launch(combine_kernel<__half, 4>, cta_warps<4>());
-    else
-      launch(combine_kernel<__half, 1>, cta_warps<1>());
+    launch_split<__half>(p, grid, split, stream);
   }
   cuda_check(cudaGetLastError(), "combine kernel launch");
 }
