@@ -5,12 +5,13 @@
 //   Oᵀ[512 ch, 32 rows]  += Vᵀ·Pᵀ     8 channel tiles x 4 x m64n32k16, A = V in registers, B = Pᵀ
 // WG2: one thread copies raw 64-token blocks (five 128-channel TMA boxes) into a 3-stage ring.
 // WG0, WG1: alternate blocks of a piece, each on its own: Q·Kᵀ in 9 batches of 4 wgmma whose A
-//   fragments (16 registers) are converted while the previous batch runs; the column softmax (maxima
-//   meet in shared memory across the warpgroup's 4 warps; sums only at the end); Pᵀ by stmatrix.trans;
-//   P·V in 8 batches the same way; the stage is freed. At the piece's end WG1 hands its statistics and
+//   fragments (16 registers) are converted once the previous batch is done (the other consumer runs
+//   meanwhile); the column softmax (maxima meet in shared memory across the warpgroup's 4 warps; sums
+//   only at the end); Pᵀ by stmatrix.trans; P·V in 8 batches the same way; the stage is freed. At the piece's end WG1 hands its statistics and
 //   Oᵀ to WG0 (merge_consumers), which stores. One warpgroup alone left each SM sub-partition a single
 //   warp with nothing to hide its latencies (session 8).
-// Registers: setmaxnreg 240 / 24; Oᵀ 128 fp32, Sᵀ 16, A 2 x 16 per thread. Shared memory: 120 KiB ring
+// Registers: setmaxnreg 232 / 40; Oᵀ 128 fp32, Sᵀ 16, A 16 per thread, the running max in shared
+// memory; no spills. Shared memory: 120 KiB ring
 // + Qᵀ 36 KiB + Pᵀ 2 x 4 KiB + merge 32 KiB.
 // Tests: tests/test_gpu_fp8.cpp (per-tensor cases of up to 32 rows) and flash-mla-bench's check.
 #pragma once
@@ -51,7 +52,7 @@ __device__ __forceinline__ int qk_run_channel(int ks, int run) {
 // [2^14, 2^15) (as the dense kernel's q_to_f16_prescaled); 2^e goes to s.q_row_scale. An e4m3 q
 // converts exactly (its descale is in the softmax scale).
 __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, int req, int thread) {
-  constexpr int kSteps = kQKSubTiles;  // 36 k-steps over 4 threads
+  constexpr int kSteps = kQKSubTiles;  // 9 of the 36 k-steps, 4 runs each
   thread = ptx::opaque(thread);
   const int r = thread / 4, part = thread % 4;
   const bool valid = r < p.rows;
@@ -200,6 +201,8 @@ __device__ __forceinline__ void score_block(float (&sc)[16], const RawStage& st,
 __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][16], const RawStage& st, const RowTile& pt,
                                          int warp, int lane, int valid) {
   const int g = lane / 4, q4 = lane % 4;
+#pragma unroll
+  for (int mt = 0; mt < kVSubTiles; ++mt) ptx::fence_registers(o[mt]);  // keep the O·α rescale ahead
   uint32_t A[16];  // one buffer: the other consumer warpgroup fills the gap while this one waits
 #pragma unroll
   for (int n = 0; n < 8; ++n) {
@@ -298,11 +301,12 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
     if (pc.n_splits == 1) {
       __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.out) +
                            ((static_cast<int64_t>(pc.req) * p.s_q + t) * p.h_q + h) * kHeadDimV + base;
-      uint32_t w[8];
+      // 8-byte stores: validation guarantees out 8-byte alignment, not 16.
 #pragma unroll
-      for (int c = 0; c < 8; ++c) w[c] = pack2<__nv_bfloat16>(v[2 * c], v[2 * c + 1]);
-      reinterpret_cast<int4*>(out)[0] = make_int4(w[0], w[1], w[2], w[3]);
-      reinterpret_cast<int4*>(out)[1] = make_int4(w[4], w[5], w[6], w[7]);
+      for (int c = 0; c < 4; ++c) {
+        reinterpret_cast<uint2*>(out)[c] =
+            make_uint2(pack2<__nv_bfloat16>(v[4 * c], v[4 * c + 1]), pack2<__nv_bfloat16>(v[4 * c + 2], v[4 * c + 3]));
+      }
       if (warp == 0 && lane < 4) p.lse[(static_cast<int64_t>(pc.req) * p.h_q + h) * p.s_q + t] = empty ? INFINITY : lse;
     } else {
       const int64_t slot = static_cast<int64_t>(p.num_splits[pc.req]) + pc.split;
@@ -424,6 +428,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int blk = first; blk < end; ++blk, ++it) {
       if ((blk - first) % kConsumers != wg) continue;  // the other consumer's block
       const int stage = static_cast<int>(it % kStages);
+      // The stage's previous block (it - 3) was the other consumer's: wait until it freed it, or a
+      // k_full phase still in flight for that block would pass the parity test below (TMA completions
+      // are not ordered); the producer waited for the same phase before copying, so this is free.
+      ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
       ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
       float sc[16];
       score_block(sc, s.k[stage], s, warp, lane);
