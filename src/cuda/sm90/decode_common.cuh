@@ -139,6 +139,35 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+// Per-tensor FP8 with a bf16 q: each query row is multiplied by 2^-e so that its largest finite
+// magnitude lands in [2^14, 2^15) of f16, and 2^e joins that row's softmax scale. finite_absmax folds
+// a bf16 pair into a running maximum, ignoring NaN and infinities (which stay NaN and infinite).
+__device__ __forceinline__ float finite_absmax(float absmax, uint32_t bf16_pair) {
+  const float2 f = unpack2<__nv_bfloat16>(bf16_pair);
+  const float a = fabsf(f.x), b = fabsf(f.y);
+  if (a < INFINITY) absmax = fmaxf(absmax, a);  // false for NaN and infinity
+  if (b < INFINITY) absmax = fmaxf(absmax, b);
+  return absmax;
+}
+
+// 2^-e (down) and 2^e (up) for a row whose largest finite magnitude is absmax: e = floor(log2(absmax))
+// - 14 from the exponent field, clamped to [-126, 113] so that both are normal floats built exactly
+// from their exponent fields (bf16's largest row, 2^127, still lands in [2^14, 2^15); only rows whose
+// maximum is below 2^-112, zero or subnormal, land lower).
+struct RowPrescale {
+  float down, up;
+};
+__device__ __forceinline__ RowPrescale row_prescale(float absmax) {
+  const int exponent = static_cast<int>((__float_as_uint(absmax) >> 23) & 0xFF) - 127;
+  const int e = min(max(exponent - 14, -126), 113);
+  return {__int_as_float((127 - e) << 23), __int_as_float((127 + e) << 23)};
+}
+
+// The softmax's running max moves only when a block's max exceeds it by more than kMaxLag (log2
+// units, FA4's thresholded rescale): P may then reach 2^kMaxLag, which bf16/f16 P and fp32 sums hold
+// as well, and most blocks keep alpha = 1.
+inline constexpr float kMaxLag = 8.0f;
+
 // Element offset in q of global query row gr (= t * q_per_kv + h_in_group) of sequence req, under the
 // CTA's KV head.
 __device__ __forceinline__ int64_t q_row_offset(const DecodeParams& p, int req, int gr) {

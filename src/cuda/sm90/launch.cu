@@ -128,22 +128,19 @@ void decode_sm90(const DecodeParams& p) {
   if (use_narrow(p)) {
     // Raw e4m3 rows in 128-byte boxes, 128-byte swizzled; the fifth box reads channels 512..639, of
     // which those past 575 are zeros.
-    const CUtensorMap k_map = make_map(p, 0, CU_TENSOR_MAP_DATA_TYPE_UINT8, kHeadDim, CU_TENSOR_MAP_SWIZZLE_128B,
-                                       sm90::narrow::kRawBoxCols);
-    sm90::narrow::launch_decode(p, k_map);
-    cuda_check(cudaGetLastError(), "sm90 narrow decode kernel launch");
-    launch_combine(p);
-    return;
-  }
-  const sm90::CacheMaps maps = make_cache_maps(p);
-  if (p.kv_format == KvCacheFormat::kFP8WithScale) {
-    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(p, maps);
-  } else if (p.kv_format == KvCacheFormat::kFP8PerTensor) {
-    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(p, maps);
-  } else if (p.dtype == DType::kBF16) {
-    sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kDense>(p, maps);
+    sm90::narrow::launch_decode(p, make_map(p, 0, CU_TENSOR_MAP_DATA_TYPE_UINT8, kHeadDim,
+                                            CU_TENSOR_MAP_SWIZZLE_128B, sm90::narrow::kRawBoxCols));
   } else {
-    sm90::dense::launch_decode<__half, KvCacheFormat::kDense>(p, maps);
+    const sm90::CacheMaps maps = make_cache_maps(p);
+    if (p.kv_format == KvCacheFormat::kFP8WithScale) {
+      sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(p, maps);
+    } else if (p.kv_format == KvCacheFormat::kFP8PerTensor) {
+      sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(p, maps);
+    } else if (p.dtype == DType::kBF16) {
+      sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kDense>(p, maps);
+    } else {
+      sm90::dense::launch_decode<__half, KvCacheFormat::kDense>(p, maps);
+    }
   }
   cuda_check(cudaGetLastError(), "sm90 decode kernel launch");
   launch_combine(p);

@@ -216,10 +216,8 @@ __device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2]
 
 // The running max after a block whose row maxima are row_max: m becomes the new max, m_use the
 // exponent base (0 for a row masked so far, which keeps exp2 finite), alpha the rescale of what was
-// accumulated before the block. m moves only when a row's max exceeds it by more than
-// kMaxLag (log2 units): P may then reach 2^kMaxLag, which bf16/f16 P and fp32 sums hold exactly as
-// well, and most blocks keep alpha = 1 (rescale_rows skips them).
-inline constexpr float kMaxLag = 8.0f;
+// accumulated before the block. m moves only past decode_common.cuh's kMaxLag, so most blocks keep
+// alpha = 1 (rescale_rows skips them).
 __device__ __forceinline__ void advance_max(float (&m)[2], const float (&row_max)[2], float (&m_use)[2],
                                             float (&alpha)[2]) {
 #pragma unroll
@@ -787,23 +785,13 @@ __device__ __forceinline__ void q_to_f16_prescaled(SharedStorage& s, int thread)
   float absmax = 0.0f;
   for (int j = 0; j < kChunksPerThread; ++j) {
     const int4 v = *chunk_at(first + j);
-    const uint32_t w[4] = {static_cast<uint32_t>(v.x), static_cast<uint32_t>(v.y), static_cast<uint32_t>(v.z),
-                           static_cast<uint32_t>(v.w)};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = unpack2<__nv_bfloat16>(w[i]);
-      const float a = fabsf(f.x), b = fabsf(f.y);
-      if (a < INFINITY) absmax = fmaxf(absmax, a);  // false for NaN and infinity
-      if (b < INFINITY) absmax = fmaxf(absmax, b);
-    }
+    absmax = finite_absmax(absmax, static_cast<uint32_t>(v.x));
+    absmax = finite_absmax(absmax, static_cast<uint32_t>(v.y));
+    absmax = finite_absmax(absmax, static_cast<uint32_t>(v.z));
+    absmax = finite_absmax(absmax, static_cast<uint32_t>(v.w));
   }
-  absmax = quad_max(absmax);
-  // floor(log2(absmax)) from the exponent field. e is clamped to [-126, 113] so that 2^e and 2^-e
-  // are normal floats, built exactly from their exponent fields: bf16's largest row (2^127) still
-  // lands in [2^14, 2^15), and only rows whose maximum is below 2^-112 (zero, subnormal) land lower.
-  const int exponent = static_cast<int>((__float_as_uint(absmax) >> 23) & 0xFF) - 127;
-  const int e = min(max(exponent - 14, -126), 113);
-  const float down = __int_as_float((127 - e) << 23);
+  const RowPrescale scale = row_prescale(quad_max(absmax));
+  const float down = scale.down;
   for (int j = 0; j < kChunksPerThread; ++j) {
     int4* at = chunk_at(first + j);
     const int4 v = *at;
@@ -817,7 +805,7 @@ __device__ __forceinline__ void q_to_f16_prescaled(SharedStorage& s, int thread)
     }
     *at = make_int4(out[0], out[1], out[2], out[3]);
   }
-  if (thread % 4 == 0) s.q_row_scale[r] = __int_as_float((127 + e) << 23);
+  if (thread % 4 == 0) s.q_row_scale[r] = scale.up;
 }
 
 // The TMA producer (pages of kMinTmaPage tokens or more): lane j of warp 0 issues the nine copies of

@@ -8,8 +8,8 @@
 //   fragments (16 registers) are converted once the previous batch is done (the other consumer runs
 //   meanwhile); the column softmax (maxima meet in shared memory across the warpgroup's 4 warps; sums
 //   only at the end); Pᵀ by stmatrix.trans; P·V in 8 batches the same way; the stage is freed. At the piece's end WG1 hands its statistics and
-//   Oᵀ to WG0 (merge_consumers), which stores. One warpgroup alone left each SM sub-partition a single
-//   warp with nothing to hide its latencies (session 8).
+//   Oᵀ to WG0 (merge_consumers), which stores. One consumer warpgroup alone measured slower than the
+//   dense kernel (session 8; one warp per SM sub-partition, so probably latency-bound).
 // Registers: setmaxnreg 232 / 40; Oᵀ 128 fp32, Sᵀ 16, A 16 per thread, the running max in shared
 // memory; no spills. Shared memory: 120 KiB ring
 // + Qᵀ 36 KiB + Pᵀ 2 x 4 KiB + merge 32 KiB.
@@ -72,7 +72,7 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, 
       }
     }
   }
-  float down = 1.0f, up = 1.0f;
+  RowPrescale scale{1.0f, 1.0f};
   if (!e4m3) {
     // Every thread of the warp reaches quad_max (its shuffles name the whole warp); rows past p.rows
     // are zeros.
@@ -80,22 +80,11 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, 
 #pragma unroll
     for (int k = 0; k < kSteps; ++k) {
 #pragma unroll
-      for (int x = 0; x < 4; ++x) {
-        const float2 a = unpack2<__nv_bfloat16>(run[k][x].x), b = unpack2<__nv_bfloat16>(run[k][x].y);
-        const float v[4] = {fabsf(a.x), fabsf(a.y), fabsf(b.x), fabsf(b.y)};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          if (v[i] < INFINITY) absmax = fmaxf(absmax, v[i]);  // false for NaN and infinity
-        }
-      }
+      for (int x = 0; x < 4; ++x) absmax = finite_absmax(finite_absmax(absmax, run[k][x].x), run[k][x].y);
     }
-    absmax = quad_max(absmax);
-    const int exponent = static_cast<int>((__float_as_uint(absmax) >> 23) & 0xFF) - 127;
-    const int e = min(max(exponent - 14, -126), 113);
-    down = __int_as_float((127 - e) << 23);
-    up = __int_as_float((127 + e) << 23);
+    scale = row_prescale(quad_max(absmax));
   }
-  if (part == 0) s.q_row_scale[r] = up;
+  if (part == 0) s.q_row_scale[r] = scale.up;
 #pragma unroll
   for (int k = 0; k < kSteps; ++k) {
     const int ks = part + 4 * k;
@@ -107,8 +96,8 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, 
         hi[x] = e4m3x2_to_f16x2(run[k][x].x >> 16);
       } else {
         const float2 a = unpack2<__nv_bfloat16>(run[k][x].x), b = unpack2<__nv_bfloat16>(run[k][x].y);
-        lo[x] = pack2<__half>(a.x * down, a.y * down);
-        hi[x] = pack2<__half>(b.x * down, b.y * down);
+        lo[x] = pack2<__half>(a.x * scale.down, a.y * scale.down);
+        hi[x] = pack2<__half>(b.x * scale.down, b.y * scale.down);
       }
     }
     char* tile = reinterpret_cast<char*>(&s.q[ks / 4]);
@@ -140,14 +129,9 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage& s
   });
 }
 
-// 16 bytes of token t from box b at 16-byte chunk c (before the swizzle).
-__device__ __forceinline__ int4 raw_chunk(const RawStage& st, int b, int t, int c) {
-  return *reinterpret_cast<const int4*>(&st.box[b][t * kRawBoxCols + ((c ^ (t & 7)) << 4)]);
-}
-
-// Bytes 8half .. 8half + 7 of that chunk.
-__device__ __forceinline__ uint2 raw_half_chunk(const RawStage& st, int b, int t, int c, int half) {
-  return *reinterpret_cast<const uint2*>(&st.box[b][t * kRawBoxCols + ((c ^ (t & 7)) << 4) + 8 * half]);
+// Token t's 16-byte chunk c (before the swizzle) of box b.
+__device__ __forceinline__ const uint8_t* raw_chunk(const RawStage& st, int b, int t, int c) {
+  return &st.box[b][t * kRawBoxCols + ((c ^ (t & 7)) << 4)];
 }
 
 __device__ __forceinline__ uint32_t word(const int4& v, int i) {
@@ -170,7 +154,7 @@ __device__ __forceinline__ void score_block(float (&sc)[16], const RawStage& st,
     const int box = n < 8 ? n / 2 : 4, chunk = n < 8 ? 2 * q4 + n % 2 : q4;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int4 v = raw_chunk(st, box, t0 + 8 * h, chunk);
+      const int4 v = *reinterpret_cast<const int4*>(raw_chunk(st, box, t0 + 8 * h, chunk));
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         A[4 * i + h] = e4m3x2_to_f16x2(word(v, i));
@@ -215,7 +199,7 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][16], const RawSt
 #pragma unroll
     for (int x = 0; x < 4; ++x) {
       const int t = 16 * kk + 2 * q4 + (x & 1) + 8 * (x >> 1);
-      v[x] = t < valid ? raw_half_chunk(st, warp, t, g, half) : make_uint2(0, 0);
+      v[x] = t < valid ? reinterpret_cast<const uint2*>(raw_chunk(st, warp, t, g))[half] : make_uint2(0, 0);
     }
 #pragma unroll
     for (int k = 0; k < 2; ++k) {  // word 2half + k: channels j = 4(2half + k) .. + 3
@@ -274,10 +258,6 @@ __device__ __forceinline__ void reduce_columns(float (&v)[8], SharedStorage& s, 
     v[j] = op(op(x[0][c], x[1][c]), op(x[2][c], x[3][c]));
   }
 }
-
-// The running max moves only when a column's block max exceeds it by more than 2^8 (as the dense
-// kernel's advance_max): P stays below 2^8, exact enough in f16, and most blocks keep alpha = 1.
-inline constexpr float kMaxLag = 8.0f;
 
 // Writes a finished piece: this thread's 16 channels 128w + 16(lane/4) + j of its 8 query rows, final
 // output (bf16) when the sequence is not split, else the fp32 partial at the piece's slot.
@@ -455,7 +435,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         const float m = s.col_max[wg][mine & 1][column(lane, j)];
-        const float m_new = col_max[j] > m + kMaxLag ? col_max[j] : m;
+        const float m_new = col_max[j] > m + kMaxLag ? col_max[j] : m;  // decode_common.cuh: P < 2^8
         m_use[j] = m_new == -INFINITY ? 0.0f : m_new;  // a fully masked column so far: keep exp2 finite
         alpha[j] = ptx::exp2_ftz(m - m_use[j]);
         rescale |= alpha[j] != 1.0f;
