@@ -1,7 +1,7 @@
 // wgmma (PTX ISA 9.7.15 "Asynchronous Warpgroup Level Matrix Multiply-Accumulate"): the warpgroup
 // matrix instructions the Hopper kernels use, with both operands in shared memory, fp32 accumulators.
 // Generated shapes only: m64n64k16 (Q·Kᵀ, K-major B) and m64n256k16 (P·V, N-major B); the narrow FP8
-// kernel's m64n32k16 with A in registers (f16, K-major B).
+// kernel's m64n32k16 (f16) and m64n32k32 (e4m3) with A in registers and a K-major B.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -133,6 +133,23 @@ __device__ __forceinline__ void wgmma_m64n32k16_rs_f16(float (&d)[16], const uin
       "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
       "{%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+}
+
+// D[64x32] (+)= A[64x32] * B[32x32], e4m3 inputs, fp32 accumulators; A in registers (the 8-bit mma
+// fragment: a[0] row lane/4, columns 4(lane%4) + 0..3 as bytes low to high; a[1] row + 8; a[2], a[3]
+// the same rows at columns + 16), B K-major in shared memory (the only major-ness 8-bit types have).
+// The tensor cores add each product group to the accumulator with fewer mantissa bits than fp32
+// (keep chains short and add their results in fp32). Same register rule as the f16 form above.
+__device__ __forceinline__ void wgmma_m64n32k32_rs_e4m3(float (&d)[16], const uint32_t (&a)[4], uint64_t desc_b,
+                                                        int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k32.f32.e4m3.e4m3 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+      "{%16, %17, %18, %19}, %20, p, 1, 1;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
         "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));

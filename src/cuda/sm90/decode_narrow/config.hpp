@@ -1,7 +1,7 @@
 // Constants and the shared-memory plan of the narrow Hopper decode kernel for per-tensor FP8 caches:
 // at most 32 query rows per (sequence, KV head), computed transposed so that wgmma's N, not its
-// M = 64, is the row count, with the cache's e4m3 bytes kept raw in shared memory and converted to f16
-// in registers (wgmma's A operand).
+// M = 64, is the row count, with the cache's e4m3 bytes kept raw in shared memory (K converted to f16
+// in registers, V fed to e4m3 wgmma as bytes).
 #pragma once
 
 #include <cstdint>
@@ -37,7 +37,7 @@ enum NamedBarrier : uint32_t {
   kPReady = 5,   // Pᵀ of this block written and fenced (5, 6)
 };
 
-// [32 rows, 64] 16-bit values, 128-byte swizzled (row r's chunk c at c ^ (r % 8)).
+// [32 rows, 128 bytes] (64 16-bit values or 128 bytes), 128-byte swizzled (row r's chunk c at c ^ (r % 8)).
 struct alignas(1024) RowTile {
   uint16_t v[kRows * kSubTileCols];
 };
@@ -49,7 +49,7 @@ struct alignas(1024) RawStage {
 struct SharedStorage {
   RawStage k[kStages];                       // raw e4m3 blocks, 120 KiB
   RowTile q[kQKSubTiles];                    // Qᵀ as f16, channels permuted (kernel.cuh), 36 KiB
-  RowTile p[kConsumers];                     // Pᵀ [32 rows, 64 tokens] f16 per consumer, 8 KiB
+  RowTile p[kConsumers];                     // Pᵀ [32 rows, 2 terms x 64 tokens] e4m3 per consumer, 8 KiB
   float merge_o[kVSubTiles / 2][kConsumerThreads][16];  // half of consumer 1's Oᵀ for the merge, 32 KiB
   float merge_m[kRows], merge_l[kRows];      // consumer 1's column max and sum
   float columns[kConsumers][kConsumerWarps][kRows];  // per-warp column maxima or sums

@@ -1,18 +1,21 @@
 // Narrow MLA decode on Hopper for per-tensor FP8 caches with h_q * s_q / h_kv <= 32 query rows: one
 // CTA per (KV head, schedule part), 384 threads. Transposed, so the rows are wgmma's N (32), not a
-// 64-row M tile padded from 16 or 32 rows, and the e4m3 bytes never pass through shared memory as f16:
-//   Sᵀ[64 tokens, 32 rows] = K·Qᵀ     36 x m64n32k16, A = K converted in registers, B = Qᵀ (f16)
-//   Oᵀ[512 ch, 32 rows]  += Vᵀ·Pᵀ     8 channel tiles x 4 x m64n32k16, A = V in registers, B = Pᵀ
+// 64-row M tile padded from 16 or 32 rows; the e4m3 bytes stay raw in shared memory:
+//   Sᵀ[64 tokens, 32 rows] = K·Qᵀ   36 x m64n32k16 f16, A = K converted in registers, B = Qᵀ (f16)
+//   Oᵀ[512 ch, 32 rows]   += Vᵀ·Pᵀ  8 channel tiles x 4 x m64n32k32 e4m3, A = V's bytes regrouped in
+//                                    registers (no conversion), B = Pᵀ as two e4m3 terms (~8 bits)
 // WG2: one thread copies raw 64-token blocks (five 128-channel TMA boxes) into a 3-stage ring.
-// WG0, WG1: alternate blocks of a piece, each on its own: Q·Kᵀ in 9 batches of 4 wgmma whose A
-//   fragments (16 registers) are converted once the previous batch is done (the other consumer runs
-//   meanwhile); the column softmax (maxima meet in shared memory across the warpgroup's 4 warps; sums
-//   only at the end); Pᵀ by stmatrix.trans; P·V in 8 batches the same way; the stage is freed. At the piece's end WG1 hands its statistics and
-//   Oᵀ to WG0 (merge_consumers), which stores. One consumer warpgroup alone measured slower than the
-//   dense kernel (session 8; one warp per SM sub-partition, so probably latency-bound).
-// Registers: setmaxnreg 232 / 40; Oᵀ 128 fp32, Sᵀ 16, A 16 per thread, the running max in shared
-// memory; no spills. Shared memory: 120 KiB ring
-// + Qᵀ 36 KiB + Pᵀ 2 x 4 KiB + merge 32 KiB.
+// WG0, WG1: alternate blocks of a piece, each on its own: Q·Kᵀ in 9 batches of 4 wgmma, whose A
+//   fragments (two 16-register buffers) are converted while the previous batch runs; the column
+//   softmax (maxima meet in shared memory across the warpgroup's 4 warps; sums only at the end); Pᵀ
+//   split into two e4m3 terms and stored; P·V per channel tile into a fresh fp32 tile added to Oᵀ
+//   (e4m3 tensor-core sums keep fewer bits than fp32), the next tile's ldmatrix issued meanwhile; the
+//   stage is freed. At the piece's end WG1 hands its statistics and Oᵀ to WG0 (merge_consumers), which
+//   stores. e4m3 → f16 conversion issues at 1/6 of FMUL's rate (21 pairs per clock per SM, session 9):
+//   converting V as well cost ~800 cycles per block.
+// Registers: setmaxnreg 232 / 40; Oᵀ 128 fp32, Sᵀ 16, A 32 (Q·Kᵀ) or 16 + tile 16 (P·V) per thread,
+// the running max in shared memory; no spills. Shared memory: 120 KiB ring + Qᵀ 36 KiB + Pᵀ 2 x 4 KiB
+// + merge 32 KiB.
 // Tests: tests/test_gpu_fp8.cpp (per-tensor cases of up to 32 rows) and flash-mla-bench's check.
 #pragma once
 
@@ -144,23 +147,31 @@ __device__ __forceinline__ uint32_t word(const int4& v, int i) {
 __device__ __forceinline__ void score_block(float (&sc)[16], const RawStage& st, const SharedStorage& s, int warp,
                                             int lane) {
   const int t0 = 16 * warp + lane / 4, q4 = lane % 4;
-  uint32_t A[16];  // one buffer: the other consumer warpgroup fills the gap while this one waits
-#pragma unroll
-  for (int n = 0; n < 9; ++n) {
-    if (n >= 1) {
-      ptx::wgmma_wait_group<0>();
-      ptx::fence_registers(A);
-    }
+  // Batch n's two chunks, loaded one batch ahead (while the tensor cores run the previous one).
+  auto load = [&](int n, int4(&v)[2]) {
     const int box = n < 8 ? n / 2 : 4, chunk = n < 8 ? 2 * q4 + n % 2 : q4;
 #pragma unroll
+    for (int h = 0; h < 2; ++h) v[h] = *reinterpret_cast<const int4*>(raw_chunk(st, box, t0 + 8 * h, chunk));
+  };
+  int4 v[2];
+  uint32_t AA[2][16];
+  load(0, v);
+#pragma unroll
+  for (int n = 0; n < 9; ++n) {
+    uint32_t(&A)[16] = AA[n % 2];
+    if (n >= 2) {
+      ptx::wgmma_wait_group<1>();
+      ptx::fence_registers(A);
+    }
+#pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int4 v = *reinterpret_cast<const int4*>(raw_chunk(st, box, t0 + 8 * h, chunk));
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        A[4 * i + h] = e4m3x2_to_f16x2(word(v, i));
-        A[4 * i + 2 + h] = e4m3x2_to_f16x2(word(v, i) >> 16);
+        A[4 * i + h] = e4m3x2_to_f16x2(word(v[h], i));
+        A[4 * i + 2 + h] = e4m3x2_to_f16x2(word(v[h], i) >> 16);
       }
     }
+    if (n + 1 < 9) load(n + 1, v);
     ptx::wgmma_fence();
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -173,68 +184,122 @@ __device__ __forceinline__ void score_block(float (&sc)[16], const RawStage& st,
     ptx::wgmma_commit_group();
   }
   ptx::wgmma_wait_group<0>();
-  ptx::fence_registers(A);
+  ptx::fence_registers(AA[0]);
+  ptx::fence_registers(AA[1]);
   ptx::fence_registers(sc);
-}
-
-// Oᵀ += Vᵀ·Pᵀ of one block. The thread owns channels 128w + 16(lane/4) + j (j < 16): j = 2mt + h is
-// row lane/4 + 8h of channel tile mt. k-step kk reads tokens 16kk + 2(lane%4) + {0, 1, 8, 9} whole
-// (16 bytes each, box w, chunk lane/4) and pairs their bytes per channel (prmt) into f16 pairs; batch
-// 2kk + half covers channel tiles 4half..4half+3. Tokens at or past `valid` are zeroed (their rows
-// may hold anything, and 0 * NaN = NaN).
-__device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][16], const RawStage& st, const RowTile& pt,
-                                         int warp, int lane, int valid) {
-  const int g = lane / 4, q4 = lane % 4;
-#pragma unroll
-  for (int mt = 0; mt < kVSubTiles; ++mt) ptx::fence_registers(o[mt]);  // keep the O·α rescale ahead
-  uint32_t A[16];  // one buffer: the other consumer warpgroup fills the gap while this one waits
-#pragma unroll
-  for (int n = 0; n < 8; ++n) {
-    const int kk = n / 2, half = n % 2;
-    if (n >= 1) {
-      ptx::wgmma_wait_group<0>();
-      ptx::fence_registers(A);
-    }
-    uint2 v[4];  // words 2half, 2half + 1 of tokens 16kk + 2(lane%4) + {0, 1, 8, 9}
-#pragma unroll
-    for (int x = 0; x < 4; ++x) {
-      const int t = 16 * kk + 2 * q4 + (x & 1) + 8 * (x >> 1);
-      v[x] = t < valid ? reinterpret_cast<const uint2*>(raw_chunk(st, warp, t, g))[half] : make_uint2(0, 0);
-    }
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {  // word 2half + k: channels j = 4(2half + k) .. + 3
-#pragma unroll
-      for (int pair = 0; pair < 2; ++pair) {  // tokens (+0, +1), then (+8, +9)
-        const uint32_t x = k == 0 ? v[2 * pair].x : v[2 * pair].y;
-        const uint32_t y = k == 0 ? v[2 * pair + 1].x : v[2 * pair + 1].y;
-        const uint32_t lo = __byte_perm(x, y, 0x5140);  // channels j, j + 1: (x, y) pairs
-        const uint32_t hi = __byte_perm(x, y, 0x7362);  // channels j + 2, j + 3
-        const int mt0 = 2 * k;                          // channel tile 2(2half + k) within this batch
-        A[4 * mt0 + 2 * pair] = e4m3x2_to_f16x2(lo);
-        A[4 * mt0 + 2 * pair + 1] = e4m3x2_to_f16x2(lo >> 16);
-        A[4 * (mt0 + 1) + 2 * pair] = e4m3x2_to_f16x2(hi);
-        A[4 * (mt0 + 1) + 2 * pair + 1] = e4m3x2_to_f16x2(hi >> 16);
-      }
-    }
-    ptx::wgmma_fence();
-    const uint64_t desc_p =
-        ptx::make_smem_desc(reinterpret_cast<const char*>(&pt) + kk * 32, 16, 1024, ptx::Swizzle::k128B);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const uint32_t(&frag)[4] = *reinterpret_cast<const uint32_t(*)[4]>(&A[4 * i]);
-      ptx::wgmma_m64n32k16_rs_f16(o[4 * half + i], frag, desc_p, 1);
-    }
-    ptx::wgmma_commit_group();
-  }
-  ptx::wgmma_wait_group<0>();
-  ptx::fence_registers(A);
-#pragma unroll
-  for (int mt = 0; mt < kVSubTiles; ++mt) ptx::fence_registers(o[mt]);
 }
 
 // Column j (0..7) of this thread in an m64n32 accumulator: query row 8(j/2) + 2(lane%4) + j%2, held at
 // sc[4(j/2) + j%2] (token 16w + lane/4) and sc[4(j/2) + 2 + j%2] (token + 8).
 __device__ __forceinline__ int column(int lane, int j) { return 8 * (j / 2) + 2 * (lane % 4) + j % 2; }
+
+// o += t for one m64n32 accumulator tile, once the wgmma that wrote t are done.
+__device__ __forceinline__ void add_tile(float (&o)[16], float (&t)[16]) {
+  ptx::fence_registers(t);
+#pragma unroll
+  for (int i = 0; i < 16; ++i) o[i] += t[i];
+}
+
+// Two values as two e4m3 terms each: x ≈ hi + lo to ~8 significant bits (hi = x to 4 bits, lo = the
+// rest to 4), the precision bf16 would keep. Rounded to f16 first: P lies in [0, 2^kMaxLag], where f16
+// keeps 11 bits and e4m3's range (448) holds it; lo falls into e4m3's subnormals (absolute step 2^-9)
+// only where x < 2^-2. Bytes, low to high: hi(a), hi(b), lo(a), lo(b). NaN stays NaN in both terms.
+__device__ __forceinline__ uint32_t split_e4m3x2(float a, float b) {
+  const __half2 h = __floats2half2_rn(a, b);
+  const __nv_fp8x2_storage_t hi = __nv_cvt_halfraw2_to_fp8x2(h, __NV_SATFINITE, __NV_E4M3);
+  const uint32_t back = e4m3x2_to_f16x2(hi);
+  const __half2 rest = __hsub2(h, *reinterpret_cast<const __half2*>(&back));
+  const __nv_fp8x2_storage_t lo = __nv_cvt_halfraw2_to_fp8x2(rest, __NV_SATFINITE, __NV_E4M3);
+  return static_cast<uint32_t>(hi) | (static_cast<uint32_t>(lo) << 16);
+}
+
+// P·V's reduction runs over a 32-token k-step in the order ldmatrix.trans delivers V (pv_block):
+// position k = 16h + 4q + i holds token 16h + 2q + (i % 2) + 8(i / 2). Pᵀ is stored in that order, as
+// [32 rows, 128 bytes] 128-byte swizzled: bytes 32ks + k of term 0 (hi), then 64 + 32ks + k of term 1.
+// The thread's scores sc[4i + 2h + e] (token 16w + lane/4 + 8h, column 2i + e) become, after one
+// exchange with lane ^ 4 (token ± 1), one 4-byte word per column pair and term: tokens
+// 16w + 2(g/2) + {0, 1, 8, 9} at position 16(w % 2) + 4(g/2) of k-step w / 2 (g = lane / 4).
+__device__ __forceinline__ void store_p(RowTile& pt, const float (&sc)[16], int warp, int lane) {
+  const int g = lane / 4;
+  const bool odd = g & 1;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t col0 = split_e4m3x2(sc[4 * i], sc[4 * i + 2]);      // column 2i: tokens g, g + 8
+    const uint32_t col1 = split_e4m3x2(sc[4 * i + 1], sc[4 * i + 3]);  // column 2i + 1
+    const uint32_t keep = odd ? col1 : col0;
+    const uint32_t recv = __shfl_xor_sync(0xffffffffu, odd ? col0 : col1, 4);
+    const uint32_t lo = odd ? recv : keep, hi = odd ? keep : recv;  // tokens 2(g/2) + {0, 8}, then + 1
+    const int row = column(lane, 2 * i + odd);
+    char* base = reinterpret_cast<char*>(&pt) + row * 128 + 4 * (g / 2);
+#pragma unroll
+    for (int term = 0; term < 2; ++term) {
+      const uint32_t w = __byte_perm(lo, hi, term == 0 ? 0x5140 : 0x7362);
+      *reinterpret_cast<uint32_t*>(base + (((4 * term + warp) ^ (row & 7)) << 4)) = w;
+    }
+  }
+}
+
+// The V rows of tokens at or past `valid` (0 < valid < 64) in the last block of a sequence: zeros, since
+// they may hold anything (a short page's stale rows, poison) and P's zeros would not hide a NaN. The
+// fence_proxy_async before kPReady orders these writes before the stage's next TMA fill.
+__device__ __forceinline__ void zero_tail(RawStage& st, int valid, int thread) {
+  constexpr int kChunks = kRawBoxCols / 16;
+  for (int i = valid * kChunks + thread; i < kBlockN * kChunks; i += kConsumerThreads) {
+#pragma unroll
+    for (int b = 0; b < kVSubTiles / 2; ++b) reinterpret_cast<int4*>(st.box[b])[i] = make_int4(0, 0, 0, 0);
+  }
+}
+
+// Oᵀ += Vᵀ·Pᵀ of one block on e4m3 tensor cores. Channel tile mt (64 channels): warp w feeds its
+// rows 16w..16w+15 from chunk 4(mt % 2) + w of box mt / 2 (channels 64mt + 16w + 0..15), loaded by
+// ldmatrix.trans as 16-bit channel pairs of 8 tokens and regrouped by prmt into four tokens of one
+// channel per register: row lane/4 is channel 64mt + 16w + 2(lane/4), row + 8 the next channel. Each
+// tile's four wgmma (two k-steps, two P terms) accumulate into a fresh fp32 tile T, added to Oᵀ in
+// fp32 (the tensor cores' e4m3 accumulation keeps fewer bits; a chain of four is short). Rows past
+// the sequence's end were zeroed (zero_tail).
+__device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][16], const RawStage& st, const RowTile& pt,
+                                         int warp, int lane) {
+  // Token rows 32ks + lane of chunk 4(mt % 2) + w of box mt / 2 as two ldmatrix.trans (one per k-step).
+  auto load = [&](int mt, uint32_t(&r)[8]) {
+    const int chunk = 4 * (mt % 2) + warp;
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      const int t = 32 * ks + lane;  // matrix lane / 8 = tokens 32ks + 8(lane / 8) .. + 7
+      uint32_t(&rk)[4] = *reinterpret_cast<uint32_t(*)[4]>(&r[4 * ks]);
+      ptx::ldmatrix_x4_trans(&st.box[mt / 2][t * kRawBoxCols + ((chunk ^ (t & 7)) << 4)], rk);
+    }
+  };
+  const uint64_t desc_p = ptx::make_smem_desc(&pt, 16, 1024, ptx::Swizzle::k128B);
+  uint32_t raw[8], a[8];
+  float T[16];
+  load(0, raw);
+#pragma unroll
+  for (int mt = 0; mt < kVSubTiles; ++mt) {
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+#pragma unroll
+      for (int x = 0; x < 2; ++x) {
+        const uint32_t lo = raw[4 * ks + 2 * x], hi = raw[4 * ks + 2 * x + 1];
+        a[4 * ks + 2 * x] = __byte_perm(lo, hi, 0x6420);      // even channel
+        a[4 * ks + 2 * x + 1] = __byte_perm(lo, hi, 0x7531);  // odd channel
+      }
+    }
+    ptx::wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      const uint32_t(&frag)[4] = *reinterpret_cast<const uint32_t(*)[4]>(&a[4 * ks]);
+#pragma unroll
+      for (int term = 0; term < 2; ++term) {  // start address + 64term + 32ks bytes, in 16-byte units
+        ptx::wgmma_m64n32k32_rs_e4m3(T, frag, desc_p + (4 * term + 2 * ks), ks + term > 0);
+      }
+    }
+    ptx::wgmma_commit_group();
+    if (mt + 1 < kVSubTiles) load(mt + 1, raw);  // while the tensor cores run
+    ptx::wgmma_wait_group<0>();
+    ptx::fence_registers(a);
+    add_tile(o[mt], T);
+  }
+}
 
 // Combines per-thread column values over the 64 tokens: lanes of equal lane % 4 (shuffles), then the
 // four warps through shared memory; every thread gets its 8 columns' results. The caller's next write
@@ -259,13 +324,14 @@ __device__ __forceinline__ void reduce_columns(float (&v)[8], SharedStorage& s, 
   }
 }
 
-// Writes a finished piece: this thread's 16 channels 128w + 16(lane/4) + j of its 8 query rows, final
-// output (bf16) when the sequence is not split, else the fp32 partial at the piece's slot.
+// Writes a finished piece: this thread's channels 64mt + 16w + 2(lane/4) + {0, 1} (mt < 8) of its 8
+// query rows, final output (bf16) when the sequence is not split, else the fp32 partial at the piece's
+// slot. Eight lanes of equal lane % 4 fill 32 (64) contiguous bytes per row and tile.
 __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece& pc, int warp, int lane,
                                              const float (&o)[kVSubTiles][16], const float (&m)[8],
                                              const float (&l)[8], float out_scale) {
   constexpr float kLn2 = 0.6931471805599453f;
-  const int kv = blockIdx.y, base = 128 * warp + 16 * (lane / 4);
+  const int kv = blockIdx.y, base = 16 * warp + 2 * (lane / 4);
 #pragma unroll
   for (int j = 0; j < 8; ++j) {
     const int r = column(lane, j);
@@ -274,26 +340,23 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
     const bool empty = l[j] == 0.0f;
     const float inv = empty ? 0.0f : out_scale / l[j];
     const float lse = (m[j] + __log2f(l[j])) * kLn2;
-    const int reg = 4 * (j / 2) + j % 2;  // + 2h for row half h
-    float v[16];
-#pragma unroll
-    for (int c = 0; c < 16; ++c) v[c] = o[c / 2][reg + 2 * (c % 2)] * inv;
+    const int reg = 4 * (j / 2) + j % 2;  // channel base + 1 at reg + 2
     if (pc.n_splits == 1) {
       __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.out) +
                            ((static_cast<int64_t>(pc.req) * p.s_q + t) * p.h_q + h) * kHeadDimV + base;
-      // 8-byte stores: validation guarantees out 8-byte alignment, not 16.
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        reinterpret_cast<uint2*>(out)[c] =
-            make_uint2(pack2<__nv_bfloat16>(v[4 * c], v[4 * c + 1]), pack2<__nv_bfloat16>(v[4 * c + 2], v[4 * c + 3]));
+      for (int mt = 0; mt < kVSubTiles; ++mt) {
+        *reinterpret_cast<uint32_t*>(out + 64 * mt) = pack2<__nv_bfloat16>(o[mt][reg] * inv, o[mt][reg + 2] * inv);
       }
       if (warp == 0 && lane < 4) p.lse[(static_cast<int64_t>(pc.req) * p.h_q + h) * p.s_q + t] = empty ? INFINITY : lse;
     } else {
       const int64_t slot = static_cast<int64_t>(p.num_splits[pc.req]) + pc.split;
       const int64_t idx = (slot * p.h_kv + kv) * p.rows + r;
-      float4* out = reinterpret_cast<float4*>(p.o_accum + idx * kHeadDimV + base);
+      float* out = p.o_accum + idx * kHeadDimV + base;
 #pragma unroll
-      for (int c = 0; c < 4; ++c) out[c] = make_float4(v[4 * c], v[4 * c + 1], v[4 * c + 2], v[4 * c + 3]);
+      for (int mt = 0; mt < kVSubTiles; ++mt) {
+        *reinterpret_cast<float2*>(out + 64 * mt) = make_float2(o[mt][reg] * inv, o[mt][reg + 2] * inv);
+      }
       if (warp == 0 && lane < 4) p.lse_accum[idx] = empty ? -INFINITY : lse;
     }
   }
@@ -443,39 +506,26 @@ __global__ void __launch_bounds__(kThreads, 1)
         // The other buffer: every warp still reads this one until the block's kPReady, after this write.
         if (warp == 0 && lane < 4) s.col_max[wg][(mine & 1) ^ 1][column(lane, j)] = m_new;
       }
-      // Pᵀ fragments: frag[h][i] holds tokens 16w + 8h + lane/4, columns 8i + 2(lane%4) + {0, 1}.
-      uint32_t frag[2][4];
+      // P in place of the scores; the column sums stay fp32 (the P·V terms round them to ~8 bits).
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const float p0 = ptx::exp2_ftz(sc[4 * i + 2 * h] - m_use[2 * i]);
-          const float p1 = ptx::exp2_ftz(sc[4 * i + 2 * h + 1] - m_use[2 * i + 1]);
-          l[2 * i] += p0;
-          l[2 * i + 1] += p1;
-          frag[h][i] = pack2<__half>(p0, p1);
-        }
+      for (int i = 0; i < 16; ++i) {
+        const int j = 2 * (i / 4) + i % 2;
+        sc[i] = ptx::exp2_ftz(sc[i] - m_use[j]);
+        l[j] += sc[i];
       }
-      // Transposed into the [32 rows, 64 tokens] tile: lane 8k + r addresses query row 8k + r = lane,
-      // chunk (tokens 16w + 8h ..) 2w + h, swizzled.
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        char* dst = reinterpret_cast<char*>(&s.p[wg]) + lane * 128 + (((2 * warp + h) ^ (lane & 7)) << 4);
-        ptx::stmatrix_x4_trans(dst, frag[h]);
-      }
+      const int valid = pc.seqlen - blk * kBlockN;
+      if (valid < kBlockN) zero_tail(s.k[stage], valid, thread);
+      store_p(s.p[wg], sc, warp, lane);
       ptx::fence_proxy_async_shared();
       ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
       if (rescale) {
 #pragma unroll
         for (int mt = 0; mt < kVSubTiles; ++mt) {
 #pragma unroll
-          for (int j = 0; j < 8; ++j) {
-            o[mt][4 * (j / 2) + j % 2] *= alpha[j];
-            o[mt][4 * (j / 2) + 2 + j % 2] *= alpha[j];
-          }
+          for (int i = 0; i < 16; ++i) o[mt][i] *= alpha[2 * (i / 4) + i % 2];
         }
       }
-      pv_block(o, s.k[stage], s.p[wg], warp, lane, pc.seqlen - blk * kBlockN);
+      pv_block(o, s.k[stage], s.p[wg], warp, lane);
       ptx::mbarrier_arrive(&s.k_free[stage]);
       ++mine;
     }
