@@ -53,7 +53,8 @@ struct SharedStorage {
   float merge_o[kVSubTiles / 2][kConsumerThreads][16];  // half of consumer 1's Oᵀ for the merge, 32 KiB
   float merge_m[kRows], merge_l[kRows];      // consumer 1's column max and sum
   float columns[kConsumers][kConsumerWarps][kRows];  // per-warp column maxima or sums
-  float col_max[kConsumers][2][kRows];       // each consumer's running column max, by block parity
+  float col_max[kConsumers][2][kRows];       // each consumer's running column max (two buffers)
+  alignas(16) int fast[kConsumers][2][kConsumerWarps];  // per warp: P valid against the running max
   float q_row_scale[kRows];                  // a bf16 q row's prescale 2^e
   float col_scale[kRows];                    // the piece's score scale (log2 domain) per query row
   int col_limit[kRows];                      // the piece's last visible token + 1 per query row

@@ -6,9 +6,10 @@
 //                                    registers (no conversion), B = Pᵀ as two e4m3 terms (~8 bits)
 // WG2: one thread copies raw 64-token blocks (five 128-channel TMA boxes) into a 3-stage ring.
 // WG0, WG1: alternate blocks of a piece, each on its own: Q·Kᵀ in 9 batches of 4 wgmma, whose A
-//   fragments (two 16-register buffers) are converted while the previous batch runs; the column
-//   softmax (maxima meet in shared memory across the warpgroup's 4 warps; sums only at the end); Pᵀ
-//   split into two e4m3 terms and stored; P·V per channel tile into a fresh fp32 tile added to Oᵀ
+//   fragments (two 16-register buffers) are converted while the previous batch runs; P against the
+//   running column max as it stands, unless a warp votes that a score exceeds it by more than
+//   kMaxLag (then the 4 warps' maxima meet in shared memory and P is recomputed; sums only at the
+//   piece's end); Pᵀ split into two e4m3 terms and stored; P·V per channel tile into a fresh fp32 tile added to Oᵀ
 //   (e4m3 tensor-core sums keep fewer bits than fp32), the next tile's ldmatrix issued meanwhile; the
 //   stage is freed. At the piece's end WG1 hands its statistics and Oᵀ to WG0 (merge_consumers), which
 //   stores. e4m3 → f16 conversion issues at 1/6 of FMUL's rate (21 pairs per clock per SM, session 9):
@@ -153,6 +154,7 @@ __device__ __forceinline__ void score_block(float (&sc)[16], const RawStage& st,
 #pragma unroll
     for (int h = 0; h < 2; ++h) v[h] = *reinterpret_cast<const int4*>(raw_chunk(st, box, t0 + 8 * h, chunk));
   };
+  const uint64_t desc_q = ptx::make_smem_desc(&s.q[0], 16, 1024, ptx::Swizzle::k128B);
   int4 v[2];
   uint32_t AA[2][16];
   load(0, v);
@@ -176,10 +178,9 @@ __device__ __forceinline__ void score_block(float (&sc)[16], const RawStage& st,
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int ks = n < 8 ? 8 * (n / 2) + 4 * (n % 2) + i : 32 + i;
-      const uint64_t desc_q =
-          ptx::make_smem_desc(reinterpret_cast<const char*>(&s.q[ks / 4]) + (ks % 4) * 32, 16, 1024, ptx::Swizzle::k128B);
       const uint32_t(&frag)[4] = *reinterpret_cast<const uint32_t(*)[4]>(&A[4 * i]);
-      ptx::wgmma_m64n32k16_rs_f16(sc, frag, desc_q, ks != 0);
+      // Tile ks / 4 (4 KiB apart), 32 bytes per k-step within it; in 16-byte units of the start address.
+      ptx::wgmma_m64n32k16_rs_f16(sc, frag, desc_q + (256 * (ks / 4) + 2 * (ks % 4)), ks != 0);
     }
     ptx::wgmma_commit_group();
   }
@@ -213,19 +214,27 @@ __device__ __forceinline__ uint32_t split_e4m3x2(float a, float b) {
   return static_cast<uint32_t>(hi) | (static_cast<uint32_t>(lo) << 16);
 }
 
+// Pᵀ = 2^(Sᵀ - mu) of one block, stored for P·V, its per-thread column sums added to `sum`.
 // P·V's reduction runs over a 32-token k-step in the order ldmatrix.trans delivers V (pv_block):
 // position k = 16h + 4q + i holds token 16h + 2q + (i % 2) + 8(i / 2). Pᵀ is stored in that order, as
 // [32 rows, 128 bytes] 128-byte swizzled: bytes 32ks + k of term 0 (hi), then 64 + 32ks + k of term 1.
-// The thread's scores sc[4i + 2h + e] (token 16w + lane/4 + 8h, column 2i + e) become, after one
+// The thread's values sc[4i + 2h + e] (token 16w + lane/4 + 8h, column 2i + e) become, after one
 // exchange with lane ^ 4 (token ± 1), one 4-byte word per column pair and term: tokens
 // 16w + 2(g/2) + {0, 1, 8, 9} at position 16(w % 2) + 4(g/2) of k-step w / 2 (g = lane / 4).
-__device__ __forceinline__ void store_p(RowTile& pt, const float (&sc)[16], int warp, int lane) {
+__device__ __forceinline__ void store_p(RowTile& pt, const float (&sc)[16], const float (&mu)[8], float (&sum)[8],
+                                        int warp, int lane) {
   const int g = lane / 4;
   const bool odd = g & 1;
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    const uint32_t col0 = split_e4m3x2(sc[4 * i], sc[4 * i + 2]);      // column 2i: tokens g, g + 8
-    const uint32_t col1 = split_e4m3x2(sc[4 * i + 1], sc[4 * i + 3]);  // column 2i + 1
+    float pv[4];  // P = 2^(s - mu) of columns 2i, 2i + 1; the column sums stay fp32
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      pv[e] = ptx::exp2_ftz(sc[4 * i + e] - mu[2 * i + e % 2]);
+      sum[2 * i + e % 2] += pv[e];
+    }
+    const uint32_t col0 = split_e4m3x2(pv[0], pv[2]);  // column 2i: tokens g, g + 8
+    const uint32_t col1 = split_e4m3x2(pv[1], pv[3]);  // column 2i + 1
     const uint32_t keep = odd ? col1 : col0;
     const uint32_t recv = __shfl_xor_sync(0xffffffffu, odd ? col0 : col1, 4);
     const uint32_t lo = odd ? recv : keep, hi = odd ? keep : recv;  // tokens 2(g/2) + {0, 8}, then + 1
@@ -453,14 +462,15 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int t = thread / p.q_per_kv;
       s.col_limit[thread] = p.causal ? min(pc.token_end, pc.seqlen - p.s_q + t + 1) : pc.token_end;
     }
-    // The running column max lives in shared memory (col_max[wg][n % 2] before the consumer's n-th
-    // block of the piece, written by warp 0 after the block's reduction; registers are short).
+    // The running column max lives in shared memory (col_max[wg][par]; when a block moves it, warp 0
+    // writes the other buffer and par flips; registers are short).
     if (thread < kRows) s.col_max[wg][0][thread] = -INFINITY;
     ptx::named_barrier_sync(kQReady, kBoth);
     float l[8];
 #pragma unroll
     for (int j = 0; j < 8; ++j) l[j] = 0.0f;
     int mine = 0;  // blocks of the piece this consumer has finished
+    int par = 0;   // which col_max buffer holds the running max
     float o[kVSubTiles][16];
 #pragma unroll
     for (int mt = 0; mt < kVSubTiles; ++mt) {
@@ -480,8 +490,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       score_block(sc, s.k[stage], s, warp, lane);
 
       // Mask (select, never multiply: rows past the end may be NaN) and scale into the log2 domain.
+      // P is first computed against the running max as it stands (`fast`): it stays valid while no
+      // score exceeds that max by more than kMaxLag (decode_common.cuh: P < 2^8), which after a
+      // piece's first block is the common case; only otherwise do the warps meet to take the block's
+      // column max and compute P again.
       const int token0 = blk * kBlockN + 16 * warp + lane / 4;
-      float col_max[8];
+      float m[8], mu[8];
+      bool fast = true;
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
         float& v0 = sc[4 * (j / 2) + j % 2];
@@ -490,41 +505,50 @@ __global__ void __launch_bounds__(kThreads, 1)
         const float scale = s.col_scale[column(lane, j)];
         v0 = token0 < limit ? v0 * scale : -INFINITY;
         v1 = token0 + 8 < limit ? v1 * scale : -INFINITY;
-        col_max[j] = fmaxf(v0, v1);
-      }
-      reduce_columns(col_max, s, wg, warp, lane, [](float a, float b) { return fmaxf(a, b); });
-      float alpha[8], m_use[8];
-      bool rescale = false;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const float m = s.col_max[wg][mine & 1][column(lane, j)];
-        const float m_new = col_max[j] > m + kMaxLag ? col_max[j] : m;  // decode_common.cuh: P < 2^8
-        m_use[j] = m_new == -INFINITY ? 0.0f : m_new;  // a fully masked column so far: keep exp2 finite
-        alpha[j] = ptx::exp2_ftz(m - m_use[j]);
-        rescale |= alpha[j] != 1.0f;
-        l[j] *= alpha[j];
-        // The other buffer: every warp still reads this one until the block's kPReady, after this write.
-        if (warp == 0 && lane < 4) s.col_max[wg][(mine & 1) ^ 1][column(lane, j)] = m_new;
-      }
-      // P in place of the scores; the column sums stay fp32 (the P·V terms round them to ~8 bits).
-#pragma unroll
-      for (int i = 0; i < 16; ++i) {
-        const int j = 2 * (i / 4) + i % 2;
-        sc[i] = ptx::exp2_ftz(sc[i] - m_use[j]);
-        l[j] += sc[i];
+        m[j] = s.col_max[wg][par][column(lane, j)];
+        mu[j] = m[j] == -INFINITY ? 0.0f : m[j];  // a fully masked column so far: keep exp2 finite
+        fast &= !(fmaxf(v0, v1) > m[j] + kMaxLag);
       }
       const int valid = pc.seqlen - blk * kBlockN;
-      if (valid < kBlockN) zero_tail(s.k[stage], valid, thread);
-      store_p(s.p[wg], sc, warp, lane);
+      if (valid < kBlockN) {  // a sequence's last block: once every warp has read its K rows
+        ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
+        zero_tail(s.k[stage], valid, thread);
+      }
+      float sum[8] = {};
+      store_p(s.p[wg], sc, mu, sum, warp, lane);
+      fast = __all_sync(0xffffffffu, fast);
+      if (lane == 0) s.fast[wg][mine & 1][warp] = fast;
       ptx::fence_proxy_async_shared();
       ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
-      if (rescale) {
+      const int4 votes = *reinterpret_cast<const int4*>(s.fast[wg][mine & 1]);
+      if (!(votes.x && votes.y && votes.z && votes.w)) {
+        float col_max[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) col_max[j] = fmaxf(sc[4 * (j / 2) + j % 2], sc[4 * (j / 2) + 2 + j % 2]);
+        reduce_columns(col_max, s, wg, warp, lane, [](float a, float b) { return fmaxf(a, b); });
+        float alpha[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float m_new = col_max[j] > m[j] + kMaxLag ? col_max[j] : m[j];
+          mu[j] = m_new == -INFINITY ? 0.0f : m_new;
+          alpha[j] = ptx::exp2_ftz(m[j] - mu[j]);
+          l[j] *= alpha[j];
+          sum[j] = 0.0f;
+          // The other buffer: every warp read this one before the kPReady above.
+          if (warp == 0 && lane < 4) s.col_max[wg][par ^ 1][column(lane, j)] = m_new;
+        }
+        par ^= 1;
 #pragma unroll
         for (int mt = 0; mt < kVSubTiles; ++mt) {
 #pragma unroll
           for (int i = 0; i < 16; ++i) o[mt][i] *= alpha[2 * (i / 4) + i % 2];
         }
+        store_p(s.p[wg], sc, mu, sum, warp, lane);
+        ptx::fence_proxy_async_shared();
+        ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
       }
+#pragma unroll
+      for (int j = 0; j < 8; ++j) l[j] += sum[j];
       pv_block(o, s.k[stage], s.p[wg], warp, lane);
       ptx::mbarrier_arrive(&s.k_free[stage]);
       ++mine;
@@ -532,7 +556,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     reduce_columns(l, s, wg, warp, lane, [](float a, float b) { return a + b; });
     float m[8];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) m[j] = s.col_max[wg][mine & 1][column(lane, j)];
+    for (int j = 0; j < 8; ++j) m[j] = s.col_max[wg][par][column(lane, j)];
     merge_consumers(s, wg, thread, lane, o, m, l);
     if (wg == 0) store_output(p, pc, warp, lane, o, m, l, descale(p.descale_k));
   });
