@@ -509,13 +509,13 @@ __global__ void __launch_bounds__(kThreads, 1)
         mu[j] = m[j] == -INFINITY ? 0.0f : m[j];  // a fully masked column so far: keep exp2 finite
         fast &= !(fmaxf(v0, v1) > m[j] + kMaxLag);
       }
+      float sum[8] = {};
+      store_p(s.p[wg], sc, mu, sum, warp, lane);
       const int valid = pc.seqlen - blk * kBlockN;
       if (valid < kBlockN) {  // a sequence's last block: once every warp has read its K rows
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
         zero_tail(s.k[stage], valid, thread);
       }
-      float sum[8] = {};
-      store_p(s.p[wg], sc, mu, sum, warp, lane);
       fast = __all_sync(0xffffffffu, fast);
       if (lane == 0) s.fast[wg][mine & 1][warp] = fast;
       ptx::fence_proxy_async_shared();
