@@ -287,6 +287,32 @@ TEST_P(Sm90FP8, QueriesOutsideHalfRangeKeepTheirPrecision) {
   expect_decode_matches_reference(w, 0, stream, 0, 63);
 }
 
+// Wide score spreads over long sequences: the cache's scale times 256 gives scores of sd ~2.6 (natural
+// units) instead of ~0.01, so over 8k tokens most probabilities sit 10-15 log2 units under the row
+// maximum and carry most of the softmax's mass together. A kernel that rounded small probabilities to
+// a coarse absolute step (an e4m3 P flushes below 2^-10) would shrink the outputs by up to tens of
+// percent; the reference is unaffected.
+TEST_P(Sm90FP8, WideScoreSpreadKeepsSmallProbabilities) {
+  const FP8Variant& v = GetParam();
+  REQUIRE_SM90_FP8(v);
+  Stream stream;
+  testing::Workload w = fp8_workload(v, 3, 2, 16, 1, {8192, 3001, 65}, true, 64);
+  if (v.format == KvCacheFormat::kFP8WithScale) {
+    const int64_t row = w.k_row_bytes();
+    for (int64_t r = 0; r < static_cast<int64_t>(w.k_cache.size()) / row; ++r) {
+      for (int g = 0; g < kFP8NumScales; ++g) {
+        float scale;
+        std::memcpy(&scale, w.k_cache.data() + r * row + kFP8ScaleOffset + 4 * g, 4);
+        scale *= 256.0f;
+        std::memcpy(w.k_cache.data() + r * row + kFP8ScaleOffset + 4 * g, &scale, 4);
+      }
+    }
+  } else {
+    w.descale_k *= 256.0f;
+  }
+  expect_decode_matches_reference(w, 0, stream, 0, 64);
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, Sm90FP8, ::testing::ValuesIn(kFP8Variants), variant_name);
 
 }  // namespace

@@ -15,15 +15,6 @@ __device__ __forceinline__ void stmatrix_x4(void* smem_row, const uint32_t (&r)[
                : "memory");
 }
 
-// The same, transposed: lane 8j + i addresses row i of matrix j's transpose, which receives column i
-// of the fragment's matrix j (stmatrix .trans).
-__device__ __forceinline__ void stmatrix_x4_trans(void* smem_row, const uint32_t (&r)[4]) {
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem_row));
-  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(r[0]),
-               "r"(r[1]), "r"(r[2]), "r"(r[3])
-               : "memory");
-}
-
 // Four 8x8 matrices of 16-bit values loaded transposed: lane 8j + i gives the shared-memory address of
 // row i of matrix j (16 bytes); r[j] receives column lane / 4 of matrix j, rows 2 (lane % 4) (low half)
 // and + 1 (high half) (ldmatrix .trans).

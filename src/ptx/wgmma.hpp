@@ -122,40 +122,47 @@ __device__ __forceinline__ void wgmma_m64n256k16_ss_tn(float (&d)[128], uint64_t
   }
 }
 
+// The asm of a D[64x32] wgmma with A in registers (d[16] accumulators, a[4], desc_b, scale_d): SHAPE
+// and TYPES name the instruction, IMM its immediate operands after scale-d.
+#define FLASH_MLA_WGMMA_M64N32_RS(SHAPE_TYPES, IMM)                                                           \
+  asm volatile(                                                                                             \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"                                                           \
+      "wgmma.mma_async.sync.aligned." SHAPE_TYPES " "                                                      \
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "                           \
+      "{%16, %17, %18, %19}, %20, p, " IMM ";\n}\n"                                                         \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),      \
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]) \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d))
+
 // D[64x32] (+)= A[64x16] * B[16x32], f16; A in registers (the mma fragment: a[0] row lane/4, columns
 // 2(lane%4) + {0, 1}; a[1] row + 8; a[2], a[3] the same rows at columns + 8), B K-major in shared
 // memory. wgmma reads a[] asynchronously: keep it unchanged until wgmma_wait_group says the group is
 // done (fence_registers(a) after the wait keeps the compiler from reusing the registers earlier).
 __device__ __forceinline__ void wgmma_m64n32k16_rs_f16(float (&d)[16], const uint32_t (&a)[4], uint64_t desc_b,
                                                        int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
-      "{%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+  FLASH_MLA_WGMMA_M64N32_RS("m64n32k16.f32.f16.f16", "1, 1, 0");
 }
 
-// D[64x32] (+)= A[64x32] * B[32x32], e4m3 inputs, fp32 accumulators; A in registers (the 8-bit mma
-// fragment: a[0] row lane/4, columns 4(lane%4) + 0..3 as bytes low to high; a[1] row + 8; a[2], a[3]
-// the same rows at columns + 16), B K-major in shared memory (the only major-ness 8-bit types have).
-// The tensor cores add each product group to the accumulator with fewer mantissa bits than fp32
-// (keep chains short and add their results in fp32). Same register rule as the f16 form above.
+// 8-bit float types of wgmma's B operand.
+enum class Fp8 { kE4M3, kE5M2 };
+
+// D[64x32] (+)= A[64x32] * B[32x32], fp32 accumulators, A e4m3 in registers (the 8-bit mma fragment:
+// a[0] row lane/4, columns 4(lane%4) + 0..3 as bytes low to high; a[1] row + 8; a[2], a[3] the same
+// rows at columns + 16), B e4m3 or e5m2, K-major in shared memory (the only major-ness 8-bit types
+// have). The tensor cores add each product group to the accumulator with fewer mantissa bits than
+// fp32 (keep chains short and add their results in fp32). Same register rule as the f16 form above.
+template <Fp8 kB>
 __device__ __forceinline__ void wgmma_m64n32k32_rs_e4m3(float (&d)[16], const uint32_t (&a)[4], uint64_t desc_b,
                                                         int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n32k32.f32.e4m3.e4m3 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
-      "{%16, %17, %18, %19}, %20, p, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+  if constexpr (kB == Fp8::kE4M3) {
+    FLASH_MLA_WGMMA_M64N32_RS("m64n32k32.f32.e4m3.e4m3", "1, 1");
+  } else {
+    FLASH_MLA_WGMMA_M64N32_RS("m64n32k32.f32.e4m3.e5m2", "1, 1");
+  }
 }
 
 #undef FLASH_MLA_WGMMA_M64N64K16
 #undef FLASH_MLA_WGMMA_M64N256K16_TN
+#undef FLASH_MLA_WGMMA_M64N32_RS
 
 }  // namespace flash_mla::ptx

@@ -27,6 +27,11 @@ inline constexpr int kRawBoxCols = 128;
 inline constexpr int kRawBoxes = (kHeadDim + kRawBoxCols - 1) / kRawBoxCols;  // 5
 inline constexpr int kRawBoxBytes = kBlockN * kRawBoxCols;                   // 8 KiB
 inline constexpr int kStages = 3;
+// The running max moves when a block's max exceeds it by more than kNarrowLag (log2 units; the dense
+// kernel's kMaxLag is 8), so P ≤ 2^kNarrowLag, and P·V runs on P·kPScale ≤ 2^8 (kernel.cuh, split_p):
+// a lower lag buys e4m3/e5m2 range for small P, at more blocks that move the max.
+inline constexpr float kNarrowLag = 4.0f;
+inline constexpr float kPScale = 16.0f;  // 2^(8 - kNarrowLag)
 
 // Named barriers (id 0 is __syncthreads). kQReady and kMerge pair both consumer warpgroups (256
 // threads); kColumns and kPReady are per warpgroup (128 threads, id + warpgroup).
@@ -34,7 +39,7 @@ enum NamedBarrier : uint32_t {
   kQReady = 1,   // Qᵀ, the row prescales and limits stored and fenced; the previous piece was merged
   kMerge = 2,    // consumer 1's statistics / half of Oᵀ written (or read) for the merge
   kColumns = 3,  // every warp's column maxima (or sums) of this block written (3, 4)
-  kPReady = 5,   // Pᵀ of this block written and fenced (5, 6)
+  kPReady = 5,   // Pᵀ and the warps' votes of this block published (5, 6); also before the tail zeroing
 };
 
 // [32 rows, 128 bytes] (64 16-bit values or 128 bytes), 128-byte swizzled (row r's chunk c at c ^ (r % 8)).
@@ -49,7 +54,7 @@ struct alignas(1024) RawStage {
 struct SharedStorage {
   RawStage k[kStages];                       // raw e4m3 blocks, 120 KiB
   RowTile q[kQKSubTiles];                    // Qᵀ as f16, channels permuted (kernel.cuh), 36 KiB
-  RowTile p[kConsumers];                     // Pᵀ [32 rows, 2 terms x 64 tokens] e4m3 per consumer, 8 KiB
+  RowTile p[kConsumers];                     // Pᵀ [32 rows, 64 tokens e4m3, then 64 e5m2] per consumer, 8 KiB
   float merge_o[kVSubTiles / 2][kConsumerThreads][16];  // half of consumer 1's Oᵀ for the merge, 32 KiB
   float merge_m[kRows], merge_l[kRows];      // consumer 1's column max and sum
   float columns[kConsumers][kConsumerWarps][kRows];  // per-warp column maxima or sums

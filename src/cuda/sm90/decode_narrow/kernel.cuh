@@ -3,20 +3,20 @@
 // 64-row M tile padded from 16 or 32 rows; the e4m3 bytes stay raw in shared memory:
 //   Sᵀ[64 tokens, 32 rows] = K·Qᵀ   36 x m64n32k16 f16, A = K converted in registers, B = Qᵀ (f16)
 //   Oᵀ[512 ch, 32 rows]   += Vᵀ·Pᵀ  8 channel tiles x 4 x m64n32k32 e4m3, A = V's bytes regrouped in
-//                                    registers (no conversion), B = Pᵀ as two e4m3 terms (~8 bits)
+//                                    registers (no conversion), B = Pᵀ·16 as e4m3 + e5m2 terms
 // WG2: one thread copies raw 64-token blocks (five 128-channel TMA boxes) into a 3-stage ring.
 // WG0, WG1: alternate blocks of a piece, each on its own: Q·Kᵀ in 9 batches of 4 wgmma, whose A
 //   fragments (two 16-register buffers) are converted while the previous batch runs; P against the
 //   running column max as it stands, unless a warp votes that a score exceeds it by more than
-//   kMaxLag (then the 4 warps' maxima meet in shared memory and P is recomputed; sums only at the
-//   piece's end); Pᵀ split into two e4m3 terms and stored; P·V per channel tile into a fresh fp32 tile added to Oᵀ
-//   (e4m3 tensor-core sums keep fewer bits than fp32), the next tile's ldmatrix issued meanwhile; the
-//   stage is freed. At the piece's end WG1 hands its statistics and Oᵀ to WG0 (merge_consumers), which
-//   stores. e4m3 → f16 conversion issues at 1/6 of FMUL's rate (21 pairs per clock per SM, session 9):
-//   converting V as well cost ~800 cycles per block.
-// Registers: setmaxnreg 232 / 40; Oᵀ 128 fp32, Sᵀ 16, A 32 (Q·Kᵀ) or 16 + tile 16 (P·V) per thread,
-// the running max in shared memory; no spills. Shared memory: 120 KiB ring + Qᵀ 36 KiB + Pᵀ 2 x 4 KiB
-// + merge 32 KiB.
+//   kNarrowLag (then the 4 warps' maxima meet in shared memory and P is recomputed; sums only at the
+//   piece's end); Pᵀ split into e4m3 and e5m2 terms (split_p) and stored; P·V per channel tile into a
+//   fresh fp32 tile added to Oᵀ (e4m3 tensor-core sums keep fewer bits than fp32), the next tile's
+//   ldmatrix issued meanwhile; the stage is freed. At the piece's end WG1 hands its statistics and Oᵀ
+//   to WG0 (merge_consumers), which stores. e4m3 → f16 conversion issues at 1/6 of FMUL's rate (21
+//   pairs per clock per SM, session 9): converting V as well cost ~800 cycles per block.
+// Registers: setmaxnreg 232 / 40; Oᵀ 128 fp32, Sᵀ 16, A 32 + 8 loaded ahead (Q·Kᵀ) or 16 + 8 + tile 16
+// (P·V) per thread, the running max in shared memory; no spills. Shared memory: 120 KiB ring + Qᵀ
+// 36 KiB + Pᵀ 2 x 4 KiB + merge 32 KiB.
 // Tests: tests/test_gpu_fp8.cpp (per-tensor cases of up to 32 rows) and flash-mla-bench's check.
 #pragma once
 
@@ -201,16 +201,19 @@ __device__ __forceinline__ void add_tile(float (&o)[16], float (&t)[16]) {
   for (int i = 0; i < 16; ++i) o[i] += t[i];
 }
 
-// Two values as two e4m3 terms each: x ≈ hi + lo to ~8 significant bits (hi = x to 4 bits, lo = the
-// rest to 4), the precision bf16 would keep. Rounded to f16 first: P lies in [0, 2^kMaxLag], where f16
-// keeps 11 bits and e4m3's range (448) holds it; lo falls into e4m3's subnormals (absolute step 2^-9)
-// only where x < 2^-2. Bytes, low to high: hi(a), hi(b), lo(a), lo(b). NaN stays NaN in both terms.
-__device__ __forceinline__ uint32_t split_e4m3x2(float a, float b) {
-  const __half2 h = __floats2half2_rn(a, b);
+// Two values of P as two 8-bit terms each, P·kPScale ≈ hi + lo: hi in e4m3 (4 significant bits), lo
+// the rest in e5m2 (3 more bits, and e5m2's range: normal down to 2^-14, subnormal to 2^-16). P ≤
+// 2^kNarrowLag, so P·kPScale ≤ 2^8, inside e4m3's 448; a P that e4m3 alone would flush (below 2^-10
+// once scaled: every token more than ~14 log2 units under the running max, which a long sequence has
+// by the thousand) keeps ~3 bits down to P·kPScale = 2^-14 and rounds to a 2^-16 step below, so the
+// lost mass is at most 2^-17 / kPScale per token instead of the whole token. Rounded to f16 first (11
+// bits, subnormal to 2^-24). Bytes, low to high: hi(a), hi(b), lo(a), lo(b). NaN stays NaN.
+__device__ __forceinline__ uint32_t split_p(float a, float b) {
+  const __half2 h = __floats2half2_rn(a * kPScale, b * kPScale);
   const __nv_fp8x2_storage_t hi = __nv_cvt_halfraw2_to_fp8x2(h, __NV_SATFINITE, __NV_E4M3);
   const uint32_t back = e4m3x2_to_f16x2(hi);
   const __half2 rest = __hsub2(h, *reinterpret_cast<const __half2*>(&back));
-  const __nv_fp8x2_storage_t lo = __nv_cvt_halfraw2_to_fp8x2(rest, __NV_SATFINITE, __NV_E4M3);
+  const __nv_fp8x2_storage_t lo = __nv_cvt_halfraw2_to_fp8x2(rest, __NV_SATFINITE, __NV_E5M2);
   return static_cast<uint32_t>(hi) | (static_cast<uint32_t>(lo) << 16);
 }
 
@@ -233,8 +236,8 @@ __device__ __forceinline__ void store_p(RowTile& pt, const float (&sc)[16], cons
       pv[e] = ptx::exp2_ftz(sc[4 * i + e] - mu[2 * i + e % 2]);
       sum[2 * i + e % 2] += pv[e];
     }
-    const uint32_t col0 = split_e4m3x2(pv[0], pv[2]);  // column 2i: tokens g, g + 8
-    const uint32_t col1 = split_e4m3x2(pv[1], pv[3]);  // column 2i + 1
+    const uint32_t col0 = split_p(pv[0], pv[2]);  // column 2i: tokens g, g + 8
+    const uint32_t col1 = split_p(pv[1], pv[3]);  // column 2i + 1
     const uint32_t keep = odd ? col1 : col0;
     const uint32_t recv = __shfl_xor_sync(0xffffffffu, odd ? col0 : col1, 4);
     const uint32_t lo = odd ? recv : keep, hi = odd ? keep : recv;  // tokens 2(g/2) + {0, 8}, then + 1
@@ -297,10 +300,9 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][16], const RawSt
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks) {
       const uint32_t(&frag)[4] = *reinterpret_cast<const uint32_t(*)[4]>(&a[4 * ks]);
-#pragma unroll
-      for (int term = 0; term < 2; ++term) {  // start address + 64term + 32ks bytes, in 16-byte units
-        ptx::wgmma_m64n32k32_rs_e4m3(T, frag, desc_p + (4 * term + 2 * ks), ks + term > 0);
-      }
+      // Start address + 64term + 32ks bytes, in 16-byte units; term 0 (hi) e4m3, term 1 (lo) e5m2.
+      ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE4M3>(T, frag, desc_p + 2 * ks, ks > 0);
+      ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE5M2>(T, frag, desc_p + (4 + 2 * ks), 1);
     }
     ptx::wgmma_commit_group();
     if (mt + 1 < kVSubTiles) load(mt + 1, raw);  // while the tensor cores run
@@ -347,7 +349,7 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
     if (r >= p.rows) continue;
     const int t = r / p.q_per_kv, h = kv * p.q_per_kv + r % p.q_per_kv;
     const bool empty = l[j] == 0.0f;
-    const float inv = empty ? 0.0f : out_scale / l[j];
+    const float inv = empty ? 0.0f : out_scale / (l[j] * kPScale);  // Oᵀ sums P·kPScale
     const float lse = (m[j] + __log2f(l[j])) * kLn2;
     const int reg = 4 * (j / 2) + j % 2;  // channel base + 1 at reg + 2
     if (pc.n_splits == 1) {
@@ -481,9 +483,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int blk = first; blk < end; ++blk, ++it) {
       if ((blk - first) % kConsumers != wg) continue;  // the other consumer's block
       const int stage = static_cast<int>(it % kStages);
-      // The stage's previous block (it - 3) was the other consumer's: wait until it freed it, or a
-      // k_full phase still in flight for that block would pass the parity test below (TMA completions
-      // are not ordered); the producer waited for the same phase before copying, so this is free.
+      // The stage's previous block (it - kStages) may have been the other consumer's: wait until it was
+      // freed, or a k_full phase still in flight for that block would pass the parity test below (TMA
+      // completions are not ordered); the producer waited for the same phase before copying, so this
+      // is free.
       ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
       ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
       float sc[16];
@@ -491,7 +494,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
       // Mask (select, never multiply: rows past the end may be NaN) and scale into the log2 domain.
       // P is first computed against the running max as it stands (`fast`): it stays valid while no
-      // score exceeds that max by more than kMaxLag (decode_common.cuh: P < 2^8), which after a
+      // score exceeds that max by more than kNarrowLag (P ≤ 2^kNarrowLag, config.hpp), which after a
       // piece's first block is the common case; only otherwise do the warps meet to take the block's
       // column max and compute P again.
       const int token0 = blk * kBlockN + 16 * warp + lane / 4;
@@ -507,8 +510,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         v1 = token0 + 8 < limit ? v1 * scale : -INFINITY;
         m[j] = s.col_max[wg][par][column(lane, j)];
         mu[j] = m[j] == -INFINITY ? 0.0f : m[j];  // a fully masked column so far: keep exp2 finite
-        fast &= !(fmaxf(v0, v1) > m[j] + kMaxLag);
+        fast &= !(fmaxf(v0, v1) - m[j] > kNarrowLag);  // a difference: m + lag rounds for |m| >= 2^26
       }
+      // No barrier before overwriting the previous block's Pᵀ: this warp's P·V wait returned only
+      // once that block's wgmma completed, and those need every warp's registers, so all four warps
+      // had issued them.
       float sum[8] = {};
       store_p(s.p[wg], sc, mu, sum, warp, lane);
       const int valid = pc.seqlen - blk * kBlockN;
@@ -529,7 +535,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         float alpha[8];
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-          const float m_new = col_max[j] > m[j] + kMaxLag ? col_max[j] : m[j];
+          const float m_new = col_max[j] - m[j] > kNarrowLag ? col_max[j] : m[j];
           mu[j] = m_new == -INFINITY ? 0.0f : m_new;
           alpha[j] = ptx::exp2_ftz(m[j] - mu[j]);
           l[j] *= alpha[j];
