@@ -288,10 +288,10 @@ TEST_P(Sm90FP8, QueriesOutsideHalfRangeKeepTheirPrecision) {
 }
 
 // Wide score spreads over long sequences: the cache's scale times 256 gives scores of sd ~2.6 (natural
-// units) instead of ~0.01, so over 8k tokens most probabilities sit 10-15 log2 units under the row
-// maximum and carry most of the softmax's mass together. A kernel that rounded small probabilities to
-// a coarse absolute step (an e4m3 P flushes below 2^-10) would shrink the outputs by up to tens of
-// percent; the reference is unaffected.
+// units, from the workload's scales) instead of ~0.01, so over 8k tokens most probabilities sit ~10-15
+// log2 units under the row maximum and carry most of the softmax's mass together. A kernel that
+// rounded small probabilities to a coarse absolute step (an e4m3 P flushes below 2^-10) shrinks the
+// outputs (by 3 % or more in a review's model); the reference is unaffected.
 TEST_P(Sm90FP8, WideScoreSpreadKeepsSmallProbabilities) {
   const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);

@@ -97,7 +97,7 @@ sm90::CacheMaps make_cache_maps(const DecodeParams& p) {
 
 // The narrow kernel (sm90::narrow) can serve per-tensor FP8 caches with at most 32 query rows per KV
 // head whose pages are copied by TMA; only builds with the CMake option FLASH_MLA_SM90_NARROW_FP8 route
-// them there (the default keeps every call on the dense kernel until the narrow one is measured).
+// them there (the default keeps every call on the dense kernel: the narrow one loses on short pieces).
 bool use_narrow(const DecodeParams& p) {
 #if defined(FLASH_MLA_SM90_NARROW_FP8)
   return p.kv_format == KvCacheFormat::kFP8PerTensor && p.rows <= sm90::narrow::kRows &&

@@ -191,8 +191,11 @@ __device__ __forceinline__ void score_block(float (&sc)[16], const RawStage& st,
 }
 
 // Column j (0..7) of this thread in an m64n32 accumulator: query row 8(j/2) + 2(lane%4) + j%2, held at
-// sc[4(j/2) + j%2] (token 16w + lane/4) and sc[4(j/2) + 2 + j%2] (token + 8).
+// register at(j, 0) (Sᵀ: token 16w + lane/4; Oᵀ: the tile's channel base) and at(j, 1) (token + 8;
+// channel + 1). Register i holds column column_of(i).
 __device__ __forceinline__ int column(int lane, int j) { return 8 * (j / 2) + 2 * (lane % 4) + j % 2; }
+__host__ __device__ constexpr int at(int j, int h) { return 4 * (j / 2) + 2 * h + j % 2; }
+__host__ __device__ constexpr int column_of(int i) { return 2 * (i / 4) + i % 2; }
 
 // o += t for one m64n32 accumulator tile, once the wgmma that wrote t are done.
 __device__ __forceinline__ void add_tile(float (&o)[16], float (&t)[16]) {
@@ -233,8 +236,8 @@ __device__ __forceinline__ void store_p(RowTile& pt, const float (&sc)[16], cons
     float pv[4];  // P = 2^(s - mu) of columns 2i, 2i + 1; the column sums stay fp32
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      pv[e] = ptx::exp2_ftz(sc[4 * i + e] - mu[2 * i + e % 2]);
-      sum[2 * i + e % 2] += pv[e];
+      pv[e] = ptx::exp2_ftz(sc[4 * i + e] - mu[column_of(4 * i + e)]);
+      sum[column_of(4 * i + e)] += pv[e];
     }
     const uint32_t col0 = split_p(pv[0], pv[2]);  // column 2i: tokens g, g + 8
     const uint32_t col1 = split_p(pv[1], pv[3]);  // column 2i + 1
@@ -351,13 +354,13 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
     const bool empty = l[j] == 0.0f;
     const float inv = empty ? 0.0f : out_scale / (l[j] * kPScale);  // Oᵀ sums P·kPScale
     const float lse = (m[j] + __log2f(l[j])) * kLn2;
-    const int reg = 4 * (j / 2) + j % 2;  // channel base + 1 at reg + 2
     if (pc.n_splits == 1) {
       __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.out) +
                            ((static_cast<int64_t>(pc.req) * p.s_q + t) * p.h_q + h) * kHeadDimV + base;
 #pragma unroll
       for (int mt = 0; mt < kVSubTiles; ++mt) {
-        *reinterpret_cast<uint32_t*>(out + 64 * mt) = pack2<__nv_bfloat16>(o[mt][reg] * inv, o[mt][reg + 2] * inv);
+        *reinterpret_cast<uint32_t*>(out + 64 * mt) =
+            pack2<__nv_bfloat16>(o[mt][at(j, 0)] * inv, o[mt][at(j, 1)] * inv);
       }
       if (warp == 0 && lane < 4) p.lse[(static_cast<int64_t>(pc.req) * p.h_q + h) * p.s_q + t] = empty ? INFINITY : lse;
     } else {
@@ -366,7 +369,7 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
       float* out = p.o_accum + idx * kHeadDimV + base;
 #pragma unroll
       for (int mt = 0; mt < kVSubTiles; ++mt) {
-        *reinterpret_cast<float2*>(out + 64 * mt) = make_float2(o[mt][reg] * inv, o[mt][reg + 2] * inv);
+        *reinterpret_cast<float2*>(out + 64 * mt) = make_float2(o[mt][at(j, 0)] * inv, o[mt][at(j, 1)] * inv);
       }
       if (warp == 0 && lane < 4) p.lse_accum[idx] = empty ? -INFINITY : lse;
     }
@@ -375,8 +378,8 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
 
 // Consumer 1 hands its column statistics and Oᵀ (in two halves of four channel tiles) to consumer 0,
 // which rescales both to the larger max and adds them (the split-KV merge, inside the CTA).
-__device__ __forceinline__ void merge_consumers(SharedStorage& s, int wg, int thread, int lane, float (&o)[kVSubTiles][16],
-                                                float (&m)[8], float (&l)[8]) {
+__device__ __forceinline__ void merge_consumers(SharedStorage& s, int wg, int thread, int lane,
+                                                float (&o)[kVSubTiles][16], float (&m)[8], float (&l)[8]) {
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     if (wg == 1) {
@@ -391,8 +394,8 @@ __device__ __forceinline__ void merge_consumers(SharedStorage& s, int wg, int th
       for (int mt = 0; mt < 4; ++mt) {
 #pragma unroll
         for (int i = 0; i < 16; i += 4) {
-          *reinterpret_cast<float4*>(&s.merge_o[mt][thread][i]) =
-              make_float4(o[4 * half + mt][i], o[4 * half + mt][i + 1], o[4 * half + mt][i + 2], o[4 * half + mt][i + 3]);
+          const float(&x)[16] = o[4 * half + mt];
+          *reinterpret_cast<float4*>(&s.merge_o[mt][thread][i]) = make_float4(x[i], x[i + 1], x[i + 2], x[i + 3]);
         }
       }
     }
@@ -409,7 +412,7 @@ __device__ __forceinline__ void merge_consumers(SharedStorage& s, int wg, int th
         for (int mt = 0; mt < 4; ++mt) {
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
-            const int i = 4 * (j / 2) + 2 * h + j % 2;
+            const int i = at(j, h);
             o[4 * half + mt][i] = o[4 * half + mt][i] * a0 + s.merge_o[mt][thread][i] * a1;
           }
         }
@@ -502,8 +505,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       bool fast = true;
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
-        float& v0 = sc[4 * (j / 2) + j % 2];
-        float& v1 = sc[4 * (j / 2) + 2 + j % 2];
+        float& v0 = sc[at(j, 0)];
+        float& v1 = sc[at(j, 1)];
         const int limit = s.col_limit[column(lane, j)];
         const float scale = s.col_scale[column(lane, j)];
         v0 = token0 < limit ? v0 * scale : -INFINITY;
@@ -530,7 +533,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (!(votes.x && votes.y && votes.z && votes.w)) {
         float col_max[8];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) col_max[j] = fmaxf(sc[4 * (j / 2) + j % 2], sc[4 * (j / 2) + 2 + j % 2]);
+        for (int j = 0; j < 8; ++j) col_max[j] = fmaxf(sc[at(j, 0)], sc[at(j, 1)]);
         reduce_columns(col_max, s, wg, warp, lane, [](float a, float b) { return fmaxf(a, b); });
         float alpha[8];
 #pragma unroll
@@ -547,7 +550,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int mt = 0; mt < kVSubTiles; ++mt) {
 #pragma unroll
-          for (int i = 0; i < 16; ++i) o[mt][i] *= alpha[2 * (i / 4) + i % 2];
+          for (int i = 0; i < 16; ++i) o[mt][i] *= alpha[column_of(i)];
         }
         store_p(s.p[wg], sc, mu, sum, warp, lane);
         ptx::fence_proxy_async_shared();
