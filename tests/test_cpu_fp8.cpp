@@ -154,6 +154,21 @@ TEST(CpuFP8, QueriesOutsideHalfRangeMatchReference) {
   }
 }
 
+// Wide score spreads (softmax_scale x 256: scores of sd ~2.6 natural units) over 8k tokens, where most of
+// the softmax's mass sits in probabilities 2^-10 .. 2^-15 under the row maximum: every variant meets
+// SPEC's tolerances, so the GPU twin (Sm90FP8.WideScoreSpreadKeepsSmallProbabilities) asks for nothing
+// an exact implementation misses.
+TEST(CpuFP8, WideScoreSpreadMatchesReference) {
+  for (const FP8Variant& v : kFP8Variants) {
+    testing::Workload w = fp8_workload(v, 3, 2, 16, 1, {8192, 3001, 65}, true, 64);
+    w.softmax_scale *= 256.0f;
+    CpuDecode d(w, 132);
+    d.run();
+    const auto r = d.check();
+    EXPECT_TRUE(r.ok) << v.name << ": " << r.first_failure;
+  }
+}
+
 // FlashMLA's callers pass the 656-byte cache as uint8 or as float8_e4m3fn: the same bytes, the same result.
 TEST(CpuFP8, WithScaleCacheAsUint8OrE4M3) {
   testing::Workload w = fp8_workload(kFP8Variants[0], 3, 1, 16, 1, {100, 3, 64}, false, 51, 64);
