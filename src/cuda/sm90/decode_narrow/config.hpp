@@ -11,14 +11,19 @@
 namespace flash_mla::sm90::narrow {
 
 inline constexpr int kRows = 32;  // wgmma N: query rows (zero past h_q * s_q / h_kv)
-// Two consumer warpgroups take alternate blocks of a piece and merge at its end; one thread of the
+// Warpgroup roles: two score warpgroups (Sᵀ = K·Qᵀ, softmax, Pᵀ) take alternate blocks of a piece; one
+// value warpgroup runs P·V for every block into the only Oᵀ and stores the piece; one thread of the
 // producer warpgroup copies.
-inline constexpr int kConsumers = 2;
+inline constexpr int kScoreWarpgroups = 2;
+inline constexpr int kValueWarpgroup = kScoreWarpgroups;     // warpgroup index 2
+inline constexpr int kProducerWarpgroup = kScoreWarpgroups + 1;
 inline constexpr int kConsumerThreads = kWarpgroupThreads;  // per consumer warpgroup
-inline constexpr int kThreads = (kConsumers + 1) * kWarpgroupThreads;
+inline constexpr int kThreads = (kScoreWarpgroups + 2) * kWarpgroupThreads;
 inline constexpr int kConsumerWarps = kConsumerThreads / 32;
-// setmaxnreg budgets: 2 * 232 + 40 = 504 = 3 * 168, the registers allocated per thread at launch.
-inline constexpr uint32_t kConsumerRegs = 232;
+// setmaxnreg budgets: 200 + 2 * 136 + 40 = 512 = 4 * 128, the registers allocated per thread at launch.
+// The value warpgroup holds Oᵀ (128 fp32); a score warpgroup Sᵀ (16) and Q·Kᵀ's A fragments (40).
+inline constexpr uint32_t kValueRegs = 200;
+inline constexpr uint32_t kScoreRegs = 136;
 inline constexpr uint32_t kProducerRegs = 40;
 // A stage: one 64-token block of raw e4m3 rows as five 128-channel boxes (the fifth holds channels
 // 512..575 and zeros), each [64 tokens, 128 bytes] 128-byte swizzled: token t's 16-byte chunk c at
@@ -26,20 +31,22 @@ inline constexpr uint32_t kProducerRegs = 40;
 inline constexpr int kRawBoxCols = 128;
 inline constexpr int kRawBoxes = (kHeadDim + kRawBoxCols - 1) / kRawBoxCols;  // 5
 inline constexpr int kRawBoxBytes = kBlockN * kRawBoxCols;                   // 8 KiB
-inline constexpr int kStages = 3;
+// Four stages: the two score warpgroups and the value warpgroup hold one each, one is in flight.
+inline constexpr int kStages = 4;
+// Pᵀ slots between the score warpgroups and the value warpgroup (block it uses slot it % kPSlots).
+inline constexpr int kPSlots = 4;
 // The running max moves when a block's max exceeds it by more than kNarrowLag (log2 units; the dense
 // kernel's kMaxLag is 8), so P ≤ 2^kNarrowLag, and P·V runs on P·kPScale ≤ 2^8 (kernel.cuh, split_p):
 // a lower lag buys e4m3/e5m2 range for small P, at more blocks that move the max.
 inline constexpr float kNarrowLag = 4.0f;
 inline constexpr float kPScale = 16.0f;  // 2^(8 - kNarrowLag)
 
-// Named barriers (id 0 is __syncthreads). kQReady and kMerge pair both consumer warpgroups (256
-// threads); kColumns and kPReady are per warpgroup (128 threads, id + warpgroup).
+// Named barriers (id 0 is __syncthreads). kQReady pairs the score warpgroups (256 threads); kColumns and
+// kPReady are per score warpgroup (128 threads, id + warpgroup).
 enum NamedBarrier : uint32_t {
-  kQReady = 1,   // Qᵀ, the row prescales and limits stored and fenced; the previous piece was merged
-  kMerge = 2,    // consumer 1's statistics / half of Oᵀ written (or read) for the merge
-  kColumns = 3,  // every warp's column maxima (or sums) of this block written (3, 4)
-  kPReady = 5,   // Pᵀ and the warps' votes of this block published (5, 6); also before the tail zeroing
+  kQReady = 1,   // Qᵀ, the row prescales and limits stored; both done with the previous piece's
+  kColumns = 2,  // every warp's column maxima (or sums) of this block written (2, 3)
+  kPReady = 4,   // the warps' votes of this block published (4, 5); also before the tail zeroing
 };
 
 // [32 rows, 128 bytes] (64 16-bit values or 128 bytes), 128-byte swizzled (row r's chunk c at c ^ (r % 8)).
@@ -52,19 +59,24 @@ struct alignas(1024) RawStage {
 };
 
 struct SharedStorage {
-  RawStage k[kStages];                       // raw e4m3 blocks, 120 KiB
+  RawStage k[kStages];                       // raw e4m3 blocks, 160 KiB
   RowTile q[kQKSubTiles];                    // Qᵀ as f16, channels permuted (kernel.cuh), 36 KiB
-  RowTile p[kConsumers];                     // Pᵀ [32 rows, 64 tokens e4m3, then 64 e5m2] per consumer, 8 KiB
-  float merge_o[kVSubTiles / 2][kConsumerThreads][16];  // half of consumer 1's Oᵀ for the merge, 32 KiB
-  float merge_m[kRows], merge_l[kRows];      // consumer 1's column max and sum
-  float columns[kConsumers][kConsumerWarps][kRows];  // per-warp column maxima or sums
-  float col_max[kConsumers][2][kRows];       // each consumer's running column max (two buffers)
-  alignas(16) int fast[kConsumers][2][kConsumerWarps];  // per warp: P valid against the running max
+  RowTile p[kPSlots];                        // Pᵀ [32 rows, 64 tokens e4m3, then 64 e5m2] per slot, 16 KiB
+  float p_ref[kPSlots][kRows];               // the column max each slot's Pᵀ was computed against
+  float columns[kScoreWarpgroups][kConsumerWarps][kRows];  // per-warp column maxima or sums
+  float col_max[kScoreWarpgroups][2][kRows];  // each score warpgroup's running column max (two buffers)
+  float stats_m[2][kScoreWarpgroups][kRows];  // per piece (parity): each score warpgroup's final max
+  float stats_l[2][kScoreWarpgroups][kRows];  // and column sum
+  alignas(16) int fast[kScoreWarpgroups][2][kConsumerWarps];  // per warp: P valid against the running max
   float q_row_scale[kRows];                  // a bf16 q row's prescale 2^e
   float col_scale[kRows];                    // the piece's score scale (log2 domain) per query row
   int col_limit[kRows];                      // the piece's last visible token + 1 per query row
   uint64_t k_full[kStages];                  // a stage's bytes landed
-  uint64_t k_free[kStages];                  // every consumer thread finished with a stage
+  uint64_t k_free[kStages];                  // the value warpgroup finished with a stage
+  uint64_t p_full[kPSlots];                  // a score warpgroup stored a slot's Pᵀ and reference
+  uint64_t p_free[kPSlots];                  // the value warpgroup finished with a slot
+  uint64_t stats_full[2];                    // both score warpgroups stored a piece's statistics
+  uint64_t stats_free[2];                    // the value warpgroup read them
 };
 
 inline constexpr int kSharedBytes = static_cast<int>(sizeof(SharedStorage)) + 1024;  // + base alignment

@@ -197,11 +197,11 @@ __device__ __forceinline__ int column(int lane, int j) { return 8 * (j / 2) + 2 
 __host__ __device__ constexpr int at(int j, int h) { return 4 * (j / 2) + 2 * h + j % 2; }
 __host__ __device__ constexpr int column_of(int i) { return 2 * (i / 4) + i % 2; }
 
-// o += t for one m64n32 accumulator tile, once the wgmma that wrote t are done.
-__device__ __forceinline__ void add_tile(float (&o)[16], float (&t)[16]) {
+// o += t·beta (beta per column) for one m64n32 accumulator tile, once the wgmma that wrote t are done.
+__device__ __forceinline__ void add_tile(float (&o)[16], float (&t)[16], const float (&beta)[8]) {
   ptx::fence_registers(t);
 #pragma unroll
-  for (int i = 0; i < 16; ++i) o[i] += t[i];
+  for (int i = 0; i < 16; ++i) o[i] = fmaf(t[i], beta[column_of(i)], o[i]);
 }
 
 // Two values of P as two 8-bit terms each, P·kPScale ≈ hi + lo: hi in e4m3 (4 significant bits), lo
@@ -273,7 +273,7 @@ __device__ __forceinline__ void zero_tail(RawStage& st, int valid, int thread) {
 // fp32 (the tensor cores' e4m3 accumulation keeps fewer bits; a chain of four is short). Rows past
 // the sequence's end were zeroed (zero_tail).
 __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][16], const RawStage& st, const RowTile& pt,
-                                         int warp, int lane) {
+                                         const float (&beta)[8], int warp, int lane) {
   // Token rows 32ks + lane of chunk 4(mt % 2) + w of box mt / 2 as two ldmatrix.trans (one per k-step).
   auto load = [&](int mt, uint32_t(&r)[8]) {
     const int chunk = 4 * (mt % 2) + warp;
@@ -311,7 +311,7 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][16], const RawSt
     if (mt + 1 < kVSubTiles) load(mt + 1, raw);  // while the tensor cores run
     ptx::wgmma_wait_group<0>();
     ptx::fence_registers(a);
-    add_tile(o[mt], T);
+    add_tile(o[mt], T, beta);
   }
 }
 
@@ -376,87 +376,18 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
   }
 }
 
-// Consumer 1 hands its column statistics and Oᵀ (in two halves of four channel tiles) to consumer 0,
-// which rescales both to the larger max and adds them (the split-KV merge, inside the CTA).
-__device__ __forceinline__ void merge_consumers(SharedStorage& s, int wg, int thread, int lane,
-                                                float (&o)[kVSubTiles][16], float (&m)[8], float (&l)[8]) {
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    if (wg == 1) {
-      if (half == 0 && thread < 4) {
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          s.merge_m[column(lane, j)] = m[j];
-          s.merge_l[column(lane, j)] = l[j];
-        }
-      }
-#pragma unroll
-      for (int mt = 0; mt < 4; ++mt) {
-#pragma unroll
-        for (int i = 0; i < 16; i += 4) {
-          const float(&x)[16] = o[4 * half + mt];
-          *reinterpret_cast<float4*>(&s.merge_o[mt][thread][i]) = make_float4(x[i], x[i + 1], x[i + 2], x[i + 3]);
-        }
-      }
-    }
-    ptx::named_barrier_sync(kMerge, kConsumers * kConsumerThreads);
-    if (wg == 0) {
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        // Both sides rescaled to the larger max (m and l of consumer 0 change after the second half).
-        const float m1 = s.merge_m[column(lane, j)];
-        const float mx = fmaxf(m[j], m1);
-        const float mu = mx == -INFINITY ? 0.0f : mx;
-        const float a0 = ptx::exp2_ftz(m[j] - mu), a1 = ptx::exp2_ftz(m1 - mu);
-#pragma unroll
-        for (int mt = 0; mt < 4; ++mt) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int i = at(j, h);
-            o[4 * half + mt][i] = o[4 * half + mt][i] * a0 + s.merge_o[mt][thread][i] * a1;
-          }
-        }
-        if (half == 1) {
-          l[j] = l[j] * a0 + s.merge_l[column(lane, j)] * a1;
-          m[j] = mx;
-        }
-      }
-    }
-    ptx::named_barrier_sync(kMerge, kConsumers * kConsumerThreads);
-  }
-}
-
-__global__ void __launch_bounds__(kThreads, 1)
-    decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map) {
-  extern __shared__ char smem_raw[];
-  const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) & 1023;
-  SharedStorage& s = *reinterpret_cast<SharedStorage*>(smem_raw + ((1024 - misalign) & 1023));
-  const int warpgroup = threadIdx.x / kWarpgroupThreads;
-  const int thread = threadIdx.x % kWarpgroupThreads;
-  if (threadIdx.x == 0) {
-    for (int st = 0; st < kStages; ++st) {
-      ptx::mbarrier_init(&s.k_full[st], 1);
-      ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
-    }
-    ptx::fence_barrier_init();
-  }
-  __syncthreads();
-
-  if (warpgroup == kConsumers) {
-    ptx::setmaxnreg_dec<kProducerRegs>();
-    if (thread == 0) producer(p, s, k_map);
-    return;
-  }
-  ptx::setmaxnreg_inc<kConsumerRegs>();
-
-  const int wg = warpgroup, warp = thread / 32, lane = thread % 32;
-  // The per-tensor descales multiply every score (q·k) and every output channel (v); read where used,
-  // so that nothing but the blocks' state stays in registers across a piece.
+// A score warpgroup (wg 0 or 1): Sᵀ, the softmax and Pᵀ of every other block of each piece, then the
+// piece's column statistics for the value warpgroup. Its column max runs on its own blocks only; each
+// block's Pᵀ goes with the max it was computed against (p_ref), so that the value warpgroup can bring
+// the two warpgroups' blocks to one scale.
+__device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStorage& s, int wg, int thread) {
+  const int warp = thread / 32, lane = thread % 32;
   auto descale = [&](const float* d) { return d != nullptr ? *d : 1.0f; };
-  constexpr uint32_t kBoth = kConsumers * kConsumerThreads;
-  uint32_t it = 0;
+  constexpr uint32_t kBoth = kScoreWarpgroups * kConsumerThreads;
+  uint32_t it = 0, piece = 0;
   for_each_piece(p, [&](const Piece& pc) {
     const int first = pc.first_block(), end = pc.end_block();
+    // Both score warpgroups finished the previous piece (the kQReady at its end): Qᵀ may be replaced.
     if (wg == 0 && end > first) load_q(p, s, pc.req, thread);
     ptx::fence_proxy_async_shared();
     ptx::named_barrier_sync(kQReady, kBoth);
@@ -468,28 +399,21 @@ __global__ void __launch_bounds__(kThreads, 1)
       s.col_limit[thread] = p.causal ? min(pc.token_end, pc.seqlen - p.s_q + t + 1) : pc.token_end;
     }
     // The running column max lives in shared memory (col_max[wg][par]; when a block moves it, warp 0
-    // writes the other buffer and par flips; registers are short).
+    // writes the other buffer and par flips).
     if (thread < kRows) s.col_max[wg][0][thread] = -INFINITY;
     ptx::named_barrier_sync(kQReady, kBoth);
     float l[8];
 #pragma unroll
     for (int j = 0; j < 8; ++j) l[j] = 0.0f;
-    int mine = 0;  // blocks of the piece this consumer has finished
+    int mine = 0;  // blocks of the piece this warpgroup has finished
     int par = 0;   // which col_max buffer holds the running max
-    float o[kVSubTiles][16];
-#pragma unroll
-    for (int mt = 0; mt < kVSubTiles; ++mt) {
-#pragma unroll
-      for (int i = 0; i < 16; ++i) o[mt][i] = 0.0f;
-    }
 
     for (int blk = first; blk < end; ++blk, ++it) {
-      if ((blk - first) % kConsumers != wg) continue;  // the other consumer's block
-      const int stage = static_cast<int>(it % kStages);
-      // The stage's previous block (it - kStages) may have been the other consumer's: wait until it was
-      // freed, or a k_full phase still in flight for that block would pass the parity test below (TMA
-      // completions are not ordered); the producer waited for the same phase before copying, so this
-      // is free.
+      if ((blk - first) % kScoreWarpgroups != wg) continue;  // the other score warpgroup's block
+      const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % kPSlots);
+      // The stage's previous block (it - kStages) may still be in the value warpgroup: wait until it
+      // was freed, or a k_full phase still in flight for that block would pass the parity test below
+      // (TMA completions are not ordered); the producer waited for the same phase before copying.
       ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
       ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
       float sc[16];
@@ -515,11 +439,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         mu[j] = m[j] == -INFINITY ? 0.0f : m[j];  // a fully masked column so far: keep exp2 finite
         fast &= !(fmaxf(v0, v1) - m[j] > kNarrowLag);  // a difference: m + lag rounds for |m| >= 2^26
       }
-      // No barrier before overwriting the previous block's Pᵀ: this warp's P·V wait returned only
-      // once that block's wgmma completed, and those need every warp's registers, so all four warps
-      // had issued them.
+      // The slot's previous block (it - kPSlots) is through the value warpgroup's P·V.
+      ptx::mbarrier_wait(&s.p_free[slot], ((it / kPSlots) & 1) ^ 1);
       float sum[8] = {};
-      store_p(s.p[wg], sc, mu, sum, warp, lane);
+      store_p(s.p[slot], sc, mu, sum, warp, lane);
       const int valid = pc.seqlen - blk * kBlockN;
       if (valid < kBlockN) {  // a sequence's last block: once every warp has read its K rows
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
@@ -527,7 +450,6 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       fast = __all_sync(0xffffffffu, fast);
       if (lane == 0) s.fast[wg][mine & 1][warp] = fast;
-      ptx::fence_proxy_async_shared();
       ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
       const int4 votes = *reinterpret_cast<const int4*>(s.fast[wg][mine & 1]);
       if (!(votes.x && votes.y && votes.z && votes.w)) {
@@ -535,40 +457,145 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int j = 0; j < 8; ++j) col_max[j] = fmaxf(sc[at(j, 0)], sc[at(j, 1)]);
         reduce_columns(col_max, s, wg, warp, lane, [](float a, float b) { return fmaxf(a, b); });
-        float alpha[8];
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
           const float m_new = col_max[j] - m[j] > kNarrowLag ? col_max[j] : m[j];
           mu[j] = m_new == -INFINITY ? 0.0f : m_new;
-          alpha[j] = ptx::exp2_ftz(m[j] - mu[j]);
-          l[j] *= alpha[j];
+          l[j] *= ptx::exp2_ftz(m[j] - mu[j]);
+          m[j] = m_new;
           sum[j] = 0.0f;
           // The other buffer: every warp read this one before the kPReady above.
           if (warp == 0 && lane < 4) s.col_max[wg][par ^ 1][column(lane, j)] = m_new;
         }
         par ^= 1;
+        store_p(s.p[slot], sc, mu, sum, warp, lane);  // the same thread writes the same bytes
+        // Warp 0's col_max writes before any warp's read of them in this warpgroup's next block.
+        ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
+      }
+#pragma unroll
+      for (int j = 0; j < 8; ++j) l[j] += sum[j];
+      if (warp == 0 && lane < 4) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) s.p_ref[slot][column(lane, j)] = m[j];
+      }
+      // Pᵀ (generic-proxy writes, and the zeroed tail rows) before the value warpgroup's wgmma and the
+      // stage's next TMA fill: each thread fences its own writes, then arrives.
+      ptx::fence_proxy_async_shared();
+      ptx::mbarrier_arrive(&s.p_full[slot]);
+      ++mine;
+    }
+    reduce_columns(l, s, wg, warp, lane, [](float a, float b) { return a + b; });
+    const int pp = static_cast<int>(piece & 1);
+    ptx::mbarrier_wait(&s.stats_free[pp], ((piece >> 1) & 1) ^ 1);
+    if (warp == 0 && lane < 4) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        s.stats_m[pp][wg][column(lane, j)] = s.col_max[wg][par][column(lane, j)];
+        s.stats_l[pp][wg][column(lane, j)] = l[j];
+      }
+      ptx::mbarrier_arrive(&s.stats_full[pp]);
+    }
+    // Both score warpgroups done with Qᵀ, the row scales and limits before the next piece's.
+    ptx::named_barrier_sync(kQReady, kBoth);
+    ++piece;
+  });
+}
+
+// The value warpgroup: Oᵀ += Vᵀ·Pᵀ for every block of each piece, in order, on one scale: the largest
+// reference max seen so far (M per column). A block computed against a smaller reference r adds with
+// weight 2^(r - M); a larger one rescales Oᵀ first. At the piece's end the score warpgroups' sums,
+// brought to M, give l, and this warpgroup stores the piece.
+__device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStorage& s, int thread) {
+  const int warp = thread / 32, lane = thread % 32;
+  uint32_t it = 0, piece = 0;
+  for_each_piece(p, [&](const Piece& pc) {
+    float o[kVSubTiles][16];
+#pragma unroll
+    for (int mt = 0; mt < kVSubTiles; ++mt) {
+#pragma unroll
+      for (int i = 0; i < 16; ++i) o[mt][i] = 0.0f;
+    }
+    float big[8];  // M
+#pragma unroll
+    for (int j = 0; j < 8; ++j) big[j] = -INFINITY;
+    for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
+      const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % kPSlots);
+      ptx::mbarrier_wait(&s.p_full[slot], (it / kPSlots) & 1);
+      float alpha[8], beta[8];
+      bool grows = false;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float r = s.p_ref[slot][column(lane, j)];
+        const float m_new = fmaxf(big[j], r);
+        const float mu = m_new == -INFINITY ? 0.0f : m_new;
+        grows |= m_new > big[j];
+        alpha[j] = ptx::exp2_ftz(big[j] - mu);  // M = -inf: Oᵀ is still zero
+        beta[j] = ptx::exp2_ftz(r - mu);        // r = -inf: this block's Pᵀ column is zero
+        big[j] = m_new;
+      }
+      if (grows) {
 #pragma unroll
         for (int mt = 0; mt < kVSubTiles; ++mt) {
 #pragma unroll
           for (int i = 0; i < 16; ++i) o[mt][i] *= alpha[column_of(i)];
         }
-        store_p(s.p[wg], sc, mu, sum, warp, lane);
-        ptx::fence_proxy_async_shared();
-        ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
       }
-#pragma unroll
-      for (int j = 0; j < 8; ++j) l[j] += sum[j];
-      pv_block(o, s.k[stage], s.p[wg], warp, lane);
+      pv_block(o, s.k[stage], s.p[slot], beta, warp, lane);
+      ptx::mbarrier_arrive(&s.p_free[slot]);
       ptx::mbarrier_arrive(&s.k_free[stage]);
-      ++mine;
     }
-    reduce_columns(l, s, wg, warp, lane, [](float a, float b) { return a + b; });
-    float m[8];
+    const int pp = static_cast<int>(piece & 1);
+    ptx::mbarrier_wait(&s.stats_full[pp], (piece >> 1) & 1);
+    float l[8];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) m[j] = s.col_max[wg][par][column(lane, j)];
-    merge_consumers(s, wg, thread, lane, o, m, l);
-    if (wg == 0) store_output(p, pc, warp, lane, o, m, l, descale(p.descale_k));
+    for (int j = 0; j < 8; ++j) {
+      const float mu = big[j] == -INFINITY ? 0.0f : big[j];
+      l[j] = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kScoreWarpgroups; ++w) {
+        l[j] += s.stats_l[pp][w][column(lane, j)] * ptx::exp2_ftz(s.stats_m[pp][w][column(lane, j)] - mu);
+      }
+    }
+    ptx::mbarrier_arrive(&s.stats_free[pp]);
+    store_output(p, pc, warp, lane, o, big, l, p.descale_k != nullptr ? *p.descale_k : 1.0f);
+    ++piece;
   });
+}
+
+__global__ void __launch_bounds__(kThreads, 1)
+    decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map) {
+  extern __shared__ char smem_raw[];
+  const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) & 1023;
+  SharedStorage& s = *reinterpret_cast<SharedStorage*>(smem_raw + ((1024 - misalign) & 1023));
+  const int warpgroup = threadIdx.x / kWarpgroupThreads;
+  const int thread = threadIdx.x % kWarpgroupThreads;
+  if (threadIdx.x == 0) {
+    for (int st = 0; st < kStages; ++st) {
+      ptx::mbarrier_init(&s.k_full[st], 1);
+      ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
+    }
+    for (int sl = 0; sl < kPSlots; ++sl) {
+      ptx::mbarrier_init(&s.p_full[sl], kConsumerThreads);
+      ptx::mbarrier_init(&s.p_free[sl], kConsumerThreads);
+    }
+    for (int pp = 0; pp < 2; ++pp) {
+      ptx::mbarrier_init(&s.stats_full[pp], 4 * kScoreWarpgroups);  // lanes 0..3 of each warp 0
+      ptx::mbarrier_init(&s.stats_free[pp], kConsumerThreads);
+    }
+    ptx::fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warpgroup == kProducerWarpgroup) {
+    ptx::setmaxnreg_dec<kProducerRegs>();
+    if (thread == 0) producer(p, s, k_map);
+  } else if (warpgroup == kValueWarpgroup) {
+    ptx::setmaxnreg_inc<kValueRegs>();
+    value_consumer(p, s, thread);
+  } else {
+    ptx::setmaxnreg_inc<kScoreRegs>();
+    score_consumer(p, s, warpgroup, thread);
+  }
 }
 
 // Launches the kernel on p.stream (the current device is p.device).
