@@ -20,11 +20,14 @@ inline constexpr int kProducerWarpgroup = kScoreWarpgroups + 1;
 inline constexpr int kConsumerThreads = kWarpgroupThreads;  // per consumer warpgroup
 inline constexpr int kThreads = (kScoreWarpgroups + 2) * kWarpgroupThreads;
 inline constexpr int kConsumerWarps = kConsumerThreads / 32;
-// setmaxnreg budgets: 200 + 2 * 136 + 40 = 512 = 4 * 128, the registers allocated per thread at launch.
+// setmaxnreg budgets: 232 + 2 * 120 + 40 = 512 = 4 * 128, the registers allocated per thread at launch.
 // The value warpgroup holds Oᵀ (128 fp32); a score warpgroup Sᵀ (16) and Q·Kᵀ's A fragments (40).
-inline constexpr uint32_t kValueRegs = 200;
-inline constexpr uint32_t kScoreRegs = 136;
+inline constexpr uint32_t kLaunchRegs = 65536 / kThreads;  // 128
+inline constexpr uint32_t kValueRegs = 232;
+inline constexpr uint32_t kScoreRegs = 120;
 inline constexpr uint32_t kProducerRegs = 40;
+static_assert(kValueRegs + kScoreWarpgroups * kScoreRegs + kProducerRegs <= (kScoreWarpgroups + 2) * kLaunchRegs,
+              "setmaxnreg budgets exceed the registers allocated at launch");
 // A stage: one 64-token block of raw e4m3 rows as five 128-channel boxes (the fifth holds channels
 // 512..575 and zeros), each [64 tokens, 128 bytes] 128-byte swizzled: token t's 16-byte chunk c at
 // c ^ (t % 8).

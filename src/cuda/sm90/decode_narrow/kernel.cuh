@@ -265,13 +265,14 @@ __device__ __forceinline__ void zero_tail(RawStage& st, int valid, int thread) {
   }
 }
 
-// Oᵀ += Vᵀ·Pᵀ of one block on e4m3 tensor cores. Channel tile mt (64 channels): warp w feeds its
+// Oᵀ += Vᵀ·Pᵀ·beta of one block on e4m3 tensor cores. Channel tile mt (64 channels): warp w feeds its
 // rows 16w..16w+15 from chunk 4(mt % 2) + w of box mt / 2 (channels 64mt + 16w + 0..15), loaded by
 // ldmatrix.trans as 16-bit channel pairs of 8 tokens and regrouped by prmt into four tokens of one
 // channel per register: row lane/4 is channel 64mt + 16w + 2(lane/4), row + 8 the next channel. Each
 // tile's four wgmma (two k-steps, two P terms) accumulate into a fresh fp32 tile T, added to Oᵀ in
-// fp32 (the tensor cores' e4m3 accumulation keeps fewer bits; a chain of four is short). Rows past
-// the sequence's end were zeroed (zero_tail).
+// fp32 (the tensor cores' e4m3 accumulation keeps fewer bits; a chain of four is short). Two tiles are
+// in flight: tile mt + 1's wgmma are issued before tile mt is waited for and added (one tile at a time
+// took ~380 cycles each, session 10). Rows past the sequence's end were zeroed (zero_tail).
 __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][16], const RawStage& st, const RowTile& pt,
                                          const float (&beta)[8], int warp, int lane) {
   // Token rows 32ks + lane of chunk 4(mt % 2) + w of box mt / 2 as two ldmatrix.trans (one per k-step).
@@ -285,33 +286,43 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][16], const RawSt
     }
   };
   const uint64_t desc_p = ptx::make_smem_desc(&pt, 16, 1024, ptx::Swizzle::k128B);
-  uint32_t raw[8], a[8];
-  float T[16];
-  load(0, raw);
-#pragma unroll
-  for (int mt = 0; mt < kVSubTiles; ++mt) {
+  uint32_t raw[8], a[2][8];
+  float T[2][16];
+  // Regroups the loaded bytes into tile mt's A fragments, loads tile mt + 2's and issues tile mt.
+  auto issue = [&](int mt) {
+    uint32_t(&am)[8] = a[mt % 2];
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks) {
 #pragma unroll
       for (int x = 0; x < 2; ++x) {
         const uint32_t lo = raw[4 * ks + 2 * x], hi = raw[4 * ks + 2 * x + 1];
-        a[4 * ks + 2 * x] = __byte_perm(lo, hi, 0x6420);      // even channel
-        a[4 * ks + 2 * x + 1] = __byte_perm(lo, hi, 0x7531);  // odd channel
+        am[4 * ks + 2 * x] = __byte_perm(lo, hi, 0x6420);      // even channel
+        am[4 * ks + 2 * x + 1] = __byte_perm(lo, hi, 0x7531);  // odd channel
       }
     }
+    if (mt + 1 < kVSubTiles) load(mt + 1, raw);  // while the tensor cores run
     ptx::wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks) {
-      const uint32_t(&frag)[4] = *reinterpret_cast<const uint32_t(*)[4]>(&a[4 * ks]);
+      const uint32_t(&frag)[4] = *reinterpret_cast<const uint32_t(*)[4]>(&am[4 * ks]);
       // Start address + 64term + 32ks bytes, in 16-byte units; term 0 (hi) e4m3, term 1 (lo) e5m2.
-      ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE4M3>(T, frag, desc_p + 2 * ks, ks > 0);
-      ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE5M2>(T, frag, desc_p + (4 + 2 * ks), 1);
+      ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE4M3>(T[mt % 2], frag, desc_p + 2 * ks, ks > 0);
+      ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE5M2>(T[mt % 2], frag, desc_p + (4 + 2 * ks), 1);
     }
     ptx::wgmma_commit_group();
-    if (mt + 1 < kVSubTiles) load(mt + 1, raw);  // while the tensor cores run
-    ptx::wgmma_wait_group<0>();
-    ptx::fence_registers(a);
-    add_tile(o[mt], T, beta);
+  };
+  load(0, raw);
+  issue(0);
+#pragma unroll
+  for (int mt = 0; mt < kVSubTiles; ++mt) {
+    if (mt + 1 < kVSubTiles) {
+      issue(mt + 1);
+      ptx::wgmma_wait_group<1>();
+    } else {
+      ptx::wgmma_wait_group<0>();
+    }
+    ptx::fence_registers(a[mt % 2]);
+    add_tile(o[mt], T[mt % 2], beta);
   }
 }
 
@@ -593,7 +604,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     ptx::setmaxnreg_inc<kValueRegs>();
     value_consumer(p, s, thread);
   } else {
-    ptx::setmaxnreg_inc<kScoreRegs>();
+    // setmaxnreg.inc below the launch's allocation (or .dec above it) is an illegal instruction.
+    if constexpr (kScoreRegs < kLaunchRegs) {
+      ptx::setmaxnreg_dec<kScoreRegs>();
+    } else if constexpr (kScoreRegs > kLaunchRegs) {
+      ptx::setmaxnreg_inc<kScoreRegs>();
+    }
     score_consumer(p, s, warpgroup, thread);
   }
 }
