@@ -95,9 +95,10 @@ sm90::CacheMaps make_cache_maps(const DecodeParams& p) {
   return maps;
 }
 
-// The narrow kernel (sm90::narrow) can serve per-tensor FP8 caches with at most 32 query rows per KV
-// head whose pages are copied by TMA; only builds with the CMake option FLASH_MLA_SM90_NARROW_FP8 route
-// them there (the default keeps every call on the dense kernel: the narrow one loses on short pieces).
+// The narrow kernel (sm90::narrow) serves per-tensor FP8 caches with at most 32 query rows per KV head
+// whose pages are copied by TMA: faster than the dense kernel on 19 of the 21 such rows measured, up to
+// 1.48x, and 1-5 % slower on b=1 at 4k and 16k tokens (docs/PERFORMANCE.md, session 10). The CMake
+// option FLASH_MLA_SM90_NARROW_FP8=OFF keeps every call on the dense kernel (for comparisons).
 bool use_narrow(const DecodeParams& p) {
 #if defined(FLASH_MLA_SM90_NARROW_FP8)
   return p.kv_format == KvCacheFormat::kFP8PerTensor && p.rows <= sm90::narrow::kRows &&

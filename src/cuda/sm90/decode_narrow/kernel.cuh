@@ -1,22 +1,25 @@
 // Narrow MLA decode on Hopper for per-tensor FP8 caches with h_q * s_q / h_kv <= 32 query rows: one
-// CTA per (KV head, schedule part), 384 threads. Transposed, so the rows are wgmma's N (32), not a
+// CTA per (KV head, schedule part), 512 threads. Transposed, so the rows are wgmma's N (32), not a
 // 64-row M tile padded from 16 or 32 rows; the e4m3 bytes stay raw in shared memory:
 //   Sᵀ[64 tokens, 32 rows] = K·Qᵀ   36 x m64n32k16 f16, A = K converted in registers, B = Qᵀ (f16)
 //   Oᵀ[512 ch, 32 rows]   += Vᵀ·Pᵀ  8 channel tiles x 4 x m64n32k32 e4m3, A = V's bytes regrouped in
 //                                    registers (no conversion), B = Pᵀ·16 as e4m3 + e5m2 terms
-// WG2: one thread copies raw 64-token blocks (five 128-channel TMA boxes) into a 3-stage ring.
-// WG0, WG1: alternate blocks of a piece, each on its own: Q·Kᵀ in 9 batches of 4 wgmma, whose A
-//   fragments (two 16-register buffers) are converted while the previous batch runs; P against the
+// Warpgroups by role (session 10; before, two consumers each ran whole blocks and merged at the end):
+// WG3: one thread copies raw 64-token blocks (five 128-channel TMA boxes) into a 4-stage ring.
+// WG0, WG1 (score): alternate blocks of a piece: Q·Kᵀ in 9 batches of 4 wgmma, whose A fragments (two
+//   16-register buffers) are converted while the previous batch runs; P against the warpgroup's own
 //   running column max as it stands, unless a warp votes that a score exceeds it by more than
 //   kNarrowLag (then the 4 warps' maxima meet in shared memory and P is recomputed; sums only at the
-//   piece's end); Pᵀ split into e4m3 and e5m2 terms (split_p) and stored; P·V per channel tile into a
-//   fresh fp32 tile added to Oᵀ (e4m3 tensor-core sums keep fewer bits than fp32), the next tile's
-//   ldmatrix issued meanwhile; the stage is freed. At the piece's end WG1 hands its statistics and Oᵀ
-//   to WG0 (merge_consumers), which stores. e4m3 → f16 conversion issues at 1/6 of FMUL's rate (21
-//   pairs per clock per SM, session 9): converting V as well cost ~800 cycles per block.
-// Registers: setmaxnreg 232 / 40; Oᵀ 128 fp32, Sᵀ 16, A 32 + 8 loaded ahead (Q·Kᵀ) or 16 + 8 + tile 16
-// (P·V) per thread, the running max in shared memory; no spills. Shared memory: 120 KiB ring + Qᵀ
-// 36 KiB + Pᵀ 2 x 4 KiB + merge 32 KiB.
+//   piece's end); Pᵀ split into e4m3 and e5m2 terms (split_p) into one of 4 slots, with the max it
+//   was computed against (p_ref); at the piece's end, its column max and sum (stats_m, stats_l).
+// WG2 (value): every block in order: Oᵀ += Vᵀ·Pᵀ per channel tile into a fresh fp32 tile, two tiles in
+//   flight, added to Oᵀ times 2^(p_ref - M), M the largest reference seen (a larger one rescales Oᵀ
+//   first); frees the stage and the slot; at the piece's end brings both score warpgroups' sums to
+//   M and stores, while the score warpgroups start the next piece.
+// Per block (H200, session 10 probes): a score warpgroup ~3900 cycles of Q·Kᵀ + ~1600 of softmax per
+// two blocks, the value warpgroup ~2700-3000 of P·V per block: balanced, ~3300 cycles per block per SM.
+// Registers: setmaxnreg value 232 (Oᵀ 128, two T tiles 32, A 16 + 8) / score 120 (Sᵀ 16, A 32 + 8) /
+// producer 40; no spills. Shared memory: 160 KiB ring + Qᵀ 36 KiB + Pᵀ 4 x 4 KiB + statistics.
 // Tests: tests/test_gpu_fp8.cpp (per-tensor cases of up to 32 rows) and flash-mla-bench's check.
 #pragma once
 
