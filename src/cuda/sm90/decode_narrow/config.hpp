@@ -22,7 +22,7 @@ inline constexpr int kThreads = (kScoreWarpgroups + 2) * kWarpgroupThreads;
 inline constexpr int kConsumerWarps = kConsumerThreads / 32;
 // setmaxnreg budgets: 232 + 2 * 120 + 40 = 512 = 4 * 128, the registers allocated per thread at launch.
 // The value warpgroup holds Oᵀ (128 fp32); a score warpgroup Sᵀ (16) and Q·Kᵀ's A fragments (40).
-inline constexpr uint32_t kLaunchRegs = 65536 / kThreads;  // 128
+inline constexpr uint32_t kLaunchRegs = 65536 / kThreads;  // 128 (ptxas -v: "Used 128 registers")
 inline constexpr uint32_t kValueRegs = 232;
 inline constexpr uint32_t kScoreRegs = 120;
 inline constexpr uint32_t kProducerRegs = 40;
@@ -49,7 +49,8 @@ inline constexpr float kPScale = 16.0f;  // 2^(8 - kNarrowLag)
 enum NamedBarrier : uint32_t {
   kQReady = 1,   // Qᵀ, the row prescales and limits stored; both done with the previous piece's
   kColumns = 2,  // every warp's column maxima (or sums) of this block written (2, 3)
-  kPReady = 4,   // the warps' votes of this block published (4, 5); also before the tail zeroing
+  kPReady = 4,   // the warps' votes of this block published (4, 5); also before the tail zeroing, and
+                 // after a moved max (warp 0's col_max writes before the next block's reads)
 };
 
 // [32 rows, 128 bytes] (64 16-bit values or 128 bytes), 128-byte swizzled (row r's chunk c at c ^ (r % 8)).

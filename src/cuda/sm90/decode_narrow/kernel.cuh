@@ -258,8 +258,9 @@ __device__ __forceinline__ void store_p(RowTile& pt, const float (&sc)[16], cons
 }
 
 // The V rows of tokens at or past `valid` (0 < valid < 64) in the last block of a sequence: zeros, since
-// they may hold anything (a short page's stale rows, poison) and P's zeros would not hide a NaN. The
-// fence_proxy_async before kPReady orders these writes before the stage's next TMA fill.
+// they may hold anything (a short page's stale rows, poison) and P's zeros would not hide a NaN. Each
+// writing thread's fence_proxy_async before its p_full arrive orders these writes before the value
+// warpgroup's reads and the stage's next TMA fill.
 __device__ __forceinline__ void zero_tail(RawStage& st, int valid, int thread) {
   constexpr int kChunks = kRawBoxCols / 16;
   for (int i = valid * kChunks + thread; i < kBlockN * kChunks; i += kConsumerThreads) {
@@ -289,9 +290,9 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][16], const RawSt
     }
   };
   const uint64_t desc_p = ptx::make_smem_desc(&pt, 16, 1024, ptx::Swizzle::k128B);
-  uint32_t raw[8], a[2][8];
-  float T[2][16];
-  // Regroups the loaded bytes into tile mt's A fragments, loads tile mt + 2's and issues tile mt.
+  uint32_t raw[8], a[2][8];  // the next tile's ldmatrix words; A fragments of two tiles in flight
+  float T[2][16];            // fresh fp32 tiles of two tiles in flight
+  // Regroups the loaded bytes into tile mt's A fragments, loads tile mt + 1's bytes and issues tile mt.
   auto issue = [&](int mt) {
     uint32_t(&am)[8] = a[mt % 2];
 #pragma unroll
@@ -390,13 +391,15 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
   }
 }
 
+// A per-tensor descale (nullptr: 1).
+__device__ __forceinline__ float descale_or_one(const float* d) { return d != nullptr ? *d : 1.0f; }
+
 // A score warpgroup (wg 0 or 1): Sᵀ, the softmax and Pᵀ of every other block of each piece, then the
 // piece's column statistics for the value warpgroup. Its column max runs on its own blocks only; each
 // block's Pᵀ goes with the max it was computed against (p_ref), so that the value warpgroup can bring
 // the two warpgroups' blocks to one scale.
 __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStorage& s, int wg, int thread) {
   const int warp = thread / 32, lane = thread % 32;
-  auto descale = [&](const float* d) { return d != nullptr ? *d : 1.0f; };
   constexpr uint32_t kBoth = kScoreWarpgroups * kConsumerThreads;
   uint32_t it = 0, piece = 0;
   for_each_piece(p, [&](const Piece& pc) {
@@ -407,8 +410,8 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
     ptx::named_barrier_sync(kQReady, kBoth);
     // Per query row: the score scale and the causal limit, in shared memory (registers are short).
     if (wg == 0 && thread < kRows) {
-      s.col_scale[thread] = p.softmax_scale * 1.4426950408889634f * descale(p.descale_q) * descale(p.descale_k) *
-                            s.q_row_scale[thread];
+      s.col_scale[thread] = p.softmax_scale * 1.4426950408889634f * descale_or_one(p.descale_q) *
+                            descale_or_one(p.descale_k) * s.q_row_scale[thread];
       const int t = thread / p.q_per_kv;
       s.col_limit[thread] = p.causal ? min(pc.token_end, pc.seqlen - p.s_q + t + 1) : pc.token_end;
     }
@@ -425,9 +428,10 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
     for (int blk = first; blk < end; ++blk, ++it) {
       if ((blk - first) % kScoreWarpgroups != wg) continue;  // the other score warpgroup's block
       const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % kPSlots);
-      // The stage's previous block (it - kStages) may still be in the value warpgroup: wait until it
-      // was freed, or a k_full phase still in flight for that block would pass the parity test below
-      // (TMA completions are not ordered); the producer waited for the same phase before copying.
+      // The stage's previous block (it - kStages) was this warpgroup's own or finished before the
+      // piece's kQReady, so its k_full phase is complete and this wait returns at once; it stays as
+      // the guard against a parity alias if the block order changes (the producer waited for the same
+      // phase before copying).
       ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
       ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
       float sc[16];
@@ -529,13 +533,13 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
 #pragma unroll
       for (int i = 0; i < 16; ++i) o[mt][i] = 0.0f;
     }
-    float big[8];  // M
+    float big[8];  // M per column: the largest reference max of the piece so far
 #pragma unroll
     for (int j = 0; j < 8; ++j) big[j] = -INFINITY;
     for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
       const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % kPSlots);
       ptx::mbarrier_wait(&s.p_full[slot], (it / kPSlots) & 1);
-      float alpha[8], beta[8];
+      float alpha[8], beta[8];  // per column: Oᵀ's rescale to the new M, this block's weight
       bool grows = false;
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
@@ -571,7 +575,7 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
       }
     }
     ptx::mbarrier_arrive(&s.stats_free[pp]);
-    store_output(p, pc, warp, lane, o, big, l, p.descale_k != nullptr ? *p.descale_k : 1.0f);
+    store_output(p, pc, warp, lane, o, big, l, descale_or_one(p.descale_k));
     ++piece;
   });
 }
@@ -593,7 +597,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       ptx::mbarrier_init(&s.p_free[sl], kConsumerThreads);
     }
     for (int pp = 0; pp < 2; ++pp) {
-      ptx::mbarrier_init(&s.stats_full[pp], 4 * kScoreWarpgroups);  // lanes 0..3 of each warp 0
+      ptx::mbarrier_init(&s.stats_full[pp], 4 * kScoreWarpgroups);  // lanes 0..3 of each score warpgroup's warp 0
       ptx::mbarrier_init(&s.stats_free[pp], kConsumerThreads);
     }
     ptx::fence_barrier_init();
