@@ -154,8 +154,8 @@ TEST(CpuFP8, QueriesOutsideHalfRangeMatchReference) {
   }
 }
 
-// Wide score spreads (softmax_scale x 256: scores of sd ~2.6 natural units) over 8k tokens, where most of
-// the softmax's mass sits in probabilities 2^-10 .. 2^-15 under the row maximum: every variant meets
+// Wide score spreads (softmax_scale x 256: scores of sd ~2.6 natural units) over 8k tokens, where 86 % of
+// the probabilities sit more than 10 log2 units under the row maximum (~8 % of the mass): every variant meets
 // SPEC's tolerances, so the GPU twin (Sm90FP8.WideScoreSpreadKeepsSmallProbabilities) asks for nothing
 // an exact implementation misses.
 TEST(CpuFP8, WideScoreSpreadMatchesReference) {

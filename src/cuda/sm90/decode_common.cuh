@@ -184,6 +184,12 @@ __device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t pair) {
   return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
 }
 
+// A per-tensor descale (nullptr: 1).
+__device__ __forceinline__ float descale_or_one(const float* d) { return d != nullptr ? *d : 1.0f; }
+
+// log2(e): scores go into the log2 domain (exp2) by the softmax scale times this.
+inline constexpr float kLog2e = 1.4426950408889634f;
+
 // Byte offset of 16-byte chunk `chunk` of row `row` in a 128-byte-swizzled 64x64 tile.
 __device__ __forceinline__ uint32_t swizzled_offset(int row, int chunk) {
   return static_cast<uint32_t>(row * 128 + ((chunk ^ (row & 7)) << 4));

@@ -895,9 +895,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   const RowPair rp(thread);
   // Per-tensor FP8 descales multiply every score (q·k) and every output channel (v): folded here.
-  const float descale_q = p.descale_q != nullptr ? *p.descale_q : 1.0f;
-  const float out_scale = p.descale_k != nullptr ? *p.descale_k : 1.0f;
-  const float scale_log2 = p.softmax_scale * 1.4426950408889634f * descale_q * out_scale;
+  const float descale_q = descale_or_one(p.descale_q);
+  const float out_scale = descale_or_one(p.descale_k);
+  const float scale_log2 = p.softmax_scale * kLog2e * descale_q * out_scale;
   uint32_t it = 0;  // blocks so far (the stage ring)
   [[maybe_unused]] int piece_index = 0;
   for_each_piece(p, [&](const Piece& pc) {

@@ -138,7 +138,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage& s
 
 // Token t's 16-byte chunk c (before the swizzle) of box b.
 __device__ __forceinline__ const uint8_t* raw_chunk(const RawStage& st, int b, int t, int c) {
-  return &st.box[b][t * kRawBoxCols + ((c ^ (t & 7)) << 4)];
+  return &st.box[b][swizzled_offset(t, c)];  // a box row is 128 bytes, as a tile's
 }
 
 __device__ __forceinline__ uint32_t word(const int4& v, int i) {
@@ -248,11 +248,11 @@ __device__ __forceinline__ void store_p(RowTile& pt, const float (&sc)[16], cons
     const uint32_t recv = __shfl_xor_sync(0xffffffffu, odd ? col0 : col1, 4);
     const uint32_t lo = odd ? recv : keep, hi = odd ? keep : recv;  // tokens 2(g/2) + {0, 8}, then + 1
     const int row = column(lane, 2 * i + odd);
-    char* base = reinterpret_cast<char*>(&pt) + row * 128 + 4 * (g / 2);
+    char* tile = reinterpret_cast<char*>(&pt);
 #pragma unroll
     for (int term = 0; term < 2; ++term) {
       const uint32_t w = __byte_perm(lo, hi, term == 0 ? 0x5140 : 0x7362);
-      *reinterpret_cast<uint32_t*>(base + (((4 * term + warp) ^ (row & 7)) << 4)) = w;
+      *reinterpret_cast<uint32_t*>(tile + swizzled_offset(row, 4 * term + warp) + 4 * (g / 2)) = w;
     }
   }
 }
@@ -286,7 +286,7 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][16], const RawSt
     for (int ks = 0; ks < 2; ++ks) {
       const int t = 32 * ks + lane;  // matrix lane / 8 = tokens 32ks + 8(lane / 8) .. + 7
       uint32_t(&rk)[4] = *reinterpret_cast<uint32_t(*)[4]>(&r[4 * ks]);
-      ptx::ldmatrix_x4_trans(&st.box[mt / 2][t * kRawBoxCols + ((chunk ^ (t & 7)) << 4)], rk);
+      ptx::ldmatrix_x4_trans(raw_chunk(st, mt / 2, t, chunk), rk);
     }
   };
   const uint64_t desc_p = ptx::make_smem_desc(&pt, 16, 1024, ptx::Swizzle::k128B);
@@ -391,9 +391,6 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
   }
 }
 
-// A per-tensor descale (nullptr: 1).
-__device__ __forceinline__ float descale_or_one(const float* d) { return d != nullptr ? *d : 1.0f; }
-
 // A score warpgroup (wg 0 or 1): Sᵀ, the softmax and Pᵀ of every other block of each piece, then the
 // piece's column statistics for the value warpgroup. Its column max runs on its own blocks only; each
 // block's Pᵀ goes with the max it was computed against (p_ref), so that the value warpgroup can bring
@@ -410,7 +407,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
     ptx::named_barrier_sync(kQReady, kBoth);
     // Per query row: the score scale and the causal limit, in shared memory (registers are short).
     if (wg == 0 && thread < kRows) {
-      s.col_scale[thread] = p.softmax_scale * 1.4426950408889634f * descale_or_one(p.descale_q) *
+      s.col_scale[thread] = p.softmax_scale * kLog2e * descale_or_one(p.descale_q) *
                             descale_or_one(p.descale_k) * s.q_row_scale[thread];
       const int t = thread / p.q_per_kv;
       s.col_limit[thread] = p.causal ? min(pc.token_end, pc.seqlen - p.s_q + t + 1) : pc.token_end;
