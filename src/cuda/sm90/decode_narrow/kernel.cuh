@@ -29,6 +29,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 
 #include "core/params.hpp"
 #include "cuda/cuda_check.hpp"
@@ -536,6 +537,9 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
     for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
       const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % kPSlots);
       ptx::mbarrier_wait(&s.p_full[slot], (it / kPSlots) & 1);
+      // The TMA bytes of V through this thread's own wait (complete long ago: a score warpgroup
+      // waited for them before storing the slot's Pᵀ).
+      ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
       float alpha[8], beta[8];  // per column: Oᵀ's rescale to the new M, this block's weight
       bool grows = false;
 #pragma unroll
@@ -625,6 +629,16 @@ void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
   if ((configured.load(std::memory_order_acquire) & bit) == 0) {
     detail::cuda_check(cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes),
                        "cudaFuncSetAttribute (narrow decode kernel shared memory)");
+    // The setmaxnreg budgets (and .dec against .inc) assume exactly kLaunchRegs per thread at launch:
+    // another count would hang the kernel or trap, so refuse to launch it.
+    cudaFuncAttributes attributes{};
+    detail::cuda_check(cudaFuncGetAttributes(&attributes, decode_kernel),
+                       "cudaFuncGetAttributes (narrow decode kernel)");
+    if (attributes.numRegs != static_cast<int>(kLaunchRegs)) {
+      throw Error("cuda", "the narrow decode kernel was compiled with " + std::to_string(attributes.numRegs) +
+                              " registers per thread; its warpgroup register budgets need " +
+                              std::to_string(kLaunchRegs));
+    }
     configured.fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid(1, p.h_kv, p.num_sm_parts);
