@@ -293,14 +293,18 @@ TEST_P(Sm90FP8, QueriesOutsideHalfRangeKeepTheirPrecision) {
 // probabilities to a coarse absolute step (an e4m3 P flushes below 2^-10) shrinks the outputs by about that;
 // the reference is unaffected. The scale widens the scores and leaves V as it is: scaling the cache's
 // dequantisation factor instead also scales V by 256, and SPEC's absolute tolerance (8e-4) then fails
-// every kernel on bf16 rounding alone (session 10, run 1: the dense kernel too).
+// every kernel on bf16 rounding alone (session 10, run 1: the dense kernel too). s_q 1 and 2: 16 and 32
+// query rows, the narrow kernel's two forms (P's second term in e4m3 beside the first, or in e5m2).
 TEST_P(Sm90FP8, WideScoreSpreadKeepsSmallProbabilities) {
   const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
   Stream stream;
-  testing::Workload w = fp8_workload(v, 3, 2, 16, 1, {8192, 3001, 65}, true, 64);
-  w.softmax_scale *= 256.0f;
-  expect_decode_matches_reference(w, 0, stream, 0, 64);
+  for (int s_q : {1, 2}) {
+    SCOPED_TRACE(::testing::Message() << "s_q=" << s_q);
+    testing::Workload w = fp8_workload(v, 3, s_q, 16, 1, {8192, 3001, 65}, true, 62 + s_q);
+    w.softmax_scale *= 256.0f;
+    expect_decode_matches_reference(w, 0, stream, 0, 62 + s_q);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, Sm90FP8, ::testing::ValuesIn(kFP8Variants), variant_name);

@@ -1,7 +1,7 @@
 // wgmma (PTX ISA 9.7.15 "Asynchronous Warpgroup Level Matrix Multiply-Accumulate"): the warpgroup
 // matrix instructions the Hopper kernels use, with both operands in shared memory, fp32 accumulators.
 // Generated shapes only: m64n64k16 (Q·Kᵀ, K-major B) and m64n256k16 (P·V, N-major B); the narrow FP8
-// kernel's m64n32k16 (f16) and m64n32k32 (e4m3) with A in registers and a K-major B.
+// kernel's m64n16k16 and m64n32k16 (f16) and m64n32k32 (e4m3) with A in registers and a K-major B.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -141,6 +141,18 @@ __device__ __forceinline__ void wgmma_m64n256k16_ss_tn(float (&d)[128], uint64_t
 __device__ __forceinline__ void wgmma_m64n32k16_rs_f16(float (&d)[16], const uint32_t (&a)[4], uint64_t desc_b,
                                                        int scale_d) {
   FLASH_MLA_WGMMA_M64N32_RS("m64n32k16.f32.f16.f16", "1, 1, 0");
+}
+
+// D[64x16] (+)= A[64x16] * B[16x16], f16, A in registers: the m64n32k16 form above at half the width
+// (its 16-row variant, d[8]); the same fragment and register rule.
+__device__ __forceinline__ void wgmma_m64n16k16_rs_f16(float (&d)[8], const uint32_t (&a)[4], uint64_t desc_b,
+                                                       int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
 }
 
 // 8-bit float types of wgmma's B operand.

@@ -43,6 +43,10 @@ inline constexpr int kPSlots = 4;
 // a lower lag buys e4m3/e5m2 range for small P, at more blocks that move the max.
 inline constexpr float kNarrowLag = 4.0f;
 inline constexpr float kPScale = 16.0f;  // 2^(8 - kNarrowLag)
+// Up to kSideRows query rows the kernel runs at N = 16 and puts Pᵀ's two terms side by side (rows r and
+// 16 + r of one B, both e4m3, the second kLoScale larger: kernel.cuh, split_p_side), halving P·V's wgmma.
+inline constexpr int kSideRows = 16;
+inline constexpr float kLoScale = 32.0f;
 
 // Named barriers (id 0 is __syncthreads). kQReady pairs the score warpgroups (256 threads); kColumns and
 // kPReady are per score warpgroup (128 threads, id + warpgroup).

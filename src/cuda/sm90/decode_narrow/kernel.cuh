@@ -4,23 +4,31 @@
 //   Sᵀ[64 tokens, 32 rows] = K·Qᵀ   36 x m64n32k16 f16, A = K converted in registers, B = Qᵀ (f16)
 //   Oᵀ[512 ch, 32 rows]   += Vᵀ·Pᵀ  8 channel tiles x 4 x m64n32k32 e4m3, A = V's bytes regrouped in
 //                                    registers (no conversion), B = Pᵀ·16 as e4m3 + e5m2 terms
+// Up to 16 rows (kCols 4, session 11) Sᵀ is 36 x m64n16k16, and Pᵀ's two terms are the rows of one
+// N = 32 B (hi in rows 0..15, lo in 16..31, both e4m3: split_p_side), so P·V is 8 x 2 x m64n32k32.
+// A block's cost follows its wgmma count more than the tensor cores' work (session 11 timelines: ~60
+// cycles per P·V wgmma in the kernel, the tensor pipe ~1/3 busy); halving P·V's took 14 %.
 // Warpgroups by role (session 10; before, two consumers each ran whole blocks and merged at the end):
 // WG3: one thread copies raw 64-token blocks (five 128-channel TMA boxes) into a 4-stage ring.
 // WG0, WG1 (score): alternate blocks of a piece: Q·Kᵀ in 9 batches of 4 wgmma, whose A fragments (two
 //   16-register buffers) are converted while the previous batch runs; P against the warpgroup's own
 //   running column max as it stands, unless a warp votes that a score exceeds it by more than
 //   kNarrowLag (then the 4 warps' maxima meet in shared memory and P is recomputed; sums only at the
-//   piece's end); Pᵀ split into e4m3 and e5m2 terms (split_p) into one of 4 slots, with the max it
-//   was computed against (p_ref); at the piece's end, its column max and sum (stats_m, stats_l).
+//   piece's end); Pᵀ split into two 8-bit terms (split_p, split_p_side) into one of 4 slots, with the
+//   max it was computed against (p_ref); at the piece's end, its column max and sum (stats_m, stats_l).
 // WG2 (value): every block in order: Oᵀ += Vᵀ·Pᵀ per channel tile into a fresh fp32 tile, two tiles in
 //   flight, added to Oᵀ times 2^(p_ref - M), M the largest reference seen (a larger one rescales Oᵀ
 //   first); frees the stage and the slot; at the piece's end brings both score warpgroups' sums to
 //   M and stores, while the score warpgroups start the next piece.
-// Per block (H200, session 10 probes): a score warpgroup ~3900 cycles of Q·Kᵀ + ~1600 of softmax per
-// two blocks, the value warpgroup ~2700-3000 of P·V per block: balanced, ~3300 cycles per block per SM.
-// Registers: setmaxnreg value 232 (Oᵀ 128, two T tiles 32, A 16 + 8) / score 120 (Sᵀ 16, A 32 + 8) /
-// producer 40; no spills. Shared memory: 160 KiB ring + Qᵀ 36 KiB + Pᵀ 4 x 4 KiB + statistics.
-// Tests: tests/test_gpu_fp8.cpp (per-tensor cases of up to 32 rows) and flash-mla-bench's check.
+// Per block with 32 rows (H200, session 11 timeline of one CTA, b=128 8192 h16 before the 16-row form):
+// the value warpgroup ~3400 cycles (8 tiles of ~370, one of ~700 with the first loads), a score
+// warpgroup ~3800 of Q·Kᵀ (9 batches of ~400) + ~1300 of softmax per two blocks and ~1500 waiting for
+// its stage: the value warpgroup sets the pace. With 16 rows it is ~14 % faster (b=128 h16 rows).
+// Registers: setmaxnreg value 232 (Oᵀ 128, two T tiles 32, A 16 + 8; half the Oᵀ with 16 rows) / score
+// 120 (Sᵀ 16, A 32 + 8) / producer 40; no spills. Shared memory: 160 KiB ring + Qᵀ 36 KiB + Pᵀ 4 x 4
+// KiB + statistics.
+// Tests: tests/test_gpu_fp8.cpp (per-tensor cases of up to 32 rows, both forms) and flash-mla-bench's
+// check.
 #pragma once
 
 #include <cuda.h>
@@ -149,8 +157,9 @@ __device__ __forceinline__ uint32_t word(const int4& v, int i) {
 // Sᵀ = K·Qᵀ of one block. Batch n < 8: box n / 2, the thread's chunk 2(lane % 4) + n % 2 of tokens
 // 16w + lane/4 (+8): its 4 words are k-steps 8(n/2) + 4(n%2) + i, the low half of word i columns
 // 2(lane%4) + {0,1}, the high half + 8. Batch 8: the RoPE box, chunk lane % 4.
-__device__ __forceinline__ void score_block(float (&sc)[16], const RawStage& st, const SharedStorage& s, int warp,
-                                            int lane) {
+template <int kCols>
+__device__ __forceinline__ void score_block(float (&sc)[2 * kCols], const RawStage& st, const SharedStorage& s,
+                                            int warp, int lane) {
   const int t0 = 16 * warp + lane / 4, q4 = lane % 4;
   // Batch n's two chunks, loaded one batch ahead (while the tensor cores run the previous one).
   auto load = [&](int n, int4(&v)[2]) {
@@ -184,7 +193,12 @@ __device__ __forceinline__ void score_block(float (&sc)[16], const RawStage& st,
       const int ks = n < 8 ? 8 * (n / 2) + 4 * (n % 2) + i : 32 + i;
       const uint32_t(&frag)[4] = *reinterpret_cast<const uint32_t(*)[4]>(&A[4 * i]);
       // Tile ks / 4 (4 KiB apart), 32 bytes per k-step within it; in 16-byte units of the start address.
-      ptx::wgmma_m64n32k16_rs_f16(sc, frag, desc_q + (256 * (ks / 4) + 2 * (ks % 4)), ks != 0);
+      const uint64_t desc = desc_q + (256 * (ks / 4) + 2 * (ks % 4));
+      if constexpr (kCols == 8) {
+        ptx::wgmma_m64n32k16_rs_f16(sc, frag, desc, ks != 0);
+      } else {
+        ptx::wgmma_m64n16k16_rs_f16(sc, frag, desc, ks != 0);  // Qᵀ's first 16 rows
+      }
     }
     ptx::wgmma_commit_group();
   }
@@ -194,18 +208,28 @@ __device__ __forceinline__ void score_block(float (&sc)[16], const RawStage& st,
   ptx::fence_registers(sc);
 }
 
-// Column j (0..7) of this thread in an m64n32 accumulator: query row 8(j/2) + 2(lane%4) + j%2, held at
-// register at(j, 0) (Sᵀ: token 16w + lane/4; Oᵀ: the tile's channel base) and at(j, 1) (token + 8;
+// Column j of this thread in an m64nN accumulator (j < N / 4): query row 8(j/2) + 2(lane%4) + j%2, held
+// at register at(j, 0) (Sᵀ: token 16w + lane/4; Oᵀ: the tile's channel base) and at(j, 1) (token + 8;
 // channel + 1). Register i holds column column_of(i).
 __device__ __forceinline__ int column(int lane, int j) { return 8 * (j / 2) + 2 * (lane % 4) + j % 2; }
 __host__ __device__ constexpr int at(int j, int h) { return 4 * (j / 2) + 2 * h + j % 2; }
 __host__ __device__ constexpr int column_of(int i) { return 2 * (i / 4) + i % 2; }
 
-// o += t·beta (beta per column) for one m64n32 accumulator tile, once the wgmma that wrote t are done.
-__device__ __forceinline__ void add_tile(float (&o)[16], float (&t)[16], const float (&beta)[8]) {
+// o += t·beta (beta per query row) for one m64n32 tile t, once the wgmma that wrote t are done. With 32
+// rows (kCols 8) t is the rows' Oᵀ; with 16 (kCols 4) t's columns 0..15 are the rows' hi term and
+// 16..31 their lo term, kLoScale larger (register i + 8 is register i's row, column + 16).
+template <int kCols>
+__device__ __forceinline__ void add_tile(float (&o)[2 * kCols], float (&t)[16], const float (&beta)[kCols],
+                                         const float (&beta_lo)[kCols]) {
   ptx::fence_registers(t);
 #pragma unroll
-  for (int i = 0; i < 16; ++i) o[i] = fmaf(t[i], beta[column_of(i)], o[i]);
+  for (int i = 0; i < 2 * kCols; ++i) {
+    if constexpr (kCols == 8) {
+      o[i] = fmaf(t[i], beta[column_of(i)], o[i]);
+    } else {
+      o[i] = fmaf(t[i + 8], beta_lo[column_of(i)], fmaf(t[i], beta[column_of(i)], o[i]));
+    }
+  }
 }
 
 // Two values of P as two 8-bit terms each, P·kPScale ≈ hi + lo: hi in e4m3 (4 significant bits), lo
@@ -224,6 +248,19 @@ __device__ __forceinline__ uint32_t split_p(float a, float b) {
   return static_cast<uint32_t>(hi) | (static_cast<uint32_t>(lo) << 16);
 }
 
+// split_p for 16 rows, where the two terms sit side by side in one wgmma's B and so share its type: lo
+// in e4m3 too, kLoScale larger. |lo| is at most half an e4m3 step of hi (≤ 8 for hi ≤ 2^8), so lo·kLoScale
+// ≤ 2^8 stays inside e4m3's range; below, lo keeps 4 bits down to P·kPScale = 2^-11 and rounds to a
+// 2^-14 step (P: 2^-18), four times split_p's e5m2 step. Same byte order.
+__device__ __forceinline__ uint32_t split_p_side(float a, float b) {
+  const __half2 h = __floats2half2_rn(a * kPScale, b * kPScale);
+  const __nv_fp8x2_storage_t hi = __nv_cvt_halfraw2_to_fp8x2(h, __NV_SATFINITE, __NV_E4M3);
+  const uint32_t back = e4m3x2_to_f16x2(hi);
+  const __half2 rest = __hmul2(__hsub2(h, *reinterpret_cast<const __half2*>(&back)), __float2half2_rn(kLoScale));
+  const __nv_fp8x2_storage_t lo = __nv_cvt_halfraw2_to_fp8x2(rest, __NV_SATFINITE, __NV_E4M3);
+  return static_cast<uint32_t>(hi) | (static_cast<uint32_t>(lo) << 16);
+}
+
 // Pᵀ = 2^(Sᵀ - mu) of one block, stored for P·V, its per-thread column sums added to `sum`.
 // P·V's reduction runs over a 32-token k-step in the order ldmatrix.trans delivers V (pv_block):
 // position k = 16h + 4q + i holds token 16h + 2q + (i % 2) + 8(i / 2). Pᵀ is stored in that order, as
@@ -231,20 +268,23 @@ __device__ __forceinline__ uint32_t split_p(float a, float b) {
 // The thread's values sc[4i + 2h + e] (token 16w + lane/4 + 8h, column 2i + e) become, after one
 // exchange with lane ^ 4 (token ± 1), one 4-byte word per column pair and term: tokens
 // 16w + 2(g/2) + {0, 1, 8, 9} at position 16(w % 2) + 4(g/2) of k-step w / 2 (g = lane / 4).
-__device__ __forceinline__ void store_p(RowTile& pt, const float (&sc)[16], const float (&mu)[8], float (&sum)[8],
-                                        int warp, int lane) {
+// With 16 rows (kCols 4) term 1 goes to row 16 + r at term 0's bytes (split_p_side) instead.
+template <int kCols>
+__device__ __forceinline__ void store_p(RowTile& pt, const float (&sc)[2 * kCols], const float (&mu)[kCols],
+                                        float (&sum)[kCols], int warp, int lane) {
   const int g = lane / 4;
   const bool odd = g & 1;
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < kCols / 2; ++i) {
     float pv[4];  // P = 2^(s - mu) of columns 2i, 2i + 1; the column sums stay fp32
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       pv[e] = ptx::exp2_ftz(sc[4 * i + e] - mu[column_of(4 * i + e)]);
       sum[column_of(4 * i + e)] += pv[e];
     }
-    const uint32_t col0 = split_p(pv[0], pv[2]);  // column 2i: tokens g, g + 8
-    const uint32_t col1 = split_p(pv[1], pv[3]);  // column 2i + 1
+    // Column 2i (tokens g, g + 8), then column 2i + 1.
+    const uint32_t col0 = kCols == 8 ? split_p(pv[0], pv[2]) : split_p_side(pv[0], pv[2]);
+    const uint32_t col1 = kCols == 8 ? split_p(pv[1], pv[3]) : split_p_side(pv[1], pv[3]);
     const uint32_t keep = odd ? col1 : col0;
     const uint32_t recv = __shfl_xor_sync(0xffffffffu, odd ? col0 : col1, 4);
     const uint32_t lo = odd ? recv : keep, hi = odd ? keep : recv;  // tokens 2(g/2) + {0, 8}, then + 1
@@ -253,7 +293,8 @@ __device__ __forceinline__ void store_p(RowTile& pt, const float (&sc)[16], cons
 #pragma unroll
     for (int term = 0; term < 2; ++term) {
       const uint32_t w = __byte_perm(lo, hi, term == 0 ? 0x5140 : 0x7362);
-      *reinterpret_cast<uint32_t*>(tile + swizzled_offset(row, 4 * term + warp) + 4 * (g / 2)) = w;
+      const int offset = kCols == 8 ? swizzled_offset(row, 4 * term + warp) : swizzled_offset(16 * term + row, warp);
+      *reinterpret_cast<uint32_t*>(tile + offset + 4 * (g / 2)) = w;
     }
   }
 }
@@ -278,8 +319,12 @@ __device__ __forceinline__ void zero_tail(RawStage& st, int valid, int thread) {
 // fp32 (the tensor cores' e4m3 accumulation keeps fewer bits; a chain of four is short). Two tiles are
 // in flight: tile mt + 1's wgmma are issued before tile mt is waited for and added (one tile at a time
 // took ~380 cycles each, session 10). Rows past the sequence's end were zeroed (zero_tail).
-__device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][16], const RawStage& st, const RowTile& pt,
-                                         const float (&beta)[8], int warp, int lane) {
+template <int kCols>
+__device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], const RawStage& st, const RowTile& pt,
+                                         const float (&beta)[kCols], int warp, int lane) {
+  float beta_lo[kCols];  // the lo term's weight (16 rows: its own columns of T)
+#pragma unroll
+  for (int j = 0; j < kCols; ++j) beta_lo[j] = beta[j] * (1.0f / kLoScale);
   // Token rows 32ks + lane of chunk 4(mt % 2) + w of box mt / 2 as two ldmatrix.trans (one per k-step).
   auto load = [&](int mt, uint32_t(&r)[8]) {
     const int chunk = 4 * (mt % 2) + warp;
@@ -310,9 +355,12 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][16], const RawSt
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks) {
       const uint32_t(&frag)[4] = *reinterpret_cast<const uint32_t(*)[4]>(&am[4 * ks]);
-      // Start address + 64term + 32ks bytes, in 16-byte units; term 0 (hi) e4m3, term 1 (lo) e5m2.
+      // Start address + 64term + 32ks bytes, in 16-byte units; term 0 (hi) e4m3, term 1 (lo) e5m2. With
+      // 16 rows both terms are rows of one B (+ 32ks bytes), both e4m3.
       ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE4M3>(T[mt % 2], frag, desc_p + 2 * ks, ks > 0);
-      ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE5M2>(T[mt % 2], frag, desc_p + (4 + 2 * ks), 1);
+      if constexpr (kCols == 8) {
+        ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE5M2>(T[mt % 2], frag, desc_p + (4 + 2 * ks), 1);
+      }
     }
     ptx::wgmma_commit_group();
   };
@@ -327,27 +375,28 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][16], const RawSt
       ptx::wgmma_wait_group<0>();
     }
     ptx::fence_registers(a[mt % 2]);
-    add_tile(o[mt], T[mt % 2], beta);
+    add_tile<kCols>(o[mt], T[mt % 2], beta, beta_lo);
   }
 }
 
 // Combines per-thread column values over the 64 tokens: lanes of equal lane % 4 (shuffles), then the
 // four warps through shared memory; every thread gets its 8 columns' results. The caller's next write
 // to s.columns comes after a barrier that every warp reaches only after these reads.
-template <typename Op>
-__device__ __forceinline__ void reduce_columns(float (&v)[8], SharedStorage& s, int wg, int warp, int lane, Op op) {
+template <int kCols, typename Op>
+__device__ __forceinline__ void reduce_columns(float (&v)[kCols], SharedStorage& s, int wg, int warp, int lane,
+                                               Op op) {
 #pragma unroll
-  for (int j = 0; j < 8; ++j) {
+  for (int j = 0; j < kCols; ++j) {
 #pragma unroll
     for (int x = 4; x < 32; x <<= 1) v[j] = op(v[j], __shfl_xor_sync(0xffffffffu, v[j], x));
   }
   if (lane < 4) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) s.columns[wg][warp][column(lane, j)] = v[j];
+    for (int j = 0; j < kCols; ++j) s.columns[wg][warp][column(lane, j)] = v[j];
   }
   ptx::named_barrier_sync(kColumns + wg, kConsumerThreads);
 #pragma unroll
-  for (int j = 0; j < 8; ++j) {
+  for (int j = 0; j < kCols; ++j) {
     const int c = column(lane, j);
     const float(&x)[kConsumerWarps][kRows] = s.columns[wg];
     v[j] = op(op(x[0][c], x[1][c]), op(x[2][c], x[3][c]));
@@ -357,13 +406,14 @@ __device__ __forceinline__ void reduce_columns(float (&v)[8], SharedStorage& s, 
 // Writes a finished piece: this thread's channels 64mt + 16w + 2(lane/4) + {0, 1} (mt < 8) of its 8
 // query rows, final output (bf16) when the sequence is not split, else the fp32 partial at the piece's
 // slot. Eight lanes of equal lane % 4 fill 32 (64) contiguous bytes per row and tile.
+template <int kCols>
 __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece& pc, int warp, int lane,
-                                             const float (&o)[kVSubTiles][16], const float (&m)[8],
-                                             const float (&l)[8], float out_scale) {
+                                             const float (&o)[kVSubTiles][2 * kCols], const float (&m)[kCols],
+                                             const float (&l)[kCols], float out_scale) {
   constexpr float kLn2 = 0.6931471805599453f;
   const int kv = blockIdx.y, base = 16 * warp + 2 * (lane / 4);
 #pragma unroll
-  for (int j = 0; j < 8; ++j) {
+  for (int j = 0; j < kCols; ++j) {
     const int r = column(lane, j);
     if (r >= p.rows) continue;
     const int t = r / p.q_per_kv, h = kv * p.q_per_kv + r % p.q_per_kv;
@@ -396,6 +446,7 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
 // piece's column statistics for the value warpgroup. Its column max runs on its own blocks only; each
 // block's Pᵀ goes with the max it was computed against (p_ref), so that the value warpgroup can bring
 // the two warpgroups' blocks to one scale.
+template <int kCols>
 __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStorage& s, int wg, int thread) {
   const int warp = thread / 32, lane = thread % 32;
   constexpr uint32_t kBoth = kScoreWarpgroups * kConsumerThreads;
@@ -417,9 +468,9 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
     // writes the other buffer and par flips).
     if (thread < kRows) s.col_max[wg][0][thread] = -INFINITY;
     ptx::named_barrier_sync(kQReady, kBoth);
-    float l[8];
+    float l[kCols];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) l[j] = 0.0f;
+    for (int j = 0; j < kCols; ++j) l[j] = 0.0f;
     int mine = 0;  // blocks of the piece this warpgroup has finished
     int par = 0;   // which col_max buffer holds the running max
 
@@ -432,8 +483,8 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       // phase before copying).
       ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
       ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
-      float sc[16];
-      score_block(sc, s.k[stage], s, warp, lane);
+      float sc[2 * kCols];
+      score_block<kCols>(sc, s.k[stage], s, warp, lane);
 
       // Mask (select, never multiply: rows past the end may be NaN) and scale into the log2 domain.
       // P is first computed against the running max as it stands (`fast`): it stays valid while no
@@ -441,10 +492,10 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       // piece's first block is the common case; only otherwise do the warps meet to take the block's
       // column max and compute P again.
       const int token0 = blk * kBlockN + 16 * warp + lane / 4;
-      float m[8], mu[8];
+      float m[kCols], mu[kCols];
       bool fast = true;
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
+      for (int j = 0; j < kCols; ++j) {
         float& v0 = sc[at(j, 0)];
         float& v1 = sc[at(j, 1)];
         const int limit = s.col_limit[column(lane, j)];
@@ -457,8 +508,8 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       }
       // The slot's previous block (it - kPSlots) is through the value warpgroup's P·V.
       ptx::mbarrier_wait(&s.p_free[slot], ((it / kPSlots) & 1) ^ 1);
-      float sum[8] = {};
-      store_p(s.p[slot], sc, mu, sum, warp, lane);
+      float sum[kCols] = {};
+      store_p<kCols>(s.p[slot], sc, mu, sum, warp, lane);
       const int valid = pc.seqlen - blk * kBlockN;
       if (valid < kBlockN) {  // a sequence's last block: once every warp has read its K rows
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
@@ -469,12 +520,12 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
       const int4 votes = *reinterpret_cast<const int4*>(s.fast[wg][mine & 1]);
       if (!(votes.x && votes.y && votes.z && votes.w)) {
-        float col_max[8];
+        float col_max[kCols];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) col_max[j] = fmaxf(sc[at(j, 0)], sc[at(j, 1)]);
-        reduce_columns(col_max, s, wg, warp, lane, [](float a, float b) { return fmaxf(a, b); });
+        for (int j = 0; j < kCols; ++j) col_max[j] = fmaxf(sc[at(j, 0)], sc[at(j, 1)]);
+        reduce_columns<kCols>(col_max, s, wg, warp, lane, [](float a, float b) { return fmaxf(a, b); });
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
+        for (int j = 0; j < kCols; ++j) {
           const float m_new = col_max[j] - m[j] > kNarrowLag ? col_max[j] : m[j];
           mu[j] = m_new == -INFINITY ? 0.0f : m_new;
           l[j] *= ptx::exp2_ftz(m[j] - mu[j]);
@@ -484,15 +535,15 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
           if (warp == 0 && lane < 4) s.col_max[wg][par ^ 1][column(lane, j)] = m_new;
         }
         par ^= 1;
-        store_p(s.p[slot], sc, mu, sum, warp, lane);  // the same thread writes the same bytes
+        store_p<kCols>(s.p[slot], sc, mu, sum, warp, lane);  // the same thread writes the same bytes
         // Warp 0's col_max writes before any warp's read of them in this warpgroup's next block.
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
       }
 #pragma unroll
-      for (int j = 0; j < 8; ++j) l[j] += sum[j];
+      for (int j = 0; j < kCols; ++j) l[j] += sum[j];
       if (warp == 0 && lane < 4) {
 #pragma unroll
-        for (int j = 0; j < 8; ++j) s.p_ref[slot][column(lane, j)] = m[j];
+        for (int j = 0; j < kCols; ++j) s.p_ref[slot][column(lane, j)] = m[j];
       }
       // Pᵀ (generic-proxy writes, and the zeroed tail rows) before the value warpgroup's wgmma and the
       // stage's next TMA fill: each thread fences its own writes, then arrives.
@@ -500,12 +551,12 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       ptx::mbarrier_arrive(&s.p_full[slot]);
       ++mine;
     }
-    reduce_columns(l, s, wg, warp, lane, [](float a, float b) { return a + b; });
+    reduce_columns<kCols>(l, s, wg, warp, lane, [](float a, float b) { return a + b; });
     const int pp = static_cast<int>(piece & 1);
     ptx::mbarrier_wait(&s.stats_free[pp], ((piece >> 1) & 1) ^ 1);
     if (warp == 0 && lane < 4) {
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
+      for (int j = 0; j < kCols; ++j) {
         s.stats_m[pp][wg][column(lane, j)] = s.col_max[wg][par][column(lane, j)];
         s.stats_l[pp][wg][column(lane, j)] = l[j];
       }
@@ -521,29 +572,30 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
 // reference max seen so far (M per column). A block computed against a smaller reference r adds with
 // weight 2^(r - M); a larger one rescales Oᵀ first. At the piece's end the score warpgroups' sums,
 // brought to M, give l, and this warpgroup stores the piece.
+template <int kCols>
 __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStorage& s, int thread) {
   const int warp = thread / 32, lane = thread % 32;
   uint32_t it = 0, piece = 0;
   for_each_piece(p, [&](const Piece& pc) {
-    float o[kVSubTiles][16];
+    float o[kVSubTiles][2 * kCols];
 #pragma unroll
     for (int mt = 0; mt < kVSubTiles; ++mt) {
 #pragma unroll
-      for (int i = 0; i < 16; ++i) o[mt][i] = 0.0f;
+      for (int i = 0; i < 2 * kCols; ++i) o[mt][i] = 0.0f;
     }
-    float big[8];  // M per column: the largest reference max of the piece so far
+    float big[kCols];  // M per column: the largest reference max of the piece so far
 #pragma unroll
-    for (int j = 0; j < 8; ++j) big[j] = -INFINITY;
+    for (int j = 0; j < kCols; ++j) big[j] = -INFINITY;
     for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
       const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % kPSlots);
       ptx::mbarrier_wait(&s.p_full[slot], (it / kPSlots) & 1);
       // The TMA bytes of V through this thread's own wait (complete long ago: a score warpgroup
       // waited for them before storing the slot's Pᵀ).
       ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
-      float alpha[8], beta[8];  // per column: Oᵀ's rescale to the new M, this block's weight
+      float alpha[kCols], beta[kCols];  // per column: Oᵀ's rescale to the new M, this block's weight
       bool grows = false;
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
+      for (int j = 0; j < kCols; ++j) {
         const float r = s.p_ref[slot][column(lane, j)];
         const float m_new = fmaxf(big[j], r);
         const float mu = m_new == -INFINITY ? 0.0f : m_new;
@@ -556,18 +608,18 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
 #pragma unroll
         for (int mt = 0; mt < kVSubTiles; ++mt) {
 #pragma unroll
-          for (int i = 0; i < 16; ++i) o[mt][i] *= alpha[column_of(i)];
+          for (int i = 0; i < 2 * kCols; ++i) o[mt][i] *= alpha[column_of(i)];
         }
       }
-      pv_block(o, s.k[stage], s.p[slot], beta, warp, lane);
+      pv_block<kCols>(o, s.k[stage], s.p[slot], beta, warp, lane);
       ptx::mbarrier_arrive(&s.p_free[slot]);
       ptx::mbarrier_arrive(&s.k_free[stage]);
     }
     const int pp = static_cast<int>(piece & 1);
     ptx::mbarrier_wait(&s.stats_full[pp], (piece >> 1) & 1);
-    float l[8];
+    float l[kCols];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < kCols; ++j) {
       const float mu = big[j] == -INFINITY ? 0.0f : big[j];
       l[j] = 0.0f;
 #pragma unroll
@@ -576,11 +628,14 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
       }
     }
     ptx::mbarrier_arrive(&s.stats_free[pp]);
-    store_output(p, pc, warp, lane, o, big, l, descale_or_one(p.descale_k));
+    store_output<kCols>(p, pc, warp, lane, o, big, l, descale_or_one(p.descale_k));
     ++piece;
   });
 }
 
+// kCols: query rows per thread in the m64nN tiles, 8 (up to 32 rows) or 4 (up to 16: N = 16 for Sᵀ, and
+// Pᵀ's two terms side by side in one N = 32 for P·V, so half its wgmma).
+template <int kCols>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map) {
   extern __shared__ char smem_raw[];
@@ -610,7 +665,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (thread == 0) producer(p, s, k_map);
   } else if (warpgroup == kValueWarpgroup) {
     ptx::setmaxnreg_inc<kValueRegs>();
-    value_consumer(p, s, thread);
+    value_consumer<kCols>(p, s, thread);
   } else {
     // setmaxnreg.inc below the launch's allocation (or .dec above it) is an illegal instruction.
     if constexpr (kScoreRegs < kLaunchRegs) {
@@ -618,21 +673,23 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else if constexpr (kScoreRegs > kLaunchRegs) {
       ptx::setmaxnreg_inc<kScoreRegs>();
     }
-    score_consumer(p, s, warpgroup, thread);
+    score_consumer<kCols>(p, s, warpgroup, thread);
   }
 }
 
-// Launches the kernel on p.stream (the current device is p.device).
-void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
+// Launches the kernel on p.stream (the current device is p.device): the 16-row form when the rows fit.
+template <int kCols>
+void launch_cols(const DecodeParams& p, const CUtensorMap& k_map) {
   static std::atomic<uint64_t> configured{0};
   const uint64_t bit = p.device.index < 64 ? uint64_t{1} << p.device.index : 0;
   if ((configured.load(std::memory_order_acquire) & bit) == 0) {
-    detail::cuda_check(cudaFuncSetAttribute(decode_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes),
-                       "cudaFuncSetAttribute (narrow decode kernel shared memory)");
+    detail::cuda_check(
+        cudaFuncSetAttribute(decode_kernel<kCols>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes),
+        "cudaFuncSetAttribute (narrow decode kernel shared memory)");
     // The setmaxnreg budgets (and .dec against .inc) assume exactly kLaunchRegs per thread at launch:
     // another count would hang the kernel or trap, so refuse to launch it.
     cudaFuncAttributes attributes{};
-    detail::cuda_check(cudaFuncGetAttributes(&attributes, decode_kernel),
+    detail::cuda_check(cudaFuncGetAttributes(&attributes, decode_kernel<kCols>),
                        "cudaFuncGetAttributes (narrow decode kernel)");
     if (attributes.numRegs != static_cast<int>(kLaunchRegs)) {
       throw Error("cuda", "the narrow decode kernel was compiled with " + std::to_string(attributes.numRegs) +
@@ -642,7 +699,15 @@ void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
     configured.fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid(1, p.h_kv, p.num_sm_parts);
-  decode_kernel<<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map);
+  decode_kernel<kCols><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map);
+}
+
+void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
+  if (p.rows <= kSideRows) {
+    launch_cols<4>(p, k_map);
+  } else {
+    launch_cols<8>(p, k_map);
+  }
 }
 
 }  // namespace flash_mla::sm90::narrow
