@@ -190,6 +190,37 @@ __device__ __forceinline__ float descale_or_one(const float* d) { return d != nu
 // log2(e): scores go into the log2 domain (exp2) by the softmax scale times this.
 inline constexpr float kLog2e = 1.4426950408889634f;
 
+// A finished query row of a piece: its running max m (log2 domain) and sum l give the output's factor
+// `inv` (out_scale / l; 0 for a row that saw no token) and its lse (natural log).
+struct RowResult {
+  bool empty;
+  float inv;
+  float lse;
+};
+__device__ __forceinline__ RowResult finish_row(float m, float l, float out_scale) {
+  constexpr float kLn2 = 0.6931471805599453f;
+  const bool empty = l == 0.0f;
+  return {empty, empty ? 0.0f : out_scale / l, (m + __log2f(l)) * kLn2};
+}
+
+// Where row `gr` (of this CTA's KV head, blockIdx.y) of a piece goes: with one split, the final output's
+// row (req, t, h) and lse index (req, h, t); else the fp32 partial's slot, for both.
+struct RowSlot {
+  bool final;
+  int64_t row;
+  int64_t lse;
+};
+__device__ __forceinline__ RowSlot row_slot(const DecodeParams& p, const Piece& pc, int gr) {
+  const int kv = blockIdx.y, t = gr / p.q_per_kv, h = kv * p.q_per_kv + gr % p.q_per_kv;
+  if (pc.n_splits == 1) {
+    return {true, (static_cast<int64_t>(pc.req) * p.s_q + t) * p.h_q + h,
+            (static_cast<int64_t>(pc.req) * p.h_q + h) * p.s_q + t};
+  }
+  const int64_t slot = static_cast<int64_t>(p.num_splits[pc.req]) + pc.split;
+  const int64_t idx = (slot * p.h_kv + kv) * p.rows + gr;
+  return {false, idx, idx};
+}
+
 // Byte offset of 16-byte chunk `chunk` of row `row` in a 128-byte-swizzled 64x64 tile.
 __device__ __forceinline__ uint32_t swizzled_offset(int row, int chunk) {
   return static_cast<uint32_t>(row * 128 + ((chunk ^ (row & 7)) << 4));

@@ -121,33 +121,27 @@ template <typename T>
 __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece& pc, const RowPair& rp, int half,
                                              const float (&o)[128], const float (&m)[2], const float (&l)[2],
                                              bool write_lse, float out_scale) {
-  constexpr float kLn2 = 0.6931471805599453f;
-  const int m0 = blockIdx.x * kBlockM, kv = blockIdx.y;
+  const int m0 = blockIdx.x * kBlockM;
 #pragma unroll
   for (int k = 0; k < 2; ++k) {
     const int gr = m0 + rp.row[k];
     if (gr >= p.rows) continue;
-    const int t = gr / p.q_per_kv, h = kv * p.q_per_kv + gr % p.q_per_kv;
-    const bool empty = l[k] == 0.0f;
-    const float inv = empty ? 0.0f : out_scale / l[k];
-    const float lse = (m[k] + __log2f(l[k])) * kLn2;
-    if (pc.n_splits == 1) {
-      T* out = static_cast<T*>(p.out) + ((static_cast<int64_t>(pc.req) * p.s_q + t) * p.h_q + h) * kHeadDimV +
-               half * (kHeadDimV / 2) + rp.col;
+    const RowResult r = finish_row(m[k], l[k], out_scale);
+    const RowSlot dst = row_slot(p, pc, gr);
+    if (dst.final) {
+      T* out = static_cast<T*>(p.out) + dst.row * kHeadDimV + half * (kHeadDimV / 2) + rp.col;
 #pragma unroll
       for (int i = 0; i < 32; ++i) {
-        *reinterpret_cast<uint32_t*>(out + 8 * i) = pack2<T>(o[4 * i + 2 * k] * inv, o[4 * i + 2 * k + 1] * inv);
+        *reinterpret_cast<uint32_t*>(out + 8 * i) = pack2<T>(o[4 * i + 2 * k] * r.inv, o[4 * i + 2 * k + 1] * r.inv);
       }
-      if (write_lse) p.lse[(static_cast<int64_t>(pc.req) * p.h_q + h) * p.s_q + t] = empty ? INFINITY : lse;
+      if (write_lse) p.lse[dst.lse] = r.empty ? INFINITY : r.lse;
     } else {
-      const int64_t slot = static_cast<int64_t>(p.num_splits[pc.req]) + pc.split;
-      const int64_t idx = (slot * p.h_kv + kv) * p.rows + gr;
-      float* out = p.o_accum + idx * kHeadDimV + half * (kHeadDimV / 2) + rp.col;
+      float* out = p.o_accum + dst.row * kHeadDimV + half * (kHeadDimV / 2) + rp.col;
 #pragma unroll
       for (int i = 0; i < 32; ++i) {
-        *reinterpret_cast<float2*>(out + 8 * i) = make_float2(o[4 * i + 2 * k] * inv, o[4 * i + 2 * k + 1] * inv);
+        *reinterpret_cast<float2*>(out + 8 * i) = make_float2(o[4 * i + 2 * k] * r.inv, o[4 * i + 2 * k + 1] * r.inv);
       }
-      if (write_lse) p.lse_accum[idx] = empty ? -INFINITY : lse;
+      if (write_lse) p.lse_accum[dst.lse] = r.empty ? -INFINITY : r.lse;
     }
   }
 }

@@ -410,34 +410,29 @@ template <int kCols>
 __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece& pc, int warp, int lane,
                                              const float (&o)[kVSubTiles][2 * kCols], const float (&m)[kCols],
                                              const float (&l)[kCols], float out_scale) {
-  constexpr float kLn2 = 0.6931471805599453f;
-  const int kv = blockIdx.y, base = 16 * warp + 2 * (lane / 4);
+  const int base = 16 * warp + 2 * (lane / 4);
 #pragma unroll
   for (int j = 0; j < kCols; ++j) {
     const int r = column(lane, j);
     if (r >= p.rows) continue;
-    const int t = r / p.q_per_kv, h = kv * p.q_per_kv + r % p.q_per_kv;
-    const bool empty = l[j] == 0.0f;
-    const float inv = empty ? 0.0f : out_scale / (l[j] * kPScale);  // Oᵀ sums P·kPScale
-    const float lse = (m[j] + __log2f(l[j])) * kLn2;
-    if (pc.n_splits == 1) {
-      __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.out) +
-                           ((static_cast<int64_t>(pc.req) * p.s_q + t) * p.h_q + h) * kHeadDimV + base;
+    const RowResult res = finish_row(m[j], l[j], out_scale / kPScale);  // Oᵀ sums P·kPScale
+    const RowSlot dst = row_slot(p, pc, r);
+    if (dst.final) {
+      __nv_bfloat16* out = static_cast<__nv_bfloat16*>(p.out) + dst.row * kHeadDimV + base;
 #pragma unroll
       for (int mt = 0; mt < kVSubTiles; ++mt) {
         *reinterpret_cast<uint32_t*>(out + 64 * mt) =
-            pack2<__nv_bfloat16>(o[mt][at(j, 0)] * inv, o[mt][at(j, 1)] * inv);
+            pack2<__nv_bfloat16>(o[mt][at(j, 0)] * res.inv, o[mt][at(j, 1)] * res.inv);
       }
-      if (warp == 0 && lane < 4) p.lse[(static_cast<int64_t>(pc.req) * p.h_q + h) * p.s_q + t] = empty ? INFINITY : lse;
+      if (warp == 0 && lane < 4) p.lse[dst.lse] = res.empty ? INFINITY : res.lse;
     } else {
-      const int64_t slot = static_cast<int64_t>(p.num_splits[pc.req]) + pc.split;
-      const int64_t idx = (slot * p.h_kv + kv) * p.rows + r;
-      float* out = p.o_accum + idx * kHeadDimV + base;
+      float* out = p.o_accum + dst.row * kHeadDimV + base;
 #pragma unroll
       for (int mt = 0; mt < kVSubTiles; ++mt) {
-        *reinterpret_cast<float2*>(out + 64 * mt) = make_float2(o[mt][at(j, 0)] * inv, o[mt][at(j, 1)] * inv);
+        *reinterpret_cast<float2*>(out + 64 * mt) =
+            make_float2(o[mt][at(j, 0)] * res.inv, o[mt][at(j, 1)] * res.inv);
       }
-      if (warp == 0 && lane < 4) p.lse_accum[idx] = empty ? -INFINITY : lse;
+      if (warp == 0 && lane < 4) p.lse_accum[dst.lse] = res.empty ? -INFINITY : res.lse;
     }
   }
 }
