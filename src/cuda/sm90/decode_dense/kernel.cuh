@@ -126,22 +126,24 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
   for (int k = 0; k < 2; ++k) {
     const int gr = m0 + rp.row[k];
     if (gr >= p.rows) continue;
-    const RowResult r = finish_row(m[k], l[k], out_scale);
+    const RowResult res = finish_row(m[k], l[k], out_scale);
     const RowSlot dst = row_slot(p, pc, gr);
     if (dst.final) {
       T* out = static_cast<T*>(p.out) + dst.row * kHeadDimV + half * (kHeadDimV / 2) + rp.col;
 #pragma unroll
       for (int i = 0; i < 32; ++i) {
-        *reinterpret_cast<uint32_t*>(out + 8 * i) = pack2<T>(o[4 * i + 2 * k] * r.inv, o[4 * i + 2 * k + 1] * r.inv);
+        *reinterpret_cast<uint32_t*>(out + 8 * i) =
+            pack2<T>(o[4 * i + 2 * k] * res.inv, o[4 * i + 2 * k + 1] * res.inv);
       }
-      if (write_lse) p.lse[dst.lse] = r.empty ? INFINITY : r.lse;
+      if (write_lse) p.lse[dst.lse] = res.empty ? INFINITY : res.lse;
     } else {
       float* out = p.o_accum + dst.row * kHeadDimV + half * (kHeadDimV / 2) + rp.col;
 #pragma unroll
       for (int i = 0; i < 32; ++i) {
-        *reinterpret_cast<float2*>(out + 8 * i) = make_float2(o[4 * i + 2 * k] * r.inv, o[4 * i + 2 * k + 1] * r.inv);
+        *reinterpret_cast<float2*>(out + 8 * i) =
+            make_float2(o[4 * i + 2 * k] * res.inv, o[4 * i + 2 * k + 1] * res.inv);
       }
-      if (write_lse) p.lse_accum[dst.lse] = r.empty ? -INFINITY : r.lse;
+      if (write_lse) p.lse_accum[dst.lse] = res.empty ? -INFINITY : res.lse;
     }
   }
 }

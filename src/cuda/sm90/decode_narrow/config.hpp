@@ -21,7 +21,8 @@ inline constexpr int kConsumerThreads = kWarpgroupThreads;  // per consumer warp
 inline constexpr int kThreads = (kScoreWarpgroups + 2) * kWarpgroupThreads;
 inline constexpr int kConsumerWarps = kConsumerThreads / 32;
 // setmaxnreg budgets: 232 + 2 * 120 + 40 = 512 = 4 * 128, the registers allocated per thread at launch.
-// The value warpgroup holds Oᵀ (128 fp32); a score warpgroup Sᵀ (16) and Q·Kᵀ's A fragments (40).
+// The value warpgroup holds Oᵀ (128 fp32; 64 with 16 rows); a score warpgroup Sᵀ (16; 8 with 16 rows) and
+// Q·Kᵀ's A fragments (40).
 inline constexpr uint32_t kLaunchRegs = 65536 / kThreads;  // 128 (ptxas -v: "Used 128 registers")
 inline constexpr uint32_t kValueRegs = 232;
 inline constexpr uint32_t kScoreRegs = 120;
@@ -69,7 +70,8 @@ struct alignas(1024) RawStage {
 struct SharedStorage {
   RawStage k[kStages];                       // raw e4m3 blocks, 160 KiB
   RowTile q[kQKSubTiles];                    // Qᵀ as f16, channels permuted (kernel.cuh), 36 KiB
-  RowTile p[kPSlots];                        // Pᵀ [32 rows, 64 tokens e4m3, then 64 e5m2] per slot, 16 KiB
+  // Pᵀ per slot, 16 KiB: [32 rows, 64 tokens e4m3, then 64 e5m2]; with 16 rows, the e4m3 lo term in rows 16..31
+  RowTile p[kPSlots];
   float p_ref[kPSlots][kRows];               // the column max each slot's Pᵀ was computed against
   float columns[kScoreWarpgroups][kConsumerWarps][kRows];  // per-warp column maxima or sums
   float col_max[kScoreWarpgroups][2][kRows];  // each score warpgroup's running column max (two buffers)

@@ -25,7 +25,7 @@
 // warpgroup ~3800 of Q·Kᵀ (9 batches of ~400) + ~1300 of softmax per two blocks and ~1500 waiting for
 // its stage: the value warpgroup sets the pace. With 16 rows it is ~14 % faster (b=128 h16 rows).
 // Registers: setmaxnreg value 232 (Oᵀ 128, two T tiles 32, A 16 + 8; half the Oᵀ with 16 rows) / score
-// 120 (Sᵀ 16, A 32 + 8) / producer 40; no spills. Shared memory: 160 KiB ring + Qᵀ 36 KiB + Pᵀ 4 x 4
+// 120 (Sᵀ 16, or 8 with 16 rows; A 32 + 8) / producer 40; no spills. Shared memory: 160 KiB ring + Qᵀ 36 KiB + Pᵀ 4 x 4
 // KiB + statistics.
 // Tests: tests/test_gpu_fp8.cpp (per-tensor cases of up to 32 rows, both forms) and flash-mla-bench's
 // check.
@@ -315,10 +315,11 @@ __device__ __forceinline__ void zero_tail(RawStage& st, int valid, int thread) {
 // rows 16w..16w+15 from chunk 4(mt % 2) + w of box mt / 2 (channels 64mt + 16w + 0..15), loaded by
 // ldmatrix.trans as 16-bit channel pairs of 8 tokens and regrouped by prmt into four tokens of one
 // channel per register: row lane/4 is channel 64mt + 16w + 2(lane/4), row + 8 the next channel. Each
-// tile's four wgmma (two k-steps, two P terms) accumulate into a fresh fp32 tile T, added to Oᵀ in
-// fp32 (the tensor cores' e4m3 accumulation keeps fewer bits; a chain of four is short). Two tiles are
-// in flight: tile mt + 1's wgmma are issued before tile mt is waited for and added (one tile at a time
-// took ~380 cycles each, session 10). Rows past the sequence's end were zeroed (zero_tail).
+// tile's wgmma (two k-steps; two P terms each with 32 rows, both terms in one B with 16) accumulate into
+// a fresh fp32 tile T, added to Oᵀ in fp32 (the tensor cores' e4m3 accumulation keeps fewer bits; a
+// chain of four or two is short). Two tiles are in flight: tile mt + 1's wgmma are issued before tile
+// mt is waited for and added (one tile at a time took ~380 cycles each, session 10). Rows past the
+// sequence's end were zeroed (zero_tail).
 template <int kCols>
 __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], const RawStage& st, const RowTile& pt,
                                          const float (&beta)[kCols], int warp, int lane) {
@@ -380,7 +381,7 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], cons
 }
 
 // Combines per-thread column values over the 64 tokens: lanes of equal lane % 4 (shuffles), then the
-// four warps through shared memory; every thread gets its 8 columns' results. The caller's next write
+// four warps through shared memory; every thread gets its kCols columns' results. The caller's next write
 // to s.columns comes after a barrier that every warp reaches only after these reads.
 template <int kCols, typename Op>
 __device__ __forceinline__ void reduce_columns(float (&v)[kCols], SharedStorage& s, int wg, int warp, int lane,
@@ -403,7 +404,7 @@ __device__ __forceinline__ void reduce_columns(float (&v)[kCols], SharedStorage&
   }
 }
 
-// Writes a finished piece: this thread's channels 64mt + 16w + 2(lane/4) + {0, 1} (mt < 8) of its 8
+// Writes a finished piece: this thread's channels 64mt + 16w + 2(lane/4) + {0, 1} (mt < 8) of its kCols
 // query rows, final output (bf16) when the sequence is not split, else the fp32 partial at the piece's
 // slot. Eight lanes of equal lane % 4 fill 32 (64) contiguous bytes per row and tile.
 template <int kCols>
@@ -672,7 +673,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-// Launches the kernel on p.stream (the current device is p.device): the 16-row form when the rows fit.
+// Launches decode_kernel<kCols> on p.stream (the current device is p.device).
 template <int kCols>
 void launch_cols(const DecodeParams& p, const CUtensorMap& k_map) {
   static std::atomic<uint64_t> configured{0};
@@ -697,6 +698,7 @@ void launch_cols(const DecodeParams& p, const CUtensorMap& k_map) {
   decode_kernel<kCols><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map);
 }
 
+// The 16-row form when the rows fit, else the 32-row one.
 void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
   if (p.rows <= kSideRows) {
     launch_cols<4>(p, k_map);
