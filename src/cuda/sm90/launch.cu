@@ -96,9 +96,10 @@ sm90::CacheMaps make_cache_maps(const DecodeParams& p) {
 }
 
 // The narrow kernel (sm90::narrow) serves per-tensor FP8 caches with at most 32 query rows per KV head
-// whose pages are copied by TMA: faster than the dense kernel on 16 of the 18 such rows compared with it
-// (same-run pairs), up to 1.48x, and 1-5 % slower on b=1 at 4k and 16k tokens (docs/PERFORMANCE.md,
-// session 10). The CMake option FLASH_MLA_SM90_NARROW_FP8=OFF keeps every call on the dense kernel.
+// whose pages are copied by TMA. Session 10 (before the 16-row form): faster than the dense kernel on 16
+// of the 18 such rows compared with it (same-run pairs), up to 1.48x, and 1-5 % slower on b=1 at 4k and
+// 16k tokens; session 11 did not compare the two again (docs/PERFORMANCE.md). The CMake option
+// FLASH_MLA_SM90_NARROW_FP8=OFF keeps every call on the dense kernel.
 bool use_narrow(const DecodeParams& p) {
 #if defined(FLASH_MLA_SM90_NARROW_FP8)
   return p.kv_format == KvCacheFormat::kFP8PerTensor && p.rows <= sm90::narrow::kRows &&

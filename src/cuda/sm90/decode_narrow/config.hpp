@@ -45,7 +45,7 @@ inline constexpr int kPSlots = 4;
 inline constexpr float kNarrowLag = 4.0f;
 inline constexpr float kPScale = 16.0f;  // 2^(8 - kNarrowLag)
 // Up to kSideRows query rows the kernel runs at N = 16 and puts Pᵀ's two terms side by side (rows r and
-// 16 + r of one B, both e4m3, the second kLoScale larger: kernel.cuh, split_p_side), halving P·V's wgmma.
+// 16 + r of one B, both e4m3, the second kLoScale larger: kernel.cuh, split_p), halving P·V's wgmma.
 inline constexpr int kSideRows = 16;
 inline constexpr float kLoScale = 32.0f;
 

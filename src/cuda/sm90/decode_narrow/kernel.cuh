@@ -5,28 +5,28 @@
 //   Oᵀ[512 ch, 32 rows]   += Vᵀ·Pᵀ  8 channel tiles x 4 x m64n32k32 e4m3, A = V's bytes regrouped in
 //                                    registers (no conversion), B = Pᵀ·16 as e4m3 + e5m2 terms
 // Up to 16 rows (kCols 4, session 11) Sᵀ is 36 x m64n16k16, and Pᵀ's two terms are the rows of one
-// N = 32 B (hi in rows 0..15, lo in 16..31, both e4m3: split_p_side), so P·V is 8 x 2 x m64n32k32.
-// A block's cost follows its wgmma count more than the tensor cores' work (session 11 timelines: ~60
-// cycles per P·V wgmma in the kernel, the tensor pipe ~1/3 busy); halving P·V's took 14 %.
+// N = 32 B (hi in rows 0..15, lo in 16..31, both e4m3: split_p), so P·V is 8 x 2 x m64n32k32.
+// A block's cost follows its wgmma count more than the tensor cores' work (session 11 timelines: ~90
+// cycles per P·V wgmma in the kernel, ~22 in isolation); halving P·V's took 13-15 %.
 // Warpgroups by role (session 10; before, two consumers each ran whole blocks and merged at the end):
 // WG3: one thread copies raw 64-token blocks (five 128-channel TMA boxes) into a 4-stage ring.
 // WG0, WG1 (score): alternate blocks of a piece: Q·Kᵀ in 9 batches of 4 wgmma, whose A fragments (two
 //   16-register buffers) are converted while the previous batch runs; P against the warpgroup's own
 //   running column max as it stands, unless a warp votes that a score exceeds it by more than
 //   kNarrowLag (then the 4 warps' maxima meet in shared memory and P is recomputed; sums only at the
-//   piece's end); Pᵀ split into two 8-bit terms (split_p, split_p_side) into one of 4 slots, with the
+//   piece's end); Pᵀ split into two 8-bit terms (split_p) into one of 4 slots, with the
 //   max it was computed against (p_ref); at the piece's end, its column max and sum (stats_m, stats_l).
 // WG2 (value): every block in order: Oᵀ += Vᵀ·Pᵀ per channel tile into a fresh fp32 tile, two tiles in
 //   flight, added to Oᵀ times 2^(p_ref - M), M the largest reference seen (a larger one rescales Oᵀ
 //   first); frees the stage and the slot; at the piece's end brings both score warpgroups' sums to
 //   M and stores, while the score warpgroups start the next piece.
 // Per block with 32 rows (H200, session 11 timeline of one CTA, b=128 8192 h16 before the 16-row form):
-// the value warpgroup ~3400 cycles (8 tiles of ~370, one of ~700 with the first loads), a score
+// the value warpgroup ~3400 cycles (channel tiles of ~370; the first ~700 with its loads), a score
 // warpgroup ~3800 of Q·Kᵀ (9 batches of ~400) + ~1300 of softmax per two blocks and ~1500 waiting for
 // its stage: the value warpgroup sets the pace. With 16 rows it is ~14 % faster (b=128 h16 rows).
 // Registers: setmaxnreg value 232 (Oᵀ 128, two T tiles 32, A 16 + 8; half the Oᵀ with 16 rows) / score
-// 120 (Sᵀ 16, or 8 with 16 rows; A 32 + 8) / producer 40; no spills. Shared memory: 160 KiB ring + Qᵀ 36 KiB + Pᵀ 4 x 4
-// KiB + statistics.
+// 120 (Sᵀ 16, or 8 with 16 rows; A 32 + 8) / producer 40; no spills. Shared memory: 160 KiB ring + Qᵀ
+// 36 KiB + Pᵀ 4 x 4 KiB + statistics.
 // Tests: tests/test_gpu_fp8.cpp (per-tensor cases of up to 32 rows, both forms) and flash-mla-bench's
 // check.
 #pragma once
@@ -233,31 +233,25 @@ __device__ __forceinline__ void add_tile(float (&o)[2 * kCols], float (&t)[16], 
 }
 
 // Two values of P as two 8-bit terms each, P·kPScale ≈ hi + lo: hi in e4m3 (4 significant bits), lo
-// the rest in e5m2 (3 more bits, and e5m2's range: normal down to 2^-14, subnormal to 2^-16). P ≤
-// 2^kNarrowLag, so P·kPScale ≤ 2^8, inside e4m3's 448; a P that e4m3 alone would flush (below 2^-10
-// once scaled: every token more than ~14 log2 units under the running max, which a long sequence has
-// by the thousand) keeps ~3 bits down to P·kPScale = 2^-14 and rounds to a 2^-16 step below, so the
-// lost mass is at most 2^-17 / kPScale per token instead of the whole token. Rounded to f16 first (11
-// bits, subnormal to 2^-24). Bytes, low to high: hi(a), hi(b), lo(a), lo(b). NaN stays NaN.
+// the rest. P ≤ 2^kNarrowLag, so P·kPScale ≤ 2^8, inside e4m3's 448; the lo term keeps small P that
+// e4m3 alone would flush (below 2^-10 once scaled: every token more than ~14 log2 units under the
+// running max, which a long sequence has by the thousand). Rounded to f16 first (11 bits, subnormal to
+// 2^-24). Bytes, low to high: hi(a), hi(b), lo(a), lo(b). NaN stays NaN.
+// - 32 rows (kCols 8): lo in e5m2 (3 more bits; normal down to 2^-14, subnormal to 2^-16), so P·kPScale
+//   keeps ~3 bits down to 2^-14 and rounds to a 2^-16 step below: at most 2^-17 / kPScale lost per token.
+// - 16 rows (kCols 4): the terms sit side by side in one wgmma's B and so share its type: lo in e4m3
+//   too, kLoScale larger. |lo| is at most half an e4m3 step of hi (≤ 8 for hi ≤ 2^8), so lo·kLoScale ≤
+//   2^8 stays inside e4m3's range; below, lo keeps 4 bits down to P·kPScale = 2^-11 and rounds to a
+//   2^-14 step (P: 2^-18), four times the e5m2 step.
+template <int kCols>
 __device__ __forceinline__ uint32_t split_p(float a, float b) {
   const __half2 h = __floats2half2_rn(a * kPScale, b * kPScale);
   const __nv_fp8x2_storage_t hi = __nv_cvt_halfraw2_to_fp8x2(h, __NV_SATFINITE, __NV_E4M3);
   const uint32_t back = e4m3x2_to_f16x2(hi);
   const __half2 rest = __hsub2(h, *reinterpret_cast<const __half2*>(&back));
-  const __nv_fp8x2_storage_t lo = __nv_cvt_halfraw2_to_fp8x2(rest, __NV_SATFINITE, __NV_E5M2);
-  return static_cast<uint32_t>(hi) | (static_cast<uint32_t>(lo) << 16);
-}
-
-// split_p for 16 rows, where the two terms sit side by side in one wgmma's B and so share its type: lo
-// in e4m3 too, kLoScale larger. |lo| is at most half an e4m3 step of hi (≤ 8 for hi ≤ 2^8), so lo·kLoScale
-// ≤ 2^8 stays inside e4m3's range; below, lo keeps 4 bits down to P·kPScale = 2^-11 and rounds to a
-// 2^-14 step (P: 2^-18), four times split_p's e5m2 step. Same byte order.
-__device__ __forceinline__ uint32_t split_p_side(float a, float b) {
-  const __half2 h = __floats2half2_rn(a * kPScale, b * kPScale);
-  const __nv_fp8x2_storage_t hi = __nv_cvt_halfraw2_to_fp8x2(h, __NV_SATFINITE, __NV_E4M3);
-  const uint32_t back = e4m3x2_to_f16x2(hi);
-  const __half2 rest = __hmul2(__hsub2(h, *reinterpret_cast<const __half2*>(&back)), __float2half2_rn(kLoScale));
-  const __nv_fp8x2_storage_t lo = __nv_cvt_halfraw2_to_fp8x2(rest, __NV_SATFINITE, __NV_E4M3);
+  const __nv_fp8x2_storage_t lo =
+      kCols == 8 ? __nv_cvt_halfraw2_to_fp8x2(rest, __NV_SATFINITE, __NV_E5M2)
+                 : __nv_cvt_halfraw2_to_fp8x2(__hmul2(rest, __float2half2_rn(kLoScale)), __NV_SATFINITE, __NV_E4M3);
   return static_cast<uint32_t>(hi) | (static_cast<uint32_t>(lo) << 16);
 }
 
@@ -268,7 +262,7 @@ __device__ __forceinline__ uint32_t split_p_side(float a, float b) {
 // The thread's values sc[4i + 2h + e] (token 16w + lane/4 + 8h, column 2i + e) become, after one
 // exchange with lane ^ 4 (token ± 1), one 4-byte word per column pair and term: tokens
 // 16w + 2(g/2) + {0, 1, 8, 9} at position 16(w % 2) + 4(g/2) of k-step w / 2 (g = lane / 4).
-// With 16 rows (kCols 4) term 1 goes to row 16 + r at term 0's bytes (split_p_side) instead.
+// With 16 rows (kCols 4) term 1 goes to row 16 + r at term 0's bytes instead.
 template <int kCols>
 __device__ __forceinline__ void store_p(RowTile& pt, const float (&sc)[2 * kCols], const float (&mu)[kCols],
                                         float (&sum)[kCols], int warp, int lane) {
@@ -283,8 +277,8 @@ __device__ __forceinline__ void store_p(RowTile& pt, const float (&sc)[2 * kCols
       sum[column_of(4 * i + e)] += pv[e];
     }
     // Column 2i (tokens g, g + 8), then column 2i + 1.
-    const uint32_t col0 = kCols == 8 ? split_p(pv[0], pv[2]) : split_p_side(pv[0], pv[2]);
-    const uint32_t col1 = kCols == 8 ? split_p(pv[1], pv[3]) : split_p_side(pv[1], pv[3]);
+    const uint32_t col0 = split_p<kCols>(pv[0], pv[2]);
+    const uint32_t col1 = split_p<kCols>(pv[1], pv[3]);
     const uint32_t keep = odd ? col1 : col0;
     const uint32_t recv = __shfl_xor_sync(0xffffffffu, odd ? col0 : col1, 4);
     const uint32_t lo = odd ? recv : keep, hi = odd ? keep : recv;  // tokens 2(g/2) + {0, 8}, then + 1
@@ -473,10 +467,9 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
     for (int blk = first; blk < end; ++blk, ++it) {
       if ((blk - first) % kScoreWarpgroups != wg) continue;  // the other score warpgroup's block
       const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % kPSlots);
-      // The stage's previous block (it - kStages) was this warpgroup's own or finished before the
-      // piece's kQReady, so its k_full phase is complete and this wait returns at once; it stays as
-      // the guard against a parity alias if the block order changes (the producer waited for the same
-      // phase before copying).
+      // k_free's phase for the stage's previous block (it - kStages) completes before the producer
+      // starts this block's copy, so waiting on it first costs nothing beyond the k_full wait; it keeps
+      // k_full's parity from matching a phase two behind if the block order changes.
       ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
       ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
       float sc[2 * kCols];
