@@ -205,6 +205,24 @@ TEST(GpuDecode, LargeBatchShortSequences) {
   }
 }
 
+// A large batch (the combine's warp-per-row shape) in which one long sequence is split into ~75
+// pieces: the merge's weights past the first 32 pieces, and sequences of 3..32 pieces.
+TEST(GpuDecode, LargeBatchWithOneLongSequence) {
+  REQUIRE_SM90();
+  Stream stream;
+  std::vector<int32_t> lens = ragged_seqlens({0, 1, 64, 65}, 64, 300, 31);
+  lens[5] = 48000;
+  lens[40] = 9000;
+  for (DType dtype : {DType::kBF16, DType::kFP16}) {
+    testing::Workload w = random_workload(64, 1, 16, 1, lens, dtype, false, 32);
+    GpuDecode d(w, cuda_device_info(0).sm_count, stream);
+    d.run();
+    const auto r = d.check(64 * 16, 1);
+    EXPECT_TRUE(r.ok) << to_string(dtype) << ": " << r.first_failure;
+    EXPECT_TRUE(d.guards_intact());
+  }
+}
+
 TEST(GpuDecode, EmptyAndFullyMaskedRowsAreExact) {
   REQUIRE_SM90();
   Stream stream;
