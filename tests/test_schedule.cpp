@@ -117,14 +117,38 @@ TEST(Schedule, RandomBatchesHaveEveryProperty) {
   EXPECT_GT(empty_part_cases, 300);
 }
 
-// A hand-worked schedule, pinning the documented row layout. Costs: sequence 0 has 2 blocks + F = 7,
-// sequence 1 (empty) F = 5; total 12, two parts of T = 6. Part 0 covers cost [0, 6): sequence 0's
-// prefix and its first block. Part 1 starts at block 1 of sequence 0 (its split 1), then sequence 1.
+// Hand-worked schedules, pinning the documented row layout.
+// The cost line. Costs: sequence 0 has 20 blocks + F = 25, sequence 1 (empty) F = 5; total 30, two
+// parts of T = 15. Whole sequences would cost 25 > T + F = 20. Part 0 covers cost [0, 15): sequence
+// 0's prefix and its first 10 blocks. Part 1 starts at block 10 of sequence 0 (its split 1), then
+// sequence 1.
 TEST(Schedule, HandWorkedExample) {
+  const Schedule s = host_schedule({1280, 0}, 64, 1, 2);
+  ASSERT_EQ(s.parts, 2);
+  EXPECT_EQ(s.metadata, (std::vector<int32_t>{0, 0, 0, 640, 0, 0, 0, 0, /**/ 0, 640, 1, 0, 1, 0, 0, 0}));
+  EXPECT_EQ(s.num_splits, (std::vector<int32_t>{0, 2, 3}));
+}
+
+// Whole sequences. Costs 7 and 5, T = 6: one sequence per part costs at most 7 <= T + F = 11.
+TEST(Schedule, HandWorkedWholeSequences) {
   const Schedule s = host_schedule({128, 0}, 64, 1, 2);
   ASSERT_EQ(s.parts, 2);
-  EXPECT_EQ(s.metadata, (std::vector<int32_t>{0, 0, 0, 64, 0, 0, 0, 0, /**/ 0, 64, 1, 0, 1, 0, 0, 0}));
-  EXPECT_EQ(s.num_splits, (std::vector<int32_t>{0, 2, 3}));
+  EXPECT_EQ(s.metadata, (std::vector<int32_t>{0, 0, 0, 128, 0, 0, 0, 0, /**/ 1, 0, 1, 0, 0, 0, 0, 0}));
+  EXPECT_EQ(s.num_splits, (std::vector<int32_t>{0, 1, 2}));
+}
+
+// FlashMLA's b = 128 grid on 132 parts: every sequence whole on a part of its own, four parts empty;
+// with groups of two on 66 parts (h_q = 128) at 4096 tokens, two parts empty.
+TEST(Schedule, UniformBatchesKeepSequencesWhole) {
+  for (int rows : {16, 128}) {
+    const std::vector<int32_t> lens(128, rows == 16 ? 8192 : 4096);
+    const Schedule s = host_schedule(lens, rows, 1, 132);
+    ASSERT_TRUE(schedule_is_valid(lens, s)) << "rows=" << rows;
+    EXPECT_EQ(s.num_splits.back(), 128) << "rows=" << rows;
+    int empty = 0;
+    for (int p = 0; p < s.parts; ++p) empty += s.metadata[p * kMetadataWords] == 128;
+    EXPECT_EQ(empty, rows == 16 ? 4 : 2) << "rows=" << rows;
+  }
 }
 
 TEST(Schedule, SinglePartNeverSplits) {

@@ -25,6 +25,18 @@ void schedule_host(const int32_t* seqlens, int batch, int num_sm_parts, int32_t*
   const int64_t part_size = schedule_part_size(total, num_sm_parts);
 
   num_splits[0] = 0;
+  const int64_t group = schedule_group_size(batch, num_sm_parts);
+  int64_t max_group_cost = 0;
+  for (int64_t first = 0; first < batch; first += group) {
+    max_group_cost = std::max(max_group_cost, start[std::min<int64_t>(batch, first + group)] - start[first]);
+  }
+  if (schedule_whole_groups(max_group_cost, part_size)) {
+    for (int i = 0; i < batch; ++i) num_splits[i + 1] = i + 1;
+    for (int p = 0; p < num_sm_parts; ++p) {
+      schedule_write_group(metadata + static_cast<int64_t>(p) * kMetadataWords, p, group, batch, seqlens);
+    }
+    return;
+  }
   for (int i = 0; i < batch; ++i) {
     num_splits[i + 1] = num_splits[i] + schedule_pieces(start[i], start[i + 1] - start[i], part_size);
   }

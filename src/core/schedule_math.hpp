@@ -10,6 +10,12 @@
 // Part p covers the work positions [pos(p*T), pos((p+1)*T)). Every block is covered once; each part
 // costs at most T + F; each of the P - 1 inner boundaries adds at most one piece, so the pieces total
 // at most b + P - 1. Everything is computable in parallel from a prefix sum (no serial walk).
+//
+// Whole sequences instead: when the batch divides into groups of k = ceil(b / P) consecutive sequences,
+// one group per part, and no group costs more than T + F (the cost line's bound), part p takes
+// sequences [p*k, (p+1)*k) whole. No sequence is split, so nothing is merged: at b = 128 on 132 parts
+// the cost line cut nearly every sequence in two, and each piece boundary costs a Q load, a partial
+// store and a share of the combine (docs/PERFORMANCE.md, session 12).
 #pragma once
 
 #include <cstdint>
@@ -56,12 +62,37 @@ FLASH_MLA_HD int32_t schedule_split_index(int64_t start, int64_t x, int64_t part
   return static_cast<int32_t>(floor_div(x, part_size) - floor_div(start + kSplitFixedCost, part_size));
 }
 
+FLASH_MLA_HD int64_t schedule_group_size(int batch, int num_sm_parts) {
+  return (static_cast<int64_t>(batch) + num_sm_parts - 1) / num_sm_parts;
+}
+
+// Whether parts take whole groups of sequences, given the costliest group.
+FLASH_MLA_HD bool schedule_whole_groups(int64_t max_group_cost, int64_t part_size) {
+  return max_group_cost <= part_size + kSplitFixedCost;
+}
+
 // The metadata row of an empty part.
 FLASH_MLA_HD void schedule_write_empty(int32_t* row, int batch) {
   row[0] = batch;
   row[1] = 0;
   row[2] = batch - 1;
   row[3] = 0;
+  row[4] = 0;
+  row[5] = row[6] = row[7] = 0;
+}
+
+// The metadata row of part p when parts take whole groups of `group` sequences.
+FLASH_MLA_HD void schedule_write_group(int32_t* row, int p, int64_t group, int batch, const int32_t* seqlens) {
+  const int64_t first = p * group;
+  if (first >= batch) {
+    schedule_write_empty(row, batch);
+    return;
+  }
+  const int64_t last = first + group < batch ? first + group - 1 : batch - 1;
+  row[0] = static_cast<int32_t>(first);
+  row[1] = 0;
+  row[2] = static_cast<int32_t>(last);
+  row[3] = seqlens[last] > 0 ? seqlens[last] : 0;
   row[4] = 0;
   row[5] = row[6] = row[7] = 0;
 }

@@ -2,12 +2,15 @@
 // the batch (the arithmetic is core/schedule_math.hpp, shared with the host implementation, so both
 // write the same words). Graph-capturable: one launch on the caller's stream, no host synchronisation.
 //
-// Pass 1 sums the cost line. Pass 2 walks the batch in chunks of kThreads sequences: an exclusive scan
-// gives each sequence's start S_i, an inclusive scan of its piece count gives num_splits[i + 1], and
-// the thread that owns the boundary x = p*T records part p's first work position in words 5..7 of
-// row p (scratch). Pass 3 turns begin(p) and begin(p + 1) into the final row and clears the scratch.
+// Pass 1 sums the cost line and finds the costliest group of whole sequences; when whole groups fit
+// the bound, each thread writes its parts' rows and the kernel ends there. Otherwise pass 2 walks the
+// batch in chunks of kThreads sequences: an exclusive scan gives each sequence's start S_i, an
+// inclusive scan of its piece count gives num_splits[i + 1], and the thread that owns the boundary
+// x = p*T records part p's first work position in words 5..7 of row p (scratch). Pass 3 turns
+// begin(p) and begin(p + 1) into the final row and clears the scratch.
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
+#include <cuda/functional>
 
 #include "core/backends.hpp"
 #include "core/schedule.hpp"
@@ -29,17 +32,35 @@ __global__ void __launch_bounds__(kThreads) schedule_kernel(const int32_t* __res
     typename Scan::TempStorage scan;
     typename Reduce::TempStorage reduce;
   } tmp;
-  __shared__ int64_t s_total;
+  __shared__ int64_t s_total, s_max_group;
 
-  int64_t local = 0;
-  for (int i = threadIdx.x; i < batch; i += kThreads) local += schedule_cost(seqlens[i]);
+  const int64_t group = schedule_group_size(batch, parts);
+  int64_t local = 0, local_max = 0;
+  for (int64_t first = threadIdx.x * group; first < batch; first += kThreads * group) {
+    int64_t cost = 0;
+    for (int64_t i = first; i < first + group && i < batch; ++i) cost += schedule_cost(seqlens[i]);
+    local += cost;
+    local_max = max(local_max, cost);
+  }
   const int64_t block_total = Reduce(tmp.reduce).Sum(local);
-  if (threadIdx.x == 0) s_total = block_total;
+  __syncthreads();
+  const int64_t block_max = Reduce(tmp.reduce).Reduce(local_max, cuda::maximum<int64_t>{});
+  if (threadIdx.x == 0) {
+    s_total = block_total;
+    s_max_group = block_max;
+  }
   __syncthreads();
   const int64_t total = s_total;
   const int64_t part_size = schedule_part_size(total, parts);
 
   if (threadIdx.x == 0) num_splits[0] = 0;
+  if (schedule_whole_groups(s_max_group, part_size)) {
+    for (int i = threadIdx.x; i < batch; i += kThreads) num_splits[i + 1] = i + 1;
+    for (int p = threadIdx.x; p < parts; p += kThreads) {
+      schedule_write_group(metadata + static_cast<int64_t>(p) * kMetadataWords, p, group, batch, seqlens);
+    }
+    return;
+  }
   int64_t cost_carry = 0, split_carry = 0;
   for (int base = 0; base < batch; base += kThreads) {
     const int i = base + threadIdx.x;
