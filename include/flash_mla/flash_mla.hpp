@@ -121,7 +121,9 @@ Backend resolve_backend(Backend requested, Device device);
 //
 // Work is counted in units of kBlockN tokens. Each sequence costs ceil(L / 64) blocks plus a fixed
 // kSplitFixedCost per piece it is cut into; the total is cut into num_sm_parts nearly equal parts,
-// each the work of one CTA per (query tile, KV head). Row p of tile_scheduler_metadata describes part p:
+// each the work of one CTA per (query tile, KV head). When groups of ceil(b / num_sm_parts)
+// consecutive sequences, whole, each cost at most a part's share plus kWholeGroupSlack, part p takes
+// group p instead and no sequence is cut. Row p of tile_scheduler_metadata describes part p:
 //   [0] begin_req    first sequence of the part (== b when the part is empty)
 //   [1] begin_token  first token of begin_req it covers (a multiple of 64)
 //   [2] end_req      last sequence of the part (inclusive; begin_req - 1 when empty)
@@ -131,6 +133,7 @@ Backend resolve_backend(Backend requested, Device device);
 // num_splits[i] is the prefix sum of the pieces of the sequences before i; sequence i owns
 // partial-result slots [num_splits[i], num_splits[i+1]), and num_splits[b] <= b + num_sm_parts.
 inline constexpr int kSplitFixedCost = 5;  // tuned for speed, does not affect correctness
+inline constexpr int kWholeGroupSlack = 8;  // tuned for speed, does not affect correctness
 
 // num_sms / h_kv / ceil(rows / 64), at least 1: one CTA per SM across all query tiles and KV heads.
 int num_sm_parts(int num_sms, int num_q_tokens_per_head_k, int num_heads_k);

@@ -12,7 +12,7 @@
 // at most b + P - 1. Everything is computable in parallel from a prefix sum (no serial walk).
 //
 // Whole sequences instead: when the batch divides into groups of k = ceil(b / P) consecutive sequences,
-// one group per part, and no group costs more than T + F (the cost line's bound), part p takes
+// one group per part, and no group costs more than T + kWholeGroupSlack, part p takes
 // sequences [p*k, (p+1)*k) whole. No sequence is split, so nothing is merged: at b = 128 on 132 parts
 // the cost line cut nearly every sequence in two, and each piece boundary costs a Q load, a partial
 // store and a share of the combine (docs/PERFORMANCE.md, session 12).
@@ -66,9 +66,10 @@ FLASH_MLA_HD int64_t schedule_group_size(int batch, int num_sm_parts) {
   return (static_cast<int64_t>(batch) + num_sm_parts - 1) / num_sm_parts;
 }
 
-// Whether parts take whole groups of sequences, given the costliest group.
+// Whether parts take whole groups of sequences, given the costliest group. The slack is larger than
+// F: a cut costs more than its piece's prologue and epilogue (the combine, the partial store).
 FLASH_MLA_HD bool schedule_whole_groups(int64_t max_group_cost, int64_t part_size) {
-  return max_group_cost <= part_size + kSplitFixedCost;
+  return max_group_cost <= part_size + kWholeGroupSlack;
 }
 
 // The metadata row of an empty part.
