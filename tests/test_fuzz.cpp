@@ -34,6 +34,7 @@ TEST(Fuzz, CasesAreReproducibleAndCoverEveryAxis) {
   std::set<DType> dtypes;
   std::set<std::pair<KvCacheFormat, bool>> formats;
   int causal = 0, zero_lengths = 0, sampled = 0, big_batches = 0, negative_scales = 0, long_sequences = 0;
+  int split = 0;  // cases whose schedule cuts a sequence (the partials and the combine)
   for (uint64_t seed = 1; seed <= 1000; ++seed) {
     const FuzzCase c = make_fuzz_case(seed, FuzzTarget::kCpu);
     ASSERT_EQ(c.describe(), make_fuzz_case(seed, FuzzTarget::kCpu).describe());
@@ -57,6 +58,8 @@ TEST(Fuzz, CasesAreReproducibleAndCoverEveryAxis) {
     big_batches += w.batch > 64;
     negative_scales += c.softmax_scale < 0;
     long_sequences += *std::max_element(w.seqlens.begin(), w.seqlens.end()) >= 3000;
+    const Schedule sched = host_schedule(w.seqlens, w.s_q * w.h_q / w.h_kv, w.h_kv, c.num_sms == 0 ? 132 : c.num_sms);
+    split += sched.num_splits.back() > w.batch;
   }
   EXPECT_EQ(pages, (std::set<int>{1, 16, 32, 48, 64, 128, 256}));
   EXPECT_EQ(s_qs, (std::set<int>{1, 2, 3, 4, 5, 6}));
@@ -69,6 +72,7 @@ TEST(Fuzz, CasesAreReproducibleAndCoverEveryAxis) {
   EXPECT_GT(big_batches, 10);
   EXPECT_GT(negative_scales, 30);
   EXPECT_GT(long_sequences, 10);
+  EXPECT_GT(split, 100) << "the whole-group schedule must not leave the split path untested";
   EXPECT_LT(sampled, 600) << "most cases should be checked on every row";
 
   // The GPU's first 200 cases: every page size the sm90 backend takes, no float32, one and several

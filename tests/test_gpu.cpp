@@ -205,8 +205,9 @@ TEST(GpuDecode, LargeBatchShortSequences) {
   }
 }
 
-// A large batch (the combine's warp-per-row shape) in which one long sequence is split into ~75
-// pieces: the merge's weights past the first 32 pieces, and sequences of 3..32 pieces.
+// A large batch in which one long sequence is split into ~69 pieces: the merge's weights past the
+// first 32 pieces, and a sequence of ~13. b * h_q * 4 quarters = 4096 is exactly launch_combine's
+// threshold for the warp-per-row shape.
 TEST(GpuDecode, LargeBatchWithOneLongSequence) {
   REQUIRE_SM90();
   Stream stream;

@@ -95,10 +95,17 @@ struct Piece {
   }
   if (s.num_splits[b] > int64_t{b} + P) return fail("num_splits[b] = ", s.num_splits[b], " > b + parts = ", b + P);
 
-  // Whole groups may exceed the cost line's bound T + F, by up to kWholeGroupSlack.
-  const int64_t bound = ceil_div(total_cost, P) + std::max(kSplitFixedCost, kWholeGroupSlack);
+  // The cost line keeps every part within T + F. Whole groups (no sequence cut, part p holding
+  // sequences [p*k, (p+1)*k) with k = ceil(b / P)) may take up to kWholeGroupSlack instead.
+  const int64_t k = ceil_div(b, P);
+  bool whole_groups = s.num_splits[b] == b;
+  for (int p = 0; p < P && whole_groups; ++p) {
+    const int32_t* row = &s.metadata[static_cast<size_t>(p) * kMetadataWords];
+    whole_groups = p * k >= b ? row[0] == b : row[0] == p * k && row[2] == std::min<int64_t>(b, (p + 1) * k) - 1;
+  }
+  const int64_t bound = ceil_div(total_cost, P) + (whole_groups ? kWholeGroupSlack : kSplitFixedCost);
   for (int p = 0; p < P; ++p) {
-    if (part_cost[p] > bound) return fail("part ", p, " costs ", part_cost[p], " > ceil(total / P) + slack = ", bound);
+    if (part_cost[p] > bound) return fail("part ", p, " costs ", part_cost[p], " > ceil(total / P) + ", bound);
   }
   return ::testing::AssertionSuccess();
 }
@@ -136,6 +143,13 @@ TEST(Schedule, HandWorkedWholeSequences) {
   ASSERT_EQ(s.parts, 2);
   EXPECT_EQ(s.metadata, (std::vector<int32_t>{0, 0, 0, 128, 0, 0, 0, 0, /**/ 1, 0, 1, 0, 0, 0, 0, 0}));
   EXPECT_EQ(s.num_splits, (std::vector<int32_t>{0, 1, 2}));
+}
+
+// The slack's edge: costs 21 and 5 on two parts (T = 13) keep sequence 0 whole at exactly T + 8;
+// costs 23 and 5 (T = 14) cut it.
+TEST(Schedule, WholeGroupSlackIsInclusive) {
+  EXPECT_EQ(host_schedule({1024, 0}, 64, 1, 2).num_splits, (std::vector<int32_t>{0, 1, 2}));
+  EXPECT_EQ(host_schedule({1152, 0}, 64, 1, 2).num_splits, (std::vector<int32_t>{0, 2, 3}));
 }
 
 // FlashMLA's b = 128 grid on 132 parts: every sequence whole on a part of its own, four parts empty;
