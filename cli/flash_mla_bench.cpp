@@ -756,7 +756,8 @@ int run(int argc, char** argv) {
   std::vector<size_t> order(specs.size());
   std::iota(order.begin(), order.end(), 0);
   auto kv_key = [&](size_t i) {
-    return std::make_tuple(specs[i].page, specs[i].batch, specs[i].h_kv, specs[i].seqlens, std::string(specs[i].kv.name));
+    return std::make_tuple(specs[i].page, specs[i].batch, specs[i].h_kv, specs[i].seqlens,
+                           std::string(specs[i].kv.name));
   };
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return kv_key(a) < kv_key(b); });
 

@@ -21,7 +21,8 @@ def read_rows(path):
             continue
         words = line.split()
         # The label ends where the cache-format or backend column begins.
-        kv = next(i for i, w in enumerate(words) if w in ("dense", "fp8", "fp8-tensor", "fp8-tensor-fp8q", "sm90", "cpu"))
+        markers = ("dense", "fp8", "fp8-tensor", "fp8-tensor-fp8q", "sm90", "cpu")
+        kv = next(i for i, w in enumerate(words) if w in markers)
         backend = next(i for i, w in enumerate(words) if w in ("sm90", "cpu"))
         key = " ".join(words[:kv]) + ("" if words[kv] in ("dense", "sm90", "cpu") else " " + words[kv])
         time = words[backend + 1]

@@ -179,7 +179,8 @@ TEST(CpuDecode, ZeroLengthRowsAnywhere) {
   for (const auto& lens : batches) {
     for (int num_sms : {1, 132}) {
       SCOPED_TRACE(::testing::Message() << "b=" << lens.size() << " sms=" << num_sms << " seed=" << seed);
-      testing::Workload w = random_workload(static_cast<int>(lens.size()), 2, 16, 1, lens, DType::kBF16, false, ++seed, 16);
+      testing::Workload w =
+          random_workload(static_cast<int>(lens.size()), 2, 16, 1, lens, DType::kBF16, false, ++seed, 16);
       CpuDecode d(w, num_sms);
       d.run();
       expect_empty_rows_exact(d);

@@ -2,8 +2,9 @@
 //
 // The torch-free C++ API. Everything a caller passes is a TensorView (pointer, shape, strides in
 // elements, dtype, device); the caller owns every buffer, including the split-KV workspace, so no
-// call allocates device memory (the CPU backend's worker threads keep small scratch of their own). The behaviour contract is SPEC.md (shared with the Python package): shapes,
-// masking, the +inf lse of empty rows and the memory-safety rules for block-table and page tails.
+// call allocates device memory (the CPU backend's worker threads keep small scratch of their own).
+// The behaviour contract is SPEC.md (shared with the Python package): shapes, masking, the +inf lse
+// of empty rows and the memory-safety rules for block-table and page tails.
 //
 //   int parts = flash_mla::num_sm_parts(num_sms, s_q * h_q / h_kv, h_kv);
 //   flash_mla::get_mla_metadata({cache_seqlens, s_q * h_q / h_kv, h_kv, page_size, num_sms,

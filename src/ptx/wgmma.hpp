@@ -33,7 +33,9 @@ __device__ __forceinline__ uint64_t make_smem_desc(const void* smem, uint32_t le
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 
 // wgmma.commit_group (9.7.15.6.2).
-__device__ __forceinline__ void wgmma_commit_group() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit_group() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
 
 // wgmma.wait_group (9.7.15.6.3): at most N groups still pending.
 template <int N>

@@ -38,7 +38,9 @@ struct Piece {
   int split;     // index among the sequence's pieces
   int n_splits;  // pieces of the sequence; 1 means "write the final output"
   __device__ int first_block() const { return token_begin / kBlockN; }
-  __device__ int end_block() const { return token_end > token_begin ? (token_end + kBlockN - 1) / kBlockN : first_block(); }
+  __device__ int end_block() const {
+    return token_end > token_begin ? (token_end + kBlockN - 1) / kBlockN : first_block();
+  }
 };
 
 // Visits the pieces of this CTA's part in order. Plain loads (not __ldg): metadata may be produced by
