@@ -13,9 +13,9 @@
 //
 // Whole sequences instead: when the batch divides into groups of k = ceil(b / P) consecutive sequences,
 // one group per part, and no group costs more than T + kWholeGroupSlack, part p takes
-// sequences [p*k, (p+1)*k) whole. No sequence is split, so nothing is merged: at b = 128 on 132 parts
-// the cost line cut nearly every sequence in two, and each piece boundary costs a Q load, a partial
-// store and a share of the combine (docs/PERFORMANCE.md, session 12).
+// sequences [p*k, (p+1)*k) whole. No sequence is split, so nothing is merged. At b = 128 on 132 parts
+// the cost line cut nearly every sequence in two (a second Q load, partial stores, the combine);
+// whole sequences ran 1-8 % faster where this test passes (docs/PERFORMANCE.md, session 12).
 #pragma once
 
 #include <cstdint>

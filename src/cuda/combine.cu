@@ -1,9 +1,9 @@
 // Split-KV combine. Two shapes:
 // - combine_rows_kernel, for large batches (few pieces per sequence): a warp owns one (sequence, KV
 //   head, query row), all 512 channels, four rows per 128-thread CTA. It issues the first two pieces'
-//   loads before the weights are known, so a two-piece row costs one round trip after num_splits. (The
-//   earlier warp-per-quarter shape ran 16384 CTAs at b=128 h128, ~10 waves of three dependent round
-//   trips: 19 us of a 314 us call on an H200, session 12.)
+//   loads before the weights are known, so that none of a two-piece row's loads waits for its lse.
+//   (The earlier warp-per-quarter shape ran 16384 CTAs at b=128 h128, ~10 waves by count: 19.8 us
+//   under ncu, and the call 314 us with it against 298-300 without, H200, session 12.)
 // - combine_kernel<kSplitWarps>, for a few long sequences with many pieces: a warp owns one (sequence,
 //   KV head, query row, 128-channel quarter); lanes stride over the pieces for the lse maximum and the
 //   sum of exp, then every lane accumulates one float4 of the quarter per piece. kSplitWarps warps
