@@ -38,6 +38,15 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return fn;
 }
 
+// L2 promotion of the cache's copies. A dense box row is 128 bytes of a token row whose other bytes
+// other boxes copy; promoting each row to 256 bytes cost ~7 % of a pure copy stream (H200, session 13,
+// scratch ring_bench: nine 64x64 boxes per block, no compute, 132 CTAs: 4.04 TB/s at 256 B, 4.32 TB/s
+// without promotion, 4.31 TB/s at 128 B). In the kernel, without promotion: b=128 8192 h16 s1 297 ->
+// 289 us, 1024 h16 s1 -3 %, the other dense rows within +-1 %. The FP8 rows (64-byte boxes, or
+// 128-byte boxes of 576-byte rows that straddle lines) were 0.6-2.2 % slower without it: they keep it.
+constexpr CUtensorMapL2promotion kDensePromotion = CU_TENSOR_MAP_L2_PROMOTION_NONE;
+constexpr CUtensorMapL2promotion kFP8Promotion = CU_TENSOR_MAP_L2_PROMOTION_L2_256B;
+
 // The cache (or, from byte `offset` of each row, a part of it) as a 4-D tensor {cols, h_kv, page tokens,
 // pages} of `dtype`; one copy moves a box of `box_cols` columns x min(page, 64) tokens of one head
 // (sm90::BlockPages says which boxes make a 64-token block). Out-of-range coordinates read zeros.
@@ -60,7 +69,8 @@ CUtensorMap make_map(const DecodeParams& p, int64_t offset, CUtensorMapDataType 
   CUtensorMap map{};
   const CUresult r = tensor_map_encoder()(&map, dtype, 4, const_cast<char*>(static_cast<const char*>(p.k) + offset),
                                           dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
-                                          CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+                                          p.kv_format == KvCacheFormat::kDense ? kDensePromotion : kFP8Promotion,
+                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) {
     throw Error("k_cache", "expected strides the copy engine accepts (cuTensorMapEncodeTiled error " +
                 std::to_string(static_cast<int>(r)) + ")");
