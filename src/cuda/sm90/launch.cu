@@ -43,8 +43,8 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 // scratch ring_bench: nine 64x64 boxes per block, no compute, 132 CTAs: 4.04 TB/s at 256 B, 4.32 TB/s
 // without promotion, 4.31 TB/s at 128 B). In the kernel, without promotion: b=128 8192 h16 s1 297 ->
 // 289 us, 1024 h16 s1 -3 %, the other dense rows within +-1 % (docs/PERFORMANCE.md, session 13). The
-// FP8 rows (64-byte boxes, or 128-byte boxes of 576-byte rows that straddle lines) were 0.7-1.9 %
-// slower without it: they keep it.
+// FP8 rows were 0.7-1.9 % slower without it, so FP8 maps keep it (their box rows are 16 to 128 bytes of
+// 576- or 656-byte token rows, most not aligned to 128-byte lines; why they gain was not measured).
 constexpr CUtensorMapL2promotion kDensePromotion = CU_TENSOR_MAP_L2_PROMOTION_NONE;
 constexpr CUtensorMapL2promotion kFP8Promotion = CU_TENSOR_MAP_L2_PROMOTION_L2_256B;
 
