@@ -42,7 +42,7 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 // other boxes copy; promoting each row to 256 bytes cost ~7 % of a pure copy stream (H200, session 13,
 // scratch ring_bench: nine 64x64 boxes per block, no compute, 132 CTAs: 4.04 TB/s at 256 B, 4.32 TB/s
 // without promotion, 4.31 TB/s at 128 B). In the kernel, without promotion: b=128 8192 h16 s1 297 ->
-// 289 us, 1024 h16 s1 -3 %, the other dense rows within +-1 % (docs/PERFORMANCE.md, session 13). The
+// 289 us, 1024 h16 s1 -3 %, the rest -1.5 % to +1 % (docs/PERFORMANCE.md, session 13). The
 // FP8 rows were 0.7-1.9 % slower without it, so FP8 maps keep it (their box rows are 16 to 128 bytes of
 // 576- or 656-byte token rows, most not aligned to 128-byte lines; why they gain was not measured).
 constexpr CUtensorMapL2promotion kDensePromotion = CU_TENSOR_MAP_L2_PROMOTION_NONE;
