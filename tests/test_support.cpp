@@ -79,8 +79,9 @@ std::vector<ScheduleCase> schedule_cases(int count, uint64_t seed) {
   cases.push_back({std::vector<int32_t>(5000, INT32_MAX), 16, 1, 132});
   cases.push_back({std::vector<int32_t>(4096, 64), 128, 1, 1});
   cases.push_back({std::vector<int32_t>(7, 0), 1, 1, 1024});
-  // Whole groups: 1000 groups of 5 (more groups than the device kernel's threads), one group of 5000,
-  // and a group cost exactly at T + kWholeGroupSlack (21 = 13 + 8) and one past it (23 > 14 + 8).
+  // Whole groups: 1000 groups of 5 (more groups than the device kernel's threads), one group of 5000
+  // (like 4096 x 64 tokens on 1 SM above, a group the device kernel sums on a warp: more than 256
+  // sequences), and a group cost exactly at T + kWholeGroupSlack (21 = 13 + 8) and one past it (23 > 14 + 8).
   cases.push_back({std::vector<int32_t>(5000, 100), 1, 1, 1024});
   cases.push_back({std::vector<int32_t>(5000, 100), 1, 1, 1});
   cases.push_back({{1024, 0}, 64, 1, 2});
