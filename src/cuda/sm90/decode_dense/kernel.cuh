@@ -210,6 +210,9 @@ __device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2]
   row_max[1] = quad_max(row_max[1]);
 }
 
+// The running max a padding row starts from (finite, so m + kMaxLag and m - m_use stay finite).
+inline constexpr float kPadRowMax = 1.0e30f;
+
 // The running max after a block whose row maxima are row_max: m becomes the new max, m_use the
 // exponent base (0 for a row masked so far, which keeps exp2 finite), alpha the rescale of what was
 // accumulated before the block. m moves only past decode_common.cuh's kMaxLag, so most blocks keep
@@ -917,7 +920,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     float o[128];
 #pragma unroll
     for (int i = 0; i < 128; ++i) o[i] = 0.0f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    // A warp whose 16 rows are all padding (past p.rows: zero-filled q, so S = 0) starts from a huge
+    // running max: every block then gives its rows P = exp2(0 - kPadRowMax) = 0 and alpha = 1, so at 16
+    // rows three quarters of P·V runs on zero operands and the card holds a higher clock under its power
+    // cap (docs/PERFORMANCE.md, session 14). Nothing in the block loop changes; store_output never
+    // writes these rows. (Per row rather than per warp, the FP8 per-block kernel spilled.)
+    const float m_start = blockIdx.x * kBlockM + (rp.row[0] & ~15) < p.rows ? -INFINITY : kPadRowMax;
+    float m[2] = {m_start, m_start}, l[2] = {0.0f, 0.0f};
     float row_scale[2] = {scale_log2, scale_log2};
     if (q_prescaled) {
       row_scale[0] *= s.q_row_scale[rp.row[0]];
