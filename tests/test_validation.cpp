@@ -166,6 +166,21 @@ TEST_F(DecodeValidation, KCachePageSize) {
   a.k_cache.shape[1] = 0;
   expect_rejected(a, "k_cache", {"page_block_size >= 1", "got 0"});
 }
+// Sizes past 32 bits: a stride-0 view makes them cheap, and the backends hold them in ints, so they
+// must be rejected rather than truncated (a page of 2^32 + 1 tokens read as 1, one of 2^32 as 0).
+TEST_F(DecodeValidation, KCachePageSizePast32Bits) {
+  DecodeArgs a = d.args;
+  a.k_cache.shape[1] = (int64_t{1} << 32) + 1;
+  a.k_cache.stride[1] = 0;
+  expect_rejected(a, "k_cache", {"page_block_size (dim 1) <= 2147483647", "got 4294967297"});
+}
+TEST_F(DecodeValidation, KCacheElementCountPast63Bits) {
+  DecodeArgs a = d.args;
+  a.k_cache.shape[0] = int64_t{1} << 57;  // x 16 x 2 x 576 wraps an int64 element count
+  a.k_cache.stride[0] = 0;
+  a.k_cache.data = nullptr;  // a wrapped count of 0 used to let this through
+  expect_rejected(a, "k_cache", {"element count below 2^63", "shape [144115188075855872, 16, 2, 576]"});
+}
 TEST_F(DecodeValidation, KCacheNoHeads) {
   DecodeArgs a = d.args;
   a.k_cache.shape[2] = 0;
@@ -218,6 +233,12 @@ TEST_F(DecodeValidation, BlockTableLastDimStride) {
   DecodeArgs a = d.args;
   a.block_table.stride[1] = 2;
   expect_rejected(a, "block_table", {"last-dimension stride 1", "got 2"});
+}
+TEST_F(DecodeValidation, BlockTableRowsPast32Bits) {
+  DecodeArgs a = d.args;
+  a.block_table.shape[1] = (int64_t{1} << 32) + 1;
+  a.block_table.stride[0] = 0;
+  expect_rejected(a, "block_table", {"max_blocks_per_seq (dim 1) <= 2147483647", "got 4294967297"});
 }
 TEST_F(DecodeValidation, BlockTableNull) {
   DecodeArgs a = d.args;
@@ -583,6 +604,22 @@ TEST_F(ScheduleValidation, NumSms) {
   ScheduleArgs a = args;
   a.num_sms = -1;
   expect_rejected(a, "num_sms", {">= 0", "got -1"});
+}
+TEST_F(ScheduleValidation, NumSmsPastALaunchGrid) {
+  ScheduleArgs a = args;
+  a.num_sms = kMaxNumSms + 1;
+  expect_rejected(a, "num_sms", {"<= 65535", "got 65536"});
+}
+TEST_F(ScheduleValidation, QueryRowsAtTheIntLimit) {
+  // ceil(rows / 64) in 32-bit arithmetic overflowed here; the schedule is one part per SM.
+  EXPECT_EQ(num_sm_parts(132, INT_MAX, 1), 1);
+  ScheduleArgs a = args;
+  a.num_q_tokens_per_head_k = INT_MAX;
+  std::vector<int32_t> one_part(kMetadataWords, -5);
+  a.tile_scheduler_metadata = make_view(one_part.data(), DType::kInt32, kCpu, {1, kMetadataWords});
+  ASSERT_NO_THROW(get_mla_metadata(a));
+  EXPECT_EQ(one_part[0], 0);  // the whole batch in the one part
+  EXPECT_EQ(one_part[2], 2);
 }
 TEST_F(ScheduleValidation, MetadataDimensions) {
   ScheduleArgs a = args;

@@ -137,6 +137,8 @@ inline constexpr int kSplitFixedCost = 5;  // tuned for speed, does not affect c
 inline constexpr int kWholeGroupSlack = 8;  // tuned for speed, does not affect correctness
 
 // num_sms / h_kv / ceil(rows / 64), at least 1: one CTA per SM across all query tiles and KV heads.
+// num_sms is at most kMaxNumSms (a launch grid dimension's limit); past it, or below 1, it throws.
+inline constexpr int kMaxNumSms = 65535;
 int num_sm_parts(int num_sms, int num_q_tokens_per_head_k, int num_heads_k);
 
 struct ScheduleArgs {

@@ -15,6 +15,7 @@
 #include <torch/csrc/stable/tensor.h>
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -107,14 +108,22 @@ auto rethrow_as_runtime_error(F&& body) {
   }
 }
 
+// A schema int (64 bits) the C++ API takes as int: out of range, an error naming it, not a truncation.
+int int_arg(int64_t value, const char* arg) {
+  if (value < std::numeric_limits<int32_t>::min() || value > std::numeric_limits<int32_t>::max()) {
+    throw flash_mla::Error(arg, "expected a 32-bit integer, got " + std::to_string(value));
+  }
+  return static_cast<int>(value);
+}
+
 std::tuple<Tensor, Tensor> get_mla_metadata(Tensor cache_seqlens, int64_t num_q_tokens_per_head_k,
                                             int64_t num_heads_k, std::optional<int64_t> num_sms) {
   return rethrow_as_runtime_error([&] {
     flash_mla::ScheduleArgs args;
     args.cache_seqlens = to_view(cache_seqlens, "cache_seqlens");
-    args.num_q_tokens_per_head_k = static_cast<int>(num_q_tokens_per_head_k);
-    args.num_heads_k = static_cast<int>(num_heads_k);
-    args.num_sms = static_cast<int>(num_sms.value_or(0));
+    args.num_q_tokens_per_head_k = int_arg(num_q_tokens_per_head_k, "num_q_tokens_per_head_k");
+    args.num_heads_k = int_arg(num_heads_k, "num_heads_k");
+    args.num_sms = int_arg(num_sms.value_or(0), "num_sms");
     // The outputs' shapes: num_sm_parts of the SM count the core will use (ScheduleArgs::num_sms).
     const int sms = args.num_sms > 0 ? args.num_sms : flash_mla::default_num_sms(args.cache_seqlens.device);
     const int64_t parts = flash_mla::num_sm_parts(sms, args.num_q_tokens_per_head_k, args.num_heads_k);
@@ -140,7 +149,7 @@ std::tuple<Tensor, Tensor> fwd_kvcache(Tensor q, Tensor k_cache, Tensor block_ta
     args.k_cache = to_view(k_cache, "k_cache");
     args.block_table = to_view(block_table, "block_table");
     args.cache_seqlens = to_view(cache_seqlens, "cache_seqlens");
-    args.head_dim_v = static_cast<int>(head_dim_v);
+    args.head_dim_v = int_arg(head_dim_v, "head_dim_v");
     args.tile_scheduler_metadata = to_view(tile_scheduler_metadata, "tile_scheduler_metadata");
     args.num_splits = to_view(num_splits, "num_splits");
     args.softmax_scale = static_cast<float>(softmax_scale);

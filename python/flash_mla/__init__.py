@@ -10,7 +10,7 @@
 CPU tensors run the CPU backend, CUDA tensors the Hopper (sm_90a) kernel. The contract (shapes,
 masking, the +inf lse of empty rows, which block-table entries and cache tokens are never read, the
 FP8 cache layouts) is the project's SPEC.md. FP8 caches (FlashMLA's 656-byte "FP8 with scale" and
-vLLM's per-tensor e4m3) run on the CPU backend; the Hopper kernel does not read them yet. Errors
+vLLM's per-tensor e4m3) run on both backends. Errors
 raise RuntimeError (from the C++ core) or ValueError/TypeError (from this module), with messages
 "flash_mla: <argument>: expected <x>, got <y>".
 
@@ -159,14 +159,22 @@ def flash_mla_with_kvcache(
     if indices is not None:
         raise ValueError(_error("indices", "None (sparse attention is not supported)", "a tensor"))
     if softmax_scale is None:
-        softmax_scale = q.shape[-1] ** -0.5
+        # A q with no head dimension gets any finite scale here: fwd_kvcache then rejects q by name.
+        softmax_scale = q.shape[-1] ** -0.5 if q.dim() > 0 and q.shape[-1] > 0 else 1.0
+    first_use = None
     if isinstance(tile_scheduler_metadata, FlashMLASchedMeta):
-        tile_scheduler_metadata, num_splits = _scheduled(
-            tile_scheduler_metadata, num_splits, q, k_cache, cache_seqlens, causal)
+        sched_meta = tile_scheduler_metadata
+        tile_scheduler_metadata, num_splits, first_use = _scheduled(
+            sched_meta, num_splits, q, k_cache, cache_seqlens, causal)
     elif num_splits is None:
         raise TypeError(_error("num_splits", "the tensor get_mla_metadata returned", None))
-    return ops.fwd_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
-                           num_splits, softmax_scale, causal, descale_q, descale_k)
+    result = ops.fwd_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
+                             num_splits, softmax_scale, causal, descale_q, descale_k)
+    if first_use is not None:
+        # Kept only once a decode accepted the arguments: a failed first call leaves it unused.
+        sched_meta.tile_scheduler_metadata, sched_meta.num_splits, sched_meta.config = first_use
+        sched_meta.have_initialized = True
+    return result
 
 
 def quantize_fp8_with_scale(x: torch.Tensor) -> torch.Tensor:
@@ -200,18 +208,27 @@ def quantize_fp8_per_tensor(x: torch.Tensor, descale: Union[float, torch.Tensor]
 
 
 def _scheduled(sched_meta: FlashMLASchedMeta, num_splits, q, k_cache, cache_seqlens, causal):
-    """The schedule a FlashMLASchedMeta holds, computed on its first use (FlashMLA's newest form)."""
+    """The schedule a FlashMLASchedMeta holds, computed on its first use (FlashMLA's newest form).
+
+    Returns (tile_scheduler_metadata, num_splits, first_use): first_use is None once the schedule is
+    held, else what the caller stores in sched_meta after the decode accepted these arguments.
+    """
     if num_splits is not None:
         raise TypeError(_error("num_splits", "None with a FlashMLASchedMeta", "a tensor"))
-    config = FlashMLASchedMeta.Config(q.shape[0], q.shape[1], q.shape[2], k_cache.shape[1], k_cache.shape[2],
-                                      causal)
-    if not sched_meta.have_initialized:
-        h_kv = k_cache.shape[2]
-        sched_meta.tile_scheduler_metadata, sched_meta.num_splits = ops.get_mla_metadata(
-            cache_seqlens, q.shape[1] * q.shape[2] // max(h_kv, 1), h_kv, None)
-        sched_meta.config = config
-        sched_meta.have_initialized = True
-    elif sched_meta.config != config:
-        raise ValueError(_error("tile_scheduler_metadata", f"arguments matching its first use {sched_meta.config}",
-                                config))
-    return sched_meta.tile_scheduler_metadata, sched_meta.num_splits
+    # The shapes the schedule is computed from, checked before they are read (fwd_kvcache checks the rest).
+    if q.dim() != 4:
+        raise ValueError(_error("q", "4 dimensions [b, s_q, h_q, 576]", f"{q.dim()} dimensions"))
+    if k_cache.dim() != 4:
+        raise ValueError(_error("k_cache", "4 dimensions [num_blocks, page_block_size, h_kv, 576]",
+                                f"{k_cache.dim()} dimensions"))
+    h_q, h_kv = q.shape[2], k_cache.shape[2]
+    if h_kv < 1 or h_q % h_kv != 0:
+        raise ValueError(_error("k_cache", f"h_kv (dim 2) dividing h_q = {h_q}", f"h_kv = {h_kv}"))
+    config = FlashMLASchedMeta.Config(q.shape[0], q.shape[1], h_q, k_cache.shape[1], h_kv, causal)
+    if sched_meta.have_initialized:
+        if sched_meta.config != config:
+            raise ValueError(_error("tile_scheduler_metadata",
+                                    f"arguments matching its first use {sched_meta.config}", config))
+        return sched_meta.tile_scheduler_metadata, sched_meta.num_splits, None
+    metadata, splits = ops.get_mla_metadata(cache_seqlens, q.shape[1] * h_q // h_kv, h_kv, None)
+    return metadata, splits, (metadata, splits, config)

@@ -41,10 +41,17 @@ def num_sm_parts(device: torch.device, num_q_tokens_per_head_k: int, num_heads_k
     return max(1, num_sms // num_heads_k // m_tiles)
 
 
+_INT32_MAX = 2**31 - 1
+_MAX_NUM_SMS = 65535    # kMaxNumSms
+
+
 @torch.library.register_fake("flash_mla::get_mla_metadata")
 def _get_mla_metadata_fake(cache_seqlens, num_q_tokens_per_head_k, num_heads_k, num_sms=None):
-    torch._check(num_q_tokens_per_head_k >= 1, lambda: "flash_mla: num_q_tokens_per_head_k: expected >= 1")
-    torch._check(num_heads_k >= 1, lambda: "flash_mla: num_heads_k: expected >= 1")
+    torch._check(1 <= num_q_tokens_per_head_k <= _INT32_MAX,
+                 lambda: "flash_mla: num_q_tokens_per_head_k: expected >= 1 and a 32-bit integer")
+    torch._check(1 <= num_heads_k <= _INT32_MAX, lambda: "flash_mla: num_heads_k: expected >= 1 and a 32-bit integer")
+    torch._check(num_sms is None or 0 <= num_sms <= _MAX_NUM_SMS,
+                 lambda: f"flash_mla: num_sms: expected 0 .. {_MAX_NUM_SMS}, got {num_sms}")
     parts = num_sm_parts(cache_seqlens.device, num_q_tokens_per_head_k, num_heads_k, num_sms)
     metadata = cache_seqlens.new_empty((parts, _METADATA_WORDS), dtype=torch.int32)
     num_splits = cache_seqlens.new_empty((cache_seqlens.shape[0] + 1,), dtype=torch.int32)
@@ -55,6 +62,7 @@ def _get_mla_metadata_fake(cache_seqlens, num_q_tokens_per_head_k, num_heads_k, 
 def _fwd_kvcache_fake(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
                       num_splits, softmax_scale, causal, descale_q=None, descale_k=None):
     torch._check(head_dim_v == _HEAD_DIM_V, lambda: f"flash_mla: head_dim_v: expected 512, got {head_dim_v}")
+    torch._check(q.dim() == 4, lambda: f"flash_mla: q: expected 4 dimensions [b, s_q, h_q, 576], got {q.dim()}")
     b, s_q, h_q, _ = q.shape
     out_dtype = torch.bfloat16 if k_cache.dtype in _FP8_CACHE_DTYPES else q.dtype
     out = q.new_empty((b, s_q, h_q, _HEAD_DIM_V), dtype=out_dtype)

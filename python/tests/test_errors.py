@@ -105,3 +105,56 @@ def test_mixed_devices_name_the_argument(good):
             call(cuda, **{name: good[name]})
     with pytest.raises(RuntimeError, match="flash_mla: k_cache: expected a tensor on cpu"):
         call(good, k_cache=cuda["k_cache"])
+
+
+@pytest.mark.parametrize("argument,make_call", [
+    ("head_dim_v", lambda a: call(a, head_dim_v=2**32 + 512)),
+    ("num_q_tokens_per_head_k", lambda a: get_mla_metadata(a["cache_seqlens"], 2**32 + 16, 1)),
+    ("num_heads_k", lambda a: get_mla_metadata(a["cache_seqlens"], 16, 2**32 + 1)),
+    ("num_sms", lambda a: get_mla_metadata(a["cache_seqlens"], 16, 1, num_sms=2**32 + 8)),
+])
+def test_integer_arguments_past_32_bits_are_rejected_not_truncated(good, argument, make_call):
+    # 2**32 + 512 used to run as 512, and 2**32 + 16 query rows as 16.
+    with pytest.raises(RuntimeError, match=f"flash_mla: {argument}: expected a 32-bit integer, got 42949"):
+        make_call(good)
+
+
+def test_sizes_past_32_bits_are_rejected_not_truncated(good):
+    # A stride-0 view costs nothing; a page of 2**32 + 1 tokens used to be read as a page of 1.
+    huge_page = good["k_cache"][:, :1].expand(-1, 2**32 + 1, -1, -1)
+    with pytest.raises(RuntimeError, match=r"flash_mla: k_cache: expected page_block_size \(dim 1\) <= 2147483647"):
+        call(good, k_cache=huge_page)
+    with pytest.raises(RuntimeError, match="flash_mla: num_sms: expected <= 65535, got 65536"):
+        get_mla_metadata(good["cache_seqlens"], 16, 1, num_sms=65536)
+
+
+def test_default_softmax_scale_of_a_malformed_q_names_q(good):
+    for q in (good["q"][..., :0], good["q"][0, 0, 0, 0]):
+        with pytest.raises(RuntimeError, match="flash_mla: q: expected"):
+            call(good, q=q)
+
+
+@pytest.mark.parametrize("argument,change", [
+    ("q", lambda a: a["q"][0]),
+    ("q", lambda a: a["q"][0, 0]),
+    ("k_cache", lambda a: a["k_cache"][:, :, 0]),  # vLLM's 3-D layout without .unsqueeze(-2)
+    ("k_cache", lambda a: a["k_cache"].expand(-1, -1, 3, -1)),
+])
+def test_sched_meta_first_use_checks_shapes_and_survives_a_failure(good, argument, change):
+    sched_meta, _ = get_mla_metadata()
+    with pytest.raises(ValueError, match=f"flash_mla: {argument}: expected"):
+        call(good, **{argument: change(good)}, tile_scheduler_metadata=sched_meta, num_splits=None)
+    assert not sched_meta.have_initialized
+    out, lse = call(good, tile_scheduler_metadata=sched_meta, num_splits=None)  # the retry is the first use
+    assert sched_meta.have_initialized and torch.isfinite(lse).all()
+    want = call(good)
+    assert torch.equal(out, want[0]) and torch.equal(lse, want[1])
+
+
+def test_sched_meta_is_kept_only_after_a_decode_accepts_the_arguments(good):
+    sched_meta, _ = get_mla_metadata()
+    with pytest.raises(RuntimeError, match="flash_mla: head_dim_v"):
+        call(good, head_dim_v=576, tile_scheduler_metadata=sched_meta, num_splits=None)
+    assert not sched_meta.have_initialized and sched_meta.tile_scheduler_metadata is None
+    call(good, tile_scheduler_metadata=sched_meta, num_splits=None)
+    assert sched_meta.have_initialized

@@ -31,7 +31,11 @@ int num_sm_parts(int num_sms, int num_q_tokens_per_head_k, int num_heads_k) {
                 "expected >= 1 (s_q * h_q / h_kv), got " + std::to_string(num_q_tokens_per_head_k));
   }
   if (num_heads_k < 1) throw Error("num_heads_k", "expected >= 1, got " + std::to_string(num_heads_k));
-  const int m_tiles = (num_q_tokens_per_head_k + kBlockM - 1) / kBlockM;
+  // One CTA per SM: more than a launch grid's 65535 would only ask for metadata no kernel can launch.
+  if (num_sms > kMaxNumSms) {
+    throw Error("num_sms", "expected <= " + std::to_string(kMaxNumSms) + ", got " + std::to_string(num_sms));
+  }
+  const int m_tiles = static_cast<int>((int64_t{num_q_tokens_per_head_k} + kBlockM - 1) / kBlockM);
   return std::max(1, num_sms / num_heads_k / m_tiles);
 }
 

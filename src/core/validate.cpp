@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -45,10 +46,22 @@ void check_ndim(const TensorView& t, const char* arg, int ndim, const char* layo
   if (t.ndim != ndim) {
     fail(arg, std::to_string(ndim) + " dimensions " + layout, std::to_string(t.ndim) + " dimensions");
   }
+  bool empty = false, overflow = false;
+  int64_t count = 1;
   for (int d = 0; d < ndim; ++d) {
     if (t.shape[d] < 0) fail(arg, "non-negative sizes", "shape " + shape_str(t));
     if (t.stride[d] < 0) fail(arg, "non-negative strides", "stride " + std::to_string(t.stride[d]));
+    empty = empty || t.shape[d] == 0;
+    overflow = overflow || __builtin_mul_overflow(count, t.shape[d], &count);
   }
+  // TensorView::numel would wrap, and a wrapped count of 0 would let a null pointer through.
+  if (overflow && !empty) fail(arg, "an element count below 2^63", "shape " + shape_str(t));
+}
+
+// Sizes the backends hold in 32-bit ints (DecodeParams, ScheduleParams): larger ones would be
+// truncated, not rejected, past this check.
+void check_int32(int64_t value, const char* arg, const std::string& what) {
+  if (value > std::numeric_limits<int32_t>::max()) fail(arg, what + " <= 2147483647", std::to_string(value));
 }
 
 void check_dtype(const TensorView& t, const char* arg, DType dtype) {
@@ -138,6 +151,8 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
   if (s_q < 1) fail("q", "s_q >= 1", "s_q = " + std::to_string(s_q));
   if (h_q < 1) fail("q", "h_q >= 1", "h_q = " + std::to_string(h_q));
   if (a.q.shape[3] != kHeadDim) fail("q", "head dimension 576 (last dim)", std::to_string(a.q.shape[3]));
+  check_int32(b, "q", "batch size b");
+  check_int32(s_q * h_q, "q", "s_q * h_q");  // each is at most s_q * h_q, so the product cannot overflow
   const DType q_dtype = a.q.dtype;
   if (q_dtype != DType::kBF16 && q_dtype != DType::kFP16 && q_dtype != DType::kFP32 && q_dtype != DType::kFP8E4M3) {
     fail("q", "dtype bfloat16 or float16 (float8_e4m3fn with a per-tensor FP8 k_cache)", to_string(q_dtype));
@@ -179,6 +194,7 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
   if (num_pages < 1) fail("k_cache", "at least one block (dim 0)", std::to_string(num_pages));
   if (page < 1) fail("k_cache", "page_block_size >= 1 (dim 1)", std::to_string(page));
   if (h_kv < 1) fail("k_cache", "h_kv >= 1 (dim 2)", std::to_string(h_kv));
+  check_int32(page, "k_cache", "page_block_size (dim 1)");
   if (h_q % h_kv != 0) {
     fail("k_cache", "h_kv dividing h_q = " + std::to_string(h_q), "h_kv = " + std::to_string(h_kv));
   }
@@ -188,6 +204,7 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
   if (a.head_dim_v != kHeadDimV) fail("head_dim_v", "512", std::to_string(a.head_dim_v));
 
   check_ndim(a.block_table, "block_table", 2, "[b, max_blocks_per_seq]");
+  check_int32(a.block_table.shape[1], "block_table", "max_blocks_per_seq (dim 1)");
   check_device(a.block_table, "block_table", device);
   check_dtype(a.block_table, "block_table", DType::kInt32);
   if (a.block_table.shape[0] != b) {
@@ -210,6 +227,7 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
   if (parts < 1 || a.tile_scheduler_metadata.shape[1] != kMetadataWords) {
     fail("tile_scheduler_metadata", "shape [num_sm_parts >= 1, 8]", shape_str(a.tile_scheduler_metadata));
   }
+  check_int32(parts, "tile_scheduler_metadata", "num_sm_parts (dim 0)");
   check_contiguous(a.tile_scheduler_metadata, "tile_scheduler_metadata");
   check_data(a.tile_scheduler_metadata, "tile_scheduler_metadata");
 
@@ -332,6 +350,7 @@ ScheduleParams make_schedule_params(const ScheduleArgs& a) {
   check_dtype(a.cache_seqlens, "cache_seqlens", DType::kInt32);
   const int64_t b = a.cache_seqlens.shape[0];
   if (b < 1) fail("cache_seqlens", "batch size b >= 1", "b = " + std::to_string(b));
+  check_int32(b, "cache_seqlens", "batch size b");
   check_contiguous(a.cache_seqlens, "cache_seqlens");
   check_data(a.cache_seqlens, "cache_seqlens");
   if (a.num_q_tokens_per_head_k < 1) {
