@@ -161,19 +161,19 @@ def flash_mla_with_kvcache(
     if softmax_scale is None:
         # A q with no head dimension gets any finite scale here: fwd_kvcache then rejects q by name.
         softmax_scale = q.shape[-1] ** -0.5 if q.dim() > 0 and q.shape[-1] > 0 else 1.0
-    first_use = None
+    new_config = None
     if isinstance(tile_scheduler_metadata, FlashMLASchedMeta):
         sched_meta = tile_scheduler_metadata
-        tile_scheduler_metadata, num_splits, first_use = _scheduled(
+        tile_scheduler_metadata, num_splits, new_config = _scheduled(
             sched_meta, num_splits, q, k_cache, cache_seqlens, causal)
     elif num_splits is None:
         raise TypeError(_error("num_splits", "the tensor get_mla_metadata returned", None))
     result = ops.fwd_kvcache(q, k_cache, block_table, cache_seqlens, head_dim_v, tile_scheduler_metadata,
                              num_splits, softmax_scale, causal, descale_q, descale_k)
-    if first_use is not None:
+    if new_config is not None:
         # Kept only once a decode accepted the arguments: a failed first call leaves it unused.
-        sched_meta.tile_scheduler_metadata, sched_meta.num_splits, sched_meta.config = first_use
-        sched_meta.have_initialized = True
+        sched_meta.tile_scheduler_metadata, sched_meta.num_splits = tile_scheduler_metadata, num_splits
+        sched_meta.config, sched_meta.have_initialized = new_config, True
     return result
 
 
@@ -210,8 +210,8 @@ def quantize_fp8_per_tensor(x: torch.Tensor, descale: Union[float, torch.Tensor]
 def _scheduled(sched_meta: FlashMLASchedMeta, num_splits, q, k_cache, cache_seqlens, causal):
     """The schedule a FlashMLASchedMeta holds, computed on its first use (FlashMLA's newest form).
 
-    Returns (tile_scheduler_metadata, num_splits, first_use): first_use is None once the schedule is
-    held, else what the caller stores in sched_meta after the decode accepted these arguments.
+    Returns (tile_scheduler_metadata, num_splits, new_config): new_config is None once the schedule is
+    held; else the caller stores the three in sched_meta after the decode accepted these arguments.
     """
     if num_splits is not None:
         raise TypeError(_error("num_splits", "None with a FlashMLASchedMeta", "a tensor"))
@@ -230,5 +230,4 @@ def _scheduled(sched_meta: FlashMLASchedMeta, num_splits, q, k_cache, cache_seql
             raise ValueError(_error("tile_scheduler_metadata",
                                     f"arguments matching its first use {sched_meta.config}", config))
         return sched_meta.tile_scheduler_metadata, sched_meta.num_splits, None
-    metadata, splits = ops.get_mla_metadata(cache_seqlens, q.shape[1] * h_q // h_kv, h_kv, None)
-    return metadata, splits, (metadata, splits, config)
+    return (*ops.get_mla_metadata(cache_seqlens, q.shape[1] * h_q // h_kv, h_kv, None), config)

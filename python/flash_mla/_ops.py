@@ -27,6 +27,8 @@ _METADATA_WORDS = 8     # kMetadataWords
 _CPU_NUM_SMS = 132      # default_num_sms(cpu): CPU tensors are scheduled as on an H100
 _FP8_WITH_SCALE_BYTES = 656  # kFP8WithScaleBytes
 _FP8_CACHE_DTYPES = (torch.uint8, torch.float8_e4m3fn)  # decode_output_dtype: bf16 out for these caches
+_MAX_NUM_SMS = 65535    # kMaxNumSms
+_INT32_MAX = 2**31 - 1  # the C++ API's int arguments
 
 
 def num_sm_parts(device: torch.device, num_q_tokens_per_head_k: int, num_heads_k: int,
@@ -39,10 +41,6 @@ def num_sm_parts(device: torch.device, num_q_tokens_per_head_k: int, num_heads_k
             num_sms = _CPU_NUM_SMS
     m_tiles = (num_q_tokens_per_head_k + _BLOCK_M - 1) // _BLOCK_M
     return max(1, num_sms // num_heads_k // m_tiles)
-
-
-_INT32_MAX = 2**31 - 1
-_MAX_NUM_SMS = 65535    # kMaxNumSms
 
 
 @torch.library.register_fake("flash_mla::get_mla_metadata")

@@ -152,7 +152,7 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
   if (h_q < 1) fail("q", "h_q >= 1", "h_q = " + std::to_string(h_q));
   if (a.q.shape[3] != kHeadDim) fail("q", "head dimension 576 (last dim)", std::to_string(a.q.shape[3]));
   check_int32(b, "q", "batch size b");
-  check_int32(s_q * h_q, "q", "s_q * h_q");  // each is at most s_q * h_q, so the product cannot overflow
+  check_int32(s_q * h_q, "q", "s_q * h_q");  // no overflow: check_ndim bounded b * s_q * h_q * 576
   const DType q_dtype = a.q.dtype;
   if (q_dtype != DType::kBF16 && q_dtype != DType::kFP16 && q_dtype != DType::kFP32 && q_dtype != DType::kFP8E4M3) {
     fail("q", "dtype bfloat16 or float16 (float8_e4m3fn with a per-tensor FP8 k_cache)", to_string(q_dtype));
