@@ -823,6 +823,11 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
   for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
     const Slot slot = stage_slot(it);
     const int copies = pages.copies(pc.seqlen - blk * kBlockN);
+    // Every CTA starts at once: with both stages requested together, the first blocks of all CTAs
+    // share the memory system with the second ones and land late (~5-7 us after entry, session 8).
+    // With one row tile, the second block waits for the first to land, so the consumers start one
+    // block earlier. With two or more, the waits cost more than they saved (docs/PERFORMANCE.md).
+    if (it == 1 && p.rows <= kBlockM) ptx::mbarrier_wait(&s.k_full[0], 0);
     ptx::mbarrier_wait(&s.k_free[slot.stage], slot.parity ^ 1);
     if (lane == 0) ptx::mbarrier_arrive_expect_tx(&s.k_full[slot.stage], copies * pages.copy_bytes());
     __syncwarp();
