@@ -9,7 +9,8 @@
 // A block's cost follows its wgmma count more than the tensor cores' work (session 11 timelines: ~90
 // cycles per P·V wgmma in the kernel, ~22 in isolation); halving P·V's took 13-15 %.
 // Warpgroups by role (session 10; before, two consumers each ran whole blocks and merged at the end):
-// WG3: one thread copies raw 64-token blocks (five 128-channel TMA boxes) into a 4-stage ring.
+// WG3: one thread copies raw 64-token blocks (five 128-channel TMA boxes) into a 4-stage ring, the
+// second block once the first has landed.
 // WG0, WG1 (score): alternate blocks of a piece: Q·Kᵀ in 9 batches of 4 wgmma, whose A fragments (two
 //   16-register buffers) are converted while the previous batch runs; P against the warpgroup's own
 //   running column max as it stands, unless a warp votes that a score exceeds it by more than
