@@ -5,7 +5,7 @@
 // each (O half = 128 fp32 registers); Q stays in shared memory for the piece:
 //   WG0  [wait K(j)][Q·K(j)ᵀ, mask][max, exp][kPFree][P→sP][kPReady][O_L·α + P·V_L(j)][free j]
 //   WG1                                      [kPFree]       [kPReady][O_R·α + P·V_R(j)][free j]
-//   WG2  [K(j + 2) into stage j % 2 once both consumers freed it]
+//   WG2  [K(j + 2) into stage j % 2 once both consumers freed it; with one row tile, K(1) once K(0) landed]
 // An H200 spent ~4100 cycles per block (session 5), 1710 in Q·Kᵀ; WG0's softmax instructions are on
 // that path (session 7: trimming them took 4-9 % off b=128 rows; docs/PERFORMANCE.md, docs/DESIGN.md).
 // Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB + stats and barriers, within 227 KiB.
