@@ -6,6 +6,10 @@
 // The stamps cost a few percent and shift the schedule slightly: compare builds with flash-mla-bench,
 // and read a stamp taken just after a bar.sync as "issued" (SASS BAR.SYNC.DEFER_BLOCKING lets the
 // clock read run before the barrier releases).
+// Then, from the kernel's per-CTA trace slots (%globaltimer, kernel.cuh FLASH_MLA_TRACE_AT), where one
+// call's fixed time goes: each CTA's entry, first Q tile, first K block, the steady block interval,
+// the extra time of the block that follows a piece's end (the next piece's Q load), its last piece's
+// store and its exit, in microseconds after the first CTA's entry (median and max over CTAs).
 //
 //   cmake -S . -B build-trace -DFLASH_MLA_TRACE=ON && cmake --build build-trace --target flash-mla-phases
 //   build-trace/cli/flash-mla-phases
@@ -23,6 +27,7 @@
 
 namespace flash_mla::sm90::dense {
 extern void* g_phase_buffer;  // [kCtas][2][kIters][kEvents] long long, set by the last launch
+extern void* g_trace_buffer;  // [kTraceCtas][kTraceSlots] unsigned long long, set by the last launch
 }
 
 namespace {
@@ -30,6 +35,9 @@ namespace {
 using namespace flash_mla;
 
 constexpr int kCtas = 264, kIters = 24, kEvents = 16;  // kernel.cuh's kPhaseCtas, kPhaseIters, kPhaseEvents
+// kernel.cuh's kTraceCtas and kTraceSlots, and its slots: 0 entry, 1 first Q tile ready, 2 + j block j's
+// K landed (j < 40), 45 + i piece i stored (i < 8), 63 exit.
+constexpr int kTraceCtas = 4096, kTraceSlots = 64, kTraceBlocks = 40, kTracePieces = 8;
 const char* const kEventNames[kEvents] = {"begin", "K landed", "S masked", "max",     "exp",
                                           "tail",  "kPFree",   "kPReady",  "P·V done"};
 
@@ -49,6 +57,54 @@ double median(std::vector<double> v) {
   if (v.empty()) return -1;
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+double largest(const std::vector<double>& v) { return v.empty() ? -1 : *std::max_element(v.begin(), v.end()); }
+
+// One call's per-CTA timeline from the trace slots (all CTAs of the grid up to kTraceCtas).
+void print_cta_timeline(int ctas) {
+  std::vector<unsigned long long> t(static_cast<size_t>(kTraceCtas) * kTraceSlots);
+  check(cudaMemcpy(t.data(), sm90::dense::g_trace_buffer, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost),
+        "cudaMemcpy");
+  ctas = std::min(ctas, kTraceCtas);
+  auto at = [&](int cta, int slot) { return t[static_cast<size_t>(cta) * kTraceSlots + slot]; };
+  unsigned long long first = ~0ull, last = 0;
+  for (int cta = 0; cta < ctas; ++cta) {
+    if (at(cta, 0) == 0) continue;
+    first = std::min(first, at(cta, 0));
+    last = std::max(last, at(cta, 63));
+  }
+  if (first == ~0ull) return;
+  auto us = [&](unsigned long long ns) { return static_cast<double>(ns - first) * 1e-3; };
+  std::vector<double> entry, q_ready, first_k, last_k, stored, exit, interval, after_piece;
+  for (int cta = 0; cta < ctas; ++cta) {
+    if (at(cta, 0) == 0 || at(cta, 2) == 0) continue;  // an empty part: no block
+    entry.push_back(us(at(cta, 0)));
+    q_ready.push_back(us(at(cta, 1)));
+    first_k.push_back(us(at(cta, 2)));
+    exit.push_back(us(at(cta, 63)));
+    std::vector<unsigned long long> ends;  // piece stores, in order
+    for (int i = 0; i < kTracePieces && at(cta, 45 + i) != 0; ++i) ends.push_back(at(cta, 45 + i));
+    if (!ends.empty()) stored.push_back(us(ends.back()));
+    int j = 0;
+    while (j + 1 < kTraceBlocks && at(cta, 2 + j + 1) != 0) {
+      const unsigned long long a = at(cta, 2 + j), b = at(cta, 2 + j + 1);
+      // A block interval that contains a piece's store is the piece change: the next Q load included.
+      const bool change = std::any_of(ends.begin(), ends.end(), [&](unsigned long long e) { return e > a && e < b; });
+      (change ? after_piece : interval).push_back(static_cast<double>(b - a) * 1e-3);
+      ++j;
+    }
+    last_k.push_back(us(at(cta, 2 + j)));
+  }
+  std::printf("   CTAs (us after the first entry, median / max over %zu CTAs with blocks): entry %.2f / %.2f,"
+              " Q ready %.2f / %.2f, first K %.2f / %.2f\n",
+              entry.size(), median(entry), largest(entry), median(q_ready), largest(q_ready), median(first_k),
+              largest(first_k));
+  std::printf("   block interval %.2f (%zu), across a piece change %.2f / %.2f (%zu); last traced K %.2f / %.2f,"
+              " last store %.2f / %.2f, exit %.2f / %.2f; kernel span %.2f\n",
+              median(interval), interval.size(), median(after_piece), largest(after_piece), after_piece.size(),
+              median(last_k), largest(last_k), median(stored), largest(stored), median(exit), largest(exit),
+              static_cast<double>(last - first) * 1e-3);
 }
 
 void study(const char* name, int batch, int seqlen, int h_q, int s_q) {
@@ -87,6 +143,8 @@ void study(const char* name, int batch, int seqlen, int h_q, int s_q) {
 
   std::vector<long long> t(static_cast<size_t>(kCtas) * 2 * kIters * kEvents);
   check(cudaMemset(sm90::dense::g_phase_buffer, 0, t.size() * sizeof(t[0])), "cudaMemset");
+  check(cudaMemset(sm90::dense::g_trace_buffer, 0, sizeof(unsigned long long) * kTraceCtas * kTraceSlots),
+        "cudaMemset");
   mla_decode(a);
   check(cudaDeviceSynchronize(), "decode");
   check(cudaMemcpy(t.data(), sm90::dense::g_phase_buffer, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost),
@@ -119,6 +177,7 @@ void study(const char* name, int batch, int seqlen, int h_q, int s_q) {
     }
     std::printf("\n");
   }
+  print_cta_timeline((c.s_q * c.h_q + kBlockM - 1) / kBlockM * parts);
   for (void* ptr : {b.q, b.k_cache, b.block_table, b.seqlens, b.metadata, b.num_splits, b.out, b.lse, b.workspace}) {
     cudaFree(ptr);
   }
@@ -131,6 +190,10 @@ int main() {
     study("b128 8192 h128 s2", 128, 8192, 128, 2);
     study("b128 4096 h128 s1", 128, 4096, 128, 1);
     study("b128 8192 h16 s1", 128, 8192, 16, 1);
+    // Short contexts, where a call's fixed time weighs most (b=128 1024 h128 runs at 0.72x of FlashMLA).
+    study("b128 1024 h128 s1", 128, 1024, 128, 1);
+    study("b128 1024 h16 s1", 128, 1024, 16, 1);
+    study("b64 512 h16 s2", 64, 512, 16, 2);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "flash-mla-phases: %s\n", e.what());
     return 1;
