@@ -7,9 +7,10 @@
 // and read a stamp taken just after a bar.sync as "issued" (SASS BAR.SYNC.DEFER_BLOCKING lets the
 // clock read run before the barrier releases).
 // Then, from the kernel's per-CTA trace slots (%globaltimer, kernel.cuh FLASH_MLA_TRACE_AT), where one
-// call's fixed time goes: each CTA's entry, first Q tile, first K block, the steady block interval,
-// the extra time of the block that follows a piece's end (the next piece's Q load), its last piece's
-// store and its exit, in microseconds after the first CTA's entry (median and max over CTAs).
+// call's fixed time goes: each CTA's entry, first Q tile, first block (when consumer 0 has its K), the
+// block interval (blocks 1..39), a piece change (a piece's store to the next piece's Q tile ready), the
+// last block, the last store and the exit, in microseconds after the first CTA's entry (median and max
+// over CTAs).
 //
 //   cmake -S . -B build-trace -DFLASH_MLA_TRACE=ON && cmake --build build-trace --target flash-mla-phases
 //   build-trace/cli/flash-mla-phases
@@ -35,9 +36,11 @@ namespace {
 using namespace flash_mla;
 
 constexpr int kCtas = 264, kIters = 24, kEvents = 16;  // kernel.cuh's kPhaseCtas, kPhaseIters, kPhaseEvents
-// kernel.cuh's kTraceCtas and kTraceSlots, and its slots: 0 entry, 1 first Q tile ready, 2 + j block j's
-// K landed (j < 40), 45 + i piece i stored (i < 8), 63 exit.
+// kernel.cuh's kTraceCtas and kTraceSlots, and its slots: 0 entry, 1 first Q tile ready, 2 + j block j
+// (j < 40; 42 the latest past that), 45 + i piece i stored (i < 8; 53 the latest past that), 54 + i piece
+// i's Q tile ready (i < 8; 61 the latest past that), 63 exit.
 constexpr int kTraceCtas = 4096, kTraceSlots = 64, kTraceBlocks = 40, kTracePieces = 8;
+constexpr int kLastBlockSlot = 2 + kTraceBlocks, kStoredSlot = 45, kQReadySlot = 54, kExitSlot = 63;
 const char* const kEventNames[kEvents] = {"begin", "K landed", "S masked", "max",     "exp",
                                           "tail",  "kPFree",   "kPReady",  "P·V done"};
 
@@ -72,38 +75,41 @@ void print_cta_timeline(int ctas) {
   for (int cta = 0; cta < ctas; ++cta) {
     if (at(cta, 0) == 0) continue;
     first = std::min(first, at(cta, 0));
-    last = std::max(last, at(cta, 63));
+    last = std::max(last, at(cta, kExitSlot));
   }
   if (first == ~0ull) return;
   auto us = [&](unsigned long long ns) { return static_cast<double>(ns - first) * 1e-3; };
-  std::vector<double> entry, q_ready, first_k, last_k, stored, exit, interval, after_piece;
+  std::vector<double> entry, q_ready, first_k, last_k, stored, exit, interval, change;
   for (int cta = 0; cta < ctas; ++cta) {
     if (at(cta, 0) == 0 || at(cta, 2) == 0) continue;  // an empty part: no block
     entry.push_back(us(at(cta, 0)));
     q_ready.push_back(us(at(cta, 1)));
     first_k.push_back(us(at(cta, 2)));
-    exit.push_back(us(at(cta, 63)));
-    std::vector<unsigned long long> ends;  // piece stores, in order
-    for (int i = 0; i < kTracePieces && at(cta, 45 + i) != 0; ++i) ends.push_back(at(cta, 45 + i));
-    if (!ends.empty()) stored.push_back(us(ends.back()));
-    int j = 0;
+    exit.push_back(us(at(cta, kExitSlot)));
+    int j = 0;  // the last traced block
     while (j + 1 < kTraceBlocks && at(cta, 2 + j + 1) != 0) {
-      const unsigned long long a = at(cta, 2 + j), b = at(cta, 2 + j + 1);
-      // A block interval that contains a piece's store is the piece change: the next Q load included.
-      const bool change = std::any_of(ends.begin(), ends.end(), [&](unsigned long long e) { return e > a && e < b; });
-      (change ? after_piece : interval).push_back(static_cast<double>(b - a) * 1e-3);
+      if (j > 0) interval.push_back(static_cast<double>(at(cta, 2 + j + 1) - at(cta, 2 + j)) * 1e-3);
       ++j;
     }
-    last_k.push_back(us(at(cta, 2 + j)));
+    last_k.push_back(us(at(cta, kLastBlockSlot) != 0 ? at(cta, kLastBlockSlot) : at(cta, 2 + j)));
+    int pieces = 0;
+    while (pieces < kTracePieces + 1 && at(cta, kStoredSlot + pieces) != 0) ++pieces;
+    if (pieces > 0) stored.push_back(us(at(cta, kStoredSlot + pieces - 1)));
+    // Piece i's store to piece i + 1's Q tile ready (the next Q load, and the barrier before it); slot
+    // kQReadySlot + 7 may hold a later piece's.
+    for (int i = 0; i + 1 < pieces && i + 1 < kTracePieces - 1; ++i) {
+      const unsigned long long done = at(cta, kStoredSlot + i), ready = at(cta, kQReadySlot + i + 1);
+      if (ready > done) change.push_back(static_cast<double>(ready - done) * 1e-3);
+    }
   }
   std::printf("   CTAs (us after the first entry, median / max over %zu CTAs with blocks): entry %.2f / %.2f,"
-              " Q ready %.2f / %.2f, first K %.2f / %.2f\n",
+              " Q ready %.2f / %.2f, first block %.2f / %.2f\n",
               entry.size(), median(entry), largest(entry), median(q_ready), largest(q_ready), median(first_k),
               largest(first_k));
-  std::printf("   block interval %.2f (%zu), across a piece change %.2f / %.2f (%zu); last traced K %.2f / %.2f,"
+  std::printf("   block interval %.2f (%zu), piece change %.2f / %.2f (%zu); last block %.2f / %.2f,"
               " last store %.2f / %.2f, exit %.2f / %.2f; kernel span %.2f\n",
-              median(interval), interval.size(), median(after_piece), largest(after_piece), after_piece.size(),
-              median(last_k), largest(last_k), median(stored), largest(stored), median(exit), largest(exit),
+              median(interval), interval.size(), median(change), largest(change), change.size(), median(last_k),
+              largest(last_k), median(stored), largest(stored), median(exit), largest(exit),
               static_cast<double>(last - first) * 1e-3);
 }
 

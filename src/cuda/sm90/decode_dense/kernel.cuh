@@ -40,8 +40,10 @@
 namespace flash_mla::sm90::dense {
 
 // Phase timestamps of every CTA for timeline studies, compiled in only with -DFLASH_MLA_TRACE (never
-// in a release build): slot 0 kernel entry, 1 first Q tile ready, 2 + j block j's K landed (j < 40),
-// 45 + i piece i stored (i < 8), 63 exit; %globaltimer nanoseconds, written by consumer 0's thread 0.
+// in a release build): slot 0 kernel entry, 1 first Q tile ready, 2 + j consumer 0 has block j's K
+// (j < 40; 42 the latest block past that), 45 + i piece i stored (i < 8; 53 the latest past that),
+// 54 + i piece i's Q tile ready (i < 8; 61 the latest past that), 63 exit; %globaltimer nanoseconds,
+// written by consumer 0's thread 0 (cli/phase_timeline.cpp reads them).
 #if defined(FLASH_MLA_TRACE)
 inline constexpr int kTraceSlots = 64;
 inline constexpr int kTraceCtas = 4096;
@@ -921,6 +923,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     ptx::fence_proxy_async_shared();
     ptx::named_barrier_sync(kQReady, kConsumerThreads);
     if (it == 0) FLASH_MLA_TRACE_AT(1);
+    FLASH_MLA_TRACE_AT(54 + min(piece_index, 7));
 
     float o[128];
 #pragma unroll

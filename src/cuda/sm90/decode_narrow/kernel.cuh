@@ -132,7 +132,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage& s
   for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
     const int stage = static_cast<int>(it % kStages);
     // The first block lands before the rest are requested: with every CTA asking for four at entry, the
-    // first ones land later (FP8 h16 s1 small batches 1-4 % faster; docs/PERFORMANCE.md, session 15).
+    // first ones land later (FP8 h16 s1 small batches 0-4.3 % faster; docs/PERFORMANCE.md, session 15).
     if (it == 1) ptx::mbarrier_wait(&s.k_full[0], 0);
     ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
     const int copies = pages.copies(pc.seqlen - blk * kBlockN);
