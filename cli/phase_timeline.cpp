@@ -183,7 +183,8 @@ void study(const char* name, int batch, int seqlen, int h_q, int s_q) {
     }
     std::printf("\n");
   }
-  print_cta_timeline((c.s_q * c.h_q + kBlockM - 1) / kBlockM * parts);
+  // The launch grid (launch_decode): query-row tiles x KV heads x parts.
+  print_cta_timeline((c.s_q * c.h_q / c.h_kv + kBlockM - 1) / kBlockM * c.h_kv * parts);
   for (void* ptr : {b.q, b.k_cache, b.block_table, b.seqlens, b.metadata, b.num_splits, b.out, b.lse, b.workspace}) {
     cudaFree(ptr);
   }

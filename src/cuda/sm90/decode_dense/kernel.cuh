@@ -58,7 +58,7 @@ __device__ __forceinline__ void trace(int slot) {
   } while (0)
 // Consumer phase timestamps (clock64, SM cycles): [cta][warpgroup][iteration][event], where an
 // iteration is a block of the CTA, and the events are the hand-off points marked with
-// FLASH_MLA_PHASE_AT in consumer_piece. Thread 0 of each consumer writes; tools/phase_timeline.cpp reads.
+// FLASH_MLA_PHASE_AT in consumer_piece. Thread 0 of each consumer writes; cli/phase_timeline.cpp reads.
 inline constexpr int kPhaseCtas = 264;
 inline constexpr int kPhaseIters = 24;
 inline constexpr int kPhaseEvents = 16;
