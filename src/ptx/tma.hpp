@@ -35,6 +35,29 @@ __device__ __forceinline__ void tma_prefetch_descriptor(const CUtensorMap* map) 
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(map)) : "memory");
 }
 
+// cp.async.bulk.global.shared::cta.bulk_group (PTX ISA cp.async.bulk): `bytes` (a multiple of 16, both addresses
+// 16-byte aligned) from shared to global memory, in this thread's current bulk async-group.
+__device__ __forceinline__ void bulk_store(void* gmem_dst, const void* smem_src, uint32_t bytes) {
+  cuda::ptx::cp_async_bulk(cuda::ptx::space_global, cuda::ptx::space_shared, gmem_dst, smem_src, bytes);
+}
+
+// cp.async.bulk.commit_group: closes this thread's bulk async-group.
+__device__ __forceinline__ void bulk_commit_group() { cuda::ptx::cp_async_bulk_commit_group(); }
+
+// cp.async.bulk.wait_group.read N: until at most N of this thread's bulk groups still read
+// their shared-memory sources (the source may then be overwritten).
+template <int N>
+__device__ __forceinline__ void bulk_wait_group_read() {
+  cuda::ptx::cp_async_bulk_wait_group_read(cuda::ptx::n32_t<N>{});
+}
+
+// cp.async.bulk.prefetch.L2.global: `bytes` (a multiple of 16, 16-byte aligned) of global
+// memory into L2, without waiting.
+__device__ __forceinline__ void bulk_prefetch_l2(const void* gmem, uint32_t bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(reinterpret_cast<uint64_t>(gmem)), "r"(bytes)
+               : "memory");
+}
+
 // fence.proxy.async.shared::cta.
 __device__ __forceinline__ void fence_proxy_async_shared() { cuda::ptx::fence_proxy_async(cuda::ptx::space_shared); }
 

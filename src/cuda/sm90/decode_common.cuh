@@ -37,6 +37,7 @@ struct Piece {
   int token_end;
   int split;     // index among the sequence's pieces
   int n_splits;  // pieces of the sequence; 1 means "write the final output"
+  int next_req;  // the sequence of the part's next piece, or -1
   __device__ int first_block() const { return token_begin / kBlockN; }
   __device__ int end_block() const {
     return token_end > token_begin ? (token_end + kBlockN - 1) / kBlockN : first_block();
@@ -59,6 +60,7 @@ __device__ __forceinline__ void for_each_piece(const DecodeParams& p, Fn&& fn) {
     pc.token_begin = req == begin_req ? max(row[1], 0) : 0;
     pc.token_end = req == end_req ? min(row[3], pc.seqlen) : pc.seqlen;
     pc.split = req == begin_req ? row[4] : 0;
+    pc.next_req = req < end_req ? req + 1 : -1;
     const int first = p.num_splits[req];
     pc.n_splits = p.num_splits[req + 1] - first;
     const int64_t slot = static_cast<int64_t>(first) + pc.split;

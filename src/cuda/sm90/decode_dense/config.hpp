@@ -48,7 +48,16 @@ enum NamedBarrier : uint32_t {
   // the block that the remaining 16-bit tiles overwrite.
   kRawRead = 5,
   kQLoaded = 6,  // per-tensor FP8, bf16 q: every consumer's Q copies landed (before the f16 prescale)
+  // A consumer's 128 threads (kStaged + warpgroup): its half of the staged output is in shared memory.
+  kStaged = 7,
+  kStagedRead = 9,  // both consumers: the bulk copies of the staged output have read it (Q may be reloaded)
 };
+
+// A finished piece's final output goes out through the Q tile (free once the piece's last Q·Kᵀ is
+// done): each consumer's 256 columns of the 64 rows as 16-bit values, rows kStagedRowBytes apart (16
+// bytes of padding put the 8 rows of a warp's 4-byte stores in 32 different banks), then one 512-byte
+// bulk copy per row.
+inline constexpr int kStagedRowBytes = kHeadDimV + 16;
 
 
 struct SharedStorage {
@@ -65,6 +74,8 @@ struct SharedStorage {
 };
 
 inline constexpr int kSharedBytes = static_cast<int>(sizeof(SharedStorage)) + 1024;  // + base alignment
+static_assert(2 * kBlockM * kStagedRowBytes <= static_cast<int>(sizeof(SharedStorage::q)),
+              "the staged output must fit in the Q tile");
 static_assert(kSharedBytes <= 232448, "shared-memory plan exceeds the 227 KiB per-block limit");
 
 }  // namespace flash_mla::sm90::dense

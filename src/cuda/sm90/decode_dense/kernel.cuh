@@ -8,6 +8,8 @@
 //   WG2  [K(j + 2) into stage j % 2 once both consumers freed it; with one row tile, K(1) once K(0) landed]
 // An H200 spent ~4100 cycles per block (session 5), 1710 in Q·Kᵀ; WG0's softmax instructions are on
 // that path (session 7: trimming them took 4-9 % off b=128 rows; docs/PERFORMANCE.md, docs/DESIGN.md).
+// At a piece's end a final output leaves through the Q tile (store_final_staged: 512-byte bulk copies
+// per row half), and WG1 prefetches the part's next Q tile into L2 when a piece starts.
 // Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB + stats and barriers, within 227 KiB.
 // Registers: setmaxnreg 232 / 40, FP8 200 / 104 (2 · consumer + producer <= 504); no spills.
 // Tests: tests/test_gpu.cpp, test_gpu_fp8.cpp, test_gpu_fuzz.cpp, and flash-mla-bench's check.
@@ -147,6 +149,57 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
       }
       if (write_lse) p.lse_accum[dst.lse] = res.empty ? -INFINITY : res.lse;
     }
+  }
+}
+
+// store_output for a final output (n_splits == 1) through shared memory (config.hpp, kStagedRowBytes):
+// the thread's values into the staged rows, then warp 0 of each consumer issues one bulk copy per valid
+// row and commits them as one bulk group, which must have read the rows before Q is reloaded
+// (kStagedRead) or the CTA exits. Stored directly (store_output: each 4-byte store of a warp writes 16
+// bytes into each of 8 rows), a 64-row tile's last block took 7.9 us from its K landing to the stored
+// output; staged, 5.3 (H200, b=128 1024 h128 s1, session 16: the call 5-6 % faster).
+template <typename T>
+__device__ __forceinline__ void store_final_staged(const DecodeParams& p, const Piece& pc, SharedStorage& s,
+                                                   const RowPair& rp, int half, int thread, const float (&o)[128],
+                                                   const float (&m)[2], const float (&l)[2], bool write_lse,
+                                                   float out_scale) {
+  char* staged = reinterpret_cast<char*>(&s.q[0]) + half * kBlockM * kStagedRowBytes;
+  const int m0 = blockIdx.x * kBlockM;
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const RowResult res = finish_row(m[k], l[k], out_scale);
+    char* row = staged + rp.row[k] * kStagedRowBytes + rp.col * 2;
+#pragma unroll
+    for (int i = 0; i < 32; ++i) {
+      *reinterpret_cast<uint32_t*>(row + 16 * i) =
+          pack2<T>(o[4 * i + 2 * k] * res.inv, o[4 * i + 2 * k + 1] * res.inv);
+    }
+    const int gr = m0 + rp.row[k];
+    if (write_lse && gr < p.rows) p.lse[row_slot(p, pc, gr).lse] = res.empty ? INFINITY : res.lse;
+  }
+  ptx::fence_proxy_async_shared();
+  ptx::named_barrier_sync(kStaged + half, kWarpgroupThreads);
+  if (thread < 32) {
+    for (int r = thread; r < kBlockM; r += 32) {
+      const int gr = m0 + r;
+      if (gr >= p.rows) break;
+      T* out = static_cast<T*>(p.out) + row_slot(p, pc, gr).row * kHeadDimV + half * (kHeadDimV / 2);
+      ptx::bulk_store(out, staged + r * kStagedRowBytes, kHeadDimV / 2 * sizeof(T));
+    }
+    ptx::bulk_commit_group();
+  }
+}
+
+// Pulls the query rows of this CTA's tile of sequence `req` into L2, one bulk prefetch per row (lanes
+// take rows lane, lane + 32), for the piece of `req`. Measured (H200, session 16): the piece change
+// (a store to the next Q tile ready) stayed ~3.7 us at b=128 1024 h128, and the build without the
+// prefetch ran 1.5-2 % slower on b=128 h128 s2 rows, which may be code placement rather than L2.
+__device__ __forceinline__ void prefetch_q(const DecodeParams& p, int req, int lane) {
+  const int bytes = p.q_dtype == DType::kFP8E4M3 ? 1 : 2;
+  for (int r = lane; r < kBlockM; r += 32) {
+    const int gr = blockIdx.x * kBlockM + r;
+    if (gr >= p.rows) break;
+    ptx::bulk_prefetch_l2(static_cast<const char*>(p.q) + q_row_offset(p, req, gr) * bytes, kHeadDim * bytes);
   }
 }
 
@@ -906,7 +959,14 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float scale_log2 = p.softmax_scale * kLog2e * descale_q * out_scale;
   uint32_t it = 0;  // blocks so far (the stage ring)
   [[maybe_unused]] int piece_index = 0;
+  const bool stage_out = (reinterpret_cast<uintptr_t>(p.out) & 15) == 0;  // bulk copies need 16-byte addresses
+  bool staged = false;  // the last piece's output went out through the Q tile
   for_each_piece(p, [&](const Piece& pc) {
+    if (staged) {
+      if (thread < 32) ptx::bulk_wait_group_read<0>();
+      ptx::named_barrier_sync(kStagedRead, kConsumerThreads);
+      staged = false;
+    }
     bool q_prescaled = false;  // per-tensor FP8 with a bf16 q: each row's prescale is in s.q_row_scale
     if (pc.end_block() > pc.first_block()) {
       if (kF16Tiles<kFormat> && p.q_dtype == DType::kFP8E4M3) {
@@ -924,6 +984,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     ptx::named_barrier_sync(kQReady, kConsumerThreads);
     if (it == 0) FLASH_MLA_TRACE_AT(1);
     FLASH_MLA_TRACE_AT(54 + min(piece_index, 7));
+    if (warpgroup == 1 && thread < 32 && pc.next_req >= 0) prefetch_q(p, pc.next_req, thread);
 
     float o[128];
 #pragma unroll
@@ -942,9 +1003,15 @@ __global__ void __launch_bounds__(kThreads, 1)
       row_scale[1] *= s.q_row_scale[rp.row[1]];
     }
     consumer_piece<MmaT>(p, s, pc, warpgroup, thread, rp, row_scale, it, o, m, l);
-    store_output<T>(p, pc, rp, warpgroup, o, m, l, warpgroup == 0 && rp.col == 0, out_scale);
+    if (pc.n_splits == 1 && stage_out) {
+      store_final_staged<T>(p, pc, s, rp, warpgroup, thread, o, m, l, warpgroup == 0 && rp.col == 0, out_scale);
+      staged = true;
+    } else {
+      store_output<T>(p, pc, rp, warpgroup, o, m, l, warpgroup == 0 && rp.col == 0, out_scale);
+    }
     FLASH_MLA_TRACE_AT(45 + min(piece_index++, 8));
   });
+  if (staged && thread < 32) ptx::bulk_wait_group_read<0>();  // the staged rows stay until read
   FLASH_MLA_TRACE_AT(63);
 }
 
