@@ -6,7 +6,11 @@
 One row per workload (and cache format when not dense), one column per file with its time in us,
 and a last column with the ratio of the last file to the first. A time whose check failed is marked
 "!" and the check's word. Missing files or rows show "-".
+
+A name given more than once marks passes of one binary (scripts/ab.sh): its column joins the passes'
+times with "/", and one ratio column per later name compares its median time to the first name's.
 """
+import statistics
 import sys
 
 
@@ -30,6 +34,33 @@ def read_rows(path):
     return rows
 
 
+def number(cell):
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def print_passes(names, tables, order):
+    groups = {}
+    for name, table in zip(names, tables):
+        groups.setdefault(name, []).append(table)
+    labels = list(groups)
+    width = max([len(k) for k in order] + [8])
+    cols = max(10, max(len(n) for n in labels))
+    print(" ".join(["workload".ljust(width)] + [n.rjust(cols + 8) for n in labels] +
+                   [("%s/%s" % (n, labels[0])).rjust(cols) for n in labels[1:]]))
+    for key in order:
+        cells, medians = [], []
+        for n in labels:
+            times = [t.get(key, "-") for t in groups[n]]
+            cells.append(" / ".join(times))
+            values = [number(x) for x in times]
+            medians.append(statistics.median(values) if values and None not in values else None)
+        ratios = ["%.3f" % (m / medians[0]) if m is not None and medians[0] else "-" for m in medians[1:]]
+        print(" ".join([key.ljust(width)] + [c.rjust(cols + 8) for c in cells] + [r.rjust(cols) for r in ratios]))
+
+
 def main(args):
     if not args or any("=" not in a for a in args):
         sys.exit(__doc__)
@@ -39,6 +70,9 @@ def main(args):
         names.append(name)
         tables.append(read_rows(path))
         order += [k for k in tables[-1] if k not in order]
+    if len(set(names)) < len(names):
+        print_passes(names, tables, order)
+        return
     width = max([len(k) for k in order] + [8])
     print(" ".join(["workload".ljust(width)] + [n.rjust(10) for n in names] + ["last/first".rjust(10)]))
     for key in order:
