@@ -48,8 +48,10 @@ enum NamedBarrier : uint32_t {
   // the block that the remaining 16-bit tiles overwrite.
   kRawRead = 5,
   kQLoaded = 6,  // per-tensor FP8, bf16 q: every consumer's Q copies landed (before the f16 prescale)
-  // A consumer's 128 threads (kStaged + warpgroup): its half of the staged output is in shared memory.
+  // A consumer's 128 threads (kStaged + warpgroup, so 7 and 8): its half of the staged output is in
+  // shared memory.
   kStaged = 7,
+  kStagedConsumer1 = 8,  // kStaged + 1, named so that no other barrier takes it
   kStagedRead = 9,  // both consumers: the bulk copies of the staged output have read it (Q may be reloaded)
 };
 

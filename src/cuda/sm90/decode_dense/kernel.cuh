@@ -193,7 +193,7 @@ __device__ __forceinline__ void store_final_staged(const DecodeParams& p, const 
 // Pulls the query rows of this CTA's tile of sequence `req` into L2, one bulk prefetch per row (lanes
 // take rows lane, lane + 32), for the piece of `req`. Measured (H200, session 16): the piece change
 // (a store to the next Q tile ready) stayed ~3.7 us at b=128 1024 h128, and the build without the
-// prefetch ran 1.5-2 % slower on b=128 h128 s2 rows, which may be code placement rather than L2.
+// prefetch ran 0.5-1.7 % slower on b=128 h128 s2 rows, which may be code placement rather than L2.
 __device__ __forceinline__ void prefetch_q(const DecodeParams& p, int req, int lane) {
   const int bytes = p.q_dtype == DType::kFP8E4M3 ? 1 : 2;
   for (int r = lane; r < kBlockM; r += 32) {
