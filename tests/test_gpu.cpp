@@ -190,6 +190,36 @@ TEST(GpuDecode, OutOfPoolPageReadsAsZeros) {
   }
 }
 
+// An `out` 8 bytes past a 16-byte boundary (validation asks for 8) cannot take the staged bulk copies
+// of a final output (kernel.cuh, store_final_staged): the kernel falls back to direct stores. Few
+// parts (4 SMs) leave most sequences whole, so most rows take that path; 64 and 128 query rows, with
+// the bytes around `out` checked untouched.
+TEST(GpuDecode, OutOffSixteenBytesTakesTheDirectStores) {
+  REQUIRE_SM90();
+  Stream stream;
+  for (int h_q : {64, 128}) {
+    SCOPED_TRACE(::testing::Message() << "h_q=" << h_q);
+    testing::Workload w =
+        random_workload(8, 1, h_q, 1, {100, 7, 300, 64, 0, 65, 250, 1}, DType::kBF16, false, 61 + h_q);
+    GpuDecode d(w, 4, stream);
+    constexpr size_t kShift = 8;
+    DeviceBuffer shifted(d.out.size() + 16);
+    shifted.fill(0xa5);
+    d.args.out.data = static_cast<char*>(shifted.data()) + kShift;
+    d.run();
+    d.fetch();  // lse; out_host is replaced below
+    std::vector<uint8_t> host(shifted.size());
+    shifted.download(host.data());
+    std::copy_n(host.begin() + kShift, d.out.size(), d.out_host.begin());
+    const auto r = testing::check_against_reference(w, d.out_host.data(), d.lse_host.data(), 0);
+    EXPECT_TRUE(r.ok) << r.first_failure << " (max abs err " << r.max_abs_err << ")";
+    const auto untouched = [](uint8_t b) { return b == 0xa5; };
+    EXPECT_TRUE(std::all_of(host.begin(), host.begin() + kShift, untouched));
+    EXPECT_TRUE(std::all_of(host.begin() + kShift + d.out.size(), host.end(), untouched));
+    EXPECT_TRUE(shifted.guards_intact());
+  }
+}
+
 TEST(GpuDecode, LargeBatchShortSequences) {
   REQUIRE_SM90();
   Stream stream;
