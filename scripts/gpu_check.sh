@@ -8,9 +8,9 @@
 #   bash scripts/gpu_check.sh [tests] [sanitize] [bench=GRIDS] [ab=GRIDS]   (default: tests bench=perf)
 #   FLASH_MLA_BENCH_KV=dense,fp8,fp8-tensor bash scripts/gpu_check.sh bench=perf   (FP8 next to bf16)
 #   FLASH_MLA_AB_BASELINE=path/to/flash-mla-bench bash scripts/gpu_check.sh ab=perf
-# ab=GRIDS times the grids with the baseline binary, this build, and the baseline again (run-to-run
-# noise), one process each, and prints them side by side (scripts/bench_table.py): compare a change
-# only against a baseline measured in the same run. A failing step is reported and the next steps
+# ab=GRIDS times the grids with the baseline binary and this build in two alternated passes, one process
+# each (scripts/ab.sh; the passes show the run-to-run noise), and prints them side by side: compare a
+# change only against a baseline measured in the same run. A failing step is reported and the next steps
 # still run; the exit status is that of the last failure.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -83,14 +83,11 @@ for step in "${steps[@]}"; do
       bench "${step#bench=}" "$(bench_name "${step#bench=}")"
       ;;
     ab=*)
-      grids=${step#ab=} name=$(bench_name "${step#ab=}")
+      grids=${step#ab=}
       [ -x "${FLASH_MLA_AB_BASELINE:-}" ] || { echo "ab= needs FLASH_MLA_AB_BASELINE=<a flash-mla-bench>" >&2; exit 2; }
-      bench "$grids" "${name}_baseline" "$FLASH_MLA_AB_BASELINE"
-      bench "$grids" "$name"
-      bench "$grids" "${name}_baseline_again" "$FLASH_MLA_AB_BASELINE"
-      echo "== baseline against this build (µs)"
-      python3 scripts/bench_table.py "baseline=$OUT/${name}_baseline.txt" "this=$OUT/$name.txt" \
-        "baseline_again=$OUT/${name}_baseline_again.txt" | tee "$OUT/ab_${grids//,/_}.txt"
+      echo "== baseline against this build (µs), passes alternated"
+      OUT=$OUT bash scripts/ab.sh -p 2 -a "--grid $grids --kv ${FLASH_MLA_BENCH_KV:-dense} --check-rows 64 --quiet" \
+        baseline="$FLASH_MLA_AB_BASELINE" this="$BUILD/cli/flash-mla-bench" | tee "$OUT/ab_${grids//,/_}.txt" || failed=1
       ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac

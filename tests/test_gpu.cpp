@@ -191,9 +191,9 @@ TEST(GpuDecode, OutOfPoolPageReadsAsZeros) {
 }
 
 // An `out` 8 bytes past a 16-byte boundary (validation asks for 8) cannot take the staged bulk copies
-// of a final output (kernel.cuh, store_final_staged): the kernel falls back to direct stores. Few
-// parts (4 SMs) leave most sequences whole, so most rows take that path; 64 and 128 query rows, with
-// the bytes around `out` checked untouched.
+// of a final output (kernel.cuh, store_final_staged): the kernel falls back to direct stores. With 4
+// SMs the host schedule keeps every one of these sequences whole (4 parts at h64, 2 at h128), so every
+// row takes that path; the bytes around `out` are checked untouched.
 TEST(GpuDecode, OutOffSixteenBytesTakesTheDirectStores) {
   REQUIRE_SM90();
   Stream stream;
