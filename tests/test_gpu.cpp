@@ -220,6 +220,45 @@ TEST(GpuDecode, OutOffSixteenBytesTakesTheDirectStores) {
   }
 }
 
+// When the combine is the decode kernel's programmatic dependent (the warp-per-row shape: batch * rows
+// * 4 >= 4096), it waits for each split sequence's pieces on counters in metadata words 5 and 6
+// (flash_mla.hpp) and puts them back to 0: after every call the metadata is the schedule's again, word
+// for word, and the next layer's call (same metadata) gets the same bits. One and four query tiles, and
+// two KV heads, so that a sequence's count runs over tiles and heads.
+TEST(GpuDecode, CallsLeaveTheMetadataAsScheduled) {
+  REQUIRE_SM90();
+  Stream stream;
+  struct Shape {
+    int s_q, h_q, h_kv;
+  };
+  for (const Shape sh : {Shape{4, 16, 1}, Shape{2, 128, 1}, Shape{1, 128, 2}}) {
+    SCOPED_TRACE(::testing::Message() << "s_q=" << sh.s_q << " h_q=" << sh.h_q << " h_kv=" << sh.h_kv);
+    const std::vector<int32_t> lens = ragged_seqlens({0, 65, 9000, 4100}, 20, 1200, 78 + sh.h_q);
+    testing::Workload w = random_workload(20, sh.s_q, sh.h_q, sh.h_kv, lens, DType::kBF16, sh.s_q > 1, 77 + sh.h_q);
+    GpuDecode d(w, 16, stream);
+    cuda_ok(cudaStreamSynchronize(stream), "schedule");
+    std::vector<int32_t> scheduled(d.meta.size() / sizeof(int32_t)), after(scheduled.size());
+    d.meta.download(scheduled.data());
+    std::vector<int32_t> splits(w.config.batch + 1);
+    d.splits.download(splits.data());
+    ASSERT_GT(splits.back(), w.config.batch) << "the workload must split sequences";
+    d.run();
+    const auto r = d.check(600);
+    EXPECT_TRUE(r.ok) << r.first_failure << " (max abs err " << r.max_abs_err << ")";
+    const std::vector<uint8_t> first_out = d.out_host;
+    const std::vector<float> first_lse = d.lse_host;
+    for (int call = 0; call < 3; ++call) {
+      d.meta.download(after.data());
+      EXPECT_EQ(after, scheduled) << "after call " << call;
+      d.run();
+      d.fetch();
+      EXPECT_EQ(d.out_host, first_out) << "call " << call + 1;
+      EXPECT_EQ(std::memcmp(d.lse_host.data(), first_lse.data(), first_lse.size() * sizeof(float)), 0);
+    }
+    EXPECT_TRUE(d.guards_intact());
+  }
+}
+
 TEST(GpuDecode, LargeBatchShortSequences) {
   REQUIRE_SM90();
   Stream stream;

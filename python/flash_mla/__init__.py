@@ -136,7 +136,10 @@ def flash_mla_with_kvcache(
         cache_seqlens: [b] int32, tokens cached per sequence (counting the s_q new ones); 0 is legal.
         head_dim_v: 512.
         tile_scheduler_metadata: [num_sm_parts, 8] int32 from get_mla_metadata, or the
-            FlashMLASchedMeta that get_mla_metadata() returns (then num_splits must be None).
+            FlashMLASchedMeta that get_mla_metadata() returns (then num_splits must be None). A CUDA
+            call counts in two of its words while it runs and leaves them as it found them: layers
+            that follow one another on a stream share it; calls that may run at the same time (on
+            other streams) need metadata of their own.
         num_splits: [b + 1] int32 from get_mla_metadata.
         softmax_scale: scale of q.k before the softmax; default q.shape[-1] ** -0.5.
         causal: with s_q > 1, query token t of sequence i sees cached tokens

@@ -9,6 +9,13 @@
 
 namespace flash_mla::detail {
 
+// Metadata words a CUDA decode call uses as counters (flash_mla.hpp, "Split-KV schedule"): in the row of
+// the part holding a split sequence's first piece, the pieces stored so far (over every query tile and
+// KV head) and the combine CTAs that have seen them all. The schedule writes both as 0, and the combine
+// puts them back to 0 once every one of its CTAs of the sequence has waited.
+inline constexpr int kPiecesStoredWord = 5;
+inline constexpr int kCombinesWaitedWord = 6;
+
 struct DecodeParams {
   DType dtype = DType::kBF16;  // out's dtype; also q's and k's for a kDense cache
   Device device{};
@@ -51,6 +58,9 @@ struct DecodeParams {
   const int32_t* seqlens = nullptr;      // [b]
   const int32_t* metadata = nullptr;     // [num_sm_parts, 8]
   const int32_t* num_splits = nullptr;   // [b + 1]
+  // Set by the CUDA launch (cuda/combine.hpp, combine_is_dependent): the combine runs as a programmatic
+  // dependent of the decode kernel, so the decode kernel releases each split piece (metadata words above).
+  bool release_pieces = false;
 
   void* out = nullptr;   // [b, s_q, h_q, 512] contiguous
   float* lse = nullptr;  // [b, h_q, s_q] contiguous

@@ -12,13 +12,26 @@
 //   - 16 (one quarter per 512-thread CTA): batch 1 with 132 pieces has all its partial loads in
 //     flight at once (with four, the combine took a quarter of a batch-1 call);
 //   - 4 (four quarters per 512-thread CTA): batches of a few sequences with tens of pieces each.
+//
+// combine_rows_kernel with at most 3 pieces per sequence on average (combine_is_dependent) is launched
+// as a programmatic dependent of the decode kernel (PDL), which lets it launch once every decode CTA has
+// begun its last block. Its CTAs take the SMs the decode grid leaves, and a CTA of a split sequence
+// waits only for that sequence's pieces (wait_for_pieces): sequences finished early are merged, and the
+// CTAs of sequences that are not split (one read of num_splits) done, while the decode kernel's last
+// CTAs still run. H200, session 17, against the plain launch: b=64 256..1024 s4 -6 %, b=64 512 s2
+// -3 ... -4 %, b=128 and b=256 short rows -2 ... -3 %. The split-warp shapes stay plain launches: as
+// dependents they ran b=1 64k and b=4 mixed 12-14 % slower, and so did the warp-per-row shape with
+// more pieces per sequence (b = 2..16, 3-11 %).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <cuda/atomic>
 
 #include <cmath>
 
 #include "cuda/combine.hpp"
 #include "cuda/cuda_check.hpp"
+#include "ptx/timer.hpp"
 
 namespace flash_mla::detail {
 
@@ -68,6 +81,78 @@ __device__ __forceinline__ Pieces sequence_pieces(const DecodeParams& p, int req
   return {first, count};
 }
 
+// How long a CTA waits for a sequence's pieces before it merges what is there: far longer than any
+// decode kernel runs; reached only when the pieces never come (metadata and num_splits of different
+// schedules), so that such misuse gives wrong rows instead of a hang.
+constexpr uint64_t kWaitLimitNs = 10'000'000'000ull;
+
+// Waits (the whole CTA) until every piece of sequence `req` (count of them, count >= 2) is stored and
+// released by the decode kernel (sm90 decode_common.cuh, release_piece): each piece's CTAs, one per
+// query tile and KV head, count it in word kPiecesStoredWord of the row of the part that holds the
+// sequence's first piece. Warp 0 finds that row and lane 0 waits on it with acquire loads, which order
+// every thread's reads after the barrier below. Returns that part to thread 0 (-1 when no part holds
+// the sequence's first piece: metadata of another batch, not waited on), -1 to the other threads.
+__device__ int wait_for_pieces(const DecodeParams& p, int req, int count) {
+  int first_part = -1;
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    for (int base = 0; base < p.num_sm_parts && first_part < 0; base += 32) {
+      const int part = base + lane;
+      bool holds_first = false;
+      if (part < p.num_sm_parts) {
+        const int32_t* row = p.metadata + static_cast<int64_t>(part) * kMetadataWords;
+        const int begin = row[0], end = row[2];
+        holds_first = begin <= end && ((begin < req && req <= end) || (begin == req && row[4] == 0));
+      }
+      const unsigned hits = __ballot_sync(0xffffffffu, holds_first);
+      if (hits != 0) first_part = base + __ffs(hits) - 1;
+    }
+    if (lane == 0 && first_part >= 0) {
+      int32_t* row = const_cast<int32_t*>(p.metadata) + static_cast<int64_t>(first_part) * kMetadataWords;
+      cuda::atomic_ref<int32_t, cuda::thread_scope_device> stored(row[kPiecesStoredWord]);
+      const int target = count * ((p.rows + kBlockM - 1) / kBlockM) * p.h_kv;
+      const uint64_t start = ptx::global_timer_ns();
+      while (stored.load(cuda::memory_order_acquire) < target && ptx::global_timer_ns() - start < kWaitLimitNs) {
+        __nanosleep(256);
+      }
+    }
+  }
+  __syncthreads();
+  return threadIdx.x == 0 ? first_part : -1;
+}
+
+// A CTA's place among the sequence's gridDim.y combine CTAs that have waited (a ticket drawn by thread 0
+// right after wait_for_pieces, whose result it needs only at the end, so the atomic's round trip overlaps
+// the merge), and the part whose counters it drew from.
+struct WaitTicket {
+  int part = -1;
+  int ticket = -1;
+};
+
+__device__ __forceinline__ void draw_ticket(const DecodeParams& p, WaitTicket& t, int first_part) {
+  if (first_part < 0) return;
+  int32_t* row = const_cast<int32_t*>(p.metadata) + static_cast<int64_t>(first_part) * kMetadataWords;
+  t.part = first_part;
+  t.ticket = cuda::atomic_ref<int32_t, cuda::thread_scope_device>(row[kCombinesWaitedWord])
+                 .fetch_add(1, cuda::memory_order_relaxed);
+}
+
+// The last CTA of the sequence to have waited puts both counters back to 0 for the next call, which
+// stream order starts only after this grid ends (nothing in this call reads them again).
+__device__ __forceinline__ void return_ticket(const DecodeParams& p, const WaitTicket& t) {
+  if (t.part < 0 || t.ticket != static_cast<int>(gridDim.y) - 1) return;
+  int32_t* row = const_cast<int32_t*>(p.metadata) + static_cast<int64_t>(t.part) * kMetadataWords;
+  cuda::atomic_ref<int32_t, cuda::thread_scope_device>(row[kPiecesStoredWord]).store(0, cuda::memory_order_relaxed);
+  cuda::atomic_ref<int32_t, cuda::thread_scope_device>(row[kCombinesWaitedWord]).store(0, cuda::memory_order_relaxed);
+}
+
+// The combine grid may end only after the decode grid: the work that follows in the stream (the next
+// layer's decode call, or whatever reads `out`) relies on both. One thread of the grid waiting for the
+// decode grid's completion is enough.
+__device__ __forceinline__ void end_after_decode() {
+  if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0) cudaGridDependencySynchronize();
+}
+
 __device__ __forceinline__ void fma4(float4& acc, float w, const float4& x) {
   acc.x += w * x.x;
   acc.y += w * x.y;
@@ -78,10 +163,12 @@ __device__ __forceinline__ void fma4(float4& acc, float w, const float4& x) {
 constexpr int kRowWarps = 4;  // combine_rows_kernel: rows (warps) per CTA
 
 template <typename T>
-__global__ void __launch_bounds__(kRowWarps * 32) combine_rows_kernel(const DecodeParams p) {
+__device__ __forceinline__ void combine_rows(const DecodeParams& p, WaitTicket& ticket) {
   const Pieces pieces = sequence_pieces(p, blockIdx.x);
+  if (pieces.count == 0) return;
+  if (p.release_pieces) draw_ticket(p, ticket, wait_for_pieces(p, blockIdx.x, pieces.count));
   const int idx = blockIdx.y * kRowWarps + threadIdx.x / 32;  // kv * rows + r
-  if (pieces.count == 0 || idx >= p.h_kv * p.rows) return;
+  if (idx >= p.h_kv * p.rows) return;
   const int lane = threadIdx.x % 32, count = pieces.count;
   const int kv = idx / p.rows, r = idx % p.rows;
   const int t = r / p.q_per_kv, h = kv * p.q_per_kv + r % p.q_per_kv;
@@ -132,6 +219,14 @@ __global__ void __launch_bounds__(kRowWarps * 32) combine_rows_kernel(const Deco
 #pragma unroll
   for (int c = 0; c < kChunks; ++c) store4(out + c * 128, acc[c]);
   if (lane == 0) *lse = total;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kRowWarps * 32) combine_rows_kernel(const DecodeParams p) {
+  WaitTicket ticket;
+  combine_rows<T>(p, ticket);
+  return_ticket(p, ticket);
+  end_after_decode();
 }
 
 template <typename T, int kSplitWarps>
@@ -188,6 +283,21 @@ __global__ void __launch_bounds__(512, 3) combine_kernel(const DecodeParams p) {
   if (lane == 0 && chunk == 0) *lse = total;
 }
 
+// Launches `kernel` as a programmatic dependent of the kernel before it in the stream.
+template <typename Kernel>
+void launch_dependent(Kernel kernel, dim3 grid, int threads, const DecodeParams& p, cudaStream_t stream) {
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(threads);
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  cuda_check(cudaLaunchKernelEx(&config, kernel, p), "combine kernel launch");
+}
+
 // The combine of output type T: rows per warp (split 1), or 16 or 4 warps per quarter.
 template <typename T>
 void launch_split(const DecodeParams& p, int split, cudaStream_t stream) {
@@ -199,22 +309,40 @@ void launch_split(const DecodeParams& p, int split, cudaStream_t stream) {
     combine_kernel<T, 16><<<grid, 512, 0, stream>>>(p);
   } else if (split == 4) {
     combine_kernel<T, 4><<<grid, 512, 0, stream>>>(p);
+  } else if (p.release_pieces) {
+    launch_dependent(combine_rows_kernel<T>, grid, kRowWarps * 32, p, stream);
   } else {
     combine_rows_kernel<T><<<grid, kRowWarps * 32, 0, stream>>>(p);
   }
 }
 
+// Sequences' pieces on average, at most: ceil((b + num_sm_parts) / b).
+int64_t pieces_per_sequence(const DecodeParams& p) {
+  return p.batch > 0 ? (static_cast<int64_t>(p.batch) + p.num_sm_parts - 1) / p.batch : 0;
+}
+
+// Warps per 128-channel quarter: 1 (combine_rows_kernel, a warp per row), 4 or 16 (combine_kernel).
+// Tuned for speed, does not affect correctness. From ~4096 row-quarters a warp owns a row. Below, warps
+// share a quarter's pieces: sixteen when a sequence has ~64 or more pieces on average (batch 1-2: all of
+// them in flight at once), else four, with four quarters per CTA (batch 4-16: a quarter of the CTAs,
+// which otherwise ran in ~3 waves of mostly idle warps).
+int combine_split_warps(const DecodeParams& p) {
+  const int64_t quarters = static_cast<int64_t>(p.h_kv) * p.rows * kChunks;
+  return static_cast<int64_t>(p.batch) * quarters >= 4096 ? 1 : pieces_per_sequence(p) >= 64 ? 16 : 4;
+}
+
 }  // namespace
+
+// Tuned for speed, does not affect correctness: the warp-per-row shape with at most 3 pieces per
+// sequence. With more (b = 2..16 at 4096 tokens and 128 heads, 4-33 pieces), waiting per sequence ran
+// 3-11 % slower than a plain launch (H200, session 17).
+bool combine_is_dependent(const DecodeParams& p) {
+  return combine_split_warps(p) == 1 && pieces_per_sequence(p) <= 3;
+}
 
 void launch_combine(const DecodeParams& p) {
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
-  // Tuned for speed, does not affect correctness. From ~4096 row-quarters a warp owns a row. Below,
-  // warps share a quarter's pieces: sixteen when a sequence has ~64 or more pieces on average
-  // (batch 1-2: all of them in flight at once), else four, with four quarters per CTA (batch 4-16:
-  // a quarter of the CTAs, which otherwise ran in ~3 waves of mostly idle warps).
-  const int64_t quarters = static_cast<int64_t>(p.h_kv) * p.rows * kChunks;
-  const int64_t pieces = p.batch > 0 ? (static_cast<int64_t>(p.batch) + p.num_sm_parts - 1) / p.batch : 0;
-  const int split = static_cast<int64_t>(p.batch) * quarters >= 4096 ? 1 : pieces >= 64 ? 16 : 4;
+  const int split = combine_split_warps(p);
   if (p.dtype == DType::kBF16) {
     launch_split<__nv_bfloat16>(p, split, stream);
   } else {

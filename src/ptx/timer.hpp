@@ -1,5 +1,5 @@
-// The global nanosecond timer (PTX ISA 10.25 %globaltimer), for timeline studies only: comparable
-// across SMs, unlike clock64.
+// The global nanosecond timer (PTX ISA 10.25 %globaltimer), comparable across SMs, unlike clock64:
+// for timeline studies and the combine's wait limit.
 #pragma once
 
 #include <cstdint>

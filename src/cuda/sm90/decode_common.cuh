@@ -6,6 +6,8 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <cuda/atomic>
+
 #include <cstdint>
 
 #include "core/params.hpp"
@@ -223,6 +225,21 @@ __device__ __forceinline__ RowSlot row_slot(const DecodeParams& p, const Piece& 
   const int64_t slot = static_cast<int64_t>(p.num_splits[pc.req]) + pc.split;
   const int64_t idx = (slot * p.h_kv + kv) * p.rows + gr;
   return {false, idx, idx};
+}
+
+// Releases a split piece's partial result to the combine, which is launched as a programmatic dependent
+// of the decode kernel and may already be waiting for it (cuda/combine.cu, wait_for_pieces). Called by
+// one thread once every thread of the CTA that stored part of the piece has met it at a barrier: the
+// release makes those stores visible at GPU scope (cumulative through the barrier) before the count.
+// The count goes to word kPiecesStoredWord of the metadata row of the part holding the sequence's first
+// piece: parts hold a sequence's pieces in consecutive order, so that part is this one minus the
+// piece's split index.
+__device__ __forceinline__ void release_piece(const DecodeParams& p, const Piece& pc) {
+  const int first_part = static_cast<int>(blockIdx.z) - pc.split;
+  if (first_part < 0) return;  // metadata of another batch: the combine does not wait on it either
+  int32_t* count = const_cast<int32_t*>(p.metadata) + static_cast<int64_t>(first_part) * kMetadataWords +
+                   detail::kPiecesStoredWord;
+  cuda::atomic_ref<int32_t, cuda::thread_scope_device>(*count).fetch_add(1, cuda::memory_order_release);
 }
 
 // Byte offset of 16-byte chunk `chunk` of row `row` in a 128-byte-swizzled 64x64 tile.

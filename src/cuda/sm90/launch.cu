@@ -136,8 +136,10 @@ bool sm90_kernel_supports(KvCacheFormat format, DType q_dtype) {
   return false;
 }
 
-void decode_sm90(const DecodeParams& p) {
-  CudaDeviceGuard guard(p.device.index);
+void decode_sm90(const DecodeParams& params) {
+  CudaDeviceGuard guard(params.device.index);
+  DecodeParams p = params;
+  p.release_pieces = combine_is_dependent(p);
   if (use_narrow(p)) {
     // Raw e4m3 rows in 128-byte boxes, 128-byte swizzled; the fifth box reads channels 512..639, of
     // which those past 575 are zeros.

@@ -53,6 +53,7 @@ enum NamedBarrier : uint32_t {
   kStaged = 7,
   kStagedConsumer1 = 8,  // kStaged + 1, named so that no other barrier takes it
   kStagedRead = 9,  // both consumers: the bulk copies of the staged output have read it (Q may be reloaded)
+  kPartialStored = 10,  // both consumers stored their halves of a split piece's partial (release_piece)
 };
 
 // A finished piece's final output goes out through the Q tile (free once the piece's last Q·Kᵀ is

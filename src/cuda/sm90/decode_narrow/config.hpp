@@ -56,6 +56,7 @@ enum NamedBarrier : uint32_t {
   kColumns = 2,  // every warp's column maxima (or sums) of this block written (2, 3)
   kPReady = 4,   // the warps' votes of this block published (4, 5); also before the tail zeroing, and
                  // after a moved max (warp 0's col_max writes before the next block's reads)
+  kPartialStored = 6,  // the value warpgroup stored a split piece's partial (release_piece)
 };
 
 // [32 rows, 128 bytes] (64 16-bit values or 128 bytes), 128-byte swizzled (row r's chunk c at c ^ (r % 8)).

@@ -581,6 +581,8 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
     for (int j = 0; j < kCols; ++j) big[j] = -INFINITY;
     for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
       const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % kPSlots);
+      // The combine may launch once every CTA has begun its last block (dense kernel.cuh).
+      if (blk == pc.end_block() - 1 && pc.next_req < 0) cudaTriggerProgrammaticLaunchCompletion();
       ptx::mbarrier_wait(&s.p_full[slot], (it / kPSlots) & 1);
       // The TMA bytes of V through this thread's own wait (complete long ago: a score warpgroup
       // waited for them before storing the slot's Pᵀ).
@@ -622,6 +624,10 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
     }
     ptx::mbarrier_arrive(&s.stats_free[pp]);
     store_output<kCols>(p, pc, warp, lane, o, big, l, descale_or_one(p.descale_k));
+    if (pc.n_splits > 1 && p.release_pieces) {
+      ptx::named_barrier_sync(kPartialStored, kConsumerThreads);
+      if (thread == 0) release_piece(p, pc);
+    }
     ++piece;
   });
 }
