@@ -9,7 +9,9 @@
 // An H200 spent ~4100 cycles per block (session 5), 1710 in Q·Kᵀ; WG0's softmax instructions are on
 // that path (session 7: trimming them took 4-9 % off b=128 rows; docs/PERFORMANCE.md, docs/DESIGN.md).
 // At a piece's end a final output leaves through the Q tile (store_final_staged: 512-byte bulk copies
-// per row half), and WG1 prefetches the part's next Q tile into L2 when a piece starts.
+// per row half), and WG1 prefetches the part's next Q tile into L2 when a piece starts. When the
+// combine is the kernel's programmatic dependent, a split piece's partial is released to it
+// (release_piece), and each CTA lets the combine launch as it begins its last block.
 // Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB + stats and barriers, within 227 KiB.
 // Registers: setmaxnreg 232 / 40, FP8 200 / 104 (2 · consumer + producer <= 504); no spills.
 // Tests: tests/test_gpu.cpp, test_gpu_fp8.cpp, test_gpu_fuzz.cpp, and flash-mla-bench's check.
