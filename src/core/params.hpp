@@ -15,6 +15,7 @@ namespace flash_mla::detail {
 // puts them back to 0 once every one of its CTAs of the sequence has waited.
 inline constexpr int kPiecesStoredWord = 5;
 inline constexpr int kCombinesWaitedWord = 6;
+static_assert(kCombinesWaitedWord == kPiecesStoredWord + 1, "sm90 launch.cu zeroes the two words as one span");
 
 struct DecodeParams {
   DType dtype = DType::kBF16;  // out's dtype; also q's and k's for a kDense cache

@@ -19,7 +19,7 @@
 // waits only for that sequence's pieces (wait_for_pieces): sequences finished early are merged, and the
 // CTAs of sequences that are not split (one read of num_splits) done, while the decode kernel's last
 // CTAs still run. H200, session 17, against the plain launch: b=64 256..1024 s4 -6 %, b=64 512 s2
-// -3 ... -4 %, b=128 and b=256 short rows -2 ... -3 %. The split-warp shapes stay plain launches: as
+// -2 ... -4 %, b=128 and b=256 short rows -2 ... -3 %. The split-warp shapes stay plain launches: as
 // dependents they ran b=1 64k and b=4 mixed 12-14 % slower, and the warp-per-row shape with more
 // pieces per sequence (b = 2..16 at 4096-16384 tokens) up to 11 % slower.
 #include <cuda_bf16.h>
@@ -110,6 +110,8 @@ __device__ int wait_for_pieces(const DecodeParams& p, int req, int count) {
     if (lane == 0 && first_part >= 0) {
       int32_t* row = const_cast<int32_t*>(p.metadata) + static_cast<int64_t>(first_part) * kMetadataWords;
       cuda::atomic_ref<int32_t, cuda::thread_scope_device> stored(row[kPiecesStoredWord]);
+      // One release per piece from each decode CTA of it: the decode grids are query tiles x KV heads x
+      // parts (sm90 launch_decode; the narrow kernel's one tile holds its <= 32 rows).
       const int target = count * ((p.rows + kBlockM - 1) / kBlockM) * p.h_kv;
       const uint64_t start = ptx::global_timer_ns();
       while (stored.load(cuda::memory_order_acquire) < target && ptx::global_timer_ns() - start < kWaitLimitNs) {
@@ -316,7 +318,7 @@ void launch_split(const DecodeParams& p, int split, cudaStream_t stream) {
   }
 }
 
-// Sequences' pieces on average, at most: ceil((b + num_sm_parts) / b).
+// About the pieces per sequence: ceil(num_sm_parts / b) (a batch's pieces total at most b + num_sm_parts).
 int64_t pieces_per_sequence(const DecodeParams& p) {
   return p.batch > 0 ? (static_cast<int64_t>(p.batch) + p.num_sm_parts - 1) / p.batch : 0;
 }
@@ -334,7 +336,7 @@ int combine_split_warps(const DecodeParams& p) {
 }  // namespace
 
 // Tuned for speed, does not affect correctness: the warp-per-row shape with at most 3 pieces per
-// sequence. With more (b = 2..16 at 4096-16384 tokens, 4-33 pieces), waiting per sequence ran up to
+// sequence. With more (b = 2..16 at 4096-16384 tokens, 4-9 pieces), waiting per sequence ran up to
 // 11 % slower than a plain launch (H200, session 17).
 bool combine_is_dependent(const DecodeParams& p) {
   return combine_split_warps(p) == 1 && pieces_per_sequence(p) <= 3;

@@ -157,8 +157,19 @@ void decode_sm90(const DecodeParams& params) {
       sm90::dense::launch_decode<__half, KvCacheFormat::kDense>(p, maps);
     }
   }
-  cuda_check(cudaGetLastError(), "sm90 decode kernel launch");
-  launch_combine(p);
+  try {
+    cuda_check(cudaGetLastError(), "sm90 decode kernel launch");
+    launch_combine(p);
+  } catch (...) {
+    // The decode kernel may be queued and will count its split pieces in metadata words 5-6, which
+    // only the combine puts back to 0: without that, the next call with this metadata would merge
+    // before its pieces are stored. Zeroed after the decode kernel (stream order), then rethrown.
+    if (p.release_pieces) {
+      cudaMemset2DAsync(const_cast<int32_t*>(p.metadata) + kPiecesStoredWord, kMetadataWords * sizeof(int32_t), 0,
+                        2 * sizeof(int32_t), static_cast<size_t>(p.num_sm_parts), static_cast<cudaStream_t>(p.stream));
+    }
+    throw;
+  }
 }
 
 }  // namespace flash_mla::detail
