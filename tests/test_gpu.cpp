@@ -224,17 +224,26 @@ TEST(GpuDecode, OutOffSixteenBytesTakesTheDirectStores) {
 // * 4 >= 4096), it waits for each split sequence's pieces on counters in metadata words 5 and 6
 // (flash_mla.hpp) and puts them back to 0: after every call the metadata is the schedule's again, word
 // for word, and the next layer's call (same metadata) gets the same bits. One and four query tiles, and
-// two KV heads, so that a sequence's count runs over tiles and heads.
+// two KV heads, so that a sequence's count runs over tiles and heads; and per-tensor FP8 with 16 rows,
+// the narrow kernel's release (b = 64: 64 * 16 rows * 4 quarters reach the warp-per-row shape; not yet
+// run on a GPU in session 17, whose device time was spent).
 TEST(GpuDecode, CallsLeaveTheMetadataAsScheduled) {
   REQUIRE_SM90();
   Stream stream;
   struct Shape {
-    int s_q, h_q, h_kv;
+    int b, s_q, h_q, h_kv;
+    KvCacheFormat format;
   };
-  for (const Shape sh : {Shape{4, 16, 1}, Shape{2, 128, 1}, Shape{1, 128, 2}}) {
-    SCOPED_TRACE(::testing::Message() << "s_q=" << sh.s_q << " h_q=" << sh.h_q << " h_kv=" << sh.h_kv);
-    const std::vector<int32_t> lens = ragged_seqlens({0, 65, 9000, 4100}, 20, 1200, 78 + sh.h_q);
-    testing::Workload w = random_workload(20, sh.s_q, sh.h_q, sh.h_kv, lens, DType::kBF16, sh.s_q > 1, 77 + sh.h_q);
+  const Shape shapes[] = {{20, 4, 16, 1, KvCacheFormat::kDense},
+                          {20, 2, 128, 1, KvCacheFormat::kDense},
+                          {20, 1, 128, 2, KvCacheFormat::kDense},
+                          {64, 1, 16, 1, KvCacheFormat::kFP8PerTensor}};
+  for (const Shape& sh : shapes) {
+    SCOPED_TRACE(::testing::Message() << "b=" << sh.b << " s_q=" << sh.s_q << " h_q=" << sh.h_q << " h_kv=" << sh.h_kv
+                                      << " " << to_string(sh.format));
+    const std::vector<int32_t> lens = ragged_seqlens({0, 65, 9000, 4100}, sh.b, 1200, 78 + sh.h_q);
+    testing::Workload w = random_workload(sh.b, sh.s_q, sh.h_q, sh.h_kv, lens, DType::kBF16, sh.s_q > 1, 77 + sh.h_q,
+                                          64, sh.format);
     GpuDecode d(w, 16, stream);
     cuda_ok(cudaStreamSynchronize(stream), "schedule");
     std::vector<int32_t> scheduled(d.meta.size() / sizeof(int32_t)), after(scheduled.size());
