@@ -18,7 +18,6 @@
 #include <map>
 #include <memory>
 #include <numeric>
-#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -106,10 +105,7 @@ Spec listed(const std::vector<int32_t>& lens, int h_q, int s_q, int h_kv = 1) {
 
 // Lengths drawn uniformly from [lo, hi], seeded.
 Spec random_lens(int batch, int lo, int hi, int h_q, int s_q, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int32_t> pick(lo, hi);
-  std::vector<int32_t> lens(batch);
-  for (auto& l : lens) l = pick(rng);
+  const std::vector<int32_t> lens = testing::uniform_random_seqlens(batch, lo, hi, seed);
   const std::string text = "b=" + std::to_string(batch) + " lens=" + std::to_string(lo) + ".." + std::to_string(hi);
   return {shape_label(text, h_q, s_q, 1), batch, s_q, h_q, 1, lens};
 }

@@ -18,7 +18,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -196,15 +195,6 @@ void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s
 
 }  // namespace
 
-// Lengths drawn uniformly from [lo, hi] (flash-mla-bench's random rows draw the same way, seed 0).
-std::vector<int32_t> random_lens(int batch, int lo, int hi) {
-  std::mt19937_64 rng(0);
-  std::uniform_int_distribution<int32_t> pick(lo, hi);
-  std::vector<int32_t> lens(batch);
-  for (auto& l : lens) l = pick(rng);
-  return lens;
-}
-
 // Runs the studies whose names contain the first argument (all without one).
 int main(int argc, char** argv) {
   const std::string only = argc > 1 ? argv[1] : "";
@@ -221,7 +211,7 @@ int main(int argc, char** argv) {
     run("b128 1024 h16 s1", same(128, 1024), 16, 1);
     run("b64 512 h16 s2", same(64, 512), 16, 2);
     // Small batches whose sequences are split (partial stores, then the combine).
-    run("b64 256..1024 h16 s4", random_lens(64, 256, 1024), 16, 4);
+    run("b64 256..1024 h16 s4", testing::uniform_random_seqlens(64, 256, 1024, 0), 16, 4);  // the bench's, seed 0
     run("b4 mixed h16 s4", {4641, 45118, 1730, 1696}, 16, 4);
     run("b1 65536 h16 s1", same(1, 65536), 16, 1);
   } catch (const std::exception& e) {

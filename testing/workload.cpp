@@ -119,6 +119,14 @@ std::vector<int32_t> make_seqlens(int batch, int mean, bool ragged, int min_len,
   return lens;
 }
 
+std::vector<int32_t> uniform_random_seqlens(int batch, int lo, int hi, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int32_t> pick(lo, hi);
+  std::vector<int32_t> lens(batch);
+  for (auto& l : lens) l = pick(rng);
+  return lens;
+}
+
 DType Workload::k_dtype() const {
   switch (config.kv_format) {
     case KvCacheFormat::kDense: return config.dtype;

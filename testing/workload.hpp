@@ -36,6 +36,8 @@ struct WorkloadConfig {
 
 // Sequence lengths: uniform `mean`, or ragged: normal(mean, mean / 2) clamped to [min_len, ...].
 std::vector<int32_t> make_seqlens(int batch, int mean, bool ragged, int min_len, uint64_t seed);
+// Sequence lengths drawn uniformly from [lo, hi], seeded.
+std::vector<int32_t> uniform_random_seqlens(int batch, int lo, int hi, uint64_t seed);
 
 struct Workload {
   WorkloadConfig config;

@@ -19,18 +19,17 @@
 // waits only for that sequence's pieces (wait_for_pieces): sequences finished early are merged, and the
 // CTAs of sequences that are not split (one read of num_splits) done, while the decode kernel's last
 // CTAs still run. H200, session 17, against the plain launch: b=64 256..1024 s4 -6 %, b=64 512 s2
-// -2 ... -4 %, b=128 and b=256 short rows -2 ... -3 %. The split-warp shapes stay plain launches: as
-// dependents they ran b=1 64k and b=4 mixed 12-14 % slower, and the warp-per-row shape with more
+// -2 ... -4 %, b=128 and b=256 short rows -1.6 ... -2.4 %. The split-warp shapes stay plain launches: as
+// dependents they ran b=1 64k and b=4 mixed 11-15 % slower, and the warp-per-row shape with more
 // pieces per sequence (b = 2..16 at 4096-16384 tokens) up to 11 % slower.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-
-#include <cuda/atomic>
 
 #include <cmath>
 
 #include "cuda/combine.hpp"
 #include "cuda/cuda_check.hpp"
+#include "cuda/piece_counters.cuh"
 #include "ptx/timer.hpp"
 
 namespace flash_mla::detail {
@@ -108,11 +107,8 @@ __device__ int wait_for_pieces(const DecodeParams& p, int req, int count) {
       if (hits != 0) first_part = base + __ffs(hits) - 1;
     }
     if (lane == 0 && first_part >= 0) {
-      int32_t* row = const_cast<int32_t*>(p.metadata) + static_cast<int64_t>(first_part) * kMetadataWords;
-      cuda::atomic_ref<int32_t, cuda::thread_scope_device> stored(row[kPiecesStoredWord]);
-      // One release per piece from each decode CTA of it: the decode grids are query tiles x KV heads x
-      // parts (sm90 launch_decode; the narrow kernel's one tile holds its <= 32 rows).
-      const int target = count * ((p.rows + kBlockM - 1) / kBlockM) * p.h_kv;
+      const auto stored = metadata_counter(p, first_part, kPiecesStoredWord);
+      const int target = count * releases_per_piece(p);
       const uint64_t start = ptx::global_timer_ns();
       while (stored.load(cuda::memory_order_acquire) < target && ptx::global_timer_ns() - start < kWaitLimitNs) {
         __nanosleep(256);
@@ -133,19 +129,16 @@ struct WaitTicket {
 
 __device__ __forceinline__ void draw_ticket(const DecodeParams& p, WaitTicket& t, int first_part) {
   if (first_part < 0) return;
-  int32_t* row = const_cast<int32_t*>(p.metadata) + static_cast<int64_t>(first_part) * kMetadataWords;
   t.part = first_part;
-  t.ticket = cuda::atomic_ref<int32_t, cuda::thread_scope_device>(row[kCombinesWaitedWord])
-                 .fetch_add(1, cuda::memory_order_relaxed);
+  t.ticket = metadata_counter(p, first_part, kCombinesWaitedWord).fetch_add(1, cuda::memory_order_relaxed);
 }
 
 // The last CTA of the sequence to have waited puts both counters back to 0 for the next call, which
 // stream order starts only after this grid ends (nothing in this call reads them again).
 __device__ __forceinline__ void return_ticket(const DecodeParams& p, const WaitTicket& t) {
   if (t.part < 0 || t.ticket != static_cast<int>(gridDim.y) - 1) return;
-  int32_t* row = const_cast<int32_t*>(p.metadata) + static_cast<int64_t>(t.part) * kMetadataWords;
-  cuda::atomic_ref<int32_t, cuda::thread_scope_device>(row[kPiecesStoredWord]).store(0, cuda::memory_order_relaxed);
-  cuda::atomic_ref<int32_t, cuda::thread_scope_device>(row[kCombinesWaitedWord]).store(0, cuda::memory_order_relaxed);
+  metadata_counter(p, t.part, kPiecesStoredWord).store(0, cuda::memory_order_relaxed);
+  metadata_counter(p, t.part, kCombinesWaitedWord).store(0, cuda::memory_order_relaxed);
 }
 
 // The combine grid may end only after the decode grid: the work that follows in the stream (the next

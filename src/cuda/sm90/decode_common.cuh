@@ -6,11 +6,10 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
-#include <cuda/atomic>
-
 #include <cstdint>
 
 #include "core/params.hpp"
+#include "cuda/piece_counters.cuh"
 #include "ptx/wgmma.hpp"
 
 namespace flash_mla::sm90 {
@@ -237,9 +236,7 @@ __device__ __forceinline__ RowSlot row_slot(const DecodeParams& p, const Piece& 
 __device__ __forceinline__ void release_piece(const DecodeParams& p, const Piece& pc) {
   const int first_part = static_cast<int>(blockIdx.z) - pc.split;
   if (first_part < 0) return;  // metadata of another batch: the combine does not wait on it either
-  int32_t* count = const_cast<int32_t*>(p.metadata) + static_cast<int64_t>(first_part) * kMetadataWords +
-                   detail::kPiecesStoredWord;
-  cuda::atomic_ref<int32_t, cuda::thread_scope_device>(*count).fetch_add(1, cuda::memory_order_release);
+  detail::metadata_counter(p, first_part, detail::kPiecesStoredWord).fetch_add(1, cuda::memory_order_release);
 }
 
 // Byte offset of 16-byte chunk `chunk` of row `row` in a 128-byte-swizzled 64x64 tile.
