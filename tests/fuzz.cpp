@@ -120,8 +120,10 @@ FuzzCase make_fuzz_case(uint64_t seed, FuzzTarget target) {
 
   c.dtype = cpu ? rng.pick({DType::kBF16, DType::kBF16, DType::kFP16, DType::kFP16, DType::kFP32})
                 : rng.pick({DType::kBF16, DType::kFP16});
-  // Every page size engines use; the CPU also gets one the sm90 backend refuses (48).
-  c.page_block_size = cpu ? rng.pick({1, 16, 32, 48, 64, 64, 128, 256}) : rng.pick({1, 2, 16, 32, 64, 64, 128, 256});
+  // Every page size engines use, and some that neither divide nor are multiples of 64 (48: TMA copies
+  // of 16 rows; 100: gathered).
+  c.page_block_size =
+      cpu ? rng.pick({1, 16, 32, 48, 64, 64, 128, 256}) : rng.pick({1, 2, 16, 32, 48, 64, 64, 100, 128, 256});
   c.s_q = rng.chance(0.4) ? 1 : static_cast<int>(rng.uniform(2, 6));
   // KV heads, then query heads per KV head, often at the edges of 32- and 64-row tiles.
   c.h_kv = rng.pick({1, 1, 1, 1, 1, 1, 2, 2, 3, 4, 8, 8});

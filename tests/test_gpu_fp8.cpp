@@ -179,13 +179,14 @@ TEST_P(Sm90FP8, PaddedPagesEqualContiguous) {
   EXPECT_EQ(0, std::memcmp(ref.lse_host.data(), d.lse_host.data(), d.lse_host.size() * sizeof(float)));
 }
 
-// Every page size the sm90 backend takes (the FP8 producer computes each token's page itself), with
+// Page sizes of every copy shape (divisors and multiples of 64, and 48, 96, 100 whose copies are 16, 32
+// and 4 rows; the FP8 producer computes each token's page itself), with
 // lengths around page and block edges, split and unsplit.
 TEST_P(Sm90FP8, EveryPageSize) {
   const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
   Stream stream;
-  for (int page : {1, 4, 16, 32, 128, 256}) {
+  for (int page : {1, 4, 16, 32, 48, 96, 100, 128, 256}) {
     SCOPED_TRACE(::testing::Message() << "page=" << page);
     const std::vector<int32_t> lens = {page + 1, 0, 2 * page + 63, 1, 300};
     testing::Workload w = fp8_workload(v, 5, 2, 16, 1, lens, true, 95 + page, page);

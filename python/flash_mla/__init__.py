@@ -120,8 +120,7 @@ def flash_mla_with_kvcache(
             per-tensor FP8 k_cache. The last dimension must be contiguous; other strides are free
             (views are fine).
         k_cache: [num_blocks, page_block_size, h_kv, D], last dimension contiguous (e.g. vLLM's
-            [num_blocks, page_block_size, D] cache .unsqueeze(-2)); CUDA tensors need a
-            page_block_size that divides 64 or is a multiple of 64 (1, 16, 32, 64, 128, 256, ...).
+            [num_blocks, page_block_size, D] cache .unsqueeze(-2)); any page_block_size >= 1.
             One of
               - D = 576 in q's dtype. Channels 0..511 are also the values.
               - D = 656, uint8 or float8_e4m3fn: FP8 with scale (FlashMLA's layout; q bfloat16).

@@ -278,13 +278,6 @@ DecodeParams make_decode_params(const DecodeArgs& a, Backend backend) {
       fail("k_cache", "a bfloat16 or float16 cache (FP8 KV caches are not yet supported by the sm90 kernel)",
            std::string(to_string(format)) + " with a " + to_string(q_dtype) + " q");
     }
-    // A 64-token block is either inside one page or made of whole pages (cuda/sm90/launch.cu).
-    if (!(kBlockN % page == 0 || page % kBlockN == 0)) {
-      fail("k_cache",
-           "page_block_size dividing 64 or a multiple of 64 (sm90 backend: 1, 2, 4, 8, 16, 32, 64, 128, 192, 256, "
-           "...)",
-           std::to_string(page));
-    }
     check_copy_engine_alignment(a.q, "q");
     check_copy_engine_alignment(a.k_cache, "k_cache");
     // The combine stores four 16-bit outputs at a time (8 bytes).

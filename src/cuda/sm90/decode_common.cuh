@@ -81,20 +81,25 @@ __device__ __forceinline__ void for_each_block(const DecodeParams& p, Fn&& fn) {
   });
 }
 
-// Where the pages of a 64-token block are, for any page size the sm90 backend accepts (a divisor or a
-// multiple of 64): a page of P >= 64 tokens holds the whole block at token offset (64 * blk) % P, one
-// copy of 64 rows; smaller pages tile the block, 64 / P copies of P rows each.
+// Rows of one page copy for pages of P tokens: the largest power of two dividing P, at most 64. It
+// divides both 64 and P, so every copy lies inside one page and one 64-token block, whatever P is: a
+// divisor of 64 gives P, a multiple of 64 gives 64, 48 gives 16, 100 gives 4.
+__host__ __device__ constexpr int page_copy_rows(int page) { return (page & -page) < kBlockN ? page & -page : kBlockN; }
+
+// Where the pages of a 64-token block are: copy j holds the block's rows j*R .. j*R + R - 1
+// (R = page_copy_rows(P)), at token (64 * blk + j * R) % P of page table[(64 * blk + j * R) / P]. A page
+// of 64 tokens or a multiple of 64 holds the whole block (one copy); a divisor of 64 tiles it.
 struct BlockPages {
   int page_size;
-  int rows_per_copy;  // min(P, 64)
-  __device__ explicit BlockPages(int page) : page_size(page), rows_per_copy(min(page, kBlockN)) {}
+  int rows_per_copy;  // page_copy_rows(P)
+  __device__ explicit BlockPages(int page) : page_size(page), rows_per_copy(page_copy_rows(page)) {}
 
   // Copies a block needs when `valid` of its tokens lie before the sequence end (valid > 0).
   __device__ int copies(int valid) const {
     return (min(valid, kBlockN) + rows_per_copy - 1) / rows_per_copy;
   }
-  // Bytes one copy lands for all nine sub-tiles (TMA fills rows past a short page with zeros and
-  // counts them).
+  // Bytes one copy lands for all nine sub-tiles (a copy never passes its page; a page outside the pool
+  // reads as zeros, which TMA counts).
   __device__ uint32_t copy_bytes() const {
     return static_cast<uint32_t>(rows_per_copy) * kSubTileCols * 2 * kQKSubTiles;
   }
@@ -105,11 +110,8 @@ struct BlockPages {
     int row;                // first row of the copy within the 64-token tile
   };
   __device__ Copy copy(const int32_t* table, int blk, int j) const {
-    if (page_size >= kBlockN) {
-      const int64_t token = static_cast<int64_t>(blk) * kBlockN;
-      return {table[token / page_size], static_cast<int32_t>(token % page_size), 0};
-    }
-    return {table[static_cast<int64_t>(blk) * (kBlockN / page_size) + j], 0, j * page_size};
+    const int64_t token = static_cast<int64_t>(blk) * kBlockN + j * rows_per_copy;
+    return {table[token / page_size], static_cast<int32_t>(token % page_size), j * rows_per_copy};
   }
 };
 

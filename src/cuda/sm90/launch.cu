@@ -49,7 +49,7 @@ constexpr CUtensorMapL2promotion kDensePromotion = CU_TENSOR_MAP_L2_PROMOTION_NO
 constexpr CUtensorMapL2promotion kFP8Promotion = CU_TENSOR_MAP_L2_PROMOTION_L2_256B;
 
 // The cache (or, from byte `offset` of each row, a part of it) as a 4-D tensor {cols, h_kv, page tokens,
-// pages} of `dtype`; one copy moves a box of `box_cols` columns x min(page, 64) tokens of one head
+// pages} of `dtype`; one copy moves a box of `box_cols` columns x page_copy_rows(page) tokens of one head
 // (sm90::BlockPages says which boxes make a 64-token block). Out-of-range coordinates read zeros.
 CUtensorMap make_map(const DecodeParams& p, int64_t offset, CUtensorMapDataType dtype, int64_t cols,
                      CUtensorMapSwizzle swizzle, uint32_t box_cols = sm90::kSubTileCols) {
@@ -64,8 +64,7 @@ CUtensorMap make_map(const DecodeParams& p, int64_t offset, CUtensorMapDataType 
                               static_cast<cuuint64_t>(p.page_block_size), static_cast<cuuint64_t>(p.num_pages)};
   const cuuint64_t strides[3] = {static_cast<cuuint64_t>(head_stride), static_cast<cuuint64_t>(token_stride),
                                  static_cast<cuuint64_t>(page_stride)};
-  const cuuint32_t box[4] = {box_cols, 1,
-                             static_cast<cuuint32_t>(std::min(p.page_block_size, sm90::kBlockN)), 1};
+  const cuuint32_t box[4] = {box_cols, 1, static_cast<cuuint32_t>(sm90::page_copy_rows(p.page_block_size)), 1};
   const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
   CUtensorMap map{};
   const CUresult r = tensor_map_encoder()(&map, dtype, 4, const_cast<char*>(static_cast<const char*>(p.k) + offset),
@@ -85,7 +84,7 @@ CUtensorMap make_map(const DecodeParams& p, int64_t offset, CUtensorMapDataType 
 // their swizzled sub-tile.
 sm90::CacheMaps make_cache_maps(const DecodeParams& p) {
   sm90::CacheMaps maps{};
-  if (p.page_block_size < sm90::dense::kMinTmaPage) return maps;  // gathered: no copies
+  if (sm90::page_copy_rows(p.page_block_size) < sm90::dense::kMinTmaPage) return maps;  // gathered: no copies
   switch (p.kv_format) {
     case KvCacheFormat::kDense:
       maps.k =
@@ -114,7 +113,7 @@ sm90::CacheMaps make_cache_maps(const DecodeParams& p) {
 bool use_narrow(const DecodeParams& p) {
 #if defined(FLASH_MLA_SM90_NARROW_FP8)
   return p.kv_format == KvCacheFormat::kFP8PerTensor && p.rows <= sm90::narrow::kRows &&
-         p.page_block_size >= sm90::dense::kMinTmaPage;
+         sm90::page_copy_rows(p.page_block_size) >= sm90::dense::kMinTmaPage;
 #else
   (void)p;
   return false;

@@ -13,7 +13,7 @@ namespace flash_mla::sm90 {
 // The cache's TMA descriptors (launch.cu, make_cache_maps): `k` copies 64-channel boxes of the cache
 // rows (dense: 16-bit values into 128-byte-swizzled sub-tiles; FP8: raw e4m3 bytes, unswizzled), `rope`
 // the bf16 RoPE channels and `scales` the four float32 scales of an FP8-with-scale cache. A cache whose
-// pages are gathered (fewer than dense::kMinTmaPage tokens) uses none.
+// pages are gathered (copies of fewer than dense::kMinTmaPage rows, page_copy_rows) uses none.
 struct CacheMaps {
   CUtensorMap k;
   CUtensorMap rope;
@@ -32,7 +32,7 @@ extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(
                                                                                  const CacheMaps&);
 }  // namespace dense
 
-namespace narrow {  // per-tensor FP8, at most 32 query rows, pages of 16+ tokens: `k_map` as in launch.cu
+namespace narrow {  // per-tensor FP8, at most 32 query rows, page copies of 16+ rows: `k_map` as in launch.cu
 void launch_decode(const detail::DecodeParams& p, const CUtensorMap& k_map);
 }  // namespace narrow
 

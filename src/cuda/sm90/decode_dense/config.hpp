@@ -16,7 +16,8 @@ inline constexpr int kBlockM = flash_mla::kBlockM;  // query rows per CTA (wgmma
 // measurements: docs/DESIGN.md, "What was tried").
 inline constexpr int kVSubTilesPerWarpgroup = kVSubTiles / 2;  // each consumer owns 256 output columns
 inline constexpr int kStages = 2;
-// Pages smaller than this are gathered with cp.async by the whole producer warpgroup (measured on an
+// Pages whose copies (page_copy_rows: 8 rows for 24-token pages, 4 for 100) are shorter than this are
+// gathered with cp.async by the whole producer warpgroup (measured on an
 // H100, b=128: at 8-token pages the gather ran 433/414 us against TMA boxes' 443/442 for h_q 16/128;
 // at 16 the boxes won, 419/380 against 423/400; one box per 1-token page ran 4.5x slower than 64).
 inline constexpr int kMinTmaPage = 16;

@@ -379,7 +379,9 @@ __device__ __forceinline__ void pv_gemm(float (&o)[128], const SubTile& p_tile, 
 }
 
 // Whether the producer gathers this call's pages (gather_producer) rather than copying them by TMA.
-__device__ __forceinline__ bool gathers_pages(const DecodeParams& p) { return p.page_block_size < kMinTmaPage; }
+__device__ __forceinline__ bool gathers_pages(const DecodeParams& p) {
+  return page_copy_rows(p.page_block_size) < kMinTmaPage;
+}
 
 // The stage of block number `it` of the CTA's stream (blocks alternate stages) and the parity of
 // that stage's use, as producers and consumers agree.
@@ -389,7 +391,7 @@ struct Slot {
 };
 __device__ __forceinline__ Slot stage_slot(uint32_t it) { return {static_cast<int>(it % kStages), (it / kStages) & 1}; }
 
-// The producer for pages of fewer than kMinTmaPage tokens: the whole producer warpgroup gathers each
+// The producer for pages whose copies are shorter than kMinTmaPage rows: the whole producer warpgroup gathers each
 // 64-token block with 16-byte cp.async copies straight into the swizzled sub-tiles. Thread t serves
 // rows t/8 + 16i (i < 4) and chunks t%8 + 8k (k < 9, one per sub-tile): a warp copies 128 contiguous
 // bytes of each of four rows per instruction, and a thread's four table reads and 36 copies are
@@ -595,7 +597,7 @@ __device__ __forceinline__ void dequantise_chunk(const int4& raw, float scale, i
   }
 }
 
-// The producer for FP8 caches with pages gathered (fewer than kMinTmaPage tokens; larger pages use
+// The producer for FP8 caches with pages gathered (copies of fewer than kMinTmaPage rows; longer ones use
 // fp8_tma_producer below): the whole producer warpgroup reads each 64-token block through registers
 // and writes it dequantised (bf16 with scale, f16 per tensor) into the swizzled sub-tiles that the
 // dense path's TMA fills, so the consumers are the dense ones. Thread t serves rows t/8 + 16i (i < 4)
@@ -690,7 +692,7 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
   });
 }
 
-// The producer for FP8 caches with pages of kMinTmaPage tokens or more. Warp 0 copies the block's raw
+// The producer for FP8 caches with page copies of kMinTmaPage rows or more. Warp 0 copies the block's raw
 // bytes (TMA) into the top of its stage: e4m3 chunk c (64 channels x 64 tokens, 4 KiB, token-major,
 // unswizzled) at kRawOffset + 4 KiB * c; with scale, the 64 tokens' four float32 scales (1 KiB) just
 // above the chunks, and the bf16 RoPE channels straight into their swizzled sub-tile. Then all 128
@@ -868,10 +870,10 @@ __device__ __forceinline__ void q_to_f16_prescaled(SharedStorage& s, int thread)
   if (thread % 4 == 0) s.q_row_scale[r] = scale.up;
 }
 
-// The TMA producer (pages of kMinTmaPage tokens or more): lane j of warp 0 issues the nine copies of
-// the block's page j, completing on k_full[stage]. Copies of whole pages past the sequence end are
-// skipped (their table entries may be garbage); the consumers zero those V rows as they zero the tail
-// of a partly used page.
+// The TMA producer (page copies of kMinTmaPage rows or more): lane j of warp 0 issues the nine boxes of
+// the block's copy j (BlockPages), completing on k_full[stage]. Copies that start past the sequence end
+// are skipped (their table entries may be garbage); the consumers zero those V rows as they zero the
+// tail of a partly used copy.
 __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorage& s, const CUtensorMap& k_map,
                                              int thread) {
   const int warp = thread / 32, lane = thread % 32;
