@@ -5,7 +5,8 @@
 #   OUT=$OUT bash docs/experiments/s18-greedy-run.sh device   # on the GPU (device tool, carry scratch)
 # `device` runs the schedule's GPU tests and the decode tests that read it, times the schedule kernel
 # under ncu (cost line against greedy on four batches), and a 2-pass A/B of the small, short and perf
-# grids (~6 min in all). Nothing here is part of the build or the test suite.
+# grids (~6 min in all, estimated). Nothing here is part of the build or the test suite. `build` ran on
+# the CPU machine in session 18; `device` ran there only as a dry run (no GPU: tests skipped, no ncu).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
