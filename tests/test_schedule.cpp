@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <random>
 #include <sstream>
@@ -24,6 +25,17 @@ struct Piece {
   int64_t begin, end;
   int split;
 };
+
+// Whether part p holds sequences [p*k, (p+1)*k), k = ceil(b / P), whole.
+bool takes_whole_groups(int b, const Schedule& s) {
+  const int64_t k = ceil_div(b, s.parts);
+  bool whole_groups = s.num_splits[b] == b;
+  for (int p = 0; p < s.parts && whole_groups; ++p) {
+    const int32_t* row = &s.metadata[static_cast<size_t>(p) * kMetadataWords];
+    whole_groups = p * k >= b ? row[0] == b : row[0] == p * k && row[2] == std::min<int64_t>(b, (p + 1) * k) - 1;
+  }
+  return whole_groups;
+}
 
 ::testing::AssertionResult schedule_is_valid(const std::vector<int32_t>& seqlens, const Schedule& s) {
   const int b = static_cast<int>(seqlens.size());
@@ -95,17 +107,17 @@ struct Piece {
   }
   if (s.num_splits[b] > int64_t{b} + P) return fail("num_splits[b] = ", s.num_splits[b], " > b + parts = ", b + P);
 
-  // The cost line keeps every part within T + F. Whole groups (no sequence cut, part p holding
-  // sequences [p*k, (p+1)*k) with k = ceil(b / P)) may take up to kWholeGroupSlack instead.
-  const int64_t k = ceil_div(b, P);
-  bool whole_groups = s.num_splits[b] == b;
-  for (int p = 0; p < P && whole_groups; ++p) {
-    const int32_t* row = &s.metadata[static_cast<size_t>(p) * kMetadataWords];
-    whole_groups = p * k >= b ? row[0] == b : row[0] == p * k && row[2] == std::min<int64_t>(b, (p + 1) * k) - 1;
-  }
-  const int64_t bound = ceil_div(total_cost, P) + (whole_groups ? kWholeGroupSlack : kSplitFixedCost);
+  // Balance. Whole groups (no sequence cut, part p holding sequences [p*k, (p+1)*k) with
+  // k = ceil(b / P)) stay within T + kWholeGroupSlack, T = ceil(total / P). The greedy cut (batches up
+  // to kGreedyMaxBatch) needs a budget of at most T + 2F + 2: a part closes with less than F + 2 of its
+  // budget unused, and each of the P - 1 cuts adds one piece (F) to the total. The cost line (larger
+  // batches) keeps every part within T + F.
+  const int64_t slack = takes_whole_groups(b, s)  ? kWholeGroupSlack
+                        : b <= kGreedyMaxBatch ? 2 * kSplitFixedCost + 2
+                                               : kSplitFixedCost;
+  const int64_t bound = ceil_div(total_cost, P) + slack;
   for (int p = 0; p < P; ++p) {
-    if (part_cost[p] > bound) return fail("part ", p, " costs ", part_cost[p], " > ceil(total / P) + ", bound);
+    if (part_cost[p] > bound) return fail("part ", p, " costs ", part_cost[p], " > ceil(total / P) + ", slack);
   }
   return ::testing::AssertionSuccess();
 }
@@ -126,15 +138,195 @@ TEST(Schedule, RandomBatchesHaveEveryProperty) {
 }
 
 // Hand-worked schedules, pinning the documented row layout.
-// The cost line. Costs: sequence 0 has 20 blocks + F = 25, sequence 1 (empty) F = 5; total 30, two
-// parts of T = 15. Whole sequences would cost 25 > T + kWholeGroupSlack = 23. Part 0 covers cost [0, 15): sequence
-// 0's prefix and its first 10 blocks. Part 1 starts at block 10 of sequence 0 (its split 1), then
-// sequence 1.
+// The greedy cut. Sequence 0 has 20 blocks, sequence 1 is empty; F = 5, and at 64 rows a cut leaves at
+// least 2 blocks. Whole, sequence 0 would cost 25 > ceil(30 / 2) + kWholeGroupSlack = 23. Budgets
+// 15..17 need three parts: part 0 takes blocks [0, T - 5) of sequence 0, part 1 the other 25 - T + 5
+// blocks, and the F that sequence 1 costs no longer fits. T = 18: part 0 is blocks [0, 13) (cost 18),
+// part 1 blocks [13, 20) (split 1) and sequence 1 (cost 12 + 5 = 17).
 TEST(Schedule, HandWorkedExample) {
   const Schedule s = host_schedule({1280, 0}, 64, 1, 2);
   ASSERT_EQ(s.parts, 2);
-  EXPECT_EQ(s.metadata, (std::vector<int32_t>{0, 0, 0, 640, 0, 0, 0, 0, /**/ 0, 640, 1, 0, 1, 0, 0, 0}));
+  EXPECT_EQ(s.metadata, (std::vector<int32_t>{0, 0, 0, 832, 0, 0, 0, 0, /**/ 0, 832, 1, 0, 1, 0, 0, 0}));
   EXPECT_EQ(s.num_splits, (std::vector<int32_t>{0, 2, 3}));
+}
+
+// The smallest largest part over every way to cut the batch, in order, into at most P parts, each
+// piece costing F + its blocks and a part that ends inside a sequence holding at least `min_cut` of its
+// blocks: a dynamic program over block positions, independent of the library's walk.
+int64_t best_max_part(const std::vector<int32_t>& seqlens, int P, int64_t min_cut) {
+  struct Pos {
+    int req;
+    int64_t block;
+  };
+  std::vector<Pos> pos;  // every place a part may end: a sequence's end, or a block inside a sequence
+  std::vector<int64_t> blocks;
+  for (int i = 0; i < static_cast<int>(seqlens.size()); ++i) {
+    blocks.push_back(ceil_div(std::max(seqlens[i], 0), kBlockN));
+    for (int64_t j = 1; j < blocks[i]; ++j) pos.push_back({i, j});
+    pos.push_back({i, blocks[i]});
+  }
+  // cost of a part from end position a (exclusive; -1 = the batch start) to end position e.
+  auto cost = [&](int a, int e) -> int64_t {
+    const Pos from = a < 0 ? Pos{0, 0} : pos[a].block == blocks[pos[a].req] ? Pos{pos[a].req + 1, 0} : pos[a];
+    const Pos to = pos[e];
+    if (from.req > to.req) return -1;
+    if (to.block < blocks[to.req] && to.block - (from.req == to.req ? from.block : 0) < min_cut) return -1;
+    int64_t c = 0;
+    for (int i = from.req; i <= to.req; ++i) {
+      const int64_t lo = i == from.req ? from.block : 0, hi = i == to.req ? to.block : blocks[i];
+      if (hi <= lo && blocks[i] > 0) return -1;
+      c += kSplitFixedCost + hi - lo;
+    }
+    return c;
+  };
+  const int E = static_cast<int>(pos.size());
+  constexpr int64_t kInf = INT64_MAX / 4;
+  // best[j][e]: the smallest largest part of j parts ending at position e.
+  std::vector<std::vector<int64_t>> best(P + 1, std::vector<int64_t>(E, kInf));
+  for (int e = 0; e < E; ++e) {
+    const int64_t c = cost(-1, e);
+    if (c >= 0) best[1][e] = c;
+  }
+  for (int j = 2; j <= P; ++j) {
+    for (int e = 0; e < E; ++e) {
+      for (int a = 0; a < e; ++a) {
+        const int64_t c = best[j - 1][a] < kInf ? cost(a, e) : -1;
+        if (c >= 0) best[j][e] = std::min(best[j][e], std::max(best[j - 1][a], c));
+      }
+    }
+  }
+  int64_t answer = kInf;
+  for (int j = 1; j <= P; ++j) answer = std::min(answer, best[j][E - 1]);
+  return answer;
+}
+
+// The greedy cut's largest part is the smallest any ordered cut into the parts can reach, on small
+// random batches whose whole groups do not fit (checked against best_max_part).
+TEST(Schedule, GreedyCutIsOptimal) {
+  std::mt19937_64 rng(20261129);
+  int checked = 0;
+  for (int trial = 0; trial < 2000; ++trial) {
+    const int b = 1 + static_cast<int>(rng() % 4), P = 2 + static_cast<int>(rng() % 4);
+    const int rows = rng() % 2 ? 16 : 64;
+    std::vector<int32_t> lens(b);
+    for (auto& l : lens) l = rng() % 5 == 0 ? 0 : 1 + static_cast<int32_t>(rng() % (64 * 12));
+    const Schedule s = host_schedule(lens, rows, 1, P);  // num_sm_parts(P, rows <= 64, 1) = P
+    ASSERT_EQ(s.parts, P);
+    ASSERT_TRUE(schedule_is_valid(lens, s));
+    if (takes_whole_groups(b, s)) continue;  // the greedy cut is what is checked
+    int64_t largest = 0;
+    for (int p = 0; p < P; ++p) {
+      const int32_t* row = &s.metadata[static_cast<size_t>(p) * kMetadataWords];
+      if (row[0] > row[2]) continue;
+      int64_t c = 0;
+      for (int req = row[0]; req <= row[2]; ++req) {
+        const int64_t begin = req == row[0] ? row[1] : 0, end = req == row[2] ? row[3] : lens[req];
+        c += kSplitFixedCost + ceil_div(end, kBlockN) - begin / kBlockN;
+      }
+      largest = std::max(largest, c);
+    }
+    std::ostringstream what;
+    what << "P=" << P << " rows=" << rows << " lens=";
+    for (int32_t l : lens) what << l << ' ';
+    ASSERT_EQ(largest, best_max_part(lens, P, rows <= 32 ? 1 : 2)) << what.str();
+    ++checked;
+  }
+  EXPECT_GT(checked, 300);
+}
+
+// The greedy cut, block by block: the words get_mla_metadata must write, from a walk written here
+// (one block or one piece's F at a time), independent of the library's closed-form step.
+Schedule block_by_block_greedy(const std::vector<int32_t>& lens, int rows, int P) {
+  const int b = static_cast<int>(lens.size());
+  const int64_t F = kSplitFixedCost, min_cut = rows <= 32 ? 1 : 2;
+  int64_t blocks = 0;
+  for (int32_t l : lens) blocks += ceil_div(std::max(l, 0), kBlockN);
+  for (int64_t T = std::max(F + min_cut, ceil_div(blocks + b * F, P));; ++T) {
+    Schedule s;
+    s.parts = P;
+    s.metadata.assign(static_cast<size_t>(P) * kMetadataWords, 0);
+    s.num_splits.assign(b + 1, 0);
+    std::vector<std::array<int64_t, 5>> parts;  // begin_req, begin_block, begin_split, end_req, end_token
+    int64_t left = T;
+    std::array<int64_t, 5> open{0, 0, 0, 0, 0};
+    for (int i = 0; i < b; ++i) {
+      const int64_t n = ceil_div(std::max(lens[i], 0), kBlockN);
+      int64_t k = 0, split = 0;
+      bool started = false;  // this piece's F is paid
+      while (true) {
+        if (!started) {
+          if (left >= F + (n - k) || left - F >= min_cut) {  // the piece fits whole, or a cut does
+            left -= F;
+            started = true;
+          } else {  // the part ends before sequence i (a fresh part always starts a piece, so k == 0)
+            open[3] = i - 1;
+            open[4] = std::max(lens[i - 1], 0);
+            parts.push_back(open);
+            open = {i, k, split, 0, 0};
+            left = T;
+            continue;
+          }
+        }
+        if (k == n) break;
+        if (left >= 1) {
+          --left;
+          ++k;
+          continue;
+        }
+        parts.push_back({open[0], open[1], open[2], i, k * kBlockN});  // the part is full inside sequence i
+        ++split;
+        open = {i, k, split, 0, 0};
+        left = T;
+        started = false;
+      }
+      s.num_splits[i + 1] = s.num_splits[i] + static_cast<int32_t>(split + 1);
+    }
+    open[3] = b - 1;
+    open[4] = std::max(lens[b - 1], 0);
+    parts.push_back(open);
+    if (static_cast<int64_t>(parts.size()) > P) continue;
+    for (int p = 0; p < P; ++p) {
+      int32_t* row = &s.metadata[static_cast<size_t>(p) * kMetadataWords];
+      if (p < static_cast<int>(parts.size())) {
+        const auto& q = parts[p];
+        row[0] = static_cast<int32_t>(q[0]);
+        row[1] = static_cast<int32_t>(q[1] * kBlockN);
+        row[2] = static_cast<int32_t>(q[3]);
+        row[3] = static_cast<int32_t>(q[4]);
+        row[4] = static_cast<int32_t>(q[2]);
+      } else {
+        row[0] = b;
+        row[2] = b - 1;
+      }
+    }
+    return s;
+  }
+}
+
+TEST(Schedule, GreedyCutMatchesABlockByBlockWalk) {
+  std::mt19937_64 rng(7);
+  int checked = 0, checked_long = 0;
+  for (int trial = 0; trial < 3400; ++trial) {
+    // Short sequences over up to 40 parts, then a few long ones over up to 132 (large quotients).
+    const bool long_ones = trial >= 3000;
+    const int b = 1 + static_cast<int>(rng() % (long_ones ? 6 : 24));
+    const int P = 1 + static_cast<int>(rng() % (long_ones ? 132 : 40));
+    const int rows = rng() % 2 ? 16 : 64;
+    std::vector<int32_t> lens(b);
+    for (auto& l : lens) l = rng() % 6 == 0 ? 0 : static_cast<int32_t>(rng() % (64 * (long_ones ? 20000 : 40)));
+    const Schedule s = host_schedule(lens, rows, 1, P);
+    if (takes_whole_groups(b, s)) continue;
+    const Schedule want = block_by_block_greedy(lens, rows, P);
+    std::ostringstream what;
+    what << "P=" << P << " rows=" << rows << " lens=";
+    for (int32_t l : lens) what << l << ' ';
+    ASSERT_EQ(s.metadata, want.metadata) << what.str();
+    ASSERT_EQ(s.num_splits, want.num_splits) << what.str();
+    ++checked;
+    checked_long += long_ones ? 1 : 0;
+  }
+  EXPECT_GT(checked, 1100);
+  EXPECT_GT(checked_long, 200);
 }
 
 // Whole sequences. Costs 7 and 5, T = 6: one sequence per part costs at most 7 <= T + 8 = 14.

@@ -121,10 +121,13 @@ Backend resolve_backend(Backend requested, Device device);
 // Split-KV schedule
 //
 // Work is counted in units of kBlockN tokens. Each sequence costs ceil(L / 64) blocks plus a fixed
-// kSplitFixedCost per piece it is cut into; the total is cut into num_sm_parts nearly equal parts,
-// each the work of one CTA per (query tile, KV head). When groups of ceil(b / num_sm_parts)
-// consecutive sequences, whole, each cost at most a part's share plus kWholeGroupSlack, part p takes
-// group p instead and no sequence is cut. Row p of tile_scheduler_metadata describes part p:
+// kSplitFixedCost per piece it is cut into; parts are the work of one CTA per (query tile, KV head).
+// When groups of ceil(b / num_sm_parts) consecutive sequences, whole, each cost at most a part's share
+// plus kWholeGroupSlack, part p takes group p and no sequence is cut. Otherwise batches of up to
+// kGreedyMaxBatch sequences (below 2^30 units in all) are cut greedily: parts take pieces in batch order
+// up to the smallest budget with which num_sm_parts parts suffice (cuts leave at least 2 blocks in a
+// part when rows > 32). Larger batches are cut into num_sm_parts nearly equal parts of the total. Row p of
+// tile_scheduler_metadata describes part p:
 //   [0] begin_req    first sequence of the part (== b when the part is empty)
 //   [1] begin_token  first token of begin_req it covers (a multiple of 64)
 //   [2] end_req      last sequence of the part (inclusive; begin_req - 1 when empty)
@@ -139,6 +142,7 @@ Backend resolve_backend(Backend requested, Device device);
 // partial-result slots [num_splits[i], num_splits[i+1]), and num_splits[b] <= b + num_sm_parts.
 inline constexpr int kSplitFixedCost = 5;  // tuned for speed, does not affect correctness
 inline constexpr int kWholeGroupSlack = 8;  // tuned for speed, does not affect correctness
+inline constexpr int kGreedyMaxBatch = 64;  // batches up to this size are cut greedily (see above)
 
 // num_sms / h_kv / ceil(rows / 64), at least 1: one CTA per SM across all query tiles and KV heads.
 // num_sms is at most kMaxNumSms (a launch grid dimension's limit); past it, or below 1, it throws.

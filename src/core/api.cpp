@@ -71,7 +71,7 @@ Backend resolve_backend(Backend requested, Device device) {
 void get_mla_metadata(const ScheduleArgs& args) {
   const detail::ScheduleParams p = detail::make_schedule_params(args);
   if (p.device.type == DeviceType::kCPU) {
-    detail::schedule_host(p.seqlens, p.batch, p.num_sm_parts, p.metadata, p.num_splits);
+    detail::schedule_host(p.seqlens, p.batch, p.num_sm_parts, p.rows, p.metadata, p.num_splits);
     return;
   }
 #if defined(FLASH_MLA_WITH_CUDA)

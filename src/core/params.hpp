@@ -89,6 +89,7 @@ struct ScheduleParams {
   void* stream = nullptr;
   int batch = 0;
   int num_sm_parts = 0;
+  int rows = 0;                      // query rows per (sequence, KV head): s_q * h_q / h_kv
   const int32_t* seqlens = nullptr;  // [b]
   int32_t* metadata = nullptr;       // [num_sm_parts, 8]
   int32_t* num_splits = nullptr;     // [b + 1]

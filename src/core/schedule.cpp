@@ -17,7 +17,7 @@ struct WorkPos {
 };
 }  // namespace
 
-void schedule_host(const int32_t* seqlens, int batch, int num_sm_parts, int32_t* metadata,
+void schedule_host(const int32_t* seqlens, int batch, int num_sm_parts, int rows, int32_t* metadata,
                    int32_t* num_splits) {
   std::vector<int64_t> start(static_cast<size_t>(batch) + 1, 0);
   for (int i = 0; i < batch; ++i) start[i + 1] = start[i] + schedule_cost(seqlens[i]);
@@ -36,6 +36,27 @@ void schedule_host(const int32_t* seqlens, int batch, int num_sm_parts, int32_t*
       schedule_write_group(metadata + static_cast<int64_t>(p) * kMetadataWords, p, group, batch, seqlens);
     }
     return;
+  }
+  if (batch > 0 && batch <= kGreedyMaxBatch && total < kGreedyMaxCost) {
+    std::vector<int32_t> blocks(batch);
+    for (int i = 0; i < batch; ++i) blocks[i] = static_cast<int32_t>(schedule_blocks(seqlens[i]));
+    std::vector<GreedyState> before(batch);
+    for (int64_t budget = schedule_greedy_low_budget(total, num_sm_parts, rows);; ++budget) {
+      const GreedyWalk walk = schedule_greedy_walk(budget, rows);
+      GreedyState state{0, 0};
+      for (int i = 0; i < batch; ++i) {
+        before[i] = state;
+        state = schedule_greedy_step(walk, state, blocks[i]);
+      }
+      if (state.part + 1 > num_sm_parts) continue;
+      for (int i = 0; i < batch; ++i) {
+        num_splits[i + 1] = num_splits[i] + schedule_greedy_write(walk, before[i], i, batch, seqlens, metadata);
+      }
+      for (int p = state.part + 1; p < num_sm_parts; ++p) {
+        schedule_write_empty(metadata + static_cast<int64_t>(p) * kMetadataWords, batch);
+      }
+      return;
+    }
   }
   for (int i = 0; i < batch; ++i) {
     num_splits[i + 1] = num_splits[i] + schedule_pieces(start[i], start[i + 1] - start[i], part_size);

@@ -98,4 +98,109 @@ FLASH_MLA_HD void schedule_write_group(int32_t* row, int p, int64_t group, int b
   row[5] = row[6] = row[7] = 0;
 }
 
+// The greedy cut (batches of up to kGreedyMaxBatch sequences that whole groups do not fit, whose cost
+// line totals less than kGreedyMaxCost). Every piece, not only a sequence's first, costs F + its blocks,
+// and part after part takes pieces in batch order up to a budget T; a sequence that does not fit is cut
+// where the part is full when that leaves min_cut of its blocks there, else the part ends before it.
+// The schedule is the smallest T for which num_sm_parts parts suffice (the host tries T upward, the
+// device 32 at a time: both find the same T). Unlike the cost line, no part exceeds T: the cost line
+// snaps a boundary inside a sequence's fixed cost back to the sequence start, so a part could cost
+// T + F, and it charges F to a sequence's first piece only (b=64 256..1024 s4: 8 parts empty, others
+// at T + F; H200, session 18).
+//
+// min_cut: a piece loads the CTA's Q tile and stores an fp32 partial of its rows that the combine reads
+// back, so a 1-block piece moves ~4.5 blocks' bytes besides its block at 64 rows and ~1.1 at 16.
+// Measured (H200, session 18, F = 5): with 1-block cuts b=1 4096 h128 s1 ran 17 % and b=2 4096 h16 s4
+// 15 % slower than with the cost line, b=2 4096 h16 s1 (16 rows) 4 % faster; F = 2 / 3 at 16 / 32 rows
+// changed nothing measurable.
+//
+// The walk is one step per sequence on a state (cost used in the open part, the open part), in int32
+// and without branches: the device's serial walks with branches and 64-bit arithmetic took 55-93 us at
+// b = 64-128 (session 18); this one 9.6 us at b=64 256..1024 and 14.7 at b=128 ragged 8192 (the cost
+// line 6.3 and 6.8; H200, session 19, the whole kernel under ncu). kGreedyMaxBatch is 64: the b=128
+// rows ran no faster greedy (-0.2...+0.9 %), so they keep the cheaper cost line. Seen on a line of `unit` = T - F block slots per part, a sequence that does
+// not fit fills slots [start, start + n) from the open part's used cost (a cut) or from a fresh part's 0,
+// so its last piece ends at slot (start + n - 1) % unit + 1 of the part (start + n - 1) / unit parts on.
+// The rows are written afterwards, a sequence at a time, from the states before each sequence.
+inline constexpr int64_t kGreedyMaxCost = int64_t{1} << 30;
+
+struct GreedyWalk {
+  int32_t budget;   // T
+  int32_t unit;     // T - F: the blocks of a piece that fills a fresh part (>= min_cut)
+  int32_t min_cut;  // the fewest blocks a cut leaves in the part it closes
+  uint32_t magic;   // 0xffffffff / unit, for quotients by unit with one correction
+};
+
+struct GreedyState {
+  int32_t used;  // cost taken in the open part; 0 only before the batch's first sequence
+  int32_t part;  // the open part
+};
+
+FLASH_MLA_HD GreedyWalk schedule_greedy_walk(int64_t budget, int rows) {
+  const int32_t unit = static_cast<int32_t>(budget - kSplitFixedCost);
+  return {static_cast<int32_t>(budget), unit, rows <= 32 ? 1 : 2, 0xffffffffu / static_cast<uint32_t>(unit)};
+}
+
+// The smallest budget worth trying: the cost line's total (F per sequence) shared by all parts, and at
+// least F + min_cut (a part must hold a cut).
+FLASH_MLA_HD int64_t schedule_greedy_low_budget(int64_t total_cost, int num_sm_parts, int rows) {
+  const int64_t share = (total_cost + num_sm_parts - 1) / num_sm_parts;
+  const int64_t least = kSplitFixedCost + (rows <= 32 ? 1 : 2);
+  return share > least ? share : least;
+}
+
+// a / unit for 0 <= a < 2^31: the high word of a * magic is the quotient or one less.
+FLASH_MLA_HD int32_t schedule_greedy_quotient(const GreedyWalk& w, int32_t a) {
+  int32_t q = static_cast<int32_t>((static_cast<uint64_t>(static_cast<uint32_t>(a)) * w.magic) >> 32);
+  return a - q * w.unit >= w.unit ? q + 1 : q;
+}
+
+// The state after a sequence of n blocks.
+FLASH_MLA_HD GreedyState schedule_greedy_step(const GreedyWalk& w, GreedyState s, int32_t n) {
+  const int32_t whole = s.used + static_cast<int32_t>(kSplitFixedCost) + n;
+  const bool cut = s.used <= w.unit - w.min_cut;
+  const int32_t last = (cut ? s.used : 0) + n - 1;  // -1 only for an empty sequence in a fresh part
+  const int32_t q = schedule_greedy_quotient(w, last > 0 ? last : 0);
+  const GreedyState moved{static_cast<int32_t>(kSplitFixedCost) + last - q * w.unit + 1, s.part + (cut ? 0 : 1) + q};
+  return whole <= w.budget ? GreedyState{whole, s.part} : moved;
+}
+
+// Sequence i's words, given the state before it: the rows of the parts that begin or end inside it
+// (rows past num_sm_parts are never reached by a budget that fits). Returns its pieces.
+FLASH_MLA_HD int32_t schedule_greedy_write(const GreedyWalk& w, GreedyState s, int i, int batch,
+                                           const int32_t* seqlens, int32_t* metadata) {
+  auto begin = [&](int32_t part, int32_t block, int32_t split) {
+    int32_t* row = metadata + static_cast<int64_t>(part) * kMetadataWords;
+    row[0] = i;
+    row[1] = block * static_cast<int32_t>(kBlockN);
+    row[4] = split;
+    row[5] = row[6] = row[7] = 0;
+  };
+  auto end = [&](int32_t part, int32_t req, int32_t token) {
+    int32_t* row = metadata + static_cast<int64_t>(part) * kMetadataWords;
+    row[2] = req;
+    row[3] = token;
+  };
+  const int32_t n = static_cast<int32_t>(schedule_blocks(seqlens[i]));
+  if (s.used == 0) begin(s.part, 0, 0);
+  int32_t first = s.part, q = 0;  // the part of piece 0, and the part ends inside the sequence
+  if (s.used + kSplitFixedCost + n > w.budget) {
+    int32_t start = s.used;
+    if (s.used > w.unit - w.min_cut) {  // the part ends before sequence i, which opens the next
+      end(s.part, i - 1, seqlens[i - 1] > 0 ? seqlens[i - 1] : 0);
+      first = s.part + 1;
+      start = 0;
+      begin(first, 0, 0);
+    }
+    q = schedule_greedy_quotient(w, start + n - 1 > 0 ? start + n - 1 : 0);
+    for (int32_t k = 1; k <= q; ++k) {
+      const int32_t block = k * w.unit - start;
+      end(first + k - 1, i, block * static_cast<int32_t>(kBlockN));
+      begin(first + k, block, k);
+    }
+  }
+  if (i == batch - 1) end(first + q, i, seqlens[i] > 0 ? seqlens[i] : 0);
+  return q + 1;
+}
+
 }  // namespace flash_mla::detail

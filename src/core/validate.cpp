@@ -375,6 +375,7 @@ ScheduleParams make_schedule_params(const ScheduleArgs& a) {
   p.stream = a.stream;
   p.batch = static_cast<int>(b);
   p.num_sm_parts = parts;
+  p.rows = a.num_q_tokens_per_head_k;
   p.seqlens = static_cast<const int32_t*>(a.cache_seqlens.data);
   p.metadata = static_cast<int32_t*>(a.tile_scheduler_metadata.data);
   p.num_splits = static_cast<int32_t*>(a.num_splits.data);
@@ -421,7 +422,7 @@ void validate_decode_values(const DecodeParams& p) {
     }
   }
   std::vector<int32_t> want_meta(metadata.size()), want_splits(b + 1);
-  schedule_host(seqlens.data(), p.batch, p.num_sm_parts, want_meta.data(), want_splits.data());
+  schedule_host(seqlens.data(), p.batch, p.num_sm_parts, p.rows, want_meta.data(), want_splits.data());
   if (want_meta != metadata || want_splits != num_splits) {
     fail("tile_scheduler_metadata", "the schedule of these cache_seqlens (get_mla_metadata)",
          "metadata computed for other sequence lengths or another batch");

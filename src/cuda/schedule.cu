@@ -1,13 +1,16 @@
-// Device implementation of the split-KV schedule: one CTA, two block-wide scans, no serial walk over
-// the batch (the arithmetic is core/schedule_math.hpp, shared with the host implementation, so both
-// write the same words). Graph-capturable: one launch on the caller's stream, no host synchronisation.
+// Device implementation of the split-KV schedule: one CTA (the arithmetic is core/schedule_math.hpp,
+// shared with the host implementation, so both write the same words). Graph-capturable: one launch on
+// the caller's stream, no host synchronisation.
 //
 // Pass 1 sums the cost line and finds the costliest group of whole sequences; when whole groups fit
-// the bound, each thread writes its parts' rows and the kernel ends there. Otherwise pass 2 walks the
-// batch in chunks of kThreads sequences: an exclusive scan gives each sequence's start S_i, an
-// inclusive scan of its piece count gives num_splits[i + 1], and the thread that owns the boundary
-// x = p*T records part p's first work position in words 5..7 of row p (scratch). Pass 3 turns
-// begin(p) and begin(p + 1) into the final row and clears the scratch.
+// the bound, each thread writes its parts' rows and the kernel ends there. Small batches take the
+// greedy cut instead: warp 0 walks the batch once per lane (32 budgets at once, one branch-free int32
+// step per sequence, each lane's states kept in shared memory), then a thread per sequence writes the
+// rows that begin or end in it and a scan of its pieces gives num_splits. Larger batches take the cost
+// line: pass 2 walks the batch in chunks of kThreads sequences: an exclusive scan gives each
+// sequence's start S_i, an inclusive scan of its piece count gives num_splits[i + 1], and the thread
+// that owns the boundary x = p*T records part p's first work position in words 5..7 of row p
+// (scratch). Pass 3 turns begin(p) and begin(p + 1) into the final row and clears the scratch.
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cuda/functional>
@@ -28,7 +31,7 @@ constexpr int kThreads = 256;
 constexpr int64_t kThreadGroupLimit = 256;
 
 __global__ void __launch_bounds__(kThreads) schedule_kernel(const int32_t* __restrict__ seqlens, int batch,
-                                                            int parts, int32_t* __restrict__ metadata,
+                                                            int parts, int rows, int32_t* __restrict__ metadata,
                                                             int32_t* __restrict__ num_splits) {
   using Scan = cub::BlockScan<int64_t, kThreads>;
   using Reduce = cub::BlockReduce<int64_t, kThreads>;
@@ -75,6 +78,58 @@ __global__ void __launch_bounds__(kThreads) schedule_kernel(const int32_t* __res
     for (int i = threadIdx.x; i < batch; i += kThreads) num_splits[i + 1] = i + 1;
     for (int p = threadIdx.x; p < parts; p += kThreads) {
       schedule_write_group(metadata + static_cast<int64_t>(p) * kMetadataWords, p, group, batch, seqlens);
+    }
+    return;
+  }
+  if (batch > 0 && batch <= kGreedyMaxBatch && total < kGreedyMaxCost) {
+    // Warp 0 walks the batch, lane l with budget low + l, each lane keeping its state before every
+    // sequence; then a thread per sequence writes its words from the first fitting lane's states.
+    static_assert(kGreedyMaxBatch <= kThreads, "one thread per sequence writes the greedy cut");
+    static_assert(kGreedyMaxBatch % 4 == 0, "the walk reads four sequences' blocks at a time");
+    __shared__ __align__(16) int32_t s_blocks[kGreedyMaxBatch];
+    __shared__ GreedyState s_before[kGreedyMaxBatch][32];
+    __shared__ int32_t s_budget, s_lane, s_parts;
+    for (int i = threadIdx.x; i < batch; i += kThreads) {
+      s_blocks[i] = static_cast<int32_t>(schedule_blocks(seqlens[i]));
+    }
+    __syncthreads();
+    if (threadIdx.x < 32) {
+      const int lane = threadIdx.x;
+      for (int64_t base = schedule_greedy_low_budget(total, parts, rows);; base += 32) {
+        const GreedyWalk walk = schedule_greedy_walk(base + lane, rows);
+        GreedyState state{0, 0};
+        for (int i = 0; i < batch; i += 4) {  // one load per four steps, off the steps' dependency chain
+          const int4 n = *reinterpret_cast<const int4*>(&s_blocks[i]);
+          const int32_t four[4] = {n.x, n.y, n.z, n.w};
+#pragma unroll
+          for (int k = 0; k < 4; ++k) {
+            if (i + k < batch) {
+              s_before[i + k][lane] = state;
+              state = schedule_greedy_step(walk, state, four[k]);
+            }
+          }
+        }
+        const uint32_t ballot = __ballot_sync(0xffffffffu, state.part + 1 <= parts);
+        if (ballot != 0) {
+          if (lane == __ffs(ballot) - 1) {
+            s_budget = walk.budget;
+            s_lane = lane;
+            s_parts = state.part + 1;
+          }
+          break;
+        }
+      }
+    }
+    __syncthreads();
+    const GreedyWalk walk = schedule_greedy_walk(s_budget, rows);
+    const int i = threadIdx.x;
+    const int64_t pieces =
+        i < batch ? schedule_greedy_write(walk, s_before[i][s_lane], i, batch, seqlens, metadata) : 0;
+    int64_t pieces_incl;
+    Scan(tmp.scan).InclusiveSum(pieces, pieces_incl);
+    if (i < batch) num_splits[i + 1] = static_cast<int32_t>(pieces_incl);
+    for (int p = s_parts + threadIdx.x; p < parts; p += kThreads) {
+      schedule_write_empty(metadata + static_cast<int64_t>(p) * kMetadataWords, batch);
     }
     return;
   }
@@ -143,7 +198,7 @@ __global__ void __launch_bounds__(kThreads) schedule_kernel(const int32_t* __res
 void schedule_cuda(const ScheduleParams& p) {
   CudaDeviceGuard guard(p.device.index);
   schedule_kernel<<<1, kThreads, 0, static_cast<cudaStream_t>(p.stream)>>>(p.seqlens, p.batch, p.num_sm_parts,
-                                                                           p.metadata, p.num_splits);
+                                                                           p.rows, p.metadata, p.num_splits);
   cuda_check(cudaGetLastError(), "schedule kernel launch");
 }
 
