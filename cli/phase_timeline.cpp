@@ -213,6 +213,7 @@ int main(int argc, char** argv) {
     // Small batches whose sequences are split (partial stores, then the combine).
     run("b64 256..1024 h16 s4", testing::uniform_random_seqlens(64, 256, 1024, 0), 16, 4);  // the bench's, seed 0
     run("b4 mixed h16 s4", {4641, 45118, 1730, 1696}, 16, 4);
+    run("b16 1024 h16 s16", same(16, 1024), 16, 16);
     run("b1 65536 h16 s1", same(1, 65536), 16, 1);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "flash-mla-phases: %s\n", e.what());

@@ -57,9 +57,12 @@ FLASH_MLA_HD int64_t schedule_block_at(int64_t start, int64_t x) {
   return offset <= kSplitFixedCost ? 0 : offset - kSplitFixedCost;
 }
 
-// Index among the sequence's pieces of the piece that begins at block > 0 of boundary x = p*T.
-FLASH_MLA_HD int32_t schedule_split_index(int64_t start, int64_t x, int64_t part_size) {
-  return static_cast<int32_t>(floor_div(x, part_size) - floor_div(start + kSplitFixedCost, part_size));
+// The part whose boundary p*T would cut a sequence starting at cost S first: a piece that begins at
+// block > 0 of boundary p*T has index p - schedule_first_cut(S, T) among the sequence's pieces. (One
+// division per sequence: a long sequence's thread writes many parts, and two 64-bit divisions per
+// part took the schedule kernel to ~30 us at b=1 64k; H200, session 19.)
+FLASH_MLA_HD int64_t schedule_first_cut(int64_t start, int64_t part_size) {
+  return floor_div(start + kSplitFixedCost, part_size);
 }
 
 FLASH_MLA_HD int64_t schedule_group_size(int batch, int num_sm_parts) {
