@@ -45,23 +45,34 @@ struct Piece {
   }
 };
 
-// Visits the pieces of this CTA's part in order. Plain loads (not __ldg): metadata may be produced by
-// a kernel earlier in the same stream. Clamped so that metadata of another batch cannot index out of
-// bounds; lengths past the block table's capacity are truncated as on the CPU backend.
+// Visits the pieces of this CTA's part: when the part ends inside a sequence (its last piece is the
+// first part of a split sequence), that piece first, then the others in order. A split piece stores a
+// 64-row fp32 partial (128 KiB), a whole sequence's output half of that, and the CTA's last store is
+// the one nothing else overlaps. (H200, session 19: b=64 256..1024 s4 -0.3 %, within noise; the long
+// h128 s2/s4 rows 2-2.7 % faster, whole-group rows whose order did not change among them: code
+// placement. docs/PERFORMANCE.md.) Plain loads (not __ldg): metadata may be produced by a kernel earlier
+// in the same stream. Clamped so that metadata of another batch cannot index out of bounds; lengths
+// past the block table's capacity are truncated as on the CPU backend.
 template <typename Fn>
 __device__ __forceinline__ void for_each_piece(const DecodeParams& p, Fn&& fn) {
   const int32_t* row = p.metadata + static_cast<int64_t>(blockIdx.z) * kMetadataWords;
   const int begin_req = max(row[0], 0), end_req = min(row[2], p.batch - 1);
   const int64_t capacity = static_cast<int64_t>(p.max_blocks_per_seq) * p.page_block_size;
   const int64_t slots = static_cast<int64_t>(p.batch) + p.num_sm_parts;
-  for (int req = begin_req; req <= end_req; ++req) {
+  auto seqlen = [&](int req) {
+    return static_cast<int>(min(max(static_cast<int64_t>(p.seqlens[req]), int64_t{0}), capacity));
+  };
+  const bool cut_last = end_req > begin_req && row[3] < seqlen(end_req);
+  auto visit = [&](int k) { return cut_last ? (k == 0 ? end_req : begin_req + k - 1) : begin_req + k; };
+  for (int k = 0; k <= end_req - begin_req; ++k) {
+    const int req = visit(k);
     Piece pc;
     pc.req = req;
-    pc.seqlen = static_cast<int>(min(max(static_cast<int64_t>(p.seqlens[req]), int64_t{0}), capacity));
+    pc.seqlen = seqlen(req);
     pc.token_begin = req == begin_req ? max(row[1], 0) : 0;
     pc.token_end = req == end_req ? min(row[3], pc.seqlen) : pc.seqlen;
     pc.split = req == begin_req ? row[4] : 0;
-    pc.next_req = req < end_req ? req + 1 : -1;
+    pc.next_req = k < end_req - begin_req ? visit(k + 1) : -1;
     const int first = p.num_splits[req];
     pc.n_splits = p.num_splits[req + 1] - first;
     const int64_t slot = static_cast<int64_t>(first) + pc.split;
@@ -70,7 +81,7 @@ __device__ __forceinline__ void for_each_piece(const DecodeParams& p, Fn&& fn) {
   }
 }
 
-// Visits every 64-token block of this CTA's pieces in order, as the producers walk them:
+// Visits every 64-token block of this CTA's pieces in for_each_piece's order, as the producers walk them:
 // fn(piece, block-table row of its sequence, block index, position of the block in the CTA's stream).
 template <typename Fn>
 __device__ __forceinline__ void for_each_block(const DecodeParams& p, Fn&& fn) {
