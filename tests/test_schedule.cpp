@@ -140,8 +140,8 @@ TEST(Schedule, RandomBatchesHaveEveryProperty) {
 // Hand-worked schedules, pinning the documented row layout.
 // The greedy cut. Sequence 0 has 20 blocks, sequence 1 is empty; F = 5, and at 64 rows a cut leaves at
 // least 2 blocks. Whole, sequence 0 would cost 25 > ceil(30 / 2) + kWholeGroupSlack = 23. Budgets
-// 15..17 need three parts: part 0 takes blocks [0, T - 5) of sequence 0, part 1 the other 25 - T + 5
-// blocks, and the F that sequence 1 costs no longer fits. T = 18: part 0 is blocks [0, 13) (cost 18),
+// 15..17 need three parts: part 0 takes blocks [0, T - 5) of sequence 0, part 1 the other 25 - T
+// blocks (cost 30 - T), and the F that sequence 1 costs no longer fits. T = 18: part 0 is blocks [0, 13) (cost 18),
 // part 1 blocks [13, 20) (split 1) and sequence 1 (cost 12 + 5 = 17).
 TEST(Schedule, HandWorkedExample) {
   const Schedule s = host_schedule({1280, 0}, 64, 1, 2);

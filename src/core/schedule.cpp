@@ -85,7 +85,7 @@ void schedule_host(const int32_t* seqlens, int batch, int num_sm_parts, int rows
       row[2] = static_cast<int32_t>(end.req);
       row[3] = static_cast<int32_t>(end.block * kBlockN);
     }
-    row[4] = begin.block == 0 ? 0 : static_cast<int32_t>(p - schedule_first_cut(start[begin.req], part_size));
+    row[4] = begin.block == 0 ? 0 : static_cast<int32_t>(p - schedule_first_piece_part(start[begin.req], part_size));
     row[5] = row[6] = row[7] = 0;
   }
 }

@@ -57,11 +57,12 @@ FLASH_MLA_HD int64_t schedule_block_at(int64_t start, int64_t x) {
   return offset <= kSplitFixedCost ? 0 : offset - kSplitFixedCost;
 }
 
-// The part whose boundary p*T would cut a sequence starting at cost S first: a piece that begins at
-// block > 0 of boundary p*T has index p - schedule_first_cut(S, T) among the sequence's pieces. (One
+// The part holding the first piece of a sequence starting at cost S (the part whose interval holds the
+// end of its fixed cost): a piece that begins at block > 0 of boundary p*T has index
+// p - schedule_first_piece_part(S, T) among the sequence's pieces. (One
 // division per sequence: a long sequence's thread writes many parts, and two 64-bit divisions per
 // part took the schedule kernel to ~30 us at b=1 64k; H200, session 19.)
-FLASH_MLA_HD int64_t schedule_first_cut(int64_t start, int64_t part_size) {
+FLASH_MLA_HD int64_t schedule_first_piece_part(int64_t start, int64_t part_size) {
   return floor_div(start + kSplitFixedCost, part_size);
 }
 
@@ -118,13 +119,14 @@ FLASH_MLA_HD void schedule_write_group(int32_t* row, int p, int64_t group, int b
 // changed nothing measurable.
 //
 // The walk is one step per sequence on a state (cost used in the open part, the open part), in int32
-// and without branches: the device's serial walks with branches and 64-bit arithmetic took 55-93 us at
+// and without branches: the device's serial walks with branches and 64-bit arithmetic took 53-93 us at
 // b = 64-128 (session 18); this one 9.6 us at b=64 256..1024 and 14.7 at b=128 ragged 8192 (the cost
 // line 6.3 and 6.8; H200, session 19, the whole kernel under ncu). kGreedyMaxBatch is 64: the b=128
-// rows ran no faster greedy (-0.2...+0.9 %), so they keep the cheaper cost line. Seen on a line of `unit` = T - F block slots per part, a sequence that does
-// not fit fills slots [start, start + n) from the open part's used cost (a cut) or from a fresh part's 0,
-// so its last piece ends at slot (start + n - 1) % unit + 1 of the part (start + n - 1) / unit parts on.
-// The rows are written afterwards, a sequence at a time, from the states before each sequence.
+// rows ran no faster greedy (-0.2...+0.9 %), so they keep the cheaper cost line.
+// Seen on a line of `unit` = T - F block slots per part, a sequence that does not fit fills slots
+// [start, start + n) from the open part's used cost (a cut) or from a fresh part's 0, so its last piece
+// ends at slot (start + n - 1) % unit + 1 of the part (start + n - 1) / unit parts on. The rows are
+// written afterwards, a sequence at a time, from the states before each sequence.
 inline constexpr int64_t kGreedyMaxCost = int64_t{1} << 30;
 
 struct GreedyWalk {

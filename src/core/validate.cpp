@@ -425,7 +425,7 @@ void validate_decode_values(const DecodeParams& p) {
   schedule_host(seqlens.data(), p.batch, p.num_sm_parts, p.rows, want_meta.data(), want_splits.data());
   if (want_meta != metadata || want_splits != num_splits) {
     fail("tile_scheduler_metadata", "the schedule of these cache_seqlens (get_mla_metadata)",
-         "metadata computed for other sequence lengths or another batch");
+         "metadata computed for other sequence lengths, another batch or another num_q_tokens_per_head_k");
   }
 }
 

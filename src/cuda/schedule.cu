@@ -148,13 +148,13 @@ __global__ void __launch_bounds__(kThreads) schedule_kernel(const int32_t* __res
     Scan(tmp.scan).InclusiveSum(pieces, pieces_incl, pieces_sum);
     if (i < batch) {
       num_splits[i + 1] = static_cast<int32_t>(split_carry + pieces_incl);
-      const int64_t first_cut = schedule_first_cut(start, part_size);
+      const int64_t first_piece_part = schedule_first_piece_part(start, part_size);
       for (int64_t p = (start + part_size - 1) / part_size; p * part_size < start + cost; ++p) {
         int32_t* row = metadata + p * kMetadataWords;
         const int64_t block = schedule_block_at(start, p * part_size);
         row[5] = i;
         row[6] = static_cast<int32_t>(block);
-        row[7] = block == 0 ? 0 : static_cast<int32_t>(p - first_cut);
+        row[7] = block == 0 ? 0 : static_cast<int32_t>(p - first_piece_part);
       }
     }
     split_carry += pieces_sum;

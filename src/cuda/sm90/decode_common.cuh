@@ -38,7 +38,7 @@ struct Piece {
   int token_end;
   int split;     // index among the sequence's pieces
   int n_splits;  // pieces of the sequence; 1 means "write the final output"
-  int next_req;  // the sequence of the part's next piece, or -1
+  int next_req;  // the sequence of the next piece visited (for_each_piece's order), or -1 after the last
   __device__ int first_block() const { return token_begin / kBlockN; }
   __device__ int end_block() const {
     return token_end > token_begin ? (token_end + kBlockN - 1) / kBlockN : first_block();
