@@ -399,6 +399,23 @@ TEST(Schedule, HugeLengthsDoNotOverflow) {
   }
 }
 
+// The greedy cut's int32 walk at the edge of its range: 31 sequences of 2^25 blocks and a ragged rest
+// total just under 2^30 cost units; a 32nd such sequence puts the total past it (the cost line).
+TEST(Schedule, GreedyCutNearItsLimitDoesNotOverflow) {
+  for (int extra : {0, 1}) {
+    std::vector<int32_t> lens(31 + extra, INT32_MAX);
+    lens[3] = INT32_MAX - 64 * 1000;
+    lens.push_back(0);
+    lens.push_back(1);
+    for (int num_sms : {2, 132, 1000}) {
+      for (int rows : {16, 64}) {
+        const Schedule s = host_schedule(lens, rows, 1, num_sms);
+        ASSERT_TRUE(schedule_is_valid(lens, s)) << "extra=" << extra << " num_sms=" << num_sms << " rows=" << rows;
+      }
+    }
+  }
+}
+
 TEST(Schedule, DependsOnlyOnItsInputs) {
   std::mt19937_64 rng(99);
   for (const ScheduleCase& c : schedule_cases(300, 3)) {
