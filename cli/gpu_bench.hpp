@@ -20,6 +20,10 @@ struct GpuTiming {
   std::vector<double> call_us;  // one per timed graph replay: replay time / calls_per_graph
   int calls_per_graph = 0;
   int copies = 0;  // rotated input copies (together past 4x the L2)
+  // get_mla_metadata alone (the schedule kernel, once per decoding step in an engine): one per timed
+  // replay of a graph of kCallsPerGraph calls; empty when it could not be timed (schedule_error says why).
+  std::vector<double> schedule_us;
+  std::string schedule_error;
 };
 
 class GpuBench {
@@ -38,7 +42,7 @@ class GpuBench {
   void load_kv(const testing::Workload& w);
   // Times mla_decode (main kernel + combine) on w's q over the loaded cache: ~10 calls captured in a
   // CUDA graph, `replays` timed replays (0: about 0.2 s worth) after warm-up. Returns host copies of
-  // the out and lse the replays wrote.
+  // the out and lse the replays wrote. Then times get_mla_metadata the same way (a graph of its own).
   GpuTiming time_decode(const testing::Workload& w, int replays, std::vector<uint8_t>* out,
                         std::vector<float>* lse);
 
