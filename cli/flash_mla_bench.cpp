@@ -1,8 +1,8 @@
 // flash-mla-bench: times MLA decode (mla_decode: main kernel + combine) on one workload or on named
 // grids of workloads, checks each result against the float64 reference with SPEC.md's tolerances, and
 // prints one table: median time, GB/s and TFLOP/s (PERF.md's counting), the check, and on a GPU the
-// fractions of the copy and matmul ceilings measured in the same run and the time of get_mla_metadata
-// alone ("sched us": the schedule kernel, run once per decoding step, not part of the call's time).
+// fractions of the copy and matmul ceilings measured in the same run; and the time of get_mla_metadata
+// alone ("sched us": the schedule, run once per decoding step, not part of the call's time).
 //
 // Backends: auto (sm90 when device 0 is an sm_90 GPU and the library accepts CUDA tensors there, else
 // cpu), cpu, sm90. CPU timing: std::chrono around each call, median. GPU timing: gpu_bench.cpp.
@@ -431,7 +431,7 @@ struct Row {
   Spec spec;
   double bytes = 0.0, flops = 0.0;
   std::vector<double> call_us;
-  std::vector<double> schedule_us;  // GPU: get_mla_metadata alone, per call (empty: not timed)
+  std::vector<double> schedule_us;  // get_mla_metadata alone, per call (empty: not timed)
   std::string timing_note;  // e.g. "10 calls/graph, 4 copies"
   bool checked = false;
   CheckResult check;
@@ -487,7 +487,9 @@ struct AlignedFree {
 
 // CPU timing: one warm-up call, then `iters` timed calls (auto: about 1 s; a call of a second or more
 // is timed once, as the warm-up itself).
-std::vector<double> time_cpu(const Workload& w, int iters, std::vector<uint8_t>* out, std::vector<float>* lse) {
+// Times mla_decode on the CPU backend (after get_mla_metadata, timed too: schedule_us, 20 calls).
+std::vector<double> time_cpu(const Workload& w, int iters, std::vector<uint8_t>* out, std::vector<float>* lse,
+                             std::vector<double>* schedule_us) {
   const auto& c = w.config;
   const Device cpu{};
   const int parts = decode_parts(w, default_num_sms(cpu));
@@ -510,10 +512,16 @@ std::vector<double> time_cpu(const Workload& w, int iters, std::vector<uint8_t>*
   b.workspace = workspace.get();
   b.descale_q = const_cast<float*>(&w.descale_q);
   b.descale_k = const_cast<float*>(&w.descale_k);
-  get_mla_metadata(schedule_args(w, cpu, b, parts, nullptr));
+  using Clock = std::chrono::steady_clock;
+  const ScheduleArgs schedule = schedule_args(w, cpu, b, parts, nullptr);
+  schedule_us->clear();
+  for (int i = 0; i < 20; ++i) {
+    const auto t0 = Clock::now();
+    get_mla_metadata(schedule);
+    schedule_us->push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+  }
   const DecodeArgs args = decode_args(w, cpu, b, parts, Backend::kCPU, nullptr);
 
-  using Clock = std::chrono::steady_clock;
   auto timed_call = [&] {
     const auto t0 = Clock::now();
     mla_decode(args);
@@ -804,7 +812,7 @@ int run(int argc, char** argv) {
         }
 #endif
       } else {
-        row.call_us = time_cpu(*w, o.iters, &out, &lse);
+        row.call_us = time_cpu(*w, o.iters, &out, &lse, &row.schedule_us);
         row.timing_note = std::to_string(row.call_us.size()) + " timed calls after 1 warm-up";
       }
       if (o.check) {
