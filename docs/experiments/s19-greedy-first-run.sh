@@ -33,6 +33,13 @@ case "${1:-}" in
     timeout 200 scratch/first-gpu-tests --gtest_filter='GpuSchedule.*:GpuGraph.*:GpuFuzz.*:GpuDecode.*' \
       >"$OUT/tests.txt" 2>&1 && echo "tests passed" || echo "tests FAILED (see tests.txt)"
     grep -E "^\[  FAILED|PASSED" "$OUT/tests.txt" | tail -6 || true
+    # The bench's new sched us column (untested on a GPU before this) against ncu's schedule-kernel time.
+    for bin in base first; do
+      echo "== $bin: bench table (sched us) and ncu's schedule kernel, b=64 512 s2 and b=64 256..1024 s4"
+      timeout 60 "scratch/$bin-bench" --grid small --only "b=64" --check-rows 1 --quiet --no-ceilings 2>&1 | tail -3
+      timeout 60 ncu --kernel-name regex:schedule --metrics gpu__time_duration.sum "scratch/$bin-bench" --grid small \
+        --only "b=64" --quiet --no-ceilings --check-rows 1 --iters 1 2>&1 | grep -E "duration" | head -2 || true
+    done | tee "$OUT/sched.txt"
     OUT=$OUT/rows512 timeout 150 bash scripts/ab.sh -p 3 -a "--grid small,short --only 512 --check-rows 8 --quiet --no-ceilings" \
       base=scratch/base-bench first=scratch/first-bench >"$OUT/ab512.txt" 2>&1 || true
     cat "$OUT/ab512.txt"
