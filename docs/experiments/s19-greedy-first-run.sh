@@ -37,7 +37,7 @@ case "${1:-}" in
     for bin in base first; do
       echo "== $bin: bench table (sched us) and ncu's schedule kernel, b=64 512 s2 and b=64 256..1024 s4"
       timeout 60 "scratch/$bin-bench" --grid small --only "b=64" --check-rows 1 --quiet --no-ceilings 2>&1 | tail -3
-      timeout 60 ncu --kernel-name regex:schedule --metrics gpu__time_duration.sum "scratch/$bin-bench" --grid small \
+      timeout 60 ncu --kernel-name regex:schedule --launch-count 2 --metrics gpu__time_duration.sum "scratch/$bin-bench" --grid small \
         --only "b=64" --quiet --no-ceilings --check-rows 1 --iters 1 2>&1 | grep -E "duration" | head -2 || true
     done | tee "$OUT/sched.txt"
     OUT=$OUT/rows512 timeout 150 bash scripts/ab.sh -p 3 -a "--grid small,short --only 512 --check-rows 8 --quiet --no-ceilings" \
