@@ -485,9 +485,8 @@ struct AlignedFree {
   void operator()(void* p) const { std::free(p); }
 };
 
-// CPU timing: one warm-up call, then `iters` timed calls (auto: about 1 s; a call of a second or more
-// is timed once, as the warm-up itself).
-// Times mla_decode on the CPU backend (after get_mla_metadata, timed too: schedule_us, 20 calls).
+// CPU timing: get_mla_metadata 20 times (schedule_us), then mla_decode: one warm-up call and `iters`
+// timed calls (auto: about 1 s; a call of a second or more is timed once, as the warm-up itself).
 std::vector<double> time_cpu(const Workload& w, int iters, std::vector<uint8_t>* out, std::vector<float>* lse,
                              std::vector<double>* schedule_us) {
   const auto& c = w.config;

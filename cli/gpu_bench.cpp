@@ -131,6 +131,23 @@ struct Graph {
   }
 };
 
+// Captures what `enqueue` puts on `stream` into g and instantiates it. A throw while capturing ends the
+// capture (discarding the partial graph) before it propagates, so the stream stays usable.
+void capture(Graph& g, cudaStream_t stream, const std::function<void()>& enqueue, const std::string& what) {
+  check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture (" + what + ")");
+  try {
+    enqueue();
+  } catch (...) {
+    cudaGraph_t broken = nullptr;
+    cudaStreamEndCapture(stream, &broken);
+    if (broken != nullptr) cudaGraphDestroy(broken);
+    cudaGetLastError();
+    throw;
+  }
+  check(cudaStreamEndCapture(stream, &g.graph), "cudaStreamEndCapture (" + what + ")");
+  check(cudaGraphInstantiate(&g.exec, g.graph, 0), "cudaGraphInstantiate (" + what + ")");
+}
+
 // FLASH_MLA_VALIDATE=1 makes every call read device values (a synchronising copy), which stream
 // capture forbids. The bench validates its first, uncaptured call of every workload explicitly instead.
 void suspend_env_validation() {
@@ -295,20 +312,11 @@ GpuTiming GpuBench::time_decode(const testing::Workload& w, int replays, std::ve
 
   suspend_env_validation();
   Graph g;
-  check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-  try {
+  capture(g, stream, [&] {
     for (int call = 0; call < calls; ++call) {
       mla_decode(decode_args(w, device, buffers(call % copies), parts, Backend::kSM90, stream));
     }
-  } catch (...) {
-    cudaGraph_t broken = nullptr;
-    cudaStreamEndCapture(stream, &broken);
-    if (broken != nullptr) cudaGraphDestroy(broken);
-    cudaGetLastError();
-    throw;
-  }
-  check(cudaStreamEndCapture(stream, &g.graph), "cudaStreamEndCapture");
-  check(cudaGraphInstantiate(&g.exec, g.graph, 0), "cudaGraphInstantiate");
+  }, "decode");
   auto replay = [&] { check(cudaGraphLaunch(g.exec, stream), "cudaGraphLaunch"); };
 
   // Warm-up: at least kWarmupMs of replays (clocks up, caches and TLBs in their steady state).
@@ -333,20 +341,11 @@ GpuTiming GpuBench::time_decode(const testing::Workload& w, int replays, std::ve
   // leaves the decode row intact.
   try {
     Graph sg;
-    check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture (schedule)");
-    try {
+    capture(sg, stream, [&] {
       for (int call = 0; call < kCallsPerGraph; ++call) {
         get_mla_metadata(schedule_args(w, device, buffers(0), parts, stream));
       }
-    } catch (...) {
-      cudaGraph_t broken = nullptr;
-      cudaStreamEndCapture(stream, &broken);
-      if (broken != nullptr) cudaGraphDestroy(broken);
-      cudaGetLastError();
-      throw;
-    }
-    check(cudaStreamEndCapture(stream, &sg.graph), "cudaStreamEndCapture (schedule)");
-    check(cudaGraphInstantiate(&sg.exec, sg.graph, 0), "cudaGraphInstantiate (schedule)");
+    }, "schedule");
     auto replay_schedule = [&] { check(cudaGraphLaunch(sg.exec, stream), "cudaGraphLaunch (schedule)"); };
     time_rounds(stream, 3, replay_schedule);
     for (double ms : time_rounds(stream, kMinReplays, replay_schedule)) {

@@ -59,9 +59,9 @@ FLASH_MLA_HD int64_t schedule_block_at(int64_t start, int64_t x) {
 
 // The part holding the first piece of a sequence starting at cost S (the part whose interval holds the
 // end of its fixed cost): a piece that begins at block > 0 of boundary p*T has index
-// p - schedule_first_piece_part(S, T) among the sequence's pieces. (One
-// division per sequence: a long sequence's thread writes many parts, and two 64-bit divisions per
-// part took the schedule kernel to ~30 us at b=1 64k; H200, session 19.)
+// p - schedule_first_piece_part(S, T) among the sequence's pieces. One division per sequence: a long
+// sequence's thread writes many parts, and two 64-bit divisions per part took the schedule kernel to
+// 18.6 us at b=65 with one 64k sequence (9.2 with this; H200, session 19).
 FLASH_MLA_HD int64_t schedule_first_piece_part(int64_t start, int64_t part_size) {
   return floor_div(start + kSplitFixedCost, part_size);
 }
@@ -141,18 +141,27 @@ struct GreedyState {
   int32_t part;  // the open part
 };
 
+FLASH_MLA_HD int32_t schedule_greedy_min_cut(int rows) { return rows <= 32 ? 1 : 2; }
+
 FLASH_MLA_HD GreedyWalk schedule_greedy_walk(int64_t budget, int rows) {
   const int32_t unit = static_cast<int32_t>(budget - kSplitFixedCost);
-  return {static_cast<int32_t>(budget), unit, rows <= 32 ? 1 : 2, 0xffffffffu / static_cast<uint32_t>(unit)};
+  return {static_cast<int32_t>(budget), unit, schedule_greedy_min_cut(rows), 0xffffffffu / static_cast<uint32_t>(unit)};
 }
 
 // The smallest budget worth trying: the cost line's total (F per sequence) shared by all parts, and at
 // least F + min_cut (a part must hold a cut).
 FLASH_MLA_HD int64_t schedule_greedy_low_budget(int64_t total_cost, int num_sm_parts, int rows) {
   const int64_t share = (total_cost + num_sm_parts - 1) / num_sm_parts;
-  const int64_t least = kSplitFixedCost + (rows <= 32 ? 1 : 2);
+  const int64_t least = kSplitFixedCost + schedule_greedy_min_cut(rows);
   return share > least ? share : least;
 }
+
+// Whether a sequence of n blocks fits whole in the open part, and whether, if not, the open part keeps
+// min_cut of its blocks (a cut) rather than ending before it. The step and the writer both decide here.
+FLASH_MLA_HD bool schedule_greedy_fits(const GreedyWalk& w, GreedyState s, int32_t n) {
+  return s.used + static_cast<int32_t>(kSplitFixedCost) + n <= w.budget;
+}
+FLASH_MLA_HD bool schedule_greedy_cuts(const GreedyWalk& w, GreedyState s) { return s.used <= w.unit - w.min_cut; }
 
 // a / unit for 0 <= a < 2^31: the high word of a * magic is the quotient or one less.
 FLASH_MLA_HD int32_t schedule_greedy_quotient(const GreedyWalk& w, int32_t a) {
@@ -162,12 +171,12 @@ FLASH_MLA_HD int32_t schedule_greedy_quotient(const GreedyWalk& w, int32_t a) {
 
 // The state after a sequence of n blocks.
 FLASH_MLA_HD GreedyState schedule_greedy_step(const GreedyWalk& w, GreedyState s, int32_t n) {
-  const int32_t whole = s.used + static_cast<int32_t>(kSplitFixedCost) + n;
-  const bool cut = s.used <= w.unit - w.min_cut;
+  const bool cut = schedule_greedy_cuts(w, s);
   const int32_t last = (cut ? s.used : 0) + n - 1;  // -1 only for an empty sequence in a fresh part
   const int32_t q = schedule_greedy_quotient(w, last > 0 ? last : 0);
   const GreedyState moved{static_cast<int32_t>(kSplitFixedCost) + last - q * w.unit + 1, s.part + (cut ? 0 : 1) + q};
-  return whole <= w.budget ? GreedyState{whole, s.part} : moved;
+  const GreedyState whole{s.used + static_cast<int32_t>(kSplitFixedCost) + n, s.part};
+  return schedule_greedy_fits(w, s, n) ? whole : moved;
 }
 
 // Sequence i's words, given the state before it: the rows of the parts that begin or end inside it
@@ -189,9 +198,9 @@ FLASH_MLA_HD int32_t schedule_greedy_write(const GreedyWalk& w, GreedyState s, i
   const int32_t n = static_cast<int32_t>(schedule_blocks(seqlens[i]));
   if (s.used == 0) begin(s.part, 0, 0);
   int32_t first = s.part, q = 0;  // the part of piece 0, and the part ends inside the sequence
-  if (s.used + kSplitFixedCost + n > w.budget) {
+  if (!schedule_greedy_fits(w, s, n)) {
     int32_t start = s.used;
-    if (s.used > w.unit - w.min_cut) {  // the part ends before sequence i, which opens the next
+    if (!schedule_greedy_cuts(w, s)) {  // the part ends before sequence i, which opens the next
       end(s.part, i - 1, seqlens[i - 1] > 0 ? seqlens[i - 1] : 0);
       first = s.part + 1;
       start = 0;

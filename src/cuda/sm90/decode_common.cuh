@@ -46,11 +46,11 @@ struct Piece {
 };
 
 // Visits the pieces of this CTA's part: when the part ends inside a sequence (its last piece is the
-// first part of a split sequence), that piece first, then the others in order. A split piece stores a
+// first piece of a split sequence), that piece first, then the others in order. A split piece stores a
 // 64-row fp32 partial (128 KiB), a whole sequence's output half of that, and the CTA's last store is
-// the one nothing else overlaps. (H200, session 19: b=64 256..1024 s4 -0.3 %, within noise; the long
-// h128 s2/s4 rows 2-2.7 % faster, whole-group rows whose order did not change among them: code
-// placement. docs/PERFORMANCE.md.) Plain loads (not __ldg): metadata may be produced by a kernel earlier
+// the one nothing else overlaps. (H200, session 19: the small split rows it was meant for hold one
+// piece per part under the greedy cut, so nothing moved there; the long h128 s2/s4 rows ran 2-2.7 %
+// faster, whole-group rows whose order did not change among them: code placement.) Plain loads (not __ldg): metadata may be produced by a kernel earlier
 // in the same stream. Clamped so that metadata of another batch cannot index out of bounds; lengths
 // past the block table's capacity are truncated as on the CPU backend.
 template <typename Fn>
