@@ -304,6 +304,33 @@ TEST(GpuDecode, LargeBatchWithOneLongSequence) {
   }
 }
 
+// The split-warp combine (combine_kernel: batches with few row quarters) reduces a row's lse in each
+// warp up to 64 pieces, and in the whole CTA beyond, with weights in rounds of 512 pieces. num_sms is
+// chosen so that one sequence of 40000 tokens is cut into ~45 (four quarters per CTA), ~157, ~625 (two
+// rounds) and, at 128 rows, ~125 pieces.
+TEST(GpuDecode, SplitWarpCombineOverTensToHundredsOfPieces) {
+  REQUIRE_SM90();
+  Stream stream;
+  struct Case {
+    int h_q, s_q, num_sms, min_pieces;
+  };
+  for (const Case c : {Case{8, 4, 48, 33}, Case{16, 1, 160, 65}, Case{16, 1, 700, 513}, Case{128, 1, 300, 65}}) {
+    for (DType dtype : {DType::kBF16, DType::kFP16}) {
+      SCOPED_TRACE(::testing::Message() << "h_q=" << c.h_q << " s_q=" << c.s_q << " num_sms=" << c.num_sms << " "
+                                        << to_string(dtype));
+      testing::Workload w = random_workload(1, c.s_q, c.h_q, 1, {40000}, dtype, c.s_q > 1, 71 + c.num_sms);
+      GpuDecode d(w, c.num_sms, stream);
+      d.run();
+      int32_t splits[2];
+      d.splits.download(splits);
+      EXPECT_GE(splits[1] - splits[0], c.min_pieces);
+      const auto r = d.check(32);
+      EXPECT_TRUE(r.ok) << r.first_failure;
+      EXPECT_TRUE(d.guards_intact());
+    }
+  }
+}
+
 TEST(GpuDecode, EmptyAndFullyMaskedRowsAreExact) {
   REQUIRE_SM90();
   Stream stream;

@@ -5,10 +5,13 @@
 //   (The earlier warp-per-quarter shape ran 16384 CTAs at b=128 h128, ~10 waves by count: 19.8 us
 //   under ncu, and the call 314 us with it against 298-300 without, H200, session 12.)
 // - combine_kernel<kSplitWarps>, for a few long sequences with many pieces: a warp owns one (sequence,
-//   KV head, query row, 128-channel quarter); lanes stride over the pieces for the lse maximum and the
-//   sum of exp, then every lane accumulates one float4 of the quarter per piece. kSplitWarps warps
-//   share a quarter, each taking every kSplitWarps-th piece, and add up their partial sums in shared
-//   memory:
+//   KV head, query row, 128-channel quarter) and every lane accumulates one float4 of the quarter per
+//   piece, four pieces' loads in flight. The row's lse over the pieces takes one round of loads: with
+//   up to 64 pieces each warp loads them all (two per lane) and reduces them with shuffles; with more,
+//   the CTA (all of one row) does it once, through shared memory. The weights wait in shared memory.
+//   (Until session 20 every warp made two strided passes over the lse and reloaded it per piece: at
+//   b=1 16384 h16 s4 the call ran 23.7 us against 21.3, H200.) kSplitWarps warps share a quarter, each
+//   taking every kSplitWarps-th piece, and add up their partial sums in shared memory:
 //   - 16 (one quarter per 512-thread CTA): batch 1 with 132 pieces has all its partial loads in
 //     flight at once (with four, the combine took a quarter of a batch-1 call);
 //   - 4 (four quarters per 512-thread CTA): batches of a few sequences with tens of pieces each.
@@ -224,55 +227,135 @@ __global__ void __launch_bounds__(kRowWarps * 32) combine_rows_kernel(const Deco
   end_after_decode();
 }
 
+// Folds one more lse value v into a running (maximum, sum of exp(lse - maximum)) pair.
+__device__ __forceinline__ void fold_lse(float& m, float& sum, float v) {
+  const float top = fmaxf(m, v);
+  if (top == -INFINITY) return;  // both -inf: nothing visible yet
+  sum = sum * expf(m - top) + expf(v - top);
+  m = top;
+}
+
+// Merges another thread's (maximum, sum) pair into this one.
+__device__ __forceinline__ void merge_lse(float& m, float& sum, float m2, float sum2) {
+  const float top = fmaxf(m, m2);
+  if (top == -INFINITY) return;
+  sum = sum * expf(m - top) + sum2 * expf(m2 - top);
+  m = top;
+}
+
+// combine_kernel's pieces per round of loads: each lane has kBatch float4 loads in flight (eight need
+// more than the 40 registers of three CTAs per SM).
+constexpr int kBatch = 4;
+
+// acc += weight(j) * o[j * piece_step] over the pieces j < n of this warp (j = warp % kSplitWarps, then
+// every kSplitWarps-th), kBatch loads issued before their sums; a short last batch is predicated rather
+// than run one piece at a time.
+template <int kSplitWarps, typename Weight>
+__device__ __forceinline__ void accumulate_pieces(float4& acc, const float4* o, int64_t piece_step, int n, int warp,
+                                                  Weight weight) {
+  for (int j0 = warp % kSplitWarps; j0 < n; j0 += kBatch * kSplitWarps) {
+    float4 x[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int j = j0 + u * kSplitWarps;
+      x[u] = j < n ? o[j * piece_step] : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int j = j0 + u * kSplitWarps;
+      if (j < n) fma4(acc, weight(j), x[u]);
+    }
+  }
+}
+
 template <typename T, int kSplitWarps>
 __global__ void __launch_bounds__(512, 3) combine_kernel(const DecodeParams p) {
-  constexpr int kWarps = 16;
+  constexpr int kWarps = 16, kThreads = kWarps * 32;
   const Pieces pieces = sequence_pieces(p, blockIdx.x);
   if (pieces.count == 0) return;
   const int first = pieces.first, count = pieces.count;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  // (kv * rows + r) * 4 + c. Every CTA's quarters exist: the quarters of a row come in fours, and
-  // kWarps / kSplitWarps is 1 or 4.
+  // (kv * rows + r) * 4 + c. Every CTA's quarters exist and belong to one row: the quarters of a row
+  // come in fours, and kWarps / kSplitWarps is 1 or 4.
   const int quarter_index = blockIdx.y * (kWarps / kSplitWarps) + warp / kSplitWarps;
   const int idx = quarter_index / kChunks, chunk = quarter_index % kChunks;
-  const int kv = idx / p.rows, r = idx % p.rows;
-  const int t = r / p.q_per_kv, h = kv * p.q_per_kv + r % p.q_per_kv;
   const int64_t stride = static_cast<int64_t>(p.h_kv) * p.rows;                       // entries per slot
   const float* lse_accum = p.lse_accum + static_cast<int64_t>(first) * stride + idx;  // [count] step stride
-
-  float m = -INFINITY;
-  for (int s = lane; s < count; s += 32) m = fmaxf(m, lse_accum[s * stride]);
-  m = warp_max(m);
+  // Lane l accumulates one float4 of the warp's quarter.
+  const float4* o_accum =
+      reinterpret_cast<const float4*>(p.o_accum + (static_cast<int64_t>(first) * stride + idx) * kHeadDimV +
+                                      chunk * 128) +
+      lane;
+  const int64_t piece_step = stride * (kHeadDimV / 4);  // float4s between consecutive pieces
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  float total;  // the row's lse over all pieces; the same in every warp of the CTA
+  if (count <= 64) {
+    // Every warp reduces the row's lse alone: lane l loads pieces l and l + 32 (one round trip) and
+    // puts their weights exp(lse - total) in the warp's shared-memory row (no CTA barrier).
+    __shared__ float warp_weight[kWarps][64];
+    const float lo = lane < count ? lse_accum[lane * stride] : -INFINITY;
+    const float hi = lane + 32 < count ? lse_accum[(lane + 32) * stride] : -INFINITY;
+    const float m = warp_max(fmaxf(lo, hi));
+    total = m == -INFINITY ? -INFINITY : m + logf(warp_sum(expf(lo - m) + expf(hi - m)));
+    if (total != -INFINITY) {
+      warp_weight[warp][lane] = expf(lo - total);
+      warp_weight[warp][lane + 32] = expf(hi - total);
+      __syncwarp();
+      accumulate_pieces<kSplitWarps>(acc, o_accum, piece_step, count, warp,
+                                     [&](int j) { return warp_weight[warp][j]; });
+    }
+  } else {
+    // Many pieces: the CTA reduces the row's lse once. Thread i folds pieces i, i + 512, ... (loads in
+    // flight together), then the warps and the CTA merge; weights go to shared memory, 512 per round.
+    __shared__ float2 reduced[kWarps];
+    __shared__ float weight[kThreads];
+    __shared__ float row_total;
+    float own = -INFINITY, m = -INFINITY, sum = 0.0f;
+    for (int s = threadIdx.x; s < count; s += kThreads) {
+      const float v = lse_accum[s * stride];
+      if (s == threadIdx.x) own = v;
+      fold_lse(m, sum, v);
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+      merge_lse(m, sum, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o));
+    }
+    if (lane == 0) reduced[warp] = make_float2(m, sum);
+    __syncthreads();
+    if (warp == 0) {
+      const float2 mine = lane < kWarps ? reduced[lane] : make_float2(-INFINITY, 0.0f);
+      m = mine.x;
+      sum = mine.y;
+      for (int o = 16; o > 0; o >>= 1) {
+        merge_lse(m, sum, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o));
+      }
+      if (lane == 0) row_total = m == -INFINITY ? -INFINITY : m + logf(sum);
+    }
+    __syncthreads();
+    total = row_total;
+    for (int base = 0; total != -INFINITY && base < count; base += kThreads) {
+      if (base > 0) __syncthreads();  // every warp has read the previous round's weights
+      const int s = base + threadIdx.x;
+      if (s < count) weight[threadIdx.x] = expf((base == 0 ? own : lse_accum[s * stride]) - total);
+      __syncthreads();
+      accumulate_pieces<kSplitWarps>(acc, o_accum + base * piece_step, piece_step, min(count - base, kThreads), warp,
+                                     [&](int j) { return weight[j]; });
+    }
+  }
+  const int kv = idx / p.rows, r = idx % p.rows;
+  const int t = r / p.q_per_kv, h = kv * p.q_per_kv + r % p.q_per_kv;
   T* out = static_cast<T*>(p.out) + ((static_cast<int64_t>(blockIdx.x) * p.s_q + t) * p.h_q + h) * kHeadDimV +
            chunk * 128 + lane * 4;
   float* lse = p.lse + (static_cast<int64_t>(blockIdx.x) * p.h_q + h) * p.s_q + t;
   const bool leader = warp % kSplitWarps == 0;
-  // No visible key in any piece: zeros and lse +inf. The quarter's warps agree; they still reach the
-  // barrier below, which the CTA's other quarters (kSplitWarps = 4) wait on.
-  const bool empty = m == -INFINITY;
-  if (empty && leader) {
-    store4(out, make_float4(0.f, 0.f, 0.f, 0.f));
-    if (lane == 0 && chunk == 0) *lse = INFINITY;
-  }
-  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-  float total = 0.0f;
-  if (!empty) {
-    float sum = 0.0f;
-    for (int s = lane; s < count; s += 32) sum += expf(lse_accum[s * stride] - m);
-    total = m + logf(warp_sum(sum));
-    const float4* o_accum = reinterpret_cast<const float4*>(
-                                p.o_accum + (static_cast<int64_t>(first) * stride + idx) * kHeadDimV + chunk * 128) +
-                            lane;
-#pragma unroll 8
-    for (int s = warp % kSplitWarps; s < count; s += kSplitWarps) {
-      const float w = expf(lse_accum[s * stride] - total);
-      fma4(acc, w, o_accum[s * stride * (kHeadDimV / 4)]);
-    }
+  if (total == -INFINITY) {  // no visible key in any piece: zeros and lse +inf (the CTA agrees)
+    if (leader) store4(out, make_float4(0.f, 0.f, 0.f, 0.f));
+    if (leader && lane == 0 && chunk == 0) *lse = INFINITY;
+    return;
   }
   __shared__ float4 partial[kWarps][32];
   partial[warp][lane] = acc;
   __syncthreads();
-  if (!leader || empty) return;
+  if (!leader) return;
   for (int w = 1; w < kSplitWarps; ++w) fma4(acc, 1.0f, partial[warp + w][lane]);
   store4(out, acc);
   if (lane == 0 && chunk == 0) *lse = total;
