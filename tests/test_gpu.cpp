@@ -305,28 +305,58 @@ TEST(GpuDecode, LargeBatchWithOneLongSequence) {
 }
 
 // The split-warp combine (combine_kernel: batches with few row quarters) reduces a row's lse in each
-// warp up to 64 pieces, and in the whole CTA beyond, with weights in rounds of 512 pieces. num_sms is
-// chosen so that one sequence of 40000 tokens is cut into ~45 (four quarters per CTA), ~157, ~625 (two
-// rounds) and, at 128 rows, ~125 pieces.
+// warp up to 64 pieces, and in the whole CTA beyond, with weights in rounds of 512 pieces; four or
+// sixteen warps share a quarter (combine_split_warps: sixteen from 64 parts per sequence). num_sms
+// sets the pieces of the longest sequence (host schedule, checked below): four warps with 45, 101
+// (PERF.md's b=4 mixed row) and 625 pieces; sixteen with 157, 625 and, at 128 rows, 125; and a
+// sequence shorter than s_q (causal: its first 60 query tokens see no key) cut into 5 pieces, whose
+// empty rows must come out as exact zeros with lse +inf.
 TEST(GpuDecode, SplitWarpCombineOverTensToHundredsOfPieces) {
   REQUIRE_SM90();
   Stream stream;
   struct Case {
-    int h_q, s_q, num_sms, min_pieces;
+    std::vector<int32_t> lens;
+    int h_q, s_q, num_sms, min_pieces, max_pieces;
   };
-  for (const Case c : {Case{8, 4, 48, 33}, Case{16, 1, 160, 65}, Case{16, 1, 700, 513}, Case{128, 1, 300, 65}}) {
+  std::vector<int32_t> one_long(16, 100);
+  one_long[0] = 40000;
+  const Case cases[] = {{{40000}, 8, 4, 48, 33, 64},
+                        {{4641, 45118, 1730, 1696}, 16, 4, 132, 65, 512},
+                        {one_long, 16, 1, 1000, 513, 1024},
+                        {{40000}, 16, 1, 160, 65, 512},
+                        {{40000}, 16, 1, 700, 513, 1024},
+                        {{40000}, 128, 1, 300, 65, 512},
+                        {{640}, 1, 700, 176, 2, 64}};
+  for (const Case& c : cases) {
     for (DType dtype : {DType::kBF16, DType::kFP16}) {
-      SCOPED_TRACE(::testing::Message() << "h_q=" << c.h_q << " s_q=" << c.s_q << " num_sms=" << c.num_sms << " "
-                                        << to_string(dtype));
-      testing::Workload w = random_workload(1, c.s_q, c.h_q, 1, {40000}, dtype, c.s_q > 1, 71 + c.num_sms);
+      SCOPED_TRACE(::testing::Message() << "b=" << c.lens.size() << " h_q=" << c.h_q << " s_q=" << c.s_q
+                                        << " num_sms=" << c.num_sms << " " << to_string(dtype));
+      testing::Workload w = random_workload(static_cast<int>(c.lens.size()), c.s_q, c.h_q, 1, c.lens, dtype,
+                                            c.s_q > 1, 71 + c.num_sms);
       GpuDecode d(w, c.num_sms, stream);
       d.run();
-      int32_t splits[2];
-      d.splits.download(splits);
-      EXPECT_GE(splits[1] - splits[0], c.min_pieces);
-      const auto r = d.check(32);
+      std::vector<int32_t> splits(c.lens.size() + 1);
+      d.splits.download(splits.data());
+      int pieces = 0;
+      for (size_t i = 0; i < c.lens.size(); ++i) pieces = std::max(pieces, splits[i + 1] - splits[i]);
+      EXPECT_GE(pieces, c.min_pieces);
+      EXPECT_LE(pieces, c.max_pieces);
+      const auto r = d.check(64);
       EXPECT_TRUE(r.ok) << r.first_failure;
       EXPECT_TRUE(d.guards_intact());
+      const auto& cfg = w.config;
+      for (int i = 0; i < cfg.batch; ++i) {
+        for (int t = 0; t < cfg.s_q; ++t) {
+          if (visible_keys(w, i, t) > 0) continue;
+          for (int h = 0; h < cfg.h_q; ++h) {
+            const int64_t row = (int64_t(i) * cfg.s_q + t) * cfg.h_q + h;
+            for (int e = 0; e < kHeadDimV; ++e) {
+              ASSERT_EQ(testing::load_as_float(cfg.dtype, d.out_host.data(), row * kHeadDimV + e), 0.0f);
+            }
+            ASSERT_EQ(d.lse_host[(int64_t(i) * cfg.h_q + h) * cfg.s_q + t], std::numeric_limits<float>::infinity());
+          }
+        }
+      }
     }
   }
 }

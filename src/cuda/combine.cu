@@ -12,8 +12,9 @@
 //   (Until session 20 every warp made two strided passes over the lse and reloaded it per piece: at
 //   b=1 16384 h16 s4 the call ran 23.7 us against 21.3, H200.) kSplitWarps warps share a quarter, each
 //   taking every kSplitWarps-th piece, and add up their partial sums in shared memory:
-//   - 16 (one quarter per 512-thread CTA): batch 1 with 132 pieces has all its partial loads in
-//     flight at once (with four, the combine took a quarter of a batch-1 call);
+//   - 16 (one quarter per 512-thread CTA): batch 1 with ~130 pieces takes two batches of four loads
+//     per warp (with four warps per quarter, before session 20, the combine took a quarter of a
+//     batch-1 call);
 //   - 4 (four quarters per 512-thread CTA): batches of a few sequences with tens of pieces each.
 //
 // combine_rows_kernel with at most 3 pieces per sequence on average (combine_is_dependent) is launched
@@ -305,8 +306,9 @@ __global__ void __launch_bounds__(512, 3) combine_kernel(const DecodeParams p) {
                                      [&](int j) { return warp_weight[warp][j]; });
     }
   } else {
-    // Many pieces: the CTA reduces the row's lse once. Thread i folds pieces i, i + 512, ... (loads in
-    // flight together), then the warps and the CTA merge; weights go to shared memory, 512 per round.
+    // Many pieces: the CTA reduces the row's lse once. Thread i folds pieces i, i + 512, ... (the CTA's
+    // loads in flight together), then the warps and the CTA merge; weights go to shared memory, 512 per
+    // round.
     __shared__ float2 reduced[kWarps];
     __shared__ float weight[kThreads];
     __shared__ float row_total;
@@ -401,9 +403,9 @@ int64_t pieces_per_sequence(const DecodeParams& p) {
 
 // Warps per 128-channel quarter: 1 (combine_rows_kernel, a warp per row), 4 or 16 (combine_kernel).
 // Tuned for speed, does not affect correctness. From ~4096 row-quarters a warp owns a row. Below, warps
-// share a quarter's pieces: sixteen when a sequence has ~64 or more pieces on average (batch 1-2: all of
-// them in flight at once), else four, with four quarters per CTA (batch 4-16: a quarter of the CTAs,
-// which otherwise ran in ~3 waves of mostly idle warps).
+// share a quarter's pieces: sixteen when a sequence has ~64 or more pieces on average (batch 1-2: a
+// lane's pieces in one or two batches of loads), else four, with four quarters per CTA (batch 4-16: a
+// quarter of the CTAs, which otherwise ran in ~3 waves of mostly idle warps).
 int combine_split_warps(const DecodeParams& p) {
   const int64_t quarters = static_cast<int64_t>(p.h_kv) * p.rows * kChunks;
   return static_cast<int64_t>(p.batch) * quarters >= 4096 ? 1 : pieces_per_sequence(p) >= 64 ? 16 : 4;
