@@ -361,6 +361,52 @@ TEST(GpuDecode, SplitWarpCombineOverTensToHundredsOfPieces) {
   }
 }
 
+// A NaN key inside a split sequence reaches every output row and lse of that sequence, as in the
+// reference (SPEC: NaN in exactly the reference's positions), through each combine path: four warps
+// per quarter reducing in each warp (45 pieces), sixteen reducing in the CTA (157 pieces: there a NaN
+// lse that is a thread's first value was once dropped by fmaxf), and a warp per row (b=64, 2-3
+// pieces). The other sequences' bytes are those of the clean call.
+TEST(GpuDecode, NaNKeyInsideASplitSequencePropagates) {
+  REQUIRE_SM90();
+  Stream stream;
+  struct Case {
+    std::vector<int32_t> lens;
+    int h_q, s_q, num_sms;
+  };
+  const Case cases[] = {
+      {{40000, 300}, 8, 4, 48}, {{40000, 300}, 16, 1, 160}, {std::vector<int32_t>(64, 2000), 16, 1, 132}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message() << "b=" << c.lens.size() << " h_q=" << c.h_q << " s_q=" << c.s_q
+                                      << " num_sms=" << c.num_sms);
+    testing::Workload w = random_workload(static_cast<int>(c.lens.size()), c.s_q, c.h_q, 1, c.lens, DType::kBF16,
+                                          c.s_q > 1, 64 + c.num_sms);
+    GpuDecode clean(w, c.num_sms, stream);
+    clean.run();
+    clean.fetch();
+    std::vector<int32_t> splits(c.lens.size() + 1);
+    clean.splits.download(splits.data());
+    ASSERT_GE(splits[1] - splits[0], 2) << "sequence 0 must be split";
+    const int token = 37;  // sequence 0, visible to every query row
+    const int64_t page = w.block_table[token / w.config.page_block_size];
+    const int64_t at = (page * w.config.page_block_size + token % w.config.page_block_size) * w.k_row_bytes() + 2 * 5;
+    w.k_cache[at] = 0xC0;  // bf16 0x7FC0 (quiet NaN) at channel 5, little-endian
+    w.k_cache[at + 1] = 0x7F;
+    GpuDecode poisoned(w, c.num_sms, stream);
+    poisoned.run();
+    poisoned.fetch();
+    const int64_t rows = int64_t(w.config.s_q) * w.config.h_q;
+    for (int64_t e = 0; e < rows * kHeadDimV; ++e) {
+      ASSERT_TRUE(std::isnan(testing::load_as_float(DType::kBF16, poisoned.out_host.data(), e))) << "element " << e;
+    }
+    for (int64_t i = 0; i < rows; ++i) ASSERT_TRUE(std::isnan(poisoned.lse_host[i])) << "lse " << i;
+    const size_t out_bytes = rows * kHeadDimV * 2;
+    EXPECT_EQ(0, std::memcmp(poisoned.out_host.data() + out_bytes, clean.out_host.data() + out_bytes,
+                             poisoned.out_host.size() - out_bytes));
+    EXPECT_EQ(0, std::memcmp(poisoned.lse_host.data() + rows, clean.lse_host.data() + rows,
+                             (poisoned.lse_host.size() - rows) * sizeof(float)));
+  }
+}
+
 TEST(GpuDecode, EmptyAndFullyMaskedRowsAreExact) {
   REQUIRE_SM90();
   Stream stream;

@@ -228,10 +228,15 @@ __global__ void __launch_bounds__(kRowWarps * 32) combine_rows_kernel(const Deco
   end_after_decode();
 }
 
-// Folds one more lse value v into a running (maximum, sum of exp(lse - maximum)) pair.
+// Folds one more lse value v into a running (maximum, sum of exp(lse - maximum)) pair. A NaN lse (a
+// NaN key inside a piece) must reach the total, as in the reference: fmaxf drops it from the maximum,
+// so it is carried in the sum, which stays NaN through every later fold and merge.
 __device__ __forceinline__ void fold_lse(float& m, float& sum, float v) {
   const float top = fmaxf(m, v);
-  if (top == -INFINITY) return;  // both -inf: nothing visible yet
+  if (top == -INFINITY) {  // nothing visible yet: v is -inf, or NaN
+    if (v != v) sum = v;
+    return;
+  }
   sum = sum * expf(m - top) + expf(v - top);
   m = top;
 }
@@ -239,7 +244,10 @@ __device__ __forceinline__ void fold_lse(float& m, float& sum, float v) {
 // Merges another thread's (maximum, sum) pair into this one.
 __device__ __forceinline__ void merge_lse(float& m, float& sum, float m2, float sum2) {
   const float top = fmaxf(m, m2);
-  if (top == -INFINITY) return;
+  if (top == -INFINITY) {  // both sums are 0, or NaN carried by fold_lse
+    sum += sum2;
+    return;
+  }
   sum = sum * expf(m - top) + sum2 * expf(m2 - top);
   m = top;
 }
@@ -330,7 +338,8 @@ __global__ void __launch_bounds__(512, 3) combine_kernel(const DecodeParams p) {
       for (int o = 16; o > 0; o >>= 1) {
         merge_lse(m, sum, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o));
       }
-      if (lane == 0) row_total = m == -INFINITY ? -INFINITY : m + logf(sum);
+      // m + log(sum) is NaN when a NaN was carried; -inf with a sum of 0 means no visible key at all.
+      if (lane == 0) row_total = m == -INFINITY && sum == 0.0f ? -INFINITY : m + logf(sum);
     }
     __syncthreads();
     total = row_total;

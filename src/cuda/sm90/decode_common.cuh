@@ -50,9 +50,10 @@ struct Piece {
 // 64-row fp32 partial (128 KiB), a whole sequence's output half of that, and the CTA's last store is
 // the one nothing else overlaps. (H200, session 19: the small split rows it was meant for hold one
 // piece per part under the greedy cut, so nothing moved there; the long h128 s2/s4 rows ran 2-2.7 %
-// faster, whole-group rows whose order did not change among them: code placement.) Plain loads (not __ldg): metadata may be produced by a kernel earlier
-// in the same stream. Clamped so that metadata of another batch cannot index out of bounds; lengths
-// past the block table's capacity are truncated as on the CPU backend.
+// faster, whole-group rows whose order did not change among them: code placement.) Plain loads (not
+// __ldg): metadata may be produced by a kernel earlier in the same stream. Clamped so that metadata of
+// another batch cannot index out of bounds; lengths past the block table's capacity are truncated as
+// on the CPU backend.
 template <typename Fn>
 __device__ __forceinline__ void for_each_piece(const DecodeParams& p, Fn&& fn) {
   const int32_t* row = p.metadata + static_cast<int64_t>(blockIdx.z) * kMetadataWords;
