@@ -26,6 +26,25 @@ namespace {
 
 constexpr Device kCuda0 = cuda_device(0);
 
+// Asserts, after d.fetch() or d.check(), out == 0 exactly and lse == +inf on every row that sees no key.
+void expect_empty_rows_exact(const GpuDecode& d) {
+  const auto& c = d.w.config;
+  for (int i = 0; i < c.batch; ++i) {
+    for (int t = 0; t < c.s_q; ++t) {
+      if (visible_keys(d.w, i, t) > 0) continue;
+      for (int h = 0; h < c.h_q; ++h) {
+        const int64_t row = (int64_t(i) * c.s_q + t) * c.h_q + h;
+        for (int e = 0; e < kHeadDimV; ++e) {
+          ASSERT_EQ(testing::load_as_float(c.dtype, d.out_host.data(), row * kHeadDimV + e), 0.0f)
+              << "b=" << i << " t=" << t << " h=" << h << " [" << e << "]";
+        }
+        ASSERT_EQ(d.lse_host[(int64_t(i) * c.h_q + h) * c.s_q + t], std::numeric_limits<float>::infinity())
+            << "b=" << i << " t=" << t << " h=" << h;
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Device schedule.
 
@@ -344,19 +363,7 @@ TEST(GpuDecode, SplitWarpCombineOverTensToHundredsOfPieces) {
       const auto r = d.check(64);
       EXPECT_TRUE(r.ok) << r.first_failure;
       EXPECT_TRUE(d.guards_intact());
-      const auto& cfg = w.config;
-      for (int i = 0; i < cfg.batch; ++i) {
-        for (int t = 0; t < cfg.s_q; ++t) {
-          if (visible_keys(w, i, t) > 0) continue;
-          for (int h = 0; h < cfg.h_q; ++h) {
-            const int64_t row = (int64_t(i) * cfg.s_q + t) * cfg.h_q + h;
-            for (int e = 0; e < kHeadDimV; ++e) {
-              ASSERT_EQ(testing::load_as_float(cfg.dtype, d.out_host.data(), row * kHeadDimV + e), 0.0f);
-            }
-            ASSERT_EQ(d.lse_host[(int64_t(i) * cfg.h_q + h) * cfg.s_q + t], std::numeric_limits<float>::infinity());
-          }
-        }
-      }
+      expect_empty_rows_exact(d);
     }
   }
 }
@@ -416,19 +423,7 @@ TEST(GpuDecode, EmptyAndFullyMaskedRowsAreExact) {
     d.run();
     const auto r = d.check(0);
     EXPECT_TRUE(r.ok) << r.first_failure;
-    const auto& c = w.config;
-    for (int i = 0; i < c.batch; ++i) {
-      for (int t = 0; t < c.s_q; ++t) {
-        if (visible_keys(w, i, t) > 0) continue;
-        for (int h = 0; h < c.h_q; ++h) {
-          const int64_t row = (int64_t(i) * c.s_q + t) * c.h_q + h;
-          for (int e = 0; e < kHeadDimV; ++e) {
-            ASSERT_EQ(testing::load_as_float(c.dtype, d.out_host.data(), row * kHeadDimV + e), 0.0f);
-          }
-          ASSERT_EQ(d.lse_host[(int64_t(i) * c.h_q + h) * c.s_q + t], std::numeric_limits<float>::infinity());
-        }
-      }
-    }
+    expect_empty_rows_exact(d);
   }
 }
 
