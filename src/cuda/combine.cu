@@ -10,7 +10,7 @@
 //   up to 64 pieces each warp loads them all (two per lane) and reduces them with shuffles; with more,
 //   the CTA (all of one row) does it once, through shared memory. The weights wait in shared memory.
 //   (Until session 20 every warp made two strided passes over the lse and reloaded it per piece: at
-//   b=1 16384 h16 s4 the call ran 23.7 us against 21.3, H200.) kSplitWarps warps share a quarter, each
+//   b=1 16384 h16 s4 the call ran 23.7 us against 21.2, H200.) kSplitWarps warps share a quarter, each
 //   taking every kSplitWarps-th piece, and add up their partial sums in shared memory:
 //   - 16 (one quarter per 512-thread CTA): batch 1 with ~130 pieces takes two batches of four loads
 //     per warp (with four warps per quarter, before session 20, the combine took a quarter of a
@@ -252,6 +252,13 @@ __device__ __forceinline__ void merge_lse(float& m, float& sum, float m2, float 
   m = top;
 }
 
+// merge_lse over the warp's 32 pairs (butterfly): every lane ends with the warp's pair.
+__device__ __forceinline__ void warp_merge_lse(float& m, float& sum) {
+  for (int o = 16; o > 0; o >>= 1) {
+    merge_lse(m, sum, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o));
+  }
+}
+
 // combine_kernel's pieces per round of loads: each lane has kBatch float4 loads in flight (eight need
 // more than the 40 registers of three CTAs per SM).
 constexpr int kBatch = 4;
@@ -326,18 +333,14 @@ __global__ void __launch_bounds__(512, 3) combine_kernel(const DecodeParams p) {
       if (s == threadIdx.x) own = v;
       fold_lse(m, sum, v);
     }
-    for (int o = 16; o > 0; o >>= 1) {
-      merge_lse(m, sum, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o));
-    }
+    warp_merge_lse(m, sum);
     if (lane == 0) reduced[warp] = make_float2(m, sum);
     __syncthreads();
     if (warp == 0) {
       const float2 mine = lane < kWarps ? reduced[lane] : make_float2(-INFINITY, 0.0f);
       m = mine.x;
       sum = mine.y;
-      for (int o = 16; o > 0; o >>= 1) {
-        merge_lse(m, sum, __shfl_xor_sync(0xffffffffu, m, o), __shfl_xor_sync(0xffffffffu, sum, o));
-      }
+      warp_merge_lse(m, sum);
       // m + log(sum) is NaN when a NaN was carried; -inf with a sum of 0 means no visible key at all.
       if (lane == 0) row_total = m == -INFINITY && sum == 0.0f ? -INFINITY : m + logf(sum);
     }
