@@ -185,9 +185,10 @@ __device__ __forceinline__ void combine_rows(const DecodeParams& p, WaitTicket& 
     x0[c] = o_accum[c * 32];
     x1[c] = o_accum[piece_step + c * 32];
   }
-  // Lane l holds the lse of pieces l, l + 32, ...
-  float m = -INFINITY;
-  for (int s = lane; s < count; s += 32) m = fmaxf(m, lse_accum[s * stride]);
+  // Lane l holds the lse of pieces l, l + 32, ...; that of piece l stays in lse_lane for its weight.
+  const float lse_lane = lane < count ? lse_accum[lane * stride] : -INFINITY;
+  float m = lse_lane;
+  for (int s = lane + 32; s < count; s += 32) m = fmaxf(m, lse_accum[s * stride]);
   m = warp_max(m);
   T* out = static_cast<T*>(p.out) + ((static_cast<int64_t>(blockIdx.x) * p.s_q + t) * p.h_q + h) * kHeadDimV + lane * 4;
   float* lse = p.lse + (static_cast<int64_t>(blockIdx.x) * p.h_q + h) * p.s_q + t;
@@ -197,10 +198,9 @@ __device__ __forceinline__ void combine_rows(const DecodeParams& p, WaitTicket& 
     if (lane == 0) *lse = INFINITY;
     return;
   }
-  float sum = 0.0f;
-  for (int s = lane; s < count; s += 32) sum += expf(lse_accum[s * stride] - m);
+  float sum = expf(lse_lane - m);  // 0 past the pieces
+  for (int s = lane + 32; s < count; s += 32) sum += expf(lse_accum[s * stride] - m);
   const float total = m + logf(warp_sum(sum));
-  const float lse_lane = lane < count ? lse_accum[lane * stride] : 0.0f;  // pieces 0..31, for their weights
   const float w_lane = expf(lse_lane - total);
   float4 acc[kChunks];
   const float w0 = __shfl_sync(0xffffffffu, w_lane, 0), w1 = __shfl_sync(0xffffffffu, w_lane, 1);
