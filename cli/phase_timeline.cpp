@@ -42,7 +42,7 @@ constexpr int kCtas = 264, kIters = 24, kEvents = 16;  // kernel.cuh's kPhaseCta
 constexpr int kTraceCtas = 4096, kTraceSlots = 64, kTraceBlocks = 40, kTracePieces = 8;
 constexpr int kLastBlockSlot = 2 + kTraceBlocks, kStoredSlot = 45, kQReadySlot = 54, kExitSlot = 63;
 const char* const kEventNames[kEvents] = {"begin", "K landed", "S masked", "max",     "exp",
-                                          "tail",  "kPFree",   "kPReady",  "P·V done"};
+                                          "tail",  "P store",  "kPReady",  "P·V done"};
 
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
@@ -206,6 +206,8 @@ int main(int argc, char** argv) {
     run("b128 8192 h128 s2", same(128, 8192), 128, 2);
     run("b128 4096 h128 s1", same(128, 4096), 128, 1);
     run("b128 8192 h16 s1", same(128, 8192), 16, 1);
+    // 64 live rows in one tile (PERF.md's b=132 4096 s4 row: 0.85x of FlashMLA in session 21).
+    run("b132 4096 h16 s4", same(132, 4096), 16, 4);
     // Short contexts, where a call's fixed time weighs most (b=128 1024 h128 runs at 0.76x of FlashMLA).
     run("b128 1024 h128 s1", same(128, 1024), 128, 1);
     run("b128 1024 h16 s1", same(128, 1024), 16, 1);

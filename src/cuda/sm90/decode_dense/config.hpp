@@ -42,7 +42,7 @@ inline constexpr uint32_t kFP8ProducerRegs = 104;
 // costs nothing over an arrive, and the ordering is explicit to compute-sanitizer's racecheck as well.
 enum NamedBarrier : uint32_t {
   kQReady = 1,    // Q tile stored and fenced by both consumers; the previous piece's stats were read
-  kPFree = 2,     // consumer 1 finished P·V of the previous block: sP and alpha may be overwritten
+  // 2 is unused: kPFree (consumer 1 finished the previous P·V) went when P moved into the stage.
   kPReady = 3,    // consumer 0 wrote P, alpha and the zeroed V tail of this block
   kRowStats = 4,  // consumer 0's final row max and sum
   // The FP8 TMA producer's 128 threads (not the consumers'): every thread has read the raw bytes of
@@ -67,8 +67,7 @@ inline constexpr int kStagedRowBytes = kHeadDimV + 16;
 struct SharedStorage {
   SubTile q[kQKSubTiles];           // [64 rows, 576] the query tile, 72 KiB
   SubTile k[kStages][kQKSubTiles];  // [stage][64 tokens, 576] KV blocks, 144 KiB
-  SubTile p;                        // [64 rows, 64 tokens] P of the current block, 8 KiB
-  float alpha[kBlockM];             // per-row rescale of the current block
+  float alpha[kStages][kBlockM];    // per-row rescale of the block in each stage (P is in its RoPE sub-tile)
   float row_max[kBlockM];           // the piece's final row max (log2)
   float row_sum[kBlockM];           // the piece's final row sum
   float q_row_scale[kBlockM];       // per-tensor FP8, bf16 q: each row's prescale 2^e (q_to_f16_prescaled)

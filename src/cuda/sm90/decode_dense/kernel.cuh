@@ -3,8 +3,8 @@
 // gather_producer: cp.async, smaller pages; FP8: fp8_tma_producer / fp8_producer dequantise raw e4m3
 // to bf16 tiles, or per tensor to f16 tiles for f16 consumers). WG0 and WG1 own 256 output columns
 // each (O half = 128 fp32 registers); Q stays in shared memory for the piece:
-//   WG0  [wait K(j)][Q·K(j)ᵀ, mask][max, exp][kPFree][P→sP][kPReady][O_L·α + P·V_L(j)][free j]
-//   WG1                                      [kPFree]       [kPReady][O_R·α + P·V_R(j)][free j]
+//   WG0  [wait K(j)][Q·K(j)ᵀ, mask][max, exp][P→RoPE tile of stage j][kPReady][O_L·α + P·V_L(j)][free j]
+//   WG1                                                                [kPReady][O_R·α + P·V_R(j)][free j]
 //   WG2  [K(j + 2) into stage j % 2 once both consumers freed it; with one row tile, K(1) once K(0) landed]
 // An H200 spent ~4100 cycles per block (session 5), 1710 in Q·Kᵀ; WG0's softmax instructions are on
 // that path (session 7: trimming them took 4-9 % off b=128 rows; docs/PERFORMANCE.md, docs/DESIGN.md).
@@ -12,7 +12,8 @@
 // per row half), and WG1 prefetches the part's next Q tile into L2 when a piece starts. When the
 // combine is the kernel's programmatic dependent, a split piece's partial is released to it
 // (release_piece), and each CTA lets the combine launch as it begins its last block.
-// Shared memory: Q 72 KiB + 2 x 72 KiB stages + sP 8 KiB + stats and barriers, within 227 KiB.
+// Shared memory: Q 72 KiB + 2 x 72 KiB stages + stats and barriers, within 227 KiB. P of block j is
+// written into stage j's RoPE sub-tile once Q·K(j)ᵀ is done (no shared P tile, no kPFree wait).
 // Registers: setmaxnreg 232 / 40, FP8 200 / 104 (2 · consumer + producer <= 504); no spills.
 // Tests: tests/test_gpu.cpp, test_gpu_fp8.cpp, test_gpu_fuzz.cpp, and flash-mla-bench's check.
 #pragma once
@@ -489,19 +490,24 @@ __device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStor
       zero_v_tail(s, stage, pc.seqlen - blk * kBlockN, thread);
       FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 5);
 
-      ptx::named_barrier_sync(kPFree, kConsumerThreads);
       FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 6);
-      store_p(s.p, thread, packed);
+      // P of block j goes into stage j's RoPE sub-tile, which only this consumer's Q·K(j)ᵀ (done) reads,
+      // and α into the stage's row: both are double-buffered with the stages, so consumer 0 writes them
+      // without waiting for consumer 1's P·V of block j - 1. The stage is refilled only after both
+      // consumers' P·V of block j.
+      SubTile& p_tile = s.k[stage][kVSubTiles];
+      float* alpha_row = s.alpha[stage];
+      store_p(p_tile, thread, packed);
       if (rp.col == 0) {
-        s.alpha[rp.row[0]] = alpha[0];
-        s.alpha[rp.row[1]] = alpha[1];
+        alpha_row[rp.row[0]] = alpha[0];
+        alpha_row[rp.row[1]] = alpha[1];
       }
       ptx::fence_proxy_async_shared();
       ptx::named_barrier_sync(kPReady, kConsumerThreads);
       FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 7);
 
       rescale_rows(o, alpha);
-      pv_gemm<T>(o, s.p, s, stage, 0);
+      pv_gemm<T>(o, p_tile, s, stage, 0);
       FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 8);
       ptx::mbarrier_arrive(&s.k_free[stage]);
     }
@@ -522,13 +528,12 @@ __device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStor
       FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 0);
       ptx::mbarrier_wait(&s.k_full[stage], slot.parity);
       FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 1);
-      ptx::named_barrier_sync(kPFree, kConsumerThreads);
-      FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 6);
       ptx::named_barrier_sync(kPReady, kConsumerThreads);
       FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 7);
-      const float alpha[2] = {s.alpha[rp.row[0]], s.alpha[rp.row[1]]};
+      const float* alpha_row = s.alpha[stage];
+      const float alpha[2] = {alpha_row[rp.row[0]], alpha_row[rp.row[1]]};
       rescale_rows(o, alpha);
-      pv_gemm<T>(o, s.p, s, stage, 1);
+      pv_gemm<T>(o, s.k[stage][kVSubTiles], s, stage, 1);
       FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 8);
       ptx::mbarrier_arrive(&s.k_free[stage]);
     }
