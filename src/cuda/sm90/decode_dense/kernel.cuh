@@ -6,8 +6,9 @@
 //   WG0  [wait K(j)][Q·K(j)ᵀ, mask][max, exp][P→RoPE tile of stage j][kPReady][O_L·α + P·V_L(j)][free j]
 //   WG1                                                                [kPReady][O_R·α + P·V_R(j)][free j]
 //   WG2  [K(j + 2) into stage j % 2 once both consumers freed it; with one row tile, K(1) once K(0) landed]
-// An H200 spent ~4100 cycles per block (session 5), 1710 in Q·Kᵀ; WG0's softmax instructions are on
-// that path (session 7: trimming them took 4-9 % off b=128 rows; docs/PERFORMANCE.md, docs/DESIGN.md).
+// An H200 spends ~3930 cycles per block at 64 live rows (session 21, before the power cap), ~1740 in
+// Q·Kᵀ and ~800 from its end to kPReady; replayed at the 700 W cap the clock falls to ~1500 MHz and the
+// energy per block sets the pace (docs/DESIGN.md, "Where the time goes"; docs/PERFORMANCE.md).
 // At a piece's end a final output leaves through the Q tile (store_final_staged: 512-byte bulk copies
 // per row half), and WG1 prefetches the part's next Q tile into L2 when a piece starts. When the
 // combine is the kernel's programmatic dependent, a split piece's partial is released to it
@@ -495,7 +496,7 @@ __device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStor
       // and α into the stage's row: both are double-buffered with the stages, so consumer 0 writes them
       // without waiting for consumer 1's P·V of block j - 1. The stage is refilled only after both
       // consumers' P·V of block j.
-      SubTile& p_tile = s.k[stage][kVSubTiles];
+      SubTile& p_tile = s.k[stage][kVSubTiles];  // [64 rows, 64 tokens] P of this block
       float* alpha_row = s.alpha[stage];
       store_p(p_tile, thread, packed);
       if (rp.col == 0) {
