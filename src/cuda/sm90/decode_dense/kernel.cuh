@@ -495,7 +495,10 @@ __device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStor
       // P of block j goes into stage j's RoPE sub-tile, which only this consumer's Q·K(j)ᵀ (done) reads,
       // and α into the stage's row: both are double-buffered with the stages, so consumer 0 writes them
       // without waiting for consumer 1's P·V of block j - 1. The stage is refilled only after both
-      // consumers' P·V of block j.
+      // consumers' P·V of block j. A warp stores its rows once its own wait for Q·K(j)ᵀ returned: this
+      // takes a warpgroup's wgmma to have read its shared-memory operands when any warp's wait returns
+      // (FA3's consumer release takes the same), which PTX does not state. The explicit 128-thread
+      // barrier is docs/experiments/s21-wg0-sync.patch, not yet measured.
       SubTile& p_tile = s.k[stage][kVSubTiles];  // [64 rows, 64 tokens] P of this block
       float* alpha_row = s.alpha[stage];
       store_p(p_tile, thread, packed);
