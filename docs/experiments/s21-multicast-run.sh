@@ -11,7 +11,9 @@
 # cluster syncs after the barriers' init and before exit. 168 registers, no spills (ptxas, CPU
 # machine); 9 UTMALDG.4D.MULTICAST in the SASS. Predicted: the 128- and 256-row rows faster by what
 # their L2 -> SM traffic costs at the power cap (at most the copies' 19 % share at b=128 4096 h128
-# s1 less the DRAM reads'), the 16- to 64-row rows unchanged (no cluster).
+# s1 less the DRAM reads'), the 16- to 64-row rows unchanged (no cluster). A review (session 21) found
+# no bug; its main risk is a second wave when clusters of 4 do not all fit, which the launcher now
+# checks with cudaOccupancyMaxActiveClusters (and prints) before it takes the cluster launch.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -41,6 +43,12 @@ case "${1:-}" in
     mkdir -p "$OUT"
     timeout 200 scratch/mc-gpu-tests >"$OUT/mc-tests.txt" 2>&1 && echo "mc: GPU suite passed" || echo "mc: FAILED"
     grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/mc-tests.txt" | tail -6 || true
+    # How many clusters of 2 and of 4 CTAs fit at once (the launcher prints it once; it falls back to the
+    # plain launch when a grid's clusters would not all be resident).
+    for only in seqlen=4096 seqlen=16384; do
+      timeout 60 scratch/mc-bench --grid perf --only $only --no-check --no-ceilings --quiet --iters 10 2>&1 |
+        grep "resident clusters" || true
+    done
     A="--check-rows 8 --quiet --no-ceilings"
     OUT=$OUT/a timeout 240 bash scripts/ab.sh -p 2 -a "--grid perf,short $A" head=scratch/head-bench \
       mc=scratch/mc-bench >"$OUT/ab1.txt" 2>&1 || true
