@@ -88,7 +88,7 @@ samples = [tuple(map(float, l.split(','))) for l in open(sys.argv[2]) if l.strip
 busy = [s for s in samples if s[1] > 300]
 for line in open(sys.argv[3]):
     t = line.split()
-    if 'sm90' in t:
+    if 'sm90' in t and t[0].startswith('b='):
         i = t.index('sm90')
         mhz = statistics.median([s[0] for s in busy]) if busy else -1
         watts = statistics.median([s[1] for s in busy]) if busy else -1
