@@ -42,7 +42,7 @@ constexpr int kCtas = 264, kIters = 24, kEvents = 16;  // kernel.cuh's kPhaseCta
 constexpr int kTraceCtas = 4096, kTraceSlots = 64, kTraceBlocks = 40, kTracePieces = 8;
 constexpr int kLastBlockSlot = 2 + kTraceBlocks, kStoredSlot = 45, kQReadySlot = 54, kExitSlot = 63;
 const char* const kEventNames[kEvents] = {"begin", "K landed", "S masked", "max",     "exp",
-                                          "tail",  "P store",  "kPReady",  "P·V done"};
+                                          "tail",  "(unused)", "kPReady",  "P·V done"};
 
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));

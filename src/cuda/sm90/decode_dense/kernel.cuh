@@ -6,9 +6,10 @@
 //   WG0  [wait K(j)][Q·K(j)ᵀ, mask][max, exp][P→RoPE tile of stage j][kPReady][O_L·α + P·V_L(j)][free j]
 //   WG1                                                                [kPReady][O_R·α + P·V_R(j)][free j]
 //   WG2  [K(j + 2) into stage j % 2 once both consumers freed it; with one row tile, K(1) once K(0) landed]
-// An H200 spends ~3930 cycles per block at 64 live rows (session 21, before the power cap), ~1740 in
-// Q·Kᵀ and ~800 from its end to kPReady; replayed at the 700 W cap the clock falls to ~1500 MHz and the
-// energy per block sets the pace (docs/DESIGN.md, "Where the time goes"; docs/PERFORMANCE.md).
+// An H200 spent ~3930 cycles per block at 64 live rows (session 21's trace build, before P moved into
+// the stage and before the power cap), ~1740 in Q·Kᵀ and ~800 from its end to kPReady; replayed at the
+// 700 W cap the clock falls to ~1500 MHz and the energy per block sets the pace (docs/DESIGN.md, "Where
+// the time goes"; docs/PERFORMANCE.md).
 // At a piece's end a final output leaves through the Q tile (store_final_staged: 512-byte bulk copies
 // per row half), and WG1 prefetches the part's next Q tile into L2 when a piece starts. When the
 // combine is the kernel's programmatic dependent, a split piece's partial is released to it
@@ -317,6 +318,15 @@ __device__ __forceinline__ void store_p(SubTile& tile, int thread, const uint32_
   }
 }
 
+// P of the block in `stage`: the stage's RoPE sub-tile ([64 rows, 64 tokens] of 16-bit P), which only
+// consumer 0's Q·Kᵀ of that block reads and which is refilled only after both consumers' P·V of the
+// block, so P (and α, in s.alpha[stage]) is double-buffered with the stages: consumer 0 writes block j's
+// without waiting for consumer 1's P·V of block j - 1. A warp of consumer 0 stores its rows once its own
+// wait for Q·Kᵀ returned: this takes a warpgroup's wgmma to have read its shared-memory operands when any
+// warp's wait returns (FA3's consumer release takes the same), which PTX does not state. The explicit
+// 128-thread barrier is docs/experiments/s21-wg0-sync.patch, not yet measured.
+__device__ __forceinline__ SubTile& stage_p(SharedStorage& s, int stage) { return s.k[stage][kVSubTiles]; }
+
 // V rows past the sequence end may hold NaN and 0 * NaN = NaN: zeroes them in the stage before any
 // P·V reads it. The trip count is warpgroup-uniform (the store is predicated), so every warp leaves
 // the loop converged before the barrier or wgmma that follows.
@@ -491,15 +501,7 @@ __device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStor
       zero_v_tail(s, stage, pc.seqlen - blk * kBlockN, thread);
       FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 5);
 
-      FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 6);
-      // P of block j goes into stage j's RoPE sub-tile, which only this consumer's Q·K(j)ᵀ (done) reads,
-      // and α into the stage's row: both are double-buffered with the stages, so consumer 0 writes them
-      // without waiting for consumer 1's P·V of block j - 1. The stage is refilled only after both
-      // consumers' P·V of block j. A warp stores its rows once its own wait for Q·K(j)ᵀ returned: this
-      // takes a warpgroup's wgmma to have read its shared-memory operands when any warp's wait returns
-      // (FA3's consumer release takes the same), which PTX does not state. The explicit 128-thread
-      // barrier is docs/experiments/s21-wg0-sync.patch, not yet measured.
-      SubTile& p_tile = s.k[stage][kVSubTiles];  // [64 rows, 64 tokens] P of this block
+      SubTile& p_tile = stage_p(s, stage);
       float* alpha_row = s.alpha[stage];
       store_p(p_tile, thread, packed);
       if (rp.col == 0) {
@@ -537,7 +539,7 @@ __device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStor
       const float* alpha_row = s.alpha[stage];
       const float alpha[2] = {alpha_row[rp.row[0]], alpha_row[rp.row[1]]};
       rescale_rows(o, alpha);
-      pv_gemm<T>(o, s.k[stage][kVSubTiles], s, stage, 1);
+      pv_gemm<T>(o, stage_p(s, stage), s, stage, 1);
       FLASH_MLA_PHASE_AT(1, static_cast<int>(it), 8);
       ptx::mbarrier_arrive(&s.k_free[stage]);
     }
