@@ -4,8 +4,8 @@
 #   bash docs/experiments/s21-next-run.sh build               # CPU machine: 9 benches into scratch/ (~30 min)
 #   OUT=$OUT bash docs/experiments/s21-next-run.sh energy     # GPU, carry ["scratch"]: ~3 min
 #   OUT=$OUT bash docs/experiments/s21-next-run.sh multicast  # GPU, carry ["scratch"]: ~6 min
-#   OUT=$OUT bash docs/experiments/s21-next-run.sh sync       # GPU, carry ["scratch"]: ~5 min
-#   (build-mc and build-sync rebuild only that variant, ~4 min each)
+#   (build-mc rebuilds only that variant, ~4 min; the sync step ran in session 22 and landed (the kQKRead barrier);
+#   its patch is gone)
 #
 # energy: where a block's energy goes at the 700 W cap. Timing-only builds of s21-energy-parts.patch
 # (their results are wrong, so --no-check): e0 the head, e1 no Q·Kᵀ wgmma, e2 no P·V wgmma, e3 no copies
@@ -25,10 +25,6 @@
 # rows faster by what their L2 -> SM traffic costs at the cap (at most the copies' 19 % share at b=128
 # 4096 h128 s1 less the DRAM reads'), 16- to 64-row rows unchanged. Runs the GPU suite, then a 2-pass A/B.
 #
-# sync: s21-wg0-sync.patch, a 128-thread barrier of consumer 0 before it writes P of block j into the
-# RoPE sub-tile its own Q·K(j)ᵀ read (dd7f062 relies on any warp's wgmma.wait_group meaning the whole
-# warpgroup's wgmma has read shared memory; PTX states it for the executing warp only). Predicted
-# within noise (one bar.sync of four warps per block, ~20-40 of ~3900 cycles). Land it unless slower.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -56,17 +52,11 @@ case "${1:-}" in
     mkdir -p scratch
     for e in 0 1 2 3 4 5; do build_bench "e$e" s21-energy-parts.patch "-DFLASH_MLA_ENERGY_SKIP=$e"; done
     build_bench mc s21-multicast.patch "-DFLASH_MLA_MULTICAST=1" tests
-    build_bench sync s21-wg0-sync.patch "" tests
     ;;
   build-mc)
     export PATH=/usr/local/cuda/bin:$PATH
     mkdir -p scratch
     build_bench mc s21-multicast.patch "-DFLASH_MLA_MULTICAST=1" tests
-    ;;
-  build-sync)
-    export PATH=/usr/local/cuda/bin:$PATH
-    mkdir -p scratch
-    build_bench sync s21-wg0-sync.patch "" tests
     ;;
   energy)
     OUT=${OUT:-s21-next-out}
@@ -115,17 +105,8 @@ PY
     cat "$OUT/ab1.txt"
     tail -1 "$OUT/ab2.txt"
     ;;
-  sync)
-    OUT=${OUT:-s21-next-out}
-    mkdir -p "$OUT"
-    timeout 200 scratch/sync-gpu-tests >"$OUT/sync-tests.txt" 2>&1 && echo "sync: GPU suite passed" || echo "sync: FAILED"
-    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/sync-tests.txt" | tail -6 || true
-    OUT=$OUT/s timeout 240 bash scripts/ab.sh -p 2 -a "--grid perf,short $A" head=scratch/e0-bench \
-      sync=scratch/sync-bench >"$OUT/ab-sync.txt" 2>&1 || true
-    cat "$OUT/ab-sync.txt"
-    ;;
   *)
-    sed -n 2,31p "${BASH_SOURCE[0]}" >&2
+    sed -n 2,25p "${BASH_SOURCE[0]}" >&2
     exit 2
     ;;
 esac

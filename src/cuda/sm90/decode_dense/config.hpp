@@ -42,7 +42,9 @@ inline constexpr uint32_t kFP8ProducerRegs = 104;
 // costs nothing over an arrive, and the ordering is explicit to compute-sanitizer's racecheck as well.
 enum NamedBarrier : uint32_t {
   kQReady = 1,    // Q tile stored and fenced by both consumers; the previous piece's stats were read
-  // 2 is unused: kPFree (consumer 1 finished the previous P·V) went when P moved into the stage.
+  // Consumer 0's four warps (128 threads): every warp's wait for Q·K(j)ᵀ has returned, so no warp's share
+  // of that wgmma still reads stage j's RoPE sub-tile when P of block j overwrites it.
+  kQKRead = 2,
   kPReady = 3,    // consumer 0 wrote P, alpha and the zeroed V tail of this block
   kRowStats = 4,  // consumer 0's final row max and sum
   // The FP8 TMA producer's 128 threads (not the consumers'): every thread has read the raw bytes of

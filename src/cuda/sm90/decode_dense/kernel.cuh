@@ -3,7 +3,7 @@
 // gather_producer: cp.async, smaller pages; FP8: fp8_tma_producer / fp8_producer dequantise raw e4m3
 // to bf16 tiles, or per tensor to f16 tiles for f16 consumers). WG0 and WG1 own 256 output columns
 // each (O half = 128 fp32 registers); Q stays in shared memory for the piece:
-//   WG0  [wait K(j)][Q·K(j)ᵀ, mask][max, exp][P→RoPE tile of stage j][kPReady][O_L·α + P·V_L(j)][free j]
+//   WG0  [wait K(j)][Q·K(j)ᵀ, mask][max, exp][kQKRead][P→RoPE tile of stage j][kPReady][O_L·α + P·V_L(j)][free j]
 //   WG1                                                                [kPReady][O_R·α + P·V_R(j)][free j]
 //   WG2  [K(j + 2) into stage j % 2 once both consumers freed it; with one row tile, K(1) once K(0) landed]
 // An H200 spent ~3930 cycles per block at 64 live rows (session 21's trace build, before P moved into
@@ -321,10 +321,9 @@ __device__ __forceinline__ void store_p(SubTile& tile, int thread, const uint32_
 // P of the block in `stage`: the stage's RoPE sub-tile ([64 rows, 64 tokens] of 16-bit P), which only
 // consumer 0's Q·Kᵀ of that block reads and which is refilled only after both consumers' P·V of the
 // block, so P (and α, in s.alpha[stage]) is double-buffered with the stages: consumer 0 writes block j's
-// without waiting for consumer 1's P·V of block j - 1. A warp of consumer 0 stores its rows once its own
-// wait for Q·Kᵀ returned: this takes a warpgroup's wgmma to have read its shared-memory operands when any
-// warp's wait returns (FA3's consumer release takes the same), which PTX does not state. The explicit
-// 128-thread barrier is docs/experiments/s21-wg0-sync.patch, not yet measured.
+// without waiting for consumer 1's P·V of block j - 1. Every warp of consumer 0 is past its wait for
+// Q·Kᵀ (kQKRead) before any overwrites the sub-tile: PTX's wgmma.wait_group speaks for the executing
+// warp only.
 __device__ __forceinline__ SubTile& stage_p(SharedStorage& s, int stage) { return s.k[stage][kVSubTiles]; }
 
 // V rows past the sequence end may hold NaN and 0 * NaN = NaN: zeroes them in the stage before any
@@ -503,6 +502,7 @@ __device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStor
 
       SubTile& p_tile = stage_p(s, stage);
       float* alpha_row = s.alpha[stage];
+      ptx::named_barrier_sync(kQKRead, kWarpgroupThreads);
       store_p(p_tile, thread, packed);
       if (rp.col == 0) {
         alpha_row[rp.row[0]] = alpha[0];
