@@ -241,6 +241,52 @@ TEST(GpuDecode, OutOffSixteenBytesTakesTheDirectStores) {
   }
 }
 
+// q as a view with padded strides (heads 640 elements apart, tokens and sequences further), its padding
+// NaN: the query tile's loads read only the view, with 16, 128, 8 and 63 query heads per KV head, split
+// and unsplit (the device's SMs and 1), s_q 1 and 3. (docs/experiments/s22-q-by-tma.patch loads the
+// first three by TMA boxes over q's strides.)
+TEST(GpuDecode, PaddedQueryStrides) {
+  REQUIRE_SM90();
+  Stream stream;
+  const int sms = cuda_device_info(0).sm_count;
+  const HeadCase cases[] = {{16, 1}, {128, 1}, {16, 2}, {126, 2}};
+  for (const HeadCase hc : cases) {
+    for (int s_q : {1, 3}) {
+      for (int num_sms : {sms, 1}) {
+        SCOPED_TRACE(::testing::Message() << "h_q=" << hc.h_q << " h_kv=" << hc.h_kv << " s_q=" << s_q
+                                          << " num_sms=" << num_sms);
+        const int b = 6;
+        testing::Workload w = random_workload(b, s_q, hc.h_q, hc.h_kv, {700, 65, 0, 130, 1, 64}, DType::kBF16,
+                                              false, 71 + hc.h_q + s_q);
+        w.config.causal = s_q > 1;
+        GpuDecode d(w, num_sms, stream);
+        const int64_t head_stride = 640, seq_stride = head_stride * hc.h_q + 64;
+        const int64_t batch_stride = seq_stride * s_q + 128;
+        DeviceBuffer padded(static_cast<size_t>(batch_stride * b * 2));
+        padded.fill(0xff);  // bf16 0xffff is NaN
+        for (int i = 0; i < b; ++i) {
+          for (int t = 0; t < s_q; ++t) {
+            const int64_t dst = (i * batch_stride + t * seq_stride) * 2;
+            const int64_t src = ((int64_t(i) * s_q + t) * hc.h_q) * kHeadDim * 2;
+            cuda_ok(cudaMemcpy2D(static_cast<char*>(padded.data()) + dst, head_stride * 2,
+                                 static_cast<const char*>(d.q.data()) + src, kHeadDim * 2, kHeadDim * 2, hc.h_q,
+                                 cudaMemcpyDeviceToDevice),
+                    "padded q");
+          }
+        }
+        d.args.q.data = padded.data();
+        d.args.q.stride[0] = batch_stride;
+        d.args.q.stride[1] = seq_stride;
+        d.args.q.stride[2] = head_stride;
+        d.run();
+        const auto r = d.check(0);
+        EXPECT_TRUE(r.ok) << r.first_failure << " (max abs err " << r.max_abs_err << ")";
+        EXPECT_TRUE(d.guards_intact() && padded.guards_intact());
+      }
+    }
+  }
+}
+
 // When the combine is the decode kernel's programmatic dependent (the warp-per-row shape: batch * rows
 // * 4 >= 4096), it waits for each split sequence's pieces on counters in metadata words 5 and 6
 // (flash_mla.hpp) and puts them back to 0: after every call the metadata is the schedule's again, word

@@ -106,7 +106,7 @@ PY
     tail -1 "$OUT/ab2.txt"
     ;;
   *)
-    sed -n 2,25p "${BASH_SOURCE[0]}" >&2
+    sed -n 2,26p "${BASH_SOURCE[0]}" >&2
     exit 2
     ;;
 esac
