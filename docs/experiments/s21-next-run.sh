@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Session 21's hand-over: the next session's first device calls (written in session 21; its build step
-# was checked on the CPU machine):
+# Session 21's hand-over, run in session 22 (results: docs/PERFORMANCE.md, session 22, calls 1-2); kept
+# to reproduce the energy split and the multicast A/B:
 #   bash docs/experiments/s21-next-run.sh build               # CPU machine: 9 benches into scratch/ (~30 min)
 #   OUT=$OUT bash docs/experiments/s21-next-run.sh energy     # GPU, carry ["scratch"]: ~3 min
 #   OUT=$OUT bash docs/experiments/s21-next-run.sh multicast  # GPU, carry ["scratch"]: ~6 min
-#   (build-mc rebuilds only that variant, ~4 min; the sync step ran in session 22 and landed (the kQKRead barrier);
-#   its patch is gone)
+#   (build-mc rebuilds only that variant, ~4 min; the sync step landed as the kQKRead barrier, its patch
+#   is gone)
 #
 # energy: where a block's energy goes at the 700 W cap. Timing-only builds of s21-energy-parts.patch
 # (their results are wrong, so --no-check): e0 the head, e1 no Q·Kᵀ wgmma, e2 no P·V wgmma, e3 no copies

@@ -11,17 +11,18 @@
 # CTA's first Q tile is ready and its first block starts, and the piece change. If the TMA tile lands
 # late only where the box is mostly out of bounds, qf below is the form to land.
 #
-# qf: s22-q-by-tma-full-tiles.patch (the TMA tile only for tiles whose 64 rows are all live). GPU
-# suite, then a 2-pass A/B against the head on the perf and short grids. Expected: b=128 1024 h128 s1
-# -2 ... -4 %, b=16 1024 s16 -1 ... -2.5 %, 16- and 32-row rows unchanged; land it unless a row loses
-# more than noise (the full patch ran the long b=128 rows -0.3 ... +1.4 %, which may be code placement).
+# qf: s22-q-by-tma.patch with s22-q-by-tma-full-tiles.patch on top (the TMA tile only for tiles whose 64
+# rows are all live). GPU suite, then a 2-pass A/B against the head on the perf and short grids.
+# Expected: b=128 1024 h128 s1 -2 ... -4 %, b=16 1024 s16 -1 ... -2.5 %, 16- and 32-row rows unchanged;
+# land it unless a row loses more than noise (the full patch ran the long b=128 rows -0.3 ... +1.4 %,
+# which may be code placement).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 A="--check-rows 8 --quiet --no-ceilings"
 
-# build NAME PATCH CMAKE_FLAGS TARGET...: a worktree of HEAD with PATCH applied (none: "-"), the targets
-# built, the binaries copied to scratch/NAME-<binary>.
+# build NAME PATCHES CMAKE_FLAGS TARGET...: a worktree of HEAD with PATCHES applied in order (comma-separated;
+# none: "-"), the targets built, the binaries copied to scratch/NAME-<binary>.
 build() {
   local name=$1 patch=$2 flags=$3
   shift 3
@@ -29,7 +30,9 @@ build() {
   rm -rf "$src"
   git worktree prune
   git worktree add -f --detach "$src" HEAD >/dev/null
-  [ "$patch" = - ] || git -C "$src" apply "$ROOT/docs/experiments/$patch"
+  if [ "$patch" != - ]; then
+    for one in ${patch//,/ }; do git -C "$src" apply "$ROOT/docs/experiments/$one"; done
+  fi
   # shellcheck disable=SC2086  # flags is a list of -D options
   cmake -S "$src" -B "$out" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASH_MLA_CUDA=ON $flags >/dev/null
   cmake --build "$out" --target "$@"
@@ -48,8 +51,8 @@ case "${1:-}" in
     build head - "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
     build phhead - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
     build phq s22-q-by-tma.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
-    build qf s22-q-by-tma-full-tiles.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
-      flash_mla_gpu_tests
+    build qf s22-q-by-tma.patch,s22-q-by-tma-full-tiles.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" \
+      flash-mla-bench flash_mla_gpu_tests
     ;;
   trace)
     OUT=${OUT:-s22-next-out}
@@ -72,7 +75,7 @@ case "${1:-}" in
     cat "$OUT/ab-qf.txt"
     ;;
   *)
-    sed -n 2,17p "${BASH_SOURCE[0]}" >&2
+    sed -n 2,18p "${BASH_SOURCE[0]}" >&2
     exit 2
     ;;
 esac
