@@ -39,8 +39,12 @@ constexpr int kCtas = 264, kIters = 24, kEvents = 16;  // kernel.cuh's kPhaseCta
 // kernel.cuh's kTraceCtas and kTraceSlots, and its slots: 0 entry, 1 first Q tile ready, 2 + j block j
 // (j < 40; 42 the latest past that), 45 + i piece i stored (i < 8; 53 the latest past that), 54 + i piece
 // i's Q tile ready (i < 8; 61 the latest past that), 63 exit.
-constexpr int kTraceCtas = 4096, kTraceSlots = 64, kTraceBlocks = 40, kTracePieces = 8;
+constexpr int kTraceCtas = 4096, kTraceSlots = 72, kTraceBlocks = 40, kTracePieces = 8;
 constexpr int kLastBlockSlot = 2 + kTraceBlocks, kStoredSlot = 45, kQReadySlot = 54, kExitSlot = 63;
+// The TMA producer's start (64), first piece read (44), first page read (65), first and second blocks' copies
+// issued (43, 66); consumer 0's first piece read (62) and last Q tile's loads issued (67).
+constexpr int kFirstIssuedSlot = 43, kProducerPieceSlot = 44, kConsumerPieceSlot = 62, kProducerStartSlot = 64,
+              kPageReadSlot = 65, kSecondIssuedSlot = 66, kQIssuedSlot = 67;
 const char* const kEventNames[kEvents] = {"begin", "K landed", "S masked", "max",     "exp",
                                           "tail",  "(unused)", "kPReady",  "P·V done"};
 
@@ -79,11 +83,19 @@ void print_cta_timeline(int ctas) {
   }
   if (first == ~0ull) return;
   auto us = [&](unsigned long long ns) { return static_cast<double>(ns - first) * 1e-3; };
-  std::vector<double> entry, q_ready, first_k, last_k, stored, exit, interval, change, tail;
+  std::vector<double> entry, q_ready, first_k, last_k, stored, exit, interval, change, tail, piece_read, issue_read,
+      issued, producer_start, page_read, second_issued, q_issued;
   for (int cta = 0; cta < ctas; ++cta) {
     if (at(cta, 0) == 0 || at(cta, 2) == 0) continue;  // an empty part: no block
     entry.push_back(us(at(cta, 0)));
     q_ready.push_back(us(at(cta, 1)));
+    if (at(cta, kConsumerPieceSlot) != 0) piece_read.push_back(us(at(cta, kConsumerPieceSlot)));
+    if (at(cta, kProducerPieceSlot) != 0) issue_read.push_back(us(at(cta, kProducerPieceSlot)));
+    if (at(cta, kFirstIssuedSlot) != 0) issued.push_back(us(at(cta, kFirstIssuedSlot)));
+    if (at(cta, kProducerStartSlot) != 0) producer_start.push_back(us(at(cta, kProducerStartSlot)));
+    if (at(cta, kPageReadSlot) != 0) page_read.push_back(us(at(cta, kPageReadSlot)));
+    if (at(cta, kSecondIssuedSlot) != 0) second_issued.push_back(us(at(cta, kSecondIssuedSlot)));
+    if (at(cta, kQIssuedSlot) != 0) q_issued.push_back(us(at(cta, kQIssuedSlot)));
     first_k.push_back(us(at(cta, 2)));
     exit.push_back(us(at(cta, kExitSlot)));
     int j = 0;  // the last traced block
@@ -109,6 +121,12 @@ void print_cta_timeline(int ctas) {
               " Q ready %.2f / %.2f, first block %.2f / %.2f\n",
               entry.size(), median(entry), largest(entry), median(q_ready), largest(q_ready), median(first_k),
               largest(first_k));
+  std::printf("   consumer 0: first piece read %.2f / %.2f, Q loads issued %.2f / %.2f; producer: start %.2f / %.2f,"
+              " first piece read %.2f / %.2f, first page read %.2f / %.2f, block 0 issued %.2f / %.2f, block 1"
+              " issued %.2f / %.2f\n",
+              median(piece_read), largest(piece_read), median(q_issued), largest(q_issued), median(producer_start),
+              largest(producer_start), median(issue_read), largest(issue_read), median(page_read), largest(page_read),
+              median(issued), largest(issued), median(second_issued), largest(second_issued));
   std::printf("   block interval %.2f (%zu), piece change %.2f / %.2f (%zu); last block %.2f / %.2f,"
               " last store %.2f / %.2f (tail %.2f / %.2f), exit %.2f / %.2f; kernel span %.2f\n",
               median(interval), interval.size(), median(change), largest(change), change.size(), median(last_k),

@@ -50,9 +50,13 @@ namespace flash_mla::sm90::dense {
 // in a release build): slot 0 kernel entry, 1 first Q tile ready, 2 + j consumer 0 has block j's K
 // (j < 40; 42 the latest block past that), 45 + i piece i stored (i < 8; 53 the latest past that),
 // 54 + i piece i's Q tile ready (i < 8; 61 the latest past that), 63 exit; %globaltimer nanoseconds,
-// written by consumer 0's thread 0 (cli/phase_timeline.cpp reads them).
+// written by consumer 0's thread 0 (cli/phase_timeline.cpp reads them). The TMA producer's lane 0
+// writes 64 (its start), 44 (its first piece read from the schedule), 65 (its first block's first page
+// read from the block table), 43 (its first block's copies issued) and 66 (its second block's copies
+// issued); consumer 0's thread 0 writes 62 (its first piece read, before the Q tile's loads) and 67 (the
+// last Q tile's loads issued, before the wait).
 #if defined(FLASH_MLA_TRACE)
-inline constexpr int kTraceSlots = 64;
+inline constexpr int kTraceSlots = 72;
 inline constexpr int kTraceCtas = 4096;
 static __device__ unsigned long long g_trace[kTraceCtas][kTraceSlots];
 __device__ __forceinline__ void trace(int slot) {
@@ -62,6 +66,10 @@ __device__ __forceinline__ void trace(int slot) {
 #define FLASH_MLA_TRACE_AT(slot) \
   do {                           \
     if (threadIdx.x == 0) trace(slot); \
+  } while (0)
+#define FLASH_MLA_TRACE_IF(cond, slot) \
+  do {                                 \
+    if (cond) trace(slot);             \
   } while (0)
 // Consumer phase timestamps (clock64, SM cycles): [cta][warpgroup][iteration][event], where an
 // iteration is a block of the CTA, and the events are the hand-off points marked with
@@ -81,6 +89,9 @@ __device__ __forceinline__ void phase(int wg, int iter, int event) {
 #else
 #define FLASH_MLA_TRACE_AT(slot) \
   do {                           \
+  } while (0)
+#define FLASH_MLA_TRACE_IF(cond, slot) \
+  do {                                 \
   } while (0)
 #define FLASH_MLA_PHASE_AT(wg, iter, event) \
   do {                                      \
@@ -108,6 +119,7 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, 
                            gr < p.rows ? 16 : 0);
   }
   ptx::cp_async_commit();
+  FLASH_MLA_TRACE_IF(thread == 0, 67);  // the last piece's, where a CTA has several
   ptx::cp_async_wait<0>();
 }
 
@@ -890,6 +902,7 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
   const int warp = thread / 32, lane = thread % 32;
   if (warp != 0) return;
   if (lane == 0) ptx::tma_prefetch_descriptor(&k_map);
+  FLASH_MLA_TRACE_IF(lane == 0, 64);
   // The cache is read once per call: evict-first keeps it from displacing what is reused in L2
   // (measured on an H200: 0-2 % faster on b=128 rows, 2-5.5 % on small batches; docs/PERFORMANCE.md).
   const uint64_t policy = ptx::l2_policy_evict_first();
@@ -901,18 +914,22 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
     // share the memory system with the second ones and land late (~5-7 us after entry, session 8).
     // With one row tile, the second block waits for the first to land, so the consumers start one
     // block earlier. With two or more, the waits cost more than they saved (docs/PERFORMANCE.md).
+    FLASH_MLA_TRACE_IF(it == 0 && lane == 0, 44);
     if (it == 1 && p.rows <= kBlockM) ptx::mbarrier_wait(&s.k_full[0], 0);
     ptx::mbarrier_wait(&s.k_free[slot.stage], slot.parity ^ 1);
     if (lane == 0) ptx::mbarrier_arrive_expect_tx(&s.k_full[slot.stage], copies * pages.copy_bytes());
     __syncwarp();
     for (int j = lane; j < copies; j += 32) {
       const BlockPages::Copy cp = pages.copy(table, blk, j);
+      FLASH_MLA_TRACE_IF(it == 0 && j == 0 && cp.page != -2147483647, 65);  // the branch waits for the load
 #pragma unroll
       for (int c = 0; c < kQKSubTiles; ++c) {
         ptx::tma_load_4d(reinterpret_cast<char*>(&s.k[slot.stage][c]) + cp.row * 128, &k_map, &s.k_full[slot.stage],
                          c * kSubTileCols, blockIdx.y, cp.token_in_page, cp.page, policy);
       }
     }
+    FLASH_MLA_TRACE_IF(it == 0 && lane == 0, 43);
+    FLASH_MLA_TRACE_IF(it == 1 && lane == 0, 66);
   });
 }
 
@@ -987,6 +1004,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       staged = false;
     }
     bool q_prescaled = false;  // per-tensor FP8 with a bf16 q: each row's prescale is in s.q_row_scale
+    if (it == 0) FLASH_MLA_TRACE_AT(62);
     if (pc.end_block() > pc.first_block()) {
       if (kF16Tiles<kFormat> && p.q_dtype == DType::kFP8E4M3) {
         load_q_e4m3(p, s, pc.req, threadIdx.x);
