@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Session 22's hand-over: the next session's first device calls (written in session 22; the build step
-# was run on the CPU machine):
+# Session 22's hand-over: the next session's first device calls (written in session 22; both ran in
+# session 23, call 1: docs/PERFORMANCE.md; the full-tiles form was not landed):
 #   bash docs/experiments/s22-next-run.sh build            # CPU machine: into scratch/ (~6 min)
 #   OUT=$OUT bash docs/experiments/s22-next-run.sh trace   # GPU, carry ["scratch"]: ~1 min
 #   OUT=$OUT bash docs/experiments/s22-next-run.sh qf      # GPU, carry ["scratch"]: ~5 min

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Session 23's hand-over: the next session's first device call (written in session 23; its build step
+# was run on the CPU machine, but scratch/ may not survive):
+#   bash docs/experiments/s23-next-run.sh build          # CPU machine: into scratch/ (~6 min)
+#   OUT=$OUT bash docs/experiments/s23-next-run.sh run   # GPU, carry ["scratch"]: ~5 min
+#
+# Session 23 found the dense kernel's speed on the 64+ row rows tied to its code layout: every one of
+# eleven builds that moved the producer's code (and the out-of-line wait loops after it) by 0x30 to 0x230
+# bytes, the consumers' instructions unchanged, ran 7-10 % more cycles on b=128 16384 h128 s2 and 4096
+# h128 s1 under ncu, with warps stalled on instruction fetch ("no_instruction") 0.34 -> 0.45 per issued
+# instruction and at barriers 4.16 -> 4.61. s23-layout-probe.patch is one such build: a never-taken
+# prefetch in the producer's prologue. The consumers' hot code is ~18 KiB; ~6 KiB of it is Q·Kᵀ, whose
+# 36 wgmma each take ~10 uniform instructions of descriptor arithmetic.
+#
+# s23-desc-advance.patch: the descriptors built once per block and advanced by a 32-bit add (5
+# instructions per Q·Kᵀ wgmma instead of ~11; the kernel 3.9 KiB shorter; 168 registers, no spills,
+# HGMMA 44, UTMALDG 63; never run on a GPU). Predicted: if the misses come from the hot code's size,
+# "no_instruction" falls below head's 0.34 and the probe on top of it costs much less than 7-10 %;
+# the rows then within noise or faster. If the probe still costs 7-10 %, the size is not the cause.
+#
+# run: the GPU suite on the desc build; ncu (cycles at base clock, no_instruction and barrier stalls per
+# issue) for head, desc, probe, desc+probe on two rows; then a 2-pass A/B of head and desc on the perf
+# and short grids. Land desc only if the suite passes and no row loses more than noise.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+
+# build NAME PATCHES CMAKE_FLAGS TARGET...: a worktree of HEAD with PATCHES applied in order (comma-separated;
+# none: "-"), the targets built, the binaries copied to scratch/NAME-<binary>.
+build() {
+  local name=$1 patch=$2 flags=$3
+  shift 3
+  local src=/tmp/s23-next-src-$name out=/tmp/s23-next-build-$name
+  rm -rf "$src"
+  git worktree prune
+  git worktree add -f --detach "$src" HEAD >/dev/null
+  if [ "$patch" != - ]; then
+    for one in ${patch//,/ }; do git -C "$src" apply "$ROOT/docs/experiments/$one"; done
+  fi
+  # shellcheck disable=SC2086  # flags is a list of -D options
+  cmake -S "$src" -B "$out" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASH_MLA_CUDA=ON $flags >/dev/null
+  cmake --build "$out" --target "$@"
+  for t in "$@"; do
+    case $t in
+      flash-mla-bench) cp "$out/cli/$t" "scratch/$name-$t" ;;
+      flash_mla_gpu_tests) cp "$out/tests/$t" "scratch/$name-$t" ;;
+    esac
+  done
+}
+
+# ncu NAME ROW...: cycles, no_instruction and barrier stalls per issue of one decode kernel of each row.
+ncu_rows() {
+  local name=$1 m
+  shift
+  m=sm__cycles_elapsed.max,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio
+  m=$m,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio
+  for row in "$@"; do
+    # shellcheck disable=SC2086  # row is a list of options
+    echo "$name $row: $(timeout 100 ncu --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 \
+      --metrics $m "scratch/$name-flash-mla-bench" $row --iters 3 --no-ceilings --no-check --quiet 2>&1 |
+      grep -E '^\s+(smsp|sm__)' | awk '{print $1 " " $NF}' | sed -E 's/smsp__average_warps_issue_stalled_//' |
+      tr '\n' ' ')"
+  done
+}
+
+case "${1:-}" in
+  build)
+    export PATH=/usr/local/cuda/bin:$PATH
+    mkdir -p scratch
+    build head - "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    build desc s23-desc-advance.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    build probe s23-layout-probe.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    build descprobe s23-desc-advance.patch,s23-layout-probe.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    ;;
+  run)
+    OUT=${OUT:-s23-next-out}
+    mkdir -p "$OUT"
+    timeout 220 scratch/desc-flash_mla_gpu_tests >"$OUT/desc-tests.txt" 2>&1 && echo "desc: GPU suite passed" ||
+      echo "desc: FAILED"
+    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/desc-tests.txt" | tail -6 || true
+    rows=("--batch 128 --seqlen 16384 --h-q 128 --s-q 2" "--batch 128 --seqlen 4096 --h-q 128 --s-q 1")
+    for name in head desc probe descprobe head; do ncu_rows "$name" "${rows[@]}"; done
+    OUT=$OUT/a timeout 300 bash scripts/ab.sh -p 2 -a "--grid perf,short --check-rows 8 --quiet --no-ceilings" \
+      head=scratch/head-flash-mla-bench desc=scratch/desc-flash-mla-bench >"$OUT/ab-desc.txt" 2>&1 || true
+    cat "$OUT/ab-desc.txt"
+    ;;
+  *)
+    sed -n 2,23p "${BASH_SOURCE[0]}" >&2
+    exit 2
+    ;;
+esac
