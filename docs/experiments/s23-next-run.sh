@@ -6,11 +6,11 @@
 #
 # Session 23 found the dense kernel's speed on the 64+ row rows tied to its code layout: every one of
 # eleven builds that moved the producer's code (and the out-of-line wait loops after it) by 0x30 to 0x230
-# bytes, the consumers' instructions unchanged, ran 7-10 % more cycles on b=128 16384 h128 s2 and 4096
+# bytes, the consumers' instructions unchanged, ran 6-10 % more cycles on b=128 16384 h128 s2 and 4096
 # h128 s1 under ncu, with warps stalled on instruction fetch ("no_instruction") 0.34 -> 0.45 per issued
 # instruction and at barriers 4.16 -> 4.61. s23-layout-probe.patch is one such build: a never-taken
-# prefetch in the producer's prologue. The consumers' hot code is ~18 KiB; ~6 KiB of it is Q·Kᵀ, whose
-# 36 wgmma each take ~10 uniform instructions of descriptor arithmetic.
+# prefetch in the producer's prologue. The kernel's hot code is ~18 KiB (consumers ~14, producer ~4);
+# ~7 KiB of it is Q·Kᵀ, whose 36 wgmma each take ~10 uniform instructions of descriptor arithmetic.
 #
 # s23-desc-advance.patch: the descriptors built once per block and advanced by a 32-bit add (5
 # instructions per Q·Kᵀ wgmma instead of ~11; the kernel 3.9 KiB shorter; 168 registers, no spills,

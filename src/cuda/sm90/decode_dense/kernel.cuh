@@ -18,8 +18,9 @@
 // written into stage j's RoPE sub-tile once Q·K(j)ᵀ is done (no shared P tile, no kPFree wait).
 // Registers: setmaxnreg 232 / 40, FP8 200 / 104 (2 · consumer + producer <= 504); no spills.
 // Code layout: builds with the consumers' instructions unchanged but the producer's code moved by
-// 0x30-0x230 bytes ran the 64+ row rows 6-10 % slower (instruction-fetch stalls; docs/DESIGN.md, "The
-// code layout is a lever and a hazard"): A/B a change here also with docs/experiments/s23-layout-probe.patch.
+// 0x30-0x230 bytes ran the 128-row rows 6-10 % more cycles (instruction-fetch stalls; docs/DESIGN.md,
+// "The code layout is a lever and a hazard"): A/B a change here also with
+// docs/experiments/s23-layout-probe.patch on top.
 // Tests: tests/test_gpu.cpp, test_gpu_fp8.cpp, test_gpu_fuzz.cpp, and flash-mla-bench's check.
 #pragma once
 
