@@ -19,30 +19,9 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
-A="--check-rows 8 --quiet --no-ceilings"
 
-# build NAME PATCHES CMAKE_FLAGS TARGET...: a worktree of HEAD with PATCHES applied in order (comma-separated;
-# none: "-"), the targets built, the binaries copied to scratch/NAME-<binary>.
-build() {
-  local name=$1 patch=$2 flags=$3
-  shift 3
-  local src=/tmp/s22-next-src-$name out=/tmp/s22-next-build-$name
-  rm -rf "$src"
-  git worktree prune
-  git worktree add -f --detach "$src" HEAD >/dev/null
-  if [ "$patch" != - ]; then
-    for one in ${patch//,/ }; do git -C "$src" apply "$ROOT/docs/experiments/$one"; done
-  fi
-  # shellcheck disable=SC2086  # flags is a list of -D options
-  cmake -S "$src" -B "$out" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASH_MLA_CUDA=ON $flags >/dev/null
-  cmake --build "$out" --target "$@"
-  for t in "$@"; do
-    case $t in
-      flash-mla-bench | flash-mla-phases) cp "$out/cli/$t" "scratch/$name-$t" ;;
-      flash_mla_gpu_tests) cp "$out/tests/$t" "scratch/$name-$t" ;;
-    esac
-  done
-}
+# shellcheck source=docs/experiments/variants.sh
+source "$ROOT/docs/experiments/variants.sh"  # build, gpu_suite, ab_grids
 
 case "${1:-}" in
   build)
@@ -67,12 +46,8 @@ case "${1:-}" in
   qf)
     OUT=${OUT:-s22-next-out}
     mkdir -p "$OUT"
-    timeout 220 scratch/qf-flash_mla_gpu_tests >"$OUT/qf-tests.txt" 2>&1 && echo "qf: GPU suite passed" ||
-      echo "qf: FAILED"
-    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/qf-tests.txt" | tail -6 || true
-    OUT=$OUT/a timeout 300 bash scripts/ab.sh -p 2 -a "--grid perf,short $A" head=scratch/head-flash-mla-bench \
-      qf=scratch/qf-flash-mla-bench >"$OUT/ab-qf.txt" 2>&1 || true
-    cat "$OUT/ab-qf.txt"
+    gpu_suite qf
+    ab_grids head qf
     ;;
   *)
     sed -n 2,18p "${BASH_SOURCE[0]}" >&2

@@ -25,28 +25,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 
-# build NAME PATCHES CMAKE_FLAGS TARGET...: a worktree of HEAD with PATCHES applied in order (comma-separated;
-# none: "-"), the targets built, the binaries copied to scratch/NAME-<binary>.
-build() {
-  local name=$1 patch=$2 flags=$3
-  shift 3
-  local src=/tmp/s23-next-src-$name out=/tmp/s23-next-build-$name
-  rm -rf "$src"
-  git worktree prune
-  git worktree add -f --detach "$src" HEAD >/dev/null
-  if [ "$patch" != - ]; then
-    for one in ${patch//,/ }; do git -C "$src" apply "$ROOT/docs/experiments/$one"; done
-  fi
-  # shellcheck disable=SC2086  # flags is a list of -D options
-  cmake -S "$src" -B "$out" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASH_MLA_CUDA=ON $flags >/dev/null
-  cmake --build "$out" --target "$@"
-  for t in "$@"; do
-    case $t in
-      flash-mla-bench) cp "$out/cli/$t" "scratch/$name-$t" ;;
-      flash_mla_gpu_tests) cp "$out/tests/$t" "scratch/$name-$t" ;;
-    esac
-  done
-}
+# shellcheck source=docs/experiments/variants.sh
+source "$ROOT/docs/experiments/variants.sh"  # build, gpu_suite, ab_grids
 
 # ncu NAME ROW...: cycles, no_instruction and barrier stalls per issue of one decode kernel of each row.
 ncu_rows() {
@@ -76,14 +56,10 @@ case "${1:-}" in
   run)
     OUT=${OUT:-s23-next-out}
     mkdir -p "$OUT"
-    timeout 220 scratch/desc-flash_mla_gpu_tests >"$OUT/desc-tests.txt" 2>&1 && echo "desc: GPU suite passed" ||
-      echo "desc: FAILED"
-    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/desc-tests.txt" | tail -6 || true
+    gpu_suite desc
     rows=("--batch 128 --seqlen 16384 --h-q 128 --s-q 2" "--batch 128 --seqlen 4096 --h-q 128 --s-q 1")
     for name in head desc probe descprobe head; do ncu_rows "$name" "${rows[@]}"; done
-    OUT=$OUT/a timeout 300 bash scripts/ab.sh -p 2 -a "--grid perf,short --check-rows 8 --quiet --no-ceilings" \
-      head=scratch/head-flash-mla-bench desc=scratch/desc-flash-mla-bench >"$OUT/ab-desc.txt" 2>&1 || true
-    cat "$OUT/ab-desc.txt"
+    ab_grids head desc
     ;;
   *)
     sed -n 2,23p "${BASH_SOURCE[0]}" >&2
