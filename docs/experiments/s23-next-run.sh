@@ -2,7 +2,7 @@
 # Session 23's hand-over: the next session's first device call (written in session 23; its build step
 # was run on the CPU machine, but scratch/ may not survive):
 #   bash docs/experiments/s23-next-run.sh build          # CPU machine: into scratch/ (~6 min)
-#   OUT=$OUT bash docs/experiments/s23-next-run.sh run   # GPU, carry ["scratch"]: ~5 min
+#   OUT=$OUT bash docs/experiments/s23-next-run.sh run   # GPU, carry ["scratch"]: ~6 min
 #
 # Session 23 found the dense kernel's speed on the 64+ row rows tied to its code layout: every one of
 # eleven builds that moved the producer's code (and the out-of-line wait loops after it) by 0x30 to 0x230
@@ -15,12 +15,14 @@
 # s23-desc-advance.patch: the descriptors built once per block and advanced by a 32-bit add (5
 # instructions per Q·Kᵀ wgmma instead of ~11; the kernel 3.9 KiB shorter; 168 registers, no spills,
 # HGMMA 44, UTMALDG 63; never run on a GPU). Predicted: if the misses come from the hot code's size,
-# "no_instruction" falls below head's 0.34 and the probe on top of it costs much less than 7-10 %;
-# the rows then within noise or faster. If the probe still costs 7-10 %, the size is not the cause.
+# "no_instruction" falls below head's 0.34 and the probe on top of it costs much less than 6-10 %;
+# the rows then within noise or faster. If the probe still costs 6-10 %, the size is not the cause.
 #
 # run: the GPU suite on the desc build; ncu (cycles at base clock, no_instruction and barrier stalls per
-# issue) for head, desc, probe, desc+probe on two rows; then a 2-pass A/B of head and desc on the perf
-# and short grids. Land desc only if the suite passes and no row loses more than noise.
+# issue) for head, desc, probe, desc+probe on two rows; icache_bench.cu (cycles per FFMA as a loop body
+# grows from 4 to 128 KiB, one or two bodies per scheduler: where the instruction caches end); then a
+# 2-pass A/B of head and desc on the perf and short grids. Land desc only if the suite passes and no row
+# loses more than noise.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -52,6 +54,7 @@ case "${1:-}" in
       flash_mla_gpu_tests
     build probe s23-layout-probe.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
     build descprobe s23-desc-advance.patch,s23-layout-probe.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    nvcc -O3 -arch=sm_90a -o scratch/icache_bench docs/experiments/icache_bench.cu
     ;;
   run)
     OUT=${OUT:-s23-next-out}
@@ -59,10 +62,11 @@ case "${1:-}" in
     gpu_suite desc
     rows=("--batch 128 --seqlen 16384 --h-q 128 --s-q 2" "--batch 128 --seqlen 4096 --h-q 128 --s-q 1")
     for name in head desc probe descprobe head; do ncu_rows "$name" "${rows[@]}"; done
+    timeout 60 scratch/icache_bench | tee "$OUT/icache.txt"
     ab_grids head desc
     ;;
   *)
-    sed -n 2,23p "${BASH_SOURCE[0]}" >&2
+    sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' >&2
     exit 2
     ;;
 esac
