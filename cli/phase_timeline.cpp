@@ -42,7 +42,7 @@ constexpr int kCtas = 264, kIters = 24, kEvents = 16;  // kernel.cuh's kPhaseCta
 constexpr int kTraceCtas = 4096, kTraceSlots = 72, kTraceBlocks = 40, kTracePieces = 8;
 constexpr int kLastBlockSlot = 2 + kTraceBlocks, kStoredSlot = 45, kQReadySlot = 54, kExitSlot = 63;
 // The TMA producer's start (64), first piece read (44), first page read (65), first and second blocks' copies
-// issued (43, 66); consumer 0's first piece read (62) and last Q tile's loads issued (67).
+// issued (43, 66); consumer 0's first piece read (62) and first Q tile's loads issued (67).
 constexpr int kFirstIssuedSlot = 43, kProducerPieceSlot = 44, kConsumerPieceSlot = 62, kProducerStartSlot = 64,
               kPageReadSlot = 65, kSecondIssuedSlot = 66, kQIssuedSlot = 67;
 const char* const kEventNames[kEvents] = {"begin", "K landed", "S masked", "max",     "exp",
@@ -83,14 +83,14 @@ void print_cta_timeline(int ctas) {
   }
   if (first == ~0ull) return;
   auto us = [&](unsigned long long ns) { return static_cast<double>(ns - first) * 1e-3; };
-  std::vector<double> entry, q_ready, first_k, last_k, stored, exit, interval, change, tail, piece_read, issue_read,
-      issued, producer_start, page_read, second_issued, q_issued;
+  std::vector<double> entry, q_ready, first_k, last_k, stored, exit, interval, change, tail, consumer_piece_read,
+      producer_piece_read, issued, producer_start, page_read, second_issued, q_issued;
   for (int cta = 0; cta < ctas; ++cta) {
     if (at(cta, 0) == 0 || at(cta, 2) == 0) continue;  // an empty part: no block
     entry.push_back(us(at(cta, 0)));
     q_ready.push_back(us(at(cta, 1)));
-    if (at(cta, kConsumerPieceSlot) != 0) piece_read.push_back(us(at(cta, kConsumerPieceSlot)));
-    if (at(cta, kProducerPieceSlot) != 0) issue_read.push_back(us(at(cta, kProducerPieceSlot)));
+    if (at(cta, kConsumerPieceSlot) != 0) consumer_piece_read.push_back(us(at(cta, kConsumerPieceSlot)));
+    if (at(cta, kProducerPieceSlot) != 0) producer_piece_read.push_back(us(at(cta, kProducerPieceSlot)));
     if (at(cta, kFirstIssuedSlot) != 0) issued.push_back(us(at(cta, kFirstIssuedSlot)));
     if (at(cta, kProducerStartSlot) != 0) producer_start.push_back(us(at(cta, kProducerStartSlot)));
     if (at(cta, kPageReadSlot) != 0) page_read.push_back(us(at(cta, kPageReadSlot)));
@@ -124,14 +124,15 @@ void print_cta_timeline(int ctas) {
   std::printf("   consumer 0: first piece read %.2f / %.2f, Q loads issued %.2f / %.2f; producer: start %.2f / %.2f,"
               " first piece read %.2f / %.2f, first page read %.2f / %.2f, block 0 issued %.2f / %.2f, block 1"
               " issued %.2f / %.2f\n",
-              median(piece_read), largest(piece_read), median(q_issued), largest(q_issued), median(producer_start),
-              largest(producer_start), median(issue_read), largest(issue_read), median(page_read), largest(page_read),
-              median(issued), largest(issued), median(second_issued), largest(second_issued));
+              median(consumer_piece_read), largest(consumer_piece_read), median(q_issued), largest(q_issued),
+              median(producer_start), largest(producer_start), median(producer_piece_read),
+              largest(producer_piece_read), median(page_read), largest(page_read), median(issued), largest(issued),
+              median(second_issued), largest(second_issued));
   std::printf("   block interval %.2f (%zu), piece change %.2f / %.2f (%zu); last block %.2f / %.2f,"
               " last store %.2f / %.2f (tail %.2f / %.2f), exit %.2f / %.2f; kernel span %.2f\n",
               median(interval), interval.size(), median(change), largest(change), change.size(), median(last_k),
-              largest(last_k), median(stored), largest(stored), median(tail), largest(tail), median(exit), largest(exit),
-              static_cast<double>(last - first) * 1e-3);
+              largest(last_k), median(stored), largest(stored), median(tail), largest(tail), median(exit),
+              largest(exit), static_cast<double>(last - first) * 1e-3);
 }
 
 void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s_q) {

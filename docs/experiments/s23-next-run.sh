@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Session 23's hand-over: the next session's first device call (written in session 23; its build step
 # was run on the CPU machine, but scratch/ may not survive):
-#   bash docs/experiments/s23-next-run.sh build          # CPU machine: into scratch/ (~6 min)
-#   OUT=$OUT bash docs/experiments/s23-next-run.sh run   # GPU, carry ["scratch"]: ~6 min
+#   bash docs/experiments/s23-next-run.sh build          # CPU machine: into scratch/ (~3 min)
+#   OUT=$OUT bash docs/experiments/s23-next-run.sh run   # GPU, carry ["scratch"]: ~6 min (estimated)
 #
 # Session 23 found the dense kernel's speed on the 64+ row rows tied to its code layout: every one of
 # eleven builds that moved the producer's code (and the out-of-line wait loops after it) by 0x30 to 0x230

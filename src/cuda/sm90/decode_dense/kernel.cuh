@@ -18,8 +18,8 @@
 // written into stage j's RoPE sub-tile once Q·K(j)ᵀ is done (no shared P tile, no kPFree wait).
 // Registers: setmaxnreg 232 / 40, FP8 200 / 104 (2 · consumer + producer <= 504); no spills.
 // Code layout: builds with the consumers' instructions unchanged but the producer's code moved by
-// 0x30-0x230 bytes ran the 128-row rows 6-10 % more cycles (instruction-fetch stalls; docs/DESIGN.md,
-// "The code layout is a lever and a hazard"): A/B a change here also with
+// 0x30-0x230 bytes ran two 128-row rows 6-10 % more cycles under ncu (instruction-fetch stalls;
+// docs/DESIGN.md, "The code layout is a lever and a hazard"): A/B a change here also with
 // docs/experiments/s23-layout-probe.patch on top.
 // Tests: tests/test_gpu.cpp, test_gpu_fp8.cpp, test_gpu_fuzz.cpp, and flash-mla-bench's check.
 #pragma once
@@ -30,6 +30,7 @@
 #include <cuda_fp8.h>
 
 #include <atomic>
+#include <climits>
 #include <cstdint>
 #include <type_traits>
 
@@ -58,14 +59,17 @@ namespace flash_mla::sm90::dense {
 // writes 64 (its start), 44 (its first piece read from the schedule), 65 (its first block's first page
 // read from the block table), 43 (its first block's copies issued) and 66 (its second block's copies
 // issued); consumer 0's thread 0 writes 62 (its first piece read, before the Q tile's loads) and 67 (the
-// last Q tile's loads issued, before the wait).
+// first Q tile's loads issued, before the wait).
 #if defined(FLASH_MLA_TRACE)
 inline constexpr int kTraceSlots = 72;
 inline constexpr int kTraceCtas = 4096;
 static __device__ unsigned long long g_trace[kTraceCtas][kTraceSlots];
-__device__ __forceinline__ void trace(int slot) {
+// once: keep the slot's first stamp of the call (flash-mla-phases zeroes the slots before it).
+__device__ __forceinline__ void trace(int slot, bool once = false) {
   const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
-  if (cta < kTraceCtas && slot < kTraceSlots) g_trace[cta][slot] = ptx::global_timer_ns();
+  if (cta < kTraceCtas && slot < kTraceSlots && !(once && g_trace[cta][slot] != 0)) {
+    g_trace[cta][slot] = ptx::global_timer_ns();
+  }
 }
 #define FLASH_MLA_TRACE_AT(slot) \
   do {                           \
@@ -74,6 +78,10 @@ __device__ __forceinline__ void trace(int slot) {
 #define FLASH_MLA_TRACE_IF(cond, slot) \
   do {                                 \
     if (cond) trace(slot);             \
+  } while (0)
+#define FLASH_MLA_TRACE_FIRST_IF(cond, slot) \
+  do {                                       \
+    if (cond) trace(slot, true);             \
   } while (0)
 // Consumer phase timestamps (clock64, SM cycles): [cta][warpgroup][iteration][event], where an
 // iteration is a block of the CTA, and the events are the hand-off points marked with
@@ -96,6 +104,9 @@ __device__ __forceinline__ void phase(int wg, int iter, int event) {
   } while (0)
 #define FLASH_MLA_TRACE_IF(cond, slot) \
   do {                                 \
+  } while (0)
+#define FLASH_MLA_TRACE_FIRST_IF(cond, slot) \
+  do {                                       \
   } while (0)
 #define FLASH_MLA_PHASE_AT(wg, iter, event) \
   do {                                      \
@@ -123,7 +134,7 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, 
                            gr < p.rows ? 16 : 0);
   }
   ptx::cp_async_commit();
-  FLASH_MLA_TRACE_IF(thread == 0, 67);  // the last piece's, where a CTA has several
+  FLASH_MLA_TRACE_FIRST_IF(thread == 0, 67);  // the first piece's, as the other prologue stamps
   ptx::cp_async_wait<0>();
 }
 
@@ -925,7 +936,8 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
     __syncwarp();
     for (int j = lane; j < copies; j += 32) {
       const BlockPages::Copy cp = pages.copy(table, blk, j);
-      FLASH_MLA_TRACE_IF(it == 0 && j == 0 && cp.page != -2147483647, 65);  // the branch waits for the load
+      // The compare makes the stamp wait for the page's load (no page index is INT_MIN).
+      FLASH_MLA_TRACE_IF(it == 0 && j == 0 && cp.page != INT_MIN, 65);
 #pragma unroll
       for (int c = 0; c < kQKSubTiles; ++c) {
         ptx::tma_load_4d(reinterpret_cast<char*>(&s.k[slot.stage][c]) + cp.row * 128, &k_map, &s.k_full[slot.stage],
