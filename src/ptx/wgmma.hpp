@@ -29,6 +29,15 @@ __device__ __forceinline__ uint64_t make_smem_desc(const void* smem, uint32_t le
          (static_cast<uint64_t>(stride_bytes >> 4) << 32) | (static_cast<uint64_t>(swizzle) << 62);
 }
 
+// `desc` moved `bytes` (a multiple of 16) further into shared memory: a 32-bit add to its address field
+// (bits 0-13, address >> 4). Shared memory ends below 256 KiB, so the field cannot carry into the
+// leading byte offset, and the high word stays the caller's: one add per wgmma operand where
+// make_smem_desc at each address costs five uniform instructions.
+__device__ __forceinline__ uint64_t smem_desc_at(uint64_t desc, uint32_t bytes) {
+  const uint32_t lo = static_cast<uint32_t>(desc) + (bytes >> 4);
+  return (desc & 0xFFFFFFFF00000000ull) | lo;
+}
+
 // wgmma.fence (9.7.15.6.1): orders register/shared accesses before the next wgmma.mma_async.
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 

@@ -254,16 +254,16 @@ template <typename T>
 __device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2], const SharedStorage& s, int stage,
                                             int blk, const RowPair& rp, const int (&limit)[2],
                                             const float (&scale_log2)[2]) {
+  // Q's and the stage's sub-tiles are both 8 KiB apart, so one byte offset serves both descriptors.
+  const uint64_t desc_q = ptx::make_smem_desc(&s.q[0], 16, 1024, ptx::Swizzle::k128B);
+  const uint64_t desc_k = ptx::make_smem_desc(&s.k[stage][0], 16, 1024, ptx::Swizzle::k128B);
   ptx::wgmma_fence();
 #pragma unroll
   for (int c = 0; c < kQKSubTiles; ++c) {
 #pragma unroll
     for (int kk = 0; kk < kSubTileCols / 16; ++kk) {
-      const uint64_t desc_q =
-          ptx::make_smem_desc(reinterpret_cast<const char*>(&s.q[c]) + kk * 32, 16, 1024, ptx::Swizzle::k128B);
-      const uint64_t desc_k = ptx::make_smem_desc(reinterpret_cast<const char*>(&s.k[stage][c]) + kk * 32, 16, 1024,
-                                                  ptx::Swizzle::k128B);
-      ptx::wgmma_m64n64k16_ss<T>(sc, desc_q, desc_k, (c | kk) != 0);
+      const uint32_t at = c * kSubTileBytes + kk * 32;
+      ptx::wgmma_m64n64k16_ss<T>(sc, ptx::smem_desc_at(desc_q, at), ptx::smem_desc_at(desc_k, at), (c | kk) != 0);
     }
   }
   ptx::wgmma_commit_group();
@@ -388,18 +388,17 @@ __device__ __forceinline__ void rescale_rows(float (&o)[128], const float (&alph
 template <typename T>
 __device__ __forceinline__ void pv_issue(float (&o)[128], const SubTile& p_tile, const SharedStorage& s, int stage,
                                          int half) {
+  const uint64_t desc_p = ptx::make_smem_desc(&p_tile, 16, 1024, ptx::Swizzle::k128B);
+  const uint64_t desc_v =
+      ptx::make_smem_desc(&s.k[stage][half * kVSubTilesPerWarpgroup], kSubTileBytes, 1024, ptx::Swizzle::k128B);
   // The caller's rescale of o must land before the fence: otherwise the compiler sinks the multiplies
   // past it and ptxas injects a warpgroup.arrive of its own (C7519).
   ptx::fence_registers(o);
   ptx::wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < kBlockN / 16; ++kk) {
-    const uint64_t desc_p =
-        ptx::make_smem_desc(reinterpret_cast<const char*>(&p_tile) + kk * 32, 16, 1024, ptx::Swizzle::k128B);
-    const uint64_t desc_v = ptx::make_smem_desc(
-        reinterpret_cast<const char*>(&s.k[stage][half * kVSubTilesPerWarpgroup]) + kk * 16 * 128, kSubTileBytes,
-        1024, ptx::Swizzle::k128B);
-    ptx::wgmma_m64n256k16_ss_tn<T>(o, desc_p, desc_v, 1);
+    const uint64_t p_k = ptx::smem_desc_at(desc_p, kk * 32), v_k = ptx::smem_desc_at(desc_v, kk * 16 * 128);
+    ptx::wgmma_m64n256k16_ss_tn<T>(o, p_k, v_k, 1);
   }
   ptx::wgmma_commit_group();
 }
