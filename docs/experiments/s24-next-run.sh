@@ -12,6 +12,18 @@
 #       -1.4 %, 16384 h64 s1 +1.6 %, h128 s2 +1.1 %).
 # probe (s23-layout-probe.patch on head) is the layout control. run: the GPU suites of mc and qf, then a
 # 2-pass A/B of head, probe, mc and qf on the perf and short grids.
+# build3 / run3 (call 3): the same for two changes to consumer 0's block:
+#   pvo: consumer 1 issues its P·V only once consumer 0 issued its own (s24-pv-order.patch; session 21:
+#        -0.6 ... +1.0 % replayed, when the layout was fragile; a trace build had said -4 ... -6 % cycles);
+#   exp: one exponential in four on the FMA pipe (s24-exp2-fma.patch): the exponentiate phase is bound by
+#        MUFU.EX2 (32 per thread at 8 cycles per warp instruction: 256 of its ~370 cycles); predicted
+#        ~60 cycles per block less, -1 ... -2 % on the 64+ row rows, the 16-row rows unchanged.
+# build4 / run4 (call 4): ncu of session 5's seesaw (79d2dd5, FLASH_MLA_SM90_SEESAW=1) against its serial
+#   schedule (is the seesaw's loss instruction fetch?), head's stalls per SASS line (top_stalls.py), and
+#   head's phase timeline (trace build) on the h128 rows.
+# build5 / run5 (call 5): kw, consumer 0 waits for the next block's K while its P·V runs
+#   (s24-k-wait-under-pv.patch): the timeline puts ~110 cycles between a block's start and its K wait's
+#   return, and ~190 from P·V's end to the next block's start; predicted -1 ... -3 % on the 64+ row rows.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -39,6 +51,66 @@ case "${1:-}" in
       head=scratch/head-flash-mla-bench probe=scratch/probe-flash-mla-bench mc=scratch/mc-flash-mla-bench \
       qf=scratch/qf-flash-mla-bench >"$OUT/ab.txt" 2>&1 || true
     cat "$OUT/ab.txt"
+    ;;
+  build3)
+    export PATH=/usr/local/cuda/bin:$PATH
+    mkdir -p scratch
+    build pvo s24-pv-order.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    build exp s24-exp2-fma.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    ;;
+  run3)
+    OUT=${OUT:-s24-next-out}
+    mkdir -p "$OUT"
+    gpu_suite pvo
+    gpu_suite exp
+    OUT=$OUT/a timeout 300 bash scripts/ab.sh -p 2 -a "--grid perf,short --check-rows 8 --quiet --no-ceilings" \
+      head=scratch/head-flash-mla-bench pvo=scratch/pvo-flash-mla-bench exp=scratch/exp-flash-mla-bench \
+      >"$OUT/ab3.txt" 2>&1 || true
+    cat "$OUT/ab3.txt"
+    ;;
+  build4)
+    export PATH=/usr/local/cuda/bin:$PATH
+    mkdir -p scratch
+    REV=79d2dd5 build ss - "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench  # the last seesaw (session 5)
+    build trace - "-DFLASH_MLA_TRACE=ON" flash-mla-phases
+    ;;
+  run4)
+    OUT=${OUT:-s24-next-out}
+    mkdir -p "$OUT"
+    rows=("--batch 128 --seqlen 16384 --h-q 128 --s-q 2" "--batch 128 --seqlen 4096 --h-q 128 --s-q 1")
+    m=sm__cycles_elapsed.max,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio
+    m=$m,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__inst_executed.sum
+    m=$m,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
+    for schedule in 0 1; do
+      for row in "${rows[@]}"; do
+        # shellcheck disable=SC2086  # row is a list of options
+        echo "79d2dd5 seesaw=$schedule $row: $(FLASH_MLA_SM90_SEESAW=$schedule timeout 120 ncu \
+          --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 --metrics $m \
+          scratch/ss-flash-mla-bench $row --iters 3 --no-ceilings --no-check --quiet 2>&1 |
+          grep -E '^\s+(smsp|sm__)' | awk '{print $1 " " $NF}' | tr '\n' ' ')"
+      done
+    done
+    # Where head's remaining fetch stalls sit: the 15 SASS lines with the most no_instruction samples.
+    timeout 200 ncu --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 --section SourceCounters \
+      --section WarpStateStats --page source --print-source sass --csv scratch/head-flash-mla-bench \
+      --batch 128 --seqlen 16384 --h-q 128 --s-q 2 --iters 3 --no-ceilings --no-check --quiet \
+      >"$OUT/head-source.csv" 2>"$OUT/head-source.err" || true
+    python3 docs/experiments/top_stalls.py "$OUT/head-source.csv" no_instruction 15 || true
+    timeout 100 scratch/trace-flash-mla-phases "h128" 2>&1 | tail -60
+    ;;
+  build5)
+    export PATH=/usr/local/cuda/bin:$PATH
+    mkdir -p scratch
+    build kw s24-k-wait-under-pv.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    ;;
+  run5)
+    OUT=${OUT:-s24-next-out}
+    mkdir -p "$OUT"
+    gpu_suite kw
+    ab_grids head kw
     ;;
   *)
     sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' >&2

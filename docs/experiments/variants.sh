@@ -2,7 +2,7 @@
 # Sourced by the session hand-over scripts (sNN-next-run.sh), with ROOT set to the repository root and
 # the working directory there.
 #
-# build NAME PATCHES CMAKE_FLAGS TARGET...: a worktree of HEAD with PATCHES (files in docs/experiments,
+# build NAME PATCHES CMAKE_FLAGS TARGET...: a worktree of HEAD (or of $REV) with PATCHES (files in docs/experiments,
 # comma-separated, applied in order; none: "-"), the targets built in Release with CUDA, and the
 # binaries copied to scratch/NAME-<binary> (flash-mla-bench, flash-mla-phases, flash_mla_gpu_tests).
 build() {
@@ -11,7 +11,7 @@ build() {
   local src=/tmp/variant-src-$name out=/tmp/variant-build-$name
   rm -rf "$src"
   git worktree prune
-  git worktree add -f --detach "$src" HEAD >/dev/null
+  git worktree add -f --detach "$src" "${REV:-HEAD}" >/dev/null
   if [ "$patch" != - ]; then
     for one in ${patch//,/ }; do git -C "$src" apply "$ROOT/docs/experiments/$one"; done
   fi
