@@ -24,6 +24,8 @@
 # build5 / run5 (call 5): kw, consumer 0 waits for the next block's K while its P·V runs
 #   (s24-k-wait-under-pv.patch): the timeline puts ~110 cycles between a block's start and its K wait's
 #   return, and ~190 from P·V's end to the next block's start; predicted -1 ... -3 % on the 64+ row rows.
+# run6 (call 6): fetch and barrier stalls of the narrow FP8 kernel (per-tensor h16 and h32, with-scale h16)
+#   beside the dense bf16 kernel on 8192 h16 s1, and the FP8 h16 kernel's stall lines.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -111,6 +113,23 @@ case "${1:-}" in
     mkdir -p "$OUT"
     gpu_suite kw
     ab_grids head kw
+    ;;
+  run6)
+    OUT=${OUT:-s24-next-out}
+    mkdir -p "$OUT"
+    m=sm__cycles_elapsed.max,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio
+    m=$m,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__inst_executed.sum
+    for row in "--kv fp8-tensor --seqlen 16384 --h-q 16 --s-q 1" "--kv fp8-tensor --seqlen 8192 --h-q 32 --s-q 1" \
+      "--kv fp8 --seqlen 8192 --h-q 16 --s-q 1" "--kv dense --seqlen 8192 --h-q 16 --s-q 1"; do
+      # shellcheck disable=SC2086  # row is a list of options
+      echo "head b=128 $row: $(timeout 100 ncu --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 \
+        --metrics $m scratch/head-flash-mla-bench --batch 128 $row --iters 3 --no-ceilings --no-check --quiet 2>&1 |
+        grep -E '^\s+(smsp|sm__)' | awk '{print $1 " " $NF}' | tr '\n' ' ')"
+    done
+    timeout 150 ncu --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 --section SourceCounters \
+      --page source --print-source sass --csv scratch/head-flash-mla-bench --batch 128 --kv fp8-tensor \
+      --seqlen 16384 --h-q 16 --s-q 1 --iters 3 --no-ceilings --no-check --quiet >"$OUT/fp8-source.csv" 2>&1 || true
+    for r in stall_no_inst stall_barrier; do python3 docs/experiments/top_stalls.py "$OUT/fp8-source.csv" $r 8 || true; done
     ;;
   *)
     sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' >&2
