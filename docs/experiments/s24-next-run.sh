@@ -33,53 +33,54 @@ cd "$ROOT"
 # shellcheck source=docs/experiments/variants.sh
 source "$ROOT/docs/experiments/variants.sh"  # build, gpu_suite, ab_grids
 
+export PATH=/usr/local/cuda/bin:$PATH
+mkdir -p scratch
+OUT=${OUT:-s24-next-out}
+
+# tested NAME PATCH [CMAKE_FLAGS]: a variant's bench and GPU tests (scratch/NAME-*).
+tested() {
+  build "$1" "$2" "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON ${3:-}" flash-mla-bench flash_mla_gpu_tests
+}
+
+# ab_many FILE NAME...: a 2-pass A/B of scratch/NAME-flash-mla-bench on the perf and short grids, into
+# $OUT/FILE and stdout.
+ab_many() {
+  local file=$1 pairs=()
+  shift
+  for name in "$@"; do pairs+=("$name=scratch/$name-flash-mla-bench"); done
+  OUT=$OUT/a timeout 400 bash scripts/ab.sh -p 2 -a "--grid perf,short --check-rows 8 --quiet --no-ceilings" \
+    "${pairs[@]}" >"$OUT/$file" 2>&1 || true
+  cat "$OUT/$file"
+}
+
 case "${1:-}" in
   build)
-    export PATH=/usr/local/cuda/bin:$PATH
-    mkdir -p scratch
     build head - "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
     build probe s23-layout-probe.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
-    build mc s24-multicast.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON \
-      -DCMAKE_CUDA_FLAGS=-DFLASH_MLA_MULTICAST=1" flash-mla-bench flash_mla_gpu_tests
-    build qf s24-q-by-tma-full-tiles.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
-      flash_mla_gpu_tests
+    tested mc s24-multicast.patch -DCMAKE_CUDA_FLAGS=-DFLASH_MLA_MULTICAST=1
+    tested qf s24-q-by-tma-full-tiles.patch
     ;;
   run)
-    OUT=${OUT:-s24-next-out}
     mkdir -p "$OUT"
     gpu_suite mc
     gpu_suite qf
-    OUT=$OUT/a timeout 400 bash scripts/ab.sh -p 2 -a "--grid perf,short --check-rows 8 --quiet --no-ceilings" \
-      head=scratch/head-flash-mla-bench probe=scratch/probe-flash-mla-bench mc=scratch/mc-flash-mla-bench \
-      qf=scratch/qf-flash-mla-bench >"$OUT/ab.txt" 2>&1 || true
-    cat "$OUT/ab.txt"
+    ab_many ab.txt head probe mc qf
     ;;
   build3)
-    export PATH=/usr/local/cuda/bin:$PATH
-    mkdir -p scratch
-    build pvo s24-pv-order.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
-      flash_mla_gpu_tests
-    build exp s24-exp2-fma.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
-      flash_mla_gpu_tests
+    tested pvo s24-pv-order.patch
+    tested exp s24-exp2-fma.patch
     ;;
   run3)
-    OUT=${OUT:-s24-next-out}
     mkdir -p "$OUT"
     gpu_suite pvo
     gpu_suite exp
-    OUT=$OUT/a timeout 300 bash scripts/ab.sh -p 2 -a "--grid perf,short --check-rows 8 --quiet --no-ceilings" \
-      head=scratch/head-flash-mla-bench pvo=scratch/pvo-flash-mla-bench exp=scratch/exp-flash-mla-bench \
-      >"$OUT/ab3.txt" 2>&1 || true
-    cat "$OUT/ab3.txt"
+    ab_many ab3.txt head pvo exp
     ;;
   build4)
-    export PATH=/usr/local/cuda/bin:$PATH
-    mkdir -p scratch
     REV=79d2dd5 build ss - "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench  # the last seesaw (session 5)
     build trace - "-DFLASH_MLA_TRACE=ON" flash-mla-phases
     ;;
   run4)
-    OUT=${OUT:-s24-next-out}
     mkdir -p "$OUT"
     rows=("--batch 128 --seqlen 16384 --h-q 128 --s-q 2" "--batch 128 --seqlen 4096 --h-q 128 --s-q 1")
     m=sm__cycles_elapsed.max,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio
@@ -103,19 +104,14 @@ case "${1:-}" in
     timeout 100 scratch/trace-flash-mla-phases "h128" 2>&1 | tail -60
     ;;
   build5)
-    export PATH=/usr/local/cuda/bin:$PATH
-    mkdir -p scratch
-    build kw s24-k-wait-under-pv.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
-      flash_mla_gpu_tests
+    tested kw s24-k-wait-under-pv.patch
     ;;
   run5)
-    OUT=${OUT:-s24-next-out}
     mkdir -p "$OUT"
     gpu_suite kw
     ab_grids head kw
     ;;
   run6)
-    OUT=${OUT:-s24-next-out}
     mkdir -p "$OUT"
     m=sm__cycles_elapsed.max,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio
     m=$m,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__inst_executed.sum
