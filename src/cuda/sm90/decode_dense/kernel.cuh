@@ -19,7 +19,7 @@
 // Registers: setmaxnreg 232 / 40, FP8 200 / 104 (2 · consumer + producer <= 504); no spills.
 // Code size: keep the hot loop small. At ~18 KiB, builds that only moved the producer's code ran two
 // 128-row rows 6-10 % more cycles (instruction-fetch stalls); with the wgmma descriptors advanced by one
-// add (~14.5 KiB) the same move costs nothing and fetch stalls fell from 0.34 to 0.22 per issue
+// add (~14.5 KiB) the same move costs nothing and fetch stalls fell from 0.34 to 0.22 per issue (h128 s2)
 // (docs/DESIGN.md, "The code layout is a lever and a hazard"). A/B a change that adds code here also
 // with docs/experiments/s23-layout-probe.patch on top.
 // Tests: tests/test_gpu.cpp, test_gpu_fp8.cpp, test_gpu_fuzz.cpp, and flash-mla-bench's check.
