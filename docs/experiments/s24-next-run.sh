@@ -26,6 +26,9 @@
 #   return, and ~190 from P·V's end to the next block's start; predicted -1 ... -3 % on the 64+ row rows.
 # run6 (call 6): fetch and barrier stalls of the narrow FP8 kernel (per-tensor h16 and h32, with-scale h16)
 #   beside the dense bf16 kernel on 8192 h16 s1, and the FP8 h16 kernel's stall lines.
+# build7 / run7 (call 7): the compact seesaw (s24-seesaw.patch, -DFLASH_MLA_SEESAW=1; DESIGN.md, "A compact
+#   seesaw"): both consumers run one function, so the bf16 kernel keeps 44 HGMMA and 101 KiB of SASS (168
+#   registers, no spills, no C7514). With ~250 s of device time left: the dense GPU tests and a 1-pass A/B.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -126,6 +129,21 @@ case "${1:-}" in
       --page source --print-source sass --csv scratch/head-flash-mla-bench --batch 128 --kv fp8-tensor \
       --seqlen 16384 --h-q 16 --s-q 1 --iters 3 --no-ceilings --no-check --quiet >"$OUT/fp8-source.csv" 2>&1 || true
     for r in stall_no_inst stall_barrier; do python3 docs/experiments/top_stalls.py "$OUT/fp8-source.csv" $r 8 || true; done
+    ;;
+  build7)
+    tested see s24-seesaw.patch -DCMAKE_CUDA_FLAGS=-DFLASH_MLA_SEESAW=1
+    ;;
+  run7)
+    mkdir -p "$OUT"
+    # The dense 16-bit tests only (the FP8 formats keep consumer_piece), each group under its own timeout.
+    for f in 'GpuDecode.*:GpuGraph.*:GpuValidation.*-GpuDecode.LargeBatchShortSequences' 'PageSizes/*'; do
+      timeout 60 scratch/see-flash_mla_gpu_tests --gtest_filter="$f" >"$OUT/see-tests.txt" 2>&1 &&
+        echo "see $f: passed" || echo "see $f: FAILED (rc $?)"
+      grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/see-tests.txt" | tail -4 || true
+    done
+    OUT=$OUT/a timeout 100 bash scripts/ab.sh -p 1 -a "--grid perf,short --check-rows 8 --quiet --no-ceilings" \
+      head=scratch/head-flash-mla-bench see=scratch/see-flash-mla-bench >"$OUT/ab-see.txt" 2>&1 || true
+    cat "$OUT/ab-see.txt"
     ;;
   *)
     sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' >&2
