@@ -29,6 +29,10 @@
 # build7 / run7 (call 7): the compact seesaw (s24-seesaw.patch, -DFLASH_MLA_SEESAW=1; DESIGN.md, "A compact
 #   seesaw"): both consumers run one function, so the bf16 kernel keeps 44 HGMMA and 101 KiB of SASS (168
 #   registers, no spills, no C7514). With ~250 s of device time left: the dense GPU tests and a 1-pass A/B.
+# build8 / run8 (not run in session 24; the next session's first call, ~1 min): the seesaw's per-pair
+#   phase timeline (the patch stamps each pair: 0 begin, 1 own K landed, 2 S masked, 4 exp, 7 own stats
+#   published, 8 P(a)·V done, 9 P(b)·V done, 10 the other's stats in) beside head's per-block one: where
+#   the seesaw's 6-18 % goes (predicted: waits for K at the pair's start, events 0 -> 1).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -144,6 +148,17 @@ case "${1:-}" in
     OUT=$OUT/a timeout 100 bash scripts/ab.sh -p 1 -a "--grid perf,short --check-rows 8 --quiet --no-ceilings" \
       head=scratch/head-flash-mla-bench see=scratch/see-flash-mla-bench >"$OUT/ab-see.txt" 2>&1 || true
     cat "$OUT/ab-see.txt"
+    ;;
+  build8)
+    build seetrace s24-seesaw.patch "-DFLASH_MLA_TRACE=ON -DCMAKE_CUDA_FLAGS=-DFLASH_MLA_SEESAW=1" flash-mla-phases
+    build trace - "-DFLASH_MLA_TRACE=ON" flash-mla-phases
+    ;;
+  run8)
+    for name in trace seetrace; do
+      echo "== $name"
+      timeout 100 "scratch/$name-flash-mla-phases" "h128" 2>&1 | grep -vE "^   (consumer 0: first|block interval)" || true
+      timeout 60 "scratch/$name-flash-mla-phases" "b128 8192 h16" 2>&1 | head -3 || true
+    done
     ;;
   *)
     sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' >&2
