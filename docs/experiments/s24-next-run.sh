@@ -32,7 +32,9 @@
 # build8 / run8 (not run in session 24; the next session's first call, ~1 min): the seesaw's per-pair
 #   phase timeline (the patch stamps each pair: 0 begin, 1 own K landed, 2 S masked, 4 exp, 7 own stats
 #   published, 8 P(a)·V done, 9 P(b)·V done, 10 the other's stats in) beside head's per-block one: where
-#   the seesaw's 6-18 % goes (predicted: waits for K at the pair's start, events 0 -> 1).
+#   the seesaw's 6-18 % goes (predicted: waits for K at the pair's start, events 0 -> 1). Since call 7 the
+#   patch also lets the one-tile producer request K(1) without waiting for K(0) (a review's finding):
+#   rerun build7/run7's A/B too.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
