@@ -89,13 +89,17 @@ void print_cta_timeline(int ctas) {
     if (at(cta, 0) == 0 || at(cta, 2) == 0) continue;  // an empty part: no block
     entry.push_back(us(at(cta, 0)));
     q_ready.push_back(us(at(cta, 1)));
-    if (at(cta, kConsumerPieceSlot) != 0) consumer_piece_read.push_back(us(at(cta, kConsumerPieceSlot)));
-    if (at(cta, kProducerPieceSlot) != 0) producer_piece_read.push_back(us(at(cta, kProducerPieceSlot)));
-    if (at(cta, kFirstIssuedSlot) != 0) issued.push_back(us(at(cta, kFirstIssuedSlot)));
-    if (at(cta, kProducerStartSlot) != 0) producer_start.push_back(us(at(cta, kProducerStartSlot)));
-    if (at(cta, kPageReadSlot) != 0) page_read.push_back(us(at(cta, kPageReadSlot)));
-    if (at(cta, kSecondIssuedSlot) != 0) second_issued.push_back(us(at(cta, kSecondIssuedSlot)));
-    if (at(cta, kQIssuedSlot) != 0) q_issued.push_back(us(at(cta, kQIssuedSlot)));
+    // The prologue stamps some builds or paths never write (the gather producer's, say).
+    auto stamped = [&](std::vector<double>& into, int slot) {
+      if (at(cta, slot) != 0) into.push_back(us(at(cta, slot)));
+    };
+    stamped(consumer_piece_read, kConsumerPieceSlot);
+    stamped(producer_piece_read, kProducerPieceSlot);
+    stamped(issued, kFirstIssuedSlot);
+    stamped(producer_start, kProducerStartSlot);
+    stamped(page_read, kPageReadSlot);
+    stamped(second_issued, kSecondIssuedSlot);
+    stamped(q_issued, kQIssuedSlot);
     first_k.push_back(us(at(cta, 2)));
     exit.push_back(us(at(cta, kExitSlot)));
     int j = 0;  // the last traced block

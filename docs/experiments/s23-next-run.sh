@@ -36,13 +36,8 @@ ncu_rows() {
   shift
   m=sm__cycles_elapsed.max,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio
   m=$m,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio
-  for row in "$@"; do
-    # shellcheck disable=SC2086  # row is a list of options
-    echo "$name $row: $(timeout 100 ncu --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 \
-      --metrics $m "scratch/$name-flash-mla-bench" $row --iters 3 --no-ceilings --no-check --quiet 2>&1 |
-      grep -E '^\s+(smsp|sm__)' | awk '{print $1 " " $NF}' | sed -E 's/smsp__average_warps_issue_stalled_//' |
-      tr '\n' ' ')"
-  done
+  # shellcheck disable=SC2086  # row is a list of options
+  for row in "$@"; do ncu_metrics "$name $row" "$m" "scratch/$name-flash-mla-bench" $row; done
 }
 
 case "${1:-}" in

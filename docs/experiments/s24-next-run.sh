@@ -29,6 +29,8 @@
 # build7 / run7 (call 7): the compact seesaw (s24-seesaw.patch, -DFLASH_MLA_SEESAW=1; DESIGN.md, "A compact
 #   seesaw"): both consumers run one function, so the bf16 kernel keeps 44 HGMMA and 101 KiB of SASS (168
 #   registers, no spills, no C7514). With ~250 s of device time left: the dense GPU tests and a 1-pass A/B.
+#   (Session 24 built call 4's 79d2dd5 bench and trace build and call 7's variant by hand, with the same
+#   flags as build4 and build7; the helpers this script uses were merged into variants.sh afterwards.)
 # build8 / run8 (not run in session 24; the next session's first call, ~1 min): the seesaw's per-pair
 #   phase timeline (the patch stamps each pair: 0 begin, 1 own K landed, 2 S masked, 4 exp, 7 own stats
 #   published, 8 P(a)·V done, 9 P(b)·V done, 10 the other's stats in) beside head's per-block one: where
@@ -51,16 +53,9 @@ tested() {
   build "$1" "$2" "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON ${3:-}" flash-mla-bench flash_mla_gpu_tests
 }
 
-# ab_many FILE NAME...: a 2-pass A/B of scratch/NAME-flash-mla-bench on the perf and short grids, into
-# $OUT/FILE and stdout.
-ab_many() {
-  local file=$1 pairs=()
-  shift
-  for name in "$@"; do pairs+=("$name=scratch/$name-flash-mla-bench"); done
-  OUT=$OUT/a timeout 400 bash scripts/ab.sh -p 2 -a "--grid perf,short --check-rows 8 --quiet --no-ceilings" \
-    "${pairs[@]}" >"$OUT/$file" 2>&1 || true
-  cat "$OUT/$file"
-}
+# The seven calls' ncu metrics: cycles, fetch and barrier stalls per issue, instructions.
+stalls=sm__cycles_elapsed.max,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio
+stalls=$stalls,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__inst_executed.sum
 
 case "${1:-}" in
   build)
@@ -73,7 +68,7 @@ case "${1:-}" in
     mkdir -p "$OUT"
     gpu_suite mc
     gpu_suite qf
-    ab_many ab.txt head probe mc qf
+    ab_many ab.txt 2 head probe mc qf
     ;;
   build3)
     tested pvo s24-pv-order.patch
@@ -83,7 +78,7 @@ case "${1:-}" in
     mkdir -p "$OUT"
     gpu_suite pvo
     gpu_suite exp
-    ab_many ab3.txt head pvo exp
+    ab_many ab3.txt 2 head pvo exp
     ;;
   build4)
     REV=79d2dd5 build ss - "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench  # the last seesaw (session 5)
@@ -92,24 +87,19 @@ case "${1:-}" in
   run4)
     mkdir -p "$OUT"
     rows=("--batch 128 --seqlen 16384 --h-q 128 --s-q 2" "--batch 128 --seqlen 4096 --h-q 128 --s-q 1")
-    m=sm__cycles_elapsed.max,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio
-    m=$m,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__inst_executed.sum
-    m=$m,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
     for schedule in 0 1; do
       for row in "${rows[@]}"; do
         # shellcheck disable=SC2086  # row is a list of options
-        echo "79d2dd5 seesaw=$schedule $row: $(FLASH_MLA_SM90_SEESAW=$schedule timeout 120 ncu \
-          --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 --metrics $m \
-          scratch/ss-flash-mla-bench $row --iters 3 --no-ceilings --no-check --quiet 2>&1 |
-          grep -E '^\s+(smsp|sm__)' | awk '{print $1 " " $NF}' | tr '\n' ' ')"
+        ncu_metrics "79d2dd5 seesaw=$schedule $row" \
+          "$stalls,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active" \
+          env FLASH_MLA_SM90_SEESAW=$schedule scratch/ss-flash-mla-bench $row
       done
     done
-    # Where head's remaining fetch stalls sit: the 15 SASS lines with the most no_instruction samples.
-    timeout 200 ncu --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 --section SourceCounters \
-      --section WarpStateStats --page source --print-source sass --csv scratch/head-flash-mla-bench \
-      --batch 128 --seqlen 16384 --h-q 128 --s-q 2 --iters 3 --no-ceilings --no-check --quiet \
-      >"$OUT/head-source.csv" 2>"$OUT/head-source.err" || true
-    python3 docs/experiments/top_stalls.py "$OUT/head-source.csv" no_instruction 15 || true
+    # Where head's stalls sit: the SASS lines with the most samples of a reason.
+    ncu_source "$OUT/head-source.csv" scratch/head-flash-mla-bench --batch 128 --seqlen 16384 --h-q 128 --s-q 2
+    for r in stall_no_inst stall_barrier; do
+      python3 docs/experiments/top_stalls.py "$OUT/head-source.csv" $r 15 || true
+    done
     timeout 100 scratch/trace-flash-mla-phases "h128" 2>&1 | tail -60
     ;;
   build5)
@@ -122,19 +112,16 @@ case "${1:-}" in
     ;;
   run6)
     mkdir -p "$OUT"
-    m=sm__cycles_elapsed.max,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio
-    m=$m,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__inst_executed.sum
     for row in "--kv fp8-tensor --seqlen 16384 --h-q 16 --s-q 1" "--kv fp8-tensor --seqlen 8192 --h-q 32 --s-q 1" \
       "--kv fp8 --seqlen 8192 --h-q 16 --s-q 1" "--kv dense --seqlen 8192 --h-q 16 --s-q 1"; do
       # shellcheck disable=SC2086  # row is a list of options
-      echo "head b=128 $row: $(timeout 100 ncu --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 \
-        --metrics $m scratch/head-flash-mla-bench --batch 128 $row --iters 3 --no-ceilings --no-check --quiet 2>&1 |
-        grep -E '^\s+(smsp|sm__)' | awk '{print $1 " " $NF}' | tr '\n' ' ')"
+      ncu_metrics "head b=128 $row" "$stalls" scratch/head-flash-mla-bench --batch 128 $row
     done
-    timeout 150 ncu --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 --section SourceCounters \
-      --page source --print-source sass --csv scratch/head-flash-mla-bench --batch 128 --kv fp8-tensor \
-      --seqlen 16384 --h-q 16 --s-q 1 --iters 3 --no-ceilings --no-check --quiet >"$OUT/fp8-source.csv" 2>&1 || true
-    for r in stall_no_inst stall_barrier; do python3 docs/experiments/top_stalls.py "$OUT/fp8-source.csv" $r 8 || true; done
+    ncu_source "$OUT/fp8-source.csv" scratch/head-flash-mla-bench --batch 128 --kv fp8-tensor --seqlen 16384 --h-q 16 \
+      --s-q 1
+    for r in stall_no_inst stall_barrier; do
+      python3 docs/experiments/top_stalls.py "$OUT/fp8-source.csv" $r 8 || true
+    done
     ;;
   build7)
     tested see s24-seesaw.patch -DCMAKE_CUDA_FLAGS=-DFLASH_MLA_SEESAW=1
@@ -147,9 +134,7 @@ case "${1:-}" in
         echo "see $f: passed" || echo "see $f: FAILED (rc $?)"
       grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/see-tests.txt" | tail -4 || true
     done
-    OUT=$OUT/a timeout 100 bash scripts/ab.sh -p 1 -a "--grid perf,short --check-rows 8 --quiet --no-ceilings" \
-      head=scratch/head-flash-mla-bench see=scratch/see-flash-mla-bench >"$OUT/ab-see.txt" 2>&1 || true
-    cat "$OUT/ab-see.txt"
+    ab_many ab-see.txt 1 head see
     ;;
   build8)
     build seetrace s24-seesaw.patch "-DFLASH_MLA_TRACE=ON -DCMAKE_CUDA_FLAGS=-DFLASH_MLA_SEESAW=1" flash-mla-phases
@@ -158,7 +143,8 @@ case "${1:-}" in
   run8)
     for name in trace seetrace; do
       echo "== $name"
-      timeout 100 "scratch/$name-flash-mla-phases" "h128" 2>&1 | grep -vE "^   (consumer 0: first|block interval)" || true
+      timeout 100 "scratch/$name-flash-mla-phases" "h128" 2>&1 |
+        grep -vE "^   (consumer 0: first|block interval)" || true
       timeout 60 "scratch/$name-flash-mla-phases" "b128 8192 h16" 2>&1 | head -3 || true
     done
     ;;

@@ -38,10 +38,36 @@ gpu_suite() {
   grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$name-tests.txt" | tail -6 || true
 }
 
-# ab_grids A B: a 2-pass A/B of scratch/A-flash-mla-bench and scratch/B-flash-mla-bench on the perf and
-# short grids (scripts/ab.sh, passes alternated), its table in $OUT/ab-B.txt and on stdout.
-ab_grids() {
-  OUT=$OUT/a timeout 300 bash scripts/ab.sh -p 2 -a "--grid perf,short --check-rows 8 --quiet --no-ceilings" \
-    "$1=scratch/$1-flash-mla-bench" "$2=scratch/$2-flash-mla-bench" >"$OUT/ab-$2.txt" 2>&1 || true
-  cat "$OUT/ab-$2.txt"
+# ab_many FILE PASSES NAME...: a PASSES-pass A/B of scratch/NAME-flash-mla-bench on the perf and short grids
+# (scripts/ab.sh, passes alternated, every run's rows checked), its table in $OUT/FILE and on stdout.
+ab_many() {
+  local file=$1 passes=$2 pairs=()
+  shift 2
+  for name in "$@"; do pairs+=("$name=scratch/$name-flash-mla-bench"); done
+  OUT=$OUT/a timeout 400 bash scripts/ab.sh -p "$passes" -a "--grid perf,short --check-rows 8 --quiet --no-ceilings" \
+    "${pairs[@]}" >"$OUT/$file" 2>&1 || true
+  cat "$OUT/$file"
+}
+
+# ab_grids A B: ab_many's 2-pass A/B of two builds, into $OUT/ab-B.txt.
+ab_grids() { ab_many "ab-$2.txt" 2 "$1" "$2"; }
+
+# ncu_metrics LABEL METRICS CMD...: one line "LABEL: metric value ..." for the second decode kernel of CMD
+# (a flash-mla-bench command line; --iters 3 and no checks are added), at ncu's base clock.
+ncu_metrics() {
+  local label=$1 metrics=$2
+  shift 2
+  echo "$label: $(timeout 120 ncu --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 \
+    --metrics "$metrics" "$@" --iters 3 --no-ceilings --no-check --quiet 2>&1 | grep -E '^\s+(smsp|sm__)' |
+    awk '{print $1 " " $NF}' | sed -E 's/smsp__average_warps_issue_stalled_//' | tr '\n' ' ')"
+}
+
+# ncu_source CSV CMD...: ncu's per-SASS-line counters and warp-state samples of CMD's second decode kernel
+# (--page source --csv, for top_stalls.py) into CSV.
+ncu_source() {
+  local csv=$1
+  shift
+  timeout 200 ncu --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 --section SourceCounters \
+    --section WarpStateStats --page source --print-source sass --csv "$@" --iters 3 --no-ceilings --no-check \
+    --quiet >"$csv" 2>&1 || true
 }
