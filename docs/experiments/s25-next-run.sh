@@ -9,6 +9,24 @@
 # run3 (call 3): gs (FlashMLA's order, with group-landing stamps) and gs1 (-DFLASH_MLA_SEESAW_ORDER=1: consumer 1
 #   folds a then b, both stages read V_L, RoPE, V_R): gs1's dense tests, both timelines, ncu cycles at base
 #   clock and the replayed clock and power of head, gs and gs1 on two 128-row rows, a 1-pass 3-way A/B.
+#   (Run with the h128 s2 row only for ncu and clocks: a review helper had used ~1000 s of the budget.)
+# build4 (the next session, here, ~10 min): s25-seesaw-grouped.patch on HEAD, the landing form (the seesaw a
+#   kernel template parameter chosen for more than 128 query rows per KV head; FLASH_MLA_SM90_SCHEDULE=
+#   serial|seesaw forces one): cand (bench, GPU tests); candp (-DFLASH_MLA_SEESAW_PREFETCH=1: each block's
+#   boxes prefetched into L2 when its producer warp reaches it); head; wrappers candps / cands that run
+#   candp / cand with every call on the seesaw. And nc (issue 7): the narrow FP8 kernel's Sᵀ = K·Qᵀ as two
+#   accumulator chains of 18 wgmma instead of one of 36 (s25-narrow-two-chains.patch,
+#   -DFLASH_MLA_NARROW_QK_CHAINS=2): the 16-row Sᵀ's m64n16k16 wgmma are tiny, and a score warpgroup's
+#   Q·Kᵀ took ~3470 cycles per block (~96 per wgmma; PERFORMANCE.md item 1 (a)), a dependent chain's latency.
+# run4 (~4 min): l2_bench (docs/experiments/l2_bench.cu: the L2 -> SM delivery ceiling, and the 2- and
+#   4-CTA sharing of the 128- and 256-row calls; predicted: share 4 near the ~4.8 TB/s that h128 s2
+#   delivers, which would make the 256-row rows L2-bound and multicast their lever), cand's GPU suite
+#   (default dispatch), its 16-bit tests with every call on the seesaw, nc's FP8 tests and fuzzer.
+# run5 (~8 min, near the 600 s per-call limit): 2-pass A/B of head, cand, candp, candps; ncu cycles and
+#   replayed clocks at h128 s2; a 2-pass A/B of head and nc on FlashMLA's h_q 16 and 32 rows in
+#   per-tensor FP8.
+#   Predicted: candp's pairs lose most of their ~1700-2600-cycle refill waits, h128 s2 -5 ... -10 % against
+#   head, and candps's 128-row rows no slower than head; nc's h16 FP8 rows -3 ... -8 %.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -40,7 +58,8 @@ clocks() {
   shift
   nvidia-smi --query-gpu=clocks.sm,power.draw --format=csv,noheader,nounits -lms 100 >"$OUT/pw.txt" 2>/dev/null &
   local pid=$!
-  timeout 60 "scratch/$name-flash-mla-bench" "$@" --iters 1500 --no-check --no-ceilings --quiet >"$OUT/pw-bench.txt" 2>&1 || true
+  timeout 60 "scratch/$name-flash-mla-bench" "$@" --iters 1500 --no-check --no-ceilings --quiet \
+    >"$OUT/pw-bench.txt" 2>&1 || true
   kill $pid
   wait $pid 2>/dev/null || true
   python3 - "$name $*" "$OUT/pw.txt" "$OUT/pw-bench.txt" <<'PY'
@@ -49,8 +68,8 @@ samples = [tuple(map(float, l.split(','))) for l in open(sys.argv[2]) if l.strip
 busy = [s for s in samples if s[1] > 300]
 us = " ".join(([l for l in open(sys.argv[3]) if l.strip()] or [""])[-1].split()[:9])
 if busy:
-    print(f"{sys.argv[1]}: {statistics.median(s[0] for s in busy):.0f} MHz, {statistics.median(s[1] for s in busy):.0f} W "
-          f"({len(busy)} samples); bench tail: {us}")
+    mhz, watts = statistics.median(s[0] for s in busy), statistics.median(s[1] for s in busy)
+    print(f"{sys.argv[1]}: {mhz:.0f} MHz, {watts:.0f} W ({len(busy)} samples); bench tail: {us}")
 else:
     print(f"{sys.argv[1]}: no busy samples")
 PY
@@ -80,6 +99,9 @@ case ${1:-} in
     build cand s25-seesaw-grouped.patch "$flags" flash-mla-bench flash_mla_gpu_tests
     build candp s25-seesaw-grouped.patch "-DFLASH_MLA_BUILD_CLI=ON -DCMAKE_CUDA_FLAGS=-DFLASH_MLA_SEESAW_PREFETCH=1" \
       flash-mla-bench
+    nvcc -O3 -std=c++17 -arch=sm_90a -I src -o scratch/l2_bench docs/experiments/l2_bench.cu
+    build nc s25-narrow-two-chains.patch "$flags -DCMAKE_CUDA_FLAGS=-DFLASH_MLA_NARROW_QK_CHAINS=2" \
+      flash-mla-bench flash_mla_gpu_tests
     for name in cand candp; do
       # shellcheck disable=SC2016  # the wrapper's own expansions
       printf '#!/bin/sh\nFLASH_MLA_SM90_SCHEDULE=seesaw exec "$(dirname "$0")/%s-flash-mla-bench" "$@"\n' "$name" \
@@ -88,11 +110,21 @@ case ${1:-} in
     done
     ;;
   run4)
+    timeout 60 scratch/l2_bench || true
     gpu_suite cand
     FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests cand
+    timeout 150 scratch/nc-flash_mla_gpu_tests --gtest_filter='Formats/*:GpuFuzz*' >"$OUT/nc-tests.txt" 2>&1 &&
+      echo "nc FP8 tests: passed" || echo "nc FP8 tests: FAILED"
+    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/nc-tests.txt" | tail -4 || true
     ;;
   run5)
     ab_many ab-cand.txt 2 head cand candp candps
+    # FlashMLA's grid's 16- and 32-row-head rows (s_q 1 and 2, uniform and ragged) in per-tensor FP8.
+    for only in h_q=16 h_q=32; do
+      OUT=$OUT/$only timeout 300 bash scripts/ab.sh -p 2 \
+        -a "--grid flashmla --kv fp8-tensor --only $only --check-rows 8 --quiet --no-ceilings" \
+        head=scratch/head-flash-mla-bench nc=scratch/nc-flash-mla-bench || true
+    done
     for name in head cand candp; do
       ncu_metrics "$name h128 s2" sm__cycles_elapsed.max,smsp__inst_executed.sum \
         "scratch/$name-flash-mla-bench" --batch 128 --seqlen 16384 --h-q 128 --s-q 2
