@@ -28,6 +28,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
+# shellcheck source=docs/experiments/variants.sh
+source "$ROOT/docs/experiments/variants.sh"  # replay_clocks
 A="--check-rows 8 --quiet --no-ceilings"
 
 # build_bench NAME PATCH FLAGS [TESTS]: a worktree of HEAD with PATCH applied (none: "-"), built with
@@ -66,24 +68,7 @@ case "${1:-}" in
       grid=perf
       [ "$only" = b=132 ] && grid=small
       for e in 0 1 2 3 4 5; do
-        nvidia-smi --query-gpu=clocks.sm,power.draw --format=csv,noheader,nounits -lms 100 >"$OUT/pw.txt" 2>/dev/null &
-        pid=$!
-        timeout 40 "scratch/e$e-bench" --grid $grid --only $only --no-check --no-ceilings --quiet --iters 4000 \
-          >"$OUT/pw-bench.txt" 2>&1 || true
-        kill $pid
-        wait $pid 2>/dev/null || true
-        python3 - "e$e" "$OUT/pw.txt" "$OUT/pw-bench.txt" <<'PY'
-import statistics, sys
-samples = [tuple(map(float, l.split(','))) for l in open(sys.argv[2]) if l.strip()]
-busy = [s for s in samples if s[1] > 300]
-for line in open(sys.argv[3]):
-    t = line.split()
-    if 'sm90' in t and t[0].startswith('b='):
-        i = t.index('sm90')
-        mhz = statistics.median([s[0] for s in busy]) if busy else -1
-        watts = statistics.median([s[1] for s in busy]) if busy else -1
-        print(f"{sys.argv[1]} {' '.join(t[:i - 1])[:36]:36} {t[i + 1]:>6} us  {mhz:5.0f} MHz  {watts:4.0f} W  ({len(busy)} samples)")
-PY
+        replay_clocks "e$e" "scratch/e$e-bench" --grid $grid --only $only --iters 4000
       done
     done
     ;;

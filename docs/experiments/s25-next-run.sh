@@ -27,11 +27,13 @@
 #   per-tensor FP8.
 #   Predicted: candp's pairs lose most of their ~1700-2600-cycle refill waits, h128 s2 -5 ... -10 % against
 #   head, and candps's 128-row rows no slower than head; nc's h16 FP8 rows -3 ... -8 %.
+# Landing the seesaw: drop the patch's FLASH_MLA_SEESAW_ORDER=0 path (FlashMLA's order, slower on every row;
+#   `duplicates` pairs its code with the a-first path's) and whichever of the prefetch forms lost.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 # shellcheck source=docs/experiments/variants.sh
-source "$ROOT/docs/experiments/variants.sh"  # ab_many, gpu_suite
+source "$ROOT/docs/experiments/variants.sh"  # build, ab_many, gpu_suite, ncu_metrics, replay_clocks
 OUT=${OUT:-s25-next-out}
 mkdir -p "$OUT"
 
@@ -51,30 +53,6 @@ timelines() {  # NAME...: per-block (serial) or per-pair (seesaw) phase timeline
   done
 }
 
-# clocks NAME ROW...: median SM clock and power while scratch/NAME-flash-mla-bench replays one row (~2 s;
-# nvidia-smi every 100 ms, samples above 300 W).
-clocks() {
-  local name=$1
-  shift
-  nvidia-smi --query-gpu=clocks.sm,power.draw --format=csv,noheader,nounits -lms 100 >"$OUT/pw.txt" 2>/dev/null &
-  local pid=$!
-  timeout 60 "scratch/$name-flash-mla-bench" "$@" --iters 1500 --no-check --no-ceilings --quiet \
-    >"$OUT/pw-bench.txt" 2>&1 || true
-  kill $pid
-  wait $pid 2>/dev/null || true
-  python3 - "$name $*" "$OUT/pw.txt" "$OUT/pw-bench.txt" <<'PY'
-import statistics, sys
-samples = [tuple(map(float, l.split(','))) for l in open(sys.argv[2]) if l.strip()]
-busy = [s for s in samples if s[1] > 300]
-us = " ".join(([l for l in open(sys.argv[3]) if l.strip()] or [""])[-1].split()[:9])
-if busy:
-    mhz, watts = statistics.median(s[0] for s in busy), statistics.median(s[1] for s in busy)
-    print(f"{sys.argv[1]}: {mhz:.0f} MHz, {watts:.0f} W ({len(busy)} samples); bench tail: {us}")
-else:
-    print(f"{sys.argv[1]}: no busy samples")
-PY
-}
-
 case ${1:-} in
   run2)
     dense_tests gs
@@ -89,7 +67,7 @@ case ${1:-} in
     row=(--batch 128 --seqlen 16384 --h-q 128 --s-q 2)
     for name in head gs gs1; do
       ncu_metrics "$name ${row[*]:2}" "$stalls" "scratch/$name-flash-mla-bench" "${row[@]}"
-      clocks "$name" "${row[@]}"
+      replay_clocks "$name" "scratch/$name-flash-mla-bench" "${row[@]}" --iters 1500
     done
     ab_many ab-gs1.txt 1 head gs gs1
     ;;
@@ -128,7 +106,7 @@ case ${1:-} in
     for name in head cand candp; do
       ncu_metrics "$name h128 s2" sm__cycles_elapsed.max,smsp__inst_executed.sum \
         "scratch/$name-flash-mla-bench" --batch 128 --seqlen 16384 --h-q 128 --s-q 2
-      clocks "$name" --batch 128 --seqlen 16384 --h-q 128 --s-q 2
+      replay_clocks "$name" "scratch/$name-flash-mla-bench" --batch 128 --seqlen 16384 --h-q 128 --s-q 2 --iters 1500
     done
     ;;
   *)

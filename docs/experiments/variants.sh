@@ -71,3 +71,28 @@ ncu_source() {
     --section WarpStateStats --page source --print-source sass --csv "$@" --iters 3 --no-ceilings --no-check \
     --quiet >"$csv" 2>&1 || true
 }
+
+# replay_clocks LABEL CMD...: CMD (a flash-mla-bench command line; no checks or ceilings are added) replayed
+# while nvidia-smi samples the SM clock and power every 100 ms; per timed row one line: LABEL, the row, µs,
+# and the median clock and power of the samples above 300 W (the card at work).
+replay_clocks() {
+  local label=$1 pid
+  shift
+  nvidia-smi --query-gpu=clocks.sm,power.draw --format=csv,noheader,nounits -lms 100 >"$OUT/pw.txt" 2>/dev/null &
+  pid=$!
+  timeout 60 "$@" --no-check --no-ceilings --quiet >"$OUT/pw-bench.txt" 2>&1 || true
+  kill $pid
+  wait $pid 2>/dev/null || true
+  python3 - "$label" "$OUT/pw.txt" "$OUT/pw-bench.txt" <<'PY'
+import statistics, sys
+samples = [tuple(map(float, l.split(','))) for l in open(sys.argv[2]) if l.strip()]
+busy = [s for s in samples if s[1] > 300]
+for line in open(sys.argv[3]):
+    t = line.split()
+    if 'sm90' in t and t[0].startswith('b='):
+        i = t.index('sm90')
+        mhz = statistics.median([s[0] for s in busy]) if busy else -1
+        watts = statistics.median([s[1] for s in busy]) if busy else -1
+        print(f"{sys.argv[1]} {' '.join(t[:i - 1])[:36]:36} {t[i + 1]:>6} us  {mhz:5.0f} MHz  {watts:4.0f} W  ({len(busy)} samples)")
+PY
+}
