@@ -8,7 +8,8 @@
 #   ~5400-6000 cycles (head: 2 x 3750); the 128-row rows -5 ... -15 %.
 # run3 (call 3): gs (FlashMLA's order, with group-landing stamps) and gs1 (-DFLASH_MLA_SEESAW_ORDER=1: consumer 1
 #   folds a then b, both stages read V_L, RoPE, V_R): gs1's dense tests, both timelines, ncu cycles at base
-#   clock and the replayed clock and power of head, gs and gs1 on two 128-row rows, a 1-pass 3-way A/B.
+#   clock and the replayed clock and power of head, gs and gs1 on b=128 16384 h128 s2 (256 rows) and 4096
+#   h128 s1, a 1-pass 3-way A/B.
 #   (Run with the h128 s2 row only for ncu and clocks: a review helper had used ~1000 s of the budget.)
 # build4 (the next session, here, ~10 min): s25-seesaw-grouped.patch on HEAD, the landing form (the seesaw a
 #   kernel template parameter chosen for more than 128 query rows per KV head; FLASH_MLA_SM90_SCHEDULE=
@@ -25,7 +26,7 @@
 # run5 (~8 min, near the 600 s per-call limit): 2-pass A/B of head, cand, candp, candps; ncu cycles and
 #   replayed clocks at h128 s2; a 2-pass A/B of head and nc on FlashMLA's h_q 16 and 32 rows in
 #   per-tensor FP8.
-#   Predicted: candp's pairs lose most of their ~1700-2600-cycle refill waits, h128 s2 -5 ... -10 % against
+#   Predicted: candp's pairs lose most of their ~1750-2650-cycle refill waits, h128 s2 -5 ... -10 % against
 #   head, and candps's 128-row rows no slower than head; nc's h16 FP8 rows -3 ... -8 %.
 # Landing the seesaw: drop the patch's FLASH_MLA_SEESAW_ORDER=0 path (FlashMLA's order, slower on every row;
 #   `duplicates` pairs its code with the a-first path's) and whichever of the prefetch forms lost.
