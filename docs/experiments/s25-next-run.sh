@@ -28,8 +28,9 @@
 #   per-tensor FP8.
 #   Predicted: candp's pairs lose most of their ~1750-2650-cycle refill waits, h128 s2 -5 ... -10 % against
 #   head, and candps's 128-row rows no slower than head; nc's h16 FP8 rows -3 ... -8 %.
-# Landing the seesaw: drop the patch's FLASH_MLA_SEESAW_ORDER=0 path (FlashMLA's order, slower on every row;
-#   `duplicates` pairs its code with the a-first path's) and whichever of the prefetch forms lost.
+# Landing the seesaw: s25-seesaw-grouped.patch keeps only the a-first order (s25-seesaw-grouped-orders.patch
+#   has both, FLASH_MLA_SEESAW_ORDER=0|1, and with FLASH_MLA_SM90_SCHEDULE=seesaw stands for call 3's
+#   builds); drop whichever prefetch form lost.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
