@@ -19,15 +19,18 @@
 #   accumulator chains of 18 wgmma instead of one of 36 (s25-narrow-two-chains.patch,
 #   -DFLASH_MLA_NARROW_QK_CHAINS=2): the 16-row Sᵀ's m64n16k16 wgmma are tiny, and a score warpgroup's
 #   Q·Kᵀ took ~3470 cycles per block (~96 per wgmma; PERFORMANCE.md item 1 (a)), a dependent chain's latency.
+#   And hh (s25-f2fp-high-half.patch): F2FP converts each word's upper e4m3 pair from the register's upper
+#   half (R.H1) instead of after a shift: 72 SHF fewer per block in a score warpgroup (16-row form 136 -> 28
+#   SHF in all), the same 226 F2FP; the per-tensor dense FP8 kernel 114.1 -> 111.9 KiB. Bit-identical results.
 # run4 (~4 min): l2_bench (docs/experiments/l2_bench.cu: the L2 -> SM delivery ceiling, and the 2- and
 #   4-CTA sharing of the 128- and 256-row calls; predicted: share 4 near the ~4.8 TB/s that h128 s2
 #   delivers, which would make the 256-row rows L2-bound and multicast their lever), cand's GPU suite
-#   (default dispatch), its 16-bit tests with every call on the seesaw, nc's FP8 tests and fuzzer.
+#   (default dispatch), its 16-bit tests with every call on the seesaw, nc's and hh's FP8 tests and fuzzer.
 # run5 (~8 min, near the 600 s per-call limit): 2-pass A/B of head, cand, candp, candps; ncu cycles and
-#   replayed clocks at h128 s2; a 2-pass A/B of head and nc on FlashMLA's h_q 16 and 32 rows in
+#   replayed clocks at h128 s2; a 2-pass A/B of head, nc and hh on FlashMLA's h_q 16 and 32 rows in
 #   per-tensor FP8.
 #   Predicted: candp's pairs lose most of their ~1750-2650-cycle refill waits, h128 s2 -5 ... -10 % against
-#   head, and candps's 128-row rows no slower than head; nc's h16 FP8 rows -3 ... -8 %.
+#   head, and candps's 128-row rows no slower than head; nc's h16 FP8 rows -3 ... -8 %; hh's -1 ... -3 %.
 # Landing the seesaw: s25-seesaw-grouped.patch keeps only the a-first order (s25-seesaw-grouped-orders.patch
 #   has both, FLASH_MLA_SEESAW_ORDER=0|1, and with FLASH_MLA_SM90_SCHEDULE=seesaw stands for call 3's
 #   builds); drop whichever prefetch form lost.
@@ -80,6 +83,7 @@ case ${1:-} in
     build candp s25-seesaw-grouped.patch "-DFLASH_MLA_BUILD_CLI=ON -DCMAKE_CUDA_FLAGS=-DFLASH_MLA_SEESAW_PREFETCH=1" \
       flash-mla-bench
     nvcc -O3 -std=c++17 -arch=sm_90a -I src -o scratch/l2_bench docs/experiments/l2_bench.cu
+    build hh s25-f2fp-high-half.patch "$flags" flash-mla-bench flash_mla_gpu_tests
     build nc s25-narrow-two-chains.patch "$flags -DCMAKE_CUDA_FLAGS=-DFLASH_MLA_NARROW_QK_CHAINS=2" \
       flash-mla-bench flash_mla_gpu_tests
     for name in cand candp; do
@@ -93,9 +97,12 @@ case ${1:-} in
     timeout 60 scratch/l2_bench || true
     gpu_suite cand
     FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests cand
-    timeout 150 scratch/nc-flash_mla_gpu_tests --gtest_filter='Formats/*:GpuFuzz*' >"$OUT/nc-tests.txt" 2>&1 &&
-      echo "nc FP8 tests: passed" || echo "nc FP8 tests: FAILED"
-    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/nc-tests.txt" | tail -4 || true
+    for name in nc hh; do
+      timeout 150 "scratch/$name-flash_mla_gpu_tests" --gtest_filter='Formats/*:GpuFuzz*' \
+        >"$OUT/$name-tests.txt" 2>&1 &&
+        echo "$name FP8 tests: passed" || echo "$name FP8 tests: FAILED"
+      grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$name-tests.txt" | tail -4 || true
+    done
     ;;
   run5)
     ab_many ab-cand.txt 2 head cand candp candps
@@ -103,7 +110,7 @@ case ${1:-} in
     for only in h_q=16 h_q=32; do
       OUT=$OUT/$only timeout 300 bash scripts/ab.sh -p 2 \
         -a "--grid flashmla --kv fp8-tensor --only $only --check-rows 8 --quiet --no-ceilings" \
-        head=scratch/head-flash-mla-bench nc=scratch/nc-flash-mla-bench || true
+        head=scratch/head-flash-mla-bench nc=scratch/nc-flash-mla-bench hh=scratch/hh-flash-mla-bench || true
     done
     for name in head cand candp; do
       ncu_metrics "$name h128 s2" sm__cycles_elapsed.max,smsp__inst_executed.sum \
