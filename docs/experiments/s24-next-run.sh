@@ -42,7 +42,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 
 # shellcheck source=docs/experiments/variants.sh
-source "$ROOT/docs/experiments/variants.sh"  # build, gpu_suite, ab_grids
+source "$ROOT/docs/experiments/variants.sh"  # build, gpu_suite, ab_grids, gtest_groups, timelines
 
 export PATH=/usr/local/cuda/bin:$PATH
 mkdir -p scratch
@@ -129,11 +129,7 @@ case "${1:-}" in
   run7)
     mkdir -p "$OUT"
     # The dense 16-bit tests only (the FP8 formats keep consumer_piece), each group under its own timeout.
-    for f in 'GpuDecode.*:GpuGraph.*:GpuValidation.*-GpuDecode.LargeBatchShortSequences' 'PageSizes/*'; do
-      timeout 60 scratch/see-flash_mla_gpu_tests --gtest_filter="$f" >"$OUT/see-tests.txt" 2>&1 &&
-        echo "see $f: passed" || echo "see $f: FAILED (rc $?)"
-      grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/see-tests.txt" | tail -4 || true
-    done
+    gtest_groups see 'GpuDecode.*:GpuGraph.*:GpuValidation.*-GpuDecode.LargeBatchShortSequences' 'PageSizes/*'
     ab_many ab-see.txt 1 head see
     ;;
   build8)
@@ -141,12 +137,7 @@ case "${1:-}" in
     build trace - "-DFLASH_MLA_TRACE=ON" flash-mla-phases
     ;;
   run8)
-    for name in trace seetrace; do
-      echo "== $name"
-      timeout 100 "scratch/$name-flash-mla-phases" "h128" 2>&1 |
-        grep -vE "^   (consumer 0: first|block interval)" || true
-      timeout 60 "scratch/$name-flash-mla-phases" "b128 8192 h16" 2>&1 | head -3 || true
-    done
+    timelines trace seetrace
     ;;
   *)
     sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' >&2

@@ -37,26 +37,14 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
+# The helpers used: build, ab_many, gpu_suite, gtest_groups, timelines, ncu_metrics, replay_clocks.
 # shellcheck source=docs/experiments/variants.sh
-source "$ROOT/docs/experiments/variants.sh"  # build, ab_many, gpu_suite, ncu_metrics, replay_clocks
+source "$ROOT/docs/experiments/variants.sh"
 OUT=${OUT:-s25-next-out}
 mkdir -p "$OUT"
 
-dense_tests() {  # NAME: the dense 16-bit GPU tests of scratch/NAME-flash_mla_gpu_tests, each group under a timeout
-  for f in 'GpuDecode.*:GpuGraph.*:GpuValidation.*' 'Heads/*' 'PageSizes/*' 'GpuFuzz*'; do
-    timeout 100 "scratch/$1-flash_mla_gpu_tests" --gtest_filter="$f" >"$OUT/$1-tests.txt" 2>&1 &&
-      echo "$1 $f: passed" || echo "$1 $f: FAILED (rc $?)"
-    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$1-tests.txt" | tail -4 || true
-  done
-}
-
-timelines() {  # NAME...: per-block (serial) or per-pair (seesaw) phase timelines
-  for name in "$@"; do
-    echo "== $name"
-    timeout 100 "scratch/$name-flash-mla-phases" "h128" 2>&1 | grep -vE "^   (consumer 0: first|block interval)" || true
-    timeout 60 "scratch/$name-flash-mla-phases" "b128 8192 h16" 2>&1 | head -3 || true
-  done
-}
+# The 16-bit (dense kernel) GPU tests of scratch/NAME-flash_mla_gpu_tests, in four groups.
+dense_tests() { gtest_groups "$1" 'GpuDecode.*:GpuGraph.*:GpuValidation.*' 'Heads/*' 'PageSizes/*' 'GpuFuzz*'; }
 
 case ${1:-} in
   run2)
@@ -97,12 +85,8 @@ case ${1:-} in
     timeout 60 scratch/l2_bench || true
     gpu_suite cand
     FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests cand
-    for name in nc hh; do
-      timeout 150 "scratch/$name-flash_mla_gpu_tests" --gtest_filter='Formats/*:GpuFuzz*' \
-        >"$OUT/$name-tests.txt" 2>&1 &&
-        echo "$name FP8 tests: passed" || echo "$name FP8 tests: FAILED"
-      grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$name-tests.txt" | tail -4 || true
-    done
+    gtest_groups nc 'Formats/*:GpuFuzz*'
+    gtest_groups hh 'Formats/*:GpuFuzz*'
     ;;
   run5)
     ab_many ab-cand.txt 2 head cand candp candps

@@ -96,3 +96,27 @@ for line in open(sys.argv[3]):
         print(f"{sys.argv[1]} {' '.join(t[:i - 1])[:36]:36} {t[i + 1]:>6} us  {mhz:5.0f} MHz  {watts:4.0f} W  ({len(busy)} samples)")
 PY
 }
+
+# gtest_groups NAME FILTER...: scratch/NAME-flash_mla_gpu_tests once per gtest filter, each under its own
+# timeout (a hang ends there), its log in $OUT/NAME-tests.txt; prints a verdict and the summary per filter.
+gtest_groups() {
+  local name=$1 f
+  shift
+  for f in "$@"; do
+    timeout 150 "scratch/$name-flash_mla_gpu_tests" --gtest_filter="$f" >"$OUT/$name-tests.txt" 2>&1 &&
+      echo "$name $f: passed" || echo "$name $f: FAILED (rc $?)"
+    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$name-tests.txt" | tail -4 || true
+  done
+}
+
+# timelines NAME...: scratch/NAME-flash-mla-phases (a trace build) on the 128-row rows and b=128 8192 h16:
+# the per-block (serial) or per-pair (seesaw) phase timeline of each.
+timelines() {
+  local name
+  for name in "$@"; do
+    echo "== $name"
+    timeout 100 "scratch/$name-flash-mla-phases" "h128" 2>&1 |
+      grep -vE "^   (consumer 0: first|block interval)" || true
+    timeout 60 "scratch/$name-flash-mla-phases" "b128 8192 h16" 2>&1 | head -3 || true
+  done
+}
