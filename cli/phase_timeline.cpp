@@ -45,8 +45,13 @@ constexpr int kLastBlockSlot = 2 + kTraceBlocks, kStoredSlot = 45, kQReadySlot =
 // issued (43, 66); consumer 0's first piece read (62) and first Q tile's loads issued (67).
 constexpr int kFirstIssuedSlot = 43, kProducerPieceSlot = 44, kConsumerPieceSlot = 62, kProducerStartSlot = 64,
               kPageReadSlot = 65, kSecondIssuedSlot = 66, kQIssuedSlot = 67;
-const char* const kEventNames[kEvents] = {"begin", "K landed", "S masked", "max",     "exp",
-                                          "tail",  "(unused)", "kPReady",  "P·V done"};
+// The seesaw (16-bit caches) stamps per pair: 0 begin, 1 its stage's first group landed, 12 its RoPE group,
+// 11 its last group, 2 S masked, 4 exp, 7 own max and P published, 8 its own block's P·V done, 9 the other
+// block's P·V done, 10 the other consumer's max read.
+const char* const kEventNames[kEvents] = {"begin",     "K landed",   "S masked", "max",      "exp",
+                                          "tail",      "(unused)",   "kPReady",  "P·V done", "2nd P·V done",
+                                          "other max", "last group", "RoPE in",  "(unused)", "(unused)",
+                                          "(unused)"};
 
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));

@@ -9,13 +9,18 @@
 namespace flash_mla::sm90::dense {
 
 inline constexpr int kBlockM = flash_mla::kBlockM;  // query rows per CTA (wgmma M)
-// One consumer schedule ("serial"): consumer 0 computes S = Q·Kᵀ and the softmax of every block,
-// consumer 1 only its half of P·V (~4100 cycles per block against 2176 of tensor math; the phase
-// timeline is in docs/PERFORMANCE.md, session 5). The seesaw schedule of FlashMLA's 2025-04 kernel was
-// built twice (sessions 3 and 4) and measured 3-16 % slower on every row; it was removed (design and
-// measurements: docs/DESIGN.md, "What was tried").
+// Two consumer schedules. Serial: consumer 0 computes S = Q·Kᵀ and the softmax of every block, consumer
+// 1 only its half of P·V (~3750 cycles per block against 2176 of tensor math; docs/PERFORMANCE.md,
+// session 24). The seesaw (kSeesawMinRows below; kernel.cuh's header): the consumers score alternate
+// blocks of a pair, with each stage released in three groups; sessions 3-5's whole-stage forms were
+// 3-16 % slower on every row (docs/DESIGN.md, "What was tried").
 inline constexpr int kVSubTilesPerWarpgroup = kVSubTiles / 2;  // each consumer owns 256 output columns
 inline constexpr int kStages = 2;
+// 16-bit calls with at least this many query rows per KV head (3+ row tiles) run the seesaw
+// (consumer_piece_seesaw). H200 against the serial schedule: session 26, 2 passes, b=128 16384 h128 s2 (256
+// rows) -3.6 %, b=16 1024 s16 (256 rows) equal; session 25, every call on it, 1 pass: 128-row rows
+// 0 ... +1.9 %, 64 rows and fewer +2.5 ... +11.7 % (docs/PERFORMANCE.md).
+inline constexpr int kSeesawMinRows = 2 * kBlockM + 1;
 // Pages whose copies (page_copy_rows: 8 rows for 24-token pages, 4 for 100) are shorter than this are
 // gathered with cp.async by the whole producer warpgroup (measured on an
 // H100, b=128: at 8-token pages the gather ran 433/414 us against TMA boxes' 443/442 for h_q 16/128;
@@ -57,7 +62,19 @@ enum NamedBarrier : uint32_t {
   kStagedConsumer1 = 8,  // kStaged + 1, named so that no other barrier takes it
   kStagedRead = 9,  // both consumers: the bulk copies of the staged output have read it (Q may be reloaded)
   kPartialStored = 10,  // both consumers stored their halves of a split piece's partial (release_piece)
+  // The seesaw (16-bit caches, consumer_piece_seesaw), both consumers (256 threads):
+  kSeesawOrder = 11,  // consumer 0 issued S(a): consumer 1 issues S(b) behind it
+  kSeesawA = 12,      // consumer 0 published the running max after block a, P(a) and a's zeroed V tail
+  kSeesawB = 13,      // consumer 1 published the running max after block b, P(b) and b's zeroed V tail
+  kSeesawPFree = 14,  // consumer 1's P(a)·V_R(a) is done: the next pair's P(a) may overwrite the P tile
+  // Consumer 1's four warps are past their wait for S(b), so P(b) may overwrite stage b's RoPE
+  // sub-tile: the barrier its 128 threads also use in store_final_staged (never at the same time).
+  kQKRead1 = kStagedConsumer1,
 };
+
+// The seesaw releases and refills each stage in three groups of sub-tiles, so that the next pair's
+// S = Q·Kᵀ can start on the groups freed first (docs/DESIGN.md, "A compact seesaw").
+enum KGroup : int { kGroupVL = 0, kGroupVR = 1, kGroupRope = 2, kGroups = 3 };
 
 // A finished piece's final output goes out through the Q tile (free once the piece's last Q·Kᵀ is
 // done): each consumer's 256 columns of the 64 rows as 16-bit values, rows kStagedRowBytes apart (16
@@ -69,13 +86,20 @@ inline constexpr int kStagedRowBytes = kHeadDimV + 16;
 struct SharedStorage {
   SubTile q[kQKSubTiles];           // [64 rows, 576] the query tile, 72 KiB
   SubTile k[kStages][kQKSubTiles];  // [stage][64 tokens, 576] KV blocks, 144 KiB
-  float alpha[kStages][kBlockM];    // per-row rescale of the block in each stage (P is in its RoPE sub-tile)
+  SubTile p_a;                      // the seesaw: P of a pair's block a (consumer 1's P(a)·V_R(a) reads it)
+  union {
+    float alpha[kStages][kBlockM];  // serial: per-row rescale of the block in each stage (P in its RoPE sub-tile)
+    float m_pub[kStages][kBlockM];  // seesaw: the running max after block a ([0]) and after block b ([1])
+  };
   float row_max[kBlockM];           // the piece's final row max (log2)
-  float row_sum[kBlockM];           // the piece's final row sum
+  float row_sum[kBlockM];           // the piece's final row sum (the seesaw: consumer 0's part)
+  float row_sum1[kBlockM];          // the seesaw: consumer 1's part of the row sum
   float q_row_scale[kBlockM];       // per-tensor FP8, bf16 q: each row's prescale 2^e (q_to_f16_prescaled)
   uint64_t k_full[kStages];         // a stage's bytes landed
   uint64_t k_free[kStages];         // every consumer thread finished with a stage
   uint64_t k_raw[kStages][2];       // FP8 caches: a stage's raw bytes landed (TMA; [1]: the later part)
+  uint64_t g_full[kStages][kGroups];  // the seesaw: a group of a stage's sub-tiles landed
+  uint64_t g_free[kStages][kGroups];  // the seesaw: every reader of a group is done with it
 };
 
 inline constexpr int kSharedBytes = static_cast<int>(sizeof(SharedStorage)) + 1024;  // + base alignment

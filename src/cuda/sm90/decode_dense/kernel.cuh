@@ -14,15 +14,24 @@
 // per row half), and WG1 prefetches the part's next Q tile into L2 when a piece starts. When the
 // combine is the kernel's programmatic dependent, a split piece's partial is released to it
 // (release_piece), and each CTA lets the combine launch as it begins its last block.
-// Shared memory: Q 72 KiB + 2 x 72 KiB stages + stats and barriers, within 227 KiB. P of block j is
-// written into stage j's RoPE sub-tile once Q·K(j)ᵀ is done (no shared P tile, no kPFree wait).
+// 16-bit calls of more than 128 query rows per KV head (kSeesawMinRows) run the seesaw instead
+// (decode_kernel<..., true>, consumer_piece_seesaw; FlashMLA's 2025-04 idea): blocks in pairs, a in stage 0
+// and b in stage 1; WG0 scores a, WG1 scores b, and each folds both into its own 256 columns, so that one
+// consumer's softmax runs under the other's wgmma. Each stage is freed and refilled in three groups (V_L,
+// V_R, RoPE; producer warp s fills stage s) in the order Q·Kᵀ reads them; P(a) has its own 8 KiB tile.
+// H200, session 25: a pair ~6200 cycles at h128 s2 against 2 x 3750, but bound by the groups' refill
+// latency (~1750-2650 cycles): of the rows measured only b=128 16384 h128 s2 gained (docs/DESIGN.md).
+// Shared memory: Q 72 KiB + 2 x 72 KiB stages + the seesaw's P(a) tile 8 KiB + stats and barriers: the
+// whole 227 KiB. The serial schedule writes P of block j into stage j's RoPE sub-tile once Q·K(j)ᵀ is done
+// (no shared P tile, no kPFree wait).
 // Registers: setmaxnreg 232 / 40, FP8 200 / 104 (2 · consumer + producer <= 504); no spills.
 // Code size: keep the hot loop small. At ~18 KiB, builds that only moved the producer's code ran two
 // 128-row rows 6-10 % more cycles (instruction-fetch stalls); with the wgmma descriptors advanced by one
 // add (~14.5 KiB) the same move costs nothing and fetch stalls fell from 0.34 to 0.22 per issue (h128 s2)
 // (docs/DESIGN.md, "The code layout is a lever and a hazard"). A/B a change that adds code here also
 // with docs/experiments/s23-layout-probe.patch on top.
-// Tests: tests/test_gpu.cpp, test_gpu_fp8.cpp, test_gpu_fuzz.cpp, and flash-mla-bench's check.
+// Tests: tests/test_gpu.cpp, test_gpu_fp8.cpp, test_gpu_fuzz.cpp (the 16-bit ones twice: ctest's
+// "seesaw." copies force the seesaw on every call), and flash-mla-bench's check.
 #pragma once
 
 #include <cuda.h>
@@ -33,6 +42,8 @@
 #include <atomic>
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "core/params.hpp"
@@ -42,6 +53,7 @@
 #include "cuda/sm90/launch.hpp"
 #include "ptx/barrier.hpp"
 #include "ptx/compiler.hpp"
+#include "ptx/convert.hpp"
 #include "ptx/math.hpp"
 #include "ptx/matrix.hpp"
 #include "ptx/cp_async.hpp"
@@ -247,14 +259,10 @@ __device__ __forceinline__ void visible_limits(const DecodeParams& p, const Piec
   }
 }
 
-// S = Q·Kᵀ of the block in `stage` (36 wgmma m64n64k16, both operands K-major in shared memory),
-// then masked and scaled into the log2 domain (scale_log2 per row of the thread: the softmax scale,
-// times a per-tensor FP8 q row's prescale): scores past the piece end or the causal limit are
-// selected to -inf, never multiplied (masked K rows may hold NaN). row_max: quad-reduced row maxima.
+// S = Q·Kᵀ of the block in `stage` (36 wgmma m64n64k16, both operands K-major in shared memory), issued
+// as one commit group; qk_finish waits for it.
 template <typename T>
-__device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2], const SharedStorage& s, int stage,
-                                            int blk, const RowPair& rp, const int (&limit)[2],
-                                            const float (&scale_log2)[2]) {
+__device__ __forceinline__ void qk_issue(float (&sc)[32], const SharedStorage& s, int stage) {
   // Q's and the stage's sub-tiles are both 8 KiB apart, so one byte offset serves both descriptors.
   const uint64_t desc_q = ptx::make_smem_desc(&s.q[0], 16, 1024, ptx::Swizzle::k128B);
   const uint64_t desc_k = ptx::make_smem_desc(&s.k[stage][0], 16, 1024, ptx::Swizzle::k128B);
@@ -268,6 +276,14 @@ __device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2]
     }
   }
   ptx::wgmma_commit_group();
+}
+
+// Waits for S (qk_issue, qk_issue_grouped), then masks and scales it into the log2 domain (scale_log2 per
+// row of the thread: the softmax scale, times a per-tensor FP8 q row's prescale): scores past the piece
+// end or the causal limit are selected to -inf, never multiplied (masked K rows may hold NaN). row_max:
+// quad-reduced row maxima.
+__device__ __forceinline__ void qk_finish(float (&sc)[32], float (&row_max)[2], int blk, const RowPair& rp,
+                                          const int (&limit)[2], const float (&scale_log2)[2]) {
   ptx::wgmma_wait_group<0>();
   ptx::fence_registers(sc);
 
@@ -296,6 +312,14 @@ __device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2]
   }
   row_max[0] = quad_max(row_max[0]);
   row_max[1] = quad_max(row_max[1]);
+}
+
+template <typename T>
+__device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2], const SharedStorage& s, int stage,
+                                            int blk, const RowPair& rp, const int (&limit)[2],
+                                            const float (&scale_log2)[2]) {
+  qk_issue<T>(sc, s, stage);
+  qk_finish(sc, row_max, blk, rp, limit, scale_log2);
 }
 
 // The running max a padding row starts from (finite, so m + kMaxLag and m - m_use stay finite).
@@ -429,6 +453,35 @@ struct Slot {
 };
 __device__ __forceinline__ Slot stage_slot(uint32_t it) { return {static_cast<int>(it % kStages), (it / kStages) & 1}; }
 
+// ---------------- the seesaw (16-bit caches) ----------------
+// Blocks go in pairs (a, b) within a piece: a in stage 0, b in stage 1; a piece of odd length ends with
+// a lone a. Each stage is released and refilled in three groups of sub-tiles (V_L: 0-3, V_R: 4-7, RoPE: 8),
+// each with its own full and free barrier, and S = Q·Kᵀ reads a stage's groups in the order they are
+// refilled: V_L, RoPE, V_R (in both stages V_R is freed last). The readers (the free barriers' counts, one
+// arrival per thread of each reader):
+//   stage 0: V_L  consumer 0 after P(a)·V_L(a)                 128
+//            V_R  consumer 0 after S(a), consumer 1 after P(a)·V_R(a)   256
+//            RoPE consumer 0 after S(a)                        128
+//   stage 1: V_R  consumer 1 after P(b)·V_R(b)                 128
+//            V_L  consumer 1 after S(b), consumer 0 after P(b)·V_L(b)   256
+//            RoPE consumer 1 after P(b)·V_R(b), consumer 0 after P(b)·V_L(b) (P(b) lives there)  256
+__host__ __device__ constexpr int group_first_subtile(int g) { return g == kGroupRope ? kVSubTiles : 4 * g; }
+__host__ __device__ constexpr int group_subtiles(int g) { return g == kGroupRope ? 1 : 4; }
+// The group a stage's S reads (and its producer refills) i-th.
+__host__ __device__ constexpr int group_in_order(int i) { return i == 0 ? kGroupVL : i == 1 ? kGroupRope : kGroupVR; }
+__host__ __device__ constexpr uint32_t group_free_arrivals(int stage, int g) {
+  return (stage == 0 ? g == kGroupVR : g != kGroupVR) ? kConsumerThreads : kWarpgroupThreads;
+}
+
+// Per-stage use counts of the pair ring: the parity of a stage's next use.
+struct PairRing {
+  uint32_t uses0 = 0, uses1 = 0;  // scalars: a runtime index into an array would put it in local memory
+  __device__ uint32_t next(int stage) {
+    const uint32_t u = stage == 0 ? uses0++ : uses1++;
+    return u & 1;
+  }
+};
+
 // The producer for pages whose copies are shorter than kMinTmaPage rows: the whole producer warpgroup gathers each
 // 64-token block with 16-byte cp.async copies straight into the swizzled sub-tiles. Thread t serves
 // rows t/8 + 16i (i < 4) and chunks t%8 + 8k (k < 9, one per sub-tile): a warp copies 128 contiguous
@@ -438,7 +491,7 @@ __device__ __forceinline__ Slot stage_slot(uint32_t it) { return {static_cast<in
 // stage's full barrier (one of 128 arrivals) once its group of the previous block has landed, after
 // a proxy fence: wgmma reads what the generic proxy wrote. When the next stage is not free yet, it
 // signals the previous block first instead of holding that signal while it waits.
-template <typename T>
+template <typename T, bool kSeesaw>
 __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedStorage& s, int thread) {
   constexpr int kRowsPerPass = kWarpgroupThreads / 8;  // 16
   constexpr int kPasses = kBlockN / kRowsPerPass;      // 4
@@ -446,12 +499,39 @@ __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedSto
   const T* k = static_cast<const T*>(p.k) + static_cast<int64_t>(blockIdx.y) * p.k_head_stride + chunk * 8;
   const int page_size = p.page_block_size;
   int pending = -1;  // the stage whose copies are in flight and not yet signalled
+  // The seesaw's ring (a pair's blocks a and b in stages 0 and 1) fills whole stages: all three groups.
   auto signal = [&](int stage) {
     ptx::fence_proxy_async_shared();
-    ptx::mbarrier_arrive(&s.k_full[stage]);
+    if constexpr (kSeesaw) {
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g) ptx::mbarrier_arrive(&s.g_full[stage][g]);
+    } else {
+      ptx::mbarrier_arrive(&s.k_full[stage]);
+    }
   };
+  auto stage_free = [&](int stage, uint32_t parity, bool wait) {
+    if constexpr (!kSeesaw) {
+      if (wait) ptx::mbarrier_wait(&s.k_free[stage], parity);
+      return wait || ptx::mbarrier_test(&s.k_free[stage], parity);
+    }
+    bool free = true;
+#pragma unroll
+    for (int g = 0; g < kGroups; ++g) {
+      if (wait) {
+        ptx::mbarrier_wait(&s.g_free[stage][g], parity);
+      } else {
+        free = free && ptx::mbarrier_test(&s.g_free[stage][g], parity);
+      }
+    }
+    return free;
+  };
+  PairRing ring;
   for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
-    const Slot slot = stage_slot(it);
+    Slot slot = stage_slot(it);
+    if constexpr (kSeesaw) {
+      slot.stage = (blk - pc.first_block()) & 1;
+      slot.parity = ring.next(slot.stage);
+    }
     const int stage = slot.stage;
     const int valid = pc.seqlen - blk * kBlockN;
     const T* src[kPasses];
@@ -463,12 +543,12 @@ __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedSto
                    ? k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride
                    : nullptr;
     }
-    if (pending >= 0 && !ptx::mbarrier_test(&s.k_free[stage], slot.parity ^ 1)) {
+    if (pending >= 0 && !stage_free(stage, slot.parity ^ 1, false)) {
       ptx::cp_async_wait<0>();
       signal(pending);
       pending = -1;
     }
-    ptx::mbarrier_wait(&s.k_free[stage], slot.parity ^ 1);
+    stage_free(stage, slot.parity ^ 1, true);
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
       const int row = row0 + kRowsPerPass * i;
@@ -579,6 +659,163 @@ __device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStor
   }
 }
 
+// S = Q·Kᵀ of the block in `stage` as qk_issue, its sub-tiles in the stage's group order, each group's
+// wgmma issued once the group has landed (one commit group; qk_finish waits).
+template <typename T>
+__device__ __forceinline__ void qk_issue_grouped(float (&sc)[32], SharedStorage& s, int stage, uint32_t parity,
+                                                 [[maybe_unused]] int stamp_pair, [[maybe_unused]] int thread) {
+  const uint64_t desc_q = ptx::make_smem_desc(&s.q[0], 16, 1024, ptx::Swizzle::k128B);
+  const uint64_t desc_k = ptx::make_smem_desc(&s.k[stage][0], 16, 1024, ptx::Swizzle::k128B);
+#pragma unroll
+  for (int i = 0; i < kQKSubTiles; ++i) {
+    if (i == 0 || i == 4 || i == 5) {
+      ptx::mbarrier_wait(&s.g_full[stage][group_in_order(i == 0 ? 0 : i == 4 ? 1 : 2)], parity);
+      ptx::wgmma_fence();
+      FLASH_MLA_PHASE_AT(stage, stamp_pair, i == 0 ? 1 : i == 4 ? 12 : 11);
+    }
+    // Sub-tiles 0-3 (V_L), 8 (RoPE), 4-7 (V_R).
+    const uint32_t c = (i < 4 ? i : i == 4 ? kVSubTiles : i - 1) * kSubTileBytes;
+#pragma unroll
+    for (int kk = 0; kk < kSubTileCols / 16; ++kk) {
+      const uint32_t at = c + kk * 32;
+      ptx::wgmma_m64n64k16_ss<T>(sc, ptx::smem_desc_at(desc_q, at), ptx::smem_desc_at(desc_k, at), (i | kk) != 0);
+    }
+  }
+  ptx::wgmma_commit_group();
+}
+
+// One piece on the consumers in the seesaw schedule (FlashMLA's 2025-04 idea, one running max m), pair
+// (a, b):
+//   C0: S(a); m_a = max(m, S(a)), α_a; P(a) -> P tile, m_a [kSeesawA]; O_L·α_a + P(a)·V_L(a)
+//   C1: S(b) behind S(a) [kSeesawOrder]; [kSeesawA] m_a; m_b = max(m_a, S(b)), α_b; P(b) -> stage 1's
+//       RoPE sub-tile, m_b [kSeesawB]; O_R·α_a + P(a)·V_R(a) [kSeesawPFree]; O_R·α_b + P(b)·V_R(b)
+//   C0: [kSeesawB] m_b; O_L·α_b + P(b)·V_L(b)
+// so that one consumer's softmax runs while the other's wgmma keep the tensor pipe busy. Consumer 1 folds
+// a first, which frees stage 0's V_R group mid-pair; FlashMLA's order (b first, then a with P(a)·α_b) left
+// that group to the pair's end and ran slower on every row (session 25). Both consumers run this one
+// function (one copy of the block code: session 5's seesaw, with a path per consumer, stalled on
+// instruction fetch). Row sums: C0 keeps (l·α_a + ΣP(a))·α_b, C1 l·α_aα_b + ΣP(b), summed at the piece's
+// end. Each P·V is waited for before anything else touches O (a P·V in flight across a branch that
+// rescales O serialises every wgmma, ptxas C7514). On return both consumers hold the piece's row max m and
+// row sum l, each its 256 columns of the unnormalised O.
+template <typename T>
+__device__ __forceinline__ void consumer_piece_seesaw(const DecodeParams& p, SharedStorage& s, const Piece& pc,
+                                                      int warpgroup, int thread, const RowPair& rp,
+                                                      const float (&scale_log2)[2], PairRing& ring, uint32_t& it,
+                                                      float (&o)[128], float (&m)[2], float (&l)[2]) {
+  const int first = pc.first_block(), end = pc.end_block();
+  const bool lead = warpgroup == 0;
+  const int mine = lead ? 0 : 1, other = 1 - mine;  // the stage this consumer scores; the other
+  SubTile& p_mine = lead ? s.p_a : stage_p(s, 1);   // P of the block it scores
+  SubTile& p_other = lead ? stage_p(s, 1) : s.p_a;
+  int limit[2];
+  visible_limits(p, pc, rp, limit);
+  for (int blk = first; blk < end; blk += 2) {
+    const bool has_b = blk + 1 < end;
+    const bool scores = lead || has_b;
+    const uint32_t parity_a = ring.next(0);
+    const uint32_t parity_b = has_b ? ring.next(1) : 0;
+    [[maybe_unused]] const int pair = static_cast<int>(ring.uses0) - 1;  // trace builds: the phase stamps' index
+    it += has_b ? 2 : 1;
+    FLASH_MLA_PHASE_AT(warpgroup, pair, 0);
+    if (lead && blk + 2 >= end && pc.next_req < 0) cudaTriggerProgrammaticLaunchCompletion();
+    float sc[32], row_max[2], m_use[2];
+    float alpha_mine[2] = {1.0f, 1.0f}, alpha_a[2] = {1.0f, 1.0f};
+    if (scores) {
+      if (!lead) ptx::named_barrier_sync(kSeesawOrder, kConsumerThreads);
+      qk_issue_grouped<T>(sc, s, mine, lead ? parity_a : parity_b, pair, thread);
+      if (lead && has_b) ptx::named_barrier_arrive(kSeesawOrder, kConsumerThreads);
+      qk_finish(sc, row_max, lead ? blk : blk + 1, rp, limit, scale_log2);
+      FLASH_MLA_PHASE_AT(warpgroup, pair, 2);
+      // Consumer 1 frees stage 1's RoPE group after its P(b)·V_R(b), which reads P(b) there.
+      if (lead) ptx::mbarrier_arrive(&s.g_free[0][kGroupRope]);
+      ptx::mbarrier_arrive(&s.g_free[mine][lead ? kGroupVR : kGroupVL]);
+    }
+    if (!lead) {
+      // The running max after block a (and P(a)), α_a computed exactly as consumer 0's advance_max did.
+      ptx::named_barrier_sync(kSeesawA, kConsumerThreads);
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        const float m_a = s.m_pub[0][rp.row[k]];
+        alpha_a[k] = ptx::exp2_ftz(m[k] - (m_a == -INFINITY ? 0.0f : m_a));
+        m[k] = m_a;
+      }
+      FLASH_MLA_PHASE_AT(warpgroup, pair, 10);
+    }
+    if (scores) {
+      advance_max(m, row_max, m_use, alpha_mine);
+      l[0] *= alpha_a[0] * alpha_mine[0];
+      l[1] *= alpha_a[1] * alpha_mine[1];
+      uint32_t packed[16];
+      exponentiate<T>(sc, m_use, l, packed);
+      FLASH_MLA_PHASE_AT(warpgroup, pair, 4);
+      zero_v_tail(s, mine, pc.seqlen - (lead ? blk : blk + 1) * kBlockN, thread);
+      // Every warp of this consumer is past its S wait (stage 1's RoPE sub-tile is about to hold P(b)); for
+      // consumer 0, consumer 1's P(a)·V_R(a) of the previous pair has read the P tile.
+      ptx::named_barrier_sync(lead ? kQKRead : kQKRead1, kWarpgroupThreads);
+      if (lead && blk > first) ptx::named_barrier_sync(kSeesawPFree, kConsumerThreads);
+      store_p(p_mine, thread, packed);
+      if (rp.col == 0) {
+        s.m_pub[mine][rp.row[0]] = m[0];
+        s.m_pub[mine][rp.row[1]] = m[1];
+      }
+      ptx::fence_proxy_async_shared();
+      ptx::named_barrier_arrive(lead ? kSeesawA : kSeesawB, kConsumerThreads);
+      FLASH_MLA_PHASE_AT(warpgroup, pair, 7);
+    }
+    if (lead) {
+      rescale_rows(o, alpha_mine);
+      pv_gemm<T>(o, p_mine, s, mine, mine);  // P(a)·V_L(a)
+      FLASH_MLA_PHASE_AT(warpgroup, pair, 8);
+      ptx::mbarrier_arrive(&s.g_free[0][kGroupVL]);
+      if (has_b) {
+        ptx::named_barrier_sync(kSeesawB, kConsumerThreads);
+        float alpha_b[2];
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+          const float m_b = s.m_pub[1][rp.row[k]];
+          alpha_b[k] = ptx::exp2_ftz(m[k] - (m_b == -INFINITY ? 0.0f : m_b));
+          m[k] = m_b;
+          l[k] *= alpha_b[k];
+        }
+        FLASH_MLA_PHASE_AT(warpgroup, pair, 10);
+        rescale_rows(o, alpha_b);
+        pv_gemm<T>(o, p_other, s, other, mine);  // P(b)·V_L(b)
+        FLASH_MLA_PHASE_AT(warpgroup, pair, 9);
+        ptx::mbarrier_arrive(&s.g_free[1][kGroupVL]);
+        ptx::mbarrier_arrive(&s.g_free[1][kGroupRope]);
+      }
+    } else {
+      rescale_rows(o, alpha_a);
+      if (!has_b) {
+        l[0] *= alpha_a[0];
+        l[1] *= alpha_a[1];
+      }
+      pv_gemm<T>(o, p_other, s, other, mine);  // P(a)·V_R(a)
+      FLASH_MLA_PHASE_AT(warpgroup, pair, 9);
+      ptx::mbarrier_arrive(&s.g_free[0][kGroupVR]);
+      if (blk + 2 < end) ptx::named_barrier_arrive(kSeesawPFree, kConsumerThreads);
+      if (has_b) {
+        rescale_rows(o, alpha_mine);
+        pv_gemm<T>(o, p_mine, s, mine, mine);  // P(b)·V_R(b)
+        FLASH_MLA_PHASE_AT(warpgroup, pair, 8);
+        ptx::mbarrier_arrive(&s.g_free[1][kGroupVR]);
+        ptx::mbarrier_arrive(&s.g_free[1][kGroupRope]);
+      }
+    }
+  }
+  // Each consumer holds its part of the row sums: both parts go through shared memory.
+#pragma unroll
+  for (int k = 0; k < 2; ++k) l[k] = quad_sum(l[k]);
+  if (rp.col == 0) {
+#pragma unroll
+    for (int k = 0; k < 2; ++k) (lead ? s.row_sum : s.row_sum1)[rp.row[k]] = l[k];
+  }
+  ptx::named_barrier_sync(kRowStats, kConsumerThreads);
+#pragma unroll
+  for (int k = 0; k < 2; ++k) l[k] += (lead ? s.row_sum1 : s.row_sum)[rp.row[k]];
+}
+
 // Four e4m3 values (one 32-bit word) times `scale` as two bf16 pairs. e4m3 -> f16 is exact; the
 // product with a power-of-two scale is exact in fp32 and in bf16 (3 mantissa bits), so "FP8 with
 // scale" caches dequantise exactly; other scales round once to bf16.
@@ -604,8 +841,8 @@ __device__ __forceinline__ void e4m3x16_to_bf16(const int4& raw, float scale, in
 
 // Eight e4m3 values as f16, exactly, into one 16-byte chunk.
 __device__ __forceinline__ int4 e4m3x8_to_f16(uint2 raw) {
-  return make_int4(e4m3x2_to_f16x2(raw.x), e4m3x2_to_f16x2(raw.x >> 16), e4m3x2_to_f16x2(raw.y),
-                   e4m3x2_to_f16x2(raw.y >> 16));
+  return make_int4(e4m3x2_to_f16x2(raw.x), ptx::e4m3x2_hi_to_f16x2(raw.x), e4m3x2_to_f16x2(raw.y),
+                   ptx::e4m3x2_hi_to_f16x2(raw.y));
 }
 
 // Sixteen e4m3 values (one 16-byte chunk) as f16, exactly, into two 16-byte chunks.
@@ -949,10 +1186,54 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
   });
 }
 
-template <typename T, KvCacheFormat kFormat>
+// The seesaw's TMA producer: warp s of the producer warpgroup fills stage s (a pair's block a, or b), one
+// group of sub-tiles at a time in the stage's group order, each once its readers freed it, so that a
+// group freed early is refilled without waiting behind one of the other stage freed late. Lane j < copies
+// issues the block's page copy j (copies <= 64 / kMinTmaPage).
+__device__ __forceinline__ void tma_producer_grouped(const DecodeParams& p, SharedStorage& s, const CUtensorMap& k_map,
+                                                     int thread) {
+  const int stage = thread / 32, lane = thread % 32;
+  if (stage >= kStages) return;
+  if (lane == 0) ptx::tma_prefetch_descriptor(&k_map);
+  const uint64_t policy = ptx::l2_policy_evict_first();
+  const BlockPages pages(p.page_block_size);
+  uint32_t uses = 0;
+  for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
+    if (((blk - pc.first_block()) & 1) != stage) return;
+    const uint32_t parity = uses++ & 1;
+    const int copies = pages.copies(pc.seqlen - blk * kBlockN);
+    FLASH_MLA_TRACE_IF(it == 0 && lane == 0, 44);
+    BlockPages::Copy cp{};
+    if (lane < copies) cp = pages.copy(table, blk, lane);
+#pragma unroll 1
+    for (int i = 0; i < kGroups; ++i) {
+      const int g = group_in_order(i);
+      ptx::mbarrier_wait(&s.g_free[stage][g], parity ^ 1);
+      if (lane == 0) {
+        ptx::mbarrier_arrive_expect_tx(
+            &s.g_full[stage][g],
+            static_cast<uint32_t>(copies * pages.rows_per_copy * kSubTileCols * 2 * group_subtiles(g)));
+      }
+      __syncwarp();
+      if (lane < copies) {
+#pragma unroll
+        for (int c = group_first_subtile(g); c < group_first_subtile(g) + group_subtiles(g); ++c) {
+          ptx::tma_load_4d(reinterpret_cast<char*>(&s.k[stage][c]) + cp.row * 128, &k_map, &s.g_full[stage][g],
+                           c * kSubTileCols, blockIdx.y, cp.token_in_page, cp.page, policy);
+        }
+      }
+    }
+    FLASH_MLA_TRACE_IF(it == 0 && lane == 0, 43);
+    FLASH_MLA_TRACE_IF(it == 1 && lane == 0, 66);
+  });
+}
+
+// kSeesaw: the seesaw schedule (consumer_piece_seesaw, 16-bit caches only), else the serial one.
+template <typename T, KvCacheFormat kFormat, bool kSeesaw>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CacheMaps maps) {
   constexpr bool kDense = kFormat == KvCacheFormat::kDense;
+  static_assert(kDense || !kSeesaw, "the seesaw runs 16-bit caches only");
   // Per-tensor FP8: K and Q tiles in f16 (kF16Tiles), f16 wgmma; out stays T.
   using MmaT = std::conditional_t<kF16Tiles<kFormat>, __half, T>;
   extern __shared__ char smem_raw[];
@@ -973,6 +1254,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
       ptx::mbarrier_init(&s.k_raw[st][0], 1);
       ptx::mbarrier_init(&s.k_raw[st][1], 1);
+      for (int g = 0; g < kGroups; ++g) {
+        ptx::mbarrier_init(&s.g_full[st][g], full_arrivals);
+        ptx::mbarrier_init(&s.g_free[st][g], group_free_arrivals(st, g));
+      }
     }
     ptx::fence_barrier_init();
   }
@@ -990,7 +1275,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else {
       ptx::setmaxnreg_dec<kProducerRegs>();
       if (gathers_pages(p)) {
-        gather_producer<T>(p, s, thread);
+        gather_producer<T, kSeesaw>(p, s, thread);
+      } else if constexpr (kSeesaw) {
+        tma_producer_grouped(p, s, maps.k, thread);
       } else {
         tma_producer(p, s, maps.k, thread);
       }
@@ -1010,6 +1297,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const float out_scale = descale_or_one(p.descale_k);
   const float scale_log2 = p.softmax_scale * kLog2e * descale_q * out_scale;
   uint32_t it = 0;  // blocks so far (the stage ring)
+  PairRing ring;    // the seesaw's ring (16-bit caches)
   [[maybe_unused]] int piece_index = 0;
   const bool stage_out = (reinterpret_cast<uintptr_t>(p.out) & 15) == 0;  // bulk copies need 16-byte addresses
   bool staged = false;  // the last piece's output went out through the Q tile
@@ -1055,7 +1343,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       row_scale[0] *= s.q_row_scale[rp.row[0]];
       row_scale[1] *= s.q_row_scale[rp.row[1]];
     }
-    consumer_piece<MmaT>(p, s, pc, warpgroup, thread, rp, row_scale, it, o, m, l);
+    if constexpr (kSeesaw) {
+      consumer_piece_seesaw<MmaT>(p, s, pc, warpgroup, thread, rp, row_scale, ring, it, o, m, l);
+    } else {
+      consumer_piece<MmaT>(p, s, pc, warpgroup, thread, rp, row_scale, it, o, m, l);
+    }
     if (pc.n_splits == 1 && stage_out) {
       store_final_staged<T>(p, pc, s, rp, warpgroup, thread, o, m, l, warpgroup == 0 && rp.col == 0, out_scale);
       staged = true;
@@ -1083,26 +1375,51 @@ extern void* g_trace_buffer;
 extern void* g_phase_buffer;
 #endif
 
+// Launches decode_kernel<T, kFormat, kSeesaw> on p.stream (the current device is p.device).
+template <typename T, KvCacheFormat kFormat, bool kSeesaw>
+void launch_schedule(const DecodeParams& p, const CacheMaps& maps) {
+  // The shared-memory opt-in is per device and kernel: set it once on each device the kernel runs on
+  // (devices past the mask's 64 bits set it on every call).
+  static std::atomic<uint64_t> configured{0};
+  const uint64_t bit = p.device.index < 64 ? uint64_t{1} << p.device.index : 0;
+  if ((configured.load(std::memory_order_acquire) & bit) == 0) {
+    detail::cuda_check(cudaFuncSetAttribute(decode_kernel<T, kFormat, kSeesaw>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes),
+                       "cudaFuncSetAttribute (decode kernel shared memory)");
+    configured.fetch_or(bit, std::memory_order_acq_rel);
+  }
+  const dim3 grid((p.rows + kBlockM - 1) / kBlockM, p.h_kv, p.num_sm_parts);
+  decode_kernel<T, kFormat, kSeesaw><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, maps);
+}
+
+// FLASH_MLA_SM90_SCHEDULE=serial or =seesaw (read once per process) forces a 16-bit call's schedule, for
+// measurements: 0 serial, 1 seesaw, -1 (unset or anything else) chosen by the row count.
+inline int schedule_override() {
+  static const int forced = [] {
+    const char* v = std::getenv("FLASH_MLA_SM90_SCHEDULE");
+    const std::string s = v != nullptr ? v : "";
+    return s == "seesaw" ? 1 : s == "serial" ? 0 : -1;
+  }();
+  return forced;
+}
+
 // Launches the main kernel on p.stream (the current device is p.device). Instantiated per dtype and
-// cache format in decode_bf16.cu / decode_fp16.cu / decode_fp8.cu.
+// cache format in decode_bf16.cu / decode_fp16.cu / decode_fp8.cu. 16-bit calls of at least
+// kSeesawMinRows query rows per KV head run the seesaw schedule.
 template <typename T, KvCacheFormat kFormat>
 void launch_decode(const DecodeParams& p, const CacheMaps& maps) {
 #if defined(FLASH_MLA_TRACE)
   detail::cuda_check(cudaGetSymbolAddress(&g_trace_buffer, g_trace), "trace symbol");
   detail::cuda_check(cudaGetSymbolAddress(&g_phase_buffer, g_phase), "phase symbol");
 #endif
-  // The shared-memory opt-in is per device: set it once on each device the kernel runs on (devices
-  // past the mask's 64 bits set it on every call).
-  static std::atomic<uint64_t> configured{0};
-  const uint64_t bit = p.device.index < 64 ? uint64_t{1} << p.device.index : 0;
-  if ((configured.load(std::memory_order_acquire) & bit) == 0) {
-    detail::cuda_check(cudaFuncSetAttribute(decode_kernel<T, kFormat>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            kSharedBytes),
-                       "cudaFuncSetAttribute (decode kernel shared memory)");
-    configured.fetch_or(bit, std::memory_order_acq_rel);
+  if constexpr (kFormat == KvCacheFormat::kDense) {
+    const int forced = schedule_override();
+    if (forced >= 0 ? forced == 1 : p.rows >= kSeesawMinRows) {
+      launch_schedule<T, kFormat, true>(p, maps);
+      return;
+    }
   }
-  const dim3 grid((p.rows + kBlockM - 1) / kBlockM, p.h_kv, p.num_sm_parts);
-  decode_kernel<T, kFormat><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, maps);
+  launch_schedule<T, kFormat, false>(p, maps);
 }
 
 }  // namespace flash_mla::sm90::dense

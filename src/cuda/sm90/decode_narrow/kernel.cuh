@@ -46,6 +46,7 @@
 #include "cuda/sm90/decode_narrow/config.hpp"
 #include "ptx/barrier.hpp"
 #include "ptx/compiler.hpp"
+#include "ptx/convert.hpp"
 #include "ptx/math.hpp"
 #include "ptx/matrix.hpp"
 #include "ptx/mbarrier.hpp"
@@ -110,7 +111,7 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, 
     for (int x = 0; x < 4; ++x) {
       if (e4m3) {
         lo[x] = e4m3x2_to_f16x2(run[k][x].x);
-        hi[x] = e4m3x2_to_f16x2(run[k][x].x >> 16);
+        hi[x] = ptx::e4m3x2_hi_to_f16x2(run[k][x].x);
       } else {
         const float2 a = unpack2<__nv_bfloat16>(run[k][x].x), b = unpack2<__nv_bfloat16>(run[k][x].y);
         lo[x] = pack2<__half>(a.x * scale.down, a.y * scale.down);
@@ -187,7 +188,7 @@ __device__ __forceinline__ void score_block(float (&sc)[2 * kCols], const RawSta
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         A[4 * i + h] = e4m3x2_to_f16x2(word(v[h], i));
-        A[4 * i + 2 + h] = e4m3x2_to_f16x2(word(v[h], i) >> 16);
+        A[4 * i + 2 + h] = ptx::e4m3x2_hi_to_f16x2(word(v[h], i));
       }
     }
     if (n + 1 < 9) load(n + 1, v);
