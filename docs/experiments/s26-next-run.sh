@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Session 26's device calls (run from the repository root; binaries in scratch/, carried to the device with
+# `carry: ["scratch"]`; OUT=$OUT there). Usage: s26-next-run.sh STEP.
+# build (here, ~4 min): land (HEAD: the grouped seesaw for more than 128 rows per KV head and the F2FP
+#   conversions), hint and hint1k (s26-mbarrier-hint.patch, -DFLASH_MLA_MBARRIER_HINT=65536 / 1000: every
+#   mbarrier wait passes try_wait a suspend-time hint, which ptxas turns into TRYWAIT, NANOSLEEP.SYNCS,
+#   PHASECHK per retry instead of a bare TRYWAIT loop), ab3 and ab4 (s26-narrow-a-buffers.patch,
+#   -DFLASH_MLA_NARROW_A_BUFFERS=3 / 4: the narrow FP8 kernel's score warpgroups keep 3 or 4 batches of
+#   Q·Kᵀ wgmma in flight instead of 2, one A fragment buffer each; 32 rows at most 3, where 4 spill).
+#   scratch/head-* is ee871dd's bench (the serial schedule only, shifted conversions).
+# verify (~6 min): land's GPU suite, its 16-bit tests with every call on the seesaw, ab4's FP8 tests, a
+#   2-pass A/B of head, land, hint and hint1k on the perf and short grids.
+#   Predicted: land = head except 16384 h128 s2 (-3 ... -4 %); hint: fewer instructions issued in the
+#   seesaw (session 25: +30 % over the serial schedule, spin loops the guess), 0 ... -3 % on the 256-row row.
+# more (~6 min): 1-pass A/B of head, land, hint, ab3, ab4 on FlashMLA's h_q 16 rows in per-tensor FP8, and
+#   land, ab3, ab4 on its h_q 32 rows; ncu cycles and instructions and the replayed clock of land and hint
+#   at b=128 16384 h128 s2; synccheck and memcheck of four of land's dense tests with every call on the
+#   seesaw.
+#   Predicted: ab4 -3 ... -10 % on the h_q 16 rows if the score warpgroups' Q·Kᵀ (~3470 cycles per block,
+#   9 batches of ~385) waits on the A buffers' wgmma rather than on the tensor pipe.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+# The helpers used: build, gpu_suite, gtest_groups, ab_many, ncu_metrics, replay_clocks.
+# shellcheck source=docs/experiments/variants.sh
+source "$ROOT/docs/experiments/variants.sh"
+OUT=${OUT:-s26-next-out}
+mkdir -p "$OUT"
+
+dense_tests() { gtest_groups "$1" 'GpuDecode.*:GpuGraph.*:GpuValidation.*' 'Heads/*' 'PageSizes/*' 'GpuFuzz*'; }
+row=(--batch 128 --seqlen 16384 --h-q 128 --s-q 2)
+
+case ${1:-} in
+  build)
+    build land - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
+    build hint s26-mbarrier-hint.patch "-DFLASH_MLA_BUILD_CLI=ON -DCMAKE_CUDA_FLAGS=-DFLASH_MLA_MBARRIER_HINT=65536" \
+      flash-mla-bench
+    build hint1k s26-mbarrier-hint.patch "-DFLASH_MLA_BUILD_CLI=ON -DCMAKE_CUDA_FLAGS=-DFLASH_MLA_MBARRIER_HINT=1000" \
+      flash-mla-bench
+    build ab3 s26-narrow-a-buffers.patch "-DFLASH_MLA_BUILD_CLI=ON -DCMAKE_CUDA_FLAGS=-DFLASH_MLA_NARROW_A_BUFFERS=3" \
+      flash-mla-bench
+    build ab4 s26-narrow-a-buffers.patch \
+      "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON -DCMAKE_CUDA_FLAGS=-DFLASH_MLA_NARROW_A_BUFFERS=4" \
+      flash-mla-bench flash_mla_gpu_tests
+    ;;
+  verify)
+    gpu_suite land
+    FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests land
+    gtest_groups ab4 'Formats/*:GpuFuzz*'
+    ab_many ab-land.txt 2 head land hint hint1k
+    ;;
+  more)
+    fp8() {
+      local only=$1
+      shift
+      OUT=$OUT/fp8 timeout 150 bash scripts/ab.sh -p 1 \
+        -a "--grid flashmla --kv fp8-tensor --only $only --check-rows 8 --quiet --no-ceilings" "$@" || true
+    }
+    fp8 h_q=16 head=scratch/head-flash-mla-bench land=scratch/land-flash-mla-bench \
+      hint=scratch/hint-flash-mla-bench ab3=scratch/ab3-flash-mla-bench ab4=scratch/ab4-flash-mla-bench
+    fp8 h_q=32 land=scratch/land-flash-mla-bench ab3=scratch/ab3-flash-mla-bench ab4=scratch/ab4-flash-mla-bench
+    for name in land hint; do
+      ncu_metrics "$name h128 s2" sm__cycles_elapsed.max,smsp__inst_executed.sum "scratch/$name-flash-mla-bench" \
+        "${row[@]}"
+      replay_clocks "$name" "scratch/$name-flash-mla-bench" "${row[@]}" --iters 1500
+    done
+    small='GpuDecode.EmptyAndFullyMaskedRowsAreExact:GpuDecode.NaNKeyInsideASplitSequencePropagates'
+    small+=':Heads/GpuDecodeMatrix.MatchesReference/hq16_hkv1:Heads/GpuDecodeMatrix.MatchesReference/hq128_hkv1'
+    for tool in synccheck memcheck; do
+      FLASH_MLA_SM90_SCHEDULE=seesaw timeout 100 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+        scratch/land-flash_mla_gpu_tests --gtest_filter="$small" >"$OUT/$tool.txt" 2>&1 &&
+        echo "$tool (seesaw): clean" || echo "$tool (seesaw): rc $?"
+      grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/$tool.txt" | tail -3 || true
+    done
+    ;;
+  *)
+    sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' >&2
+    exit 2
+    ;;
+esac
