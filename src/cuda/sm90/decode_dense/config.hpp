@@ -16,11 +16,12 @@ inline constexpr int kBlockM = flash_mla::kBlockM;  // query rows per CTA (wgmma
 // 3-16 % slower on every row (docs/DESIGN.md, "What was tried").
 inline constexpr int kVSubTilesPerWarpgroup = kVSubTiles / 2;  // each consumer owns 256 output columns
 inline constexpr int kStages = 2;
-// 16-bit calls with at least this many query rows per KV head (3+ row tiles) run the seesaw
-// (consumer_piece_seesaw). H200 against the serial schedule: session 26, 2 passes, b=128 16384 h128 s2 (256
-// rows) -3.6 %, b=16 1024 s16 (256 rows) equal; session 25, every call on it, 1 pass: 128-row rows
-// 0 ... +1.9 %, 64 rows and fewer +2.5 ... +11.7 % (docs/PERFORMANCE.md).
-inline constexpr int kSeesawMinRows = 2 * kBlockM + 1;
+// 16-bit calls with at least this many query rows per KV head (2+ row tiles) run the seesaw
+// (consumer_piece_seesaw). H200 against the serial schedule, session 26 (1 pass, with the warp-uniform role
+// of eca302c): 128-row rows -0.8 ... -6.0 %, b=16 1024 s16 (256 rows) -2.2 %; 64-row rows: b=128 16384 h64
+// s1 -3.4 % but the short and small-batch h16 s4 rows +4.3 ... +9.7 %; 32 rows and fewer 0 ... +7 %
+// (docs/PERFORMANCE.md).
+inline constexpr int kSeesawMinRows = kBlockM + 1;
 // Pages whose copies (page_copy_rows: 8 rows for 24-token pages, 4 for 100) are shorter than this are
 // gathered with cp.async by the whole producer warpgroup (measured on an
 // H100, b=128: at 8-token pages the gather ran 433/414 us against TMA boxes' 443/442 for h_q 16/128;

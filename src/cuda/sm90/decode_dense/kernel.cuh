@@ -14,13 +14,15 @@
 // per row half), and WG1 prefetches the part's next Q tile into L2 when a piece starts. When the
 // combine is the kernel's programmatic dependent, a split piece's partial is released to it
 // (release_piece), and each CTA lets the combine launch as it begins its last block.
-// 16-bit calls of more than 128 query rows per KV head (kSeesawMinRows) run the seesaw instead
+// 16-bit calls of more than 64 query rows per KV head (kSeesawMinRows) run the seesaw instead
 // (decode_kernel<..., true>, consumer_piece_seesaw; FlashMLA's 2025-04 idea): blocks in pairs, a in stage 0
 // and b in stage 1; WG0 scores a, WG1 scores b, and each folds both into its own 256 columns, so that one
 // consumer's softmax runs under the other's wgmma. Each stage is freed and refilled in three groups (V_L,
 // V_R, RoPE; producer warp s fills stage s) in the order Q·Kᵀ reads them; P(a) has its own 8 KiB tile.
-// H200, session 25: a pair ~6200 cycles at h128 s2 against 2 x 3750, but bound by the groups' refill
-// latency (~1750-2650 cycles): of the rows measured only b=128 16384 h128 s2 gained (docs/DESIGN.md).
+// H200, session 25: a pair ~6200 cycles at h128 s2 against 2 x 3750, bound by the groups' refill latency
+// (~1750-2650 cycles). Session 26: with the role warp-uniform (its addresses in uniform registers, 10 %
+// fewer instructions), the 128- and 256-row rows ran 0.8-6 % faster than the serial schedule at the
+// card's power cap; short 64-row rows still lose (config.hpp; docs/DESIGN.md).
 // Shared memory: Q 72 KiB + 2 x 72 KiB stages + the seesaw's P(a) tile 8 KiB + stats and barriers: the
 // whole 227 KiB. The serial schedule writes P of block j into stage j's RoPE sub-tile once Q·K(j)ᵀ is done
 // (no shared P tile, no kPFree wait).
