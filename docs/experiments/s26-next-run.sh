@@ -12,23 +12,24 @@
 #   2-pass A/B of head, land, hint and hint1k on the perf and short grids.
 #   Predicted: land = head except 16384 h128 s2 (-3 ... -4 %); hint: fewer instructions issued in the
 #   seesaw (session 25: +30 % over the serial schedule, spin loops the guess), 0 ... -3 % on the 256-row row.
-# more (~6 min): 1-pass A/B of head, land, hint, ab3, ab4 on FlashMLA's h_q 16 rows in per-tensor FP8, and
-#   land, ab3, ab4 on its h_q 32 rows; ncu cycles and instructions and the replayed clock of land and hint
-#   at b=128 16384 h128 s2; synccheck and memcheck of four of land's dense tests with every call on the
-#   seesaw.
+# more (~6 min): 1-pass A/B of head, land, ab3, ab4 on FlashMLA's h_q 16 rows in per-tensor FP8, and land,
+#   ab3, ab4 on its h_q 32 rows; synccheck and memcheck of four of land's dense tests with every call on
+#   the seesaw. (Written with hint in the A/B and ncu/clocks of land and hint; cut after verify showed hint
+#   equal to land, for the device time left.)
+# probe (~2 min): ncu pipe utilisation, instructions and issue activity of land's narrow FP8 kernel
+#   (16384 h16 s1) and of its dense kernel on both schedules (16384 h128 s2).
 #   Predicted: ab4 -3 ... -10 % on the h_q 16 rows if the score warpgroups' Q·Kᵀ (~3470 cycles per block,
 #   9 batches of ~385) waits on the A buffers' wgmma rather than on the tensor pipe.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
-# The helpers used: build, gpu_suite, gtest_groups, ab_many, ncu_metrics, replay_clocks.
+# The helpers used: build, gpu_suite, gtest_groups, ab_many.
 # shellcheck source=docs/experiments/variants.sh
 source "$ROOT/docs/experiments/variants.sh"
 OUT=${OUT:-s26-next-out}
 mkdir -p "$OUT"
 
 dense_tests() { gtest_groups "$1" 'GpuDecode.*:GpuGraph.*:GpuValidation.*' 'Heads/*' 'PageSizes/*' 'GpuFuzz*'; }
-row=(--batch 128 --seqlen 16384 --h-q 128 --s-q 2)
 
 case ${1:-} in
   build)
@@ -56,14 +57,9 @@ case ${1:-} in
       OUT=$OUT/fp8 timeout 150 bash scripts/ab.sh -p 1 \
         -a "--grid flashmla --kv fp8-tensor --only $only --check-rows 8 --quiet --no-ceilings" "$@" || true
     }
-    fp8 h_q=16 head=scratch/head-flash-mla-bench land=scratch/land-flash-mla-bench \
-      hint=scratch/hint-flash-mla-bench ab3=scratch/ab3-flash-mla-bench ab4=scratch/ab4-flash-mla-bench
+    fp8 h_q=16 head=scratch/head-flash-mla-bench land=scratch/land-flash-mla-bench ab3=scratch/ab3-flash-mla-bench \
+      ab4=scratch/ab4-flash-mla-bench
     fp8 h_q=32 land=scratch/land-flash-mla-bench ab3=scratch/ab3-flash-mla-bench ab4=scratch/ab4-flash-mla-bench
-    for name in land hint; do
-      ncu_metrics "$name h128 s2" sm__cycles_elapsed.max,smsp__inst_executed.sum "scratch/$name-flash-mla-bench" \
-        "${row[@]}"
-      replay_clocks "$name" "scratch/$name-flash-mla-bench" "${row[@]}" --iters 1500
-    done
     small='GpuDecode.EmptyAndFullyMaskedRowsAreExact:GpuDecode.NaNKeyInsideASplitSequencePropagates'
     small+=':Heads/GpuDecodeMatrix.MatchesReference/hq16_hkv1:Heads/GpuDecodeMatrix.MatchesReference/hq128_hkv1'
     for tool in synccheck memcheck; do
@@ -71,6 +67,18 @@ case ${1:-} in
         scratch/land-flash_mla_gpu_tests --gtest_filter="$small" >"$OUT/$tool.txt" 2>&1 &&
         echo "$tool (seesaw): clean" || echo "$tool (seesaw): rc $?"
       grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/$tool.txt" | tail -3 || true
+    done
+    ;;
+  probe)
+    # Pipe utilisation (ncu regex metrics, base clock): does a tensor or CUDA-core pipe saturate in the narrow
+    # FP8 kernel (16 rows) and in the dense kernel's two schedules (256 rows)?
+    pipes='regex:sm__pipe_.*cycles_active.avg.pct_of_peak_sustained_active$'
+    pipes+=',sm__cycles_elapsed.max,smsp__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active'
+    ncu_metrics "land fp8-tensor 16384 h16 s1" "$pipes" scratch/land-flash-mla-bench --batch 128 --seqlen 16384 \
+      --h-q 16 --s-q 1 --kv fp8-tensor
+    for schedule in seesaw serial; do
+      FLASH_MLA_SM90_SCHEDULE=$schedule ncu_metrics "land $schedule 16384 h128 s2" "$pipes" \
+        scratch/land-flash-mla-bench --batch 128 --seqlen 16384 --h-q 128 --s-q 2
     done
     ;;
   *)
