@@ -37,14 +37,12 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
-# The helpers used: build, ab_many, gpu_suite, gtest_groups, timelines, ncu_metrics, replay_clocks.
+# The helpers used: build, ab_many, gpu_suite, dense_tests, timelines, ncu_metrics, replay_clocks.
 # shellcheck source=docs/experiments/variants.sh
 source "$ROOT/docs/experiments/variants.sh"
 OUT=${OUT:-s25-next-out}
 mkdir -p "$OUT"
 
-# The 16-bit (dense kernel) GPU tests of scratch/NAME-flash_mla_gpu_tests, in four groups.
-dense_tests() { gtest_groups "$1" 'GpuDecode.*:GpuGraph.*:GpuValidation.*' 'Heads/*' 'PageSizes/*' 'GpuFuzz*'; }
 
 case ${1:-} in
   run2)

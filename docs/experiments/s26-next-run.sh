@@ -23,13 +23,12 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
-# The helpers used: build, gpu_suite, gtest_groups, ab_many.
+# The helpers used: build, gpu_suite, dense_tests, gtest_groups, ab_many, ncu_metrics.
 # shellcheck source=docs/experiments/variants.sh
 source "$ROOT/docs/experiments/variants.sh"
 OUT=${OUT:-s26-next-out}
 mkdir -p "$OUT"
 
-dense_tests() { gtest_groups "$1" 'GpuDecode.*:GpuGraph.*:GpuValidation.*' 'Heads/*' 'PageSizes/*' 'GpuFuzz*'; }
 
 case ${1:-} in
   build)

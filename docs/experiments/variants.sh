@@ -109,6 +109,9 @@ gtest_groups() {
   done
 }
 
+# dense_tests NAME: the 16-bit (dense kernel) GPU tests of scratch/NAME-flash_mla_gpu_tests, in four groups.
+dense_tests() { gtest_groups "$1" 'GpuDecode.*:GpuGraph.*:GpuValidation.*' 'Heads/*' 'PageSizes/*' 'GpuFuzz*'; }
+
 # timelines NAME...: scratch/NAME-flash-mla-phases (a trace build) on the 128-row rows and b=128 8192 h16:
 # the per-block (serial) or per-pair (seesaw) phase timeline of each.
 timelines() {
