@@ -29,7 +29,6 @@ source "$ROOT/docs/experiments/variants.sh"
 OUT=${OUT:-s26-next-out}
 mkdir -p "$OUT"
 
-
 case ${1:-} in
   build)
     build land - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
