@@ -16,6 +16,10 @@
 #   ab3, ab4 on its h_q 32 rows; synccheck and memcheck of four of land's dense tests with every call on
 #   the seesaw. (Written with hint in the A/B and ncu/clocks of land and hint; cut after verify showed hint
 #   equal to land, for the device time left.)
+# next-build / next (the next session's first call, ~7 min): HEAD (new) against ee871dd (head): new's GPU
+#   suite, its 16-bit tests on the seesaw, memcheck / synccheck / initcheck over gpu_check.sh's reduced
+#   matrix, a 2-pass A/B on the perf and short grids, per-opcode counts of both schedules at 4096 h128 s1.
+#   Predicted: new = head on the rows of 64 rows or fewer, 128-row rows -1 ... -6 %, 16384 h128 s2 -8 ... -10 %.
 # probe (~2 min): ncu pipe utilisation, instructions and issue activity of land's narrow FP8 kernel
 #   (16384 h16 s1) and of its dense kernel on both schedules (16384 h128 s2).
 #   Predicted: ab4 -3 ... -10 % on the h_q 16 rows if the score warpgroups' Q·Kᵀ (~3470 cycles per block,
@@ -77,6 +81,31 @@ case ${1:-} in
     for schedule in seesaw serial; do
       FLASH_MLA_SM90_SCHEDULE=$schedule ncu_metrics "land $schedule 16384 h128 s2" "$pipes" \
         scratch/land-flash-mla-bench --batch 128 --seqlen 16384 --h-q 128 --s-q 2
+    done
+    ;;
+  next-build)
+    # The next session's builds (~4 min here): new = HEAD, head = ee871dd (session 25's serial-only bench).
+    build new - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
+    REV=ee871dd build head - "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    ;;
+  next)
+    # The next session's first call (~7 min): new's GPU suite, its 16-bit tests on the seesaw, memcheck,
+    # synccheck and initcheck over gpu_check.sh's reduced matrix (default dispatch, which now puts its
+    # 128-row calls on the seesaw), a 2-pass A/B against head, and the per-opcode counts of both schedules.
+    gpu_suite new
+    FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests new
+    filter=$(sed -n "s/^ *filter='\(.*\)'$/\1/p" scripts/gpu_check.sh | head -n 1)
+    for tool in memcheck synccheck initcheck; do
+      timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 9 scratch/new-flash_mla_gpu_tests \
+        --gtest_filter="$filter" >"$OUT/$tool.txt" 2>&1 && echo "$tool: clean" || echo "$tool: rc $?"
+      grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/$tool.txt" | tail -3 || true
+    done
+    ab_many ab-new.txt 2 head new
+    for schedule in seesaw serial; do
+      FLASH_MLA_SM90_SCHEDULE=$schedule timeout 100 ncu --kernel-name regex:decode_kernel --launch-skip 1 \
+        --launch-count 1 --metrics sass__inst_executed_per_opcode --print-metric-instances details \
+        scratch/new-flash-mla-bench --batch 128 --seqlen 4096 --h-q 128 --s-q 1 --iters 3 --no-ceilings \
+        --no-check --quiet >"$OUT/op-$schedule.txt" 2>&1 || true
     done
     ;;
   *)
