@@ -17,10 +17,11 @@ inline constexpr int kBlockM = flash_mla::kBlockM;  // query rows per CTA (wgmma
 inline constexpr int kVSubTilesPerWarpgroup = kVSubTiles / 2;  // each consumer owns 256 output columns
 inline constexpr int kStages = 2;
 // 16-bit calls with at least this many query rows per KV head (2+ row tiles) run the seesaw
-// (consumer_piece_seesaw). H200 against the serial schedule, session 26 (1 pass, with the warp-uniform role
-// of eca302c): 128-row rows -0.8 ... -6.0 %, b=16 1024 s16 (256 rows) -2.2 %; 64-row rows: b=128 16384 h64
-// s1 -3.4 % but the short and small-batch h16 s4 rows +4.3 ... +9.7 %; 32 rows and fewer 0 ... +7 %
-// (docs/PERFORMANCE.md).
+// (consumer_piece_seesaw). H200, session 26, 1 pass, eca302c (the warp-uniform role) with every call on the
+// seesaw against its serial schedule: 128-row rows -0.8 ... -5.2 %; 64-row rows: b=128 16384 h64 s1 -3.4 %
+// but the short and small-batch h16 s4 rows +4.3 ... +9.7 %; 32 rows and fewer +0.3 ... +8.9 %. The 256-row
+// rows ran the seesaw since efaca86 (16384 h128 s2 -3.6 / -4.0 %, 2 passes; -5.5 % more with the uniform
+// role) (docs/PERFORMANCE.md).
 inline constexpr int kSeesawMinRows = kBlockM + 1;
 // Pages whose copies (page_copy_rows: 8 rows for 24-token pages, 4 for 100) are shorter than this are
 // gathered with cp.async by the whole producer warpgroup (measured on an

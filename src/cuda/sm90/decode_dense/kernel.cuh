@@ -20,9 +20,9 @@
 // consumer's softmax runs under the other's wgmma. Each stage is freed and refilled in three groups (V_L,
 // V_R, RoPE; producer warp s fills stage s) in the order Q·Kᵀ reads them; P(a) has its own 8 KiB tile.
 // H200, session 25: a pair ~6200 cycles at h128 s2 against 2 x 3750, bound by the groups' refill latency
-// (~1750-2650 cycles). Session 26: with the role warp-uniform (its addresses in uniform registers, 10 %
-// fewer instructions), the 128- and 256-row rows ran 0.8-6 % faster than the serial schedule at the
-// card's power cap; short 64-row rows still lose (config.hpp; docs/DESIGN.md).
+// (~1750-2650 cycles). Session 26: with the role warp-uniform (its addresses in uniform registers, 9 %
+// fewer instructions), the 128-row rows ran 0.8-5.2 % faster than the serial schedule at the card's
+// power cap and 16384 h128 s2 5.5 % faster than before; short 64-row rows still lose (config.hpp).
 // Shared memory: Q 72 KiB + 2 x 72 KiB stages + the seesaw's P(a) tile 8 KiB + stats and barriers: the
 // whole 227 KiB. The serial schedule writes P of block j into stage j's RoPE sub-tile once Q·K(j)ᵀ is done
 // (no shared P tile, no kPFree wait).
