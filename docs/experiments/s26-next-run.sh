@@ -16,14 +16,18 @@
 #   ab3, ab4 on its h_q 32 rows; synccheck and memcheck of four of land's dense tests with every call on
 #   the seesaw. (Written with hint in the A/B and ncu/clocks of land and hint; cut after verify showed hint
 #   equal to land, for the device time left.)
-# next-build / next (the next session's first call, ~7 min): HEAD (new) against ee871dd (head): new's GPU
-#   suite, its 16-bit tests on the seesaw, memcheck / synccheck / initcheck over gpu_check.sh's reduced
-#   matrix, a 2-pass A/B on the perf and short grids, per-opcode counts of both schedules at 4096 h128 s1.
-#   Predicted: new = head on the rows of 64 rows or fewer, 128-row rows -1 ... -6 %, 16384 h128 s2 -8 ... -10 %.
-# probe (~2 min): ncu pipe utilisation, instructions and issue activity of land's narrow FP8 kernel
-#   (16384 h16 s1) and of its dense kernel on both schedules (16384 h128 s2).
 #   Predicted: ab4 -3 ... -10 % on the h_q 16 rows if the score warpgroups' Q·Kᵀ (~3470 cycles per block,
 #   9 batches of ~385) waits on the A buffers' wgmma rather than on the tensor pipe.
+# next-build / next / next2 (the next session's first two calls, ~7 and ~5 min): HEAD (new) against ee871dd
+#   (head), with pp (s26-per-part-schedule.patch: calls of 33-64 rows choose the schedule per part, the
+#   seesaw for parts with a piece of 2048+ tokens) and d64 (s26-desc64.patch: wgmma descriptors advanced by
+#   one 64-bit add, 2 uniform instructions per wgmma instead of 4). next: new's and pp's GPU suites, new's
+#   16-bit tests on the seesaw, a 2-pass A/B of head, new, pp, d64 on the perf and short grids. next2:
+#   sanitizers on new, A/Bs of the 33-64-row rows, per-opcode counts of new's schedules.
+#   Predicted: new = head on the rows of 64 rows or fewer, 128-row rows -1 ... -6 %, 16384 h128 s2 -8 ... -10 %;
+#   pp = new except the long 64-row rows (16384 h64 s1, b=132 4096 s4: -2 ... -4 %); d64 = new within 1 %.
+# probe (~2 min): ncu pipe utilisation, instructions and issue activity of land's narrow FP8 kernel
+#   (16384 h16 s1) and of its dense kernel on both schedules (16384 h128 s2).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -84,23 +88,38 @@ case ${1:-} in
     done
     ;;
   next-build)
-    # The next session's builds (~4 min here): new = HEAD, head = ee871dd (session 25's serial-only bench).
+    # The next session's builds (~4 min here): new = HEAD, head = ee871dd (session 25's serial-only bench),
+    # pp = HEAD + s26-per-part-schedule.patch, d64 = HEAD + s26-desc64.patch.
     build new - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
     REV=ee871dd build head - "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    build pp s26-per-part-schedule.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    build d64 s26-desc64.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
     ;;
   next)
-    # The next session's first call (~7 min): new's GPU suite, its 16-bit tests on the seesaw, memcheck,
-    # synccheck and initcheck over gpu_check.sh's reduced matrix (default dispatch, which now puts its
-    # 128-row calls on the seesaw), a 2-pass A/B against head, and the per-opcode counts of both schedules.
+    # The next session's first call (~7 min): new's and pp's GPU suites, new's 16-bit tests on the seesaw,
+    # a 2-pass A/B of head, new, pp and d64 on the perf and short grids.
     gpu_suite new
     FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests new
+    gpu_suite pp
+    ab_many ab-new.txt 2 head new pp d64
+    ;;
+  next2)
+    # The second call (~5 min): memcheck / synccheck / initcheck of new over gpu_check.sh's reduced matrix
+    # (default dispatch: its 128-row calls now on the seesaw), 1-pass A/Bs of the rows pp changes (33-64
+    # rows: FlashMLA's h_q 64 s_q 1 and h_q 32 s_q 2, PERF.md's b=132 4096 s4), and the per-opcode
+    # counts of new's two schedules at 4096 h128 s1.
     filter=$(sed -n "s/^ *filter='\(.*\)'$/\1/p" scripts/gpu_check.sh | head -n 1)
     for tool in memcheck synccheck initcheck; do
       timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 9 scratch/new-flash_mla_gpu_tests \
         --gtest_filter="$filter" >"$OUT/$tool.txt" 2>&1 && echo "$tool: clean" || echo "$tool: rc $?"
       grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/$tool.txt" | tail -3 || true
     done
-    ab_many ab-new.txt 2 head new
+    for sel in "flashmla h_q=64" "flashmla s_q=2" "small b=132"; do
+      OUT=$OUT/${sel// /-} timeout 150 bash scripts/ab.sh -p 1 \
+        -a "--grid ${sel%% *} --only ${sel#* } --check-rows 8 --quiet --no-ceilings" \
+        head=scratch/head-flash-mla-bench new=scratch/new-flash-mla-bench pp=scratch/pp-flash-mla-bench || true
+    done
     for schedule in seesaw serial; do
       FLASH_MLA_SM90_SCHEDULE=$schedule timeout 100 ncu --kernel-name regex:decode_kernel --launch-skip 1 \
         --launch-count 1 --metrics sass__inst_executed_per_opcode --print-metric-instances details \
