@@ -105,17 +105,17 @@ case ${1:-} in
     ab_many ab-new.txt 2 head new pp d64
     ;;
   next2)
-    # The second call (~5 min): memcheck / synccheck / initcheck of new over gpu_check.sh's reduced matrix
-    # (default dispatch: its 128-row calls now on the seesaw), 1-pass A/Bs of the rows pp changes (33-64
-    # rows: FlashMLA's h_q 64 s_q 1 and h_q 32 s_q 2, PERF.md's b=132 4096 s4), and the per-opcode
-    # counts of new's two schedules at 4096 h128 s1.
+    # The second call (~6 min): memcheck / synccheck / initcheck of new over gpu_check.sh's reduced matrix
+    # (default dispatch: its 128-row calls now on the seesaw), 1-pass A/Bs of the grids holding the rows pp
+    # changes (33-64 rows: FlashMLA's h_q 64 s_q 1 and h_q 32 s_q 2, with their other s_q; PERF.md's b=132
+    # 4096 s4), and the per-opcode counts of new's two schedules at 4096 h128 s1.
     filter=$(sed -n "s/^ *filter='\(.*\)'$/\1/p" scripts/gpu_check.sh | head -n 1)
     for tool in memcheck synccheck initcheck; do
       timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 9 scratch/new-flash_mla_gpu_tests \
         --gtest_filter="$filter" >"$OUT/$tool.txt" 2>&1 && echo "$tool: clean" || echo "$tool: rc $?"
       grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/$tool.txt" | tail -3 || true
     done
-    for sel in "flashmla h_q=64" "flashmla s_q=2" "small b=132"; do
+    for sel in "flashmla h_q=64" "flashmla h_q=32" "small b=132"; do
       OUT=$OUT/${sel// /-} timeout 150 bash scripts/ab.sh -p 1 \
         -a "--grid ${sel%% *} --only ${sel#* } --check-rows 8 --quiet --no-ceilings" \
         head=scratch/head-flash-mla-bench new=scratch/new-flash-mla-bench pp=scratch/pp-flash-mla-bench || true
