@@ -97,16 +97,18 @@ case ${1:-} in
     build d64 s26-desc64.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
     ;;
   next)
-    # The next session's first call (~7 min): new's and pp's GPU suites, new's 16-bit tests on the seesaw,
-    # a 2-pass A/B of head, new, pp and d64 on the perf and short grids.
+    # The next session's first call (~8 min): a 2-pass A/B of head, new, pp and d64 on the perf and short
+    # grids (first, so that a hanging test cannot cost it), new's and pp's GPU suites, new's 16-bit tests
+    # on the seesaw.
+    ab_many ab-new.txt 2 head new pp d64
     gpu_suite new
     FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests new
     gpu_suite pp
-    ab_many ab-new.txt 2 head new pp d64
     ;;
   next2)
-    # The second call (~6 min): memcheck / synccheck / initcheck of new over gpu_check.sh's reduced matrix
-    # (default dispatch: its 128-row calls now on the seesaw), 1-pass A/Bs of the grids holding the rows pp
+    # The second call (~7 min): memcheck / synccheck / initcheck of new over gpu_check.sh's reduced matrix
+    # (default dispatch: its 128-row calls now on the seesaw), pp's new test under synccheck and memcheck,
+    # 1-pass A/Bs of the grids holding the rows pp
     # changes (33-64 rows: FlashMLA's h_q 64 s_q 1 and h_q 32 s_q 2, with their other s_q; PERF.md's b=132
     # 4096 s4), and the per-opcode counts of new's two schedules at 4096 h128 s1.
     filter=$(sed -n "s/^ *filter='\(.*\)'$/\1/p" scripts/gpu_check.sh | head -n 1)
@@ -114,6 +116,13 @@ case ${1:-} in
       timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 9 scratch/new-flash_mla_gpu_tests \
         --gtest_filter="$filter" >"$OUT/$tool.txt" 2>&1 && echo "$tool: clean" || echo "$tool: rc $?"
       grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/$tool.txt" | tail -3 || true
+    done
+    # pp's mixed-schedule test (both kinds of parts, TMA and gathered pages) under synccheck and memcheck.
+    for tool in synccheck memcheck; do
+      timeout 100 compute-sanitizer --tool "$tool" --error-exitcode 9 scratch/pp-flash_mla_gpu_tests \
+        --gtest_filter='GpuDecode.PerPartScheduleMixesBothSchedules' >"$OUT/pp-$tool.txt" 2>&1 &&
+        echo "pp $tool: clean" || echo "pp $tool: rc $?"
+      grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/pp-$tool.txt" | tail -3 || true
     done
     for sel in "flashmla h_q=64" "flashmla h_q=32" "small b=132"; do
       OUT=$OUT/${sel// /-} timeout 150 bash scripts/ab.sh -p 1 \

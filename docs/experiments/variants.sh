@@ -98,14 +98,17 @@ PY
 }
 
 # gtest_groups NAME FILTER...: scratch/NAME-flash_mla_gpu_tests once per gtest filter, each under its own
-# timeout (a hang ends there), its log in $OUT/NAME-tests.txt; prints a verdict and the summary per filter.
+# timeout (a hang ends there), the logs in $OUT/NAME-group1.txt, -group2.txt, ... (gpu_suite's
+# NAME-tests.txt stays); prints a verdict and the summary per filter.
 gtest_groups() {
-  local name=$1 f
+  local name=$1 f i=0 log
   shift
   for f in "$@"; do
-    timeout 150 "scratch/$name-flash_mla_gpu_tests" --gtest_filter="$f" >"$OUT/$name-tests.txt" 2>&1 &&
+    i=$((i + 1))
+    log=$OUT/$name-group$i.txt
+    timeout 150 "scratch/$name-flash_mla_gpu_tests" --gtest_filter="$f" >"$log" 2>&1 &&
       echo "$name $f: passed" || echo "$name $f: FAILED (rc $?)"
-    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$name-tests.txt" | tail -4 || true
+    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$log" | tail -4 || true
   done
 }
 
