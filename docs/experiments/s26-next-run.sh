@@ -31,7 +31,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
-# The helpers used: build, gpu_suite, dense_tests, gtest_groups, ab_many, ncu_metrics.
+# The helpers used: build, gpu_suite, dense_tests, gtest_groups, sanitize, ab_many, ncu_metrics.
 # shellcheck source=docs/experiments/variants.sh
 source "$ROOT/docs/experiments/variants.sh"
 OUT=${OUT:-s26-next-out}
@@ -68,12 +68,7 @@ case ${1:-} in
     fp8 h_q=32 land=scratch/land-flash-mla-bench ab3=scratch/ab3-flash-mla-bench ab4=scratch/ab4-flash-mla-bench
     small='GpuDecode.EmptyAndFullyMaskedRowsAreExact:GpuDecode.NaNKeyInsideASplitSequencePropagates'
     small+=':Heads/GpuDecodeMatrix.MatchesReference/hq16_hkv1:Heads/GpuDecodeMatrix.MatchesReference/hq128_hkv1'
-    for tool in synccheck memcheck; do
-      FLASH_MLA_SM90_SCHEDULE=seesaw timeout 100 compute-sanitizer --tool "$tool" --error-exitcode 9 \
-        scratch/land-flash_mla_gpu_tests --gtest_filter="$small" >"$OUT/$tool.txt" 2>&1 &&
-        echo "$tool (seesaw): clean" || echo "$tool (seesaw): rc $?"
-      grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/$tool.txt" | tail -3 || true
-    done
+    FLASH_MLA_SM90_SCHEDULE=seesaw sanitize land "$small" synccheck memcheck
     ;;
   probe)
     # Pipe utilisation (ncu regex metrics, base clock): does a tensor or CUDA-core pipe saturate in the narrow
@@ -112,18 +107,9 @@ case ${1:-} in
     # changes (33-64 rows: FlashMLA's h_q 64 s_q 1 and h_q 32 s_q 2, with their other s_q; PERF.md's b=132
     # 4096 s4), and the per-opcode counts of new's two schedules at 4096 h128 s1.
     filter=$(sed -n "s/^ *filter='\(.*\)'$/\1/p" scripts/gpu_check.sh | head -n 1)
-    for tool in memcheck synccheck initcheck; do
-      timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 9 scratch/new-flash_mla_gpu_tests \
-        --gtest_filter="$filter" >"$OUT/$tool.txt" 2>&1 && echo "$tool: clean" || echo "$tool: rc $?"
-      grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/$tool.txt" | tail -3 || true
-    done
+    sanitize new "$filter" memcheck synccheck initcheck
     # pp's mixed-schedule test (both kinds of parts, TMA and gathered pages) under synccheck and memcheck.
-    for tool in synccheck memcheck; do
-      timeout 100 compute-sanitizer --tool "$tool" --error-exitcode 9 scratch/pp-flash_mla_gpu_tests \
-        --gtest_filter='GpuDecode.PerPartScheduleMixesBothSchedules' >"$OUT/pp-$tool.txt" 2>&1 &&
-        echo "pp $tool: clean" || echo "pp $tool: rc $?"
-      grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/pp-$tool.txt" | tail -3 || true
-    done
+    sanitize pp GpuDecode.PerPartScheduleMixesBothSchedules synccheck memcheck
     for sel in "flashmla h_q=64" "flashmla h_q=32" "small b=132"; do
       OUT=$OUT/${sel// /-} timeout 150 bash scripts/ab.sh -p 1 \
         -a "--grid ${sel%% *} --only ${sel#* } --check-rows 8 --quiet --no-ceilings" \

@@ -112,6 +112,20 @@ gtest_groups() {
   done
 }
 
+# sanitize NAME FILTER TOOL...: scratch/NAME-flash_mla_gpu_tests under compute-sanitizer, each TOOL over the
+# gtest FILTER (150 s each), logs in $OUT/NAME-TOOL.txt; prints a verdict and the summary per tool. The
+# caller's environment (e.g. FLASH_MLA_SM90_SCHEDULE) passes through.
+sanitize() {
+  local name=$1 filter=$2 tool
+  shift 2
+  for tool in "$@"; do
+    timeout 150 compute-sanitizer --tool "$tool" --error-exitcode 9 "scratch/$name-flash_mla_gpu_tests" \
+      --gtest_filter="$filter" >"$OUT/$name-$tool.txt" 2>&1 && echo "$name $tool: clean" ||
+      echo "$name $tool: rc $?"
+    grep -E "ERROR SUMMARY|PASSED|FAILED" "$OUT/$name-$tool.txt" | tail -3 || true
+  done
+}
+
 # dense_tests NAME: the 16-bit (dense kernel) GPU tests of scratch/NAME-flash_mla_gpu_tests, in four groups.
 dense_tests() { gtest_groups "$1" 'GpuDecode.*:GpuGraph.*:GpuValidation.*' 'Heads/*' 'PageSizes/*' 'GpuFuzz*'; }
 
