@@ -23,7 +23,8 @@
 #   seesaw for parts with a piece of 2048+ tokens) and d64 (s26-desc64.patch: wgmma descriptors advanced by
 #   one 64-bit add, 2 uniform instructions per wgmma instead of 4). next: new's and pp's GPU suites, new's
 #   16-bit tests on the seesaw, a 2-pass A/B of head, new, pp, d64 on the perf and short grids. next2:
-#   sanitizers on new, A/Bs of the 33-64-row rows, per-opcode counts of new's schedules.
+#   sanitizers on new, A/Bs of the 33-64-row rows, per-opcode counts of new's schedules, per-CTA timelines
+#   of b=128 1024 h128 s1 on both schedules (tr: HEAD's trace build).
 #   Predicted: new = head on the rows of 64 rows or fewer, 128-row rows -1 ... -6 %, 16384 h128 s2 -8 ... -10 %;
 #   pp = new except the long 64-row rows (16384 h64 s1, b=132 4096 s4: -2 ... -4 %); d64 = new within 1 %.
 # probe (~2 min): ncu pipe utilisation, instructions and issue activity of land's narrow FP8 kernel
@@ -90,6 +91,7 @@ case ${1:-} in
     build pp s26-per-part-schedule.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
       flash_mla_gpu_tests
     build d64 s26-desc64.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    build tr - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
     ;;
   next)
     # The next session's first call (~8 min): a 2-pass A/B of head, new, pp and d64 on the perf and short
@@ -114,6 +116,13 @@ case ${1:-} in
       OUT=$OUT/${sel// /-} timeout 150 bash scripts/ab.sh -p 1 \
         -a "--grid ${sel%% *} --only ${sel#* } --check-rows 8 --quiet --no-ceilings" \
         head=scratch/head-flash-mla-bench new=scratch/new-flash-mla-bench pp=scratch/pp-flash-mla-bench || true
+    done
+    # Where the 128-row short rows' time goes (4096 h128 s1 0.87x, 1024 h128 s1 0.78x of FlashMLA's
+    # PERF.md numbers): HEAD's per-CTA timelines on both schedules (trace build).
+    for schedule in seesaw serial; do
+      echo "== timelines, $schedule"
+      FLASH_MLA_SM90_SCHEDULE=$schedule timeout 100 scratch/tr-flash-mla-phases "b128 1024 h128" 2>&1 | tail -40 ||
+        true
     done
     for schedule in seesaw serial; do
       FLASH_MLA_SM90_SCHEDULE=$schedule timeout 100 ncu --kernel-name regex:decode_kernel --launch-skip 1 \
