@@ -197,7 +197,8 @@ __device__ __forceinline__ int64_t q_row_offset(const DecodeParams& p, int req, 
 // Two e4m3 values (the low 16 bits of `pair`) as an f16 pair, exactly: one cvt.rn.f16x2.e4m3x2 (every
 // e4m3 value, subnormal ones included, is a normal f16; NaN stays NaN). Per-tensor caches use f16
 // tiles and f16 consumers: against the ~4.5 instructions per pair of the bf16 route this made the
-// per-tensor rows 9-11 % faster on an H200 (docs/PERFORMANCE.md).
+// per-tensor rows 9-11 % faster on an H200 (docs/PERFORMANCE.md). A word's upper pair:
+// ptx::e4m3x2_hi_to_f16x2 (src/ptx/convert.hpp), without a shift.
 __device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t pair) {
   const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(pair), __NV_E4M3);
   return static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);

@@ -22,7 +22,7 @@
 // H200, session 25: a pair ~6200 cycles at h128 s2 against 2 x 3750, bound by the groups' refill latency
 // (~1750-2650 cycles). Session 26: with the role warp-uniform (its addresses in uniform registers, 9 %
 // fewer instructions), the 128-row rows ran 0.8-5.2 % faster than the serial schedule at the card's
-// power cap and 16384 h128 s2 5.5 % faster than before; short 64-row rows still lose (config.hpp).
+// power cap and 16384 h128 s2 5.5 % faster than before (1 pass); short 64-row rows still lose (config.hpp).
 // Shared memory: Q 72 KiB + 2 x 72 KiB stages + the seesaw's P(a) tile 8 KiB + stats and barriers: the
 // whole 227 KiB. The serial schedule writes P of block j into stage j's RoPE sub-tile once Q·K(j)ᵀ is done
 // (no shared P tile, no kPFree wait).
@@ -327,6 +327,15 @@ __device__ __forceinline__ void score_block(float (&sc)[32], float (&row_max)[2]
 // The running max a padding row starts from (finite, so m + kMaxLag and m - m_use stay finite).
 inline constexpr float kPadRowMax = 1.0e30f;
 
+// Moves a row's running max m to m_new: m_use is what its P is computed against (0 while the row has no
+// finite score), and the result rescales what was summed against the old m.
+__device__ __forceinline__ float move_max(float& m, float m_new, float& m_use) {
+  m_use = m_new == -INFINITY ? 0.0f : m_new;
+  const float alpha = ptx::exp2_ftz(m - m_use);
+  m = m_new;
+  return alpha;
+}
+
 // The running max after a block whose row maxima are row_max: m becomes the new max, m_use the
 // exponent base (0 for a row masked so far, which keeps exp2 finite), alpha the rescale of what was
 // accumulated before the block. m moves only past decode_common.cuh's kMaxLag, so most blocks keep
@@ -334,12 +343,15 @@ inline constexpr float kPadRowMax = 1.0e30f;
 __device__ __forceinline__ void advance_max(float (&m)[2], const float (&row_max)[2], float (&m_use)[2],
                                             float (&alpha)[2]) {
 #pragma unroll
-  for (int k = 0; k < 2; ++k) {
-    const float m_new = row_max[k] > m[k] + kMaxLag ? row_max[k] : m[k];
-    m_use[k] = m_new == -INFINITY ? 0.0f : m_new;
-    alpha[k] = ptx::exp2_ftz(m[k] - m_use[k]);
-    m[k] = m_new;
-  }
+  for (int k = 0; k < 2; ++k) alpha[k] = move_max(m[k], row_max[k] > m[k] + kMaxLag ? row_max[k] : m[k], m_use[k]);
+}
+
+// The seesaw: the running max of the thread's rows moved to the one the other consumer published in
+// `published` (m_pub), with the rescale factor of what was summed against the old one (as advance_max).
+__device__ __forceinline__ void adopt_max(float (&m)[2], const float* published, const RowPair& rp, float (&alpha)[2]) {
+  float m_use;
+#pragma unroll
+  for (int k = 0; k < 2; ++k) alpha[k] = move_max(m[k], published[rp.row[k]], m_use);
 }
 
 // P = exp2(S - m_use), packed to 16 bits for P·V; adds this thread's part of each row sum to l.
@@ -511,21 +523,22 @@ __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedSto
       ptx::mbarrier_arrive(&s.k_full[stage]);
     }
   };
-  auto stage_free = [&](int stage, uint32_t parity, bool wait) {
-    if constexpr (!kSeesaw) {
-      if (wait) ptx::mbarrier_wait(&s.k_free[stage], parity);
-      return wait || ptx::mbarrier_test(&s.k_free[stage], parity);
-    }
+  // A stage is free once its free barrier (the serial ring) or all three group barriers (the seesaw's)
+  // completed the phase with `parity`.
+  auto stage_is_free = [&](int stage, uint32_t parity) {
+    if constexpr (!kSeesaw) return ptx::mbarrier_test(&s.k_free[stage], parity);
     bool free = true;
 #pragma unroll
-    for (int g = 0; g < kGroups; ++g) {
-      if (wait) {
-        ptx::mbarrier_wait(&s.g_free[stage][g], parity);
-      } else {
-        free = free && ptx::mbarrier_test(&s.g_free[stage][g], parity);
-      }
-    }
+    for (int g = 0; g < kGroups; ++g) free = free && ptx::mbarrier_test(&s.g_free[stage][g], parity);
     return free;
+  };
+  auto wait_stage_free = [&](int stage, uint32_t parity) {
+    if constexpr (!kSeesaw) {
+      ptx::mbarrier_wait(&s.k_free[stage], parity);
+    } else {
+#pragma unroll
+      for (int g = 0; g < kGroups; ++g) ptx::mbarrier_wait(&s.g_free[stage][g], parity);
+    }
   };
   PairRing ring;
   for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
@@ -545,12 +558,12 @@ __device__ __forceinline__ void gather_producer(const DecodeParams& p, SharedSto
                    ? k + page * p.k_page_stride + static_cast<int64_t>(token % page_size) * p.k_token_stride
                    : nullptr;
     }
-    if (pending >= 0 && !stage_free(stage, slot.parity ^ 1, false)) {
+    if (pending >= 0 && !stage_is_free(stage, slot.parity ^ 1)) {
       ptx::cp_async_wait<0>();
       signal(pending);
       pending = -1;
     }
-    stage_free(stage, slot.parity ^ 1, true);
+    wait_stage_free(stage, slot.parity ^ 1);
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
       const int row = row0 + kRowsPerPass * i;
@@ -736,12 +749,7 @@ __device__ __forceinline__ void consumer_piece_seesaw(const DecodeParams& p, Sha
     if (!lead) {
       // The running max after block a (and P(a)), α_a computed exactly as consumer 0's advance_max did.
       ptx::named_barrier_sync(kSeesawA, kConsumerThreads);
-#pragma unroll
-      for (int k = 0; k < 2; ++k) {
-        const float m_a = s.m_pub[0][rp.row[k]];
-        alpha_a[k] = ptx::exp2_ftz(m[k] - (m_a == -INFINITY ? 0.0f : m_a));
-        m[k] = m_a;
-      }
+      adopt_max(m, s.m_pub[0], rp, alpha_a);
       FLASH_MLA_PHASE_AT(warpgroup, pair, 10);
     }
     if (scores) {
@@ -773,13 +781,9 @@ __device__ __forceinline__ void consumer_piece_seesaw(const DecodeParams& p, Sha
       if (has_b) {
         ptx::named_barrier_sync(kSeesawB, kConsumerThreads);
         float alpha_b[2];
-#pragma unroll
-        for (int k = 0; k < 2; ++k) {
-          const float m_b = s.m_pub[1][rp.row[k]];
-          alpha_b[k] = ptx::exp2_ftz(m[k] - (m_b == -INFINITY ? 0.0f : m_b));
-          m[k] = m_b;
-          l[k] *= alpha_b[k];
-        }
+        adopt_max(m, s.m_pub[1], rp, alpha_b);
+        l[0] *= alpha_b[0];
+        l[1] *= alpha_b[1];
         FLASH_MLA_PHASE_AT(warpgroup, pair, 10);
         rescale_rows(o, alpha_b);
         pv_gemm<T>(o, p_other, s, other, mine);  // P(b)·V_L(b)
