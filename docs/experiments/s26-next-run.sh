@@ -69,6 +69,7 @@ case ${1:-} in
     fp8 h_q=32 land=scratch/land-flash-mla-bench ab3=scratch/ab3-flash-mla-bench ab4=scratch/ab4-flash-mla-bench
     small='GpuDecode.EmptyAndFullyMaskedRowsAreExact:GpuDecode.NaNKeyInsideASplitSequencePropagates'
     small+=':Heads/GpuDecodeMatrix.MatchesReference/hq16_hkv1:Heads/GpuDecodeMatrix.MatchesReference/hq128_hkv1'
+    # (Call 5 ran this loop inline, 100 s per tool, logs synccheck.txt and memcheck.txt.)
     FLASH_MLA_SM90_SCHEDULE=seesaw sanitize land "$small" synccheck memcheck
     ;;
   probe)
