@@ -1,4 +1,4 @@
-// Named barriers (PTX ISA 9.7.13.1 bar.sync) and warpgroup register reallocation
+// Named barriers (PTX ISA 9.7.13.1 barrier) and warpgroup register reallocation
 // (9.7.19.5 setmaxnreg).
 #pragma once
 
@@ -6,15 +6,23 @@
 
 namespace flash_mla::ptx {
 
-// bar.sync id, count: wait until `count` threads (a multiple of 32) have arrived at barrier `id`.
+// The named barriers are the non-.aligned forms. bar.sync and bar.arrive mean barrier.sync.aligned and
+// barrier.arrive.aligned, which promise that every thread of the barrier executes the same instruction;
+// the kernels' roles meet at one barrier from different code sites (consumer 0 publishes P, consumer 1
+// waits for it), which that promise does not cover. compute-sanitizer synccheck holds it to the promise:
+// two converged warps at one bar.sync from two sites are "Divergent thread(s) in block" and the kernel is
+// stopped, while barrier.sync there is clean (session 27, scratch probe on the H200). Converged, the
+// non-aligned form costs a uniform move and a BRA.DIV per barrier, before the same BAR.SYNC.
+
+// barrier.sync id, count: wait until `count` threads (a multiple of 32) have arrived at barrier `id`.
 __device__ __forceinline__ void named_barrier_sync(uint32_t id, uint32_t count) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+  asm volatile("barrier.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 
-// bar.arrive id, count: counts this thread's arrival at barrier `id` without waiting; the threads that
-// wait there with bar.sync observe the memory accesses made before the arrival (9.7.13.1).
+// barrier.arrive id, count: counts this thread's arrival at barrier `id` without waiting; the threads
+// that wait there with barrier.sync observe the memory accesses made before the arrival (9.7.13.1).
 __device__ __forceinline__ void named_barrier_arrive(uint32_t id, uint32_t count) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+  asm volatile("barrier.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 
 // setmaxnreg.inc / .dec.sync.aligned.u32: a warpgroup's register budget per thread.
