@@ -12,6 +12,13 @@
 #   Predicted: synccheck clean (first's synccheck of new failed 6 tests with "Divergent thread(s) in block",
 #   and the scratch probe showed bar.sync from two code sites flagged, barrier.sync clean); every row
 #   within +-1 % (two instructions per barrier, a few barriers per block).
+# tr2 (~2 min): per-CTA timelines (trace build scratch/tr2-flash-mla-phases: the seesaw now stamps its blocks)
+#   of b=128 1024 h128 s1 and 4096 h128 s1 on both schedules: where the 128-row rows' fixed time goes.
+# seesaw64 (~4 min): 1-pass A/B of bar (default dispatch: the serial schedule up to 64 rows) and bar with every
+#   call on the seesaw (scratch/seesaw-flash-mla-bench, a wrapper setting FLASH_MLA_SM90_SCHEDULE) on FlashMLA's
+#   h_q 64 and h_q 32 rows; per-CTA timelines of the short 64-row rows on both schedules.
+#   Predicted: the seesaw -2 ... -4 % on the uniform 64-row rows (h64 s1, h32 s2), within +-2 % on the ragged
+#   ones (all CTAs on one schedule, unlike s26's per-part patch), 32-row rows +0 ... +5 %.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -47,6 +54,27 @@ case ${1:-} in
     FLASH_MLA_SM90_SCHEDULE=serial sanitize bar "$filter" synccheck
     gpu_suite bar
     ab_many ab-bar.txt 2 new bar
+    ;;
+  tr2)
+    for schedule in seesaw serial; do
+      for row in "b128 1024 h128" "b128 4096 h128"; do
+        echo "== $row, $schedule"
+        FLASH_MLA_SM90_SCHEDULE=$schedule timeout 100 scratch/tr2-flash-mla-phases "$row" 2>&1 || true
+      done
+    done
+    ;;
+  seesaw64)
+    for sel in "flashmla h_q=64" "flashmla h_q=32"; do
+      OUT=$OUT/${sel// /-} timeout 170 bash scripts/ab.sh -p 1 \
+        -a "--grid ${sel%% *} --only ${sel#* } --check-rows 8 --quiet --no-ceilings" \
+        bar=scratch/bar-flash-mla-bench seesaw=scratch/seesaw-flash-mla-bench || true
+    done
+    for schedule in seesaw serial; do
+      for row in "b64 256..1024 h16 s4" "b4 mixed h16 s4"; do
+        echo "== $row, $schedule"
+        FLASH_MLA_SM90_SCHEDULE=$schedule timeout 60 scratch/tr2-flash-mla-phases "$row" 2>&1 || true
+      done
+    done
     ;;
   *)
     sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' >&2

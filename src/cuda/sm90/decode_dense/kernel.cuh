@@ -68,7 +68,8 @@ namespace flash_mla::sm90::dense {
 
 // Phase timestamps of every CTA for timeline studies, compiled in only with -DFLASH_MLA_TRACE (never
 // in a release build): slot 0 kernel entry, 1 first Q tile ready, 2 + j consumer 0 has block j's K
-// (j < 40; 42 the latest block past that), 45 + i piece i stored (i < 8; 53 the latest past that),
+// (j < 40; 42 the latest block past that; in the seesaw, a pair's block a once consumer 0 has issued
+// its Q·Kᵀ and block b once it takes b's running max), 45 + i piece i stored (i < 8; 53 the latest past that),
 // 54 + i piece i's Q tile ready (i < 8; 61 the latest past that), 63 exit; %globaltimer nanoseconds,
 // written by consumer 0's thread 0 (cli/phase_timeline.cpp reads them). The TMA producer's lane 0
 // writes 64 (its start), 44 (its first piece read from the schedule), 65 (its first block's first page
@@ -739,6 +740,8 @@ __device__ __forceinline__ void consumer_piece_seesaw(const DecodeParams& p, Sha
     if (scores) {
       if (!lead) ptx::named_barrier_sync(kSeesawOrder, kConsumerThreads);
       qk_issue_grouped<T>(sc, s, mine, lead ? parity_a : parity_b, pair, thread);
+      // Trace builds: block a's slot once consumer 0 has issued its Q·Kᵀ (its K landed), block b's below.
+      if (lead) FLASH_MLA_TRACE_AT(2 + min(static_cast<int>(it) - (has_b ? 2 : 1), 40));
       if (lead && has_b) ptx::named_barrier_arrive(kSeesawOrder, kConsumerThreads);
       qk_finish(sc, row_max, lead ? blk : blk + 1, rp, limit, scale_log2);
       FLASH_MLA_PHASE_AT(warpgroup, pair, 2);
@@ -780,6 +783,7 @@ __device__ __forceinline__ void consumer_piece_seesaw(const DecodeParams& p, Sha
       ptx::mbarrier_arrive(&s.g_free[0][kGroupVL]);
       if (has_b) {
         ptx::named_barrier_sync(kSeesawB, kConsumerThreads);
+        FLASH_MLA_TRACE_AT(2 + min(static_cast<int>(it) - 1, 40));  // consumer 0 reaches block b
         float alpha_b[2];
         adopt_max(m, s.m_pub[1], rp, alpha_b);
         l[0] *= alpha_b[0];
