@@ -72,7 +72,7 @@ for step in "${steps[@]}"; do
       for tool in memcheck racecheck synccheck initcheck; do
         echo "== compute-sanitizer --tool $tool"
         log=$OUT/sanitize_$tool.log
-        # racecheck cannot follow the seesaw's bar.arrive -> bar.sync hand-offs (it reports them as races;
+        # racecheck cannot follow the seesaw's barrier.arrive -> barrier.sync hand-offs (it reports them as races;
         # a minimal ping-pong kernel does the same), so it checks the serial schedule.
         schedule=
         [ "$tool" = racecheck ] && schedule=serial

@@ -19,6 +19,24 @@
 #   h_q 64 and h_q 32 rows; per-CTA timelines of the short 64-row rows on both schedules.
 #   Predicted: the seesaw -2 ... -4 % on the uniform 64-row rows (h64 s1, h32 s2), within +-2 % on the ragged
 #   ones (all CTAs on one schedule, unlike s26's per-part patch), 32-row rows +0 ... +5 %.
+# next-build (here, ~4 min) / next / next2 / next3 (the next session's calls, ~8, ~8 and ~6 min):
+#   new = HEAD; ffb33 = HEAD + s27-seesaw-first-block.patch + s27-seesaw-33.patch (the grouped producer
+#   requests a one-row-tile CTA's second block once its first has landed, as the serial producer has since
+#   session 15, and the seesaw runs from 33 rows per KV head); p16 = HEAD + s27-partials16.patch (split
+#   pieces store their normalised O in the output dtype, half the bytes of float32, and the combine reads
+#   that); news / ffbs = new / ffb33 with every call on the seesaw (wrappers).
+#   next: 2-pass A/B of new, ffb33, p16, ffbs on the perf and short grids; p16's GPU suite.
+#   next2: ffb33's GPU suite and its 16-bit tests with every call on the seesaw; 1-pass A/Bs of new, ffb33,
+#   p16 on FlashMLA's h_q 64 and 32 rows and the small grid's s_q 4 rows.
+#   next3: synccheck and memcheck of ffb33 and p16 over gpu_check.sh's reduced matrix; 1-pass A/B of new,
+#   news and ffbs on the short grid (the first block's effect on the seesaw alone); new and p16 on the
+#   small grid.
+#   Predicted: ffbs's short 64-row rows (h16 s4 at 256..1024 tokens, b=4 mixed) ~2 us faster than news's
+#   (the seesaw's first block at 8.1 us against the serial schedule's 5.8, session 27's timelines), so
+#   ffb33 -1 ... -3 % on the uniform 64-row rows of FlashMLA's grid and within +-2 % elsewhere; p16
+#   -8 ... -12 % on b=64 256..1024 s4 and b=16 1024 s16 (tails of 4-6 us storing fp32 partials, combines of
+#   3-6 us), -5 ... -9 % on b=1 64k and b=4 mixed (the combine 14-28 % of the call), -1 ... -3 % on
+#   b=128 1024 h128 s1, and within +-1 % on the b=128 rows of 4096+ tokens.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -75,6 +93,41 @@ case ${1:-} in
         FLASH_MLA_SM90_SCHEDULE=$schedule timeout 60 scratch/tr2-flash-mla-phases "$row" 2>&1 || true
       done
     done
+    ;;
+  next-build)
+    build new - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
+    build ffb33 s27-seesaw-first-block.patch,s27-seesaw-33.patch \
+      "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
+    build p16 s27-partials16.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    for name in new ffb33; do
+      # shellcheck disable=SC2016  # the wrapper's own expansions
+      printf '#!/usr/bin/env bash\nFLASH_MLA_SM90_SCHEDULE=seesaw exec "$(dirname "$0")/%s-flash-mla-bench" "$@"\n' \
+        "$name" >"scratch/${name:0:3}s-flash-mla-bench"
+      chmod +x "scratch/${name:0:3}s-flash-mla-bench"
+    done
+    ;;
+  next)
+    ab_many ab-next.txt 2 new ffb33 p16 ffbs
+    gpu_suite p16
+    ;;
+  next2)
+    gpu_suite ffb33
+    FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests ffb33
+    for sel in "flashmla h_q=64" "flashmla h_q=32" "small s_q=4"; do
+      OUT=$OUT/${sel// /-} timeout 150 bash scripts/ab.sh -p 1 \
+        -a "--grid ${sel%% *} --only ${sel#* } --check-rows 8 --quiet --no-ceilings" \
+        new=scratch/new-flash-mla-bench ffb33=scratch/ffb33-flash-mla-bench p16=scratch/p16-flash-mla-bench || true
+    done
+    ;;
+  next3)
+    filter=$(sed -n "s/^ *filter='\(.*\)'$/\1/p" scripts/gpu_check.sh | head -n 1)
+    sanitize ffb33 "$filter" synccheck memcheck
+    sanitize p16 "$filter" synccheck memcheck
+    OUT=$OUT/short timeout 120 bash scripts/ab.sh -p 1 -a "--grid short --check-rows 8 --quiet --no-ceilings" \
+      new=scratch/new-flash-mla-bench news=scratch/news-flash-mla-bench ffbs=scratch/ffbs-flash-mla-bench || true
+    OUT=$OUT/small timeout 150 bash scripts/ab.sh -p 1 -a "--grid small --check-rows 8 --quiet --no-ceilings" \
+      new=scratch/new-flash-mla-bench p16=scratch/p16-flash-mla-bench || true
     ;;
   *)
     sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' >&2
