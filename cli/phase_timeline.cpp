@@ -73,6 +73,13 @@ double median(std::vector<double> v) {
 
 double largest(const std::vector<double>& v) { return v.empty() ? -1 : *std::max_element(v.begin(), v.end()); }
 
+double mean(const std::vector<double>& v) {
+  if (v.empty()) return -1;
+  double sum = 0;
+  for (double x : v) sum += x;
+  return sum / static_cast<double>(v.size());
+}
+
 // One call's per-CTA timeline from the trace slots (all CTAs of the grid up to kTraceCtas).
 void print_cta_timeline(int ctas) {
   std::vector<unsigned long long> t(static_cast<size_t>(kTraceCtas) * kTraceSlots);
@@ -137,9 +144,12 @@ void print_cta_timeline(int ctas) {
               median(producer_start), largest(producer_start), median(producer_piece_read),
               largest(producer_piece_read), median(page_read), largest(page_read), median(issued), largest(issued),
               median(second_issued), largest(second_issued));
-  std::printf("   block interval %.2f (%zu), piece change %.2f / %.2f (%zu); last block %.2f / %.2f,"
+  // The seesaw stamps block a of a pair and block b at different points (kernel.cuh), so its intervals
+  // alternate between two kinds: the mean is its time per block.
+  std::printf("   block interval %.2f, mean %.2f (%zu), piece change %.2f / %.2f (%zu); last block %.2f / %.2f,"
               " last store %.2f / %.2f (tail %.2f / %.2f), exit %.2f / %.2f; kernel span %.2f\n",
-              median(interval), interval.size(), median(change), largest(change), change.size(), median(last_k),
+              median(interval), mean(interval), interval.size(), median(change), largest(change), change.size(),
+              median(last_k),
               largest(last_k), median(stored), largest(stored), median(tail), largest(tail), median(exit),
               largest(exit), static_cast<double>(last - first) * 1e-3);
 }
