@@ -30,7 +30,7 @@
 #   p16 on FlashMLA's h_q 64 and 32 rows and the small grid's s_q 4 rows.
 #   next3: synccheck and memcheck of ffb33 and p16 over gpu_check.sh's reduced matrix; 1-pass A/B of new,
 #   news and ffbs on the short grid (the first block's effect on the seesaw alone); new and p16 on the
-#   small grid.
+#   small grid; ffb33's per-CTA timelines of two short 64-row rows (trf, its trace build).
 #   Predicted: ffbs's short 64-row rows (h16 s4 at 256..1024 tokens, b=4 mixed) ~2 us faster than news's
 #   (the seesaw's first block at 8.1 us against the serial schedule's 5.8, session 27's timelines), so
 #   ffb33 -1 ... -3 % on the uniform 64-row rows of FlashMLA's grid and within +-2 % elsewhere; p16
@@ -100,6 +100,8 @@ case ${1:-} in
       "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
     build p16 s27-partials16.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
       flash_mla_gpu_tests
+    build trf s27-seesaw-first-block.patch,s27-seesaw-33.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" \
+      flash-mla-phases
     for name in new ffb33; do
       # shellcheck disable=SC2016  # the wrapper's own expansions
       printf '#!/usr/bin/env bash\nFLASH_MLA_SM90_SCHEDULE=seesaw exec "$(dirname "$0")/%s-flash-mla-bench" "$@"\n' \
@@ -128,6 +130,11 @@ case ${1:-} in
       new=scratch/new-flash-mla-bench news=scratch/news-flash-mla-bench ffbs=scratch/ffbs-flash-mla-bench || true
     OUT=$OUT/small timeout 150 bash scripts/ab.sh -p 1 -a "--grid small --check-rows 8 --quiet --no-ceilings" \
       new=scratch/new-flash-mla-bench p16=scratch/p16-flash-mla-bench || true
+    # ffb33's first block on the short 64-row rows (trace build trf; session 27: seesaw 8.10 / 7.81 us,
+    # serial 5.79 / 5.50).
+    for row in "b64 256..1024 h16 s4" "b4 mixed h16 s4"; do
+      timeout 60 scratch/trf-flash-mla-phases "$row" 2>&1 | grep -E "us/call|CTAs|block interval" || true
+    done
     ;;
   *)
     sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' >&2
