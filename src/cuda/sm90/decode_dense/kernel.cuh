@@ -22,7 +22,11 @@
 // H200, session 25: a pair ~6200 cycles at h128 s2 against 2 x 3750, bound by the groups' refill latency
 // (~1750-2650 cycles). Session 26: with the role warp-uniform (its addresses in uniform registers, 9 %
 // fewer instructions), the 128-row rows ran 0.8-5.2 % faster than the serial schedule at the card's
-// power cap and 16384 h128 s2 5.5 % faster than before (1 pass); short 64-row rows still lose (config.hpp).
+// power cap and 16384 h128 s2 5.5 % faster than before (1 pass); short 64-row rows still lose (config.hpp):
+// their first block lands ~2.3 us later than on the serial schedule, whose producer requests a one-tile
+// CTA's second block only once the first has landed (session 27's timelines).
+// The roles meet at named barriers from different code sites: the barriers are barrier.sync / .arrive
+// without .aligned (ptx/barrier.hpp).
 // Shared memory: Q 72 KiB + 2 x 72 KiB stages + the seesaw's P(a) tile 8 KiB + stats and barriers: the
 // whole 227 KiB. The serial schedule writes P of block j into stage j's RoPE sub-tile once Q·K(j)ᵀ is done
 // (no shared P tile, no kPFree wait).
