@@ -120,17 +120,8 @@ case ${1:-} in
     done
     # Where the 128-row short rows' time goes (4096 h128 s1 0.87x, 1024 h128 s1 0.78x of FlashMLA's
     # PERF.md numbers): HEAD's per-CTA timelines on both schedules (trace build).
-    for schedule in seesaw serial; do
-      echo "== timelines, $schedule"
-      FLASH_MLA_SM90_SCHEDULE=$schedule timeout 100 scratch/tr-flash-mla-phases "b128 1024 h128" 2>&1 | tail -40 ||
-        true
-    done
-    for schedule in seesaw serial; do
-      FLASH_MLA_SM90_SCHEDULE=$schedule timeout 100 ncu --kernel-name regex:decode_kernel --launch-skip 1 \
-        --launch-count 1 --metrics sass__inst_executed_per_opcode --print-metric-instances details \
-        scratch/new-flash-mla-bench --batch 128 --seqlen 4096 --h-q 128 --s-q 1 --iters 3 --no-ceilings \
-        --no-check --quiet >"$OUT/op-$schedule.txt" 2>&1 || true
-    done
+    schedule_timelines tr "b128 1024 h128"
+    opcode_counts new --batch 128 --seqlen 4096 --h-q 128 --s-q 1
     ;;
   *)
     sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' >&2

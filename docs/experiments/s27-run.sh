@@ -47,52 +47,27 @@ mkdir -p "$OUT"
 
 case ${1:-} in
   first)
-    for sel in "flashmla h_q=64" "flashmla h_q=32"; do
-      OUT=$OUT/${sel// /-} timeout 150 bash scripts/ab.sh -p 1 \
-        -a "--grid ${sel%% *} --only ${sel#* } --check-rows 8 --quiet --no-ceilings" \
-        new=scratch/new-flash-mla-bench pp=scratch/pp-flash-mla-bench || true
-    done
-    for schedule in seesaw serial; do
-      echo "== timelines, $schedule"
-      FLASH_MLA_SM90_SCHEDULE=$schedule timeout 100 scratch/tr-flash-mla-phases "b128 1024 h128" 2>&1 | tail -40 ||
-        true
-    done
-    for schedule in seesaw serial; do
-      FLASH_MLA_SM90_SCHEDULE=$schedule timeout 100 ncu --kernel-name regex:decode_kernel --launch-skip 1 \
-        --launch-count 1 --metrics sass__inst_executed_per_opcode --print-metric-instances details \
-        scratch/new-flash-mla-bench --batch 128 --seqlen 4096 --h-q 128 --s-q 1 --iters 3 --no-ceilings \
-        --no-check --quiet >"$OUT/op-$schedule.txt" 2>&1 || true
-    done
-    filter=$(sed -n "s/^ *filter='\(.*\)'$/\1/p" scripts/gpu_check.sh | head -n 1)
-    sanitize new "$filter" memcheck synccheck initcheck
+    # (Ran with 150-s A/B timeouts and the timelines' output cut to its last 40 lines.)
+    ab_select "flashmla h_q=64" new pp
+    ab_select "flashmla h_q=32" new pp
+    schedule_timelines tr "b128 1024 h128"
+    opcode_counts new --batch 128 --seqlen 4096 --h-q 128 --s-q 1
+    sanitize new "$(gpu_check_filter)" memcheck synccheck initcheck
     ;;
   bar)
-    filter=$(sed -n "s/^ *filter='\(.*\)'$/\1/p" scripts/gpu_check.sh | head -n 1)
-    sanitize bar "$filter" synccheck
-    FLASH_MLA_SM90_SCHEDULE=serial sanitize bar "$filter" synccheck
+    sanitize bar "$(gpu_check_filter)" synccheck
+    FLASH_MLA_SM90_SCHEDULE=serial sanitize bar "$(gpu_check_filter)" synccheck
     gpu_suite bar
     ab_many ab-bar.txt 2 new bar
     ;;
   tr2)
-    for schedule in seesaw serial; do
-      for row in "b128 1024 h128" "b128 4096 h128"; do
-        echo "== $row, $schedule"
-        FLASH_MLA_SM90_SCHEDULE=$schedule timeout 100 scratch/tr2-flash-mla-phases "$row" 2>&1 || true
-      done
-    done
+    schedule_timelines tr2 "b128 1024 h128" "b128 4096 h128"
     ;;
   seesaw64)
-    for sel in "flashmla h_q=64" "flashmla h_q=32"; do
-      OUT=$OUT/${sel// /-} timeout 170 bash scripts/ab.sh -p 1 \
-        -a "--grid ${sel%% *} --only ${sel#* } --check-rows 8 --quiet --no-ceilings" \
-        bar=scratch/bar-flash-mla-bench seesaw=scratch/seesaw-flash-mla-bench || true
-    done
-    for schedule in seesaw serial; do
-      for row in "b64 256..1024 h16 s4" "b4 mixed h16 s4"; do
-        echo "== $row, $schedule"
-        FLASH_MLA_SM90_SCHEDULE=$schedule timeout 60 scratch/tr2-flash-mla-phases "$row" 2>&1 || true
-      done
-    done
+    # (scratch/seesaw-flash-mla-bench: bar's binary with FLASH_MLA_SM90_SCHEDULE=seesaw, a wrapper.)
+    ab_select "flashmla h_q=64" bar seesaw
+    ab_select "flashmla h_q=32" bar seesaw
+    schedule_timelines tr2 "b64 256..1024 h16 s4" "b4 mixed h16 s4"
     ;;
   next-build)
     build new - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
@@ -116,20 +91,13 @@ case ${1:-} in
   next2)
     gpu_suite ffb33
     FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests ffb33
-    for sel in "flashmla h_q=64" "flashmla h_q=32" "small s_q=4"; do
-      OUT=$OUT/${sel// /-} timeout 150 bash scripts/ab.sh -p 1 \
-        -a "--grid ${sel%% *} --only ${sel#* } --check-rows 8 --quiet --no-ceilings" \
-        new=scratch/new-flash-mla-bench ffb33=scratch/ffb33-flash-mla-bench p16=scratch/p16-flash-mla-bench || true
-    done
+    for sel in "flashmla h_q=64" "flashmla h_q=32" "small s_q=4"; do ab_select "$sel" new ffb33 p16; done
     ;;
   next3)
-    filter=$(sed -n "s/^ *filter='\(.*\)'$/\1/p" scripts/gpu_check.sh | head -n 1)
-    sanitize ffb33 "$filter" synccheck memcheck
-    sanitize p16 "$filter" synccheck memcheck
-    OUT=$OUT/short timeout 120 bash scripts/ab.sh -p 1 -a "--grid short --check-rows 8 --quiet --no-ceilings" \
-      new=scratch/new-flash-mla-bench news=scratch/news-flash-mla-bench ffbs=scratch/ffbs-flash-mla-bench || true
-    OUT=$OUT/small timeout 150 bash scripts/ab.sh -p 1 -a "--grid small --check-rows 8 --quiet --no-ceilings" \
-      new=scratch/new-flash-mla-bench p16=scratch/p16-flash-mla-bench || true
+    sanitize ffb33 "$(gpu_check_filter)" synccheck memcheck
+    sanitize p16 "$(gpu_check_filter)" synccheck memcheck
+    ab_select short new news ffbs
+    ab_select small new p16
     # ffb33's first block on the short 64-row rows (trace build trf; session 27: seesaw 8.10 / 7.81 us,
     # serial 5.79 / 5.50).
     for row in "b64 256..1024 h16 s4" "b4 mixed h16 s4"; do

@@ -140,3 +140,45 @@ timelines() {
     timeout 60 "scratch/$name-flash-mla-phases" "b128 8192 h16" 2>&1 | head -3 || true
   done
 }
+
+# ab_select SELECTION NAME...: a 1-pass A/B of scratch/NAME-flash-mla-bench on the rows of one grid,
+# SELECTION "GRID" or "GRID FILTER" (flash-mla-bench --only FILTER, no spaces: "flashmla h_q=64"), every
+# run's rows checked; files in $OUT/GRID-FILTER/, the table on stdout.
+ab_select() {
+  local sel=$1 pairs=() name only=
+  shift
+  for name in "$@"; do pairs+=("$name=scratch/$name-flash-mla-bench"); done
+  [ "$sel" = "${sel#* }" ] || only=" --only ${sel#* }"
+  OUT=$OUT/${sel// /-} timeout 170 bash scripts/ab.sh -p 1 \
+    -a "--grid ${sel%% *}$only --check-rows 8 --quiet --no-ceilings" "${pairs[@]}" || true
+}
+
+# schedule_timelines NAME ROW...: scratch/NAME-flash-mla-phases (a trace build) on each ROW (its label, or
+# part of it) with every call on the seesaw, then on the serial schedule.
+schedule_timelines() {
+  local name=$1 schedule row
+  shift
+  for schedule in seesaw serial; do
+    for row in "$@"; do
+      echo "== $row, $schedule"
+      FLASH_MLA_SM90_SCHEDULE=$schedule timeout 100 "scratch/$name-flash-mla-phases" "$row" 2>&1 || true
+    done
+  done
+}
+
+# gpu_check_filter: scripts/gpu_check.sh's reduced matrix for compute-sanitizer (a gtest filter).
+gpu_check_filter() { sed -n "s/^ *filter='\(.*\)'$/\1/p" scripts/gpu_check.sh | head -n 1; }
+
+# opcode_counts NAME ARGS...: ncu's executed instructions per SASS opcode of scratch/NAME-flash-mla-bench's
+# second decode kernel (ARGS: the workload, e.g. --batch 128 --seqlen 4096 --h-q 128 --s-q 1) with every
+# call on the seesaw, then on the serial schedule, into $OUT/op-seesaw.txt and $OUT/op-serial.txt.
+opcode_counts() {
+  local name=$1 schedule
+  shift
+  for schedule in seesaw serial; do
+    FLASH_MLA_SM90_SCHEDULE=$schedule timeout 100 ncu --kernel-name regex:decode_kernel --launch-skip 1 \
+      --launch-count 1 --metrics sass__inst_executed_per_opcode --print-metric-instances details \
+      "scratch/$name-flash-mla-bench" "$@" --iters 3 --no-ceilings --no-check --quiet >"$OUT/op-$schedule.txt" 2>&1 ||
+      true
+  done
+}
