@@ -96,7 +96,7 @@ void print_cta_timeline(int ctas) {
   if (first == ~0ull) return;
   auto us = [&](unsigned long long ns) { return static_cast<double>(ns - first) * 1e-3; };
   std::vector<double> entry, q_ready, first_k, last_k, stored, exit, interval, change, tail, consumer_piece_read,
-      producer_piece_read, issued, producer_start, page_read, second_issued, q_issued;
+      producer_piece_read, issued, producer_start, page_read, second_issued, q_issued, epilogue, restart, across;
   for (int cta = 0; cta < ctas; ++cta) {
     if (at(cta, 0) == 0 || at(cta, 2) == 0) continue;  // an empty part: no block
     entry.push_back(us(at(cta, 0)));
@@ -128,9 +128,22 @@ void print_cta_timeline(int ctas) {
     }
     // Piece i's store to piece i + 1's Q tile ready (the next Q load, and the barrier before it); slot
     // kQReadySlot + 7 may hold a later piece's.
+    // Around it, among the traced blocks: piece i's last block to its store (the epilogue), and the Q tile
+    // ready to the next block's stamp (the restart); across: the last block to the next one.
     for (int i = 0; i + 1 < pieces && i + 1 < kTracePieces - 1; ++i) {
       const unsigned long long done = at(cta, kStoredSlot + i), ready = at(cta, kQReadySlot + i + 1);
-      if (ready > done) change.push_back(static_cast<double>(ready - done) * 1e-3);
+      if (ready <= done) continue;
+      change.push_back(static_cast<double>(ready - done) * 1e-3);
+      unsigned long long before = 0, after = ~0ull;
+      for (int k = 0; k <= j; ++k) {
+        const unsigned long long stamp = at(cta, 2 + k);
+        if (stamp <= done) before = std::max(before, stamp);
+        if (stamp >= ready) after = std::min(after, stamp);
+      }
+      if (before == 0 || after == ~0ull) continue;
+      epilogue.push_back(static_cast<double>(done - before) * 1e-3);
+      restart.push_back(static_cast<double>(after - ready) * 1e-3);
+      across.push_back(static_cast<double>(after - before) * 1e-3);
     }
   }
   std::printf("   CTAs (us after the first entry, median / max over %zu CTAs with blocks): entry %.2f / %.2f,"
@@ -152,6 +165,12 @@ void print_cta_timeline(int ctas) {
               median(last_k),
               largest(last_k), median(stored), largest(stored), median(tail), largest(tail), median(exit),
               largest(exit), static_cast<double>(last - first) * 1e-3);
+  if (!across.empty()) {
+    std::printf("   across a piece change (%zu, traced blocks): last block %.2f / %.2f to its store, Q ready %.2f /"
+                " %.2f to the next block; last block to next block %.2f / %.2f\n",
+                across.size(), median(epilogue), largest(epilogue), median(restart), largest(restart),
+                median(across), largest(across));
+  }
 }
 
 void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s_q) {
