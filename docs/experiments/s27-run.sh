@@ -19,24 +19,25 @@
 #   h_q 64 and h_q 32 rows; per-CTA timelines of the short 64-row rows on both schedules.
 #   Predicted: the seesaw -2 ... -4 % on the uniform 64-row rows (h64 s1, h32 s2), within +-2 % on the ragged
 #   ones (all CTAs on one schedule, unlike s26's per-part patch), 32-row rows +0 ... +5 %.
-# next-build (here, ~4 min) / next / next2 / next3 (the next session's calls, ~8, ~8 and ~6 min):
+# next-build (here, ~4 min) / next / next2 / next3 (the next session's calls, ~8, ~7 and ~4 min):
 #   new = HEAD; ffb33 = HEAD + s27-seesaw-first-block.patch + s27-seesaw-33.patch (the grouped producer
 #   requests a one-row-tile CTA's second block once its first has landed, as the serial producer has since
-#   session 15, and the seesaw runs from 33 rows per KV head); p16 = HEAD + s27-partials16.patch (split
-#   pieces store their normalised O in the output dtype, half the bytes of float32, and the combine reads
-#   that); news / ffbs = new / ffb33 with every call on the seesaw (wrappers).
-#   next: 2-pass A/B of new, ffb33, p16, ffbs on the perf and short grids; p16's GPU suite.
-#   next2: ffb33's GPU suite and its 16-bit tests with every call on the seesaw; 1-pass A/Bs of new, ffb33,
-#   p16 on FlashMLA's h_q 64 and 32 rows and the small grid's s_q 4 rows.
-#   next3: synccheck and memcheck of ffb33 and p16 over gpu_check.sh's reduced matrix; 1-pass A/B of new,
-#   news and ffbs on the short grid (the first block's effect on the seesaw alone); new and p16 on the
-#   small grid; ffb33's per-CTA timelines of two short 64-row rows (trf, its trace build).
+#   session 15, and the seesaw runs from 33 rows per KV head); news / ffbs = new / ffb33 with every call on
+#   the seesaw (wrappers); nowg = HEAD + s27-no-whole-groups.patch (bench only); tr2 / trf = trace builds of
+#   HEAD / ffb33.
+#   next: a 2-pass A/B of new, ffb33, news, ffbs on the perf and short grids; ffb33's GPU suite.
+#   next2: ffb33's 16-bit tests with every call on the seesaw, synccheck and memcheck of ffb33 over
+#   gpu_check.sh's reduced matrix; 1-pass A/Bs of new and ffb33 on FlashMLA's h_q 64 and 32 rows and the
+#   small grid's s_q 4 rows.
+#   next3: per-CTA timelines: b=128 1024 h128 s1 on both schedules (tr2: the piece change's parts) and two
+#   short 64-row rows on ffb33 (trf); a 1-pass A/B of new and nowg on the perf and short grids and
+#   FlashMLA's h_q 128 rows.
 #   Predicted: ffbs's short 64-row rows (h16 s4 at 256..1024 tokens, b=4 mixed) ~2 us faster than news's
 #   (the seesaw's first block at 8.1 us against the serial schedule's 5.8, session 27's timelines), so
-#   ffb33 -1 ... -3 % on the uniform 64-row rows of FlashMLA's grid and within +-2 % elsewhere; p16
-#   -8 ... -12 % on b=64 256..1024 s4 and b=16 1024 s16 (tails of 4-6 us storing fp32 partials, combines of
-#   3-6 us), -5 ... -9 % on b=1 64k and b=4 mixed (the combine 14-28 % of the call), -1 ... -3 % on
-#   b=128 1024 h128 s1, and within +-1 % on the b=128 rows of 4096+ tokens.
+#   ffb33 -1 ... -3 % on the uniform 64-row rows of FlashMLA's grid and within +-2 % elsewhere. nowg: the
+#   piece change at 1024 h128 s1 (~11 us more than a block) is a start-up-like burst because every CTA
+#   changes pieces at once; staggered cuts with partials and a combine: -3 ... +3 % on the b=128 h128 s1
+#   rows (a guess either way), other rows within +-1 % where whole groups did not apply.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -73,8 +74,8 @@ case ${1:-} in
     build new - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
     build ffb33 s27-seesaw-first-block.patch,s27-seesaw-33.patch \
       "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
-    build p16 s27-partials16.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
-      flash_mla_gpu_tests
+    build nowg s27-no-whole-groups.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    build tr2 - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
     build trf s27-seesaw-first-block.patch,s27-seesaw-33.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" \
       flash-mla-phases
     for name in new ffb33; do
@@ -85,24 +86,23 @@ case ${1:-} in
     done
     ;;
   next)
-    ab_many ab-next.txt 2 new ffb33 p16 ffbs
-    gpu_suite p16
+    ab_many ab-next.txt 2 new ffb33 news ffbs
+    gpu_suite ffb33
     ;;
   next2)
-    gpu_suite ffb33
     FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests ffb33
-    for sel in "flashmla h_q=64" "flashmla h_q=32" "small s_q=4"; do ab_select "$sel" new ffb33 p16; done
+    sanitize ffb33 "$(gpu_check_filter)" synccheck memcheck
+    for sel in "flashmla h_q=64" "flashmla h_q=32" "small s_q=4"; do ab_select "$sel" new ffb33; done
     ;;
   next3)
-    sanitize ffb33 "$(gpu_check_filter)" synccheck memcheck
-    sanitize p16 "$(gpu_check_filter)" synccheck memcheck
-    ab_select short new news ffbs
-    ab_select small new p16
-    # ffb33's first block on the short 64-row rows (trace build trf; session 27: seesaw 8.10 / 7.81 us,
-    # serial 5.79 / 5.50).
+    schedule_timelines tr2 "b128 1024 h128"
+    # ffb33's first block on the short 64-row rows (session 27: seesaw 8.10 / 7.81 us, serial 5.79 / 5.50).
     for row in "b64 256..1024 h16 s4" "b4 mixed h16 s4"; do
       timeout 60 scratch/trf-flash-mla-phases "$row" 2>&1 | grep -E "us/call|CTAs|block interval" || true
     done
+    ab_select perf new nowg
+    ab_select short new nowg
+    ab_select "flashmla h_q=128" new nowg
     ;;
   *)
     sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' >&2
