@@ -42,9 +42,10 @@ constexpr int kCtas = 264, kIters = 24, kEvents = 16;  // kernel.cuh's kPhaseCta
 constexpr int kTraceCtas = 4096, kTraceSlots = 72, kTraceBlocks = 40, kTracePieces = 8;
 constexpr int kLastBlockSlot = 2 + kTraceBlocks, kStoredSlot = 45, kQReadySlot = 54, kExitSlot = 63;
 // The TMA producer's start (64), first piece read (44), first page read (65), first and second blocks' copies
-// issued (43, 66); consumer 0's first piece read (62) and first Q tile's loads issued (67).
+// issued (43, 66), its second piece's first block's copies issued (68); consumer 0's first piece read (62)
+// and first Q tile's loads issued (67).
 constexpr int kFirstIssuedSlot = 43, kProducerPieceSlot = 44, kConsumerPieceSlot = 62, kProducerStartSlot = 64,
-              kPageReadSlot = 65, kSecondIssuedSlot = 66, kQIssuedSlot = 67;
+              kPageReadSlot = 65, kSecondIssuedSlot = 66, kQIssuedSlot = 67, kNextPieceIssuedSlot = 68;
 // The seesaw (16-bit caches) stamps per pair: 0 begin, 1 its stage's first group landed, 12 its RoPE group,
 // 11 its last group, 2 S masked, 4 exp, 7 own max and P published, 8 its own block's P·V done, 9 the other
 // block's P·V done, 10 the other consumer's max read.
@@ -96,7 +97,8 @@ void print_cta_timeline(int ctas) {
   if (first == ~0ull) return;
   auto us = [&](unsigned long long ns) { return static_cast<double>(ns - first) * 1e-3; };
   std::vector<double> entry, q_ready, first_k, last_k, stored, exit, interval, change, tail, consumer_piece_read,
-      producer_piece_read, issued, producer_start, page_read, second_issued, q_issued, epilogue, restart, across;
+      producer_piece_read, issued, producer_start, page_read, second_issued, q_issued, epilogue, restart, across,
+      next_issued;
   for (int cta = 0; cta < ctas; ++cta) {
     if (at(cta, 0) == 0 || at(cta, 2) == 0) continue;  // an empty part: no block
     entry.push_back(us(at(cta, 0)));
@@ -142,6 +144,11 @@ void print_cta_timeline(int ctas) {
       }
       if (before == 0 || after == ~0ull) continue;
       epilogue.push_back(static_cast<double>(done - before) * 1e-3);
+      // The producer's copies of the second piece's first block, from the first piece's last block.
+      if (i == 0 && at(cta, kNextPieceIssuedSlot) != 0) {
+        const double issued_at = static_cast<double>(at(cta, kNextPieceIssuedSlot));
+        next_issued.push_back((issued_at - static_cast<double>(before)) * 1e-3);
+      }
       restart.push_back(static_cast<double>(after - ready) * 1e-3);
       across.push_back(static_cast<double>(after - before) * 1e-3);
     }
@@ -167,9 +174,10 @@ void print_cta_timeline(int ctas) {
               largest(exit), static_cast<double>(last - first) * 1e-3);
   if (!across.empty()) {
     std::printf("   across a piece change (%zu, traced blocks): last block %.2f / %.2f to its store, Q ready %.2f /"
-                " %.2f to the next block; last block to next block %.2f / %.2f\n",
+                " %.2f to the next block; last block to next block %.2f / %.2f; last block to the next piece's"
+                " first copies issued %.2f / %.2f\n",
                 across.size(), median(epilogue), largest(epilogue), median(restart), largest(restart),
-                median(across), largest(across));
+                median(across), largest(across), median(next_issued), largest(next_issued));
   }
 }
 

@@ -78,8 +78,9 @@ namespace flash_mla::sm90::dense {
 // written by consumer 0's thread 0 (cli/phase_timeline.cpp reads them). The TMA producer's lane 0
 // writes 64 (its start), 44 (its first piece read from the schedule), 65 (its first block's first page
 // read from the block table), 43 (its first block's copies issued) and 66 (its second block's copies
-// issued); consumer 0's thread 0 writes 62 (its first piece read, before the Q tile's loads) and 67 (the
-// first Q tile's loads issued, before the wait).
+// issued) and 68 (the copies of its second piece's first block issued); consumer 0's thread 0 writes 62
+// (its first piece read, before the Q tile's loads) and 67 (the first Q tile's loads issued, before the
+// wait).
 #if defined(FLASH_MLA_TRACE)
 inline constexpr int kTraceSlots = 72;
 inline constexpr int kTraceCtas = 4096;
@@ -1197,6 +1198,7 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
     }
     FLASH_MLA_TRACE_IF(it == 0 && lane == 0, 43);
     FLASH_MLA_TRACE_IF(it == 1 && lane == 0, 66);
+    FLASH_MLA_TRACE_FIRST_IF(it > 0 && blk == pc.first_block() && lane == 0, 68);
   });
 }
 
@@ -1239,6 +1241,7 @@ __device__ __forceinline__ void tma_producer_grouped(const DecodeParams& p, Shar
     }
     FLASH_MLA_TRACE_IF(it == 0 && lane == 0, 43);
     FLASH_MLA_TRACE_IF(it == 1 && lane == 0, 66);
+    FLASH_MLA_TRACE_FIRST_IF(it > 0 && blk == pc.first_block() && lane == 0, 68);
   });
 }
 
