@@ -169,9 +169,8 @@ void print_cta_timeline(int ctas) {
   std::printf("   block interval %.2f, mean %.2f (%zu), piece change %.2f / %.2f (%zu); last block %.2f / %.2f,"
               " last store %.2f / %.2f (tail %.2f / %.2f), exit %.2f / %.2f; kernel span %.2f\n",
               median(interval), mean(interval), interval.size(), median(change), largest(change), change.size(),
-              median(last_k),
-              largest(last_k), median(stored), largest(stored), median(tail), largest(tail), median(exit),
-              largest(exit), static_cast<double>(last - first) * 1e-3);
+              median(last_k), largest(last_k), median(stored), largest(stored), median(tail), largest(tail),
+              median(exit), largest(exit), static_cast<double>(last - first) * 1e-3);
   if (!across.empty()) {
     std::printf("   across a piece change (%zu, traced blocks): last block %.2f / %.2f to its store, Q ready %.2f /"
                 " %.2f to the next block; last block to next block %.2f / %.2f; last block to the next piece's"

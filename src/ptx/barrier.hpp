@@ -11,8 +11,9 @@ namespace flash_mla::ptx {
 // the kernels' roles meet at one barrier from different code sites (consumer 0 publishes P, consumer 1
 // waits for it), which that promise does not cover. compute-sanitizer synccheck holds it to the promise:
 // two converged warps at one bar.sync from two sites are "Divergent thread(s) in block" and the kernel is
-// stopped, while barrier.sync there is clean (session 27, scratch probe on the H200). Converged, the
-// non-aligned form costs a uniform move and a BRA.DIV per barrier, before the same BAR.SYNC.
+// stopped, while barrier.sync there is clean (docs/experiments/s27-sync-probe.cu, H200). Where the
+// compiler cannot prove the warp converged, the non-.aligned form adds a uniform move and a BRA.DIV
+// before the same BAR.SYNC.
 
 // barrier.sync id, count: wait until `count` threads (a multiple of 32) have arrived at barrier `id`.
 __device__ __forceinline__ void named_barrier_sync(uint32_t id, uint32_t count) {
