@@ -35,11 +35,9 @@
 #   has both, FLASH_MLA_SEESAW_ORDER=0|1, and with FLASH_MLA_SM90_SCHEDULE=seesaw stands for call 3's
 #   builds); drop whichever prefetch form lost.
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$ROOT"
 # The helpers used: build, ab_many, gpu_suite, dense_tests, timelines, ncu_metrics, replay_clocks.
 # shellcheck source=docs/experiments/variants.sh
-source "$ROOT/docs/experiments/variants.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
 OUT=${OUT:-s25-next-out}
 mkdir -p "$OUT"
 

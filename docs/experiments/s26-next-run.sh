@@ -30,11 +30,9 @@
 # probe (~2 min): ncu pipe utilisation, instructions and issue activity of land's narrow FP8 kernel
 #   (16384 h16 s1) and of its dense kernel on both schedules (16384 h128 s2).
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$ROOT"
 # The helpers used: build, gpu_suite, dense_tests, gtest_groups, sanitize, ab_many, ncu_metrics.
 # shellcheck source=docs/experiments/variants.sh
-source "$ROOT/docs/experiments/variants.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
 OUT=${OUT:-s26-next-out}
 mkdir -p "$OUT"
 

@@ -39,10 +39,8 @@
 #   changes pieces at once; staggered cuts with partials and a combine: -3 ... +3 % on the b=128 h128 s1
 #   rows (a guess either way), other rows within +-1 % where whole groups did not apply.
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$ROOT"
 # shellcheck source=docs/experiments/variants.sh
-source "$ROOT/docs/experiments/variants.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
 OUT=${OUT:-s27-out}
 mkdir -p "$OUT"
 

@@ -4,48 +4,52 @@
 //   mode 1: barrier.sync in both (non-.aligned)  synccheck: clean; racecheck: clean
 //   mode 2: bar.arrive, then bar.sync            synccheck: clean; racecheck: clean (one hand-off)
 //   mode 3: bar.sync in both, warp 1 after polling an mbarrier   synccheck: as mode 0
-// (H200, driver 580.159.04, CUDA 13.0.) Build and run:
-//   nvcc -arch=sm_90a -O2 -lineinfo -o sync_probe s27-sync-probe.cu
+// (H200, driver 580.159.04, CUDA 13.0; run with the barriers and mbarrier waits as inline asm here, since
+// moved onto src/ptx's wrappers, which give the same barrier instructions in SASS.) Build and run, from the
+// repository root:
+//   nvcc -std=c++17 -arch=sm_90a -O2 -lineinfo -I src -o sync_probe docs/experiments/s27-sync-probe.cu
 //   for m in 0 1 2 3; do compute-sanitizer --tool synccheck ./sync_probe $m; done
-#include <cstdio>
 #include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdio>
+
+#include "ptx/barrier.hpp"
+#include "ptx/mbarrier.hpp"
+
+namespace ptx = flash_mla::ptx;
 template <int kMode>
 __global__ void probe(int* out) {
   __shared__ int x[64];
   const int warp = threadIdx.x / 32;
   if (warp == 0) {
     x[threadIdx.x] = threadIdx.x * 3;
-    if (kMode == 0) asm volatile("bar.sync 1, 64;" ::: "memory");
-    if (kMode == 1) asm volatile("barrier.sync 1, 64;" ::: "memory");
-    if (kMode == 2) asm volatile("bar.arrive 1, 64;" ::: "memory");
+    if (kMode == 0) ptx::named_barrier_sync_aligned(1, 64);
+    if (kMode == 1) ptx::named_barrier_sync(1, 64);
+    if (kMode == 2) ptx::named_barrier_arrive_aligned(1, 64);
     out[threadIdx.x] = 1;
   } else if (warp == 1) {
     x[threadIdx.x] = threadIdx.x * 5;
-    if (kMode == 0) asm volatile("bar.sync 1, 64;" ::: "memory");
-    if (kMode == 1) asm volatile("barrier.sync 1, 64;" ::: "memory");
-    if (kMode == 2) asm volatile("bar.sync 1, 64;" ::: "memory");
+    if (kMode == 0) ptx::named_barrier_sync_aligned(1, 64);
+    if (kMode == 1) ptx::named_barrier_sync(1, 64);
+    if (kMode == 2) ptx::named_barrier_sync_aligned(1, 64);
     out[threadIdx.x] = x[threadIdx.x ^ 32] + 7;
   }
 }
 // Mode 3: warp 1 first polls an mbarrier (try_wait loop, as the kernel's waits), that warp 0's lane 0
 // completes, then both warps meet at named barrier 1 from different code sites.
 __global__ void probe_mbar(int* out) {
-  __shared__ __align__(8) unsigned long long bar;
+  __shared__ uint64_t bar;
   const int warp = threadIdx.x / 32;
-  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(&bar));
-  if (threadIdx.x == 0) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(addr));
+  if (threadIdx.x == 0) ptx::mbarrier_init(&bar, 1);
   __syncthreads();
   if (warp == 0) {
     for (int i = 0; i < 2000; ++i) out[threadIdx.x] += i;
-    if (threadIdx.x == 0) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(addr) : "memory");
-    asm volatile("bar.sync 1, 64;" ::: "memory");
+    if (threadIdx.x == 0) ptx::mbarrier_arrive(&bar);
+    ptx::named_barrier_sync_aligned(1, 64);
   } else if (warp == 1) {
-    unsigned done = 0;
-    while (!done) {
-      asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0; selp.u32 %0, 1, 0, p; }"
-                   : "=r"(done) : "r"(addr) : "memory");
-    }
-    asm volatile("bar.sync 1, 64;" ::: "memory");
+    ptx::mbarrier_wait(&bar, 0);
+    ptx::named_barrier_sync_aligned(1, 64);
     out[threadIdx.x] = 3;
   }
 }

@@ -1,6 +1,8 @@
 # shellcheck shell=bash
-# Sourced by the session hand-over scripts (sNN-next-run.sh), with ROOT set to the repository root and
-# the working directory there.
+# Sourced by the session hand-over scripts (sNN-next-run.sh, sNN-run.sh): sets ROOT to the repository root
+# and makes it the working directory.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT" || return
 #
 # build NAME PATCHES CMAKE_FLAGS TARGET...: a worktree of HEAD (or of $REV) with PATCHES (files in docs/experiments,
 # comma-separated, applied in order; none: "-"), the targets built in Release with CUDA, and the

@@ -26,6 +26,15 @@ __device__ __forceinline__ void named_barrier_arrive(uint32_t id, uint32_t count
   asm volatile("barrier.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 
+// bar.sync / bar.arrive, the .aligned forms: not for the kernels (above). Only
+// docs/experiments/s27-sync-probe.cu uses them, to show synccheck's verdict on either form.
+__device__ __forceinline__ void named_barrier_sync_aligned(uint32_t id, uint32_t count) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive_aligned(uint32_t id, uint32_t count) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
 // setmaxnreg.inc / .dec.sync.aligned.u32: a warpgroup's register budget per thread.
 template <uint32_t kRegs>
 __device__ __forceinline__ void setmaxnreg_inc() {
