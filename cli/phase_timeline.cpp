@@ -39,13 +39,19 @@ constexpr int kCtas = 264, kIters = 24, kEvents = 16;  // kernel.cuh's kPhaseCta
 // kernel.cuh's kTraceCtas and kTraceSlots, and its slots: 0 entry, 1 first Q tile ready, 2 + j block j
 // (j < 40; 42 the latest past that), 45 + i piece i stored (i < 8; 53 the latest past that), 54 + i piece
 // i's Q tile ready (i < 8; 61 the latest past that), 63 exit.
-constexpr int kTraceCtas = 4096, kTraceSlots = 72, kTraceBlocks = 40, kTracePieces = 8;
+constexpr int kTraceCtas = 4096, kTraceSlots = 80, kTraceBlocks = 40, kTracePieces = 8;
 constexpr int kLastBlockSlot = 2 + kTraceBlocks, kStoredSlot = 45, kQReadySlot = 54, kExitSlot = 63;
 // The TMA producer's start (64), first piece read (44), first page read (65), first and second blocks' copies
 // issued (43, 66), its second piece's first block's copies issued (68); consumer 0's first piece read (62)
-// and first Q tile's loads issued (67).
+// and first Q tile's loads issued (67); at the last piece change, the staged rows read (69), the Q tile's
+// loads issued (70) and thread 0's Q loads landed (71). The first piece's epilogue (72..79, kernel.cuh).
+constexpr int kEpilogueSlot = 72, kEpilogueSlots = 8;
+const char* const kEpilogueNames[kEpilogueSlots] = {"C0 loop done", "C1 loop done", "C0 rows staged",
+                                                    "C0 staged",    "C1 staged",    "C1 copies issued",
+                                                    "C0 stored",    "C1 stored"};
 constexpr int kFirstIssuedSlot = 43, kProducerPieceSlot = 44, kConsumerPieceSlot = 62, kProducerStartSlot = 64,
-              kPageReadSlot = 65, kSecondIssuedSlot = 66, kQIssuedSlot = 67, kNextPieceIssuedSlot = 68;
+              kPageReadSlot = 65, kSecondIssuedSlot = 66, kQIssuedSlot = 67, kNextPieceIssuedSlot = 68,
+              kStagedReadSlot = 69, kNextQIssuedSlot = 70, kNextQLandedSlot = 71;
 // The seesaw (16-bit caches) stamps per pair: 0 begin, 1 its stage's first group landed, 12 its RoPE group,
 // 11 its last group, 2 S masked, 4 exp, 7 own max and P published, 8 its own block's P·V done, 9 the other
 // block's P·V done, 10 the other consumer's max read.
@@ -98,7 +104,8 @@ void print_cta_timeline(int ctas) {
   auto us = [&](unsigned long long ns) { return static_cast<double>(ns - first) * 1e-3; };
   std::vector<double> entry, q_ready, first_k, last_k, stored, exit, interval, change, tail, consumer_piece_read,
       producer_piece_read, issued, producer_start, page_read, second_issued, q_issued, epilogue, restart, across,
-      next_issued;
+      next_issued, staged_read, next_q_issued, next_q_landed, next_q_ready;
+  std::vector<double> epilogue_steps[kEpilogueSlots];  // the first piece's, after its last traced block
   for (int cta = 0; cta < ctas; ++cta) {
     if (at(cta, 0) == 0 || at(cta, 2) == 0) continue;  // an empty part: no block
     entry.push_back(us(at(cta, 0)));
@@ -124,6 +131,17 @@ void print_cta_timeline(int ctas) {
     last_k.push_back(us(at(cta, kLastBlockSlot) != 0 ? at(cta, kLastBlockSlot) : at(cta, 2 + j)));
     int pieces = 0;
     while (pieces < kTracePieces + 1 && at(cta, kStoredSlot + pieces) != 0) ++pieces;
+    if (pieces > 0) {
+      unsigned long long before = 0;  // the first piece's last traced block
+      for (int k = 0; k <= j; ++k) {
+        if (at(cta, 2 + k) <= at(cta, kStoredSlot)) before = std::max(before, at(cta, 2 + k));
+      }
+      for (int e = 0; e < kEpilogueSlots && before != 0; ++e) {
+        if (at(cta, kEpilogueSlot + e) > before) {
+          epilogue_steps[e].push_back(static_cast<double>(at(cta, kEpilogueSlot + e) - before) * 1e-3);
+        }
+      }
+    }
     if (pieces > 0) {
       stored.push_back(us(at(cta, kStoredSlot + pieces - 1)));
       tail.push_back(stored.back() - last_k.back());  // the last block's K to the last piece stored
@@ -151,6 +169,13 @@ void print_cta_timeline(int ctas) {
       }
       restart.push_back(static_cast<double>(after - ready) * 1e-3);
       across.push_back(static_cast<double>(after - before) * 1e-3);
+      // The last change's steps from the store: staged rows read, Q loads issued, landed, ready (barrier).
+      if (i + 2 == pieces && at(cta, kStagedReadSlot) > done && at(cta, kNextQLandedSlot) > done) {
+        staged_read.push_back(static_cast<double>(at(cta, kStagedReadSlot) - done) * 1e-3);
+        next_q_issued.push_back(static_cast<double>(at(cta, kNextQIssuedSlot) - done) * 1e-3);
+        next_q_landed.push_back(static_cast<double>(at(cta, kNextQLandedSlot) - done) * 1e-3);
+        next_q_ready.push_back(static_cast<double>(ready - done) * 1e-3);
+      }
     }
   }
   std::printf("   CTAs (us after the first entry, median / max over %zu CTAs with blocks): entry %.2f / %.2f,"
@@ -177,6 +202,20 @@ void print_cta_timeline(int ctas) {
                 " first copies issued %.2f / %.2f\n",
                 across.size(), median(epilogue), largest(epilogue), median(restart), largest(restart),
                 median(across), largest(across), median(next_issued), largest(next_issued));
+  }
+  std::printf("   the first piece's epilogue from its last block (median / max):");
+  for (int e = 0; e < kEpilogueSlots; ++e) {
+    if (!epilogue_steps[e].empty()) {
+      std::printf(" %s %.2f / %.2f;", kEpilogueNames[e], median(epilogue_steps[e]), largest(epilogue_steps[e]));
+    }
+  }
+  std::printf("\n");
+  if (!staged_read.empty()) {
+    std::printf("   the last piece change from its store (%zu): staged rows read %.2f / %.2f, Q loads issued %.2f /"
+                " %.2f, landed (thread 0) %.2f / %.2f, Q ready %.2f / %.2f\n",
+                staged_read.size(), median(staged_read), largest(staged_read), median(next_q_issued),
+                largest(next_q_issued), median(next_q_landed), largest(next_q_landed), median(next_q_ready),
+                largest(next_q_ready));
   }
 }
 

@@ -23,6 +23,17 @@ __device__ __forceinline__ void tma_load_4d(void* smem_dst, const CUtensorMap* m
       : "memory");
 }
 
+// cp.async.bulk.tensor.4d.global.shared::cta.tile.bulk_group (9.7.9.25): a 4-d box from shared memory
+// into the tensor, in this thread's current bulk async-group; coordinates outside the tensor are not
+// written.
+__device__ __forceinline__ void tma_store_4d(const CUtensorMap* map, const void* smem_src, int32_t c0, int32_t c1,
+                                             int32_t c2, int32_t c3) {
+  asm volatile("cp.async.bulk.tensor.4d.global.shared::cta.tile.bulk_group [%0, {%2, %3, %4, %5}], [%1];\n" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(static_cast<uint32_t>(__cvta_generic_to_shared(smem_src))), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+               : "memory");
+}
+
 // createpolicy.fractional.L2::evict_first.b64 (9.7.9.18): an L2 policy for data read once.
 __device__ __forceinline__ uint64_t l2_policy_evict_first() {
   uint64_t policy;

@@ -82,8 +82,8 @@ CUtensorMap make_map(const DecodeParams& p, int64_t offset, CUtensorMapDataType 
 // (the NoPE channels, and per tensor the RoPE ones too), for the producer to dequantise in shared
 // memory; with scale, also the scales (16 bytes a token) and the bf16 RoPE channels, straight into
 // their swizzled sub-tile.
-sm90::CacheMaps make_cache_maps(const DecodeParams& p) {
-  sm90::CacheMaps maps{};
+sm90::TensorMaps make_cache_maps(const DecodeParams& p) {
+  sm90::TensorMaps maps{};
   if (sm90::page_copy_rows(p.page_block_size) < sm90::dense::kMinTmaPage) return maps;  // gathered: no copies
   switch (p.kv_format) {
     case KvCacheFormat::kDense:
@@ -103,6 +103,32 @@ sm90::CacheMaps make_cache_maps(const DecodeParams& p) {
       break;
   }
   return maps;
+}
+
+// The dense kernel's final output tiles by TMA (store_final_staged): `out` as {512 channels, h_q heads, s_q
+// tokens, b sequences} (contiguous, params.hpp) in boxes of 64 channels x one tile's 64 rows, 128-byte
+// swizzled. A tile's rows (row r = t * q_per_kv + h) are one box when q_per_kv divides 64 (q_per_kv heads x
+// 64 / q_per_kv tokens) or is a multiple of 64 (64 heads x 1 token); rows past s_q fall outside the tensor
+// and are not written. Otherwise, or where the copy engine refuses `out`, out_by_tma stays 0 and each row
+// leaves by its own bulk copies. Those cost the copy engine about as much per row as a box does: at b=128
+// 1024 h128 s1 a 64-row tile's 128 row copies took ~2.3 us to issue (H200, session 28's timelines).
+void make_out_map(const DecodeParams& p, sm90::TensorMaps* maps) {
+  maps->out_by_tma = 0;
+  constexpr int kRows = sm90::dense::kBlockM;
+  if (kRows % p.q_per_kv != 0 && p.q_per_kv % kRows != 0) return;
+  const int64_t head_stride = kHeadDimV * 2, seq_stride = head_stride * p.h_q, batch_stride = seq_stride * p.s_q;
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(kHeadDimV), static_cast<cuuint64_t>(p.h_q),
+                              static_cast<cuuint64_t>(p.s_q), static_cast<cuuint64_t>(p.batch)};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(head_stride), static_cast<cuuint64_t>(seq_stride),
+                                 static_cast<cuuint64_t>(batch_stride)};
+  const cuuint32_t box_heads = static_cast<cuuint32_t>(std::min(p.q_per_kv, kRows));
+  const cuuint32_t box[4] = {sm90::kSubTileCols, box_heads, kRows / box_heads, 1};
+  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+  const CUresult r = tensor_map_encoder()(
+      &maps->out, p.dtype == DType::kFP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
+      p.out, dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+      CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  maps->out_by_tma = r == CUDA_SUCCESS ? 1 : 0;
 }
 
 // The narrow kernel (sm90::narrow) serves per-tensor FP8 caches with at most 32 query rows per KV head
@@ -145,7 +171,8 @@ void decode_sm90(const DecodeParams& params) {
     sm90::narrow::launch_decode(p, make_map(p, 0, CU_TENSOR_MAP_DATA_TYPE_UINT8, kHeadDim,
                                             CU_TENSOR_MAP_SWIZZLE_128B, sm90::narrow::kRawBoxCols));
   } else {
-    const sm90::CacheMaps maps = make_cache_maps(p);
+    sm90::TensorMaps maps = make_cache_maps(p);
+    make_out_map(p, &maps);
     if (p.kv_format == KvCacheFormat::kFP8WithScale) {
       sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(p, maps);
     } else if (p.kv_format == KvCacheFormat::kFP8PerTensor) {

@@ -10,26 +10,31 @@
 
 namespace flash_mla::sm90 {
 
-// The cache's TMA descriptors (launch.cu, make_cache_maps): `k` copies 64-channel boxes of the cache
+// A call's TMA descriptors. The cache's (launch.cu, make_cache_maps): `k` copies 64-channel boxes of the cache
 // rows (dense: 16-bit values into 128-byte-swizzled sub-tiles; FP8: raw e4m3 bytes, unswizzled), `rope`
 // the bf16 RoPE channels and `scales` the four float32 scales of an FP8-with-scale cache. A cache whose
 // pages are gathered (copies of fewer than dense::kMinTmaPage rows, page_copy_rows) uses none.
-struct CacheMaps {
+// `out` (launch.cu, make_out_map) stores a finished 64-row output tile as eight 64-column boxes from the
+// dense kernel's 128-byte-swizzled staging (store_final_staged); out_by_tma says it is set, otherwise each
+// staged row leaves by its own bulk copies.
+struct TensorMaps {
   CUtensorMap k;
   CUtensorMap rope;
   CUtensorMap scales;
+  CUtensorMap out;
+  int out_by_tma;
 };
 
 namespace dense {  // 64 query rows per CTA (any h_q * s_q / h_kv)
 template <typename T, KvCacheFormat kFormat>
-void launch_decode(const detail::DecodeParams& p, const CacheMaps& maps);
+void launch_decode(const detail::DecodeParams& p, const TensorMaps& maps);
 extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kDense>(const detail::DecodeParams&,
-                                                                          const CacheMaps&);
-extern template void launch_decode<__half, KvCacheFormat::kDense>(const detail::DecodeParams&, const CacheMaps&);
+                                                                          const TensorMaps&);
+extern template void launch_decode<__half, KvCacheFormat::kDense>(const detail::DecodeParams&, const TensorMaps&);
 extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(const detail::DecodeParams&,
-                                                                                 const CacheMaps&);
+                                                                                 const TensorMaps&);
 extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(const detail::DecodeParams&,
-                                                                                 const CacheMaps&);
+                                                                                 const TensorMaps&);
 }  // namespace dense
 
 namespace narrow {  // per-tensor FP8, at most 32 query rows, page copies of 16+ rows: `k_map` as in launch.cu

@@ -1,3 +1,3 @@
 #include "cuda/sm90/decode_dense/kernel.cuh"
 template void flash_mla::sm90::dense::launch_decode<__half, flash_mla::KvCacheFormat::kDense>(
-    const flash_mla::detail::DecodeParams&, const flash_mla::sm90::CacheMaps&);
+    const flash_mla::detail::DecodeParams&, const flash_mla::sm90::TensorMaps&);

@@ -80,9 +80,13 @@ namespace flash_mla::sm90::dense {
 // read from the block table), 43 (its first block's copies issued) and 66 (its second block's copies
 // issued) and 68 (the copies of its second piece's first block issued); consumer 0's thread 0 writes 62
 // (its first piece read, before the Q tile's loads) and 67 (the first Q tile's loads issued, before the
-// wait).
+// wait), and at the last piece change 69 (the staged rows read), 70 (the Q tile's loads issued) and 71
+// (its own Q loads landed). The first piece's epilogue: 72 / 73 consumer 0's / 1's thread 0 back from the
+// block loop, and in store_final_staged 74 consumer 0's rows written, 75 / 76 consumer 0's / 1's staging
+// barrier passed, 77 consumer 1's bulk copies issued; in store_output 78 / 79 consumer 0's / 1's stores
+// issued.
 #if defined(FLASH_MLA_TRACE)
-inline constexpr int kTraceSlots = 72;
+inline constexpr int kTraceSlots = 80;
 inline constexpr int kTraceCtas = 4096;
 static __device__ unsigned long long g_trace[kTraceCtas][kTraceSlots];
 // once: keep the slot's first stamp of the call (flash-mla-phases zeroes the slots before it).
@@ -156,7 +160,9 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, 
   }
   ptx::cp_async_commit();
   FLASH_MLA_TRACE_FIRST_IF(thread == 0, 67);  // the first piece's, as the other prologue stamps
+  FLASH_MLA_TRACE_IF(thread == 0, 70);        // the last piece's
   ptx::cp_async_wait<0>();
+  FLASH_MLA_TRACE_IF(thread == 0, 71);
 }
 
 // Query rows this thread owns in wgmma accumulator layouts: warp w holds rows 16w..16w+15; lane l
@@ -203,6 +209,7 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
       if (write_lse) p.lse_accum[dst.lse] = res.empty ? -INFINITY : res.lse;
     }
   }
+  FLASH_MLA_TRACE_FIRST_IF(threadIdx.x % kWarpgroupThreads == 0, 78 + half);
 }
 
 // store_output for a final output (n_splits == 1) through shared memory (config.hpp, kStagedRowBytes):
@@ -211,13 +218,47 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
 // (kStagedRead) or the CTA exits. Stored directly (store_output: each 4-byte store of a warp writes 16
 // bytes into each of 8 rows), a 64-row tile's last block took 7.9 us from its K landing to the stored
 // output; staged, 5.3 (H200, b=128 1024 h128 s1, session 16: the call 5-6 % faster).
+// With out_map (TensorMaps::out), the rows go instead into four 128-byte-swizzled 64x64 boxes per
+// consumer (Q sub-tiles 4 * half ..), conflict-free for the accumulator layout, and its thread 0 stores
+// them with four tensor copies: 8 copies per tile instead of 2 per row.
 template <typename T>
 __device__ __forceinline__ void store_final_staged(const DecodeParams& p, const Piece& pc, SharedStorage& s,
                                                    const RowPair& rp, int half, int thread, const float (&o)[128],
                                                    const float (&m)[2], const float (&l)[2], bool write_lse,
-                                                   float out_scale) {
-  char* staged = reinterpret_cast<char*>(&s.q[0]) + half * kBlockM * kStagedRowBytes;
+                                                   float out_scale, const CUtensorMap* out_map) {
   const int m0 = blockIdx.x * kBlockM;
+  if (out_map != nullptr) {
+    constexpr int kBoxes = kVSubTiles / 2;  // this consumer's 256 columns
+    char* boxes = reinterpret_cast<char*>(&s.q[kBoxes * half]);
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const RowResult res = finish_row(m[k], l[k], out_scale);
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        char* box = boxes + (i / 8) * kSubTileBytes;
+        *reinterpret_cast<uint32_t*>(box + swizzled_offset(rp.row[k], i % 8) + rp.col * 2) =
+            pack2<T>(o[4 * i + 2 * k] * res.inv, o[4 * i + 2 * k + 1] * res.inv);
+      }
+      const int gr = m0 + rp.row[k];
+      if (write_lse && gr < p.rows) p.lse[row_slot(p, pc, gr).lse] = res.empty ? INFINITY : res.lse;
+    }
+    FLASH_MLA_TRACE_FIRST_IF(thread == 0 && half == 0, 74);
+    ptx::fence_proxy_async_shared();
+    ptx::named_barrier_sync(kStaged + half, kWarpgroupThreads);
+    FLASH_MLA_TRACE_FIRST_IF(thread == 0, 75 + half);
+    if (thread == 0) {
+      const int head = blockIdx.y * p.q_per_kv + m0 % p.q_per_kv, token = m0 / p.q_per_kv;
+#pragma unroll
+      for (int b = 0; b < kBoxes; ++b) {
+        ptx::tma_store_4d(out_map, boxes + b * kSubTileBytes, (kBoxes * half + b) * kSubTileCols, head, token,
+                          pc.req);
+      }
+      ptx::bulk_commit_group();
+    }
+    FLASH_MLA_TRACE_FIRST_IF(thread == 0 && half == 1, 77);
+    return;
+  }
+  char* staged = reinterpret_cast<char*>(&s.q[0]) + half * kBlockM * kStagedRowBytes;
 #pragma unroll
   for (int k = 0; k < 2; ++k) {
     const RowResult res = finish_row(m[k], l[k], out_scale);
@@ -230,8 +271,10 @@ __device__ __forceinline__ void store_final_staged(const DecodeParams& p, const 
     const int gr = m0 + rp.row[k];
     if (write_lse && gr < p.rows) p.lse[row_slot(p, pc, gr).lse] = res.empty ? INFINITY : res.lse;
   }
+  FLASH_MLA_TRACE_FIRST_IF(thread == 0 && half == 0, 74);
   ptx::fence_proxy_async_shared();
   ptx::named_barrier_sync(kStaged + half, kWarpgroupThreads);
+  FLASH_MLA_TRACE_FIRST_IF(thread == 0, 75 + half);
   if (thread < 32) {
     for (int r = thread; r < kBlockM; r += 32) {
       const int gr = m0 + r;
@@ -241,6 +284,7 @@ __device__ __forceinline__ void store_final_staged(const DecodeParams& p, const 
     }
     ptx::bulk_commit_group();
   }
+  FLASH_MLA_TRACE_FIRST_IF(thread == 0 && half == 1, 77);
 }
 
 // Pulls the query rows of this CTA's tile of sequence `req` into L2, one bulk prefetch per row (lanes
@@ -998,7 +1042,7 @@ __device__ __forceinline__ void fp8_producer(const DecodeParams& p, SharedStorag
 // and ran at ~4.2 us per block (docs/PERFORMANCE.md). Rows past the sequence end hold whatever the
 // page held (the consumers mask them, as on the dense TMA path); pages outside the pool read as zeros.
 template <KvCacheFormat kFormat>
-__device__ __forceinline__ void fp8_tma_producer(const DecodeParams& p, SharedStorage& s, const CacheMaps& maps,
+__device__ __forceinline__ void fp8_tma_producer(const DecodeParams& p, SharedStorage& s, const TensorMaps& maps,
                                                  int thread) {
   constexpr bool kWithScale = kFormat == KvCacheFormat::kFP8WithScale;
   constexpr int kRawChunks = kWithScale ? kVSubTiles : kQKSubTiles;  // e4m3 chunks of a row: NoPE (+ RoPE)
@@ -1248,7 +1292,7 @@ __device__ __forceinline__ void tma_producer_grouped(const DecodeParams& p, Shar
 // kSeesaw: the seesaw schedule (consumer_piece_seesaw, 16-bit caches only), else the serial one.
 template <typename T, KvCacheFormat kFormat, bool kSeesaw>
 __global__ void __launch_bounds__(kThreads, 1)
-    decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CacheMaps maps) {
+    decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ TensorMaps maps) {
   constexpr bool kDense = kFormat == KvCacheFormat::kDense;
   static_assert(kDense || !kSeesaw, "the seesaw runs 16-bit caches only");
   // Per-tensor FP8: K and Q tiles in f16 (kF16Tiles), f16 wgmma; out stays T.
@@ -1322,10 +1366,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   [[maybe_unused]] int piece_index = 0;
   const bool stage_out = (reinterpret_cast<uintptr_t>(p.out) & 15) == 0;  // bulk copies need 16-byte addresses
   bool staged = false;  // the last piece's output went out through the Q tile
+  if (threadIdx.x == 0 && maps.out_by_tma) ptx::tma_prefetch_descriptor(&maps.out);
   for_each_piece(p, [&](const Piece& pc) {
     if (staged) {
       if (thread < 32) ptx::bulk_wait_group_read<0>();
       ptx::named_barrier_sync(kStagedRead, kConsumerThreads);
+      FLASH_MLA_TRACE_AT(69);
       staged = false;
     }
     bool q_prescaled = false;  // per-tensor FP8 with a bf16 q: each row's prescale is in s.q_row_scale
@@ -1369,8 +1415,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else {
       consumer_piece<MmaT>(p, s, pc, warpgroup, thread, rp, row_scale, it, o, m, l);
     }
+    FLASH_MLA_TRACE_FIRST_IF(thread == 0, 72 + warpgroup);
     if (pc.n_splits == 1 && stage_out) {
-      store_final_staged<T>(p, pc, s, rp, warpgroup, thread, o, m, l, warpgroup == 0 && rp.col == 0, out_scale);
+      store_final_staged<T>(p, pc, s, rp, warpgroup, thread, o, m, l, warpgroup == 0 && rp.col == 0, out_scale,
+                            maps.out_by_tma ? &maps.out : nullptr);
       staged = true;
     } else {
       store_output<T>(p, pc, rp, warpgroup, o, m, l, warpgroup == 0 && rp.col == 0, out_scale);
@@ -1398,7 +1446,7 @@ extern void* g_phase_buffer;
 
 // Launches decode_kernel<T, kFormat, kSeesaw> on p.stream (the current device is p.device).
 template <typename T, KvCacheFormat kFormat, bool kSeesaw>
-void launch_schedule(const DecodeParams& p, const CacheMaps& maps) {
+void launch_schedule(const DecodeParams& p, const TensorMaps& maps) {
   // The shared-memory opt-in is per device and kernel: set it once on each device the kernel runs on
   // (devices past the mask's 64 bits set it on every call).
   static std::atomic<uint64_t> configured{0};
@@ -1428,7 +1476,7 @@ inline int schedule_override() {
 // cache format in decode_bf16.cu / decode_fp16.cu / decode_fp8.cu. 16-bit calls of at least
 // kSeesawMinRows query rows per KV head run the seesaw schedule.
 template <typename T, KvCacheFormat kFormat>
-void launch_decode(const DecodeParams& p, const CacheMaps& maps) {
+void launch_decode(const DecodeParams& p, const TensorMaps& maps) {
 #if defined(FLASH_MLA_TRACE)
   detail::cuda_check(cudaGetSymbolAddress(&g_trace_buffer, g_trace), "trace symbol");
   detail::cuda_check(cudaGetSymbolAddress(&g_phase_buffer, g_phase), "phase symbol");
