@@ -131,6 +131,31 @@ void make_out_map(const DecodeParams& p, sm90::TensorMaps* maps) {
   maps->out_by_tma = r == CUDA_SUCCESS ? 1 : 0;
 }
 
+// The dense kernel's query tile by TMA (16-bit calls, after a piece whose output was staged in the Q tile):
+// q as {576 channels, h_q, s_q, b} with q's own strides, boxes as make_out_map's; tokens past s_q read
+// zeros. Where the copy engine refuses q's strides, q_by_tma stays 0 and the consumers copy Q themselves.
+void make_q_map(const DecodeParams& p, sm90::TensorMaps* maps) {
+  maps->q_by_tma = 0;
+  constexpr int kRows = sm90::dense::kBlockM;
+  if (p.kv_format != KvCacheFormat::kDense || (kRows % p.q_per_kv != 0 && p.q_per_kv % kRows != 0)) return;
+  // Strides of size-1 dimensions are never used; give the encoder valid ones.
+  const int64_t head_stride = p.h_q > 1 ? p.q_head_stride * 2 : kHeadDim * 2;
+  const int64_t seq_stride = p.s_q > 1 ? p.q_seq_stride * 2 : head_stride * p.h_q;
+  const int64_t batch_stride = p.batch > 1 ? p.q_batch_stride * 2 : seq_stride * p.s_q;
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(kHeadDim), static_cast<cuuint64_t>(p.h_q),
+                              static_cast<cuuint64_t>(p.s_q), static_cast<cuuint64_t>(p.batch)};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(head_stride), static_cast<cuuint64_t>(seq_stride),
+                                 static_cast<cuuint64_t>(batch_stride)};
+  const cuuint32_t box_heads = static_cast<cuuint32_t>(std::min(p.q_per_kv, kRows));
+  const cuuint32_t box[4] = {sm90::kSubTileCols, box_heads, kRows / box_heads, 1};
+  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+  const CUresult r = tensor_map_encoder()(
+      &maps->q, p.dtype == DType::kFP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
+      const_cast<void*>(p.q), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  maps->q_by_tma = r == CUDA_SUCCESS ? 1 : 0;
+}
+
 // The narrow kernel (sm90::narrow) serves per-tensor FP8 caches with at most 32 query rows per KV head
 // whose pages are copied by TMA. Session 10 (before the 16-row form): faster than the dense kernel on 16
 // of the 18 such rows compared with it (same-run pairs), up to 1.48x, and 1-5 % slower on b=1 at 4k and
@@ -173,6 +198,7 @@ void decode_sm90(const DecodeParams& params) {
   } else {
     sm90::TensorMaps maps = make_cache_maps(p);
     make_out_map(p, &maps);
+    make_q_map(p, &maps);
     if (p.kv_format == KvCacheFormat::kFP8WithScale) {
       sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(p, maps);
     } else if (p.kv_format == KvCacheFormat::kFP8PerTensor) {

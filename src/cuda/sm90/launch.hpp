@@ -22,7 +22,9 @@ struct TensorMaps {
   CUtensorMap rope;
   CUtensorMap scales;
   CUtensorMap out;
+  CUtensorMap q;
   int out_by_tma;
+  int q_by_tma;  // `q` (make_q_map) is set: a 16-bit call's query tile may come as nine 64-channel boxes
 };
 
 namespace dense {  // 64 query rows per CTA (any h_q * s_q / h_kv)

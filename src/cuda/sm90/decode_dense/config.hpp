@@ -102,6 +102,7 @@ struct SharedStorage {
   uint64_t k_raw[kStages][2];       // FP8 caches: a stage's raw bytes landed (TMA; [1]: the later part)
   uint64_t g_full[kStages][kGroups];  // the seesaw: a group of a stage's sub-tiles landed
   uint64_t g_free[kStages][kGroups];  // the seesaw: every reader of a group is done with it
+  uint64_t q_full;                    // Q by TMA (TensorMaps::q): the piece's query tile landed
 };
 
 inline constexpr int kSharedBytes = static_cast<int>(sizeof(SharedStorage)) + 1024;  // + base alignment

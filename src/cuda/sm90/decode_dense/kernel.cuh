@@ -10,8 +10,11 @@
 // the stage and before the power cap), ~1740 in Q·Kᵀ and ~800 from its end to kPReady; replayed at the
 // 700 W cap the clock falls to ~1500 MHz and the energy per block sets the pace (docs/DESIGN.md, "Where
 // the time goes"; docs/PERFORMANCE.md).
-// At a piece's end a final output leaves through the Q tile (store_final_staged: 512-byte bulk copies
-// per row half), and WG1 prefetches the part's next Q tile into L2 when a piece starts. When the
+// At a piece's end a final output leaves through the Q tile (store_final_staged: eight 64x64 swizzled
+// boxes by TMA tensor stores where the tile's rows are one box, else 512-byte bulk copies per row half),
+// and WG1 prefetches the part's next Q tile into L2 when a piece starts; after such a store the next Q
+// tile comes by TMA too (load_q_tma; at b=128 1024 h128 s1 the per-row copies took ~2.3 us to issue and
+// the 256 threads' Q cp.async ~3.5 us, session 28's timelines). When the
 // combine is the kernel's programmatic dependent, a split piece's partial is released to it
 // (release_piece), and each CTA lets the combine launch as it begins its last block.
 // 16-bit calls of more than 64 query rows per KV head (kSeesawMinRows) run the seesaw instead
@@ -163,6 +166,20 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, 
   FLASH_MLA_TRACE_IF(thread == 0, 70);        // the last piece's
   ptx::cp_async_wait<0>();
   FLASH_MLA_TRACE_IF(thread == 0, 71);
+}
+
+// load_q by TMA (TensorMaps::q), issued by one consumer thread: the tile of sequence `req` as nine
+// 64-channel boxes completing on s.q_full (rows past s_q read as zeros). Not unrolled, so that no
+// destination address is held in a register across the piece loop (see load_q).
+__device__ __forceinline__ void load_q_tma(const DecodeParams& p, SharedStorage& s, const CUtensorMap& q_map, int req) {
+  const int m0 = blockIdx.x * kBlockM;
+  const int head = blockIdx.y * p.q_per_kv + m0 % p.q_per_kv, token = m0 / p.q_per_kv;
+  ptx::mbarrier_arrive_expect_tx(&s.q_full, kQKSubTiles * kSubTileBytes);
+  const uint64_t policy = ptx::l2_policy_evict_first();
+#pragma unroll 1
+  for (int c = 0; c < kQKSubTiles; ++c) {
+    ptx::tma_load_4d(&s.q[c], &q_map, &s.q_full, c * kSubTileCols, head, token, req, policy);
+  }
 }
 
 // Query rows this thread owns in wgmma accumulator layouts: warp w holds rows 16w..16w+15; lane l
@@ -1324,6 +1341,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         ptx::mbarrier_init(&s.g_free[st][g], group_free_arrivals(st, g));
       }
     }
+    ptx::mbarrier_init(&s.q_full, 1);
     ptx::fence_barrier_init();
   }
   __syncthreads();
@@ -1366,8 +1384,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   [[maybe_unused]] int piece_index = 0;
   const bool stage_out = (reinterpret_cast<uintptr_t>(p.out) & 15) == 0;  // bulk copies need 16-byte addresses
   bool staged = false;  // the last piece's output went out through the Q tile
+  uint32_t q_loads = 0;  // Q tiles loaded by TMA (s.q_full's phase)
   if (threadIdx.x == 0 && maps.out_by_tma) ptx::tma_prefetch_descriptor(&maps.out);
   for_each_piece(p, [&](const Piece& pc) {
+    // After a staged output the Q tile comes by TMA where a map exists (16-bit caches): the piece change's
+    // 256-thread cp.async took ~3.5 us to issue at b=128 1024 h128 s1 (session 28).
+    const bool q_by_tma = kDense && staged && maps.q_by_tma;
     if (staged) {
       if (thread < 32) ptx::bulk_wait_group_read<0>();
       ptx::named_barrier_sync(kStagedRead, kConsumerThreads);
@@ -1377,7 +1399,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     bool q_prescaled = false;  // per-tensor FP8 with a bf16 q: each row's prescale is in s.q_row_scale
     if (it == 0) FLASH_MLA_TRACE_AT(62);
     if (pc.end_block() > pc.first_block()) {
-      if (kF16Tiles<kFormat> && p.q_dtype == DType::kFP8E4M3) {
+      if (q_by_tma) {
+        if (threadIdx.x == 0) load_q_tma(p, s, maps.q, pc.req);
+        FLASH_MLA_TRACE_AT(70);
+        ptx::mbarrier_wait(&s.q_full, q_loads++ & 1);
+        FLASH_MLA_TRACE_AT(71);
+      } else if (kF16Tiles<kFormat> && p.q_dtype == DType::kFP8E4M3) {
         load_q_e4m3(p, s, pc.req, threadIdx.x);
       } else {
         load_q<T>(p, s, pc.req, threadIdx.x);
