@@ -15,11 +15,21 @@
 # pt (~3.5 min): pt = HEAD + s28-partials-by-tma.patch (split pieces' fp32 partials by TMA tensor stores; built
 #   by build-pt), its GPU suite and a 1-pass A/B of new, qc and pt. Ran once (call 9): suite passed, b=16 1024
 #   s16 -2.5 % and b=4 mixed -1.7 % against qc, but b=1 64k +2.7 %: not landed.
-# next-build (here, ~4 min) / next (the next session's first call, ~6 min): ptf = HEAD +
-#   s28-partials-by-tma-full-tiles.patch (the same for tiles whose 64 rows are all live: b=1 64k h16 s1 keeps
-#   its direct stores), against HEAD (head) and pt: the GPU suite, and a 2-pass A/B on the perf and short
-#   grids and the small grid's s_q 4 rows. Predicted: b=1 64k back to head's time, the 64-row split rows
-#   (b=4 mixed, b=64 256..1024 s4, b=16 1024 s16) -1 ... -3 %, the rest within +-1 %.
+# next-build (here, ~8 min) / next (~8 min) / next2 (~5 min): the next session's calls. head = HEAD; qf1 =
+#   HEAD + s28-q-first-by-tma.patch (a tile whose 64 rows are all live loads every Q tile by TMA, the first at
+#   the CTA's start too, and the q map's descriptor is prefetched); ptf = HEAD +
+#   s28-partials-by-tma-full-tiles.patch (split pieces' partials by TMA for such tiles); qp = both
+#   (s28-q-first-and-partials-full-tiles.patch); tr6 = qp's trace build.
+#   next: qp's GPU suite, a 2-pass A/B of head, qf1, ptf and qp on the perf and short grids, 1 pass on the
+#   small grid's s_q 4 rows, qp's per-CTA timelines of three rows.
+#   next2: qp's memcheck and synccheck, its 16-bit tests on the seesaw, 1 pass on FlashMLA's h_q 64 and 128
+#   rows.
+#   Predicted: qf1 moves the first block ~1.5-2 us earlier where tiles are full (the first Q tile took
+#   ~4.2 us to issue as cp.async): b=64 256..1024 s4, b=4 mixed and b=16 1024 s16 -3 ... -6 %, 1024 h16 s4
+#   and 1024 h128 s1 -2 ... -3 %, long rows within +-1 %, rows of 16 or 32 rows per tile unchanged (their
+#   tiles keep cp.async); ptf as pt where tiles are full (b=4 mixed -1.7 %, b=16 1024 s16 -2.5 %) and b=1
+#   64k back to head's time; qp about the sum. Sessions 22-24 lost 1-6 % on long rows with a TMA first Q
+#   tile (code, as far as they could tell): land qf1 only if no row loses beyond noise.
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
@@ -40,14 +50,26 @@ case ${1:-} in
     ;;
   next-build)
     build head - "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
-    REV=d28bea5 build pt s28-partials-by-tma.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
-    build ptf s28-partials-by-tma-full-tiles.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" \
+    build qf1 s28-q-first-by-tma.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    build ptf s28-partials-by-tma-full-tiles.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    build qp s28-q-first-and-partials-full-tiles.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" \
       flash-mla-bench flash_mla_gpu_tests
+    build tr6 s28-q-first-and-partials-full-tiles.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" \
+      flash-mla-phases
     ;;
   next)
-    gpu_suite ptf
-    ab_many ab-ptf.txt 2 head pt ptf
-    ab_select "small s_q=4" head ptf
+    gpu_suite qp
+    ab_many ab-next.txt 2 head qf1 ptf qp
+    ab_select "small s_q=4" head qp
+    for row in "b64 256..1024 h16 s4" "b4 mixed h16 s4" "b128 1024 h128 s1"; do
+      timeout 60 scratch/tr6-flash-mla-phases "$row" 2>&1 | grep -E "us/call|CTAs|epilogue|piece change" || true
+    done
+    ;;
+  next2)
+    sanitize qp "$(gpu_check_filter)" memcheck synccheck
+    FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests qp
+    ab_select "flashmla h_q=64" head qp
+    ab_select "flashmla h_q=128" head qp
     ;;
   timelines)
     for name in tr4 tr5; do

@@ -105,55 +105,51 @@ sm90::TensorMaps make_cache_maps(const DecodeParams& p) {
   return maps;
 }
 
-// The dense kernel's final output tiles by TMA (store_final_staged): `out` as {512 channels, h_q heads, s_q
-// tokens, b sequences} (contiguous, params.hpp) in boxes of 64 channels x one tile's 64 rows, 128-byte
-// swizzled. A tile's rows (row r = t * q_per_kv + h) are one box when q_per_kv divides 64 (q_per_kv heads x
-// 64 / q_per_kv tokens) or is a multiple of 64 (64 heads x 1 token); rows past s_q fall outside the tensor
-// and are not written. Otherwise, or where the copy engine refuses `out`, out_by_tma stays 0 and each row
-// leaves by its own bulk copies. Those cost the copy engine about as much per row as a box does: at b=128
-// 1024 h128 s1 a 64-row tile's 128 row copies took ~2.3 us to issue (H200, session 28's timelines).
-void make_out_map(const DecodeParams& p, sm90::TensorMaps* maps) {
-  maps->out_by_tma = 0;
+// A 16-bit tensor {cols, h_q heads, s_q tokens, b sequences} at `base` (strides in bytes) whose 64-row
+// query tiles (row r = t * q_per_kv + h) are one box each, in 64-column boxes, 128-byte swizzled: q_per_kv
+// heads x 64 / q_per_kv tokens when q_per_kv divides 64, 64 heads x 1 token when it is a multiple of 64;
+// tokens past s_q fall outside the tensor (not read, or read as zeros). False where a tile is not one box
+// or the copy engine refuses the strides: the kernel then copies row by row.
+bool encode_row_tile_map(const DecodeParams& p, const void* base, int64_t cols, int64_t head_stride,
+                         int64_t seq_stride, int64_t batch_stride, CUtensorMap* map) {
   constexpr int kRows = sm90::dense::kBlockM;
-  if (kRows % p.q_per_kv != 0 && p.q_per_kv % kRows != 0) return;
-  const int64_t head_stride = kHeadDimV * 2, seq_stride = head_stride * p.h_q, batch_stride = seq_stride * p.s_q;
-  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(kHeadDimV), static_cast<cuuint64_t>(p.h_q),
+  if (kRows % p.q_per_kv != 0 && p.q_per_kv % kRows != 0) return false;
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(p.h_q),
                               static_cast<cuuint64_t>(p.s_q), static_cast<cuuint64_t>(p.batch)};
   const cuuint64_t strides[3] = {static_cast<cuuint64_t>(head_stride), static_cast<cuuint64_t>(seq_stride),
                                  static_cast<cuuint64_t>(batch_stride)};
   const cuuint32_t box_heads = static_cast<cuuint32_t>(std::min(p.q_per_kv, kRows));
   const cuuint32_t box[4] = {sm90::kSubTileCols, box_heads, kRows / box_heads, 1};
   const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
-  const CUresult r = tensor_map_encoder()(
-      &maps->out, p.dtype == DType::kFP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
-      p.out, dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-      CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  maps->out_by_tma = r == CUDA_SUCCESS ? 1 : 0;
+  return tensor_map_encoder()(map,
+                              p.dtype == DType::kFP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                                      : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                              4, const_cast<void*>(base), dims, strides, box, elem_strides,
+                              CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                              CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+// The dense kernel's final output tiles by TMA (store_final_staged): `out` (contiguous, params.hpp) as
+// encode_row_tile_map's tensor; otherwise out_by_tma stays 0 and each row leaves by its own bulk copies.
+// Those cost the copy engine about as much per row as a box does: at b=128 1024 h128 s1 a 64-row tile's
+// 128 row copies took ~2.3 us to issue (H200, session 28's timelines).
+void make_out_map(const DecodeParams& p, sm90::TensorMaps* maps) {
+  const int64_t head_stride = kHeadDimV * 2, seq_stride = head_stride * p.h_q;
+  maps->out_by_tma =
+      encode_row_tile_map(p, p.out, kHeadDimV, head_stride, seq_stride, seq_stride * p.s_q, &maps->out) ? 1 : 0;
 }
 
 // The dense kernel's query tile by TMA (16-bit calls, after a piece whose output was staged in the Q tile):
-// q as {576 channels, h_q, s_q, b} with q's own strides, boxes as make_out_map's; tokens past s_q read
-// zeros. Where the copy engine refuses q's strides, q_by_tma stays 0 and the consumers copy Q themselves.
+// q with its own strides as encode_row_tile_map's tensor; otherwise q_by_tma stays 0 and the consumers copy
+// Q themselves.
 void make_q_map(const DecodeParams& p, sm90::TensorMaps* maps) {
   maps->q_by_tma = 0;
-  constexpr int kRows = sm90::dense::kBlockM;
-  if (p.kv_format != KvCacheFormat::kDense || (kRows % p.q_per_kv != 0 && p.q_per_kv % kRows != 0)) return;
+  if (p.kv_format != KvCacheFormat::kDense) return;
   // Strides of size-1 dimensions are never used; give the encoder valid ones.
   const int64_t head_stride = p.h_q > 1 ? p.q_head_stride * 2 : kHeadDim * 2;
   const int64_t seq_stride = p.s_q > 1 ? p.q_seq_stride * 2 : head_stride * p.h_q;
   const int64_t batch_stride = p.batch > 1 ? p.q_batch_stride * 2 : seq_stride * p.s_q;
-  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(kHeadDim), static_cast<cuuint64_t>(p.h_q),
-                              static_cast<cuuint64_t>(p.s_q), static_cast<cuuint64_t>(p.batch)};
-  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(head_stride), static_cast<cuuint64_t>(seq_stride),
-                                 static_cast<cuuint64_t>(batch_stride)};
-  const cuuint32_t box_heads = static_cast<cuuint32_t>(std::min(p.q_per_kv, kRows));
-  const cuuint32_t box[4] = {sm90::kSubTileCols, box_heads, kRows / box_heads, 1};
-  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
-  const CUresult r = tensor_map_encoder()(
-      &maps->q, p.dtype == DType::kFP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
-      const_cast<void*>(p.q), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  maps->q_by_tma = r == CUDA_SUCCESS ? 1 : 0;
+  maps->q_by_tma = encode_row_tile_map(p, p.q, kHeadDim, head_stride, seq_stride, batch_stride, &maps->q) ? 1 : 0;
 }
 
 // The narrow kernel (sm90::narrow) serves per-tensor FP8 caches with at most 32 query rows per KV head
