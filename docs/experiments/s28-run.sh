@@ -15,21 +15,24 @@
 # pt (~3.5 min): pt = HEAD + s28-partials-by-tma.patch (split pieces' fp32 partials by TMA tensor stores; built
 #   by build-pt), its GPU suite and a 1-pass A/B of new, qc and pt. Ran once (call 9): suite passed, b=16 1024
 #   s16 -2.5 % and b=4 mixed -1.7 % against qc, but b=1 64k +2.7 %: not landed.
-# next-build (here, ~8 min) / next (~8 min) / next2 (~5 min): the next session's calls. head = HEAD; qf1 =
+# next-build (here, ~8 min) / next (~9 min) / next2 (~5 min): the next session's calls. head = HEAD; qf1 =
 #   HEAD + s28-q-first-by-tma.patch (a tile whose 64 rows are all live loads every Q tile by TMA, the first at
-#   the CTA's start too, and the q map's descriptor is prefetched); ptf = HEAD +
-#   s28-partials-by-tma-full-tiles.patch (split pieces' partials by TMA for such tiles); qp = both
-#   (s28-q-first-and-partials-full-tiles.patch); tr6 = qp's trace build.
-#   next: qp's GPU suite, a 2-pass A/B of head, qf1, ptf and qp on the perf and short grids, 1 pass on the
-#   small grid's s_q 4 rows, qp's per-CTA timelines of three rows.
-#   next2: qp's memcheck and synccheck, its 16-bit tests on the seesaw, 1 pass on FlashMLA's h_q 64 and 128
-#   rows.
+#   the CTA's start too; the q map's descriptor prefetched); qa = HEAD + s28-q-all-by-tma.patch (qf1, and a
+#   partial last tile loads its live rows by TMA with a box of their size, q_tail, zeroing the rest with
+#   shared stores); ptf = HEAD + s28-partials-by-tma-full-tiles.patch (split pieces' partials by TMA for full
+#   tiles); tr6 = qa's trace build. (s28-q-first-and-partials-full-tiles.patch = qf1 + ptf, for a later
+#   combination.)
+#   next: the GPU suites of qa and ptf, a 2-pass A/B of head, qf1, qa and ptf on the perf and short grids,
+#   qa's per-CTA timelines of four rows.
+#   next2: qa's memcheck and synccheck, its 16-bit tests on the seesaw, 1 pass on FlashMLA's h_q 64 and 128
+#   rows and the small grid's s_q 4 rows.
 #   Predicted: qf1 moves the first block ~1.5-2 us earlier where tiles are full (the first Q tile took
 #   ~4.2 us to issue as cp.async): b=64 256..1024 s4, b=4 mixed and b=16 1024 s16 -3 ... -6 %, 1024 h16 s4
-#   and 1024 h128 s1 -2 ... -3 %, long rows within +-1 %, rows of 16 or 32 rows per tile unchanged (their
-#   tiles keep cp.async); ptf as pt where tiles are full (b=4 mixed -1.7 %, b=16 1024 s16 -2.5 %) and b=1
-#   64k back to head's time; qp about the sum. Sessions 22-24 lost 1-6 % on long rows with a TMA first Q
-#   tile (code, as far as they could tell): land qf1 only if no row loses beyond noise.
+#   and 1024 h128 s1 -2 ... -3 %, long rows within +-1 %, 16- and 32-row rows unchanged; qa as qf1, and the
+#   16- and 32-row rows' start ~0.5-1 us earlier (b=1 64k, b=64 512 s2, 1024 h16 s1 -1 ... -3 %); ptf as pt
+#   where tiles are full (b=4 mixed -1.7 %, b=16 1024 s16 -2.5 %), b=1 64k at head's time. Sessions 22-24
+#   lost 1-6 % on long rows with a TMA first Q tile (code, as far as they could tell): land only what loses
+#   on no row beyond noise.
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
@@ -51,25 +54,27 @@ case ${1:-} in
   next-build)
     build head - "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
     build qf1 s28-q-first-by-tma.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
-    build ptf s28-partials-by-tma-full-tiles.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
-    build qp s28-q-first-and-partials-full-tiles.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" \
+    build qa s28-q-all-by-tma.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    build ptf s28-partials-by-tma-full-tiles.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" \
       flash-mla-bench flash_mla_gpu_tests
-    build tr6 s28-q-first-and-partials-full-tiles.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" \
-      flash-mla-phases
+    build tr6 s28-q-all-by-tma.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
+    for name in head qf1 qa ptf tr6; do git worktree remove --force "/tmp/variant-src-$name"; done
     ;;
   next)
-    gpu_suite qp
-    ab_many ab-next.txt 2 head qf1 ptf qp
-    ab_select "small s_q=4" head qp
-    for row in "b64 256..1024 h16 s4" "b4 mixed h16 s4" "b128 1024 h128 s1"; do
+    gpu_suite qa
+    gpu_suite ptf
+    ab_many ab-next.txt 2 head qf1 qa ptf
+    for row in "b1 65536 h16 s1" "b64 512 h16 s2" "b64 256..1024 h16 s4" "b128 1024 h128 s1"; do
       timeout 60 scratch/tr6-flash-mla-phases "$row" 2>&1 | grep -E "us/call|CTAs|epilogue|piece change" || true
     done
     ;;
   next2)
-    sanitize qp "$(gpu_check_filter)" memcheck synccheck
-    FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests qp
-    ab_select "flashmla h_q=64" head qp
-    ab_select "flashmla h_q=128" head qp
+    sanitize qa "$(gpu_check_filter)" memcheck synccheck
+    FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests qa
+    ab_select "flashmla h_q=64" head qa
+    ab_select "flashmla h_q=128" head qa
+    ab_select "small s_q=4" head qa
     ;;
   timelines)
     for name in tr4 tr5; do
