@@ -15,16 +15,16 @@
 # pt (~3.5 min): pt = HEAD + s28-partials-by-tma.patch (split pieces' fp32 partials by TMA tensor stores; built
 #   by build-pt), its GPU suite and a 1-pass A/B of new, qc and pt. Ran once (call 9): suite passed, b=16 1024
 #   s16 -2.5 % and b=4 mixed -1.7 % against qc, but b=1 64k +2.7 %: not landed.
-# next-build (here, ~8 min) / next (~9 min) / next2 (~5 min): the next session's calls. head = HEAD; qf1 =
+# next-build (here, ~8 min) / next (~3.5 min) / next2 (~4.5 min) / next3 (~5 min): the next session's calls. head = HEAD; qf1 =
 #   HEAD + s28-q-first-by-tma.patch (a tile whose 64 rows are all live loads every Q tile by TMA, the first at
 #   the CTA's start too; the q map's descriptor prefetched); qa = HEAD + s28-q-all-by-tma.patch (qf1, and a
 #   partial last tile loads its live rows by TMA with a box of their size, q_tail, zeroing the rest with
 #   shared stores); ptf = HEAD + s28-partials-by-tma-full-tiles.patch (split pieces' partials by TMA for full
 #   tiles); tr6 = qa's trace build. (s28-q-first-and-partials-full-tiles.patch = qf1 + ptf, for a later
 #   combination.)
-#   next: the GPU suites of qa and ptf, a 2-pass A/B of head, qf1, qa and ptf on the perf and short grids,
-#   qa's per-CTA timelines of four rows.
-#   next2: qa's memcheck and synccheck, its 16-bit tests on the seesaw, 1 pass on FlashMLA's h_q 64 and 128
+#   next: the GPU suites of qa and ptf, qa's per-CTA timelines of four rows.
+#   next2: a 2-pass A/B of head, qf1, qa and ptf on the perf and short grids.
+#   next3: qa's memcheck and synccheck, its 16-bit tests on the seesaw, 1 pass on FlashMLA's h_q 64 and 128
 #   rows and the small grid's s_q 4 rows.
 #   Predicted: qf1 moves the first block ~1.5-2 us earlier where tiles are full (the first Q tile took
 #   ~4.2 us to issue as cp.async): b=64 256..1024 s4, b=4 mixed and b=16 1024 s16 -3 ... -6 %, 1024 h16 s4
@@ -64,12 +64,14 @@ case ${1:-} in
   next)
     gpu_suite qa
     gpu_suite ptf
-    ab_many ab-next.txt 2 head qf1 qa ptf
     for row in "b1 65536 h16 s1" "b64 512 h16 s2" "b64 256..1024 h16 s4" "b128 1024 h128 s1"; do
       timeout 60 scratch/tr6-flash-mla-phases "$row" 2>&1 | grep -E "us/call|CTAs|epilogue|piece change" || true
     done
     ;;
   next2)
+    ab_many ab-next.txt 2 head qf1 qa ptf
+    ;;
+  next3)
     sanitize qa "$(gpu_check_filter)" memcheck synccheck
     FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests qa
     ab_select "flashmla h_q=64" head qa
