@@ -131,20 +131,30 @@ void print_cta_timeline(int ctas) {
     last_k.push_back(us(at(cta, kLastBlockSlot) != 0 ? at(cta, kLastBlockSlot) : at(cta, 2 + j)));
     int pieces = 0;
     while (pieces < kTracePieces + 1 && at(cta, kStoredSlot + pieces) != 0) ++pieces;
-    if (pieces > 0) {
-      unsigned long long before = 0;  // the first piece's last traced block
+    // The latest traced block stamp at or before `stamp` (0: none), and the earliest at or after it.
+    auto block_before = [&](unsigned long long stamp) {
+      unsigned long long before = 0;
       for (int k = 0; k <= j; ++k) {
-        if (at(cta, 2 + k) <= at(cta, kStoredSlot)) before = std::max(before, at(cta, 2 + k));
+        if (at(cta, 2 + k) <= stamp) before = std::max(before, at(cta, 2 + k));
       }
+      return before;
+    };
+    auto block_after = [&](unsigned long long stamp) {
+      unsigned long long after = ~0ull;
+      for (int k = 0; k <= j; ++k) {
+        if (at(cta, 2 + k) >= stamp) after = std::min(after, at(cta, 2 + k));
+      }
+      return after;
+    };
+    if (pieces > 0) {
+      stored.push_back(us(at(cta, kStoredSlot + pieces - 1)));
+      tail.push_back(stored.back() - last_k.back());  // the last block's K to the last piece stored
+      const unsigned long long before = block_before(at(cta, kStoredSlot));  // the first piece's last block
       for (int e = 0; e < kEpilogueSlots && before != 0; ++e) {
         if (at(cta, kEpilogueSlot + e) > before) {
           epilogue_steps[e].push_back(static_cast<double>(at(cta, kEpilogueSlot + e) - before) * 1e-3);
         }
       }
-    }
-    if (pieces > 0) {
-      stored.push_back(us(at(cta, kStoredSlot + pieces - 1)));
-      tail.push_back(stored.back() - last_k.back());  // the last block's K to the last piece stored
     }
     // Piece i's store to piece i + 1's Q tile ready (the next Q load, and the barrier before it); slot
     // kQReadySlot + 7 may hold a later piece's.
@@ -154,12 +164,7 @@ void print_cta_timeline(int ctas) {
       const unsigned long long done = at(cta, kStoredSlot + i), ready = at(cta, kQReadySlot + i + 1);
       if (ready <= done) continue;
       change.push_back(static_cast<double>(ready - done) * 1e-3);
-      unsigned long long before = 0, after = ~0ull;
-      for (int k = 0; k <= j; ++k) {
-        const unsigned long long stamp = at(cta, 2 + k);
-        if (stamp <= done) before = std::max(before, stamp);
-        if (stamp >= ready) after = std::min(after, stamp);
-      }
+      const unsigned long long before = block_before(done), after = block_after(ready);
       if (before == 0 || after == ~0ull) continue;
       epilogue.push_back(static_cast<double>(done - before) * 1e-3);
       // The producer's copies of the second piece's first block, from the first piece's last block.

@@ -168,17 +168,26 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, 
   FLASH_MLA_TRACE_IF(thread == 0, 71);
 }
 
+// The head and token coordinates of this CTA's 64-row tile in a row-tile tensor map (launch.cu,
+// encode_row_tile_map: q's and out's), for its box of q_per_kv heads or 64 heads.
+struct TileOrigin {
+  int head, token;
+};
+__device__ __forceinline__ TileOrigin tile_origin(const DecodeParams& p) {
+  const int m0 = blockIdx.x * kBlockM;
+  return {static_cast<int>(blockIdx.y) * p.q_per_kv + m0 % p.q_per_kv, m0 / p.q_per_kv};
+}
+
 // load_q by TMA (TensorMaps::q), issued by one consumer thread: the tile of sequence `req` as nine
 // 64-channel boxes completing on s.q_full (rows past s_q read as zeros). Not unrolled, so that no
 // destination address is held in a register across the piece loop (see load_q).
 __device__ __forceinline__ void load_q_tma(const DecodeParams& p, SharedStorage& s, const CUtensorMap& q_map, int req) {
-  const int m0 = blockIdx.x * kBlockM;
-  const int head = blockIdx.y * p.q_per_kv + m0 % p.q_per_kv, token = m0 / p.q_per_kv;
+  const TileOrigin at = tile_origin(p);
   ptx::mbarrier_arrive_expect_tx(&s.q_full, kQKSubTiles * kSubTileBytes);
   const uint64_t policy = ptx::l2_policy_evict_first();
 #pragma unroll 1
   for (int c = 0; c < kQKSubTiles; ++c) {
-    ptx::tma_load_4d(&s.q[c], &q_map, &s.q_full, c * kSubTileCols, head, token, req, policy);
+    ptx::tma_load_4d(&s.q[c], &q_map, &s.q_full, c * kSubTileCols, at.head, at.token, req, policy);
   }
 }
 
@@ -236,8 +245,8 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
 // bytes into each of 8 rows), a 64-row tile's last block took 7.9 us from its K landing to the stored
 // output; staged, 5.3 (H200, b=128 1024 h128 s1, session 16: the call 5-6 % faster).
 // With out_map (TensorMaps::out), the rows go instead into four 128-byte-swizzled 64x64 boxes per
-// consumer (Q sub-tiles 4 * half ..), conflict-free for the accumulator layout, and its thread 0 stores
-// them with four tensor copies: 8 copies per tile instead of 2 per row.
+// consumer (Q sub-tiles 4 * half ..), free of bank conflicts for the accumulator layout by count, and its
+// thread 0 stores them with four tensor copies: 8 copies per tile instead of 2 per row.
 template <typename T>
 __device__ __forceinline__ void store_final_staged(const DecodeParams& p, const Piece& pc, SharedStorage& s,
                                                    const RowPair& rp, int half, int thread, const float (&o)[128],
@@ -264,10 +273,10 @@ __device__ __forceinline__ void store_final_staged(const DecodeParams& p, const 
     ptx::named_barrier_sync(kStaged + half, kWarpgroupThreads);
     FLASH_MLA_TRACE_FIRST_IF(thread == 0, 75 + half);
     if (thread == 0) {
-      const int head = blockIdx.y * p.q_per_kv + m0 % p.q_per_kv, token = m0 / p.q_per_kv;
+      const TileOrigin at = tile_origin(p);
 #pragma unroll
       for (int b = 0; b < kBoxes; ++b) {
-        ptx::tma_store_4d(out_map, boxes + b * kSubTileBytes, (kBoxes * half + b) * kSubTileCols, head, token,
+        ptx::tma_store_4d(out_map, boxes + b * kSubTileBytes, (kBoxes * half + b) * kSubTileCols, at.head, at.token,
                           pc.req);
       }
       ptx::bulk_commit_group();
