@@ -320,6 +320,7 @@ int main(int argc, char** argv) {
     run("b128 1024 h128 s1", same(128, 1024), 128, 1);
     run("b128 1024 h16 s1", same(128, 1024), 16, 1);
     run("b64 512 h16 s2", same(64, 512), 16, 2);
+    run("b256 512 h16 s1", same(256, 512), 16, 1);  // two pieces per CTA, one 16-row tile each
     // Small batches whose sequences are split (partial stores, then the combine).
     run("b64 256..1024 h16 s4", testing::uniform_random_seqlens(64, 256, 1024, 0), 16, 4);  // the bench's, seed 0
     run("b4 mixed h16 s4", {4641, 45118, 1730, 1696}, 16, 4);
