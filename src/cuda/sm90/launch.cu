@@ -139,9 +139,9 @@ void make_out_map(const DecodeParams& p, sm90::TensorMaps* maps) {
       encode_row_tile_map(p, p.out, kHeadDimV, head_stride, seq_stride, seq_stride * p.s_q, &maps->out) ? 1 : 0;
 }
 
-// The dense kernel's query tile by TMA (16-bit calls, after a piece whose output was staged in the Q tile):
-// q with its own strides as encode_row_tile_map's tensor; otherwise q_by_tma stays 0 and the consumers copy
-// Q themselves.
+// The dense kernel's query tiles by TMA (16-bit calls: every tile of 64 live rows, and a partial tile after a
+// piece whose output was staged in the Q tile): q with its own strides as encode_row_tile_map's tensor;
+// otherwise q_by_tma stays 0 and the consumers copy Q themselves.
 void make_q_map(const DecodeParams& p, sm90::TensorMaps* maps) {
   maps->q_by_tma = 0;
   if (p.kv_format != KvCacheFormat::kDense) return;

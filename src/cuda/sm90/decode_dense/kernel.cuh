@@ -12,10 +12,11 @@
 // the time goes"; docs/PERFORMANCE.md).
 // At a piece's end a final output leaves through the Q tile (store_final_staged: eight 64x64 swizzled
 // boxes by TMA tensor stores where the tile's rows are one box, else 512-byte bulk copies per row half),
-// and WG1 prefetches the part's next Q tile into L2 when a piece starts; after such a store the next Q
-// tile comes by TMA too (load_q_tma; at b=128 1024 h128 s1 the per-row copies took ~2.3 us to issue and
-// the 256 threads' Q cp.async ~3.5 us, session 28's timelines). When the
-// combine is the kernel's programmatic dependent, a split piece's partial is released to it
+// and WG1 prefetches the part's next Q tile into L2 when a piece starts. Q tiles come by TMA where q has
+// a map (load_q_tma): every one of a tile whose 64 rows are live, and a partial tile's after such a store
+// (at b=128 1024 h128 s1 the per-row copies took ~2.3 us to issue and the 256 threads' Q cp.async ~3.5 us,
+// session 28's timelines; the first Q tile by TMA ran 2-12 % faster on short and small-batch rows, session
+// 29). When the combine is the kernel's programmatic dependent, a split piece's partial is released to it
 // (release_piece), and each CTA lets the combine launch as it begins its last block.
 // 16-bit calls of more than 64 query rows per KV head (kSeesawMinRows) run the seesaw instead
 // (decode_kernel<..., true>, consumer_piece_seesaw; FlashMLA's 2025-04 idea): blocks in pairs, a in stage 0
@@ -1395,10 +1396,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   bool staged = false;  // the last piece's output went out through the Q tile
   uint32_t q_loads = 0;  // Q tiles loaded by TMA (s.q_full's phase)
   if (threadIdx.x == 0 && maps.out_by_tma) ptx::tma_prefetch_descriptor(&maps.out);
+  if (threadIdx.x == 0 && kDense && maps.q_by_tma) ptx::tma_prefetch_descriptor(&maps.q);
+  // Where q has a map (16-bit caches), a tile whose 64 rows are all live loads every Q tile by TMA (the
+  // first at the CTA's start took ~4.2 us to issue as 4608 cp.async, session 28); a partial tile only
+  // after a staged store, whose 256-thread cp.async took ~3.5 us to issue at b=128 1024 h128 s1 (session
+  // 28). A partial tile's first by a box mostly past s_q landed ~4.5 us later than cp.async at b=1 64k h16
+  // s1 (sessions 22-24); by a box of its live rows (q_tail) it lost 1.4 % at b=256 512 h16 s1 while
+  // winning 2.7 % at b=64 512 s2 (session 29, s29-q-tail-once.patch).
+  const bool full_tile = (blockIdx.x + 1) * kBlockM <= p.rows;
   for_each_piece(p, [&](const Piece& pc) {
-    // After a staged output the Q tile comes by TMA where a map exists (16-bit caches): the piece change's
-    // 256-thread cp.async took ~3.5 us to issue at b=128 1024 h128 s1 (session 28).
-    const bool q_by_tma = kDense && staged && maps.q_by_tma;
+    const bool q_by_tma = kDense && (staged || full_tile) && maps.q_by_tma;
     if (staged) {
       if (thread < 32) ptx::bulk_wait_group_read<0>();
       ptx::named_barrier_sync(kStagedRead, kConsumerThreads);
@@ -1410,6 +1417,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (pc.end_block() > pc.first_block()) {
       if (q_by_tma) {
         if (threadIdx.x == 0) load_q_tma(p, s, maps.q, pc.req);
+        FLASH_MLA_TRACE_FIRST_IF(threadIdx.x == 0, 67);
         FLASH_MLA_TRACE_AT(70);
         ptx::mbarrier_wait(&s.q_full, q_loads++ & 1);
         FLASH_MLA_TRACE_AT(71);
