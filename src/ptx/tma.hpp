@@ -62,6 +62,13 @@ __device__ __forceinline__ void bulk_wait_group_read() {
   cuda::ptx::cp_async_bulk_wait_group_read(cuda::ptx::n32_t<N>{});
 }
 
+// cp.async.bulk.wait_group N: until at most N of this thread's bulk groups are still pending, their writes
+// performed (wait_group.read only waits for their shared-memory reads).
+template <int N>
+__device__ __forceinline__ void bulk_wait_group() {
+  cuda::ptx::cp_async_bulk_wait_group(cuda::ptx::n32_t<N>{});
+}
+
 // cp.async.bulk.prefetch.L2.global: `bytes` (a multiple of 16, 16-byte aligned) of global
 // memory into L2, without waiting.
 __device__ __forceinline__ void bulk_prefetch_l2(const void* gmem, uint32_t bytes) {
@@ -71,5 +78,9 @@ __device__ __forceinline__ void bulk_prefetch_l2(const void* gmem, uint32_t byte
 
 // fence.proxy.async.shared::cta.
 __device__ __forceinline__ void fence_proxy_async_shared() { cuda::ptx::fence_proxy_async(cuda::ptx::space_shared); }
+
+// fence.proxy.async.global: orders this thread's async-proxy global accesses (bulk copies it waited for)
+// with its later generic ones.
+__device__ __forceinline__ void fence_proxy_async_global() { cuda::ptx::fence_proxy_async(cuda::ptx::space_global); }
 
 }  // namespace flash_mla::ptx

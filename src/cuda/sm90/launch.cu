@@ -152,6 +152,27 @@ void make_q_map(const DecodeParams& p, sm90::TensorMaps* maps) {
   maps->q_by_tma = encode_row_tile_map(p, p.q, kHeadDim, head_stride, seq_stride, batch_stride, &maps->q) ? 1 : 0;
 }
 
+// Split pieces' partials by TMA (store_partial_staged): o_accum as {512 channels, rows, h_kv, slots} (the
+// workspace, params.hpp), boxes of 32 fp32 channels x 64 rows, 128-byte swizzled; rows past p.rows fall
+// outside the tensor and are not written. Without a workspace, or where the copy engine refuses it,
+// accum_by_tma stays 0 and the partials are stored directly.
+void make_accum_map(const DecodeParams& p, sm90::TensorMaps* maps) {
+  maps->accum_by_tma = 0;
+  if (p.o_accum == nullptr) return;
+  const int64_t slots = static_cast<int64_t>(p.batch) + p.num_sm_parts;
+  const int64_t row_stride = kHeadDimV * 4, kv_stride = row_stride * p.rows, slot_stride = kv_stride * p.h_kv;
+  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(kHeadDimV), static_cast<cuuint64_t>(p.rows),
+                              static_cast<cuuint64_t>(p.h_kv), static_cast<cuuint64_t>(slots)};
+  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(row_stride), static_cast<cuuint64_t>(kv_stride),
+                                 static_cast<cuuint64_t>(slot_stride)};
+  const cuuint32_t box[4] = {32, sm90::dense::kBlockM, 1, 1};
+  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+  const CUresult r = tensor_map_encoder()(&maps->accum, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, p.o_accum, dims, strides,
+                                          box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                          CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  maps->accum_by_tma = r == CUDA_SUCCESS ? 1 : 0;
+}
+
 // The narrow kernel (sm90::narrow) serves per-tensor FP8 caches with at most 32 query rows per KV head
 // whose pages are copied by TMA. Session 10 (before the 16-row form): faster than the dense kernel on 16
 // of the 18 such rows compared with it (same-run pairs), up to 1.48x, and 1-5 % slower on b=1 at 4k and
@@ -195,6 +216,7 @@ void decode_sm90(const DecodeParams& params) {
     sm90::TensorMaps maps = make_cache_maps(p);
     make_out_map(p, &maps);
     make_q_map(p, &maps);
+    make_accum_map(p, &maps);
     if (p.kv_format == KvCacheFormat::kFP8WithScale) {
       sm90::dense::launch_decode<__nv_bfloat16, KvCacheFormat::kFP8WithScale>(p, maps);
     } else if (p.kv_format == KvCacheFormat::kFP8PerTensor) {

@@ -23,8 +23,10 @@ struct TensorMaps {
   CUtensorMap scales;
   CUtensorMap out;
   CUtensorMap q;
+  CUtensorMap accum;
   int out_by_tma;
-  int q_by_tma;  // `q` (make_q_map) is set: a 16-bit call's query tile may come as nine 64-channel boxes
+  int q_by_tma;      // `q` (make_q_map) is set: a 16-bit call's query tile may come as nine 64-channel boxes
+  int accum_by_tma;  // `accum` (make_accum_map) is set: split pieces' partials leave as 64 x 32 fp32 boxes
 };
 
 namespace dense {  // 64 query rows per CTA (any h_q * s_q / h_kv)

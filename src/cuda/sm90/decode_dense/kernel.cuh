@@ -12,6 +12,7 @@
 // the time goes"; docs/PERFORMANCE.md).
 // At a piece's end a final output leaves through the Q tile (store_final_staged: eight 64x64 swizzled
 // boxes by TMA tensor stores where the tile's rows are one box, else 512-byte bulk copies per row half),
+// and so does a split piece's fp32 partial where the tile's 64 rows are live (store_partial_staged),
 // and WG1 prefetches the part's next Q tile into L2 when a piece starts. Q tiles come by TMA where q has
 // a map (load_q_tma): every one of a tile whose 64 rows are live, and a partial tile's after such a store
 // (at b=128 1024 h128 s1 the per-row copies took ~2.3 us to issue and the 256 threads' Q cp.async ~3.5 us,
@@ -312,6 +313,66 @@ __device__ __forceinline__ void store_final_staged(const DecodeParams& p, const 
     ptx::bulk_commit_group();
   }
   FLASH_MLA_TRACE_FIRST_IF(thread == 0 && half == 1, 77);
+}
+
+// store_output for a split piece's partial (fp32, TensorMaps::accum) through the Q tile, in two rounds of
+// 128 columns per consumer: each round four 128-byte-swizzled boxes of 64 rows x 32 fp32 columns (Q
+// sub-tiles 4 * half ..), which its thread 0 stores with four tensor copies. Direct stores (store_output:
+// each 8-byte store of a warp writes 32 bytes into each of 8 rows) took ~3.3-4.2 us to issue at
+// b=64 256..1024 s4 and b=4 mixed (session 28's timelines, one-piece CTAs); the boxes ran b=16 1024 s16
+// 2.8 % and b=4 mixed 2.4 % faster (H200, session 29, 2 passes). Tiles whose 64 rows are all live only: at
+// b=1 64k h16 s1 (48 of 64 rows past p.rows) they ran the call 2.7 % slower (session 28, 1 pass). When the
+// combine waits on release_piece, each thread 0 waits for its copies' writes and fences them before the
+// CTA's barrier.
+__device__ __forceinline__ void store_partial_staged(const DecodeParams& p, const Piece& pc, SharedStorage& s,
+                                                     const RowPair& rp, int half, int thread, const float (&o)[128],
+                                                     const float (&m)[2], const float (&l)[2], bool write_lse,
+                                                     float out_scale, const CUtensorMap& accum_map) {
+  constexpr int kBoxes = 4;     // per consumer and round
+  constexpr int kBoxCols = 32;  // fp32 columns of a 128-byte box row
+  char* boxes = reinterpret_cast<char*>(&s.q[kBoxes * half]);
+  const int m0 = blockIdx.x * kBlockM;
+  const int slot = p.num_splits[pc.req] + pc.split;
+  RowResult res[2];
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    res[k] = finish_row(m[k], l[k], out_scale);
+    const int gr = m0 + rp.row[k];
+    if (write_lse && gr < p.rows) p.lse_accum[row_slot(p, pc, gr).lse] = res[k].empty ? -INFINITY : res[k].lse;
+  }
+#pragma unroll
+  for (int round = 0; round < 2; ++round) {
+    if (round == 1) {  // round 0's boxes read by its copies
+      if (thread == 0) ptx::bulk_wait_group_read<0>();
+      ptx::named_barrier_sync(kStaged + half, kWarpgroupThreads);
+    }
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        const int i = 16 * round + j;  // the thread's 8-column chunk: columns 8i + rp.col + {0, 1} of its half
+        char* box = boxes + (j / 4) * kSubTileBytes;
+        const int chunk = 2 * (j % 4) + rp.col / 4;  // 16-byte chunk of the box row
+        *reinterpret_cast<float2*>(box + swizzled_offset(rp.row[k], chunk) + (rp.col % 4) * 4) =
+            make_float2(o[4 * i + 2 * k] * res[k].inv, o[4 * i + 2 * k + 1] * res[k].inv);
+      }
+    }
+    ptx::fence_proxy_async_shared();
+    ptx::named_barrier_sync(kStaged + half, kWarpgroupThreads);
+    if (thread == 0) {
+#pragma unroll
+      for (int b = 0; b < kBoxes; ++b) {
+        ptx::tma_store_4d(&accum_map, boxes + b * kSubTileBytes,
+                          half * (kHeadDimV / 2) + round * (kHeadDimV / 4) + b * kBoxCols, m0, blockIdx.y, slot);
+      }
+      ptx::bulk_commit_group();
+    }
+  }
+  if (p.release_pieces && thread == 0) {
+    ptx::bulk_wait_group<0>();
+    ptx::fence_proxy_async_global();
+  }
+  FLASH_MLA_TRACE_FIRST_IF(thread == 0, 78 + half);
 }
 
 // Pulls the query rows of this CTA's tile of sequence `req` into L2, one bulk prefetch per row (lanes
@@ -1396,6 +1457,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   bool staged = false;  // the last piece's output went out through the Q tile
   uint32_t q_loads = 0;  // Q tiles loaded by TMA (s.q_full's phase)
   if (threadIdx.x == 0 && maps.out_by_tma) ptx::tma_prefetch_descriptor(&maps.out);
+  if (threadIdx.x == 0 && maps.accum_by_tma) ptx::tma_prefetch_descriptor(&maps.accum);
   if (threadIdx.x == 0 && kDense && maps.q_by_tma) ptx::tma_prefetch_descriptor(&maps.q);
   // Where q has a map (16-bit caches), a tile whose 64 rows are all live loads every Q tile by TMA (the
   // first at the CTA's start took ~4.2 us to issue as 4608 cp.async, session 28); a partial tile only
@@ -1464,6 +1526,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       store_final_staged<T>(p, pc, s, rp, warpgroup, thread, o, m, l, warpgroup == 0 && rp.col == 0, out_scale,
                             maps.out_by_tma ? &maps.out : nullptr);
       staged = true;
+    } else if (pc.n_splits > 1 && maps.accum_by_tma && full_tile) {
+      store_partial_staged(p, pc, s, rp, warpgroup, thread, o, m, l, warpgroup == 0 && rp.col == 0, out_scale,
+                           maps.accum);
+      staged = true;
+      if (p.release_pieces) {
+        ptx::named_barrier_sync(kPartialStored, kConsumerThreads);
+        if (threadIdx.x == 0) release_piece(p, pc);
+      }
     } else {
       store_output<T>(p, pc, rp, warpgroup, o, m, l, warpgroup == 0 && rp.col == 0, out_scale);
       if (pc.n_splits > 1 && p.release_pieces) {
