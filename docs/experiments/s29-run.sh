@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Session 29's device calls (run from the repository root; binaries in scratch/ from s28-run.sh next-build and
+# `build` here, carried with `carry: ["scratch"]`; OUT=$OUT there). Usage: s29-run.sh STEP. Output of the calls
+# as run: docs/experiments/s29-device-output.txt.
+# build (here, ~3 min): qb = HEAD + s29-q-tail-once.patch (every Q tile by TMA; a partial tile's live rows by a
+#   box of their size, q_tail, its padding rows zeroed by the consumers once at the CTA's first piece and, after
+#   a staged output overwrote them, written as zeros by the 64-row box past s_q); trace builds (with the
+#   b=256 512 h16 s1 row) tr7 = qb, tr6 = qa (s28-q-all-by-tma.patch), trh = HEAD.
+# qb (~6 min): qb's GPU suite and its 16-bit tests on the seesaw; a 2-pass A/B of head, qf1, qa and qb; tr7's
+#   timelines of the partial-tile rows.
+#   Predicted (from session 29's first A/B, where qa lost 1.2 % to qf1 on b=256 512 h16 s1, two staged pieces
+#   per CTA, and won 1.8 % on b=64 512 s2, one piece): qb as qa on the one-piece rows, and as qf1 (within
+#   0.5 %) on b=256 512 h16 s1 and 1024 h16 s1. Measured: qb as qa everywhere, b=256 512 h16 s1 +1.4 % (the
+#   loss is not the re-zeroing); not landed.
+# build-qf1 (here) / qf1 (~7 min): qf1 (s28-q-first-by-tma.patch, rebuilt with its GPU tests): its GPU suite,
+#   its 16-bit tests on the seesaw, memcheck and synccheck, 1 pass against head on FlashMLA's h_q 64 and 128
+#   rows and the small grid's s_q 4 rows. Landed as cfb6605.
+# build-pf (here) / pf (~7 min): qfp = cfb6605 + s29-partials-by-tma-full-tiles.patch (s28-partials-by-tma-full-
+#   tiles.patch rebased: split pieces' fp32 partials by TMA tensor stores from the Q tile where its 64 rows are
+#   live); its GPU suite; a 2-pass A/B of qf1 (= cfb6605), qfp and qb; 16-bit tests on the seesaw; memcheck.
+#   Predicted (session 29's first A/B, ptf against 4e20d8b): b=16 1024 s16 -3 %, b=4 mixed -2 %, the rest
+#   within +-0.5 %.
+set -euo pipefail
+# shellcheck source=docs/experiments/variants.sh
+source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
+OUT=${OUT:-s29-out}
+mkdir -p "$OUT"
+
+case ${1:-} in
+  build)
+    build qb s29-q-tail-once.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    build tr7 s29-q-tail-once.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
+    build tr6 s28-q-all-by-tma.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
+    build trh - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
+    for name in qb tr7 tr6 trh; do git worktree remove --force "/tmp/variant-src-$name"; done
+    ;;
+  qb)
+    gpu_suite qb
+    FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests qb
+    ab_many ab-qb.txt 2 head qf1 qa qb
+    for row in "b256 512 h16 s1" "b64 512 h16 s2" "b1 65536 h16 s1"; do
+      for name in trh tr6 tr7; do
+        echo "== $name"
+        timeout 60 "scratch/$name-flash-mla-phases" "$row" 2>&1 | grep -E "us/call|CTAs|piece change" || true
+      done
+    done
+    ;;
+  build-qf1)
+    build qf1 s28-q-first-by-tma.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    git worktree remove --force /tmp/variant-src-qf1
+    ;;
+  qf1)
+    gpu_suite qf1
+    FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests qf1
+    sanitize qf1 "$(gpu_check_filter)" memcheck synccheck
+    ab_select "flashmla h_q=64" head qf1
+    ab_select "flashmla h_q=128" head qf1
+    ab_select "small s_q=4" head qf1
+    ;;
+  build-pf)
+    build qfp s29-partials-by-tma-full-tiles.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" \
+      flash-mla-bench flash_mla_gpu_tests
+    git worktree remove --force /tmp/variant-src-qfp
+    ;;
+  pf)
+    gpu_suite qfp
+    ab_many ab-pf.txt 2 qf1 qfp qb
+    FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests qfp
+    sanitize qfp "$(gpu_check_filter)" memcheck
+    ;;
+  *)
+    echo "usage: $0 build|qb|build-qf1|qf1|build-pf|pf" >&2
+    exit 2
+    ;;
+esac
