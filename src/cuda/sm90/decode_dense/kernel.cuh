@@ -16,8 +16,8 @@
 // and WG1 prefetches the part's next Q tile into L2 when a piece starts. Q tiles come by TMA where q has
 // a map (load_q_tma): every one of a tile whose 64 rows are live, and a partial tile's after such a store
 // (at b=128 1024 h128 s1 the per-row copies took ~2.3 us to issue and the 256 threads' Q cp.async ~3.5 us,
-// session 28's timelines; the first Q tile by TMA ran 2-12 % faster on short and small-batch rows, session
-// 29). When the combine is the kernel's programmatic dependent, a split piece's partial is released to it
+// session 28's timelines; the first Q tile by TMA ran 2-12 % faster on short and small-batch rows with full
+// 64-row tiles, session 29). When the combine is the kernel's programmatic dependent, a split piece's partial is released to it
 // (release_piece), and each CTA lets the combine launch as it begins its last block.
 // 16-bit calls of more than 64 query rows per KV head (kSeesawMinRows) run the seesaw instead
 // (decode_kernel<..., true>, consumer_piece_seesaw; FlashMLA's 2025-04 idea): blocks in pairs, a in stage 0
@@ -1463,8 +1463,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   // first at the CTA's start took ~4.2 us to issue as 4608 cp.async, session 28); a partial tile only
   // after a staged store, whose 256-thread cp.async took ~3.5 us to issue at b=128 1024 h128 s1 (session
   // 28). A partial tile's first by a box mostly past s_q landed ~4.5 us later than cp.async at b=1 64k h16
-  // s1 (sessions 22-24); by a box of its live rows (q_tail) it lost 1.4 % at b=256 512 h16 s1 while
-  // winning 2.7 % at b=64 512 s2 (session 29, s29-q-tail-once.patch).
+  // s1 (sessions 22-24); by a box of its live rows (q_tail) it lost 1.1-1.2 % at b=256 512 h16 s1 while
+  // winning 2.0-2.9 % at b=64 512 s2 (session 29, three A/Bs, s29-q-tail-once.patch).
   const bool full_tile = (blockIdx.x + 1) * kBlockM <= p.rows;
   for_each_piece(p, [&](const Piece& pc) {
     const bool q_by_tma = kDense && (staged || full_tile) && maps.q_by_tma;
