@@ -17,8 +17,9 @@
 // a map (load_q_tma): every one of a tile whose 64 rows are live, and a partial tile's after such a store
 // (at b=128 1024 h128 s1 the per-row copies took ~2.3 us to issue and the 256 threads' Q cp.async ~3.5 us,
 // session 28's timelines; the first Q tile by TMA ran 2-12 % faster on short and small-batch rows with full
-// 64-row tiles, session 29). When the combine is the kernel's programmatic dependent, a split piece's partial is released to it
-// (release_piece), and each CTA lets the combine launch as it begins its last block.
+// 64-row tiles, session 29). When the combine is the kernel's programmatic dependent, a split piece's
+// partial is released to it (release_piece), and each CTA lets the combine launch as it begins its last
+// block.
 // 16-bit calls of more than 64 query rows per KV head (kSeesawMinRows) run the seesaw instead
 // (decode_kernel<..., true>, consumer_piece_seesaw; FlashMLA's 2025-04 idea): blocks in pairs, a in stage 0
 // and b in stage 1; WG0 scores a, WG1 scores b, and each folds both into its own 256 columns, so that one
