@@ -19,7 +19,22 @@
 #   tiles.patch rebased: split pieces' fp32 partials by TMA tensor stores from the Q tile where its 64 rows are
 #   live); its GPU suite; a 2-pass A/B of qf1 (= cfb6605), qfp and qb; 16-bit tests on the seesaw; memcheck.
 #   Predicted (session 29's first A/B, ptf against 4e20d8b): b=16 1024 s16 -3 %, b=4 mixed -2 %, the rest
-#   within +-0.5 %.
+#   within +-0.5 %. Measured: as predicted; landed as 0885f89.
+# next-build (here, ~8 min) / next (~6 min) / next2 (~6 min): the next session's calls. head = HEAD; eq = HEAD +
+#   s29-early-q.patch (the next piece's Q tile requested by TMA once the piece's last Q·Kᵀ has read the Q tile,
+#   the output or partial boxes staged instead in each consumer's V half of the last block's K stage, whose
+#   free arrivals wait for the store's read; on the seesaw only when the piece's block count is even); trh /
+#   tre = trace builds of head / eq.
+#   next: eq's GPU suite and its 16-bit tests on the seesaw; a 2-pass A/B of head and eq; timelines of three
+#   rows with piece changes.
+#   next2: memcheck and synccheck of eq (and memcheck with every call on the seesaw); 1 pass on FlashMLA's
+#   h_q 64 and 128 rows and the small grid's s_q 4 rows.
+#   Predicted: the piece change (last block to the next piece's first, ~6.4 us at b=128 1024 h128 s1) ~2 us
+#   shorter where early Q applies: b=128 1024 h128 s1 -1 ... -3 % (half its pieces have an even block count),
+#   b=256 512 h16 s1 and 1024 h16 s4 -1 ... -2 %, the long rows (one piece change in hundreds of blocks)
+#   within +-0.5 %, the one-piece small-batch rows unchanged. Risk: the serial schedule's next block after a
+#   piece change waits for the deferred stage (~0.2-0.6 us for the store's read); code size +4 KiB per
+#   kernel (120.6 / 111.2 KiB SASS).
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
@@ -70,8 +85,34 @@ case ${1:-} in
     FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests qfp
     sanitize qfp "$(gpu_check_filter)" memcheck
     ;;
+  next-build)
+    build head - "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    build trh - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
+    build eq s29-early-q.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    build tre s29-early-q.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
+    for name in head trh eq tre; do git worktree remove --force "/tmp/variant-src-$name"; done
+    ;;
+  next)
+    gpu_suite eq
+    FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests eq
+    ab_many ab-eq.txt 2 head eq
+    for row in "b128 1024 h128 s1" "b256 512 h16 s1" "b128 1024 h16 s4"; do
+      for name in trh tre; do
+        echo "== $name"
+        timeout 60 "scratch/$name-flash-mla-phases" "$row" 2>&1 | grep -E "us/call|CTAs|piece change" || true
+      done
+    done
+    ;;
+  next2)
+    sanitize eq "$(gpu_check_filter)" memcheck synccheck
+    FLASH_MLA_SM90_SCHEDULE=seesaw sanitize eq "$(gpu_check_filter)" memcheck
+    ab_select "flashmla h_q=64" head eq
+    ab_select "flashmla h_q=128" head eq
+    ab_select "small s_q=4" head eq
+    ;;
   *)
-    echo "usage: $0 build|qb|build-qf1|qf1|build-pf|pf" >&2
+    echo "usage: $0 build|qb|build-qf1|qf1|build-pf|pf|next-build|next|next2" >&2
     exit 2
     ;;
 esac
