@@ -27,8 +27,10 @@
 #   tre = trace builds of head / eq.
 #   next: eq's GPU suite and its 16-bit tests on the seesaw; a 2-pass A/B of head and eq; timelines of three
 #   rows with piece changes.
-#   next2: memcheck and synccheck of eq (and memcheck with every call on the seesaw); 1 pass on FlashMLA's
-#   h_q 64 and 128 rows and the small grid's s_q 4 rows.
+#   next2 (~8.5 min): memcheck and synccheck of eq, memcheck with every call on the seesaw, racecheck on the
+#   serial schedule (it reports the seesaw's published-max hand-offs, session 27); 1 pass on FlashMLA's h_q 64
+#   and 128 rows and the small grid's s_q 4 rows. The trace builds spill a few bytes (trh: the FP8-with-scale
+#   kernel; tre: also the seesaw kernels, 2 bytes); the release builds do not.
 #   Predicted: the piece change (last block to the next piece's first, ~6.4 us at b=128 1024 h128 s1) ~2 us
 #   shorter where early Q applies: b=128 1024 h128 s1 -1 ... -3 % (half its pieces have an even block count),
 #   b=256 512 h16 s1 and 1024 h16 s4 -1 ... -2 %, the long rows (one piece change in hundreds of blocks)
@@ -107,6 +109,7 @@ case ${1:-} in
   next2)
     sanitize eq "$(gpu_check_filter)" memcheck synccheck
     FLASH_MLA_SM90_SCHEDULE=seesaw sanitize eq "$(gpu_check_filter)" memcheck
+    FLASH_MLA_SM90_SCHEDULE=serial sanitize eq "$(gpu_check_filter)" racecheck
     ab_select "flashmla h_q=64" head eq
     ab_select "flashmla h_q=128" head eq
     ab_select "small s_q=4" head eq
