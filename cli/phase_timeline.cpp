@@ -319,6 +319,7 @@ int main(int argc, char** argv) {
     // Short contexts, where a call's fixed time weighs most (b=128 1024 h128 runs at 0.76x of FlashMLA).
     run("b128 1024 h128 s1", same(128, 1024), 128, 1);
     run("b128 1024 h16 s1", same(128, 1024), 16, 1);
+    run("b128 1024 h16 s4", same(128, 1024), 16, 4);  // 64 live rows, a piece change in most CTAs
     run("b64 512 h16 s2", same(64, 512), 16, 2);
     run("b256 512 h16 s1", same(256, 512), 16, 1);  // two pieces per CTA, one 16-row tile each
     // Small batches whose sequences are split (partial stores, then the combine).

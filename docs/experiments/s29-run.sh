@@ -26,7 +26,8 @@
 #   free arrivals wait for the store's read; on the seesaw only when the piece's block count is even); trh /
 #   tre = trace builds of head / eq.
 #   next: eq's GPU suite and its 16-bit tests on the seesaw; a 2-pass A/B of head and eq; timelines of three
-#   rows with piece changes.
+#   rows with piece changes, with the start's steps (the consumers' and the producer's first metadata reads,
+#   Q and block copies issued: the line session 29's greps left out).
 #   next2 (~8.5 min): memcheck and synccheck of eq, memcheck with every call on the seesaw, racecheck on the
 #   serial schedule (it reports the seesaw's published-max hand-offs, session 27); 1 pass on FlashMLA's h_q 64
 #   and 128 rows and the small grid's s_q 4 rows. The trace builds spill a few bytes (trh: the FP8-with-scale
@@ -102,7 +103,8 @@ case ${1:-} in
     for row in "b128 1024 h128 s1" "b256 512 h16 s1" "b128 1024 h16 s4"; do
       for name in trh tre; do
         echo "== $name"
-        timeout 60 "scratch/$name-flash-mla-phases" "$row" 2>&1 | grep -E "us/call|CTAs|piece change" || true
+        timeout 60 "scratch/$name-flash-mla-phases" "$row" 2>&1 |
+          grep -E "us/call|CTAs|consumer 0: first|piece change" || true
       done
     done
     ;;
