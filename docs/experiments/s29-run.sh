@@ -20,24 +20,30 @@
 #   live); its GPU suite; a 2-pass A/B of qf1 (= cfb6605), qfp and qb; 16-bit tests on the seesaw; memcheck.
 #   Predicted (session 29's first A/B, ptf against 4e20d8b): b=16 1024 s16 -3 %, b=4 mixed -2 %, the rest
 #   within +-0.5 %. Measured: as predicted; landed as 0885f89.
-# next-build (here, ~8 min) / next (~6 min) / next2 (~6 min): the next session's calls. head = HEAD; eq = HEAD +
-#   s29-early-q.patch (the next piece's Q tile requested by TMA once the piece's last Q·Kᵀ has read the Q tile,
-#   the output or partial boxes staged instead in each consumer's V half of the last block's K stage, whose
-#   free arrivals wait for the store's read; on the seesaw only when the piece's block count is even); trh /
-#   tre = trace builds of head / eq.
-#   next: eq's GPU suite and its 16-bit tests on the seesaw; a 2-pass A/B of head and eq; timelines of three
-#   rows with piece changes, with the start's steps (the consumers' and the producer's first metadata reads,
-#   Q and block copies issued: the line session 29's greps left out).
-#   next2 (~8.5 min): memcheck and synccheck of eq, memcheck with every call on the seesaw, racecheck on the
-#   serial schedule (it reports the seesaw's published-max hand-offs, session 27); 1 pass on FlashMLA's h_q 64
-#   and 128 rows and the small grid's s_q 4 rows. The trace builds spill a few bytes (trh: the FP8-with-scale
-#   kernel; tre: also the seesaw kernels, 2 bytes); the release builds do not.
-#   Predicted: the piece change (last block to the next piece's first, ~6.4 us at b=128 1024 h128 s1) ~2 us
-#   shorter where early Q applies: b=128 1024 h128 s1 -1 ... -3 % (half its pieces have an even block count),
-#   b=256 512 h16 s1 and 1024 h16 s4 -1 ... -2 %, the long rows (one piece change in hundreds of blocks)
-#   within +-0.5 %, the one-piece small-batch rows unchanged. Risk: the serial schedule's next block after a
-#   piece change waits for the deferred stage (~0.2-0.6 us for the store's read); code size +4 KiB per
-#   kernel (120.6 / 111.2 KiB SASS).
+# next-build (here, ~12 min) / next (~9 min) / next2 (~9 min): the next session's calls. head = HEAD; eq = HEAD +
+#   s29-early-q.patch (the next piece's Q tile requested by TMA once the piece's last Q·Kᵀ has read the Q
+#   tile, the output or partial boxes staged instead in each consumer's V half of the last block's K stage,
+#   whose free arrivals wait for the store's read; on the seesaw only when the piece's block count is even);
+#   lq = HEAD + s29-q-live-rows.patch (load_q copies only the tile's live rows and zeroes the padding rows
+#   with shared stores: a partial tile's first Q tile, by cp.async, issued 4608 copies, three quarters of
+#   them zero-fills at 16 rows); trh / tre / trl = trace builds of head / eq / lq.
+#   next: eq's and lq's GPU suites, eq's 16-bit tests on the seesaw; a 2-pass A/B of head, eq and lq;
+#   timelines of three rows with piece changes and of b=1 64k h16 s1, with the start's steps (the
+#   consumers' and the producer's first metadata reads, Q and block copies issued: the line session 29's
+#   greps left out).
+#   next2: memcheck and synccheck of eq, memcheck of lq, eq's memcheck with every call on the seesaw,
+#   racecheck on the serial schedule (it reports the seesaw's published-max hand-offs, session 27); 1 pass
+#   on FlashMLA's h_q 64 and 128 rows and the small grid's s_q 4 rows. The trace builds spill a few bytes
+#   (trh: the FP8-with-scale kernel; tre: also the seesaw kernels, 2 bytes); the release builds do not.
+#   Predicted, eq: the piece change (last block to the next piece's first, ~6.4 us at b=128 1024 h128 s1)
+#   ~2 us shorter where early Q applies: b=128 1024 h128 s1 -1 ... -3 % (half its pieces have an even block
+#   count), b=256 512 h16 s1 and 1024 h16 s4 -1 ... -2 %, the long rows (one piece change in hundreds of
+#   blocks) within +-0.5 %, the one-piece small-batch rows unchanged. Risk: the serial schedule's next block
+#   after a piece change waits for the deferred stage (~0.2-0.6 us for the store's read); code size +4 KiB
+#   per kernel (120.4 / 111.4 KiB SASS). lq: the Q tile ready at the start of partial-tile rows ~1-2 us
+#   earlier (4.3 us after the first entry at b=256 512 h16 s1 and b=1 64k h16 s1 in session 29's trace of
+#   HEAD): b=1 64k, b=64 512 s2, 1024 h16 s1 and b=256 512 h16 s1 -1 ... -4 %, full-tile rows (their Q tiles
+#   come by TMA) within +-0.5 %; SASS 113.8 / 104.1 KiB (3 KiB smaller).
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
@@ -94,14 +100,18 @@ case ${1:-} in
     build eq s29-early-q.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
       flash_mla_gpu_tests
     build tre s29-early-q.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
-    for name in head trh eq tre; do git worktree remove --force "/tmp/variant-src-$name"; done
+    build lq s29-q-live-rows.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    build trl s29-q-live-rows.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
+    for name in head trh eq tre lq trl; do git worktree remove --force "/tmp/variant-src-$name"; done
     ;;
   next)
     gpu_suite eq
+    gpu_suite lq
     FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests eq
-    ab_many ab-eq.txt 2 head eq
-    for row in "b128 1024 h128 s1" "b256 512 h16 s1" "b128 1024 h16 s4"; do
-      for name in trh tre; do
+    ab_many ab-eq.txt 2 head eq lq
+    for row in "b128 1024 h128 s1" "b256 512 h16 s1" "b128 1024 h16 s4" "b1 65536 h16 s1"; do
+      for name in trh tre trl; do
         echo "== $name"
         timeout 60 "scratch/$name-flash-mla-phases" "$row" 2>&1 |
           grep -E "us/call|CTAs|consumer 0: first|piece change" || true
@@ -110,6 +120,7 @@ case ${1:-} in
     ;;
   next2)
     sanitize eq "$(gpu_check_filter)" memcheck synccheck
+    sanitize lq "$(gpu_check_filter)" memcheck
     FLASH_MLA_SM90_SCHEDULE=seesaw sanitize eq "$(gpu_check_filter)" memcheck
     FLASH_MLA_SM90_SCHEDULE=serial sanitize eq "$(gpu_check_filter)" racecheck
     ab_select "flashmla h_q=64" head eq
