@@ -26,8 +26,8 @@
 #   whose free arrivals wait for the store's read; on the seesaw only when the piece's block count is even);
 #   lq = HEAD + s29-q-live-rows.patch (load_q copies only the tile's live rows and zeroes the padding rows
 #   with shared stores: a partial tile's first Q tile, by cp.async, issued 4608 copies, three quarters of
-#   them zero-fills at 16 rows); trh / tre / trl = trace builds of head / eq / lq.
-#   next: eq's and lq's GPU suites, eq's 16-bit tests on the seesaw; a 2-pass A/B of head, eq and lq;
+#   them zero-fills at 16 rows); el = both patches; trh / tre / trl = trace builds of head / eq / lq.
+#   next: eq's and lq's GPU suites, eq's 16-bit tests on the seesaw; a 2-pass A/B of head, eq, lq and el;
 #   timelines of three rows with piece changes and of b=1 64k h16 s1, with the start's steps (the
 #   consumers' and the producer's first metadata reads, Q and block copies issued: the line session 29's
 #   greps left out).
@@ -43,7 +43,7 @@
 #   per kernel (120.4 / 111.4 KiB SASS). lq: the Q tile ready at the start of partial-tile rows ~1-2 us
 #   earlier (4.3 us after the first entry at b=256 512 h16 s1 and b=1 64k h16 s1 in session 29's trace of
 #   HEAD): b=1 64k, b=64 512 s2, 1024 h16 s1 and b=256 512 h16 s1 -1 ... -4 %, full-tile rows (their Q tiles
-#   come by TMA) within +-0.5 %; SASS 113.8 / 104.1 KiB (3 KiB smaller).
+#   come by TMA) within +-0.5 %; SASS 113.8 / 104.1 KiB (3 KiB smaller). el: the sum of the two.
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
@@ -103,13 +103,14 @@ case ${1:-} in
     build lq s29-q-live-rows.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
       flash_mla_gpu_tests
     build trl s29-q-live-rows.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
-    for name in head trh eq tre lq trl; do git worktree remove --force "/tmp/variant-src-$name"; done
+    build el s29-early-q.patch,s29-q-live-rows.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    for name in head trh eq tre lq trl el; do git worktree remove --force "/tmp/variant-src-$name"; done
     ;;
   next)
     gpu_suite eq
     gpu_suite lq
     FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests eq
-    ab_many ab-eq.txt 2 head eq lq
+    ab_many ab-eq.txt 2 head eq lq el
     for row in "b128 1024 h128 s1" "b256 512 h16 s1" "b128 1024 h16 s4" "b1 65536 h16 s1"; do
       for name in trh tre trl; do
         echo "== $name"
