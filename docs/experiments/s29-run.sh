@@ -20,20 +20,20 @@
 #   live); its GPU suite; a 2-pass A/B of qf1 (= cfb6605), qfp and qb; 16-bit tests on the seesaw; memcheck.
 #   Predicted (session 29's first A/B, ptf against 4e20d8b): b=16 1024 s16 -3 %, b=4 mixed -2 %, the rest
 #   within +-0.5 %. Measured: as predicted; landed as 0885f89.
-# next-build (here, ~12 min) / next (~9 min) / next2 (~9 min): the next session's calls. head = HEAD; eq = HEAD +
+# next-build (here, ~12 min) / next (~7 min) / next2 (~7 min) / next3 (~5 min): the next session's calls. head = HEAD; eq = HEAD +
 #   s29-early-q.patch (the next piece's Q tile requested by TMA once the piece's last Q·Kᵀ has read the Q
 #   tile, the output or partial boxes staged instead in each consumer's V half of the last block's K stage,
 #   whose free arrivals wait for the store's read; on the seesaw only when the piece's block count is even);
 #   lq = HEAD + s29-q-live-rows.patch (load_q copies only the tile's live rows and zeroes the padding rows
 #   with shared stores: a partial tile's first Q tile, by cp.async, issued 4608 copies, three quarters of
 #   them zero-fills at 16 rows); el = both patches; trh / tre / trl = trace builds of head / eq / lq.
-#   next: eq's and lq's GPU suites, eq's 16-bit tests on the seesaw; a 2-pass A/B of head, eq, lq and el;
+#   next: eq's GPU suite and its 16-bit tests on the seesaw; a 2-pass A/B of head, eq, lq and el;
 #   timelines of three rows with piece changes and of b=1 64k h16 s1, with the start's steps (the
 #   consumers' and the producer's first metadata reads, Q and block copies issued: the line session 29's
 #   greps left out).
-#   next2: memcheck and synccheck of eq, memcheck of lq, eq's memcheck with every call on the seesaw,
-#   racecheck on the serial schedule (it reports the seesaw's published-max hand-offs, session 27); 1 pass
-#   on FlashMLA's h_q 64 and 128 rows and the small grid's s_q 4 rows. The trace builds spill a few bytes
+#   next2: lq's GPU suite, memcheck and synccheck of eq, memcheck of lq, eq's memcheck with every call on the
+#   seesaw. next3: eq's racecheck on the serial schedule (it reports the seesaw's published-max hand-offs,
+#   session 27); 1 pass of head and eq on FlashMLA's h_q 64 and 128 rows and the small grid's s_q 4 rows. The trace builds spill a few bytes
 #   (trh: the FP8-with-scale kernel; tre: also the seesaw kernels, 2 bytes); the release builds do not.
 #   Predicted, eq: the piece change (last block to the next piece's first, ~6.4 us at b=128 1024 h128 s1)
 #   ~2 us shorter where early Q applies: b=128 1024 h128 s1 -1 ... -3 % (half its pieces have an even block
@@ -108,7 +108,6 @@ case ${1:-} in
     ;;
   next)
     gpu_suite eq
-    gpu_suite lq
     FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests eq
     ab_many ab-eq.txt 2 head eq lq el
     for row in "b128 1024 h128 s1" "b256 512 h16 s1" "b128 1024 h16 s4" "b1 65536 h16 s1"; do
@@ -120,16 +119,19 @@ case ${1:-} in
     done
     ;;
   next2)
+    gpu_suite lq
     sanitize eq "$(gpu_check_filter)" memcheck synccheck
     sanitize lq "$(gpu_check_filter)" memcheck
     FLASH_MLA_SM90_SCHEDULE=seesaw sanitize eq "$(gpu_check_filter)" memcheck
+    ;;
+  next3)
     FLASH_MLA_SM90_SCHEDULE=serial sanitize eq "$(gpu_check_filter)" racecheck
     ab_select "flashmla h_q=64" head eq
     ab_select "flashmla h_q=128" head eq
     ab_select "small s_q=4" head eq
     ;;
   *)
-    echo "usage: $0 build|qb|build-qf1|qf1|build-pf|pf|next-build|next|next2" >&2
+    echo "usage: $0 build|qb|build-qf1|qf1|build-pf|pf|next-build|next|next2|next3" >&2
     exit 2
     ;;
 esac
