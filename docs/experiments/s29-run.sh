@@ -20,10 +20,11 @@
 #   live); its GPU suite; a 2-pass A/B of qf1 (= cfb6605), qfp and qb; 16-bit tests on the seesaw; memcheck.
 #   Predicted (session 29's first A/B, ptf against 4e20d8b): b=16 1024 s16 -3 %, b=4 mixed -2 %, the rest
 #   within +-0.5 %. Measured: as predicted; landed as 0885f89.
-# next-build (here, ~12 min) / next (~7 min) / next2 (~7 min) / next3 (~5 min): the next session's calls. head = HEAD; eq = HEAD +
-#   s29-early-q.patch (the next piece's Q tile requested by TMA once the piece's last Q·Kᵀ has read the Q
-#   tile, the output or partial boxes staged instead in each consumer's V half of the last block's K stage,
-#   whose free arrivals wait for the store's read; on the seesaw only when the piece's block count is even);
+# next-build (here, ~12 min) / next (~7 min) / next2 (~7 min) / next3 (~5 min): the next session's calls.
+#   head = HEAD; eq = HEAD + s29-early-q.patch (the next piece's Q tile requested by TMA once the piece's
+#   last Q·Kᵀ has read the Q tile, the output or partial boxes staged instead in each consumer's V half of
+#   the last block's K stage, whose free arrivals wait for the store's read; on the seesaw only when the
+#   piece's block count is even);
 #   lq = HEAD + s29-q-live-rows.patch (load_q copies only the tile's live rows and zeroes the padding rows
 #   with shared stores: a partial tile's first Q tile, by cp.async, issued 4608 copies, three quarters of
 #   them zero-fills at 16 rows); el = both patches; trh / tre / trl = trace builds of head / eq / lq.
@@ -33,8 +34,9 @@
 #   greps left out).
 #   next2: lq's GPU suite, memcheck and synccheck of eq, memcheck of lq, eq's memcheck with every call on the
 #   seesaw. next3: eq's racecheck on the serial schedule (it reports the seesaw's published-max hand-offs,
-#   session 27); 1 pass of head and eq on FlashMLA's h_q 64 and 128 rows and the small grid's s_q 4 rows. The trace builds spill a few bytes
-#   (trh: the FP8-with-scale kernel; tre: also the seesaw kernels, 2 bytes); the release builds do not.
+#   session 27); 1 pass of head and eq on FlashMLA's h_q 64 and 128 rows and the small grid's s_q 4 rows.
+#   The trace builds spill a few bytes (trh and trl: the FP8-with-scale kernel; tre: also the seesaw kernels,
+#   2 bytes); the release builds do not.
 #   Predicted, eq: the piece change (last block to the next piece's first, ~6.4 us at b=128 1024 h128 s1)
 #   ~2 us shorter where early Q applies: b=128 1024 h128 s1 -1 ... -3 % (half its pieces have an even block
 #   count), b=256 512 h16 s1 and 1024 h16 s4 -1 ... -2 %, the long rows (one piece change in hundreds of
