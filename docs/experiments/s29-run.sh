@@ -44,8 +44,10 @@
 #   after a piece change waits for the deferred stage (~0.2-0.6 us for the store's read); code size +4 KiB
 #   per kernel (120.4 / 111.4 KiB SASS). lq: the Q tile ready at the start of partial-tile rows ~1-2 us
 #   earlier (4.3 us after the first entry at b=256 512 h16 s1 and b=1 64k h16 s1 in session 29's trace of
-#   HEAD): b=1 64k, b=64 512 s2, 1024 h16 s1 and b=256 512 h16 s1 -1 ... -4 %, full-tile rows (their Q tiles
-#   come by TMA) within +-0.5 %; SASS 113.8 / 104.1 KiB (3 KiB smaller). el: the sum of the two.
+#   HEAD), but the first block stays gated by the first K blocks' traffic (in HEAD's trace it followed Q
+#   ready by ~0.7 us; all CTAs' first blocks, 132 x 72 KiB, take >= 2.3 us at the copy rate): b=1 64k,
+#   b=64 512 s2, 1024 h16 s1 and b=256 512 h16 s1 0 ... -2 %, full-tile rows (their Q tiles come by TMA)
+#   within +-0.5 %; SASS 113.8 / 104.1 KiB (3 KiB smaller). el: the sum of the two.
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
