@@ -38,6 +38,21 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return fn;
 }
 
+// cuTensorMapEncodeTiled of a 4-D tensor at `base` (dims innermost first, the three outer strides in
+// bytes, unit element strides), no interleave, out-of-range elements read as zeros and not written.
+CUresult encode_4d(CUtensorMap* map, CUtensorMapDataType dtype, const void* base, const int64_t (&dims)[4],
+                   const int64_t (&strides)[3], const uint32_t (&box)[4], CUtensorMapSwizzle swizzle,
+                   CUtensorMapL2promotion promotion) {
+  const cuuint64_t d[4] = {static_cast<cuuint64_t>(dims[0]), static_cast<cuuint64_t>(dims[1]),
+                           static_cast<cuuint64_t>(dims[2]), static_cast<cuuint64_t>(dims[3])};
+  const cuuint64_t st[3] = {static_cast<cuuint64_t>(strides[0]), static_cast<cuuint64_t>(strides[1]),
+                            static_cast<cuuint64_t>(strides[2])};
+  const cuuint32_t b[4] = {box[0], box[1], box[2], box[3]};
+  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+  return tensor_map_encoder()(map, dtype, 4, const_cast<void*>(base), d, st, b, elem_strides,
+                              CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, promotion, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
 // L2 promotion of the cache's copies. A dense box row is 128 bytes of a token row whose other bytes
 // other boxes copy; promoting each row to 256 bytes cost ~7 % of a pure copy stream (H200, session 13,
 // scratch ring_bench: nine 64x64 boxes per block, no compute, 132 CTAs: 4.04 TB/s at 256 B, 4.32 TB/s
@@ -60,17 +75,12 @@ CUtensorMap make_map(const DecodeParams& p, int64_t offset, CUtensorMapDataType 
   const int64_t head_stride = p.h_kv > 1 ? p.k_head_stride * es : row_bytes;
   const int64_t token_stride = p.page_block_size > 1 ? p.k_token_stride * es : head_stride * p.h_kv;
   const int64_t page_stride = p.num_pages > 1 ? p.k_page_stride * es : token_stride * p.page_block_size;
-  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(p.h_kv),
-                              static_cast<cuuint64_t>(p.page_block_size), static_cast<cuuint64_t>(p.num_pages)};
-  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(head_stride), static_cast<cuuint64_t>(token_stride),
-                                 static_cast<cuuint64_t>(page_stride)};
-  const cuuint32_t box[4] = {box_cols, 1, static_cast<cuuint32_t>(sm90::page_copy_rows(p.page_block_size)), 1};
-  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
   CUtensorMap map{};
-  const CUresult r = tensor_map_encoder()(&map, dtype, 4, const_cast<char*>(static_cast<const char*>(p.k) + offset),
-                                          dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle,
-                                          p.kv_format == KvCacheFormat::kDense ? kDensePromotion : kFP8Promotion,
-                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult r =
+      encode_4d(&map, dtype, static_cast<const char*>(p.k) + offset, {cols, p.h_kv, p.page_block_size, p.num_pages},
+                {head_stride, token_stride, page_stride},
+                {box_cols, 1, static_cast<uint32_t>(sm90::page_copy_rows(p.page_block_size)), 1}, swizzle,
+                p.kv_format == KvCacheFormat::kDense ? kDensePromotion : kFP8Promotion);
   if (r != CUDA_SUCCESS) {
     throw Error("k_cache", "expected strides the copy engine accepts (cuTensorMapEncodeTiled error " +
                 std::to_string(static_cast<int>(r)) + ")");
@@ -114,19 +124,11 @@ bool encode_row_tile_map(const DecodeParams& p, const void* base, int64_t cols, 
                          int64_t seq_stride, int64_t batch_stride, CUtensorMap* map) {
   constexpr int kRows = sm90::dense::kBlockM;
   if (kRows % p.q_per_kv != 0 && p.q_per_kv % kRows != 0) return false;
-  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(p.h_q),
-                              static_cast<cuuint64_t>(p.s_q), static_cast<cuuint64_t>(p.batch)};
-  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(head_stride), static_cast<cuuint64_t>(seq_stride),
-                                 static_cast<cuuint64_t>(batch_stride)};
-  const cuuint32_t box_heads = static_cast<cuuint32_t>(std::min(p.q_per_kv, kRows));
-  const cuuint32_t box[4] = {sm90::kSubTileCols, box_heads, kRows / box_heads, 1};
-  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
-  return tensor_map_encoder()(map,
-                              p.dtype == DType::kFP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
-                                                      : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-                              4, const_cast<void*>(base), dims, strides, box, elem_strides,
-                              CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                              CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  const uint32_t box_heads = static_cast<uint32_t>(std::min(p.q_per_kv, kRows));
+  return encode_4d(map, p.dtype == DType::kFP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                   base, {cols, p.h_q, p.s_q, p.batch}, {head_stride, seq_stride, batch_stride},
+                   {sm90::kSubTileCols, box_heads, kRows / box_heads, 1}, CU_TENSOR_MAP_SWIZZLE_128B,
+                   CU_TENSOR_MAP_L2_PROMOTION_NONE) == CUDA_SUCCESS;
 }
 
 // The dense kernel's final output tiles by TMA (store_final_staged): `out` (contiguous, params.hpp) as
@@ -161,15 +163,10 @@ void make_accum_map(const DecodeParams& p, sm90::TensorMaps* maps) {
   if (p.o_accum == nullptr) return;
   const int64_t slots = static_cast<int64_t>(p.batch) + p.num_sm_parts;
   const int64_t row_stride = kHeadDimV * 4, kv_stride = row_stride * p.rows, slot_stride = kv_stride * p.h_kv;
-  const cuuint64_t dims[4] = {static_cast<cuuint64_t>(kHeadDimV), static_cast<cuuint64_t>(p.rows),
-                              static_cast<cuuint64_t>(p.h_kv), static_cast<cuuint64_t>(slots)};
-  const cuuint64_t strides[3] = {static_cast<cuuint64_t>(row_stride), static_cast<cuuint64_t>(kv_stride),
-                                 static_cast<cuuint64_t>(slot_stride)};
-  const cuuint32_t box[4] = {32, sm90::dense::kBlockM, 1, 1};
-  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
-  const CUresult r = tensor_map_encoder()(&maps->accum, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, p.o_accum, dims, strides,
-                                          box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                          CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult r = encode_4d(&maps->accum, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, p.o_accum,
+                               {kHeadDimV, p.rows, p.h_kv, slots}, {row_stride, kv_stride, slot_stride},
+                               {32, sm90::dense::kBlockM, 1, 1}, CU_TENSOR_MAP_SWIZZLE_128B,
+                               CU_TENSOR_MAP_L2_PROMOTION_NONE);
   maps->accum_by_tma = r == CUDA_SUCCESS ? 1 : 0;
 }
 
