@@ -114,13 +114,7 @@ case ${1:-} in
     gpu_suite eq
     FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests eq
     ab_many ab-eq.txt 2 head eq lq el
-    for row in "b128 1024 h128 s1" "b256 512 h16 s1" "b128 1024 h16 s4" "b1 65536 h16 s1"; do
-      for name in trh tre trl; do
-        echo "== $name"
-        timeout 60 "scratch/$name-flash-mla-phases" "$row" 2>&1 |
-          grep -E "us/call|CTAs|consumer 0: first|piece change" || true
-      done
-    done
+    phase_rows "trh tre trl" "b128 1024 h128 s1" "b256 512 h16 s1" "b128 1024 h16 s4" "b1 65536 h16 s1"
     ;;
   next2)
     gpu_suite lq

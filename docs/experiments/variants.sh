@@ -155,6 +155,21 @@ ab_select() {
     -a "--grid ${sel%% *}$only --check-rows 8 --quiet --no-ceilings" "${pairs[@]}" || true
 }
 
+# phase_rows "NAME..." ROW...: each ROW (flash-mla-phases' label) with each trace build scratch/NAME-flash-mla-phases,
+# one after another: the call, the per-CTA start (entry, Q ready, first block; the first metadata reads and
+# copies issued) and the piece change lines.
+phase_rows() {
+  local names=$1 row name
+  shift
+  for row in "$@"; do
+    for name in $names; do
+      echo "== $name"
+      timeout 60 "scratch/$name-flash-mla-phases" "$row" 2>&1 |
+        grep -E "us/call|CTAs|consumer 0: first|piece change" || true
+    done
+  done
+}
+
 # schedule_timelines NAME ROW...: scratch/NAME-flash-mla-phases (a trace build) on each ROW (its label, or
 # part of it) with every call on the seesaw, then on the serial schedule.
 schedule_timelines() {
