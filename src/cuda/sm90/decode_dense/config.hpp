@@ -30,12 +30,16 @@ inline constexpr int kSeesawMinRows = kBlockM + 1;
 inline constexpr int kMinTmaPage = 16;
 inline constexpr int kConsumerThreads = 2 * kWarpgroupThreads;
 inline constexpr int kThreads = 3 * kWarpgroupThreads;  // two consumers + one producer warpgroup
-// Register budgets after setmaxnreg: 2 * 128 * 232 + 128 * 40 = 64,512 <= 65,536. ptxas allocates
-// the consumers' region within this budget, not the entry cap of 168 (65536 / 384): the same
-// consumer code compiled without setmaxnreg spills and serialises its wgmma (C7512), and needs 216
-// (208 spills; docs/DESIGN.md, "Register budget").
+// Register budgets after setmaxnreg: 2 * 128 * 232 + 128 * 40 = 64,512, all of the 168 per thread the
+// CTA holds from its launch (65536 / 384, rounded down to 8). ptxas allocates the consumers' region
+// within this budget, not the entry cap of 168: the same consumer code compiled without setmaxnreg
+// spills and serialises its wgmma (C7512), and needs 216 (208 spills; docs/DESIGN.md, "Register
+// budget"). setmaxnreg.inc waits until .dec has released enough, so a budget over the launch's hangs
+// the consumers: a 48-register producer (65,536 in all) did (session 30).
+inline constexpr uint32_t kLaunchRegs = 65536 / kThreads / 8 * 8;  // 168 (ptxas -v: "Used 168 registers")
 inline constexpr uint32_t kConsumerRegs = 232;
 inline constexpr uint32_t kProducerRegs = 40;
+static_assert(2 * kConsumerRegs + kProducerRegs <= 3 * kLaunchRegs, "setmaxnreg budget exceeds the launch's");
 // FP8 caches: the producer warpgroup dequantises (in shared memory, or through registers for gathered
 // pages), so it keeps more. setmaxnreg.inc takes registers only from what .dec released out of the
 // 168 per thread allocated at launch, so 2 * consumer + producer <= 3 * 168 = 504: 2 * 200 + 104. ptxas: 0 spills
@@ -43,6 +47,7 @@ inline constexpr uint32_t kProducerRegs = 40;
 // needed 216, which left the producer 72, too few ("FP8 with scale" spilled).
 inline constexpr uint32_t kFP8ConsumerRegs = 200;
 inline constexpr uint32_t kFP8ProducerRegs = 104;
+static_assert(2 * kFP8ConsumerRegs + kFP8ProducerRegs <= 3 * kLaunchRegs, "setmaxnreg budget exceeds the launch's");
 
 // Named barriers (id 0 is __syncthreads), each pairing the two consumer warpgroups (256 threads). The
 // hand-offs use bar.sync on both sides: each hand-off's other side is already waiting there, so a sync
