@@ -15,6 +15,18 @@
 #   ~12 MB in ~2.8 us at b=1 64k), so the first block moves by about as much where K, not Q, gates it: b=1 64k
 #   and b=64 512 s2 -1.5 ... -2.5 %, b=256 512 h16 s1 and 1024 h128 s1 -0.5 ... -1.5 %, the long rows within
 #   +-0.3 %. Risk: the dense kernels' SASS grows 113.8 -> 116.5 KiB (code layout, sessions 23-24).
+#   Measured (call 3): wrong. The producer's first copies left later (b=1 64k: 2.27 -> 2.46 us), its start
+#   waiting for the row, and the table entry prefetched ~1 us ahead read no faster (1.86 -> 2.08 us after
+#   entry for the read): the L1 prefetches (CCTL.E.PF1) bought nothing. sc/head: b=4 mixed -1.5 %, 1024
+#   h128 s1 +1.2 %, the rest within +-0.7 %. GPU suite and memcheck passed. Not landed.
+# build-sc2 / sc2: sc2 = HEAD + s30-lq-first-piece-one-round.patch (lq, plus the producers' for_each_piece
+#   reading the first piece's words for both candidates, and the first block's block-table entry, in one
+#   round). At the producer's 40 registers it spilled 56 bytes, so the patch sets kProducerRegs = 48: THAT
+#   HANGS (2 * 128 * 232 + 128 * 48 = 65,536 > the 64,512 the CTA holds from its launch, so the consumers'
+#   setmaxnreg.inc never returns; call 4 timed out at 480 s). config.hpp now asserts the budget. Unmeasured.
+# build-os / os: lqos = lq + s29-one-staging-loop.patch (SASS 113.8 -> 110.4 KiB serial, 104.1 -> 100.5
+#   seesaw); its GPU suite; a 2-pass A/B of head, lq and lqos. Measured (call 5): lqos/head 1024 h128 s1
+#   +2.2 %, 1024 h16 s4 +1.1 %, 1024 h16 s1 +0.7 %, b=256 512 h16 s1 -0.7 %: dropped.
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
