@@ -27,6 +27,23 @@
 # build-os / os: lqos = lq + s29-one-staging-loop.patch (SASS 113.8 -> 110.4 KiB serial, 104.1 -> 100.5
 #   seesaw); its GPU suite; a 2-pass A/B of head, lq and lqos. Measured (call 5): lqos/head 1024 h128 s1
 #   +2.2 %, 1024 h16 s4 +1.1 %, 1024 h16 s1 +0.7 %, b=256 512 h16 s1 -0.7 %: dropped.
+# next-build (here, ~4 min with the compiler cache warm) / next (~8 min) / next2 (~5 min): the next session's calls.
+#   head = HEAD; fb = HEAD + s30-first-block-first.patch (the serial schedule's TMA producer issues the CTA's
+#   first block before walking the blocks, from first_piece: the schedule row in one round of loads, then
+#   both candidate first pieces' lengths, split counts and first-block table entries in one more, a word per
+#   lane, gathered by shuffles; the walk skips that block; no spills; SASS 116.8 -> 121.0 KiB serial, the
+#   seesaw's unchanged); eq (s29-early-q.patch) for ncu; trh / trfb trace builds.
+#   next: fb's GPU suite and memcheck; a 2-pass A/B of head and fb; the start of four serial rows in trh and
+#   trfb; ncu (base clock) of head and eq: cycles, instructions, no_instruction and barrier stalls per issue
+#   at b=128 4096 h128 s1 and b=16 1024 s16 (seesaw) and b=4 mixed (serial): is eq's per-block loss (+3.6 %
+#   cycles per block in session 30's trace build) instruction fetch?
+#   next2: 1 pass of head and fb on the small grid's s_q 1 and 4 rows (fb is for small batches).
+#   Predicted, fb: the producer's first copies ~0.8 us earlier (2.27 us after the first entry at b=1 64k in
+#   session 30's trl); the first block then follows Q ready (4.38 in trh) or the copies, so: b=1 64k -1.5 ...
+#   -2.5 %, b=64 512 s2 -2 ... -3 %, b=256 512 h16 s1 and 1024 h16 s1 -1 ... -2 %, the 64-row full-tile
+#   serial rows (1024 h16 s4, b=64 256..1024 s4, b=4 mixed; the start there is the Q tiles' and first
+#   blocks' bytes) 0 ... -1 %, the seesaw rows and the long rows within +-0.5 %.
+#   eq under ncu: if fetch, no_instruction per issue up ~0.05-0.1 with instructions within 1 %.
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
@@ -66,8 +83,37 @@ case ${1:-} in
     gpu_suite lqos
     ab_many ab-os.txt 2 head lq lqos
     ;;
+  next-build)
+    build head - "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    build fb s30-first-block-first.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    build eq s29-early-q.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    build trh - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
+    build trfb s30-first-block-first.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
+    for name in head fb eq trh trfb; do git worktree remove --force "/tmp/variant-src-$name"; done
+    ;;
+  next)
+    gpu_suite fb
+    ab_many ab-fb.txt 2 head fb
+    phase_rows "trh trfb" "b1 65536 h16 s1" "b64 512 h16 s2" "b256 512 h16 s1" "b128 1024 h16 s4"
+    m=sm__cycles_elapsed.max,smsp__inst_executed.sum
+    m=$m,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio
+    m=$m,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio
+    for row in "--batch 128 --seqlen 4096 --h-q 128 --s-q 1" "--batch 16 --seqlen 1024 --h-q 16 --s-q 16" \
+      "--batch 4 --seqlens 4641,45118,1730,1696 --h-q 16 --s-q 4"; do
+      for name in head eq; do
+        # shellcheck disable=SC2086  # row is a list of options
+        ncu_metrics "$name $row" "$m" "scratch/$name-flash-mla-bench" $row
+      done
+    done
+    sanitize fb "$(gpu_check_filter)" memcheck
+    ;;
+  next2)
+    ab_select "small s_q=1" head fb
+    ab_select "small s_q=4" head fb
+    ;;
   *)
-    echo "usage: $0 build|sc|build-sc2|sc2|build-os|os" >&2
+    echo "usage: $0 build|sc|build-sc2|sc2|build-os|os|next-build|next|next2" >&2
     exit 2
     ;;
 esac
