@@ -2,7 +2,9 @@
 // grids of workloads, checks each result against the float64 reference with SPEC.md's tolerances, and
 // prints one table: median time, GB/s and TFLOP/s (PERF.md's counting), the check, and on a GPU the
 // fractions of the copy and matmul ceilings measured in the same run; and the time of get_mla_metadata
-// alone ("sched us": the schedule, run once per decoding step, not part of the call's time).
+// alone ("sched us": the schedule, run once per decoding step, not part of the call's time). On a GPU also
+// the call without a graph ("eager us": calls enqueued back to back, device time per call; "host us": the
+// host's time to enqueue one).
 //
 // Backends: auto (sm90 when device 0 is an sm_90 GPU and the library accepts CUDA tensors there, else
 // cpu), cpu, sm90. CPU timing: std::chrono around each call, median. GPU timing: gpu_bench.cpp.
@@ -432,6 +434,7 @@ struct Row {
   double bytes = 0.0, flops = 0.0;
   std::vector<double> call_us;
   std::vector<double> schedule_us;  // get_mla_metadata alone, per call (empty: not timed)
+  std::vector<double> eager_us, host_us;  // GPU: calls without a graph (GpuTiming; empty on the CPU)
   std::string timing_note;  // e.g. "10 calls/graph, 4 copies"
   bool checked = false;
   CheckResult check;
@@ -576,7 +579,8 @@ std::string check_cell(const Row& r) {
 
 void print_table(const std::vector<Row>& rows, const std::string& backend, bool show_ceilings, double copy_gbps,
                  double gemm_tflops) {
-  std::vector<std::string> head = {"workload", "kv", "backend", "time us", "GB/s", "TFLOP/s", "sched us"};
+  std::vector<std::string> head = {"workload", "kv", "backend", "time us", "GB/s", "TFLOP/s", "sched us",
+                                   "eager us", "host us"};
   if (show_ceilings) {
     head.push_back("% copy");
     head.push_back("% gemm");
@@ -593,6 +597,8 @@ void print_table(const std::vector<Row>& rows, const std::string& backend, bool 
       c.insert(c.end(), {"-", "-", "-"});
     }
     c.push_back(r.error.empty() && !r.schedule_us.empty() ? sig3(median(r.schedule_us)) : "-");
+    c.push_back(r.error.empty() && !r.eager_us.empty() ? sig3(median(r.eager_us)) : "-");
+    c.push_back(r.error.empty() && !r.host_us.empty() ? sig3(median(r.host_us)) : "-");
     if (show_ceilings) {
       c.push_back(r.error.empty() && copy_gbps > 0 ? fmt("%.1f", 100.0 * gbps / copy_gbps) : "-");
       c.push_back(r.error.empty() && gemm_tflops > 0 ? fmt("%.1f", 100.0 * tflops / gemm_tflops) : "-");
@@ -682,7 +688,9 @@ void write_json(const std::string& path, const RunInfo& info, const Options& o, 
       << ", \"time_us_min\": "
       << json_number(r.call_us.empty() ? NAN : *std::min_element(r.call_us.begin(), r.call_us.end()))
       << ", \"gbps\": " << json_number(gbps) << ", \"tflops\": " << json_number(tflops)
-      << ", \"schedule_us_median\": " << json_number(r.schedule_us.empty() ? NAN : median(r.schedule_us));
+      << ", \"schedule_us_median\": " << json_number(r.schedule_us.empty() ? NAN : median(r.schedule_us))
+      << ", \"eager_us_median\": " << json_number(r.eager_us.empty() ? NAN : median(r.eager_us))
+      << ", \"host_us_median\": " << json_number(r.host_us.empty() ? NAN : median(r.host_us));
     if (info.gpu && info.copy_gbps > 0) {
       f << ", \"frac_copy\": " << json_number(gbps / info.copy_gbps)
         << ", \"frac_gemm\": " << json_number(tflops / info.gemm_tflops);
@@ -804,10 +812,15 @@ int run(int argc, char** argv) {
         const GpuTiming t = gpu_bench->time_decode(*w, o.iters, &out, &lse);
         row.call_us = t.call_us;
         row.schedule_us = t.schedule_us;
+        row.eager_us = t.eager_us;
+        row.host_us = t.host_us;
         row.timing_note = std::to_string(t.calls_per_graph) + " calls per graph, " + std::to_string(t.copies) +
                           " input copies, " + std::to_string(t.call_us.size()) + " replays";
         if (!t.schedule_error.empty()) {
           std::fprintf(stderr, "%s: the schedule was not timed: %s\n", tag.c_str(), t.schedule_error.c_str());
+        }
+        if (!t.eager_error.empty()) {
+          std::fprintf(stderr, "%s: eager calls were not timed: %s\n", tag.c_str(), t.eager_error.c_str());
         }
 #endif
       } else {

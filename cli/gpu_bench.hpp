@@ -24,6 +24,12 @@ struct GpuTiming {
   // replay of a graph of kCallsPerGraph calls; empty when it could not be timed (schedule_error says why).
   std::vector<double> schedule_us;
   std::string schedule_error;
+  // Eager calls, as an engine without CUDA graphs issues them: per timed round of kCallsPerGraph calls
+  // enqueued back to back, the device time between events per call (the calls' own time while the host
+  // keeps ahead, else the host's pace) and the host's time to enqueue one call (argument checks, tensor-map
+  // encodes, launches).
+  std::vector<double> eager_us, host_us;
+  std::string eager_error;
 };
 
 class GpuBench {
@@ -42,7 +48,8 @@ class GpuBench {
   void load_kv(const testing::Workload& w);
   // Times mla_decode (main kernel + combine) on w's q over the loaded cache: ~10 calls captured in a
   // CUDA graph, `replays` timed replays (0: about 0.2 s worth) after warm-up. Returns host copies of
-  // the out and lse the replays wrote. Then times get_mla_metadata the same way (a graph of its own).
+  // the out and lse the replays wrote. Then times eager calls (GpuTiming::eager_us, host_us) and
+  // get_mla_metadata the same way as the decode (a graph of its own).
   GpuTiming time_decode(const testing::Workload& w, int replays, std::vector<uint8_t>* out,
                         std::vector<float>* lse);
 
