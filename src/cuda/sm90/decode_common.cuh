@@ -58,6 +58,7 @@ template <typename Fn>
 __device__ __forceinline__ void for_each_piece(const DecodeParams& p, Fn&& fn) {
   const int32_t* row = p.metadata + static_cast<int64_t>(blockIdx.z) * kMetadataWords;
   const int begin_req = max(row[0], 0), end_req = min(row[2], p.batch - 1);
+  if (begin_req > end_req) return;  // (else end_req - begin_req below can overflow on garbage words)
   const int64_t capacity = static_cast<int64_t>(p.max_blocks_per_seq) * p.page_block_size;
   const int64_t slots = static_cast<int64_t>(p.batch) + p.num_sm_parts;
   auto seqlen = [&](int req) {
