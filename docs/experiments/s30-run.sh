@@ -31,7 +31,7 @@
 #   head = HEAD; fb = HEAD + s30-first-block-first.patch (the serial schedule's TMA producer issues the CTA's
 #   first block before walking the blocks, from first_piece: the schedule row in one round of loads, then
 #   both candidate first pieces' lengths, split counts and first-block table entries in one more, a word per
-#   lane, gathered by shuffles; the walk skips that block; no spills; SASS 116.8 -> 121.0 KiB serial, the
+#   lane, gathered by shuffles; the walk skips that block; no spills; SASS 116.9 -> 121.2 KiB serial, the
 #   seesaw's unchanged); eq (s29-early-q.patch) for ncu; trh / trfb trace builds.
 #   next: fb's GPU suite and memcheck; a 2-pass A/B of head and fb; the start of four serial rows in trh and
 #   trfb; ncu (base clock) of head and eq: cycles, instructions, no_instruction and barrier stalls per issue
