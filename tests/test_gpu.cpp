@@ -335,6 +335,40 @@ TEST(GpuDecode, CallsLeaveTheMetadataAsScheduled) {
   }
 }
 
+// A part whose schedule row is garbage with a first sequence past its last (row[0] >= 1, row[2] near
+// INT_MIN: end_req - begin_req overflowed before 78bec05, and ~2^31 pieces were read out of bounds)
+// does nothing: the call completes, no byte outside out, lse and the workspace is written, and with the
+// schedule's words back the next call matches the reference. Whole sequences only (4 SMs, short
+// lengths), so no combine waits on the skipped part.
+TEST(GpuDecode, GarbageScheduleRowReadsNothing) {
+  REQUIRE_SM90();
+  Stream stream;
+  for (int h_q : {16, 128}) {
+    SCOPED_TRACE(::testing::Message() << "h_q=" << h_q);
+    testing::Workload w = random_workload(6, 1, h_q, 1, {100, 300, 64, 1, 250, 129}, DType::kBF16, false, 93 + h_q);
+    GpuDecode d(w, 4, stream);
+    cuda_ok(cudaStreamSynchronize(stream), "schedule");
+    std::vector<int32_t> splits(w.config.batch + 1);
+    d.splits.download(splits.data());
+    ASSERT_EQ(splits.back(), w.config.batch) << "the workload must split nothing";
+    std::vector<int32_t> scheduled(d.meta.size() / sizeof(int32_t));
+    d.meta.download(scheduled.data());
+    for (const int32_t first : {1, 3, INT32_MAX}) {
+      std::vector<int32_t> garbage = scheduled;
+      garbage[0] = first;
+      garbage[2] = INT32_MIN;
+      d.meta.upload(garbage.data());
+      d.run();
+      EXPECT_TRUE(d.guards_intact()) << "row[0] = " << first;
+    }
+    d.meta.upload(scheduled.data());
+    d.run();
+    const auto r = d.check(0);
+    EXPECT_TRUE(r.ok) << r.first_failure << " (max abs err " << r.max_abs_err << ")";
+    EXPECT_TRUE(d.guards_intact());
+  }
+}
+
 TEST(GpuDecode, LargeBatchShortSequences) {
   REQUIRE_SM90();
   Stream stream;

@@ -33,7 +33,8 @@
 #   both candidate first pieces' lengths, split counts and first-block table entries in one more, a word per
 #   lane, gathered by shuffles; the walk skips that block; no spills; SASS 116.9 -> 121.2 KiB serial, the
 #   seesaw's unchanged); eq (s29-early-q.patch) for ncu; trh / trfb trace builds.
-#   next: fb's GPU suite and memcheck; a 2-pass A/B of head and fb; the start of four serial rows in trh and
+#   next: fb's GPU suite and memcheck (with GpuDecode.GarbageScheduleRowReadsNothing, 78bec05's test, first run
+#   on a GPU there); a 2-pass A/B of head and fb; the start of four serial rows in trh and
 #   trfb; ncu (base clock) of head and eq: cycles, instructions, no_instruction and barrier stalls per issue
 #   at b=128 4096 h128 s1 and b=16 1024 s16 (seesaw) and b=4 mixed (serial): is eq's per-block loss (+3.6 %
 #   cycles per block in session 30's trace build) instruction fetch?
@@ -106,7 +107,7 @@ case ${1:-} in
         ncu_metrics "$name $row" "$m" "scratch/$name-flash-mla-bench" $row
       done
     done
-    sanitize fb "$(gpu_check_filter)" memcheck
+    sanitize fb "$(gpu_check_filter):GpuDecode.GarbageScheduleRowReadsNothing" memcheck
     ;;
   next2)
     ab_select "small s_q=1" head fb
