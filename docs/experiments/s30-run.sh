@@ -38,7 +38,17 @@
 #   trfb; ncu (base clock) of head and eq: cycles, instructions, no_instruction and barrier stalls per issue
 #   at b=128 4096 h128 s1 and b=16 1024 s16 (seesaw) and b=4 mixed (serial): is eq's per-block loss (+3.6 %
 #   cycles per block in session 30's trace build) instruction fetch?
-#   next2: 1 pass of head and fb on the small grid's s_q 1 and 4 rows (fb is for small batches).
+#   next2: 1 pass of head and fb on the small grid's s_q 1 and 4 rows (fb is for small batches); eq2's GPU
+#   suite, its 16-bit tests on the seesaw, a 2-pass A/B of head, eq and eq2, and the trace builds' piece change
+#   at b=128 1024 h128 s1 and b=256 512 h16 s1. eq2 = HEAD + s30-early-q-by-producer.patch (eq included, the Q
+#   copies issued by producer warp 3 on a message from consumer 1's thread 0 (the sequence in shared memory
+#   and one arrival on s.q_free), so that the consumers' pair loop holds only the message: the seesaw's pair
+#   loop 1732 instructions in head, 1803 in eq, 1753 in eq2). An experiment on eq's per-block loss: it
+#   SPILLS 18-42 bytes in the producer's walk set-up (once per CTA; the producer region at 40 registers
+#   spilled whenever a third producer branch was added, as fb's warp-1 form did), so it cannot land as it
+#   is. Predicted, if the loss was the pair loop's code: eq2's blocks as head's (trace median within 1 %),
+#   the piece change as eq's (~5.3 us), so 1024 h128 s1 -1 ... -2 %, b=256 512 h16 s1 -1.5 ... -2 %, the long
+#   rows within +-0.5 %.
 #   Predicted, fb: the producer's first copies ~0.8 us earlier (2.27 us after the first entry at b=1 64k in
 #   session 30's trl); the first block then follows Q ready (4.38 in trh) or the copies, so: b=1 64k -1.5 ...
 #   -2.5 %, b=64 512 s2 -2 ... -3 %, b=256 512 h16 s1 and 1024 h16 s1 -1 ... -2 %, the 64-row full-tile
@@ -89,9 +99,13 @@ case ${1:-} in
     build fb s30-first-block-first.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
       flash_mla_gpu_tests
     build eq s29-early-q.patch "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    build eq2 s30-early-q-by-producer.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" \
+      flash-mla-bench flash_mla_gpu_tests
+    build treq2 s30-early-q-by-producer.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" \
+      flash-mla-phases
     build trh - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
     build trfb s30-first-block-first.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_TRACE=ON" flash-mla-phases
-    for name in head fb eq trh trfb; do git worktree remove --force "/tmp/variant-src-$name"; done
+    for name in head fb eq eq2 trh trfb treq2; do git worktree remove --force "/tmp/variant-src-$name"; done
     ;;
   next)
     gpu_suite fb
@@ -112,6 +126,10 @@ case ${1:-} in
   next2)
     ab_select "small s_q=1" head fb
     ab_select "small s_q=4" head fb
+    gpu_suite eq2
+    FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests eq2
+    ab_many ab-eq2.txt 2 head eq eq2
+    phase_rows "trh treq2" "b128 1024 h128 s1" "b256 512 h16 s1"
     ;;
   *)
     echo "usage: $0 build|sc|build-sc2|sc2|build-os|os|next-build|next|next2" >&2
