@@ -27,7 +27,7 @@
 # build-os / os: lqos = lq + s29-one-staging-loop.patch (SASS 113.8 -> 110.4 KiB serial, 104.1 -> 100.5
 #   seesaw); its GPU suite; a 2-pass A/B of head, lq and lqos. Measured (call 5): lqos/head 1024 h128 s1
 #   +2.2 %, 1024 h16 s4 +1.1 %, 1024 h16 s1 +0.7 %, b=256 512 h16 s1 -0.7 %: dropped.
-# next-build (here, ~4 min with the compiler cache warm) / next (~8 min) / next2 (~5 min): the next session's calls.
+# next-build (here, ~5 min with the compiler cache warm) / next (~8 min) / next2 (~8 min): the next session's calls.
 #   head = HEAD; fb = HEAD + s30-first-block-first.patch (the serial schedule's TMA producer issues the CTA's
 #   first block before walking the blocks, from first_piece: the schedule row in one round of loads, then
 #   both candidate first pieces' lengths, split counts and first-block table entries in one more, a word per
