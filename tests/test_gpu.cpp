@@ -336,10 +336,10 @@ TEST(GpuDecode, CallsLeaveTheMetadataAsScheduled) {
 }
 
 // A part whose schedule row is garbage with a first sequence past its last (row[0] >= 1, row[2] near
-// INT_MIN: end_req - begin_req overflowed before 78bec05, and ~2^31 pieces were read out of bounds)
-// does nothing: the call completes, no byte outside out, lse and the workspace is written, and with the
-// schedule's words back the next call matches the reference. Whole sequences only (4 SMs, short
-// lengths), so no combine waits on the skipped part.
+// INT_MIN: before 78bec05 end_req - begin_req overflowed and, by the code, ~2^31 pieces would have been
+// read out of bounds) does nothing: the call completes, the guard bands around out, lse and the
+// workspace stay intact, and with the schedule's words back the next call matches the reference. Whole
+// sequences only (4 SMs, short lengths), so no combine waits on the skipped part.
 TEST(GpuDecode, GarbageScheduleRowReadsNothing) {
   REQUIRE_SM90();
   Stream stream;

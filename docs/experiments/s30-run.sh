@@ -21,12 +21,15 @@
 #   h128 s1 +1.2 %, the rest within +-0.7 %. GPU suite and memcheck passed. Not landed.
 # build-sc2 / sc2: sc2 = HEAD + s30-lq-first-piece-one-round.patch (lq, plus the producers' for_each_piece
 #   reading the first piece's words for both candidates, and the first block's block-table entry, in one
-#   round). At the producer's 40 registers it spilled 56 bytes, so the patch sets kProducerRegs = 48: THAT
-#   HANGS (2 * 128 * 232 + 128 * 48 = 65,536 > the 64,512 the CTA holds from its launch, so the consumers'
-#   setmaxnreg.inc never returns; call 4 timed out at 480 s). config.hpp now asserts the budget. Unmeasured.
+#   round). At the producer's 40 registers it spilled 56 bytes, so the patch sets kProducerRegs = 48: IT
+#   NEVER FINISHED its first row (call 4 timed out at 480 s). By the arithmetic, 2 * 128 * 232 + 128 * 48 =
+#   65,536 > the 64,512 the CTA holds from its launch, so the consumers' setmaxnreg.inc never returns
+#   (inferred, not traced). config.hpp now asserts the budget. Unmeasured.
 # build-os / os: lqos = lq + s29-one-staging-loop.patch (SASS 113.8 -> 110.4 KiB serial, 104.1 -> 100.5
 #   seesaw); its GPU suite; a 2-pass A/B of head, lq and lqos. Measured (call 5): lqos/head 1024 h128 s1
 #   +2.2 %, 1024 h16 s4 +1.1 %, 1024 h16 s1 +0.7 %, b=256 512 h16 s1 -0.7 %: dropped.
+# Also kept, unbuilt here: s30-release-once.patch (the partial's release written once after both store paths of
+#   the piece loop; same behaviour, SASS -0.3 KiB): A/B it against head before landing (code layout).
 # next-build (here, ~5 min with the compiler cache warm) / next (~8 min) / next2 (~8 min): the next session's calls.
 #   head = HEAD; fb = HEAD + s30-first-block-first.patch (the serial schedule's TMA producer issues the CTA's
 #   first block before walking the blocks, from first_piece: the schedule row in one round of loads, then

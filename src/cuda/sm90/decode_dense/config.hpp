@@ -35,14 +35,14 @@ inline constexpr int kThreads = 3 * kWarpgroupThreads;  // two consumers + one p
 // within this budget, not the entry cap of 168: the same consumer code compiled without setmaxnreg
 // spills and serialises its wgmma (C7512), and needs 216 (208 spills; docs/DESIGN.md, "Register
 // budget"). setmaxnreg.inc waits until .dec has released enough, so a budget over the launch's hangs
-// the consumers: a 48-register producer (65,536 in all) did (session 30).
+// the consumers: a build with a 48-register producer (65,536 in all) never finished its first call
+// (session 30; the cause inferred from this arithmetic).
 inline constexpr uint32_t kLaunchRegs = 65536 / kThreads / 8 * 8;  // 168 (ptxas -v: "Used 168 registers")
 inline constexpr uint32_t kConsumerRegs = 232;
 inline constexpr uint32_t kProducerRegs = 40;
 static_assert(2 * kConsumerRegs + kProducerRegs <= 3 * kLaunchRegs, "setmaxnreg budget exceeds the launch's");
 // FP8 caches: the producer warpgroup dequantises (in shared memory, or through registers for gathered
-// pages), so it keeps more. setmaxnreg.inc takes registers only from what .dec released out of the
-// 168 per thread allocated at launch, so 2 * consumer + producer <= 3 * 168 = 504: 2 * 200 + 104. ptxas: 0 spills
+// pages), so it keeps more, within the same launch budget: 2 * 200 + 104 = 504 = 3 * 168. ptxas: 0 spills
 // with load_q's addresses kept out of the piece loop (ptx::opaque); before that fix the consumers
 // needed 216, which left the producer 72, too few ("FP8 with scale" spilled).
 inline constexpr uint32_t kFP8ConsumerRegs = 200;
