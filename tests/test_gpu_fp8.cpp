@@ -308,6 +308,36 @@ TEST_P(Sm90FP8, WideScoreSpreadKeepsSmallProbabilities) {
   }
 }
 
+// FP8 with scale, scales the quantiser would not pick: each token's four scales times 2^u, u uniform in
+// [-6, 6) (not powers of two, and 2^12 apart at most within a block). The narrow kernel (up to 16 query
+// rows) folds each token's scale into its scores and stores P once per scale group against the block's
+// largest scale, which P·V multiplies back; 32 and 64 rows run on the dense kernel.
+TEST_P(Sm90FP8, ScalesSpreadWithinABlock) {
+  const FP8Variant& v = GetParam();
+  REQUIRE_SM90_FP8(v);
+  if (v.format != KvCacheFormat::kFP8WithScale) GTEST_SKIP() << "a per-tensor cache has one descale";
+  Stream stream;
+  const int shapes[][2] = {{16, 1}, {8, 2}, {1, 4}, {16, 2}, {16, 4}};  // h_q, s_q
+  for (const auto& hs : shapes) {
+    const uint64_t seed = 64 + hs[0] + hs[1];
+    SCOPED_TRACE(::testing::Message() << "h_q=" << hs[0] << " s_q=" << hs[1]);
+    testing::Workload w = fp8_workload(v, 3, hs[1], hs[0], 1, {1000, 64, 333}, true, seed);
+    std::mt19937 rng(static_cast<uint32_t>(seed));
+    std::uniform_real_distribution<float> u(-6.0f, 6.0f);
+    const int64_t row = w.k_row_bytes();
+    for (int64_t r = 0; r < static_cast<int64_t>(w.k_cache.size()) / row; ++r) {
+      for (int g = 0; g < kFP8NumScales; ++g) {
+        uint8_t* at = w.k_cache.data() + r * row + kFP8ScaleOffset + 4 * g;
+        float scale;
+        std::memcpy(&scale, at, 4);
+        scale *= std::exp2(u(rng));
+        std::memcpy(at, &scale, 4);
+      }
+    }
+    for (int num_sms : {0, 1}) expect_decode_matches_reference(w, num_sms, stream, 0, seed);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, Sm90FP8, ::testing::ValuesIn(kFP8Variants), variant_name);
 
 }  // namespace

@@ -170,19 +170,38 @@ void make_accum_map(const DecodeParams& p, sm90::TensorMaps* maps) {
   maps->accum_by_tma = r == CUDA_SUCCESS ? 1 : 0;
 }
 
-// The narrow kernel (sm90::narrow) serves per-tensor FP8 caches with at most 32 query rows per KV head
-// whose pages are copied by TMA. Session 10 (before the 16-row form): faster than the dense kernel on 16
+// The narrow kernel (sm90::narrow) serves per-tensor FP8 caches with at most 32 query rows per KV head,
+// and FP8-with-scale ones with at most 16, whose pages are copied by TMA. Session 10 (before the 16-row form): faster than the dense kernel on 16
 // of the 18 such rows compared with it (same-run pairs), up to 1.48x, and 1-5 % slower on b=1 at 4k and
 // 16k tokens; session 11 did not compare the two again (docs/PERFORMANCE.md). The CMake option
 // FLASH_MLA_SM90_NARROW_FP8=OFF keeps every call on the dense kernel.
 bool use_narrow(const DecodeParams& p) {
 #if defined(FLASH_MLA_SM90_NARROW_FP8)
-  return p.kv_format == KvCacheFormat::kFP8PerTensor && p.rows <= sm90::narrow::kRows &&
-         sm90::page_copy_rows(p.page_block_size) >= sm90::dense::kMinTmaPage;
+  const bool rows_fit = (p.kv_format == KvCacheFormat::kFP8PerTensor && p.rows <= sm90::narrow::kRows) ||
+                        (p.kv_format == KvCacheFormat::kFP8WithScale && p.rows <= sm90::narrow::kScaledRows);
+  return rows_fit && sm90::page_copy_rows(p.page_block_size) >= sm90::dense::kMinTmaPage;
 #else
   (void)p;
   return false;
 #endif
+}
+
+// The narrow kernel's maps: raw e4m3 rows in 128-byte boxes, 128-byte swizzled. Per tensor, `k` reads all
+// 576 channels (the fifth box channels 512..639, of which those past 575 are zeros). With scale, `k` reads
+// the 512 NoPE bytes, `rope` the 64 bf16 RoPE channels as one 128-byte box (the fifth box's place) and
+// `scales` the four float32 scales, unswizzled.
+sm90::TensorMaps narrow_maps(const DecodeParams& p) {
+  sm90::TensorMaps maps{};
+  const bool scaled = p.kv_format == KvCacheFormat::kFP8WithScale;
+  maps.k = make_map(p, 0, CU_TENSOR_MAP_DATA_TYPE_UINT8, scaled ? kHeadDimV : kHeadDim, CU_TENSOR_MAP_SWIZZLE_128B,
+                    sm90::narrow::kRawBoxCols);
+  if (scaled) {
+    maps.rope =
+        make_map(p, kFP8RopeOffset, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, kHeadDimRope, CU_TENSOR_MAP_SWIZZLE_128B);
+    maps.scales = make_map(p, kFP8ScaleOffset, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, kFP8NumScales,
+                           CU_TENSOR_MAP_SWIZZLE_NONE, kFP8NumScales);
+  }
+  return maps;
 }
 
 }  // namespace
@@ -205,10 +224,7 @@ void decode_sm90(const DecodeParams& params) {
   DecodeParams p = params;
   p.release_pieces = combine_is_dependent(p);
   if (use_narrow(p)) {
-    // Raw e4m3 rows in 128-byte boxes, 128-byte swizzled; the fifth box reads channels 512..639, of
-    // which those past 575 are zeros.
-    sm90::narrow::launch_decode(p, make_map(p, 0, CU_TENSOR_MAP_DATA_TYPE_UINT8, kHeadDim,
-                                            CU_TENSOR_MAP_SWIZZLE_128B, sm90::narrow::kRawBoxCols));
+    sm90::narrow::launch_decode(p, narrow_maps(p));
   } else {
     sm90::TensorMaps maps = make_cache_maps(p);
     make_out_map(p, &maps);

@@ -41,8 +41,9 @@ extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(
                                                                                  const TensorMaps&);
 }  // namespace dense
 
-namespace narrow {  // per-tensor FP8, at most 32 query rows, page copies of 16+ rows: `k_map` as in launch.cu
-void launch_decode(const detail::DecodeParams& p, const CUtensorMap& k_map);
+namespace narrow {  // FP8, at most 32 query rows per tensor or 16 with scale, page copies of 16+ rows: the maps of
+                   // launch.cu's narrow_maps
+void launch_decode(const detail::DecodeParams& p, const TensorMaps& maps);
 }  // namespace narrow
 
 }  // namespace flash_mla::sm90

@@ -1,7 +1,7 @@
-// Constants and the shared-memory plan of the narrow Hopper decode kernel for per-tensor FP8 caches:
-// at most 32 query rows per (sequence, KV head), computed transposed so that wgmma's N, not its
-// M = 64, is the row count, with the cache's e4m3 bytes kept raw in shared memory (K converted to f16
-// in registers, V fed to e4m3 wgmma as bytes).
+// Constants and the shared-memory plan of the narrow Hopper decode kernel for FP8 caches: at most 32
+// query rows per (sequence, KV head) of a per-tensor cache, or 16 of an FP8-with-scale one, computed
+// transposed so that wgmma's N, not its M = 64, is the row count, with the cache's e4m3 bytes kept raw
+// in shared memory (K converted to f16 in registers, V fed to e4m3 wgmma as bytes).
 #pragma once
 
 #include <cstdint>
@@ -30,15 +30,17 @@ inline constexpr uint32_t kProducerRegs = 40;
 static_assert(kValueRegs + kScoreWarpgroups * kScoreRegs + kProducerRegs <= (kScoreWarpgroups + 2) * kLaunchRegs,
               "setmaxnreg budgets exceed the registers allocated at launch");
 // A stage: one 64-token block of raw e4m3 rows as five 128-channel boxes (the fifth holds channels
-// 512..575 and zeros), each [64 tokens, 128 bytes] 128-byte swizzled: token t's 16-byte chunk c at
-// c ^ (t % 8).
+// 512..575 and zeros; with scale, the 64 bf16 RoPE channels), each [64 tokens, 128 bytes] 128-byte
+// swizzled: token t's 16-byte chunk c at c ^ (t % 8). With scale, box g < 4 is scale group g.
 inline constexpr int kRawBoxCols = 128;
 inline constexpr int kRawBoxes = (kHeadDim + kRawBoxCols - 1) / kRawBoxCols;  // 5
 inline constexpr int kRawBoxBytes = kBlockN * kRawBoxCols;                   // 8 KiB
 // Four stages: the two score warpgroups and the value warpgroup hold one each, one is in flight.
 inline constexpr int kStages = 4;
-// Pᵀ slots between the score warpgroups and the value warpgroup (block it uses slot it % kPSlots).
+// Pᵀ slots between the score warpgroups and the value warpgroup (block it uses slot it % slots): four
+// per tensor; two with scale, whose slot is two tiles (three do not fit beside the scales: 229 KiB).
 inline constexpr int kPSlots = 4;
+inline constexpr int kScaledPSlots = 2;
 // The running max moves when a block's max exceeds it by more than kNarrowLag (log2 units; the dense
 // kernel's kMaxLag is 8), so P ≤ 2^kNarrowLag, and P·V runs on P·kPScale ≤ 2^8 (kernel.cuh, split_p):
 // a lower lag buys e4m3/e5m2 range for small P, at more blocks that move the max.
@@ -48,6 +50,9 @@ inline constexpr float kPScale = 16.0f;  // 2^(8 - kNarrowLag)
 // 16 + r of one B, both e4m3, the second kLoScale larger: kernel.cuh, split_p), halving P·V's wgmma.
 inline constexpr int kSideRows = 16;
 inline constexpr float kLoScale = 32.0f;
+// FP8 with scale (kernel.cuh, "With scale"): up to kSideRows rows only (a slot holds a Pᵀ per scale group;
+// the 32-row form's would need twice the shared memory).
+inline constexpr int kScaledRows = kSideRows;
 
 // Named barriers (id 0 is __syncthreads). kQReady pairs the score warpgroups (256 threads); kColumns and
 // kPReady are per score warpgroup (128 threads, id + warpgroup).
@@ -57,6 +62,7 @@ enum NamedBarrier : uint32_t {
   kPReady = 4,   // the warps' votes of this block published (4, 5); also before the tail zeroing, and
                  // after a moved max (warp 0's col_max writes before the next block's reads)
   kPartialStored = 6,  // the value warpgroup stored a split piece's partial (release_piece)
+  kGroupMax = 7,       // with scale: every warp's scale-group maxima of this block written (7, 8)
 };
 
 // [32 rows, 128 bytes] (64 16-bit values or 128 bytes), 128-byte swizzled (row r's chunk c at c ^ (r % 8)).
@@ -68,12 +74,18 @@ struct alignas(1024) RawStage {
   uint8_t box[kRawBoxes][kRawBoxBytes];
 };
 
+// kScaled: the FP8-with-scale plan (two slots of two Pᵀ tiles, the blocks' scales); otherwise per tensor.
+template <bool kScaled>
 struct SharedStorage {
+  static constexpr int kSlots = kScaled ? kScaledPSlots : kPSlots;
   RawStage k[kStages];                       // raw e4m3 blocks, 160 KiB
-  RowTile q[kQKSubTiles];                    // Qᵀ as f16, channels permuted (kernel.cuh), 36 KiB
-  // Pᵀ per slot, 16 KiB: [32 rows, 64 tokens e4m3, then 64 e5m2]; with 16 rows, the e4m3 lo term in rows 16..31
-  RowTile p[kPSlots];
-  float p_ref[kPSlots][kRows];               // the column max each slot's Pᵀ was computed against
+  RowTile q[kQKSubTiles];                    // Qᵀ as f16, channels permuted (kernel.cuh), 36 KiB; with scale,
+                                             // tile 8 (RoPE) as bf16
+  // Pᵀ per slot, 16 KiB: [32 rows, 64 tokens e4m3, then 64 e5m2]; with 16 rows, the e4m3 lo term in rows
+  // 16..31. With scale (16 rows), slot i is tiles 2i, 2i + 1: scale group g's Pᵀ at tile 2i + g / 2, bytes
+  // 64 (g % 2) of each row.
+  RowTile p[kScaled ? 2 * kScaledPSlots : kPSlots];
+  float p_ref[kSlots][kRows];                // the column max each slot's Pᵀ was computed against
   float columns[kScoreWarpgroups][kConsumerWarps][kRows];  // per-warp column maxima or sums
   float col_max[kScoreWarpgroups][2][kRows];  // each score warpgroup's running column max (two buffers)
   float stats_m[2][kScoreWarpgroups][kRows];  // per piece (parity): each score warpgroup's final max
@@ -84,13 +96,21 @@ struct SharedStorage {
   int col_limit[kRows];                      // the piece's last visible token + 1 per query row
   uint64_t k_full[kStages];                  // a stage's bytes landed
   uint64_t k_free[kStages];                  // the value warpgroup finished with a stage
-  uint64_t p_full[kPSlots];                  // a score warpgroup stored a slot's Pᵀ and reference
-  uint64_t p_free[kPSlots];                  // the value warpgroup finished with a slot
+  uint64_t p_full[kSlots];                   // a score warpgroup stored a slot's Pᵀ and reference
+  uint64_t p_free[kSlots];                   // the value warpgroup finished with a slot
   uint64_t stats_full[2];                    // both score warpgroups stored a piece's statistics
   uint64_t stats_free[2];                    // the value warpgroup read them
+  // With scale only (one unused entry each per tensor): a stage's four scales per token (TMA), each
+  // warp's largest |scale| per group over its block's live tokens, and each slot's block maximum (its Pᵀ
+  // of group g holds P * scale / maximum).
+  alignas(16) float k_scale[kScaled ? kStages : 1][kBlockN][kFP8NumScales];
+  alignas(16) float group_max[kScoreWarpgroups][kConsumerWarps][kFP8NumScales];
+  alignas(16) float p_group_max[kScaled ? kScaledPSlots : 1][kFP8NumScales];
 };
 
-inline constexpr int kSharedBytes = static_cast<int>(sizeof(SharedStorage)) + 1024;  // + base alignment
-static_assert(kSharedBytes <= 232448, "shared-memory plan exceeds the 227 KiB per-block limit");
+template <bool kScaled>
+inline constexpr int kSharedBytes = static_cast<int>(sizeof(SharedStorage<kScaled>)) + 1024;  // + base alignment
+static_assert(kSharedBytes<false> <= 232448, "shared-memory plan exceeds the 227 KiB per-block limit");
+static_assert(kSharedBytes<true> <= 232448, "with-scale shared-memory plan exceeds the 227 KiB per-block limit");
 
 }  // namespace flash_mla::sm90::narrow

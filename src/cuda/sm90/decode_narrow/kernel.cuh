@@ -44,6 +44,7 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/sm90/decode_common.cuh"
 #include "cuda/sm90/decode_narrow/config.hpp"
+#include "cuda/sm90/launch.hpp"
 #include "ptx/barrier.hpp"
 #include "ptx/compiler.hpp"
 #include "ptx/convert.hpp"
@@ -68,8 +69,10 @@ __device__ __forceinline__ int qk_run_channel(int ks, int run) {
 // the row, and loads all of them at once (one after another, the dense kernel's Q tile took ~10 us).
 // A bf16 q row is multiplied by 2^-e, e chosen from its largest finite magnitude so that it lands in
 // [2^14, 2^15) (as the dense kernel's q_to_f16_prescaled); 2^e goes to s.q_row_scale. An e4m3 q
-// converts exactly (its descale is in the softmax scale).
-__device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, int req, int thread) {
+// converts exactly (its descale is in the softmax scale). With scale (kScaled), tile 8 (the RoPE k-steps)
+// holds the row as bf16, prescaled the same way (exact: a power of two), for the bf16 RoPE of the cache.
+template <bool kScaled>
+__device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage<kScaled>& s, int req, int thread) {
   constexpr int kSteps = kQKSubTiles;  // 9 of the 36 k-steps, 4 runs each
   thread = ptx::opaque(thread);
   const int r = thread / 4, part = thread % 4;
@@ -114,8 +117,13 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, 
         hi[x] = ptx::e4m3x2_hi_to_f16x2(run[k][x].x);
       } else {
         const float2 a = unpack2<__nv_bfloat16>(run[k][x].x), b = unpack2<__nv_bfloat16>(run[k][x].y);
-        lo[x] = pack2<__half>(a.x * scale.down, a.y * scale.down);
-        hi[x] = pack2<__half>(b.x * scale.down, b.y * scale.down);
+        if (kScaled && k == kSteps - 1) {  // ks = 32 + part: the RoPE tile
+          lo[x] = pack2<__nv_bfloat16>(a.x * scale.down, a.y * scale.down);
+          hi[x] = pack2<__nv_bfloat16>(b.x * scale.down, b.y * scale.down);
+        } else {
+          lo[x] = pack2<__half>(a.x * scale.down, a.y * scale.down);
+          hi[x] = pack2<__half>(b.x * scale.down, b.y * scale.down);
+        }
       }
     }
     char* tile = reinterpret_cast<char*>(&s.q[ks / 4]);
@@ -125,9 +133,19 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, 
   }
 }
 
-// The one copying thread: every block of the CTA's pieces as five 128-channel boxes per page copy.
-__device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage& s, const CUtensorMap& k_map) {
+// The one copying thread: every block of the CTA's pieces as five 128-channel boxes per page copy; with
+// scale, four e4m3 boxes (maps.k), the bf16 RoPE box (maps.rope) and the tokens' scales (maps.scales).
+template <bool kScaled>
+__device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<kScaled>& s, const CUtensorMap& k_map,
+                                         const CUtensorMap& rope_map, const CUtensorMap& scale_map) {
+  // Bytes a token lands: 640 (five boxes, the fifth past channel 575 zeros) or 656 (its whole row).
+  constexpr uint32_t kTokenBytes = kScaled ? kFP8WithScaleBytes : kRawBoxCols * kRawBoxes;
+  constexpr int kByteBoxes = kScaled ? kFP8NumScales : kRawBoxes;  // boxes of maps.k
   ptx::tma_prefetch_descriptor(&k_map);
+  if constexpr (kScaled) {
+    ptx::tma_prefetch_descriptor(&rope_map);
+    ptx::tma_prefetch_descriptor(&scale_map);
+  }
   const uint64_t policy = ptx::l2_policy_evict_first();
   const BlockPages pages(p.page_block_size);
   for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
@@ -137,14 +155,19 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage& s
     if (it == 1) ptx::mbarrier_wait(&s.k_full[0], 0);
     ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
     const int copies = pages.copies(pc.seqlen - blk * kBlockN);
-    ptx::mbarrier_arrive_expect_tx(&s.k_full[stage],
-                                   static_cast<uint32_t>(copies * pages.rows_per_copy * kRawBoxCols * kRawBoxes));
+    ptx::mbarrier_arrive_expect_tx(&s.k_full[stage], static_cast<uint32_t>(copies * pages.rows_per_copy) * kTokenBytes);
     for (int j = 0; j < copies; ++j) {
       const BlockPages::Copy cp = pages.copy(table, blk, j);
 #pragma unroll
-      for (int b = 0; b < kRawBoxes; ++b) {
+      for (int b = 0; b < kByteBoxes; ++b) {
         ptx::tma_load_4d(&s.k[stage].box[b][cp.row * kRawBoxCols], &k_map, &s.k_full[stage], b * kRawBoxCols,
                          blockIdx.y, cp.token_in_page, cp.page, policy);
+      }
+      if constexpr (kScaled) {
+        ptx::tma_load_4d(&s.k[stage].box[kRawBoxes - 1][cp.row * kRawBoxCols], &rope_map, &s.k_full[stage], 0,
+                         blockIdx.y, cp.token_in_page, cp.page, policy);
+        ptx::tma_load_4d(&s.k_scale[stage][cp.row][0], &scale_map, &s.k_full[stage], 0, blockIdx.y,
+                         cp.token_in_page, cp.page, policy);
       }
     }
   });
@@ -163,7 +186,7 @@ __device__ __forceinline__ uint32_t word(const int4& v, int i) {
 // 16w + lane/4 (+8): its 4 words are k-steps 8(n/2) + 4(n%2) + i, the low half of word i columns
 // 2(lane%4) + {0,1}, the high half + 8. Batch 8: the RoPE box, chunk lane % 4.
 template <int kCols>
-__device__ __forceinline__ void score_block(float (&sc)[2 * kCols], const RawStage& st, const SharedStorage& s,
+__device__ __forceinline__ void score_block(float (&sc)[2 * kCols], const RawStage& st, const RowTile (&q)[kQKSubTiles],
                                             int warp, int lane) {
   const int t0 = 16 * warp + lane / 4, q4 = lane % 4;
   // Batch n's two chunks, loaded one batch ahead (while the tensor cores run the previous one).
@@ -172,7 +195,7 @@ __device__ __forceinline__ void score_block(float (&sc)[2 * kCols], const RawSta
 #pragma unroll
     for (int h = 0; h < 2; ++h) v[h] = *reinterpret_cast<const int4*>(raw_chunk(st, box, t0 + 8 * h, chunk));
   };
-  const uint64_t desc_q = ptx::make_smem_desc(&s.q[0], 16, 1024, ptx::Swizzle::k128B);
+  const uint64_t desc_q = ptx::make_smem_desc(&q[0], 16, 1024, ptx::Swizzle::k128B);
   int4 v[2];
   uint32_t AA[2][16];
   load(0, v);
@@ -211,6 +234,89 @@ __device__ __forceinline__ void score_block(float (&sc)[2 * kCols], const RawSta
   ptx::fence_registers(AA[0]);
   ptx::fence_registers(AA[1]);
   ptx::fence_registers(sc);
+}
+
+// With scale (16 rows): Sᵀ = sum over groups g of scale_g · (K_g·Q_gᵀ), plus K_rope·Q_ropeᵀ. Group g is
+// box g, score_block's batches 2g and 2g + 1 (e4m3 converted to f16 as there), accumulated into chain
+// g % 2 and folded into sc in fp32, times this thread's two tokens' scales, as soon as both batches are
+// done (while the next group's run). The RoPE box is bf16: batch 8 feeds it as it is (no conversion) to
+// bf16 wgmma against Qᵀ's bf16 tile 8, into chain 0 (group 2's, folded by then). scale[h][g]: token
+// 16w + lane/4 + 8h.
+__device__ __forceinline__ void score_block_scaled(float (&sc)[8], const RawStage& st, const RowTile (&q)[kQKSubTiles],
+                                                   const float (&scale)[2][kFP8NumScales], int warp, int lane) {
+  const int t0 = 16 * warp + lane / 4, q4 = lane % 4;
+  auto load = [&](int n, int4(&v)[2]) {  // n < 8: box n / 2, chunk 2(lane % 4) + n % 2
+#pragma unroll
+    for (int h = 0; h < 2; ++h) v[h] = *reinterpret_cast<const int4*>(raw_chunk(st, n / 2, t0 + 8 * h, 2 * q4 + n % 2));
+  };
+  const uint64_t desc_q = ptx::make_smem_desc(&q[0], 16, 1024, ptx::Swizzle::k128B);
+  int4 v[2];
+  uint32_t AA[2][16];
+  float chain[2][8];
+  auto fold = [&](int g) {
+    float(&c)[8] = chain[g % 2];
+    ptx::fence_registers(c);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const float w = scale[(i / 2) % 2][g];  // register i's token: 16w + lane/4 + 8((i / 2) % 2)
+      sc[i] = g == 0 ? c[i] * w : fmaf(c[i], w, sc[i]);
+    }
+  };
+  load(0, v);
+#pragma unroll
+  for (int n = 0; n < 9; ++n) {
+    uint32_t(&A)[16] = AA[n % 2];
+    if (n >= 2) {
+      ptx::wgmma_wait_group<1>();  // batches up to n - 2 done
+      ptx::fence_registers(A);
+    }
+    if (n >= 3 && n % 2 == 1) fold((n - 3) / 2);  // groups 0, 1, 2 at n = 3, 5, 7
+    if (n < 8) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          A[4 * i + h] = e4m3x2_to_f16x2(word(v[h], i));
+          A[4 * i + 2 + h] = ptx::e4m3x2_hi_to_f16x2(word(v[h], i));
+        }
+      }
+      if (n + 1 < 8) load(n + 1, v);
+    } else {
+      // Channels 16(lane % 4) .. + 15 of each token (chunks 2(lane % 4), + 1): word 2kk of them is k-step
+      // 32 + kk's low column pair, word 2kk + 1 its high pair (qk_run_channel's order).
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int4 c0 = *reinterpret_cast<const int4*>(raw_chunk(st, kRawBoxes - 1, t0 + 8 * h, 2 * q4));
+        const int4 c1 = *reinterpret_cast<const int4*>(raw_chunk(st, kRawBoxes - 1, t0 + 8 * h, 2 * q4 + 1));
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+          const int4& c = kk < 2 ? c0 : c1;
+          A[4 * kk + h] = word(c, (2 * kk) % 4);
+          A[4 * kk + 2 + h] = word(c, (2 * kk + 1) % 4);
+        }
+      }
+    }
+    ptx::wgmma_fence();
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int ks = n < 8 ? 8 * (n / 2) + 4 * (n % 2) + i : 32 + i;
+      const uint32_t(&frag)[4] = *reinterpret_cast<const uint32_t(*)[4]>(&A[4 * i]);
+      const uint64_t desc = desc_q + (256 * (ks / 4) + 2 * (ks % 4));
+      if (n < 8) {
+        ptx::wgmma_m64n16k16_rs_f16(chain[(n / 2) % 2], frag, desc, ks % 8 != 0);  // a group's first k-step: fresh
+      } else {
+        ptx::wgmma_m64n16k16_rs_bf16(chain[0], frag, desc, i != 0);
+      }
+    }
+    ptx::wgmma_commit_group();
+  }
+  ptx::wgmma_wait_group<0>();
+  ptx::fence_registers(AA[0]);
+  ptx::fence_registers(AA[1]);
+  fold(3);
+  ptx::fence_registers(chain[0]);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) sc[i] += chain[0][i];
 }
 
 // Column j of this thread in an m64nN accumulator (j < N / 4): query row 8(j/2) + 2(lane%4) + j%2, held
@@ -267,33 +373,45 @@ __device__ __forceinline__ uint32_t split_p(float a, float b) {
 // The thread's values sc[4i + 2h + e] (token 16w + lane/4 + 8h, column 2i + e) become, after one
 // exchange with lane ^ 4 (token ± 1), one 4-byte word per column pair and term: tokens
 // 16w + 2(g/2) + {0, 1, 8, 9} at position 16(w % 2) + 4(g/2) of k-step w / 2 (g = lane / 4).
-// With 16 rows (kCols 4) term 1 goes to row 16 + r at term 0's bytes instead.
-template <int kCols>
-__device__ __forceinline__ void store_p(RowTile& pt, const float (&sc)[2 * kCols], const float (&mu)[kCols],
-                                        float (&sum)[kCols], int warp, int lane) {
+// With 16 rows (kCols 4) term 1 goes to row 16 + r at term 0's bytes instead. With scale (kScaled, 16
+// rows), one Pᵀ per scale group grp, P·f[h][grp] (f: the token's scale over the block's largest, so at
+// most 1 in magnitude), at tile grp / 2 of pt, bytes 64 (grp % 2) of each row.
+template <int kCols, bool kScaled>
+__device__ __forceinline__ void store_p(RowTile* pt, const float (&sc)[2 * kCols], const float (&mu)[kCols],
+                                        float (&sum)[kCols], const float (&f)[2][kFP8NumScales], int warp,
+                                        int lane) {
+  static_assert(!kScaled || kCols == 4, "with scale: 16 rows only");
+  constexpr int kGroups = kScaled ? kFP8NumScales : 1;
   const int g = lane / 4;
   const bool odd = g & 1;
 #pragma unroll
   for (int i = 0; i < kCols / 2; ++i) {
-    float pv[4];  // P = 2^(s - mu) of columns 2i, 2i + 1; the column sums stay fp32
+    float pv[4];  // P = 2^(s - mu) of columns 2i, 2i + 1 (tokens g, g, g + 8, g + 8); the column sums stay fp32
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       pv[e] = ptx::exp2_ftz(sc[4 * i + e] - mu[column_of(4 * i + e)]);
       sum[column_of(4 * i + e)] += pv[e];
     }
-    // Column 2i (tokens g, g + 8), then column 2i + 1.
-    const uint32_t col0 = split_p<kCols>(pv[0], pv[2]);
-    const uint32_t col1 = split_p<kCols>(pv[1], pv[3]);
-    const uint32_t keep = odd ? col1 : col0;
-    const uint32_t recv = __shfl_xor_sync(0xffffffffu, odd ? col0 : col1, 4);
-    const uint32_t lo = odd ? recv : keep, hi = odd ? keep : recv;  // tokens 2(g/2) + {0, 8}, then + 1
-    const int row = column(lane, 2 * i + odd);
-    char* tile = reinterpret_cast<char*>(&pt);
 #pragma unroll
-    for (int term = 0; term < 2; ++term) {
-      const uint32_t w = __byte_perm(lo, hi, term == 0 ? 0x5140 : 0x7362);
-      const int offset = kCols == 8 ? swizzled_offset(row, 4 * term + warp) : swizzled_offset(16 * term + row, warp);
-      *reinterpret_cast<uint32_t*>(tile + offset + 4 * (g / 2)) = w;
+    for (int grp = 0; grp < kGroups; ++grp) {
+      float pg[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) pg[e] = kScaled ? pv[e] * f[e / 2][grp] : pv[e];
+      // Column 2i (tokens g, g + 8), then column 2i + 1.
+      const uint32_t col0 = split_p<kCols>(pg[0], pg[2]);
+      const uint32_t col1 = split_p<kCols>(pg[1], pg[3]);
+      const uint32_t keep = odd ? col1 : col0;
+      const uint32_t recv = __shfl_xor_sync(0xffffffffu, odd ? col0 : col1, 4);
+      const uint32_t lo = odd ? recv : keep, hi = odd ? keep : recv;  // tokens 2(g/2) + {0, 8}, then + 1
+      const int row = column(lane, 2 * i + odd);
+      char* tile = reinterpret_cast<char*>(&pt[grp / 2]);
+#pragma unroll
+      for (int term = 0; term < 2; ++term) {
+        const uint32_t w = __byte_perm(lo, hi, term == 0 ? 0x5140 : 0x7362);
+        const int offset = kCols == 8 ? swizzled_offset(row, 4 * term + warp)
+                                      : swizzled_offset(16 * term + row, warp + 4 * (grp % 2));
+        *reinterpret_cast<uint32_t*>(tile + offset + 4 * (g / 2)) = w;
+      }
     }
   }
 }
@@ -319,9 +437,11 @@ __device__ __forceinline__ void zero_tail(RawStage& st, int valid, int thread) {
 // chain of four or two is short). Two tiles are in flight: tile mt + 1's wgmma are issued before tile
 // mt is waited for and added (one tile at a time took ~380 cycles each, session 10). Rows past the
 // sequence's end were zeroed (zero_tail).
-template <int kCols>
-__device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], const RawStage& st, const RowTile& pt,
-                                         const float (&beta)[kCols], int warp, int lane) {
+// With scale (kScaled), channel tile mt reads scale group mt / 2's Pᵀ (store_p), and adds with weight
+// beta times that group's block maximum (gmax).
+template <int kCols, bool kScaled>
+__device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], const RawStage& st, const RowTile* pt,
+                                         const float (&beta)[kCols], const float4& gmax, int warp, int lane) {
   float beta_lo[kCols];  // the lo term's weight (16 rows: its own columns of T)
 #pragma unroll
   for (int j = 0; j < kCols; ++j) beta_lo[j] = beta[j] * (1.0f / kLoScale);
@@ -335,7 +455,7 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], cons
       ptx::ldmatrix_x4_trans(raw_chunk(st, mt / 2, t, chunk), rk);
     }
   };
-  const uint64_t desc_p = ptx::make_smem_desc(&pt, 16, 1024, ptx::Swizzle::k128B);
+  const uint64_t desc_p = ptx::make_smem_desc(pt, 16, 1024, ptx::Swizzle::k128B);
   uint32_t raw[8], a[2][8];  // the next tile's ldmatrix words; A fragments of two tiles in flight
   float T[2][16];            // fresh fp32 tiles of two tiles in flight
   // Regroups the loaded bytes into tile mt's A fragments, loads tile mt + 1's bytes and issues tile mt.
@@ -352,12 +472,14 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], cons
     }
     if (mt + 1 < kVSubTiles) load(mt + 1, raw);  // while the tensor cores run
     ptx::wgmma_fence();
+    // With scale: group mt / 2's Pᵀ, at tile (mt / 2) / 2 (4 KiB apart), bytes 64 ((mt / 2) % 2).
+    const uint64_t desc_t = kScaled ? desc_p + (256 * (mt / 4) + 4 * ((mt / 2) % 2)) : desc_p;
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks) {
       const uint32_t(&frag)[4] = *reinterpret_cast<const uint32_t(*)[4]>(&am[4 * ks]);
       // Start address + 64term + 32ks bytes, in 16-byte units; term 0 (hi) e4m3, term 1 (lo) e5m2. With
       // 16 rows both terms are rows of one B (+ 32ks bytes), both e4m3.
-      ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE4M3>(T[mt % 2], frag, desc_p + 2 * ks, ks > 0);
+      ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE4M3>(T[mt % 2], frag, desc_t + 2 * ks, ks > 0);
       if constexpr (kCols == 8) {
         ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE5M2>(T[mt % 2], frag, desc_p + (4 + 2 * ks), 1);
       }
@@ -375,16 +497,27 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], cons
       ptx::wgmma_wait_group<0>();
     }
     ptx::fence_registers(a[mt % 2]);
-    add_tile<kCols>(o[mt], T[mt % 2], beta, beta_lo);
+    if constexpr (kScaled) {
+      const float w = mt < 2 ? gmax.x : mt < 4 ? gmax.y : mt < 6 ? gmax.z : gmax.w;
+      float bg[kCols], bg_lo[kCols];
+#pragma unroll
+      for (int j = 0; j < kCols; ++j) {
+        bg[j] = beta[j] * w;
+        bg_lo[j] = beta_lo[j] * w;
+      }
+      add_tile<kCols>(o[mt], T[mt % 2], bg, bg_lo);
+    } else {
+      add_tile<kCols>(o[mt], T[mt % 2], beta, beta_lo);
+    }
   }
 }
 
 // Combines per-thread column values over the 64 tokens: lanes of equal lane % 4 (shuffles), then the
 // four warps through shared memory; every thread gets its kCols columns' results. The caller's next write
 // to s.columns comes after a barrier that every warp reaches only after these reads.
-template <int kCols, typename Op>
-__device__ __forceinline__ void reduce_columns(float (&v)[kCols], SharedStorage& s, int wg, int warp, int lane,
-                                               Op op) {
+template <int kCols, bool kScaled, typename Op>
+__device__ __forceinline__ void reduce_columns(float (&v)[kCols], SharedStorage<kScaled>& s, int wg, int warp,
+                                               int lane, Op op) {
 #pragma unroll
   for (int j = 0; j < kCols; ++j) {
 #pragma unroll
@@ -440,16 +573,19 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
 // A score warpgroup (wg 0 or 1): Sᵀ, the softmax and Pᵀ of every other block of each piece, then the
 // piece's column statistics for the value warpgroup. Its column max runs on its own blocks only; each
 // block's Pᵀ goes with the max it was computed against (p_ref), so that the value warpgroup can bring
-// the two warpgroups' blocks to one scale.
-template <int kCols>
-__device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStorage& s, int wg, int thread) {
+// the two warpgroups' blocks to one scale. With scale (kScaled), Sᵀ folds in each token's scales
+// (score_block_scaled) and each block's Pᵀ is stored once per scale group against the group's largest
+// |scale| over the block's live tokens (p_group_max), which P·V multiplies back.
+template <int kCols, bool kScaled>
+__device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStorage<kScaled>& s, int wg, int thread) {
+  using Storage = SharedStorage<kScaled>;
   const int warp = thread / 32, lane = thread % 32;
   constexpr uint32_t kBoth = kScoreWarpgroups * kConsumerThreads;
   uint32_t it = 0, piece = 0;
   for_each_piece(p, [&](const Piece& pc) {
     const int first = pc.first_block(), end = pc.end_block();
     // Both score warpgroups finished the previous piece (the kQReady at its end): Qᵀ may be replaced.
-    if (wg == 0 && end > first) load_q(p, s, pc.req, thread);
+    if (wg == 0 && end > first) load_q<kScaled>(p, s, pc.req, thread);
     ptx::fence_proxy_async_shared();
     ptx::named_barrier_sync(kQReady, kBoth);
     // Per query row: the score scale and the causal limit, in shared memory (registers are short).
@@ -471,14 +607,51 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
 
     for (int blk = first; blk < end; ++blk, ++it) {
       if ((blk - first) % kScoreWarpgroups != wg) continue;  // the other score warpgroup's block
-      const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % kPSlots);
+      const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % Storage::kSlots);
       // k_free's phase for the stage's previous block (it - kStages) completes before the producer
       // starts this block's copy, so waiting on it first costs nothing beyond the k_full wait; it keeps
       // k_full's parity from matching a phase two behind if the block order changes.
       ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
       ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
       float sc[2 * kCols];
-      score_block<kCols>(sc, s.k[stage], s, warp, lane);
+      const int valid = pc.seqlen - blk * kBlockN;
+      float f[2][kFP8NumScales];  // with scale: this thread's tokens' scales over the block's largest
+      float lane_group_max = 0.0f;  // with scale, lanes 0..3: group `lane`'s block maximum
+      if constexpr (kScaled) {
+        // The tokens' scales, 0 past the sequence's end (stale rows may hold anything); each warp's largest
+        // magnitude per group to s.group_max while the tensor cores run, the block's after them.
+        const int tk = 16 * warp + lane / 4;
+        float scale[2][kFP8NumScales], gm[kFP8NumScales];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float4 v = *reinterpret_cast<const float4*>(s.k_scale[stage][tk + 8 * h]);
+          const bool live = tk + 8 * h < valid;
+          scale[h][0] = live ? v.x : 0.0f;
+          scale[h][1] = live ? v.y : 0.0f;
+          scale[h][2] = live ? v.z : 0.0f;
+          scale[h][3] = live ? v.w : 0.0f;
+        }
+#pragma unroll
+        for (int g = 0; g < kFP8NumScales; ++g) {
+          gm[g] = fmaxf(fabsf(scale[0][g]), fabsf(scale[1][g]));  // fmaxf drops a NaN
+#pragma unroll
+          for (int x = 4; x < 32; x <<= 1) gm[g] = fmaxf(gm[g], __shfl_xor_sync(0xffffffffu, gm[g], x));
+        }
+        if (lane == 0) *reinterpret_cast<float4*>(s.group_max[wg][warp]) = make_float4(gm[0], gm[1], gm[2], gm[3]);
+        score_block_scaled(sc, s.k[stage], s.q, scale, warp, lane);
+        ptx::named_barrier_sync(kGroupMax + wg, kConsumerThreads);
+#pragma unroll
+        for (int g = 0; g < kFP8NumScales; ++g) {
+          const float(&x)[kConsumerWarps][kFP8NumScales] = s.group_max[wg];
+          const float big = fmaxf(fmaxf(x[0][g], x[1][g]), fmaxf(x[2][g], x[3][g]));
+          const float inv = big > 0.0f ? 1.0f / big : 0.0f;  // no live token's scale is nonzero: P·V adds 0
+          f[0][g] = scale[0][g] * inv;  // a NaN scale stays NaN (as the dequantised value is)
+          f[1][g] = scale[1][g] * inv;
+          if (lane == g) lane_group_max = big;  // kept in a register: a warp past kPReady may rewrite group_max
+        }
+      } else {
+        score_block<kCols>(sc, s.k[stage], s.q, warp, lane);
+      }
 
       // Mask (select, never multiply: rows past the end may be NaN) and scale into the log2 domain.
       // P is first computed against the running max as it stands (`fast`): it stays valid while no
@@ -500,11 +673,11 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
         mu[j] = m[j] == -INFINITY ? 0.0f : m[j];  // a fully masked column so far: keep exp2 finite
         fast &= !(fmaxf(v0, v1) - m[j] > kNarrowLag);  // a difference: m + lag rounds for |m| >= 2^26
       }
-      // The slot's previous block (it - kPSlots) is through the value warpgroup's P·V.
-      ptx::mbarrier_wait(&s.p_free[slot], ((it / kPSlots) & 1) ^ 1);
+      // The slot's previous block (it - slots) is through the value warpgroup's P·V.
+      ptx::mbarrier_wait(&s.p_free[slot], ((it / Storage::kSlots) & 1) ^ 1);
       float sum[kCols] = {};
-      store_p<kCols>(s.p[slot], sc, mu, sum, warp, lane);
-      const int valid = pc.seqlen - blk * kBlockN;
+      RowTile* pt = &s.p[kScaled ? 2 * slot : slot];
+      store_p<kCols, kScaled>(pt, sc, mu, sum, f, warp, lane);
       if (valid < kBlockN) {  // a sequence's last block: once every warp has read its K rows
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
         zero_tail(s.k[stage], valid, thread);
@@ -529,7 +702,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
           if (warp == 0 && lane < 4) s.col_max[wg][par ^ 1][column(lane, j)] = m_new;
         }
         par ^= 1;
-        store_p<kCols>(s.p[slot], sc, mu, sum, warp, lane);  // the same thread writes the same bytes
+        store_p<kCols, kScaled>(pt, sc, mu, sum, f, warp, lane);  // the same thread writes the same bytes
         // Warp 0's col_max writes before any warp's read of them in this warpgroup's next block.
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
       }
@@ -538,6 +711,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       if (warp == 0 && lane < 4) {
 #pragma unroll
         for (int j = 0; j < kCols; ++j) s.p_ref[slot][column(lane, j)] = m[j];
+        if constexpr (kScaled) s.p_group_max[slot][lane] = lane_group_max;
       }
       // Pᵀ (generic-proxy writes, and the zeroed tail rows) before the value warpgroup's wgmma and the
       // stage's next TMA fill: each thread fences its own writes, then arrives.
@@ -566,8 +740,9 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
 // reference max seen so far (M per column). A block computed against a smaller reference r adds with
 // weight 2^(r - M); a larger one rescales Oᵀ first. At the piece's end the score warpgroups' sums,
 // brought to M, give l, and this warpgroup stores the piece.
-template <int kCols>
-__device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStorage& s, int thread) {
+template <int kCols, bool kScaled>
+__device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStorage<kScaled>& s, int thread) {
+  using Storage = SharedStorage<kScaled>;
   const int warp = thread / 32, lane = thread % 32;
   uint32_t it = 0, piece = 0;
   for_each_piece(p, [&](const Piece& pc) {
@@ -581,10 +756,10 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
 #pragma unroll
     for (int j = 0; j < kCols; ++j) big[j] = -INFINITY;
     for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
-      const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % kPSlots);
+      const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % Storage::kSlots);
       // The combine may launch once every CTA has begun its last block (dense kernel.cuh).
       if (blk == pc.end_block() - 1 && pc.next_req < 0) cudaTriggerProgrammaticLaunchCompletion();
-      ptx::mbarrier_wait(&s.p_full[slot], (it / kPSlots) & 1);
+      ptx::mbarrier_wait(&s.p_full[slot], (it / Storage::kSlots) & 1);
       // The TMA bytes of V through this thread's own wait (complete long ago: a score warpgroup
       // waited for them before storing the slot's Pᵀ).
       ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
@@ -607,7 +782,8 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
           for (int i = 0; i < 2 * kCols; ++i) o[mt][i] *= alpha[column_of(i)];
         }
       }
-      pv_block<kCols>(o, s.k[stage], s.p[slot], beta, warp, lane);
+      const float4 gmax = kScaled ? *reinterpret_cast<const float4*>(s.p_group_max[slot]) : float4{};
+      pv_block<kCols, kScaled>(o, s.k[stage], &s.p[kScaled ? 2 * slot : slot], beta, gmax, warp, lane);
       ptx::mbarrier_arrive(&s.p_free[slot]);
       ptx::mbarrier_arrive(&s.k_free[stage]);
     }
@@ -635,12 +811,15 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
 
 // kCols: query rows per thread in the m64nN tiles, 8 (up to 32 rows) or 4 (up to 16: N = 16 for Sᵀ, and
 // Pᵀ's two terms side by side in one N = 32 for P·V, so half its wgmma).
-template <int kCols>
+// kScaled: an FP8-with-scale cache (kCols 4 only; rope_map and scale_map read), else per tensor.
+template <int kCols, bool kScaled>
 __global__ void __launch_bounds__(kThreads, 1)
-    decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map) {
+    decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map,
+                  const __grid_constant__ CUtensorMap rope_map, const __grid_constant__ CUtensorMap scale_map) {
+  using Storage = SharedStorage<kScaled>;
   extern __shared__ char smem_raw[];
   const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) & 1023;
-  SharedStorage& s = *reinterpret_cast<SharedStorage*>(smem_raw + ((1024 - misalign) & 1023));
+  Storage& s = *reinterpret_cast<Storage*>(smem_raw + ((1024 - misalign) & 1023));
   const int warpgroup = threadIdx.x / kWarpgroupThreads;
   const int thread = threadIdx.x % kWarpgroupThreads;
   if (threadIdx.x == 0) {
@@ -648,7 +827,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       ptx::mbarrier_init(&s.k_full[st], 1);
       ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
     }
-    for (int sl = 0; sl < kPSlots; ++sl) {
+    for (int sl = 0; sl < Storage::kSlots; ++sl) {
       ptx::mbarrier_init(&s.p_full[sl], kConsumerThreads);
       ptx::mbarrier_init(&s.p_free[sl], kConsumerThreads);
     }
@@ -662,10 +841,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (warpgroup == kProducerWarpgroup) {
     ptx::setmaxnreg_dec<kProducerRegs>();
-    if (thread == 0) producer(p, s, k_map);
+    if (thread == 0) producer<kScaled>(p, s, k_map, rope_map, scale_map);
   } else if (warpgroup == kValueWarpgroup) {
     ptx::setmaxnreg_inc<kValueRegs>();
-    value_consumer<kCols>(p, s, thread);
+    value_consumer<kCols, kScaled>(p, s, thread);
   } else {
     // setmaxnreg.inc below the launch's allocation (or .dec above it) is an illegal instruction.
     if constexpr (kScoreRegs < kLaunchRegs) {
@@ -673,23 +852,25 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else if constexpr (kScoreRegs > kLaunchRegs) {
       ptx::setmaxnreg_inc<kScoreRegs>();
     }
-    score_consumer<kCols>(p, s, warpgroup, thread);
+    score_consumer<kCols, kScaled>(p, s, warpgroup, thread);
   }
 }
 
-// Launches decode_kernel<kCols> on p.stream (the current device is p.device).
-template <int kCols>
-void launch_cols(const DecodeParams& p, const CUtensorMap& k_map) {
+// Launches decode_kernel<kCols, kScaled> on p.stream (the current device is p.device).
+template <int kCols, bool kScaled>
+void launch_cols(const DecodeParams& p, const TensorMaps& maps) {
+  constexpr auto kernel = decode_kernel<kCols, kScaled>;
+  constexpr int kBytes = kSharedBytes<kScaled>;
   static std::atomic<uint64_t> configured{0};
   const uint64_t bit = p.device.index < 64 ? uint64_t{1} << p.device.index : 0;
   if ((configured.load(std::memory_order_acquire) & bit) == 0) {
     detail::cuda_check(
-        cudaFuncSetAttribute(decode_kernel<kCols>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes),
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBytes),
         "cudaFuncSetAttribute (narrow decode kernel shared memory)");
     // The setmaxnreg budgets (and .dec against .inc) assume exactly kLaunchRegs per thread at launch:
     // another count would hang the kernel or trap, so refuse to launch it.
     cudaFuncAttributes attributes{};
-    detail::cuda_check(cudaFuncGetAttributes(&attributes, decode_kernel<kCols>),
+    detail::cuda_check(cudaFuncGetAttributes(&attributes, kernel),
                        "cudaFuncGetAttributes (narrow decode kernel)");
     if (attributes.numRegs != static_cast<int>(kLaunchRegs)) {
       throw Error("cuda", "the narrow decode kernel was compiled with " + std::to_string(attributes.numRegs) +
@@ -699,15 +880,19 @@ void launch_cols(const DecodeParams& p, const CUtensorMap& k_map) {
     configured.fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid(1, p.h_kv, p.num_sm_parts);
-  decode_kernel<kCols><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, k_map);
+  kernel<<<grid, kThreads, kBytes, static_cast<cudaStream_t>(p.stream)>>>(p, maps.k, kScaled ? maps.rope : maps.k,
+                                                                          kScaled ? maps.scales : maps.k);
 }
 
-// The 16-row form when the rows fit, else the 32-row one.
-void launch_decode(const DecodeParams& p, const CUtensorMap& k_map) {
-  if (p.rows <= kSideRows) {
-    launch_cols<4>(p, k_map);
+// With scale: the 16-row form (launch.cu sends no more rows). Per tensor: the 16-row form when the rows
+// fit, else the 32-row one.
+void launch_decode(const DecodeParams& p, const TensorMaps& maps) {
+  if (p.kv_format == KvCacheFormat::kFP8WithScale) {
+    launch_cols<4, true>(p, maps);
+  } else if (p.rows <= kSideRows) {
+    launch_cols<4, false>(p, maps);
   } else {
-    launch_cols<8>(p, k_map);
+    launch_cols<8, false>(p, maps);
   }
 }
 
