@@ -103,7 +103,7 @@ struct SharedStorage {
   // With scale only (one unused entry each per tensor): a stage's four scales per token (TMA), each
   // warp's largest |scale| per group over its block's live tokens, and each slot's block maximum (its Pᵀ
   // of group g holds P * scale / maximum).
-  alignas(16) float k_scale[kScaled ? kStages : 1][kBlockN][kFP8NumScales];
+  alignas(128) float k_scale[kScaled ? kStages : 1][kBlockN][kFP8NumScales];  // a TMA destination: 128-byte aligned
   alignas(16) float group_max[kScoreWarpgroups][kConsumerWarps][kFP8NumScales];
   alignas(16) float p_group_max[kScaled ? kScaledPSlots : 1][kFP8NumScales];
 };
