@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/sm90/decode_common.cuh"
 
@@ -37,10 +38,10 @@ inline constexpr int kRawBoxes = (kHeadDim + kRawBoxCols - 1) / kRawBoxCols;  //
 inline constexpr int kRawBoxBytes = kBlockN * kRawBoxCols;                   // 8 KiB
 // Four stages: the two score warpgroups and the value warpgroup hold one each, one is in flight.
 inline constexpr int kStages = 4;
-// Pᵀ slots between the score warpgroups and the value warpgroup (block it uses slot it % slots): four
-// per tensor; two with scale, whose slot is two tiles (three do not fit beside the scales: 229 KiB).
+// Pᵀ slots between the score warpgroups and the value warpgroup (block it uses slot it % slots): four,
+// with scale of two tiles each (room made by its 16-row Qᵀ tiles).
 inline constexpr int kPSlots = 4;
-inline constexpr int kScaledPSlots = 2;
+inline constexpr int kScaledPSlots = 4;
 // The running max moves when a block's max exceeds it by more than kNarrowLag (log2 units; the dense
 // kernel's kMaxLag is 8), so P ≤ 2^kNarrowLag, and P·V runs on P·kPScale ≤ 2^8 (kernel.cuh, split_p):
 // a lower lag buys e4m3/e5m2 range for small P, at more blocks that move the max.
@@ -70,17 +71,23 @@ struct alignas(1024) RowTile {
   uint16_t v[kRows * kSubTileCols];
 };
 
+// [16 rows, 128 bytes], 128-byte swizzled as RowTile: with scale, Qᵀ's tiles (its rows past 16 are never read).
+struct alignas(1024) HalfRowTile {
+  uint16_t v[kSideRows * kSubTileCols];
+};
+
 struct alignas(1024) RawStage {
   uint8_t box[kRawBoxes][kRawBoxBytes];
 };
 
-// kScaled: the FP8-with-scale plan (two slots of two Pᵀ tiles, the blocks' scales); otherwise per tensor.
+// kScaled: the FP8-with-scale plan (16-row Qᵀ tiles, slots of two Pᵀ tiles, the blocks' scales); otherwise
+// per tensor.
 template <bool kScaled>
 struct SharedStorage {
   static constexpr int kSlots = kScaled ? kScaledPSlots : kPSlots;
   RawStage k[kStages];                       // raw e4m3 blocks, 160 KiB
-  RowTile q[kQKSubTiles];                    // Qᵀ as f16, channels permuted (kernel.cuh), 36 KiB; with scale,
-                                             // tile 8 (RoPE) as bf16
+  // Qᵀ as f16, channels permuted (kernel.cuh), 36 KiB; with scale 16 rows (18 KiB), tile 8 (RoPE) as bf16.
+  std::conditional_t<kScaled, HalfRowTile, RowTile> q[kQKSubTiles];
   // Pᵀ per slot, 16 KiB: [32 rows, 64 tokens e4m3, then 64 e5m2]; with 16 rows, the e4m3 lo term in rows
   // 16..31. With scale (16 rows), slot i is tiles 2i, 2i + 1: scale group g's Pᵀ at tile 2i + g / 2, bytes
   // 64 (g % 2) of each row.

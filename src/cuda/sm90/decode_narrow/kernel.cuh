@@ -126,6 +126,7 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage<kSca
         }
       }
     }
+    if (kScaled && r >= kSideRows) continue;  // 16-row tiles
     char* tile = reinterpret_cast<char*>(&s.q[ks / 4]);
     const int chunk = 2 * (ks % 4);
     *reinterpret_cast<int4*>(tile + swizzled_offset(r, chunk)) = make_int4(lo[0], lo[1], lo[2], lo[3]);
@@ -242,7 +243,8 @@ __device__ __forceinline__ void score_block(float (&sc)[2 * kCols], const RawSta
 // done (while the next group's run). The RoPE box is bf16: batch 8 feeds it as it is (no conversion) to
 // bf16 wgmma against Qᵀ's bf16 tile 8, into chain 0 (group 2's, folded by then). scale[h][g]: token
 // 16w + lane/4 + 8h.
-__device__ __forceinline__ void score_block_scaled(float (&sc)[8], const RawStage& st, const RowTile (&q)[kQKSubTiles],
+__device__ __forceinline__ void score_block_scaled(float (&sc)[8], const RawStage& st,
+                                                   const HalfRowTile (&q)[kQKSubTiles],
                                                    const float (&scale)[2][kFP8NumScales], int warp, int lane) {
   const int t0 = 16 * warp + lane / 4, q4 = lane % 4;
   auto load = [&](int n, int4(&v)[2]) {  // n < 8: box n / 2, chunk 2(lane % 4) + n % 2
@@ -301,7 +303,8 @@ __device__ __forceinline__ void score_block_scaled(float (&sc)[8], const RawStag
     for (int i = 0; i < 4; ++i) {
       const int ks = n < 8 ? 8 * (n / 2) + 4 * (n % 2) + i : 32 + i;
       const uint32_t(&frag)[4] = *reinterpret_cast<const uint32_t(*)[4]>(&A[4 * i]);
-      const uint64_t desc = desc_q + (256 * (ks / 4) + 2 * (ks % 4));
+      // Tile ks / 4 (2 KiB apart), 32 bytes per k-step within it; in 16-byte units.
+      const uint64_t desc = desc_q + (128 * (ks / 4) + 2 * (ks % 4));
       if (n < 8) {
         ptx::wgmma_m64n16k16_rs_f16(chain[(n / 2) % 2], frag, desc, ks % 8 != 0);  // a group's first k-step: fresh
       } else {
