@@ -43,12 +43,12 @@ inline constexpr int kStages = 4;
 inline constexpr int kPSlots = 4;
 inline constexpr int kScaledPSlots = 4;
 // The running max moves when a block's max exceeds it by more than kNarrowLag (log2 units; the dense
-// kernel's kMaxLag is 8), so P ≤ 2^kNarrowLag, and P·V runs on P·kPScale ≤ 2^8 (kernel.cuh, split_p):
+// kernel's kMaxLag is 8), so P ≤ 2^kNarrowLag, and P·V runs on P·kPScale ≤ 2^8 (kernel.cuh, split_h):
 // a lower lag buys e4m3/e5m2 range for small P, at more blocks that move the max.
 inline constexpr float kNarrowLag = 4.0f;
 inline constexpr float kPScale = 16.0f;  // 2^(8 - kNarrowLag)
 // Up to kSideRows query rows the kernel runs at N = 16 and puts Pᵀ's two terms side by side (rows r and
-// 16 + r of one B, both e4m3, the second kLoScale larger: kernel.cuh, split_p), halving P·V's wgmma.
+// 16 + r of one B, both e4m3, the second kLoScale larger: kernel.cuh, split_h), halving P·V's wgmma.
 inline constexpr int kSideRows = 16;
 inline constexpr float kLoScale = 32.0f;
 // FP8 with scale (kernel.cuh, "With scale"): up to kSideRows rows only (a slot holds a Pᵀ per scale group;

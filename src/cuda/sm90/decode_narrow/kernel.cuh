@@ -5,7 +5,7 @@
 //   Oᵀ[512 ch, 32 rows]   += Vᵀ·Pᵀ  8 channel tiles x 4 x m64n32k32 e4m3, A = V's bytes regrouped in
 //                                    registers (no conversion), B = Pᵀ·16 as e4m3 + e5m2 terms
 // Up to 16 rows (kCols 4, session 11) Sᵀ is 36 x m64n16k16, and Pᵀ's two terms are the rows of one
-// N = 32 B (hi in rows 0..15, lo in 16..31, both e4m3: split_p), so P·V is 8 x 2 x m64n32k32.
+// N = 32 B (hi in rows 0..15, lo in 16..31, both e4m3: split_h), so P·V is 8 x 2 x m64n32k32.
 // A block's cost follows its wgmma count more than the tensor cores' work (session 11 timelines: ~90
 // cycles per P·V wgmma in the kernel, ~22 in isolation); halving P·V's took 13-15 %.
 // Warpgroups by role (session 10; before, two consumers each ran whole blocks and merged at the end):
@@ -15,7 +15,7 @@
 //   16-register buffers) are converted while the previous batch runs; P against the warpgroup's own
 //   running column max as it stands, unless a warp votes that a score exceeds it by more than
 //   kNarrowLag (then the 4 warps' maxima meet in shared memory and P is recomputed; sums only at the
-//   piece's end); Pᵀ split into two 8-bit terms (split_p) into one of 4 slots, with the
+//   piece's end); Pᵀ split into two 8-bit terms (split_h) into one of 4 slots, with the
 //   max it was computed against (p_ref); at the piece's end, its column max and sum (stats_m, stats_l).
 // WG2 (value): every block in order: Oᵀ += Vᵀ·Pᵀ per channel tile into a fresh fp32 tile, two tiles in
 //   flight, added to Oᵀ times 2^(p_ref - M), M the largest reference seen (a larger one rescales Oᵀ
@@ -346,11 +346,12 @@ __device__ __forceinline__ void add_tile(float (&o)[2 * kCols], float (&t)[16], 
   }
 }
 
-// Two values of P as two 8-bit terms each, P·kPScale ≈ hi + lo: hi in e4m3 (4 significant bits), lo
+// Two values of P, given as the f16 pair h = P·kPScale (rounded to f16: 11 bits, subnormal to 2^-24), as two
+// 8-bit terms each, P·kPScale ≈ hi + lo: hi in e4m3 (4 significant bits), lo
 // the rest. P ≤ 2^kNarrowLag, so P·kPScale ≤ 2^8, inside e4m3's 448; the lo term keeps small P that
 // e4m3 alone would flush (below 2^-10 once scaled: every token more than ~14 log2 units under the
-// running max, which a long sequence has by the thousand). Rounded to f16 first (11 bits, subnormal to
-// 2^-24). Bytes, low to high: hi(a), hi(b), lo(a), lo(b). NaN stays NaN.
+// running max, which a long sequence has by the thousand). Bytes, low to high: hi(a), hi(b), lo(a), lo(b).
+// NaN stays NaN.
 // - 32 rows (kCols 8): lo in e5m2 (3 more bits; normal down to 2^-14, subnormal to 2^-16), so P·kPScale
 //   keeps ~3 bits down to 2^-14 and rounds to a 2^-16 step below: at most 2^-17 / kPScale lost per token.
 // - 16 rows (kCols 4): the terms sit side by side in one wgmma's B and so share its type: lo in e4m3
@@ -358,8 +359,7 @@ __device__ __forceinline__ void add_tile(float (&o)[2 * kCols], float (&t)[16], 
 //   2^8 stays inside e4m3's range; below, lo keeps 4 bits down to P·kPScale = 2^-11 and rounds to a
 //   2^-14 step (P: 2^-18), four times the e5m2 step.
 template <int kCols>
-__device__ __forceinline__ uint32_t split_p(float a, float b) {
-  const __half2 h = __floats2half2_rn(a * kPScale, b * kPScale);
+__device__ __forceinline__ uint32_t split_h(__half2 h) {
   const __nv_fp8x2_storage_t hi = __nv_cvt_halfraw2_to_fp8x2(h, __NV_SATFINITE, __NV_E4M3);
   const uint32_t back = e4m3x2_to_f16x2(hi);
   const __half2 rest = __hsub2(h, *reinterpret_cast<const __half2*>(&back));
@@ -368,6 +368,7 @@ __device__ __forceinline__ uint32_t split_p(float a, float b) {
                  : __nv_cvt_halfraw2_to_fp8x2(__hmul2(rest, __float2half2_rn(kLoScale)), __NV_SATFINITE, __NV_E4M3);
   return static_cast<uint32_t>(hi) | (static_cast<uint32_t>(lo) << 16);
 }
+
 
 // Pᵀ = 2^(Sᵀ - mu) of one block, stored for P·V, its per-thread column sums added to `sum`.
 // P·V's reduction runs over a 32-token k-step in the order ldmatrix.trans delivers V (pv_block):
@@ -387,6 +388,11 @@ __device__ __forceinline__ void store_p(RowTile* pt, const float (&sc)[2 * kCols
   constexpr int kGroups = kScaled ? kFP8NumScales : 1;
   const int g = lane / 4;
   const bool odd = g & 1;
+  __half2 fh[kGroups] = {};  // with scale: each group's f of tokens g, g + 8 (f16: a P·f below 2^-24 flushes)
+  if constexpr (kScaled) {
+#pragma unroll
+    for (int grp = 0; grp < kGroups; ++grp) fh[grp] = __floats2half2_rn(f[0][grp], f[1][grp]);
+  }
 #pragma unroll
   for (int i = 0; i < kCols / 2; ++i) {
     float pv[4];  // P = 2^(s - mu) of columns 2i, 2i + 1 (tokens g, g, g + 8, g + 8); the column sums stay fp32
@@ -395,14 +401,14 @@ __device__ __forceinline__ void store_p(RowTile* pt, const float (&sc)[2 * kCols
       pv[e] = ptx::exp2_ftz(sc[4 * i + e] - mu[column_of(4 * i + e)]);
       sum[column_of(4 * i + e)] += pv[e];
     }
+    // P·kPScale of column 2i (tokens g, g + 8), then of column 2i + 1, as f16 pairs; with scale each group's
+    // Pᵀ is them times the tokens' f (fh: an f16 pair, tokens g and g + 8).
+    const __half2 c0 = __floats2half2_rn(pv[0] * kPScale, pv[2] * kPScale);
+    const __half2 c1 = __floats2half2_rn(pv[1] * kPScale, pv[3] * kPScale);
 #pragma unroll
     for (int grp = 0; grp < kGroups; ++grp) {
-      float pg[4];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) pg[e] = kScaled ? pv[e] * f[e / 2][grp] : pv[e];
-      // Column 2i (tokens g, g + 8), then column 2i + 1.
-      const uint32_t col0 = split_p<kCols>(pg[0], pg[2]);
-      const uint32_t col1 = split_p<kCols>(pg[1], pg[3]);
+      const uint32_t col0 = split_h<kCols>(kScaled ? __hmul2(c0, fh[grp]) : c0);
+      const uint32_t col1 = split_h<kCols>(kScaled ? __hmul2(c1, fh[grp]) : c1);
       const uint32_t keep = odd ? col1 : col0;
       const uint32_t recv = __shfl_xor_sync(0xffffffffu, odd ? col0 : col1, 4);
       const uint32_t lo = odd ? recv : keep, hi = odd ? keep : recv;  // tokens 2(g/2) + {0, 8}, then + 1
