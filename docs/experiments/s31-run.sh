@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Session 31's device calls (run from the repository root; binaries in scratch/, carried with
+# `carry: ["scratch"]`; OUT=$OUT there). Usage: s31-run.sh STEP. Output of the calls as run:
+# docs/experiments/s31-device-output.txt. head, eq, eq2, trh, treq2: s30-run.sh next-build.
+# call 2: fp8 = issue 7's standing on head (the memory-bound rows, bf16 next to both FP8 layouts, with the copy
+#   ceilings and the eager/host columns of 50bd2c6, their first GPU run); then session 30's next2 without fb
+#   (call 1 dropped fb): eq2's GPU suite, its 16-bit tests on the seesaw, a 2-pass A/B of head, eq and eq2, the
+#   piece change in trh and treq2.
+#   Predicted (session 30): if eq's per-block loss was the pair loop's code, eq2's blocks run as head's (trace
+#   median within 1 %), the piece change as eq's (~5.3 us): 1024 h128 s1 -1 ... -2 %, b=256 512 h16 s1 -1.5
+#   ... -2 %, the long rows within +-0.5 %. FP8 (sessions 11-14, other calls): per-tensor h16 s1 1.68-1.76x
+#   bf16, h16 s2 and h32 s1 ~1.4x, 33-64 rows ~1.0x (dense kernel); with-scale ~0.85x of per-tensor.
+#   Measured (call 2): eq2 lost (+0.3 ... +1.9 %, b=256 512 h16 s1 -1.6 %), its blocks +1 %; with-scale FP8 ran
+#   SLOWER than bf16 (16384 h16 s1 715 against 565 us; per-tensor 330).
+# call3: ws = the narrow kernel for FP8 with scale up to 16 rows (branch narrow-with-scale, 708fb23; built in
+#   /tmp/n here): its GPU suite, head against ws on FP8 rows (bf16, with-scale, per-tensor), memcheck and
+#   synccheck of the with-scale FP8 tests. Predicted: with-scale h16 s1 at 1.05-1.15x per-tensor's time (the
+#   score side: four Pᵀ per block, the scale fold; 656 bytes a token against 576), so 16384 h16 s1 ~350-380 us
+#   (715 on the dense kernel), 1.5-1.6x bf16; per-tensor unchanged (+-1 %); 32+ rows unchanged.
+#   Measured (calls 3-4): call 3 trapped (the scales' TMA destination was 16-byte aligned; TMA needs 128);
+#   call 4: GPU suite passed but the new test's 32/64-row shapes (dense kernel: bf16 rounding of values
+#   64x SPEC's input scale), memcheck and synccheck clean; with scale 16384 h16 s1 716 -> 410 us (bf16 548,
+#   per tensor 316: 1.30x per tensor, not 1.05-1.15x), 8192 h16 s1 361 -> 206, 1024 h16 s1 51.9 -> 32.8,
+#   b=1 64k 35.1 -> 26.5, b=64 512 h16 s1 28.7 -> 20.1; per-tensor and 32-row rows unchanged.
+# call4: ws (main, 0a4f1dc: the test's dense shapes at u in [-1, 1)), wsA (16-row Qᵀ tiles, four Pᵀ slots
+#   instead of two), wsB (wsA + each group's Pᵀ from one f16 product): FP8 tests of each, a 2-pass A/B on
+#   the with-scale h_q=16 rows. Predicted: wsA -2 ... -5 % if the two slots stall the score warpgroups, else
+#   +-1 %; wsB a further -2 ... -4 % (~40 fewer instructions of the score warpgroups' ~1100 per block).
+set -euo pipefail
+# shellcheck source=docs/experiments/variants.sh
+source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
+OUT=${OUT:-s31-out}
+mkdir -p "$OUT"
+
+fp8_rows() {
+  local bin=$1 row
+  for row in "16384 16 1" "16384 16 2" "16384 32 1" "16384 16 4" "16384 64 1" "8192 16 1" "4096 128 1"; do
+    # shellcheck disable=SC2086  # row is three words
+    set -- $row
+    timeout 120 "$bin" --batch 128 --seqlen "$1" --h-q "$2" --s-q "$3" --kv dense,fp8,fp8-tensor --check-rows 8 \
+      --quiet 2>&1 | tail -n +1
+  done
+}
+
+case ${1:-} in
+  call2)
+    fp8_rows scratch/head-flash-mla-bench >"$OUT/fp8.txt" 2>&1 || true
+    grep -v "^ *$" "$OUT/fp8.txt" | head -80
+    gpu_suite eq2
+    FLASH_MLA_SM90_SCHEDULE=seesaw dense_tests eq2
+    ab_many ab-eq2.txt 2 head eq eq2
+    phase_rows "trh treq2" "b128 1024 h128 s1" "b256 512 h16 s1"
+    ;;
+  call3)
+    gpu_suite ws
+    for row in "128 16384 16 1" "128 8192 16 1" "128 8192 8 2" "128 1024 16 1" "1 65536 16 1" "4 4096 16 1" \
+      "64 512 16 1" "128 8192 16 2"; do
+      # shellcheck disable=SC2086  # row is four words
+      set -- $row
+      for name in head ws; do
+        echo "== $name b=$1 $2 h$3 s$4"
+        timeout 60 "scratch/$name-flash-mla-bench" --batch "$1" --seqlen "$2" --h-q "$3" --s-q "$4" \
+          --kv dense,fp8,fp8-tensor --check-rows 8 --quiet --no-ceilings 2>&1 | grep -E "sm90|rror" || true
+      done
+    done
+    sanitize ws "Formats/Sm90FP8.*/fp8:-*LargeBatch*:*MatchesReference*:*EveryPageSize*" memcheck synccheck
+    ;;
+  call4)
+    for name in ws wsA wsB; do
+      if timeout 120 "scratch/$name-flash_mla_gpu_tests" --gtest_filter='Formats/Sm90FP8.*' >"$OUT/$name-fp8.txt" 2>&1
+      then echo "$name: FP8 tests passed"; else echo "$name: FP8 tests FAILED"; grep -E "FAILED|Failure" "$OUT/$name-fp8.txt" | head; fi
+    done
+    OUT=$OUT/a timeout 300 bash scripts/ab.sh -p 2 \
+      -a "--grid flashmla,short,perf --only h_q=16 --kv fp8 --check-rows 8 --quiet --no-ceilings" \
+      ws=scratch/ws-flash-mla-bench wsA=scratch/wsA-flash-mla-bench wsB=scratch/wsB-flash-mla-bench || true
+    ;;
+  *)
+    echo "usage: $0 call2|call3|call4" >&2
+    exit 2
+    ;;
+esac
