@@ -155,28 +155,32 @@ TEST_P(Sm90FP8, BitwiseDeterministic) {
 }
 
 // Padded pages (SPEC: the page stride may exceed page_size * 656 bytes), the padding full of NaN codes.
+// s_q 1 and 2: 16 and 32 query rows (with scale, the narrow kernel and the dense one).
 TEST_P(Sm90FP8, PaddedPagesEqualContiguous) {
   const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
   Stream stream;
-  testing::Workload w = fp8_workload(v, 4, 2, 16, 1, {37, 0, 200, 65}, true, 91);
-  GpuDecode ref(w, 0, stream);
-  ref.run();
-  ref.fetch();
-  const int64_t row = w.k_row_bytes(), page_stride = 64 * row + 256;
-  std::vector<uint8_t> padded(static_cast<size_t>(w.num_pages * page_stride), 0xFF);
-  for (int64_t p = 0; p < w.num_pages; ++p) {
-    std::memcpy(&padded[p * page_stride], &w.k_cache[p * 64 * row], 64 * row);
+  for (int s_q : {1, 2}) {
+    SCOPED_TRACE(::testing::Message() << "s_q=" << s_q);
+    testing::Workload w = fp8_workload(v, 4, s_q, 16, 1, {37, 0, 200, 65}, true, 91);
+    GpuDecode ref(w, 0, stream);
+    ref.run();
+    ref.fetch();
+    const int64_t row = w.k_row_bytes(), page_stride = 64 * row + 256;
+    std::vector<uint8_t> padded(static_cast<size_t>(w.num_pages * page_stride), 0xFF);
+    for (int64_t p = 0; p < w.num_pages; ++p) {
+      std::memcpy(&padded[p * page_stride], &w.k_cache[p * 64 * row], 64 * row);
+    }
+    DeviceBuffer k(padded.size());
+    k.upload(padded.data());
+    GpuDecode d(w, 0, stream);
+    d.args.k_cache = make_view(k.data(), w.k_dtype(), cuda_device(0), {w.num_pages, 64, 1, w.k_last_dim()},
+                               {page_stride, row, row, 1});
+    d.run();
+    d.fetch();
+    EXPECT_EQ(0, std::memcmp(ref.out_host.data(), d.out_host.data(), d.out_host.size()));
+    EXPECT_EQ(0, std::memcmp(ref.lse_host.data(), d.lse_host.data(), d.lse_host.size() * sizeof(float)));
   }
-  DeviceBuffer k(padded.size());
-  k.upload(padded.data());
-  GpuDecode d(w, 0, stream);
-  d.args.k_cache = make_view(k.data(), w.k_dtype(), cuda_device(0), {w.num_pages, 64, 1, w.k_last_dim()},
-                             {page_stride, row, row, 1});
-  d.run();
-  d.fetch();
-  EXPECT_EQ(0, std::memcmp(ref.out_host.data(), d.out_host.data(), d.out_host.size()));
-  EXPECT_EQ(0, std::memcmp(ref.lse_host.data(), d.lse_host.data(), d.lse_host.size() * sizeof(float)));
 }
 
 // Page sizes of every copy shape (divisors and multiples of 64, and 48, 96, 100 whose copies are 16, 32
@@ -187,10 +191,12 @@ TEST_P(Sm90FP8, EveryPageSize) {
   REQUIRE_SM90_FP8(v);
   Stream stream;
   for (int page : {1, 4, 16, 32, 48, 96, 100, 128, 256}) {
-    SCOPED_TRACE(::testing::Message() << "page=" << page);
     const std::vector<int32_t> lens = {page + 1, 0, 2 * page + 63, 1, 300};
-    testing::Workload w = fp8_workload(v, 5, 2, 16, 1, lens, true, 95 + page, page);
-    for (int num_sms : {0, 1}) expect_decode_matches_reference(w, num_sms, stream, kCheckedRows, 95 + page);
+    for (int s_q : {1, 2}) {  // with scale: the narrow kernel, then the dense one
+      SCOPED_TRACE(::testing::Message() << "page=" << page << " s_q=" << s_q);
+      testing::Workload w = fp8_workload(v, 5, s_q, 16, 1, lens, true, 95 + page, page);
+      for (int num_sms : {0, 1}) expect_decode_matches_reference(w, num_sms, stream, kCheckedRows, 95 + page);
+    }
   }
 }
 
@@ -201,9 +207,11 @@ TEST_P(Sm90FP8, OutOfPoolPageReadsAsZeros) {
   REQUIRE_SM90_FP8(v);
   Stream stream;
   for (int page : {64, 16}) {
-    SCOPED_TRACE(::testing::Message() << "page=" << page);
-    testing::Workload w = fp8_workload(v, 3, 2, 16, 1, {200, 70, 129}, true, 93, page);
-    expect_out_of_pool_page_reads_as_zeros(w, stream);
+    for (int s_q : {1, 2}) {
+      SCOPED_TRACE(::testing::Message() << "page=" << page << " s_q=" << s_q);
+      testing::Workload w = fp8_workload(v, 3, s_q, 16, 1, {200, 70, 129}, true, 93, page);
+      expect_out_of_pool_page_reads_as_zeros(w, stream);
+    }
   }
 }
 
@@ -214,14 +222,16 @@ TEST_P(Sm90FP8, LongRaggedSequences) {
   REQUIRE_SM90_FP8(v);
   Stream stream;
   for (int page : {1, 16, 64, 256}) {
-    SCOPED_TRACE(::testing::Message() << "page=" << page);
-    testing::Workload w =
-        fp8_workload(v, 6, 2, 16, 1, ragged_seqlens({0, 1, 65, 3000}, 6, 2500, 97 + page), true, 97 + page, page);
-    GpuDecode d(w, 0, stream);
-    d.run();
-    d.fetch();
-    EXPECT_TRUE(
-        testing::check_against_reference(w, d.out_host.data(), d.lse_host.data(), kCheckedRows, 97 + page).ok);
+    for (int s_q : {1, 2}) {
+      SCOPED_TRACE(::testing::Message() << "page=" << page << " s_q=" << s_q);
+      testing::Workload w =
+          fp8_workload(v, 6, s_q, 16, 1, ragged_seqlens({0, 1, 65, 3000}, 6, 2500, 97 + page), true, 97 + page, page);
+      GpuDecode d(w, 0, stream);
+      d.run();
+      d.fetch();
+      EXPECT_TRUE(
+          testing::check_against_reference(w, d.out_host.data(), d.lse_host.data(), kCheckedRows, 97 + page).ok);
+    }
   }
 }
 
@@ -233,20 +243,23 @@ TEST_P(Sm90FP8, SubnormalCodesConvertExactly) {
   const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
   Stream stream;
-  testing::Workload w = fp8_workload(v, 3, 2, 16, 1, {100, 64, 300}, true, 61);
-  const bool with_scale = v.format == KvCacheFormat::kFP8WithScale;
-  const int64_t row = w.k_row_bytes(), codes = with_scale ? kHeadDimV : kHeadDim;
-  std::mt19937 rng(61);
-  for (int64_t r = 0; r < static_cast<int64_t>(w.k_cache.size()) / row; ++r) {
-    uint8_t* token = w.k_cache.data() + r * row;
-    for (int64_t c = 0; c < codes; ++c) token[c] = static_cast<uint8_t>(rng() % 256) & 0x87;
-    if (with_scale) {
-      const float scale = 16.0f;
-      for (int g = 0; g < kFP8NumScales; ++g) std::memcpy(token + kFP8ScaleOffset + 4 * g, &scale, 4);
+  for (int s_q : {1, 2}) {
+    SCOPED_TRACE(::testing::Message() << "s_q=" << s_q);
+    testing::Workload w = fp8_workload(v, 3, s_q, 16, 1, {100, 64, 300}, true, 61);
+    const bool with_scale = v.format == KvCacheFormat::kFP8WithScale;
+    const int64_t row = w.k_row_bytes(), codes = with_scale ? kHeadDimV : kHeadDim;
+    std::mt19937 rng(61);
+    for (int64_t r = 0; r < static_cast<int64_t>(w.k_cache.size()) / row; ++r) {
+      uint8_t* token = w.k_cache.data() + r * row;
+      for (int64_t c = 0; c < codes; ++c) token[c] = static_cast<uint8_t>(rng() % 256) & 0x87;
+      if (with_scale) {
+        const float scale = 16.0f;
+        for (int g = 0; g < kFP8NumScales; ++g) std::memcpy(token + kFP8ScaleOffset + 4 * g, &scale, 4);
+      }
     }
+    if (!with_scale) w.descale_k = 16.0f;
+    expect_decode_matches_reference(w, 0, stream, 0, 61);
   }
-  if (!with_scale) w.descale_k = 16.0f;
-  expect_decode_matches_reference(w, 0, stream, 0, 61);
 }
 
 // A NaN code inside a sequence is data, not padding: every row that sees it comes out NaN (the
@@ -281,11 +294,14 @@ TEST_P(Sm90FP8, QueriesOutsideHalfRangeKeepTheirPrecision) {
   REQUIRE_SM90_FP8(v);
   if (v.fp8_q) GTEST_SKIP() << "an e4m3 q cannot hold these values";
   Stream stream;
-  testing::Workload w = fp8_workload(v, 2, 2, 16, 1, {300, 77}, true, 63);
-  scale_query_head(w, 0, 0x1p20f);
-  scale_query_head(w, 1, 0x1p-24f);
-  scale_query_head(w, 2, 0x1p118f);  // rows near 2^117: past the old clamp (e <= 100), which overflowed f16
-  expect_decode_matches_reference(w, 0, stream, 0, 63);
+  for (int s_q : {1, 2}) {  // with scale: the narrow kernel's bf16 RoPE tile, then the dense kernel
+    SCOPED_TRACE(::testing::Message() << "s_q=" << s_q);
+    testing::Workload w = fp8_workload(v, 2, s_q, 16, 1, {300, 77}, true, 63);
+    scale_query_head(w, 0, 0x1p20f);
+    scale_query_head(w, 1, 0x1p-24f);
+    scale_query_head(w, 2, 0x1p118f);  // rows near 2^117: past the old clamp (e <= 100), which overflowed f16
+    expect_decode_matches_reference(w, 0, stream, 0, 63);
+  }
 }
 
 // Wide score spreads over long sequences: softmax_scale times 256 gives scores of sd ~2.6 (natural units)
@@ -295,7 +311,8 @@ TEST_P(Sm90FP8, QueriesOutsideHalfRangeKeepTheirPrecision) {
 // the reference is unaffected. The scale widens the scores and leaves V as it is: scaling the cache's
 // dequantisation factor instead also scales V by 256, and SPEC's absolute tolerance (8e-4) then fails
 // every kernel on bf16 rounding alone (session 10, run 1: the dense kernel too). s_q 1 and 2: 16 and 32
-// query rows, the narrow kernel's two forms (P's second term in e4m3 beside the first, or in e5m2).
+// query rows, per tensor the narrow kernel's two forms (P's second term in e4m3 beside the first, or in
+// e5m2); with scale the narrow kernel's 16-row form, then the dense kernel.
 TEST_P(Sm90FP8, WideScoreSpreadKeepsSmallProbabilities) {
   const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
@@ -339,6 +356,41 @@ TEST_P(Sm90FP8, ScalesSpreadWithinABlock) {
       }
     }
     for (int num_sms : {0, 1}) expect_decode_matches_reference(w, num_sms, stream, 0, seed);
+  }
+}
+
+// FP8 with scale, on the narrow kernel (h_q 16) and the dense one (h_q 64): a scale group whose scales are
+// 0 over a whole block reads as zeros (the narrow kernel's block maximum is then 0), against the
+// reference; and a NaN scale of a live token is data, as a NaN code is: every row of its sequence (s_q 1,
+// not causal: every row sees it) comes out NaN, and the other sequence is unchanged, bit for bit.
+TEST_P(Sm90FP8, ZeroAndNaNScales) {
+  const FP8Variant& v = GetParam();
+  REQUIRE_SM90_FP8(v);
+  if (v.format != KvCacheFormat::kFP8WithScale) GTEST_SKIP() << "a per-tensor cache has no per-token scales";
+  Stream stream;
+  for (int h_q : {16, 64}) {
+    SCOPED_TRACE(::testing::Message() << "h_q=" << h_q);
+    testing::Workload w = fp8_workload(v, 2, 1, h_q, 1, {200, 150}, false, 65 + h_q);
+    const int page_size = w.config.page_block_size;
+    auto scale_at = [&](int token, int group) {  // sequence 0's token
+      const int64_t page = w.block_table[token / page_size];
+      return w.k_cache.data() + (page * page_size + token % page_size) * w.k_row_bytes() + kFP8ScaleOffset + 4 * group;
+    };
+    const float zero = 0.0f, nan = std::numeric_limits<float>::quiet_NaN();
+    for (int token = 64; token < 128; ++token) std::memcpy(scale_at(token, 2), &zero, 4);
+    expect_decode_matches_reference(w, 0, stream, 0, 65 + h_q);
+    GpuDecode clean(w, 0, stream);
+    clean.run();
+    clean.fetch();
+    std::memcpy(scale_at(37, 1), &nan, 4);
+    GpuDecode poisoned(w, 0, stream);
+    poisoned.run();
+    poisoned.fetch();
+    const int64_t per_seq = int64_t(w.config.s_q) * w.config.h_q * kHeadDimV;
+    for (int64_t e = 0; e < per_seq; ++e) {
+      ASSERT_TRUE(std::isnan(testing::load_as_float(DType::kBF16, poisoned.out_host.data(), e))) << "element " << e;
+    }
+    EXPECT_EQ(0, std::memcmp(poisoned.out_host.data() + per_seq * 2, clean.out_host.data() + per_seq * 2, per_seq * 2));
   }
 }
 

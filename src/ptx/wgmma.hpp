@@ -158,26 +158,24 @@ __device__ __forceinline__ void wgmma_m64n32k16_rs_f16(float (&d)[16], const uin
 
 // D[64x16] (+)= A[64x16] * B[16x16], f16, A in registers: the m64n32k16 form above at half the width
 // (its 16-row variant, d[8]); the same fragment and register rule.
+#define FLASH_MLA_WGMMA_M64N16K16_RS(TYPES)                                                                   \
+  asm volatile(                                                                                             \
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"                                                           \
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32." TYPES " "                                               \
+      "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p, 1, 1, 0;\n}\n"                           \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])        \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d))
+
 __device__ __forceinline__ void wgmma_m64n16k16_rs_f16(float (&d)[8], const uint32_t (&a)[4], uint64_t desc_b,
                                                        int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+  FLASH_MLA_WGMMA_M64N16K16_RS("f16.f16");
 }
 
 // D[64x16] (+)= A[64x16] * B[16x16], bf16, A in registers: wgmma_m64n16k16_rs_f16 on bf16 operands (the
 // same fragment and register rule).
 __device__ __forceinline__ void wgmma_m64n16k16_rs_bf16(float (&d)[8], const uint32_t (&a)[4], uint64_t desc_b,
                                                         int scale_d) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 "
-      "{%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p, 1, 1, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+  FLASH_MLA_WGMMA_M64N16K16_RS("bf16.bf16");
 }
 
 // 8-bit float types of wgmma's B operand.
@@ -201,5 +199,6 @@ __device__ __forceinline__ void wgmma_m64n32k32_rs_e4m3(float (&d)[16], const ui
 #undef FLASH_MLA_WGMMA_M64N64K16
 #undef FLASH_MLA_WGMMA_M64N256K16_TN
 #undef FLASH_MLA_WGMMA_M64N32_RS
+#undef FLASH_MLA_WGMMA_M64N16K16_RS
 
 }  // namespace flash_mla::ptx

@@ -88,6 +88,14 @@ CUtensorMap make_map(const DecodeParams& p, int64_t offset, CUtensorMapDataType 
   return map;
 }
 
+// An FP8-with-scale cache's bf16 RoPE channels (one 128-byte swizzled box a row) and its four float32
+// scales (16 bytes a row, unswizzled), for both kernels.
+void make_rope_and_scale_maps(const DecodeParams& p, sm90::TensorMaps* maps) {
+  maps->rope = make_map(p, kFP8RopeOffset, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, kHeadDimRope, CU_TENSOR_MAP_SWIZZLE_128B);
+  maps->scales = make_map(p, kFP8ScaleOffset, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, kFP8NumScales,
+                          CU_TENSOR_MAP_SWIZZLE_NONE, kFP8NumScales);
+}
+
 // Dense caches: 16-bit values into the 128-byte-swizzled sub-tiles. FP8: the e4m3 bytes as they are
 // (the NoPE channels, and per tensor the RoPE ones too), for the producer to dequantise in shared
 // memory; with scale, also the scales (16 bytes a token) and the bf16 RoPE channels, straight into
@@ -103,10 +111,7 @@ sm90::TensorMaps make_cache_maps(const DecodeParams& p) {
       break;
     case KvCacheFormat::kFP8WithScale:
       maps.k = make_map(p, 0, CU_TENSOR_MAP_DATA_TYPE_UINT8, kHeadDimV, CU_TENSOR_MAP_SWIZZLE_NONE);
-      maps.rope =
-          make_map(p, kFP8RopeOffset, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, kHeadDimRope, CU_TENSOR_MAP_SWIZZLE_128B);
-      maps.scales = make_map(p, kFP8ScaleOffset, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, kFP8NumScales,
-                             CU_TENSOR_MAP_SWIZZLE_NONE, kFP8NumScales);
+      make_rope_and_scale_maps(p, &maps);
       break;
     case KvCacheFormat::kFP8PerTensor:
       maps.k = make_map(p, 0, CU_TENSOR_MAP_DATA_TYPE_UINT8, kHeadDim, CU_TENSOR_MAP_SWIZZLE_NONE);
@@ -171,9 +176,11 @@ void make_accum_map(const DecodeParams& p, sm90::TensorMaps* maps) {
 }
 
 // The narrow kernel (sm90::narrow) serves per-tensor FP8 caches with at most 32 query rows per KV head,
-// and FP8-with-scale ones with at most 16, whose pages are copied by TMA. Session 10 (before the 16-row form): faster than the dense kernel on 16
-// of the 18 such rows compared with it (same-run pairs), up to 1.48x, and 1-5 % slower on b=1 at 4k and
-// 16k tokens; session 11 did not compare the two again (docs/PERFORMANCE.md). The CMake option
+// and FP8-with-scale ones with at most 16, whose pages are copied by TMA. Per tensor, session 10 (before
+// the 16-row form): faster than the dense kernel on 16 of the 18 such rows compared with it (same-run
+// pairs), up to 1.48x, and 1-5 % slower on b=1 at 4k and 16k tokens; session 11 did not compare the two
+// again. With scale, session 31 (H200): 1.04-1.75x the dense kernel on every 16-row row compared (b=128
+// 16384 h16 s1 716 -> 410 us, b=4 4096 h16 s1 16.4 -> 15.8; docs/PERFORMANCE.md). The CMake option
 // FLASH_MLA_SM90_NARROW_FP8=OFF keeps every call on the dense kernel.
 bool use_narrow(const DecodeParams& p) {
 #if defined(FLASH_MLA_SM90_NARROW_FP8)
@@ -195,12 +202,7 @@ sm90::TensorMaps narrow_maps(const DecodeParams& p) {
   const bool scaled = p.kv_format == KvCacheFormat::kFP8WithScale;
   maps.k = make_map(p, 0, CU_TENSOR_MAP_DATA_TYPE_UINT8, scaled ? kHeadDimV : kHeadDim, CU_TENSOR_MAP_SWIZZLE_128B,
                     sm90::narrow::kRawBoxCols);
-  if (scaled) {
-    maps.rope =
-        make_map(p, kFP8RopeOffset, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, kHeadDimRope, CU_TENSOR_MAP_SWIZZLE_128B);
-    maps.scales = make_map(p, kFP8ScaleOffset, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, kFP8NumScales,
-                           CU_TENSOR_MAP_SWIZZLE_NONE, kFP8NumScales);
-  }
+  if (scaled) make_rope_and_scale_maps(p, &maps);
   return maps;
 }
 

@@ -38,10 +38,9 @@ inline constexpr int kRawBoxes = (kHeadDim + kRawBoxCols - 1) / kRawBoxCols;  //
 inline constexpr int kRawBoxBytes = kBlockN * kRawBoxCols;                   // 8 KiB
 // Four stages: the two score warpgroups and the value warpgroup hold one each, one is in flight.
 inline constexpr int kStages = 4;
-// Pᵀ slots between the score warpgroups and the value warpgroup (block it uses slot it % slots): four,
-// with scale of two tiles each (room made by its 16-row Qᵀ tiles).
+// Pᵀ slots between the score warpgroups and the value warpgroup (block it uses slot it % kPSlots); with
+// scale a slot is two tiles (room made by its 16-row Qᵀ tiles).
 inline constexpr int kPSlots = 4;
-inline constexpr int kScaledPSlots = 4;
 // The running max moves when a block's max exceeds it by more than kNarrowLag (log2 units; the dense
 // kernel's kMaxLag is 8), so P ≤ 2^kNarrowLag, and P·V runs on P·kPScale ≤ 2^8 (kernel.cuh, split_h):
 // a lower lag buys e4m3/e5m2 range for small P, at more blocks that move the max.
@@ -54,6 +53,9 @@ inline constexpr float kLoScale = 32.0f;
 // FP8 with scale (kernel.cuh, "With scale"): up to kSideRows rows only (a slot holds a Pᵀ per scale group;
 // the 32-row form's would need twice the shared memory).
 inline constexpr int kScaledRows = kSideRows;
+// With scale, box g < 4 of a stage is scale group g, and P·V's channel tile mt (64 channels) lies in group
+// mt / 2 (kernel.cuh's producer and pv_block).
+static_assert(kFP8ScaleGroup == kRawBoxCols && kFP8ScaleGroup == 2 * kSubTileCols, "a scale group is one raw box");
 
 // Named barriers (id 0 is __syncthreads). kQReady pairs the score warpgroups (256 threads); kColumns and
 // kPReady are per score warpgroup (128 threads, id + warpgroup).
@@ -84,15 +86,14 @@ struct alignas(1024) RawStage {
 // per tensor.
 template <bool kScaled>
 struct SharedStorage {
-  static constexpr int kSlots = kScaled ? kScaledPSlots : kPSlots;
   RawStage k[kStages];                       // raw e4m3 blocks, 160 KiB
   // Qᵀ as f16, channels permuted (kernel.cuh), 36 KiB; with scale 16 rows (18 KiB), tile 8 (RoPE) as bf16.
   std::conditional_t<kScaled, HalfRowTile, RowTile> q[kQKSubTiles];
-  // Pᵀ per slot, 16 KiB: [32 rows, 64 tokens e4m3, then 64 e5m2]; with 16 rows, the e4m3 lo term in rows
-  // 16..31. With scale (16 rows), slot i is tiles 2i, 2i + 1: scale group g's Pᵀ at tile 2i + g / 2, bytes
-  // 64 (g % 2) of each row.
-  RowTile p[kScaled ? 2 * kScaledPSlots : kPSlots];
-  float p_ref[kSlots][kRows];                // the column max each slot's Pᵀ was computed against
+  // Pᵀ per slot, 4 KiB (16 in all): [32 rows, 64 tokens e4m3, then 64 e5m2]; with 16 rows, the e4m3 lo term
+  // in rows 16..31. With scale (16 rows; 8 KiB a slot), slot i is tiles 2i, 2i + 1: scale group g's Pᵀ at
+  // tile 2i + g / 2, bytes 64 (g % 2) of each row.
+  RowTile p[kScaled ? 2 * kPSlots : kPSlots];
+  float p_ref[kPSlots][kRows];               // the column max each slot's Pᵀ was computed against
   float columns[kScoreWarpgroups][kConsumerWarps][kRows];  // per-warp column maxima or sums
   float col_max[kScoreWarpgroups][2][kRows];  // each score warpgroup's running column max (two buffers)
   float stats_m[2][kScoreWarpgroups][kRows];  // per piece (parity): each score warpgroup's final max
@@ -103,8 +104,8 @@ struct SharedStorage {
   int col_limit[kRows];                      // the piece's last visible token + 1 per query row
   uint64_t k_full[kStages];                  // a stage's bytes landed
   uint64_t k_free[kStages];                  // the value warpgroup finished with a stage
-  uint64_t p_full[kSlots];                   // a score warpgroup stored a slot's Pᵀ and reference
-  uint64_t p_free[kSlots];                   // the value warpgroup finished with a slot
+  uint64_t p_full[kPSlots];                  // a score warpgroup stored a slot's Pᵀ and reference
+  uint64_t p_free[kPSlots];                  // the value warpgroup finished with a slot
   uint64_t stats_full[2];                    // both score warpgroups stored a piece's statistics
   uint64_t stats_free[2];                    // the value warpgroup read them
   // With scale only (one unused entry each per tensor): a stage's four scales per token (TMA), each
@@ -112,7 +113,7 @@ struct SharedStorage {
   // of group g holds P * scale / maximum).
   alignas(128) float k_scale[kScaled ? kStages : 1][kBlockN][kFP8NumScales];  // a TMA destination: 128-byte aligned
   alignas(16) float group_max[kScoreWarpgroups][kConsumerWarps][kFP8NumScales];
-  alignas(16) float p_group_max[kScaled ? kScaledPSlots : 1][kFP8NumScales];
+  alignas(16) float p_group_max[kScaled ? kPSlots : 1][kFP8NumScales];
 };
 
 template <bool kScaled>

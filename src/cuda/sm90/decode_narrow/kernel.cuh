@@ -1,5 +1,6 @@
-// Narrow MLA decode on Hopper for per-tensor FP8 caches with h_q * s_q / h_kv <= 32 query rows: one
-// CTA per (KV head, schedule part), 512 threads. Transposed, so the rows are wgmma's N (32), not a
+// Narrow MLA decode on Hopper for per-tensor FP8 caches with h_q * s_q / h_kv <= 32 query rows, and
+// FP8-with-scale caches with <= 16 (kScaled, "With scale" below): one CTA per (KV head, schedule part),
+// 512 threads. Transposed, so the rows are wgmma's N (32), not a
 // 64-row M tile padded from 16 or 32 rows; the e4m3 bytes stay raw in shared memory:
 //   Sᵀ[64 tokens, 32 rows] = K·Qᵀ   36 x m64n32k16 f16, A = K converted in registers, B = Qᵀ (f16)
 //   Oᵀ[512 ch, 32 rows]   += Vᵀ·Pᵀ  8 channel tiles x 4 x m64n32k32 e4m3, A = V's bytes regrouped in
@@ -25,11 +26,18 @@
 // the value warpgroup ~3400 cycles (channel tiles of ~370; the first ~700 with its loads), a score
 // warpgroup ~3800 of Q·Kᵀ (9 batches of ~400) + ~1300 of softmax per two blocks and ~1500 waiting for
 // its stage: the value warpgroup sets the pace. With 16 rows it is ~14 % faster (b=128 h16 rows).
+// With scale (session 31; docs/DESIGN.md): the producer copies four e4m3 NoPE boxes, the bf16 RoPE box
+// in the fifth's place and the tokens' scales; Sᵀ folds each token's group scales into two accumulator
+// chains in fp32 (score_block_scaled), the RoPE k-steps on bf16 wgmma; Pᵀ is stored once per scale group
+// as P times the token's scale over the block's largest (store_p), and P·V multiplies each channel
+// tile's fresh tile back by its group's block maximum (pv_block). Qᵀ tiles of 16 rows make room for four
+// slots of two Pᵀ tiles.
 // Registers: setmaxnreg value 232 (Oᵀ 128, two T tiles 32, A 16 + 8; half the Oᵀ with 16 rows) / score
-// 120 (Sᵀ 16, or 8 with 16 rows; A 32 + 8) / producer 40; no spills. Shared memory: 160 KiB ring + Qᵀ
-// 36 KiB + Pᵀ 4 x 4 KiB + statistics.
-// Tests: tests/test_gpu_fp8.cpp (per-tensor cases of up to 32 rows, both forms) and flash-mla-bench's
-// check.
+// 120 (Sᵀ 16, or 8 with 16 rows; A 32 + 8; with scale two more chains and the scales) / producer 40; no
+// spills. Shared memory: 160 KiB ring + Qᵀ 36 KiB (with scale 18) + Pᵀ 4 x 4 KiB (with scale 4 x 8) +
+// statistics (with scale, the stages' scales: 4 KiB).
+// Tests: tests/test_gpu_fp8.cpp (cases of up to 32 rows per tensor and 16 with scale, both forms) and
+// flash-mla-bench's check.
 #pragma once
 
 #include <cuda.h>
@@ -183,6 +191,19 @@ __device__ __forceinline__ uint32_t word(const int4& v, int i) {
   return static_cast<uint32_t>(i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w);
 }
 
+// One batch of Q·Kᵀ's A fragments from the thread's two 16-byte chunks of e4m3 bytes (tokens 16w + lane/4
+// and + 8): word i of chunk h is k-step i's low columns (its low pair) and high columns (its upper pair).
+__device__ __forceinline__ void convert_batch(const int4 (&v)[2], uint32_t (&A)[16]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      A[4 * i + h] = e4m3x2_to_f16x2(word(v[h], i));
+      A[4 * i + 2 + h] = ptx::e4m3x2_hi_to_f16x2(word(v[h], i));
+    }
+  }
+}
+
 // Sᵀ = K·Qᵀ of one block. Batch n < 8: box n / 2, the thread's chunk 2(lane % 4) + n % 2 of tokens
 // 16w + lane/4 (+8): its 4 words are k-steps 8(n/2) + 4(n%2) + i, the low half of word i columns
 // 2(lane%4) + {0,1}, the high half + 8. Batch 8: the RoPE box, chunk lane % 4.
@@ -207,14 +228,7 @@ __device__ __forceinline__ void score_block(float (&sc)[2 * kCols], const RawSta
       ptx::wgmma_wait_group<1>();
       ptx::fence_registers(A);
     }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        A[4 * i + h] = e4m3x2_to_f16x2(word(v[h], i));
-        A[4 * i + 2 + h] = ptx::e4m3x2_hi_to_f16x2(word(v[h], i));
-      }
-    }
+    convert_batch(v, A);
     if (n + 1 < 9) load(n + 1, v);
     ptx::wgmma_fence();
 #pragma unroll
@@ -274,14 +288,7 @@ __device__ __forceinline__ void score_block_scaled(float (&sc)[8], const RawStag
     }
     if (n >= 3 && n % 2 == 1) fold((n - 3) / 2);  // groups 0, 1, 2 at n = 3, 5, 7
     if (n < 8) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          A[4 * i + h] = e4m3x2_to_f16x2(word(v[h], i));
-          A[4 * i + 2 + h] = ptx::e4m3x2_hi_to_f16x2(word(v[h], i));
-        }
-      }
+      convert_batch(v, A);
       if (n + 1 < 8) load(n + 1, v);
     } else {
       // Channels 16(lane % 4) .. + 15 of each token (chunks 2(lane % 4), + 1): word 2kk of them is k-step
@@ -369,7 +376,6 @@ __device__ __forceinline__ uint32_t split_h(__half2 h) {
   return static_cast<uint32_t>(hi) | (static_cast<uint32_t>(lo) << 16);
 }
 
-
 // Pᵀ = 2^(Sᵀ - mu) of one block, stored for P·V, its per-thread column sums added to `sum`.
 // P·V's reduction runs over a 32-token k-step in the order ldmatrix.trans delivers V (pv_block):
 // position k = 16h + 4q + i holds token 16h + 2q + (i % 2) + 8(i / 2). Pᵀ is stored in that order, as
@@ -388,7 +394,10 @@ __device__ __forceinline__ void store_p(RowTile* pt, const float (&sc)[2 * kCols
   constexpr int kGroups = kScaled ? kFP8NumScales : 1;
   const int g = lane / 4;
   const bool odd = g & 1;
-  __half2 fh[kGroups] = {};  // with scale: each group's f of tokens g, g + 8 (f16: a P·f below 2^-24 flushes)
+  // With scale: each group's f of tokens g, g + 8, as f16. P·f·kPScale keeps the lo term's floor (split_h):
+  // a token whose P·f is below ~2^-18 adds nothing to its group's channels, so a token whose scale is 2^18 or
+  // more under its block's largest loses that group's V (the dense kernel keeps it, rounded to bf16).
+  __half2 fh[kGroups] = {};
   if constexpr (kScaled) {
 #pragma unroll
     for (int grp = 0; grp < kGroups; ++grp) fh[grp] = __floats2half2_rn(f[0][grp], f[1][grp]);
@@ -587,7 +596,6 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
 // |scale| over the block's live tokens (p_group_max), which P·V multiplies back.
 template <int kCols, bool kScaled>
 __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStorage<kScaled>& s, int wg, int thread) {
-  using Storage = SharedStorage<kScaled>;
   const int warp = thread / 32, lane = thread % 32;
   constexpr uint32_t kBoth = kScoreWarpgroups * kConsumerThreads;
   uint32_t it = 0, piece = 0;
@@ -616,7 +624,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
 
     for (int blk = first; blk < end; ++blk, ++it) {
       if ((blk - first) % kScoreWarpgroups != wg) continue;  // the other score warpgroup's block
-      const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % Storage::kSlots);
+      const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % kPSlots);
       // k_free's phase for the stage's previous block (it - kStages) completes before the producer
       // starts this block's copy, so waiting on it first costs nothing beyond the k_full wait; it keeps
       // k_full's parity from matching a phase two behind if the block order changes.
@@ -625,10 +633,10 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       float sc[2 * kCols];
       const int valid = pc.seqlen - blk * kBlockN;
       float f[2][kFP8NumScales];  // with scale: this thread's tokens' scales over the block's largest
-      float lane_group_max = 0.0f;  // with scale, lanes 0..3: group `lane`'s block maximum
+      float lane_group_max = 0.0f;  // with scale, lanes 0..3: group `lane`'s divisor (its block maximum)
       if constexpr (kScaled) {
         // The tokens' scales, 0 past the sequence's end (stale rows may hold anything); each warp's largest
-        // magnitude per group to s.group_max while the tensor cores run, the block's after them.
+        // magnitude per group to s.group_max before Q·Kᵀ is issued, the block's read after it.
         const int tk = 16 * warp + lane / 4;
         float scale[2][kFP8NumScales], gm[kFP8NumScales];
 #pragma unroll
@@ -653,10 +661,15 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
         for (int g = 0; g < kFP8NumScales; ++g) {
           const float(&x)[kConsumerWarps][kFP8NumScales] = s.group_max[wg];
           const float big = fmaxf(fmaxf(x[0][g], x[1][g]), fmaxf(x[2][g], x[3][g]));
-          const float inv = big > 0.0f ? 1.0f / big : 0.0f;  // no live token's scale is nonzero: P·V adds 0
-          f[0][g] = scale[0][g] * inv;  // a NaN scale stays NaN (as the dequantised value is)
+          // The divisor, at least the smallest normal float so that 1 / norm is finite; P·V multiplies by the
+          // same norm back. 0 when no live scale is nonzero (or every one is NaN): P·V then adds 0 (or NaN).
+          const float norm = big > 0.0f ? fmaxf(big, 0x1p-126f) : 0.0f;
+          const float inv = norm > 0.0f ? 1.0f / norm : 0.0f;
+          // A NaN scale stays NaN, as the dequantised value is: like a NaN code, it reaches every row's
+          // output through P·V, causally masked rows too (P = 0 times NaN).
+          f[0][g] = scale[0][g] * inv;
           f[1][g] = scale[1][g] * inv;
-          if (lane == g) lane_group_max = big;  // kept in a register: a warp past kPReady may rewrite group_max
+          if (lane == g) lane_group_max = norm;  // kept in a register: a warp past kPReady may rewrite group_max
         }
       } else {
         score_block<kCols>(sc, s.k[stage], s.q, warp, lane);
@@ -683,7 +696,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
         fast &= !(fmaxf(v0, v1) - m[j] > kNarrowLag);  // a difference: m + lag rounds for |m| >= 2^26
       }
       // The slot's previous block (it - slots) is through the value warpgroup's P·V.
-      ptx::mbarrier_wait(&s.p_free[slot], ((it / Storage::kSlots) & 1) ^ 1);
+      ptx::mbarrier_wait(&s.p_free[slot], ((it / kPSlots) & 1) ^ 1);
       float sum[kCols] = {};
       RowTile* pt = &s.p[kScaled ? 2 * slot : slot];
       store_p<kCols, kScaled>(pt, sc, mu, sum, f, warp, lane);
@@ -751,7 +764,6 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
 // brought to M, give l, and this warpgroup stores the piece.
 template <int kCols, bool kScaled>
 __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStorage<kScaled>& s, int thread) {
-  using Storage = SharedStorage<kScaled>;
   const int warp = thread / 32, lane = thread % 32;
   uint32_t it = 0, piece = 0;
   for_each_piece(p, [&](const Piece& pc) {
@@ -765,10 +777,10 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
 #pragma unroll
     for (int j = 0; j < kCols; ++j) big[j] = -INFINITY;
     for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
-      const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % Storage::kSlots);
+      const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % kPSlots);
       // The combine may launch once every CTA has begun its last block (dense kernel.cuh).
       if (blk == pc.end_block() - 1 && pc.next_req < 0) cudaTriggerProgrammaticLaunchCompletion();
-      ptx::mbarrier_wait(&s.p_full[slot], (it / Storage::kSlots) & 1);
+      ptx::mbarrier_wait(&s.p_full[slot], (it / kPSlots) & 1);
       // The TMA bytes of V through this thread's own wait (complete long ago: a score warpgroup
       // waited for them before storing the slot's Pᵀ).
       ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
@@ -836,7 +848,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       ptx::mbarrier_init(&s.k_full[st], 1);
       ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
     }
-    for (int sl = 0; sl < Storage::kSlots; ++sl) {
+    for (int sl = 0; sl < kPSlots; ++sl) {
       ptx::mbarrier_init(&s.p_full[sl], kConsumerThreads);
       ptx::mbarrier_init(&s.p_free[sl], kConsumerThreads);
     }
@@ -897,6 +909,10 @@ void launch_cols(const DecodeParams& p, const TensorMaps& maps) {
 // fit, else the 32-row one.
 void launch_decode(const DecodeParams& p, const TensorMaps& maps) {
   if (p.kv_format == KvCacheFormat::kFP8WithScale) {
+    if (p.rows > kScaledRows) {  // launch.cu's use_narrow never sends more; rows past 16 would go unwritten
+      throw Error("k_cache", "the narrow kernel reads FP8-with-scale caches for at most " + std::to_string(kScaledRows) +
+                                 " query rows per KV head, got " + std::to_string(p.rows));
+    }
     launch_cols<4, true>(p, maps);
   } else if (p.rows <= kSideRows) {
     launch_cols<4, false>(p, maps);
