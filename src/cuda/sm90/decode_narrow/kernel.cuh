@@ -910,8 +910,9 @@ void launch_cols(const DecodeParams& p, const TensorMaps& maps) {
 void launch_decode(const DecodeParams& p, const TensorMaps& maps) {
   if (p.kv_format == KvCacheFormat::kFP8WithScale) {
     if (p.rows > kScaledRows) {  // launch.cu's use_narrow never sends more; rows past 16 would go unwritten
-      throw Error("k_cache", "the narrow kernel reads FP8-with-scale caches for at most " + std::to_string(kScaledRows) +
-                                 " query rows per KV head, got " + std::to_string(p.rows));
+      throw Error("k_cache", "the narrow kernel reads FP8-with-scale caches for at most " +
+                                 std::to_string(kScaledRows) + " query rows per KV head, got " +
+                                 std::to_string(p.rows));
     }
     launch_cols<4, true>(p, maps);
   } else if (p.rows <= kSideRows) {
