@@ -26,6 +26,16 @@
 #   instead of two), wsB (wsA + each group's Pᵀ from one f16 product): FP8 tests of each, a 2-pass A/B on
 #   the with-scale h_q=16 rows. Predicted: wsA -2 ... -5 % if the two slots stall the score warpgroups, else
 #   +-1 %; wsB a further -2 ... -4 % (~40 fewer instructions of the score warpgroups' ~1100 per block).
+#   Measured (calls 5-8): FP8 tests of all three passed; wsA 0.992-1.010x of ws, wsB 0.974-0.989x on the 16-row
+#   rows (b=256 512 h16 s1 0.998x), 0.993-1.003x elsewhere; wsB's memcheck, synccheck and GPU suite passed; ncu:
+#   with scale 87.9 M instructions against per tensor's 61.6 M (cycles 324 k against 242 k). Landed (0812b73).
+# next-build (here, ~4 min) / next (~8 min): the next session's call. head = HEAD (84d8750 or later: the review's
+#   fixes, unrun on a GPU: the divisor clamp, the shared helpers, and the tests that now also run 16 rows (the
+#   with-scale narrow kernel) and ZeroAndNaNScales); wsP = HEAD + s31-with-scale-all-pages.patch (the narrow
+#   kernel with scale for every page size of 16+ row copies, not only multiples of 64). head's GPU suite, wsP's
+#   FP8 tests, memcheck and synccheck; with scale at pages 64/16/32/48 on both; issue 7's standing on FlashMLA's
+#   h_q=16 rows (bf16, both FP8 layouts). Predicted: everything passes; wsP's page-16/32/48 rows at page 64's
+#   time +-3 % (head runs them on the dense kernel, ~1.75x slower). Land the patch if so.
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
@@ -74,8 +84,28 @@ case ${1:-} in
       -a "--grid flashmla,short,perf --only h_q=16 --kv fp8 --check-rows 8 --quiet --no-ceilings" \
       ws=scratch/ws-flash-mla-bench wsA=scratch/wsA-flash-mla-bench wsB=scratch/wsB-flash-mla-bench || true
     ;;
+  next-build)
+    build head - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
+    build wsP s31-with-scale-all-pages.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    for name in head wsP; do git worktree remove --force "/tmp/variant-src-$name"; done
+    ;;
+  next)
+    gpu_suite head
+    if timeout 150 scratch/wsP-flash_mla_gpu_tests --gtest_filter='Formats/Sm90FP8.*' >"$OUT/wsP-fp8.txt" 2>&1
+    then echo "wsP: FP8 tests passed"; else echo "wsP: FP8 tests FAILED"; grep -E "FAILED|Failure" "$OUT/wsP-fp8.txt" | head; fi
+    sanitize wsP "Formats/Sm90FP8.*/fp8:-*LargeBatch*:*MatchesReference*" memcheck synccheck
+    for name in head wsP; do
+      echo "== $name"
+      timeout 120 "scratch/$name-flash-mla-bench" --batch 128 --seqlen 8192 --h-q 16 --s-q 1 --kv fp8 \
+        --page-size 64,16,32,48 --check-rows 8 --quiet --no-ceilings 2>&1 | grep -E "sm90|rror" || true
+    done
+    timeout 300 scratch/head-flash-mla-bench --grid flashmla --only h_q=16 --kv dense,fp8,fp8-tensor --check-rows 8 \
+      --quiet >"$OUT/fp8-flashmla.txt" 2>&1 || true
+    grep -E "ceilings|sm90" "$OUT/fp8-flashmla.txt"
+    ;;
   *)
-    echo "usage: $0 call2|call3|call4" >&2
+    echo "usage: $0 call2|call3|call4|next-build|next" >&2
     exit 2
     ;;
 esac
