@@ -10,18 +10,20 @@
 #   median within 1 %), the piece change as eq's (~5.3 us): 1024 h128 s1 -1 ... -2 %, b=256 512 h16 s1 -1.5
 #   ... -2 %, the long rows within +-0.5 %. FP8 (sessions 11-14, other calls): per-tensor h16 s1 1.68-1.76x
 #   bf16, h16 s2 and h32 s1 ~1.4x, 33-64 rows ~1.0x (dense kernel); with-scale ~0.85x of per-tensor.
-#   Measured (call 2): eq2 lost (+0.3 ... +1.9 %, b=256 512 h16 s1 -1.6 %), its blocks +1 %; with-scale FP8 ran
+#   Measured (call 2): eq2 lost (0 ... +1.9 %, b=256 512 h16 s1 -1.6 %), its blocks +1 %; with-scale FP8 ran
 #   SLOWER than bf16 (16384 h16 s1 715 against 565 us; per-tensor 330).
 # call3: ws = the narrow kernel for FP8 with scale up to 16 rows (branch narrow-with-scale, 708fb23; built in
 #   /tmp/n here): its GPU suite, head against ws on FP8 rows (bf16, with-scale, per-tensor), memcheck and
 #   synccheck of the with-scale FP8 tests. Predicted: with-scale h16 s1 at 1.05-1.15x per-tensor's time (the
 #   score side: four Pᵀ per block, the scale fold; 656 bytes a token against 576), so 16384 h16 s1 ~350-380 us
 #   (715 on the dense kernel), 1.5-1.6x bf16; per-tensor unchanged (+-1 %); 32+ rows unchanged.
-#   Measured (calls 3-4): call 3 trapped (the scales' TMA destination was 16-byte aligned; TMA needs 128);
-#   call 4: GPU suite passed but the new test's 32/64-row shapes (dense kernel: bf16 rounding of values
-#   64x SPEC's input scale), memcheck and synccheck clean; with scale 16384 h16 s1 716 -> 410 us (bf16 548,
-#   per tensor 316: 1.30x per tensor, not 1.05-1.15x), 8192 h16 s1 361 -> 206, 1024 h16 s1 51.9 -> 32.8,
-#   b=1 64k 35.1 -> 26.5, b=64 512 h16 s1 28.7 -> 20.1; per-tensor and 32-row rows unchanged.
+#   Measured (calls 3-4): call 3 trapped (memcheck: misaligned shared address in the producer's TMA; the
+#   scales' destination was 16-byte aligned, 128 fixed it); call 4: GPU suite 95 passed, 1 failed (the new
+#   test's 32/64-row shapes, on the dense kernel; by its comment that kernel rounds dequantised values to bf16
+#   and the spread put them at 64x SPEC's input scale: inferred), memcheck and synccheck 0 errors; with scale
+#   16384 h16 s1 716 -> 410 us (per tensor 316: 1.30x per tensor, not 1.05-1.15x; bf16 548 in call 3), 8192
+#   h16 s1 361 -> 206, 1024 h16 s1 51.9 -> 32.8, b=1 64k 35.1 -> 26.5, b=64 512 h16 s1 28.7 -> 20.1; per-tensor
+#   and 32-row rows unchanged.
 # call4: ws (main, 0a4f1dc: the test's dense shapes at u in [-1, 1)), wsA (16-row Qᵀ tiles, four Pᵀ slots
 #   instead of two), wsB (wsA + each group's Pᵀ from one f16 product): FP8 tests of each, a 2-pass A/B on
 #   the with-scale h_q=16 rows. Predicted: wsA -2 ... -5 % if the two slots stall the score warpgroups, else
