@@ -125,21 +125,26 @@ TEST_P(Sm90FP8, EmptyAndFullyMaskedRowsAreExact) {
   const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
   Stream stream;
-  for (const auto& lens : {std::vector<int32_t>(64, 0), std::vector<int32_t>{0, 1, 2, 3, 4, 100, 0}}) {
-    testing::Workload w = fp8_workload(v, static_cast<int>(lens.size()), 4, 128, 1, lens, true, 21);
-    GpuDecode d(w, 0, stream);
-    d.run();
-    const auto r = d.check(0);
-    EXPECT_TRUE(r.ok) << r.first_failure;
-    for (int i = 0; i < w.config.batch; ++i) {
-      for (int t = 0; t < 4; ++t) {
-        if (visible_keys(w, i, t) > 0) continue;
-        for (int h = 0; h < 128; ++h) {
-          const int64_t row = (int64_t(i) * 4 + t) * 128 + h;
-          for (int e = 0; e < kHeadDimV; ++e) {
-            ASSERT_EQ(testing::load_as_float(DType::kBF16, d.out_host.data(), row * kHeadDimV + e), 0.0f);
+  const int shapes[][2] = {{128, 4}, {16, 2}};  // h_q, s_q: the dense kernel, the narrow kernel's 32-row form
+  for (const auto& hs : shapes) {
+    const int h_q = hs[0], s_q = hs[1];
+    for (const auto& lens : {std::vector<int32_t>(64, 0), std::vector<int32_t>{0, 1, 2, 3, 4, 100, 0}}) {
+      SCOPED_TRACE(::testing::Message() << "h_q=" << h_q << " s_q=" << s_q << " b=" << lens.size());
+      testing::Workload w = fp8_workload(v, static_cast<int>(lens.size()), s_q, h_q, 1, lens, true, 21);
+      GpuDecode d(w, 0, stream);
+      d.run();
+      const auto r = d.check(0);
+      EXPECT_TRUE(r.ok) << r.first_failure;
+      for (int i = 0; i < w.config.batch; ++i) {
+        for (int t = 0; t < s_q; ++t) {
+          if (visible_keys(w, i, t) > 0) continue;
+          for (int h = 0; h < h_q; ++h) {
+            const int64_t row = (int64_t(i) * s_q + t) * h_q + h;
+            for (int e = 0; e < kHeadDimV; ++e) {
+              ASSERT_EQ(testing::load_as_float(DType::kBF16, d.out_host.data(), row * kHeadDimV + e), 0.0f);
+            }
+            ASSERT_EQ(d.lse_host[(int64_t(i) * h_q + h) * s_q + t], std::numeric_limits<float>::infinity());
           }
-          ASSERT_EQ(d.lse_host[(int64_t(i) * 128 + h) * 4 + t], std::numeric_limits<float>::infinity());
         }
       }
     }
@@ -151,24 +156,29 @@ TEST_P(Sm90FP8, BitwiseDeterministic) {
   const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
   Stream stream;
-  testing::Workload w = fp8_workload(v, 9, 2, 128, 1, ragged_seqlens({0, 1, 65, 4000}, 9, 3000, 31), true, 31);
-  GpuDecode d(w, 0, stream);
-  d.run();
-  d.fetch();
-  const std::vector<uint8_t> out0 = d.out_host;
-  const std::vector<float> lse0 = d.lse_host;
-  EXPECT_TRUE(testing::check_against_reference(w, out0.data(), lse0.data(), kCheckedRows, 31).ok);
-  for (int call = 0; call < 20; ++call) {
-    d.workspace.fill(call % 2 ? 0xff : 0x00);
+  const int shapes[][2] = {{128, 2}, {16, 1}, {16, 2}};  // h_q, s_q: the dense kernel, the narrow kernel's forms
+  for (const auto& hs : shapes) {
+    SCOPED_TRACE(::testing::Message() << "h_q=" << hs[0] << " s_q=" << hs[1]);
+    testing::Workload w =
+        fp8_workload(v, 9, hs[1], hs[0], 1, ragged_seqlens({0, 1, 65, 4000}, 9, 3000, 31), true, 31);
+    GpuDecode d(w, 0, stream);
     d.run();
     d.fetch();
-    ASSERT_EQ(0, std::memcmp(out0.data(), d.out_host.data(), out0.size())) << "call " << call;
-    ASSERT_EQ(0, std::memcmp(lse0.data(), d.lse_host.data(), lse0.size() * sizeof(float))) << "call " << call;
+    const std::vector<uint8_t> out0 = d.out_host;
+    const std::vector<float> lse0 = d.lse_host;
+    EXPECT_TRUE(testing::check_against_reference(w, out0.data(), lse0.data(), kCheckedRows, 31).ok);
+    for (int call = 0; call < 20; ++call) {
+      d.workspace.fill(call % 2 ? 0xff : 0x00);
+      d.run();
+      d.fetch();
+      ASSERT_EQ(0, std::memcmp(out0.data(), d.out_host.data(), out0.size())) << "call " << call;
+      ASSERT_EQ(0, std::memcmp(lse0.data(), d.lse_host.data(), lse0.size() * sizeof(float))) << "call " << call;
+    }
   }
 }
 
 // Padded pages (SPEC: the page stride may exceed page_size * 656 bytes), the padding full of NaN codes.
-// s_q 1 and 2: 16 and 32 query rows (with scale, the narrow kernel and the dense one).
+// s_q 1 and 2: 16 and 32 query rows.
 TEST_P(Sm90FP8, PaddedPagesEqualContiguous) {
   const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
@@ -205,7 +215,7 @@ TEST_P(Sm90FP8, EveryPageSize) {
   Stream stream;
   for (int page : {1, 4, 16, 32, 48, 96, 100, 128, 256}) {
     const std::vector<int32_t> lens = {page + 1, 0, 2 * page + 63, 1, 300};
-    for (int s_q : {1, 2}) {  // with scale: the narrow kernel, then the dense one
+    for (int s_q : {1, 2}) {  // 16 and 32 query rows
       SCOPED_TRACE(::testing::Message() << "page=" << page << " s_q=" << s_q);
       testing::Workload w = fp8_workload(v, 5, s_q, 16, 1, lens, true, 95 + page, page);
       for (int num_sms : {0, 1}) expect_decode_matches_reference(w, num_sms, stream, kCheckedRows, 95 + page);
@@ -281,15 +291,18 @@ TEST_P(Sm90FP8, NaNCodeInsideASequencePropagates) {
   const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
   Stream stream;
-  testing::Workload w = fp8_workload(v, 2, 1, 16, 1, {100, 100}, false, 62);
-  GpuDecode clean(w, 0, stream);
-  clean.run();
-  clean.fetch();
-  const int token = 37;
-  const int64_t page = w.block_table[token / w.config.page_block_size];
-  const int64_t at = (page * w.config.page_block_size + token % w.config.page_block_size) * w.k_row_bytes() + 5;
-  w.k_cache[at] = 0x7F;
-  expect_nan_in_first_sequence_only(w, clean, stream);
+  for (int h_q : {16, 32}) {  // 16 and 32 query rows
+    SCOPED_TRACE(::testing::Message() << "h_q=" << h_q);
+    testing::Workload w = fp8_workload(v, 2, 1, h_q, 1, {100, 100}, false, 62);
+    GpuDecode clean(w, 0, stream);
+    clean.run();
+    clean.fetch();
+    const int token = 37;
+    const int64_t page = w.block_table[token / w.config.page_block_size];
+    const int64_t at = (page * w.config.page_block_size + token % w.config.page_block_size) * w.k_row_bytes() + 5;
+    w.k_cache[at] = 0x7F;
+    expect_nan_in_first_sequence_only(w, clean, stream);
+  }
 }
 
 // Query rows far outside f16's range (2^20, 2^-24 and 2^118 times randn / 10, exact in bf16) decode as the
@@ -300,7 +313,7 @@ TEST_P(Sm90FP8, QueriesOutsideHalfRangeKeepTheirPrecision) {
   REQUIRE_SM90_FP8(v);
   if (v.fp8_q) GTEST_SKIP() << "an e4m3 q cannot hold these values";
   Stream stream;
-  for (int s_q : {1, 2}) {  // with scale: the narrow kernel's bf16 RoPE tile, then the dense kernel
+  for (int s_q : {1, 2}) {  // 16 and 32 query rows (with scale, the narrow kernel's bf16 RoPE tile at 16)
     SCOPED_TRACE(::testing::Message() << "s_q=" << s_q);
     testing::Workload w = fp8_workload(v, 2, s_q, 16, 1, {300, 77}, true, 63);
     scale_query_head(w, 0, 0x1p20f);
@@ -366,16 +379,16 @@ TEST_P(Sm90FP8, ScalesSpreadWithinABlock) {
   }
 }
 
-// FP8 with scale, on the narrow kernel (h_q 16) and the dense one (h_q 64): a scale group whose scales are
-// 0 over a whole block reads as zeros (the narrow kernel's block maximum is then 0), against the
-// reference; and a NaN scale of a live token is data, as a NaN code is: every row of its sequence (s_q 1,
-// not causal: every row sees it) comes out NaN, and the other sequence is unchanged, bit for bit.
+// FP8 with scale, with 16, 32 and 64 query rows (each kernel and form that takes the layout): scale groups
+// whose scales are 0 over a whole block read as zeros (the narrow kernel's block maximum is then 0), against
+// the reference; and a NaN scale of a live token is data, as a NaN code is: every row of its sequence (s_q
+// 1, not causal: every row sees it) comes out NaN, and the other sequence is unchanged, bit for bit.
 TEST_P(Sm90FP8, ZeroAndNaNScales) {
   const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
   if (v.format != KvCacheFormat::kFP8WithScale) GTEST_SKIP() << "a per-tensor cache has no per-token scales";
   Stream stream;
-  for (int h_q : {16, 64}) {
+  for (int h_q : {16, 32, 64}) {
     SCOPED_TRACE(::testing::Message() << "h_q=" << h_q);
     testing::Workload w = fp8_workload(v, 2, 1, h_q, 1, {200, 150}, false, 65 + h_q);
     const int page_size = w.config.page_block_size;
@@ -384,7 +397,10 @@ TEST_P(Sm90FP8, ZeroAndNaNScales) {
       return w.k_cache.data() + (page * page_size + token % page_size) * w.k_row_bytes() + kFP8ScaleOffset + 4 * group;
     };
     const float zero = 0.0f, nan = std::numeric_limits<float>::quiet_NaN();
-    for (int token = 64; token < 128; ++token) std::memcpy(scale_at(token, 2), &zero, 4);
+    for (int token = 64; token < 128; ++token) {  // groups 0 and 2 of sequence 0's second block
+      std::memcpy(scale_at(token, 0), &zero, 4);
+      std::memcpy(scale_at(token, 2), &zero, 4);
+    }
     expect_decode_matches_reference(w, 0, stream, 0, 65 + h_q);
     GpuDecode clean(w, 0, stream);
     clean.run();
