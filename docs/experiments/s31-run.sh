@@ -38,11 +38,28 @@
 #   FP8 tests, memcheck and synccheck; with scale at pages 64/16/32/48 on both; issue 7's standing on FlashMLA's
 #   h_q=16 rows (bf16, both FP8 layouts). Predicted: everything passes; wsP's page-16/32/48 rows at page 64's
 #   time +-3 % (head runs them on the dense kernel, ~1.75x slower). Land the patch if so.
+#   w32 = HEAD + s31-with-scale-32-rows.patch (built on branch ws32 in session 31, reviewed, unmeasured): with
+#   scale on the narrow kernel's 32-row form (17-32 rows: h16 s2, h32 s1): one Sᵀ chain (registers), Pᵀ of
+#   scale groups 0 and 1 in the block's stage's RoPE box once Q·Kᵀ has read it, groups 2 and 3 in two slots;
+#   its FP8 tests (h16 s2 and h32 s1 cases now run it), sanitizers, a 2-pass A/B on FlashMLA's h_q=16 rows
+#   with scale. Predicted: the 32-row rows (s_q 2) at 1.15-1.35x per tensor's time (16384 h16 s2 ~480-560 us
+#   against the dense kernel's ~718: 1.3-1.5x faster); the 16-row rows unchanged (+-1 %). The patches stack
+#   (all-pages on top of 32-rows applies).
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
 OUT=${OUT:-s31-out}
 mkdir -p "$OUT"
+
+# fp8_tests NAME: scratch/NAME-flash_mla_gpu_tests' FP8 tests, the log in $OUT/NAME-fp8.txt; prints the verdict.
+fp8_tests() {
+  if timeout 150 "scratch/$1-flash_mla_gpu_tests" --gtest_filter='Formats/Sm90FP8.*' >"$OUT/$1-fp8.txt" 2>&1; then
+    echo "$1: FP8 tests passed"
+  else
+    echo "$1: FP8 tests FAILED"
+    grep -E "FAILED|Failure" "$OUT/$1-fp8.txt" | head || true
+  fi
+}
 
 fp8_rows() {
   local bin=$1 row
@@ -78,10 +95,7 @@ case ${1:-} in
     sanitize ws "Formats/Sm90FP8.*/fp8:-*LargeBatch*:*MatchesReference*:*EveryPageSize*" memcheck synccheck
     ;;
   call4)
-    for name in ws wsA wsB; do
-      if timeout 120 "scratch/$name-flash_mla_gpu_tests" --gtest_filter='Formats/Sm90FP8.*' >"$OUT/$name-fp8.txt" 2>&1
-      then echo "$name: FP8 tests passed"; else echo "$name: FP8 tests FAILED"; grep -E "FAILED|Failure" "$OUT/$name-fp8.txt" | head; fi
-    done
+    for name in ws wsA wsB; do fp8_tests "$name"; done
     OUT=$OUT/a timeout 300 bash scripts/ab.sh -p 2 \
       -a "--grid flashmla,short,perf --only h_q=16 --kv fp8 --check-rows 8 --quiet --no-ceilings" \
       ws=scratch/ws-flash-mla-bench wsA=scratch/wsA-flash-mla-bench wsB=scratch/wsB-flash-mla-bench || true
@@ -90,13 +104,19 @@ case ${1:-} in
     build head - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
     build wsP s31-with-scale-all-pages.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
       flash_mla_gpu_tests
-    for name in head wsP; do git worktree remove --force "/tmp/variant-src-$name"; done
+    build w32 s31-with-scale-32-rows.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    for name in head wsP w32; do git worktree remove --force "/tmp/variant-src-$name"; done
     ;;
   next)
     gpu_suite head
-    if timeout 150 scratch/wsP-flash_mla_gpu_tests --gtest_filter='Formats/Sm90FP8.*' >"$OUT/wsP-fp8.txt" 2>&1
-    then echo "wsP: FP8 tests passed"; else echo "wsP: FP8 tests FAILED"; grep -E "FAILED|Failure" "$OUT/wsP-fp8.txt" | head; fi
-    sanitize wsP "Formats/Sm90FP8.*/fp8:-*LargeBatch*:*MatchesReference*" memcheck synccheck
+    for name in wsP w32; do
+      fp8_tests "$name"
+      sanitize "$name" "Formats/Sm90FP8.*/fp8:-*LargeBatch*:*MatchesReference*" memcheck synccheck
+    done
+    OUT=$OUT/a timeout 200 bash scripts/ab.sh -p 2 \
+      -a "--grid flashmla --only h_q=16 --kv fp8 --check-rows 8 --quiet --no-ceilings" \
+      head=scratch/head-flash-mla-bench w32=scratch/w32-flash-mla-bench || true
     for name in head wsP; do
       echo "== $name"
       timeout 120 "scratch/$name-flash-mla-bench" --batch 128 --seqlen 8192 --h-q 16 --s-q 1 --kv fp8 \
