@@ -45,6 +45,14 @@
 #   with scale. Predicted: the 32-row rows (s_q 2) at 1.15-1.35x per tensor's time (16384 h16 s2 ~480-560 us
 #   against the dense kernel's ~718: 1.3-1.5x faster); the 16-row rows unchanged (+-1 %). The patches stack
 #   (all-pages on top of 32-rows applies).
+# next2 (~6 min): s5 = HEAD + s31-five-stages.patch (built and reviewed in session 31, unmeasured): per tensor
+#   with 16 rows, five stages instead of four (two in flight), room made by 16-row Qᵀ tiles and each block's Pᵀ
+#   written into its own stage's RoPE box once every warp's Q·Kᵀ has read it (a named barrier); its FP8 tests,
+#   sanitizers, a 2-pass A/B on the per-tensor h_q=16 rows; then issue 7's standing on FlashMLA's h_q=16 rows
+#   (bf16 and both FP8 layouts, head). Session 11's timelines had a 32-row score warpgroup ~1500 cycles per own
+#   block waiting for its stage. Predicted: the 16-row per-tensor rows -2 ... -5 % (16384 h16 s1 at ~1.8x
+#   bf16, issue 7's target), the 32-row rows unchanged. Conflicts with the 32-rows patch (both reshape
+#   SharedStorage): land one, rebase the other.
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
@@ -106,7 +114,9 @@ case ${1:-} in
       flash_mla_gpu_tests
     build w32 s31-with-scale-32-rows.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
       flash_mla_gpu_tests
-    for name in head wsP w32; do git worktree remove --force "/tmp/variant-src-$name"; done
+    build s5 s31-five-stages.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    for name in head wsP w32 s5; do git worktree remove --force "/tmp/variant-src-$name"; done
     ;;
   next)
     gpu_suite head
@@ -122,12 +132,19 @@ case ${1:-} in
       timeout 120 "scratch/$name-flash-mla-bench" --batch 128 --seqlen 8192 --h-q 16 --s-q 1 --kv fp8 \
         --page-size 64,16,32,48 --check-rows 8 --quiet --no-ceilings 2>&1 | grep -E "sm90|rror" || true
     done
+    ;;
+  next2)
+    fp8_tests s5
+    sanitize s5 "Formats/Sm90FP8.*/fp8tensor:-*LargeBatch*:*MatchesReference*" memcheck synccheck racecheck
+    OUT=$OUT/a timeout 200 bash scripts/ab.sh -p 2 \
+      -a "--grid flashmla,perf --only h_q=16 --kv fp8-tensor --check-rows 8 --quiet --no-ceilings" \
+      head=scratch/head-flash-mla-bench s5=scratch/s5-flash-mla-bench || true
     timeout 300 scratch/head-flash-mla-bench --grid flashmla --only h_q=16 --kv dense,fp8,fp8-tensor --check-rows 8 \
       --quiet >"$OUT/fp8-flashmla.txt" 2>&1 || true
     grep -E "ceilings|sm90" "$OUT/fp8-flashmla.txt"
     ;;
   *)
-    echo "usage: $0 call2|call3|call4|next-build|next" >&2
+    echo "usage: $0 call2|call3|call4|next-build|next|next2" >&2
     exit 2
     ;;
 esac
