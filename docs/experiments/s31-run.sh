@@ -59,16 +59,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
 OUT=${OUT:-s31-out}
 mkdir -p "$OUT"
 
-# fp8_tests NAME: scratch/NAME-flash_mla_gpu_tests' FP8 tests, the log in $OUT/NAME-fp8.txt; prints the verdict.
-fp8_tests() {
-  if timeout 150 "scratch/$1-flash_mla_gpu_tests" --gtest_filter='Formats/Sm90FP8.*' >"$OUT/$1-fp8.txt" 2>&1; then
-    echo "$1: FP8 tests passed"
-  else
-    echo "$1: FP8 tests FAILED"
-    grep -E "FAILED|Failure" "$OUT/$1-fp8.txt" | head || true
-  fi
-}
-
 fp8_rows() {
   local bin=$1 row
   for row in "16384 16 1" "16384 16 2" "16384 32 1" "16384 16 4" "16384 64 1" "8192 16 1" "4096 128 1"; do
@@ -103,7 +93,7 @@ case ${1:-} in
     sanitize ws "Formats/Sm90FP8.*/fp8:-*LargeBatch*:*MatchesReference*:*EveryPageSize*" memcheck synccheck
     ;;
   call4)
-    for name in ws wsA wsB; do fp8_tests "$name"; done
+    for name in ws wsA wsB; do gtest_groups "$name" 'Formats/Sm90FP8.*'; done
     OUT=$OUT/a timeout 300 bash scripts/ab.sh -p 2 \
       -a "--grid flashmla,short,perf --only h_q=16 --kv fp8 --check-rows 8 --quiet --no-ceilings" \
       ws=scratch/ws-flash-mla-bench wsA=scratch/wsA-flash-mla-bench wsB=scratch/wsB-flash-mla-bench || true
@@ -121,7 +111,7 @@ case ${1:-} in
   next)
     gpu_suite head
     for name in wsP w32; do
-      fp8_tests "$name"
+      gtest_groups "$name" 'Formats/Sm90FP8.*'
       sanitize "$name" "Formats/Sm90FP8.*/fp8:-*LargeBatch*:*MatchesReference*" memcheck synccheck
     done
     OUT=$OUT/a timeout 200 bash scripts/ab.sh -p 2 \
@@ -134,7 +124,7 @@ case ${1:-} in
     done
     ;;
   next2)
-    fp8_tests s5
+    gtest_groups s5 'Formats/Sm90FP8.*'
     sanitize s5 "Formats/Sm90FP8.*/fp8tensor:-*LargeBatch*:*MatchesReference*" memcheck synccheck racecheck
     OUT=$OUT/a timeout 200 bash scripts/ab.sh -p 2 \
       -a "--grid flashmla,perf --only h_q=16 --kv fp8-tensor --check-rows 8 --quiet --no-ceilings" \

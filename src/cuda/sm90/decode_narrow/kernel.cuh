@@ -191,6 +191,14 @@ __device__ __forceinline__ uint32_t word(const int4& v, int i) {
   return static_cast<uint32_t>(i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w);
 }
 
+// Batch n's two 16-byte chunks of a stage for Q·Kᵀ (tokens t0 = 16w + lane/4 and t0 + 8, q4 = lane % 4):
+// n < 8, box n / 2, chunk 2 q4 + n % 2; n = 8, the fifth box, chunk q4 (per tensor: RoPE e4m3 bytes).
+__device__ __forceinline__ void load_batch(const RawStage& st, int n, int t0, int q4, int4 (&v)[2]) {
+  const int box = n < 8 ? n / 2 : 4, chunk = n < 8 ? 2 * q4 + n % 2 : q4;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) v[h] = *reinterpret_cast<const int4*>(raw_chunk(st, box, t0 + 8 * h, chunk));
+}
+
 // One batch of Q·Kᵀ's A fragments from the thread's two 16-byte chunks of e4m3 bytes (tokens 16w + lane/4
 // and + 8): word i of chunk h is k-step i's low columns (its low pair) and high columns (its upper pair).
 __device__ __forceinline__ void convert_batch(const int4 (&v)[2], uint32_t (&A)[16]) {
@@ -212,15 +220,10 @@ __device__ __forceinline__ void score_block(float (&sc)[2 * kCols], const RawSta
                                             int warp, int lane) {
   const int t0 = 16 * warp + lane / 4, q4 = lane % 4;
   // Batch n's two chunks, loaded one batch ahead (while the tensor cores run the previous one).
-  auto load = [&](int n, int4(&v)[2]) {
-    const int box = n < 8 ? n / 2 : 4, chunk = n < 8 ? 2 * q4 + n % 2 : q4;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) v[h] = *reinterpret_cast<const int4*>(raw_chunk(st, box, t0 + 8 * h, chunk));
-  };
   const uint64_t desc_q = ptx::make_smem_desc(&q[0], 16, 1024, ptx::Swizzle::k128B);
   int4 v[2];
   uint32_t AA[2][16];
-  load(0, v);
+  load_batch(st, 0, t0, q4, v);
 #pragma unroll
   for (int n = 0; n < 9; ++n) {
     uint32_t(&A)[16] = AA[n % 2];
@@ -229,7 +232,7 @@ __device__ __forceinline__ void score_block(float (&sc)[2 * kCols], const RawSta
       ptx::fence_registers(A);
     }
     convert_batch(v, A);
-    if (n + 1 < 9) load(n + 1, v);
+    if (n + 1 < 9) load_batch(st, n + 1, t0, q4, v);
     ptx::wgmma_fence();
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -261,10 +264,6 @@ __device__ __forceinline__ void score_block_scaled(float (&sc)[8], const RawStag
                                                    const HalfRowTile (&q)[kQKSubTiles],
                                                    const float (&scale)[2][kFP8NumScales], int warp, int lane) {
   const int t0 = 16 * warp + lane / 4, q4 = lane % 4;
-  auto load = [&](int n, int4(&v)[2]) {  // n < 8: box n / 2, chunk 2(lane % 4) + n % 2
-#pragma unroll
-    for (int h = 0; h < 2; ++h) v[h] = *reinterpret_cast<const int4*>(raw_chunk(st, n / 2, t0 + 8 * h, 2 * q4 + n % 2));
-  };
   const uint64_t desc_q = ptx::make_smem_desc(&q[0], 16, 1024, ptx::Swizzle::k128B);
   int4 v[2];
   uint32_t AA[2][16];
@@ -278,7 +277,7 @@ __device__ __forceinline__ void score_block_scaled(float (&sc)[8], const RawStag
       sc[i] = g == 0 ? c[i] * w : fmaf(c[i], w, sc[i]);
     }
   };
-  load(0, v);
+  load_batch(st, 0, t0, q4, v);
 #pragma unroll
   for (int n = 0; n < 9; ++n) {
     uint32_t(&A)[16] = AA[n % 2];
@@ -289,7 +288,7 @@ __device__ __forceinline__ void score_block_scaled(float (&sc)[8], const RawStag
     if (n >= 3 && n % 2 == 1) fold((n - 3) / 2);  // groups 0, 1, 2 at n = 3, 5, 7
     if (n < 8) {
       convert_batch(v, A);
-      if (n + 1 < 8) load(n + 1, v);
+      if (n + 1 < 8) load_batch(st, n + 1, t0, q4, v);
     } else {
       // Channels 16(lane % 4) .. + 15 of each token (chunks 2(lane % 4), + 1): word 2kk of them is k-step
       // 32 + kk's low column pair, word 2kk + 1 its high pair (qk_run_channel's order).
