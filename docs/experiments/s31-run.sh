@@ -93,6 +93,7 @@ case ${1:-} in
     sanitize ws "Formats/Sm90FP8.*/fp8:-*LargeBatch*:*MatchesReference*:*EveryPageSize*" memcheck synccheck
     ;;
   call4)
+    # As run, a loop of its own wrote these logs as $OUT/NAME-fp8.txt (s31-device-output.txt's names).
     for name in ws wsA wsB; do gtest_groups "$name" 'Formats/Sm90FP8.*'; done
     OUT=$OUT/a timeout 300 bash scripts/ab.sh -p 2 \
       -a "--grid flashmla,short,perf --only h_q=16 --kv fp8 --check-rows 8 --quiet --no-ceilings" \
