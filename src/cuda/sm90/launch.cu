@@ -184,13 +184,9 @@ void make_accum_map(const DecodeParams& p, sm90::TensorMaps* maps) {
 // FLASH_MLA_SM90_NARROW_FP8=OFF keeps every call on the dense kernel.
 bool use_narrow(const DecodeParams& p) {
 #if defined(FLASH_MLA_SM90_NARROW_FP8)
-  // With scale, pages of a multiple of 64 tokens only (one copy a block) until the narrow kernel's 16- and
-  // 32-row copies of that layout have run on a GPU (tests written in session 31, not yet run there).
-  const int copy_rows = sm90::page_copy_rows(p.page_block_size);
   const bool fits = (p.kv_format == KvCacheFormat::kFP8PerTensor && p.rows <= sm90::narrow::kRows) ||
-                    (p.kv_format == KvCacheFormat::kFP8WithScale && p.rows <= sm90::narrow::kScaledRows &&
-                     copy_rows == kBlockN);
-  return fits && copy_rows >= sm90::dense::kMinTmaPage;
+                    (p.kv_format == KvCacheFormat::kFP8WithScale && p.rows <= sm90::narrow::kScaledRows);
+  return fits && sm90::page_copy_rows(p.page_block_size) >= sm90::dense::kMinTmaPage;
 #else
   (void)p;
   return false;
