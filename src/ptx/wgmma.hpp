@@ -156,6 +156,13 @@ __device__ __forceinline__ void wgmma_m64n32k16_rs_f16(float (&d)[16], const uin
   FLASH_MLA_WGMMA_M64N32_RS("m64n32k16.f32.f16.f16", "1, 1, 0");
 }
 
+// D[64x32] (+)= A[64x16] * B[16x32], bf16, A in registers: wgmma_m64n32k16_rs_f16 on bf16 operands (the same
+// fragment and register rule).
+__device__ __forceinline__ void wgmma_m64n32k16_rs_bf16(float (&d)[16], const uint32_t (&a)[4], uint64_t desc_b,
+                                                        int scale_d) {
+  FLASH_MLA_WGMMA_M64N32_RS("m64n32k16.f32.bf16.bf16", "1, 1, 0");
+}
+
 // D[64x16] (+)= A[64x16] * B[16x16], f16, A in registers: the m64n32k16 form above at half the width
 // (its 16-row variant, d[8]); the same fragment and register rule.
 #define FLASH_MLA_WGMMA_M64N16K16_RS(TYPES)                                                                   \

@@ -175,8 +175,8 @@ void make_accum_map(const DecodeParams& p, sm90::TensorMaps* maps) {
   maps->accum_by_tma = r == CUDA_SUCCESS ? 1 : 0;
 }
 
-// The narrow kernel (sm90::narrow) serves per-tensor FP8 caches with at most 32 query rows per KV head,
-// and FP8-with-scale ones with at most 16, whose pages are copied by TMA. Per tensor, session 10 (before
+// The narrow kernel (sm90::narrow) serves FP8 caches (both layouts) with at most 32 query rows per KV head
+// whose pages are copied by TMA. Per tensor, session 10 (before
 // the 16-row form): faster than the dense kernel on 16 of the 18 such rows compared with it (same-run
 // pairs), up to 1.48x, and 1-5 % slower on b=1 at 4k and 16k tokens; session 11 did not compare the two
 // again. With scale, session 31 (H200): 1.04-1.75x the dense kernel on every 16-row row compared (b=128

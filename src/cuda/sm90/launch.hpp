@@ -41,7 +41,7 @@ extern template void launch_decode<__nv_bfloat16, KvCacheFormat::kFP8PerTensor>(
                                                                                  const TensorMaps&);
 }  // namespace dense
 
-namespace narrow {  // FP8, at most 32 query rows per tensor or 16 with scale, page copies of 16+ rows: the maps of
+namespace narrow {  // FP8 (both layouts), at most 32 query rows, page copies of 16+ rows: the maps of
                    // launch.cu's narrow_maps
 void launch_decode(const detail::DecodeParams& p, const TensorMaps& maps);
 }  // namespace narrow

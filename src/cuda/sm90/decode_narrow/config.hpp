@@ -1,5 +1,5 @@
 // Constants and the shared-memory plan of the narrow Hopper decode kernel for FP8 caches: at most 32
-// query rows per (sequence, KV head) of a per-tensor cache, or 16 of an FP8-with-scale one, computed
+// query rows per (sequence, KV head) of a per-tensor or an FP8-with-scale cache, computed
 // transposed so that wgmma's N, not its M = 64, is the row count, with the cache's e4m3 bytes kept raw
 // in shared memory (K converted to f16 in registers, V fed to e4m3 wgmma as bytes).
 #pragma once
@@ -50,9 +50,12 @@ inline constexpr float kPScale = 16.0f;  // 2^(8 - kNarrowLag)
 // 16 + r of one B, both e4m3, the second kLoScale larger: kernel.cuh, split_h), halving P·V's wgmma.
 inline constexpr int kSideRows = 16;
 inline constexpr float kLoScale = 32.0f;
-// FP8 with scale (kernel.cuh, "With scale"): up to kSideRows rows only (a slot holds a Pᵀ per scale group;
-// the 32-row form's would need twice the shared memory).
-inline constexpr int kScaledRows = kSideRows;
+// FP8 with scale (kernel.cuh, "With scale"): up to kRows rows, both forms. A block's Pᵀ is one per scale
+// group: with 16 rows two per 4 KiB tile, in slots of two tiles; with 32 rows one per tile, groups 0 and 1
+// in the block's own stage (its RoPE box, free once Q·Kᵀ has read it) and groups 2 and 3 in slots of two
+// tiles, of which only kWideScaledPSlots fit beside the 36 KiB Qᵀ.
+inline constexpr int kScaledRows = kRows;
+inline constexpr int kWideScaledPSlots = 2;
 // With scale, box g < 4 of a stage is scale group g, and P·V's channel tile mt (64 channels) lies in group
 // mt / 2 (kernel.cuh's producer and pv_block).
 static_assert(kFP8ScaleGroup == kRawBoxCols && kFP8ScaleGroup == 2 * kSubTileCols, "a scale group is one raw box");
@@ -82,18 +85,24 @@ struct alignas(1024) RawStage {
   uint8_t box[kRawBoxes][kRawBoxBytes];
 };
 
-// kScaled: the FP8-with-scale plan (16-row Qᵀ tiles, slots of two Pᵀ tiles, the blocks' scales); otherwise
-// per tensor.
-template <bool kScaled>
+// The plan of the kCols form (4: up to 16 rows, 8: up to 32); kScaled: FP8 with scale (16-row Qᵀ tiles with
+// 16 rows, slots of two Pᵀ tiles, the blocks' scales), otherwise per tensor (one plan for both forms).
+template <int kCols, bool kScaled>
 struct SharedStorage {
+  static constexpr bool kHalfQ = kScaled && kCols == 4;    // Qᵀ tiles of 16 rows
+  static constexpr bool kPInStage = kScaled && kCols == 8;  // groups 0, 1 of a block's Pᵀ in its stage's box 4
+  static constexpr int kSlots = kPInStage ? kWideScaledPSlots : kPSlots;
+  static constexpr int kSlotTiles = kScaled ? 2 : 1;
   RawStage k[kStages];                       // raw e4m3 blocks, 160 KiB
-  // Qᵀ as f16, channels permuted (kernel.cuh), 36 KiB; with scale 16 rows (18 KiB), tile 8 (RoPE) as bf16.
-  std::conditional_t<kScaled, HalfRowTile, RowTile> q[kQKSubTiles];
+  // Qᵀ as f16, channels permuted (kernel.cuh), 36 KiB; with scale 16 rows (18 KiB) with 16 rows, and tile 8
+  // (RoPE) as bf16.
+  std::conditional_t<kHalfQ, HalfRowTile, RowTile> q[kQKSubTiles];
   // Pᵀ per slot, 4 KiB (16 in all): [32 rows, 64 tokens e4m3, then 64 e5m2]; with 16 rows, the e4m3 lo term
-  // in rows 16..31. With scale (16 rows; 8 KiB a slot), slot i is tiles 2i, 2i + 1: scale group g's Pᵀ at
-  // tile 2i + g / 2, bytes 64 (g % 2) of each row.
-  RowTile p[kScaled ? 2 * kPSlots : kPSlots];
-  float p_ref[kPSlots][kRows];               // the column max each slot's Pᵀ was computed against
+  // in rows 16..31. With scale, slot i is tiles 2i, 2i + 1: with 16 rows (8 slots' worth, 32 KiB) scale group
+  // g's Pᵀ at tile 2i + g / 2, bytes 64 (g % 2) of each row; with 32 rows (16 KiB) group 2 + j's at tile
+  // 2i + j, groups 0 and 1 at bytes 4096 g of the block's stage's box 4.
+  RowTile p[kSlots * kSlotTiles];
+  float p_ref[kSlots][kRows];                // the column max each slot's Pᵀ was computed against
   float columns[kScoreWarpgroups][kConsumerWarps][kRows];  // per-warp column maxima or sums
   float col_max[kScoreWarpgroups][2][kRows];  // each score warpgroup's running column max (two buffers)
   float stats_m[2][kScoreWarpgroups][kRows];  // per piece (parity): each score warpgroup's final max
@@ -104,8 +113,8 @@ struct SharedStorage {
   int col_limit[kRows];                      // the piece's last visible token + 1 per query row
   uint64_t k_full[kStages];                  // a stage's bytes landed
   uint64_t k_free[kStages];                  // the value warpgroup finished with a stage
-  uint64_t p_full[kPSlots];                  // a score warpgroup stored a slot's Pᵀ and reference
-  uint64_t p_free[kPSlots];                  // the value warpgroup finished with a slot
+  uint64_t p_full[kSlots];                   // a score warpgroup stored a slot's Pᵀ and reference
+  uint64_t p_free[kSlots];                   // the value warpgroup finished with a slot
   uint64_t stats_full[2];                    // both score warpgroups stored a piece's statistics
   uint64_t stats_free[2];                    // the value warpgroup read them
   // With scale only (one unused entry each per tensor): a stage's four scales per token (TMA), each
@@ -113,12 +122,14 @@ struct SharedStorage {
   // of group g holds P * scale / maximum).
   alignas(128) float k_scale[kScaled ? kStages : 1][kBlockN][kFP8NumScales];  // a TMA destination: 128-byte aligned
   alignas(16) float group_max[kScoreWarpgroups][kConsumerWarps][kFP8NumScales];
-  alignas(16) float p_group_max[kScaled ? kPSlots : 1][kFP8NumScales];
+  alignas(16) float p_group_max[kScaled ? kSlots : 1][kFP8NumScales];
 };
 
-template <bool kScaled>
-inline constexpr int kSharedBytes = static_cast<int>(sizeof(SharedStorage<kScaled>)) + 1024;  // + base alignment
-static_assert(kSharedBytes<false> <= 232448, "shared-memory plan exceeds the 227 KiB per-block limit");
-static_assert(kSharedBytes<true> <= 232448, "with-scale shared-memory plan exceeds the 227 KiB per-block limit");
+template <int kCols, bool kScaled>
+inline constexpr int kSharedBytes = static_cast<int>(sizeof(SharedStorage<kCols, kScaled>)) + 1024;  // + alignment
+static_assert(kSharedBytes<8, false> <= 232448, "shared-memory plan exceeds the 227 KiB per-block limit");
+static_assert(kSharedBytes<4, true> <= 232448, "16-row with-scale plan exceeds the 227 KiB per-block limit");
+static_assert(kSharedBytes<8, true> <= 232448, "32-row with-scale plan exceeds the 227 KiB per-block limit");
+static_assert(sizeof(SharedStorage<4, false>) == sizeof(SharedStorage<8, false>), "one per-tensor plan");
 
 }  // namespace flash_mla::sm90::narrow

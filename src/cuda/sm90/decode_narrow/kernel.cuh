@@ -1,7 +1,7 @@
-// Narrow MLA decode on Hopper for per-tensor FP8 caches with h_q * s_q / h_kv <= 32 query rows, and
-// FP8-with-scale caches with <= 16 (kScaled, "With scale" below): one CTA per (KV head, schedule part),
-// 512 threads. Transposed, so the rows are wgmma's N (32), not a
-// 64-row M tile padded from 16 or 32 rows; the e4m3 bytes stay raw in shared memory:
+// Narrow MLA decode on Hopper for FP8 caches (per tensor, or with scale: kScaled, "With scale" below)
+// with h_q * s_q / h_kv <= 32 query rows: one CTA per (KV head, schedule part), 512 threads. Transposed,
+// so the rows are wgmma's N (32), not a 64-row M tile padded from 16 or 32 rows; the e4m3 bytes stay raw in
+// shared memory:
 //   Sᵀ[64 tokens, 32 rows] = K·Qᵀ   36 x m64n32k16 f16, A = K converted in registers, B = Qᵀ (f16)
 //   Oᵀ[512 ch, 32 rows]   += Vᵀ·Pᵀ  8 channel tiles x 4 x m64n32k32 e4m3, A = V's bytes regrouped in
 //                                    registers (no conversion), B = Pᵀ·16 as e4m3 + e5m2 terms
@@ -27,17 +27,18 @@
 // warpgroup ~3800 of Q·Kᵀ (9 batches of ~400) + ~1300 of softmax per two blocks and ~1500 waiting for
 // its stage: the value warpgroup sets the pace. With 16 rows it is ~14 % faster (b=128 h16 rows).
 // With scale (session 31; docs/DESIGN.md): the producer copies four e4m3 NoPE boxes, the bf16 RoPE box
-// in the fifth's place and the tokens' scales; Sᵀ folds each token's group scales into two accumulator
-// chains in fp32 (score_block_scaled), the RoPE k-steps on bf16 wgmma; Pᵀ is stored once per scale group
-// as P times the token's scale over the block's largest (store_p), and P·V multiplies each channel
-// tile's fresh tile back by its group's block maximum (pv_block). Qᵀ tiles of 16 rows make room for four
-// slots of two Pᵀ tiles.
+// in the fifth's place and the tokens' scales; Sᵀ folds each token's group scales into accumulator chains
+// in fp32 (score_block_scaled: two with 16 rows, one with 32), the RoPE k-steps on bf16 wgmma; Pᵀ is stored
+// once per scale group as P times the token's scale over the block's largest (store_p), and P·V
+// multiplies each channel tile's fresh tile back by its group's block maximum (pv_block). With 16 rows, Qᵀ
+// tiles of 16 rows make room for four slots of two Pᵀ tiles; with 32 rows two groups' Pᵀ go into the
+// block's own stage (its RoPE box, read by then) and two into one of two slots.
 // Registers: setmaxnreg value 232 (Oᵀ 128, two T tiles 32, A 16 + 8; half the Oᵀ with 16 rows) / score
-// 120 (Sᵀ 16, or 8 with 16 rows; A 32 + 8; with scale two more chains and the scales) / producer 40; no
-// spills. Shared memory: 160 KiB ring + Qᵀ 36 KiB (with scale 18) + Pᵀ 4 x 4 KiB (with scale 4 x 8) +
-// statistics (with scale, the stages' scales: 4 KiB).
-// Tests: tests/test_gpu_fp8.cpp (cases of up to 32 rows per tensor and 16 with scale, both forms) and
-// flash-mla-bench's check.
+// 120 (Sᵀ 16, or 8 with 16 rows; A 32 + 8; with scale the chains and the scales) / producer 40; no
+// spills. Shared memory: 160 KiB ring + Qᵀ 36 KiB (18 with scale and 16 rows) + Pᵀ 4 x 4 KiB (with scale
+// 4 x 8, or 2 x 8 with 32 rows) + statistics (with scale, the stages' scales: 4 KiB).
+// Tests: tests/test_gpu_fp8.cpp (cases of up to 32 rows, both forms, both layouts) and flash-mla-bench's
+// check.
 #pragma once
 
 #include <cuda.h>
@@ -79,8 +80,8 @@ __device__ __forceinline__ int qk_run_channel(int ks, int run) {
 // [2^14, 2^15) (as the dense kernel's q_to_f16_prescaled); 2^e goes to s.q_row_scale. An e4m3 q
 // converts exactly (its descale is in the softmax scale). With scale (kScaled), tile 8 (the RoPE k-steps)
 // holds the row as bf16, prescaled the same way (exact: a power of two), for the bf16 RoPE of the cache.
-template <bool kScaled>
-__device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage<kScaled>& s, int req, int thread) {
+template <int kCols, bool kScaled>
+__device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage<kCols, kScaled>& s, int req, int thread) {
   constexpr int kSteps = kQKSubTiles;  // 9 of the 36 k-steps, 4 runs each
   thread = ptx::opaque(thread);
   const int r = thread / 4, part = thread % 4;
@@ -134,7 +135,7 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage<kSca
         }
       }
     }
-    if (kScaled && r >= kSideRows) continue;  // 16-row tiles
+    if (SharedStorage<kCols, kScaled>::kHalfQ && r >= kSideRows) continue;  // 16-row tiles
     char* tile = reinterpret_cast<char*>(&s.q[ks / 4]);
     const int chunk = 2 * (ks % 4);
     *reinterpret_cast<int4*>(tile + swizzled_offset(r, chunk)) = make_int4(lo[0], lo[1], lo[2], lo[3]);
@@ -144,9 +145,10 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage<kSca
 
 // The one copying thread: every block of the CTA's pieces as five 128-channel boxes per page copy; with
 // scale, four e4m3 boxes (maps.k), the bf16 RoPE box (maps.rope) and the tokens' scales (maps.scales).
-template <bool kScaled>
-__device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<kScaled>& s, const CUtensorMap& k_map,
-                                         const CUtensorMap& rope_map, const CUtensorMap& scale_map) {
+template <int kCols, bool kScaled>
+__device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<kCols, kScaled>& s,
+                                         const CUtensorMap& k_map, const CUtensorMap& rope_map,
+                                         const CUtensorMap& scale_map) {
   // Bytes a token lands: 640 (five boxes, the fifth past channel 575 zeros) or 656 (its whole row).
   constexpr uint32_t kTokenBytes = kScaled ? kFP8WithScaleBytes : kRawBoxCols * kRawBoxes;
   constexpr int kByteBoxes = kScaled ? kFP8NumScales : kRawBoxes;  // boxes of maps.k
@@ -254,25 +256,33 @@ __device__ __forceinline__ void score_block(float (&sc)[2 * kCols], const RawSta
   ptx::fence_registers(sc);
 }
 
-// With scale (16 rows): Sᵀ = sum over groups g of scale_g · (K_g·Q_gᵀ), plus K_rope·Q_ropeᵀ. Group g is
-// box g, score_block's batches 2g and 2g + 1 (e4m3 converted to f16 as there), accumulated into chain
-// g % 2 and folded into sc in fp32, times this thread's two tokens' scales, as soon as both batches are
-// done (while the next group's run). The RoPE box is bf16: batch 8 feeds it as it is (no conversion) to
-// bf16 wgmma against Qᵀ's bf16 tile 8, into chain 0 (group 2's, folded by then). scale[h][g]: token
-// 16w + lane/4 + 8h.
-__device__ __forceinline__ void score_block_scaled(float (&sc)[8], const RawStage& st,
-                                                   const HalfRowTile (&q)[kQKSubTiles],
+// With scale: Sᵀ = sum over groups g of scale_g · (K_g·Q_gᵀ), plus K_rope·Q_ropeᵀ. Group g is
+// box g, score_block's batches 2g and 2g + 1 (e4m3 converted to f16 as there), accumulated into a chain
+// and folded into sc in fp32, times this thread's two tokens' scales, once both batches are done. With
+// 16 rows group g uses chain g % 2 and is folded while the next group's wgmma run; with 32 rows there is
+// one chain, so a group's first batch waits for the previous group's last and its fold (converting the
+// batch before that wait, to overlap it, spilled 36 bytes). The RoPE box is bf16: batch 8 feeds it as it
+// is (no conversion) to bf16 wgmma against Qᵀ's bf16 tile 8, into chain 0 (folded by then). scale[h][g]:
+// token 16w + lane/4 + 8h.
+// QTile: Qᵀ's tile type (HalfRowTile with 16 rows, RowTile with 32).
+template <int kCols, typename QTile>
+__device__ __forceinline__ void score_block_scaled(float (&sc)[2 * kCols], const RawStage& st,
+                                                   const QTile (&q)[kQKSubTiles],
                                                    const float (&scale)[2][kFP8NumScales], int warp, int lane) {
+  constexpr uint32_t kTileUnits = sizeof(QTile) / 16;  // tiles 2 or 4 KiB apart, in 16-byte units
   const int t0 = 16 * warp + lane / 4, q4 = lane % 4;
   const uint64_t desc_q = ptx::make_smem_desc(&q[0], 16, 1024, ptx::Swizzle::k128B);
   int4 v[2];
   uint32_t AA[2][16];
-  float chain[2][8];
+  // Two chains with 16 rows; with 32 rows one (registers: the score warpgroups' 120), so a group's first
+  // batch waits for the previous group's last (wait_group<0>) and its fold.
+  constexpr int kChains = kCols == 4 ? 2 : 1;
+  float chain[kChains][2 * kCols];
   auto fold = [&](int g) {
-    float(&c)[8] = chain[g % 2];
+    float(&c)[2 * kCols] = chain[g % kChains];
     ptx::fence_registers(c);
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
+    for (int i = 0; i < 2 * kCols; ++i) {
       const float w = scale[(i / 2) % 2][g];  // register i's token: 16w + lane/4 + 8((i / 2) % 2)
       sc[i] = g == 0 ? c[i] * w : fmaf(c[i], w, sc[i]);
     }
@@ -281,11 +291,15 @@ __device__ __forceinline__ void score_block_scaled(float (&sc)[8], const RawStag
 #pragma unroll
   for (int n = 0; n < 9; ++n) {
     uint32_t(&A)[16] = AA[n % 2];
-    if (n >= 2) {
+    if (kChains == 1 && n >= 2 && n % 2 == 0) {
+      ptx::wgmma_wait_group<0>();  // group n / 2 - 1 done: fold it before the chain starts again
+      ptx::fence_registers(A);
+      fold(n / 2 - 1);             // groups 0, 1, 2, 3 at n = 2, 4, 6, 8
+    } else if (n >= 2) {
       ptx::wgmma_wait_group<1>();  // batches up to n - 2 done
       ptx::fence_registers(A);
     }
-    if (n >= 3 && n % 2 == 1) fold((n - 3) / 2);  // groups 0, 1, 2 at n = 3, 5, 7
+    if (kChains == 2 && n >= 3 && n % 2 == 1) fold((n - 3) / 2);  // groups 0, 1, 2 at n = 3, 5, 7
     if (n < 8) {
       convert_batch(v, A);
       if (n + 1 < 8) load_batch(st, n + 1, t0, q4, v);
@@ -309,12 +323,21 @@ __device__ __forceinline__ void score_block_scaled(float (&sc)[8], const RawStag
     for (int i = 0; i < 4; ++i) {
       const int ks = n < 8 ? 8 * (n / 2) + 4 * (n % 2) + i : 32 + i;
       const uint32_t(&frag)[4] = *reinterpret_cast<const uint32_t(*)[4]>(&A[4 * i]);
-      // Tile ks / 4 (2 KiB apart), 32 bytes per k-step within it; in 16-byte units.
-      const uint64_t desc = desc_q + (128 * (ks / 4) + 2 * (ks % 4));
-      if (n < 8) {
-        ptx::wgmma_m64n16k16_rs_f16(chain[(n / 2) % 2], frag, desc, ks % 8 != 0);  // a group's first k-step: fresh
+      // Tile ks / 4, 32 bytes per k-step within it; in 16-byte units.
+      const uint64_t desc = desc_q + (kTileUnits * (ks / 4) + 2 * (ks % 4));
+      const int add = n < 8 ? ks % 8 != 0 : i != 0;  // a group's first k-step, or the RoPE's, starts its chain
+      if constexpr (kCols == 8) {
+        if (n < 8) {
+          ptx::wgmma_m64n32k16_rs_f16(chain[(n / 2) % kChains], frag, desc, add);
+        } else {
+          ptx::wgmma_m64n32k16_rs_bf16(chain[0], frag, desc, add);
+        }
       } else {
-        ptx::wgmma_m64n16k16_rs_bf16(chain[0], frag, desc, i != 0);
+        if (n < 8) {
+          ptx::wgmma_m64n16k16_rs_f16(chain[(n / 2) % kChains], frag, desc, add);
+        } else {
+          ptx::wgmma_m64n16k16_rs_bf16(chain[0], frag, desc, add);
+        }
       }
     }
     ptx::wgmma_commit_group();
@@ -322,10 +345,10 @@ __device__ __forceinline__ void score_block_scaled(float (&sc)[8], const RawStag
   ptx::wgmma_wait_group<0>();
   ptx::fence_registers(AA[0]);
   ptx::fence_registers(AA[1]);
-  fold(3);
+  if constexpr (kChains == 2) fold(3);  // with one chain, folded at n = 8
   ptx::fence_registers(chain[0]);
 #pragma unroll
-  for (int i = 0; i < 8; ++i) sc[i] += chain[0][i];
+  for (int i = 0; i < 2 * kCols; ++i) sc[i] += chain[0][i];
 }
 
 // Column j of this thread in an m64nN accumulator (j < N / 4): query row 8(j/2) + 2(lane%4) + j%2, held
@@ -382,14 +405,15 @@ __device__ __forceinline__ uint32_t split_h(__half2 h) {
 // The thread's values sc[4i + 2h + e] (token 16w + lane/4 + 8h, column 2i + e) become, after one
 // exchange with lane ^ 4 (token ± 1), one 4-byte word per column pair and term: tokens
 // 16w + 2(g/2) + {0, 1, 8, 9} at position 16(w % 2) + 4(g/2) of k-step w / 2 (g = lane / 4).
-// With 16 rows (kCols 4) term 1 goes to row 16 + r at term 0's bytes instead. With scale (kScaled, 16
-// rows), one Pᵀ per scale group grp, P·f[h][grp] (f: the token's scale over the block's largest, so at
-// most 1 in magnitude), at tile grp / 2 of pt, bytes 64 (grp % 2) of each row.
+// With 16 rows (kCols 4) term 1 goes to row 16 + r at term 0's bytes instead. With scale (kScaled), one Pᵀ
+// per scale group grp, P·f[h][grp] (f: the token's scale over the block's largest, so at most 1 in
+// magnitude): with 16 rows at tile grp / 2 of pt, bytes 64 (grp % 2) of each row; with 32 rows a tile each,
+// groups 0 and 1 at bytes 4096 grp of `box4` (the block's stage's RoPE box, which Q·Kᵀ has read), groups 2
+// and 3 at tiles 0 and 1 of pt.
 template <int kCols, bool kScaled>
-__device__ __forceinline__ void store_p(RowTile* pt, const float (&sc)[2 * kCols], const float (&mu)[kCols],
-                                        float (&sum)[kCols], const float (&f)[2][kFP8NumScales], int warp,
-                                        int lane) {
-  static_assert(!kScaled || kCols == 4, "with scale: 16 rows only");
+__device__ __forceinline__ void store_p(RowTile* pt, uint8_t* box4, const float (&sc)[2 * kCols],
+                                        const float (&mu)[kCols], float (&sum)[kCols],
+                                        const float (&f)[2][kFP8NumScales], int warp, int lane) {
   constexpr int kGroups = kScaled ? kFP8NumScales : 1;
   const int g = lane / 4;
   const bool odd = g & 1;
@@ -421,7 +445,10 @@ __device__ __forceinline__ void store_p(RowTile* pt, const float (&sc)[2 * kCols
       const uint32_t recv = __shfl_xor_sync(0xffffffffu, odd ? col0 : col1, 4);
       const uint32_t lo = odd ? recv : keep, hi = odd ? keep : recv;  // tokens 2(g/2) + {0, 8}, then + 1
       const int row = column(lane, 2 * i + odd);
-      char* tile = reinterpret_cast<char*>(&pt[grp / 2]);
+      char* tile = !kScaled ? reinterpret_cast<char*>(pt)
+                   : kCols == 4 ? reinterpret_cast<char*>(&pt[grp / 2])
+                   : grp < 2    ? reinterpret_cast<char*>(box4 + sizeof(RowTile) * grp)
+                                : reinterpret_cast<char*>(&pt[grp - 2]);
 #pragma unroll
       for (int term = 0; term < 2; ++term) {
         const uint32_t w = __byte_perm(lo, hi, term == 0 ? 0x5140 : 0x7362);
@@ -454,8 +481,8 @@ __device__ __forceinline__ void zero_tail(RawStage& st, int valid, int thread) {
 // chain of four or two is short). Two tiles are in flight: tile mt + 1's wgmma are issued before tile
 // mt is waited for and added (one tile at a time took ~380 cycles each, session 10). Rows past the
 // sequence's end were zeroed (zero_tail).
-// With scale (kScaled), channel tile mt reads scale group mt / 2's Pᵀ (store_p), and adds with weight
-// beta times that group's block maximum (gmax).
+// With scale (kScaled), channel tile mt reads scale group mt / 2's Pᵀ (store_p; with 32 rows groups 0 and 1
+// in the stage's box 4), and adds with weight beta times that group's block maximum (gmax).
 template <int kCols, bool kScaled>
 __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], const RawStage& st, const RowTile* pt,
                                          const float (&beta)[kCols], const float4& gmax, int warp, int lane) {
@@ -473,6 +500,8 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], cons
     }
   };
   const uint64_t desc_p = ptx::make_smem_desc(pt, 16, 1024, ptx::Swizzle::k128B);
+  // With scale and 32 rows: groups 0 and 1's tiles in the stage's box 4.
+  const uint64_t desc_box4 = ptx::make_smem_desc(st.box[kRawBoxes - 1], 16, 1024, ptx::Swizzle::k128B);
   uint32_t raw[8], a[2][8];  // the next tile's ldmatrix words; A fragments of two tiles in flight
   float T[2][16];            // fresh fp32 tiles of two tiles in flight
   // Regroups the loaded bytes into tile mt's A fragments, loads tile mt + 1's bytes and issues tile mt.
@@ -489,8 +518,14 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], cons
     }
     if (mt + 1 < kVSubTiles) load(mt + 1, raw);  // while the tensor cores run
     ptx::wgmma_fence();
-    // With scale: group mt / 2's Pᵀ, at tile (mt / 2) / 2 (4 KiB apart), bytes 64 ((mt / 2) % 2).
-    const uint64_t desc_t = kScaled ? desc_p + (256 * (mt / 4) + 4 * ((mt / 2) % 2)) : desc_p;
+    // With scale, group g = mt / 2's Pᵀ: 16 rows at tile g / 2 (4 KiB apart), bytes 64 (g % 2); 32 rows at
+    // box 4's tile g (g < 2) or tile g - 2.
+    constexpr uint32_t kTile = sizeof(RowTile) / 16;  // 4 KiB in 16-byte units
+    const int g = mt / 2;
+    const uint64_t desc_t = !kScaled     ? desc_p
+                            : kCols == 4 ? desc_p + (kTile * (g / 2) + 4 * (g % 2))
+                            : g < 2      ? desc_box4 + kTile * g
+                                         : desc_p + kTile * (g - 2);
 #pragma unroll
     for (int ks = 0; ks < 2; ++ks) {
       const uint32_t(&frag)[4] = *reinterpret_cast<const uint32_t(*)[4]>(&am[4 * ks]);
@@ -498,7 +533,7 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], cons
       // 16 rows both terms are rows of one B (+ 32ks bytes), both e4m3.
       ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE4M3>(T[mt % 2], frag, desc_t + 2 * ks, ks > 0);
       if constexpr (kCols == 8) {
-        ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE5M2>(T[mt % 2], frag, desc_p + (4 + 2 * ks), 1);
+        ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE5M2>(T[mt % 2], frag, desc_t + (4 + 2 * ks), 1);
       }
     }
     ptx::wgmma_commit_group();
@@ -533,7 +568,7 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], cons
 // four warps through shared memory; every thread gets its kCols columns' results. The caller's next write
 // to s.columns comes after a barrier that every warp reaches only after these reads.
 template <int kCols, bool kScaled, typename Op>
-__device__ __forceinline__ void reduce_columns(float (&v)[kCols], SharedStorage<kScaled>& s, int wg, int warp,
+__device__ __forceinline__ void reduce_columns(float (&v)[kCols], SharedStorage<kCols, kScaled>& s, int wg, int warp,
                                                int lane, Op op) {
 #pragma unroll
   for (int j = 0; j < kCols; ++j) {
@@ -594,14 +629,16 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
 // (score_block_scaled) and each block's Pᵀ is stored once per scale group against the group's largest
 // |scale| over the block's live tokens (p_group_max), which P·V multiplies back.
 template <int kCols, bool kScaled>
-__device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStorage<kScaled>& s, int wg, int thread) {
+__device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStorage<kCols, kScaled>& s, int wg,
+                                               int thread) {
+  using Storage = SharedStorage<kCols, kScaled>;
   const int warp = thread / 32, lane = thread % 32;
   constexpr uint32_t kBoth = kScoreWarpgroups * kConsumerThreads;
   uint32_t it = 0, piece = 0;
   for_each_piece(p, [&](const Piece& pc) {
     const int first = pc.first_block(), end = pc.end_block();
     // Both score warpgroups finished the previous piece (the kQReady at its end): Qᵀ may be replaced.
-    if (wg == 0 && end > first) load_q<kScaled>(p, s, pc.req, thread);
+    if (wg == 0 && end > first) load_q<kCols, kScaled>(p, s, pc.req, thread);
     ptx::fence_proxy_async_shared();
     ptx::named_barrier_sync(kQReady, kBoth);
     // Per query row: the score scale and the causal limit, in shared memory (registers are short).
@@ -623,7 +660,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
 
     for (int blk = first; blk < end; ++blk, ++it) {
       if ((blk - first) % kScoreWarpgroups != wg) continue;  // the other score warpgroup's block
-      const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % kPSlots);
+      const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % Storage::kSlots);
       // k_free's phase for the stage's previous block (it - kStages) completes before the producer
       // starts this block's copy, so waiting on it first costs nothing beyond the k_full wait; it keeps
       // k_full's parity from matching a phase two behind if the block order changes.
@@ -654,7 +691,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
           for (int x = 4; x < 32; x <<= 1) gm[g] = fmaxf(gm[g], __shfl_xor_sync(0xffffffffu, gm[g], x));
         }
         if (lane == 0) *reinterpret_cast<float4*>(s.group_max[wg][warp]) = make_float4(gm[0], gm[1], gm[2], gm[3]);
-        score_block_scaled(sc, s.k[stage], s.q, scale, warp, lane);
+        score_block_scaled<kCols>(sc, s.k[stage], s.q, scale, warp, lane);
         ptx::named_barrier_sync(kGroupMax + wg, kConsumerThreads);
 #pragma unroll
         for (int g = 0; g < kFP8NumScales; ++g) {
@@ -695,10 +732,12 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
         fast &= !(fmaxf(v0, v1) - m[j] > kNarrowLag);  // a difference: m + lag rounds for |m| >= 2^26
       }
       // The slot's previous block (it - slots) is through the value warpgroup's P·V.
-      ptx::mbarrier_wait(&s.p_free[slot], ((it / kPSlots) & 1) ^ 1);
+      ptx::mbarrier_wait(&s.p_free[slot], ((it / Storage::kSlots) & 1) ^ 1);
       float sum[kCols] = {};
-      RowTile* pt = &s.p[kScaled ? 2 * slot : slot];
-      store_p<kCols, kScaled>(pt, sc, mu, sum, f, warp, lane);
+      RowTile* pt = &s.p[Storage::kSlotTiles * slot];
+      // With scale and 32 rows, Pᵀ's first two groups go here: past kGroupMax every warp's Q·Kᵀ has read it.
+      uint8_t* box4 = s.k[stage].box[kRawBoxes - 1];
+      store_p<kCols, kScaled>(pt, box4, sc, mu, sum, f, warp, lane);
       if (valid < kBlockN) {  // a sequence's last block: once every warp has read its K rows
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
         zero_tail(s.k[stage], valid, thread);
@@ -723,7 +762,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
           if (warp == 0 && lane < 4) s.col_max[wg][par ^ 1][column(lane, j)] = m_new;
         }
         par ^= 1;
-        store_p<kCols, kScaled>(pt, sc, mu, sum, f, warp, lane);  // the same thread writes the same bytes
+        store_p<kCols, kScaled>(pt, box4, sc, mu, sum, f, warp, lane);  // the same thread writes the same bytes
         // Warp 0's col_max writes before any warp's read of them in this warpgroup's next block.
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
       }
@@ -762,7 +801,8 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
 // weight 2^(r - M); a larger one rescales Oᵀ first. At the piece's end the score warpgroups' sums,
 // brought to M, give l, and this warpgroup stores the piece.
 template <int kCols, bool kScaled>
-__device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStorage<kScaled>& s, int thread) {
+__device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStorage<kCols, kScaled>& s, int thread) {
+  using Storage = SharedStorage<kCols, kScaled>;
   const int warp = thread / 32, lane = thread % 32;
   uint32_t it = 0, piece = 0;
   for_each_piece(p, [&](const Piece& pc) {
@@ -776,10 +816,10 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
 #pragma unroll
     for (int j = 0; j < kCols; ++j) big[j] = -INFINITY;
     for (int blk = pc.first_block(); blk < pc.end_block(); ++blk, ++it) {
-      const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % kPSlots);
+      const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % Storage::kSlots);
       // The combine may launch once every CTA has begun its last block (dense kernel.cuh).
       if (blk == pc.end_block() - 1 && pc.next_req < 0) cudaTriggerProgrammaticLaunchCompletion();
-      ptx::mbarrier_wait(&s.p_full[slot], (it / kPSlots) & 1);
+      ptx::mbarrier_wait(&s.p_full[slot], (it / Storage::kSlots) & 1);
       // The TMA bytes of V through this thread's own wait (complete long ago: a score warpgroup
       // waited for them before storing the slot's Pᵀ).
       ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
@@ -803,7 +843,7 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
         }
       }
       const float4 gmax = kScaled ? *reinterpret_cast<const float4*>(s.p_group_max[slot]) : float4{};
-      pv_block<kCols, kScaled>(o, s.k[stage], &s.p[kScaled ? 2 * slot : slot], beta, gmax, warp, lane);
+      pv_block<kCols, kScaled>(o, s.k[stage], &s.p[Storage::kSlotTiles * slot], beta, gmax, warp, lane);
       ptx::mbarrier_arrive(&s.p_free[slot]);
       ptx::mbarrier_arrive(&s.k_free[stage]);
     }
@@ -831,12 +871,12 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
 
 // kCols: query rows per thread in the m64nN tiles, 8 (up to 32 rows) or 4 (up to 16: N = 16 for Sᵀ, and
 // Pᵀ's two terms side by side in one N = 32 for P·V, so half its wgmma).
-// kScaled: an FP8-with-scale cache (kCols 4 only; rope_map and scale_map read), else per tensor.
+// kScaled: an FP8-with-scale cache (rope_map and scale_map read), else per tensor.
 template <int kCols, bool kScaled>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map,
                   const __grid_constant__ CUtensorMap rope_map, const __grid_constant__ CUtensorMap scale_map) {
-  using Storage = SharedStorage<kScaled>;
+  using Storage = SharedStorage<kCols, kScaled>;
   extern __shared__ char smem_raw[];
   const uint32_t misalign = static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) & 1023;
   Storage& s = *reinterpret_cast<Storage*>(smem_raw + ((1024 - misalign) & 1023));
@@ -847,7 +887,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       ptx::mbarrier_init(&s.k_full[st], 1);
       ptx::mbarrier_init(&s.k_free[st], kConsumerThreads);
     }
-    for (int sl = 0; sl < kPSlots; ++sl) {
+    for (int sl = 0; sl < Storage::kSlots; ++sl) {
       ptx::mbarrier_init(&s.p_full[sl], kConsumerThreads);
       ptx::mbarrier_init(&s.p_free[sl], kConsumerThreads);
     }
@@ -861,7 +901,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   if (warpgroup == kProducerWarpgroup) {
     ptx::setmaxnreg_dec<kProducerRegs>();
-    if (thread == 0) producer<kScaled>(p, s, k_map, rope_map, scale_map);
+    if (thread == 0) producer<kCols, kScaled>(p, s, k_map, rope_map, scale_map);
   } else if (warpgroup == kValueWarpgroup) {
     ptx::setmaxnreg_inc<kValueRegs>();
     value_consumer<kCols, kScaled>(p, s, thread);
@@ -880,7 +920,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 template <int kCols, bool kScaled>
 void launch_cols(const DecodeParams& p, const TensorMaps& maps) {
   constexpr auto kernel = decode_kernel<kCols, kScaled>;
-  constexpr int kBytes = kSharedBytes<kScaled>;
+  constexpr int kBytes = kSharedBytes<kCols, kScaled>;
   static std::atomic<uint64_t> configured{0};
   const uint64_t bit = p.device.index < 64 ? uint64_t{1} << p.device.index : 0;
   if ((configured.load(std::memory_order_acquire) & bit) == 0) {
@@ -904,20 +944,17 @@ void launch_cols(const DecodeParams& p, const TensorMaps& maps) {
                                                                           kScaled ? maps.scales : maps.k);
 }
 
-// With scale: the 16-row form (launch.cu sends no more rows). Per tensor: the 16-row form when the rows
-// fit, else the 32-row one.
+// The 16-row form when the rows fit, else the 32-row one (launch.cu sends no more rows).
 void launch_decode(const DecodeParams& p, const TensorMaps& maps) {
-  if (p.kv_format == KvCacheFormat::kFP8WithScale) {
-    if (p.rows > kScaledRows) {  // launch.cu's use_narrow never sends more; rows past 16 would go unwritten
-      throw Error("k_cache", "the narrow kernel reads FP8-with-scale caches for at most " +
-                                 std::to_string(kScaledRows) + " query rows per KV head, got " +
-                                 std::to_string(p.rows));
-    }
-    launch_cols<4, true>(p, maps);
-  } else if (p.rows <= kSideRows) {
-    launch_cols<4, false>(p, maps);
+  if (p.rows > kRows) {  // rows past 32 would go unwritten
+    throw Error("q", "the narrow kernel reads at most " + std::to_string(kRows) + " query rows per KV head, got " +
+                         std::to_string(p.rows));
+  }
+  const bool scaled = p.kv_format == KvCacheFormat::kFP8WithScale;
+  if (p.rows <= kSideRows) {
+    scaled ? launch_cols<4, true>(p, maps) : launch_cols<4, false>(p, maps);
   } else {
-    launch_cols<8, false>(p, maps);
+    scaled ? launch_cols<8, true>(p, maps) : launch_cols<8, false>(p, maps);
   }
 }
 
