@@ -68,7 +68,7 @@ enum NamedBarrier : uint32_t {
   kPReady = 4,   // the warps' votes of this block published (4, 5); also before the tail zeroing, and
                  // after a moved max (warp 0's col_max writes before the next block's reads)
   kPartialStored = 6,  // the value warpgroup stored a split piece's partial (release_piece)
-  kGroupMax = 7,       // with scale: every warp's scale-group maxima of this block written (7, 8)
+  kBoxFree = 7,        // with scale and 32 rows: every warp's Q·Kᵀ read the block's box 4 (7, 8)
 };
 
 // [32 rows, 128 bytes] (64 16-bit values or 128 bytes), 128-byte swizzled (row r's chunk c at c ^ (r % 8)).
@@ -121,7 +121,6 @@ struct SharedStorage {
   // warp's largest |scale| per group over its block's live tokens, and each slot's block maximum (its Pᵀ
   // of group g holds P * scale / maximum).
   alignas(128) float k_scale[kScaled ? kStages : 1][kBlockN][kFP8NumScales];  // a TMA destination: 128-byte aligned
-  alignas(16) float group_max[kScoreWarpgroups][kConsumerWarps][kFP8NumScales];
   alignas(16) float p_group_max[kScaled ? kSlots : 1][kFP8NumScales];
 };
 

@@ -669,12 +669,11 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       float sc[2 * kCols];
       const int valid = pc.seqlen - blk * kBlockN;
       float f[2][kFP8NumScales];  // with scale: this thread's tokens' scales over the block's largest
-      float lane_group_max = 0.0f;  // with scale, lanes 0..3: group `lane`'s divisor (its block maximum)
+      float lane_group_max = 0.0f;  // with scale: group (lane % 4)'s divisor (its block maximum)
       if constexpr (kScaled) {
-        // The tokens' scales, 0 past the sequence's end (stale rows may hold anything); each warp's largest
-        // magnitude per group to s.group_max before Q·Kᵀ is issued, the block's read after it.
+        // This thread's tokens' scales, 0 past the sequence's end (stale rows may hold anything).
         const int tk = 16 * warp + lane / 4;
-        float scale[2][kFP8NumScales], gm[kFP8NumScales];
+        float scale[2][kFP8NumScales];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const float4 v = *reinterpret_cast<const float4*>(s.k_scale[stage][tk + 8 * h]);
@@ -684,29 +683,44 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
           scale[h][2] = live ? v.z : 0.0f;
           scale[h][3] = live ? v.w : 0.0f;
         }
-#pragma unroll
-        for (int g = 0; g < kFP8NumScales; ++g) {
-          gm[g] = fmaxf(fabsf(scale[0][g]), fabsf(scale[1][g]));  // fmaxf drops a NaN
-#pragma unroll
-          for (int x = 4; x < 32; x <<= 1) gm[g] = fmaxf(gm[g], __shfl_xor_sync(0xffffffffu, gm[g], x));
-        }
-        if (lane == 0) *reinterpret_cast<float4*>(s.group_max[wg][warp]) = make_float4(gm[0], gm[1], gm[2], gm[3]);
         score_block_scaled<kCols>(sc, s.k[stage], s.q, scale, warp, lane);
-        ptx::named_barrier_sync(kGroupMax + wg, kConsumerThreads);
+        // Each group's largest live magnitude over the block, taken by every warp on its own: tokens lane and
+        // lane + 32, then a warp-wide integer max (a non-negative float orders as its bits; fmaxf from 0
+        // drops a NaN).
+        float gm[kFP8NumScales] = {};
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float4 v = *reinterpret_cast<const float4*>(s.k_scale[stage][lane + 32 * h]);
+          if (lane + 32 * h < valid) {
+            gm[0] = fmaxf(gm[0], fabsf(v.x));
+            gm[1] = fmaxf(gm[1], fabsf(v.y));
+            gm[2] = fmaxf(gm[2], fabsf(v.z));
+            gm[3] = fmaxf(gm[3], fabsf(v.w));
+          }
+        }
+        // Lane l divides for group l % 4 only (one IEEE division per lane, not four) and the lanes then
+        // take the four reciprocals. The divisor is at least the smallest normal float so that 1 / norm is
+        // finite; P·V multiplies by the same norm back. 0 when no live scale is nonzero (or every one is
+        // NaN): P·V then adds 0 (or NaN).
+        float big = 0.0f;
 #pragma unroll
         for (int g = 0; g < kFP8NumScales; ++g) {
-          const float(&x)[kConsumerWarps][kFP8NumScales] = s.group_max[wg];
-          const float big = fmaxf(fmaxf(x[0][g], x[1][g]), fmaxf(x[2][g], x[3][g]));
-          // The divisor, at least the smallest normal float so that 1 / norm is finite; P·V multiplies by the
-          // same norm back. 0 when no live scale is nonzero (or every one is NaN): P·V then adds 0 (or NaN).
-          const float norm = big > 0.0f ? fmaxf(big, 0x1p-126f) : 0.0f;
-          const float inv = norm > 0.0f ? 1.0f / norm : 0.0f;
+          const float b = __uint_as_float(__reduce_max_sync(0xffffffffu, __float_as_uint(gm[g])));
+          if (lane % kFP8NumScales == g) big = b;
+        }
+        lane_group_max = big > 0.0f ? fmaxf(big, 0x1p-126f) : 0.0f;
+        const float inv_mine = lane_group_max > 0.0f ? 1.0f / lane_group_max : 0.0f;
+#pragma unroll
+        for (int g = 0; g < kFP8NumScales; ++g) {
+          const float inv = __shfl_sync(0xffffffffu, inv_mine, g);
           // A NaN scale stays NaN, as the dequantised value is: like a NaN code, it reaches every row's
           // output through P·V, causally masked rows too (P = 0 times NaN).
           f[0][g] = scale[0][g] * inv;
           f[1][g] = scale[1][g] * inv;
-          if (lane == g) lane_group_max = norm;  // kept in a register: a warp past kPReady may rewrite group_max
         }
+        // With 32 rows Pᵀ's first two groups go into the stage's box 4 (store_p): every warp's Q·Kᵀ has
+        // read it past this barrier.
+        if constexpr (kCols == 8) ptx::named_barrier_sync(kBoxFree + wg, kConsumerThreads);
       } else {
         score_block<kCols>(sc, s.k[stage], s.q, warp, lane);
       }
@@ -735,7 +749,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       ptx::mbarrier_wait(&s.p_free[slot], ((it / Storage::kSlots) & 1) ^ 1);
       float sum[kCols] = {};
       RowTile* pt = &s.p[Storage::kSlotTiles * slot];
-      // With scale and 32 rows, Pᵀ's first two groups go here: past kGroupMax every warp's Q·Kᵀ has read it.
+      // With scale and 32 rows, Pᵀ's first two groups go here: past kBoxFree every warp's Q·Kᵀ has read it.
       uint8_t* box4 = s.k[stage].box[kRawBoxes - 1];
       store_p<kCols, kScaled>(pt, box4, sc, mu, sum, f, warp, lane);
       if (valid < kBlockN) {  // a sequence's last block: once every warp has read its K rows
