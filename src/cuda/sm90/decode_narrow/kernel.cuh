@@ -634,7 +634,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
   using Storage = SharedStorage<kCols, kScaled>;
   const int warp = thread / 32, lane = thread % 32;
   constexpr uint32_t kBoth = kScoreWarpgroups * kConsumerThreads;
-  uint32_t it = 0, piece = 0;
+  uint32_t blocks_before = 0, piece = 0;  // the CTA's blocks in earlier pieces (both warpgroups')
   for_each_piece(p, [&](const Piece& pc) {
     const int first = pc.first_block(), end = pc.end_block();
     // Both score warpgroups finished the previous piece (the kQReady at its end): Qᵀ may be replaced.
@@ -658,8 +658,9 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
     int mine = 0;  // blocks of the piece this warpgroup has finished
     int par = 0;   // which col_max buffer holds the running max
 
-    for (int blk = first; blk < end; ++blk, ++it) {
-      if ((blk - first) % kScoreWarpgroups != wg) continue;  // the other score warpgroup's block
+    // This warpgroup's blocks: every other one, from first + wg; `it` counts every block of the CTA.
+    for (int blk = first + wg; blk < end; blk += kScoreWarpgroups) {
+      const uint32_t it = blocks_before + static_cast<uint32_t>(blk - first);
       const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % Storage::kSlots);
       // k_free's phase for the stage's previous block (it - kStages) completes before the producer
       // starts this block's copy, so waiting on it first costs nothing beyond the k_full wait; it keeps
@@ -793,6 +794,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       ptx::mbarrier_arrive(&s.p_full[slot]);
       ++mine;
     }
+    blocks_before += static_cast<uint32_t>(max(end - first, 0));
     reduce_columns<kCols>(l, s, wg, warp, lane, [](float a, float b) { return a + b; });
     const int pp = static_cast<int>(piece & 1);
     ptx::mbarrier_wait(&s.stats_free[pp], ((piece >> 1) & 1) ^ 1);
