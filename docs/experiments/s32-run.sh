@@ -13,10 +13,10 @@
 # call4: ncu source counters (ncu_source) of the narrow kernel at b=128 8192 h16 s1 and h32 s1, with scale and
 #   per tensor. Predicted (session 31's code reading): with scale's extra instructions mostly on the score
 #   side (store_p's four Pᵀ, the fold, the group maxima), few on the value side.
-#   Measured (b=128 8192, warp instructions per block and score warp): h16 with scale 935 against per tensor's
-#   590, h32 1213 against 710; the group maxima and their divisions ~159 of h16's (four IEEE divisions 52,
-#   the cross-warp max 28, the shuffles 24, the divisor 19), store_p + split_h +~100, the fold's FMAs 32
-#   (64 at h32); value side 388 against 304 (h16). docs/experiments/s32-source-counters.txt.
+#   Measured (b=128 8192, warp instructions per block and score warp): h16 with scale 936 against per tensor's
+#   585, h32 1212 against 708; the group maxima and their divisions ~159 of h16's (four IEEE divisions 52,
+#   the cross-warp max 28, the shuffles 24, the divisor 19), store_p + split_h +150 (h32 +258), the fold's
+#   FMAs 32 (64 at h32); value side 410 against 329 (h16). docs/experiments/s32-source-counters.txt.
 # call5: gmx = branch gmx (main + every warp takes the block's group maxima itself from the stage's scales:
 #   a warp-wide integer max, one division per lane, no exchange and, with 16 rows, no barrier): FP8 tests,
 #   memcheck, synccheck, 2-pass A/B against w32 (main's binary) on the with-scale h_q=16 and h_q=32 rows.

@@ -117,9 +117,9 @@ struct SharedStorage {
   uint64_t p_free[kSlots];                   // the value warpgroup finished with a slot
   uint64_t stats_full[2];                    // both score warpgroups stored a piece's statistics
   uint64_t stats_free[2];                    // the value warpgroup read them
-  // With scale only (one unused entry each per tensor): a stage's four scales per token (TMA), each
-  // warp's largest |scale| per group over its block's live tokens, and each slot's block maximum (its Pᵀ
-  // of group g holds P * scale / maximum).
+  // With scale only (one unused entry each per tensor): a stage's four scales per token (TMA), and each
+  // slot's per-group maximum |scale| over its block's live tokens (its Pᵀ of group g holds P * scale /
+  // maximum).
   alignas(128) float k_scale[kScaled ? kStages : 1][kBlockN][kFP8NumScales];  // a TMA destination: 128-byte aligned
   alignas(16) float p_group_max[kScaled ? kSlots : 1][kFP8NumScales];
 };
