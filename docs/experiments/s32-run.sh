@@ -113,12 +113,12 @@ case ${1:-} in
     gtest_groups p16 'Formats/Sm90FP8.*'
     sanitize p16 "Formats/Sm90FP8.*:-*LargeBatch*:*MatchesReference*" memcheck synccheck racecheck
     grep -c "narrow" "$OUT/p16-racecheck.txt" || true  # hazards in the narrow kernel (the dense kernel's are known)
-    OUT=$OUT/a timeout 230 bash scripts/ab.sh -p 2 \
+    OUT=$OUT/a timeout 280 bash scripts/ab.sh -p 2 -t 230 \
       -a "--grid flashmla --only h_q=16 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" \
       head=scratch/head-flash-mla-bench p16=scratch/p16-flash-mla-bench || true
     ;;
   next2)
-    OUT=$OUT/b timeout 200 bash scripts/ab.sh -p 2 \
+    OUT=$OUT/b timeout 250 bash scripts/ab.sh -p 2 -t 200 \
       -a "--grid flashmla --only h_q=32 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" \
       head=scratch/head-flash-mla-bench p16=scratch/p16-flash-mla-bench || true
     for pass in 1 2; do
