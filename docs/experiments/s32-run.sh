@@ -38,6 +38,7 @@
 #   no lane exchange, split_h's terms unpacked. next: p16's FP8 tests, memcheck, synccheck, racecheck, and a
 #   2-pass A/B on FlashMLA's h_q=16 rows (both FP8 layouts); next2: the same at h_q=32, then issue 7's standing
 #   on head twice (bf16 and both layouts, h_q=16): is the per-tensor ratio stable between passes and calls?
+#   Then ncu source counters of p16 with scale at h16 and h32 (b=128 8192 s1; ~30 s).
 #   Predicted (static count: per column pair and group 5 instructions fewer, SHFL + 2 SEL + 2 PRMT + the pack
 #   against 2 more 2-byte stores): score warps -40 instructions per block with scale at h16 (~ -5 %), -80 at
 #   h32 (~ -7 %), per tensor -10 / -20 (~ -2 / -3 %): with scale 16/32-row rows -1.5 ... -3 %, per tensor
@@ -125,6 +126,13 @@ case ${1:-} in
       timeout 200 scratch/head-flash-mla-bench --grid flashmla --only h_q=16 --kv dense,fp8,fp8-tensor \
         --check-rows 8 --quiet >"$OUT/standing-$pass.txt" 2>&1 || true
       grep -E "ceilings|sm90" "$OUT/standing-$pass.txt"
+    done
+    # Only 8 files come back: the tables above are on stdout; keep the source counters of p16 (ncu_lines.py
+    # against s32-source-counters.txt's 862255d figures).
+    rm -rf "$OUT/b" "$OUT"/standing-*.txt
+    for h in 16 32; do
+      ncu_source "$OUT/src-p16-h$h-fp8.csv" scratch/p16-flash-mla-bench --batch 128 --seqlen 8192 --h-q "$h" --s-q 1 \
+        --kv fp8
     done
     ;;
   *)
