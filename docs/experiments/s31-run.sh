@@ -31,7 +31,10 @@
 #   Measured (calls 5-8): FP8 tests of all three passed; wsA 0.992-1.010x of ws, wsB 0.974-0.989x on the 16-row
 #   rows (b=256 512 h16 s1 0.998x), 0.993-1.003x elsewhere; wsB's memcheck, synccheck and GPU suite passed; ncu:
 #   with scale 87.9 M instructions against per tensor's 61.6 M (cycles 324 k against 242 k). Landed (0812b73).
-# next-build (here, ~4 min) / next (~8 min): the next session's call. head = HEAD (84d8750 or later: the review's
+# next-build (here, ~4 min) / next (~8 min): the next session's call. The two with-scale patches landed in
+#   session 32 (all pages: 503b0fe; 32 rows: 862255d, with the test's 32-row spread at 2^±2) and were removed
+#   from docs/experiments, so next-build reproduces them only at REV=48868e0 with `git show 862255d` /
+#   `git show 503b0fe` as the patches. head = HEAD (84d8750 or later: the review's
 #   fixes, unrun on a GPU: the divisor clamp, the shared helpers, and the tests that now also run 16 rows (the
 #   with-scale narrow kernel) and ZeroAndNaNScales); wsP = HEAD + s31-with-scale-all-pages.patch (the narrow
 #   kernel with scale for every page size of 16+ row copies, not only multiples of 64). head's GPU suite, wsP's

@@ -3,7 +3,8 @@
 # `carry: ["scratch"]`; OUT=$OUT there). Usage: s32-run.sh STEP. Calls 1 and 2 were s31-run.sh's next and
 # next2 (output as run: docs/experiments/s32-device-output.txt).
 # call3: w32 = branch w32 (862255d: s31-with-scale-32-rows.patch on 503b0fe, ScalesSpreadWithinABlock at
-#   2^±2 for 32 rows; call 1 failed it at 2^±6), w32s1 = the same test at 2^±1 (the fallback). w32's GPU
+#   2^±2 for 32 rows; call 1 failed it at 2^±6), w32s1 = the same test at 2^±1 (the fallback; scratch/spread1.patch,
+#   not kept: the test's `rows <= 32 ? 2.0f` as `1.0f`). w32's GPU
 #   suite, w32s1's spread test, a 1-pass A/B of head and w32 on the 32-row FP8-with-scale rows of the perf and
 #   flashmla grids, and issue 7's standing at h_q=32 (bf16, both FP8 layouts) on w32.
 #   Predicted: the suite passes (2^±2 puts values at 4x SPEC's input scale, P's e5m2 term then ~16x finer

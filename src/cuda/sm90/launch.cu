@@ -176,11 +176,11 @@ void make_accum_map(const DecodeParams& p, sm90::TensorMaps* maps) {
 }
 
 // The narrow kernel (sm90::narrow) serves FP8 caches (both layouts) with at most 32 query rows per KV head
-// whose pages are copied by TMA. Per tensor, session 10 (before
-// the 16-row form): faster than the dense kernel on 16 of the 18 such rows compared with it (same-run
-// pairs), up to 1.48x, and 1-5 % slower on b=1 at 4k and 16k tokens; session 11 did not compare the two
-// again. With scale, session 31 (H200): 1.04-1.75x the dense kernel on every 16-row row compared (b=128
-// 16384 h16 s1 716 -> 410 us, b=4 4096 h16 s1 16.4 -> 15.8; docs/PERFORMANCE.md). The CMake option
+// whose pages are copied by TMA. Per tensor, session 10 (before the 16-row form): faster than the dense
+// kernel on 16 of the 18 such rows compared with it (same-run pairs), up to 1.48x, and 1-5 % slower on b=1
+// at 4k and 16k tokens; session 11 did not compare the two again. With scale (H200): 1.04-1.75x the dense
+// kernel on every 16-row row compared in session 31 (b=128 16384 h16 s1 716 -> 410 us, b=4 4096 h16 s1
+// 16.4 -> 15.8), 1.29-1.37x on the 32-row rows compared in session 32 (docs/PERFORMANCE.md). The CMake option
 // FLASH_MLA_SM90_NARROW_FP8=OFF keeps every call on the dense kernel.
 bool use_narrow(const DecodeParams& p) {
 #if defined(FLASH_MLA_SM90_NARROW_FP8)

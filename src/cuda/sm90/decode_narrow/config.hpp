@@ -94,8 +94,8 @@ struct SharedStorage {
   static constexpr int kSlots = kPInStage ? kWideScaledPSlots : kPSlots;
   static constexpr int kSlotTiles = kScaled ? 2 : 1;
   RawStage k[kStages];                       // raw e4m3 blocks, 160 KiB
-  // Qᵀ as f16, channels permuted (kernel.cuh), 36 KiB; with scale 16 rows (18 KiB) with 16 rows, and tile 8
-  // (RoPE) as bf16.
+  // Qᵀ as f16, channels permuted (kernel.cuh), 36 KiB; with scale, tile 8 (the RoPE) as bf16, and with 16
+  // rows only 16 rows a tile (18 KiB).
   std::conditional_t<kHalfQ, HalfRowTile, RowTile> q[kQKSubTiles];
   // Pᵀ per slot, 4 KiB (16 in all): [32 rows, 64 tokens e4m3, then 64 e5m2]; with 16 rows, the e4m3 lo term
   // in rows 16..31. With scale, slot i is tiles 2i, 2i + 1: with 16 rows (8 slots' worth, 32 KiB) scale group
