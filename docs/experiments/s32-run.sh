@@ -40,6 +40,7 @@
 #   2-pass A/B on FlashMLA's h_q=16 rows (both FP8 layouts); next2: the same at h_q=32, then issue 7's standing
 #   on head twice (bf16 and both layouts, h_q=16): is the per-tensor ratio stable between passes and calls?
 #   Then ncu source counters of p16 with scale at h16 and h32 (b=128 8192 s1; ~30 s).
+#   Ran in session 33 (its PERFORMANCE.md entry): p16 landed there, and its patch file was removed with it.
 #   Predicted (static count: per column pair and group 5 instructions fewer, SHFL + 2 SEL + 2 PRMT + the pack
 #   against 2 more 2-byte stores): score warps -40 instructions per block with scale at h16 (~ -5 %), -80 at
 #   h32 (~ -7 %), per tensor -10 / -20 (~ -2 / -3 %): with scale 16/32-row rows -1.5 ... -3 %, per tensor

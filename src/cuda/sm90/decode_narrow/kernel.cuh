@@ -379,7 +379,7 @@ __device__ __forceinline__ void add_tile(float (&o)[2 * kCols], float (&t)[16], 
 // 8-bit terms each, P·kPScale ≈ hi + lo: hi in e4m3 (4 significant bits), lo
 // the rest. P ≤ 2^kNarrowLag, so P·kPScale ≤ 2^8, inside e4m3's 448; the lo term keeps small P that
 // e4m3 alone would flush (below 2^-10 once scaled: every token more than ~14 log2 units under the
-// running max, which a long sequence has by the thousand). Bytes, low to high: hi(a), hi(b), lo(a), lo(b).
+// running max, which a long sequence has by the thousand). Each term holds both values: a's code, then b's.
 // NaN stays NaN.
 // - 32 rows (kCols 8): lo in e5m2 (3 more bits; normal down to 2^-14, subnormal to 2^-16), so P·kPScale
 //   keeps ~3 bits down to 2^-14 and rounds to a 2^-16 step below: at most 2^-17 / kPScale lost per token.
@@ -387,24 +387,27 @@ __device__ __forceinline__ void add_tile(float (&o)[2 * kCols], float (&t)[16], 
 //   too, kLoScale larger. |lo| is at most half an e4m3 step of hi (≤ 8 for hi ≤ 2^8), so lo·kLoScale ≤
 //   2^8 stays inside e4m3's range; below, lo keeps 4 bits down to P·kPScale = 2^-11 and rounds to a
 //   2^-14 step (P: 2^-18), four times the e5m2 step.
+struct PTerms {
+  uint16_t hi, lo;  // each the two values' 8-bit codes: the first value's in the low byte
+};
 template <int kCols>
-__device__ __forceinline__ uint32_t split_h(__half2 h) {
+__device__ __forceinline__ PTerms split_h(__half2 h) {
   const __nv_fp8x2_storage_t hi = __nv_cvt_halfraw2_to_fp8x2(h, __NV_SATFINITE, __NV_E4M3);
   const uint32_t back = e4m3x2_to_f16x2(hi);
   const __half2 rest = __hsub2(h, *reinterpret_cast<const __half2*>(&back));
   const __nv_fp8x2_storage_t lo =
       kCols == 8 ? __nv_cvt_halfraw2_to_fp8x2(rest, __NV_SATFINITE, __NV_E5M2)
                  : __nv_cvt_halfraw2_to_fp8x2(__hmul2(rest, __float2half2_rn(kLoScale)), __NV_SATFINITE, __NV_E4M3);
-  return static_cast<uint32_t>(hi) | (static_cast<uint32_t>(lo) << 16);
+  return {hi, lo};
 }
 
 // Pᵀ = 2^(Sᵀ - mu) of one block, stored for P·V, its per-thread column sums added to `sum`.
 // P·V's reduction runs over a 32-token k-step in the order ldmatrix.trans delivers V (pv_block):
-// position k = 16h + 4q + i holds token 16h + 2q + (i % 2) + 8(i / 2). Pᵀ is stored in that order, as
+// position k = 16h + 4q + i holds token 16h + 2q + (i / 2) + 8(i % 2). Pᵀ is stored in that order, as
 // [32 rows, 128 bytes] 128-byte swizzled: bytes 32ks + k of term 0 (hi), then 64 + 32ks + k of term 1.
-// The thread's values sc[4i + 2h + e] (token 16w + lane/4 + 8h, column 2i + e) become, after one
-// exchange with lane ^ 4 (token ± 1), one 4-byte word per column pair and term: tokens
-// 16w + 2(g/2) + {0, 1, 8, 9} at position 16(w % 2) + 4(g/2) of k-step w / 2 (g = lane / 4).
+// The thread's values sc[4i + 2h + e] (token 16w + lane/4 + 8h, column 2i + e) are, per column and term,
+// two adjacent positions: tokens 16w + g and 16w + g + 8 at positions 16(w % 2) + 2g, + 1 of k-step w / 2
+// (g = lane / 4), one 2-byte store each (session 32: before, an exchange with lane ^ 4 built 4-byte words).
 // With 16 rows (kCols 4) term 1 goes to row 16 + r at term 0's bytes instead. With scale (kScaled), one Pᵀ
 // per scale group grp, P·f[h][grp] (f: the token's scale over the block's largest, so at most 1 in
 // magnitude): with 16 rows at tile grp / 2 of pt, bytes 64 (grp % 2) of each row; with 32 rows a tile each,
@@ -416,7 +419,6 @@ __device__ __forceinline__ void store_p(RowTile* pt, uint8_t* box4, const float 
                                         const float (&f)[2][kFP8NumScales], int warp, int lane) {
   constexpr int kGroups = kScaled ? kFP8NumScales : 1;
   const int g = lane / 4;
-  const bool odd = g & 1;
   // With scale: each group's f of tokens g, g + 8, as f16. P·f·kPScale keeps the lo term's floor (split_h):
   // a token whose P·f is below ~2^-18 adds nothing to its group's channels, so a token whose scale is 2^18 or
   // more under its block's largest loses that group's V (the dense kernel keeps it, rounded to bf16).
@@ -439,22 +441,21 @@ __device__ __forceinline__ void store_p(RowTile* pt, uint8_t* box4, const float 
     const __half2 c1 = __floats2half2_rn(pv[1] * kPScale, pv[3] * kPScale);
 #pragma unroll
     for (int grp = 0; grp < kGroups; ++grp) {
-      const uint32_t col0 = split_h<kCols>(kScaled ? __hmul2(c0, fh[grp]) : c0);
-      const uint32_t col1 = split_h<kCols>(kScaled ? __hmul2(c1, fh[grp]) : c1);
-      const uint32_t keep = odd ? col1 : col0;
-      const uint32_t recv = __shfl_xor_sync(0xffffffffu, odd ? col0 : col1, 4);
-      const uint32_t lo = odd ? recv : keep, hi = odd ? keep : recv;  // tokens 2(g/2) + {0, 8}, then + 1
-      const int row = column(lane, 2 * i + odd);
       char* tile = !kScaled ? reinterpret_cast<char*>(pt)
                    : kCols == 4 ? reinterpret_cast<char*>(&pt[grp / 2])
                    : grp < 2    ? reinterpret_cast<char*>(box4 + sizeof(RowTile) * grp)
                                 : reinterpret_cast<char*>(&pt[grp - 2]);
 #pragma unroll
-      for (int term = 0; term < 2; ++term) {
-        const uint32_t w = __byte_perm(lo, hi, term == 0 ? 0x5140 : 0x7362);
-        const int offset = kCols == 8 ? swizzled_offset(row, 4 * term + warp)
-                                      : swizzled_offset(16 * term + row, warp + 4 * (grp % 2));
-        *reinterpret_cast<uint32_t*>(tile + offset + 4 * (g / 2)) = w;
+      for (int e = 0; e < 2; ++e) {
+        const __half2 c = e == 0 ? c0 : c1;
+        const PTerms t = split_h<kCols>(kScaled ? __hmul2(c, fh[grp]) : c);
+        const int row = column(lane, 2 * i + e);
+#pragma unroll
+        for (int term = 0; term < 2; ++term) {
+          const int offset = kCols == 8 ? swizzled_offset(row, 4 * term + warp)
+                                        : swizzled_offset(16 * term + row, warp + 4 * (grp % 2));
+          *reinterpret_cast<uint16_t*>(tile + offset + 2 * g) = term == 0 ? t.hi : t.lo;
+        }
       }
     }
   }
@@ -512,8 +513,8 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], cons
 #pragma unroll
       for (int x = 0; x < 2; ++x) {
         const uint32_t lo = raw[4 * ks + 2 * x], hi = raw[4 * ks + 2 * x + 1];
-        am[4 * ks + 2 * x] = __byte_perm(lo, hi, 0x6420);      // even channel
-        am[4 * ks + 2 * x + 1] = __byte_perm(lo, hi, 0x7531);  // odd channel
+        am[4 * ks + 2 * x] = __byte_perm(lo, hi, 0x6240);      // even channel: tokens 2q, 2q + 8, 2q + 1, 2q + 9
+        am[4 * ks + 2 * x + 1] = __byte_perm(lo, hi, 0x7351);  // odd channel
       }
     }
     if (mt + 1 < kVSubTiles) load(mt + 1, raw);  // while the tensor cores run
