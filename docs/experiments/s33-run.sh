@@ -35,8 +35,31 @@ case ${1:-} in
       head=scratch/p16-flash-mla-bench tri=scratch/tri-flash-mla-bench || true
     rm -rf "$OUT/a/ab" "$OUT/b/ab"
     ;;
+  call4)
+    # Why the third score warpgroup lost: pipes, issue, stall reasons and DRAM throughput of p16 (main) and tri at
+    # b=128 8192 h16 s1 per tensor (ncu, base clock; one line each).
+    m='regex:sm__pipe_.*cycles_active.avg.pct_of_peak_sustained_active$'
+    m+=',sm__cycles_elapsed.max,smsp__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active'
+    m+=',dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__warps_active.avg.per_cycle_active'
+    stalls='regex:smsp__average_warps_issue_stalled_.*_per_issue_active.ratio$'
+    for name in p16 tri; do
+      ncu_metrics "$name pipes" "$m" "scratch/$name-flash-mla-bench" --batch 128 --seqlen 8192 --h-q 16 --s-q 1 \
+        --kv fp8-tensor
+      ncu_metrics "$name stalls" "$stalls" "scratch/$name-flash-mla-bench" --batch 128 --seqlen 8192 --h-q 16 \
+        --s-q 1 --kv fp8-tensor
+    done
+    ;;
+  call5)
+    # Issue 7's standing on main (5b1096e = scratch/p16-*): bf16 and both FP8 layouts on FlashMLA's h_q=16 and 32
+    # rows, one call (the tables on stdout).
+    for h in 16 32; do
+      timeout 250 scratch/p16-flash-mla-bench --grid flashmla --only "h_q=$h" --kv dense,fp8,fp8-tensor --check-rows 8 \
+        --quiet >"$OUT/standing-h$h.txt" 2>&1 || true
+      grep -E "ceilings|sm90|rror" "$OUT/standing-h$h.txt"
+    done
+    ;;
   *)
-    echo "usage: $0 build3|call3" >&2
+    echo "usage: $0 build3|call3|call4|call5" >&2
     exit 2
     ;;
 esac
