@@ -26,6 +26,24 @@ __device__ __forceinline__ void named_barrier_arrive(uint32_t id, uint32_t count
   asm volatile("barrier.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 
+// barrier.red.and.pred id, count, pred: barrier.sync's wait and memory ordering, returning whether `pred`
+// held in every participating thread (one instruction in place of a vote, a shared-memory exchange and a
+// barrier).
+__device__ __forceinline__ bool named_barrier_all(uint32_t id, uint32_t count, bool pred) {
+  uint32_t all;
+  asm volatile(
+      "{\n"
+      ".reg .pred p, q;\n"
+      "setp.ne.u32 q, %1, 0;\n"
+      "barrier.red.and.pred p, %2, %3, q;\n"
+      "selp.u32 %0, 1, 0, p;\n"
+      "}\n"
+      : "=r"(all)
+      : "r"(static_cast<uint32_t>(pred)), "r"(id), "r"(count)
+      : "memory");
+  return all != 0;
+}
+
 // bar.sync / bar.arrive, the .aligned forms: not for the kernels (above). Only
 // docs/experiments/s27-sync-probe.cu uses them, to show synccheck's verdict on either form.
 __device__ __forceinline__ void named_barrier_sync_aligned(uint32_t id, uint32_t count) {

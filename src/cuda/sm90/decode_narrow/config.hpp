@@ -21,13 +21,13 @@ inline constexpr int kProducerWarpgroup = kScoreWarpgroups + 1;
 inline constexpr int kConsumerThreads = kWarpgroupThreads;  // per consumer warpgroup
 inline constexpr int kThreads = (kScoreWarpgroups + 2) * kWarpgroupThreads;
 inline constexpr int kConsumerWarps = kConsumerThreads / 32;
-// setmaxnreg budgets: 232 + 2 * 120 + 40 = 512 = 4 * 128, the registers allocated per thread at launch.
+// setmaxnreg budgets: 232 + 2 * 128 + 24 = 512 = 4 * 128, the registers allocated per thread at launch.
 // The value warpgroup holds Oᵀ (128 fp32; 64 with 16 rows); a score warpgroup Sᵀ (16; 8 with 16 rows) and
 // Q·Kᵀ's A fragments (40).
 inline constexpr uint32_t kLaunchRegs = 65536 / kThreads;  // 128 (ptxas -v: "Used 128 registers")
 inline constexpr uint32_t kValueRegs = 232;
-inline constexpr uint32_t kScoreRegs = 120;
-inline constexpr uint32_t kProducerRegs = 40;
+inline constexpr uint32_t kScoreRegs = 128;
+inline constexpr uint32_t kProducerRegs = 24;
 static_assert(kValueRegs + kScoreWarpgroups * kScoreRegs + kProducerRegs <= (kScoreWarpgroups + 2) * kLaunchRegs,
               "setmaxnreg budgets exceed the registers allocated at launch");
 // A stage: one 64-token block of raw e4m3 rows as five 128-channel boxes (the fifth holds channels
@@ -65,8 +65,8 @@ static_assert(kFP8ScaleGroup == kRawBoxCols && kFP8ScaleGroup == 2 * kSubTileCol
 enum NamedBarrier : uint32_t {
   kQReady = 1,   // Qᵀ, the row prescales and limits stored; both done with the previous piece's
   kColumns = 2,  // every warp's column maxima (or sums) of this block written (2, 3)
-  kPReady = 4,   // the warps' votes of this block published (4, 5); also before the tail zeroing, and
-                 // after a moved max (warp 0's col_max writes before the next block's reads)
+  kPReady = 4,   // the warps' votes of this block reduced (4, 5: barrier.red); also before the tail zeroing, and
+                 // after a moved max (every warp's reads of s.columns before the next write)
   kPartialStored = 6,  // the value warpgroup stored a split piece's partial (release_piece)
   kBoxFree = 7,        // with scale and 32 rows: every warp's Q·Kᵀ read the block's box 4 (7, 8)
 };
@@ -104,10 +104,8 @@ struct SharedStorage {
   RowTile p[kSlots * kSlotTiles];
   float p_ref[kSlots][kRows];                // the column max each slot's Pᵀ was computed against
   float columns[kScoreWarpgroups][kConsumerWarps][kRows];  // per-warp column maxima or sums
-  float col_max[kScoreWarpgroups][2][kRows];  // each score warpgroup's running column max (two buffers)
   float stats_m[2][kScoreWarpgroups][kRows];  // per piece (parity): each score warpgroup's final max
   float stats_l[2][kScoreWarpgroups][kRows];  // and column sum
-  alignas(16) int fast[kScoreWarpgroups][2][kConsumerWarps];  // per warp: P valid against the running max
   float q_row_scale[kRows];                  // a bf16 q row's prescale 2^e
   float col_scale[kRows];                    // the piece's score scale (log2 domain) per query row
   int col_limit[kRows];                      // the piece's last visible token + 1 per query row

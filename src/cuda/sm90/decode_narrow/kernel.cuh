@@ -14,9 +14,9 @@
 // second block once the first has landed.
 // WG0, WG1 (score): alternate blocks of a piece: Q·Kᵀ in 9 batches of 4 wgmma, whose A fragments (two
 //   16-register buffers) are converted while the previous batch runs; P against the warpgroup's own
-//   running column max as it stands, unless a warp votes that a score exceeds it by more than
-//   kNarrowLag (then the 4 warps' maxima meet in shared memory and P is recomputed; sums only at the
-//   piece's end); Pᵀ split into two 8-bit terms (split_h) into one of 4 slots, with the
+//   running column max as it stands (in registers), unless a warp votes that a score exceeds it by more
+//   than kNarrowLag (one barrier.red.and; then the 4 warps' maxima meet in shared memory and P is
+//   recomputed; sums only at the piece's end); Pᵀ split into two 8-bit terms (split_h) into one of 4 slots, with the
 //   max it was computed against (p_ref); at the piece's end, its column max and sum (stats_m, stats_l).
 // WG2 (value): every block in order: Oᵀ += Vᵀ·Pᵀ per channel tile into a fresh fp32 tile, two tiles in
 //   flight, added to Oᵀ times 2^(p_ref - M), M the largest reference seen (a larger one rescales Oᵀ
@@ -34,8 +34,8 @@
 // tiles of 16 rows make room for four slots of two Pᵀ tiles; with 32 rows two groups' Pᵀ go into the
 // block's own stage (its RoPE box, read by then) and two into one of two slots.
 // Registers: setmaxnreg value 232 (Oᵀ 128, two T tiles 32, A 16 + 8; half the Oᵀ with 16 rows) / score
-// 120 (Sᵀ 16, or 8 with 16 rows; A 32 + 8; with scale the chains and the scales) / producer 40; no
-// spills. Shared memory: 160 KiB ring + Qᵀ 36 KiB (18 with scale and 16 rows) + Pᵀ 4 x 4 KiB (with scale
+// 128, the launch's (Sᵀ 16, or 8 with 16 rows; A 32 + 8; the running max and, but with scale at 32 rows,
+// the column scales and limits; with scale the chains and the scales) / producer 24; no spills. Shared memory: 160 KiB ring + Qᵀ 36 KiB (18 with scale and 16 rows) + Pᵀ 4 x 4 KiB (with scale
 // 4 x 8, or 2 x 8 with 32 rows) + statistics (with scale, the stages' scales: 4 KiB).
 // Tests: tests/test_gpu_fp8.cpp (cases of up to 32 rows, both forms, both layouts) and flash-mla-bench's
 // check.
@@ -46,6 +46,7 @@
 #include <cuda_fp16.h>
 
 #include <atomic>
+#include <climits>
 #include <cstdint>
 #include <string>
 
@@ -274,7 +275,7 @@ __device__ __forceinline__ void score_block_scaled(float (&sc)[2 * kCols], const
   const uint64_t desc_q = ptx::make_smem_desc(&q[0], 16, 1024, ptx::Swizzle::k128B);
   int4 v[2];
   uint32_t AA[2][16];
-  // Two chains with 16 rows; with 32 rows one (registers: the score warpgroups' 120), so a group's first
+  // Two chains with 16 rows; with 32 rows one (registers: the score warpgroups' 128), so a group's first
   // batch waits for the previous group's last (wait_group<0>) and its fold.
   constexpr int kChains = kCols == 4 ? 2 : 1;
   float chain[kChains][2 * kCols];
@@ -642,22 +643,31 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
     if (wg == 0 && end > first) load_q<kCols, kScaled>(p, s, pc.req, thread);
     ptx::fence_proxy_async_shared();
     ptx::named_barrier_sync(kQReady, kBoth);
-    // Per query row: the score scale and the causal limit, in shared memory (registers are short).
+    // Per query row: the score scale and the causal limit, through shared memory to every score thread.
     if (wg == 0 && thread < kRows) {
       s.col_scale[thread] = p.softmax_scale * kLog2e * descale_or_one(p.descale_q) *
                             descale_or_one(p.descale_k) * s.q_row_scale[thread];
       const int t = thread / p.q_per_kv;
       s.col_limit[thread] = p.causal ? min(pc.token_end, pc.seqlen - p.s_q + t + 1) : pc.token_end;
     }
-    // The running column max lives in shared memory (col_max[wg][par]; when a block moves it, warp 0
-    // writes the other buffer and par flips).
-    if (thread < kRows) s.col_max[wg][0][thread] = -INFINITY;
     ptx::named_barrier_sync(kQReady, kBoth);
-    float l[kCols];
+    // Per column of this thread, for the whole piece: the running max m (every thread of a column holds
+    // the same: a move takes the block's column max from reduce_columns, which every thread gets) and,
+    // where registers allow (kColumnRegs), the score scale and the causal limit; min_limit is the
+    // smallest of the thread's limits.
+    constexpr bool kColumnRegs = !(kScaled && kCols == 8);
+    float l[kCols], col_scale[kCols], m[kCols];
+    int col_limit[kCols], min_limit = INT_MAX;
 #pragma unroll
-    for (int j = 0; j < kCols; ++j) l[j] = 0.0f;
-    int mine = 0;  // blocks of the piece this warpgroup has finished
-    int par = 0;   // which col_max buffer holds the running max
+    for (int j = 0; j < kCols; ++j) {
+      l[j] = 0.0f;
+      col_scale[j] = s.col_scale[column(lane, j)];
+      col_limit[j] = s.col_limit[column(lane, j)];
+      min_limit = min(min_limit, col_limit[j]);
+      m[j] = -INFINITY;
+    }
+    auto scale_of = [&](int j) { return kColumnRegs ? col_scale[j] : s.col_scale[column(lane, j)]; };
+    auto limit_of = [&](int j) { return kColumnRegs ? col_limit[j] : s.col_limit[column(lane, j)]; };
 
     // This warpgroup's blocks: every other one, from first + wg; `it` counts every block of the CTA.
     for (int blk = first + wg; blk < end; blk += kScoreWarpgroups) {
@@ -731,21 +741,33 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       // P is first computed against the running max as it stands (`fast`): it stays valid while no
       // score exceeds that max by more than kNarrowLag (P ≤ 2^kNarrowLag, config.hpp), which after a
       // piece's first block is the common case; only otherwise do the warps meet to take the block's
-      // column max and compute P again.
+      // column max and compute P again. When both of this thread's tokens are below every one of its
+      // columns' limits (every block but a sequence's last, or the causal diagonal's), there is no mask.
       const int token0 = blk * kBlockN + 16 * warp + lane / 4;
-      float m[kCols], mu[kCols];
+      if (token0 + 8 < min_limit) {
+#pragma unroll
+        for (int j = 0; j < kCols; ++j) {
+          sc[at(j, 0)] *= scale_of(j);
+          sc[at(j, 1)] *= scale_of(j);
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < kCols; ++j) {
+          float& v0 = sc[at(j, 0)];
+          float& v1 = sc[at(j, 1)];
+          const int limit = limit_of(j);
+          const float scale = scale_of(j);
+          v0 = token0 < limit ? v0 * scale : -INFINITY;
+          v1 = token0 + 8 < limit ? v1 * scale : -INFINITY;
+        }
+      }
       bool fast = true;
+      float mu[kCols];
 #pragma unroll
       for (int j = 0; j < kCols; ++j) {
-        float& v0 = sc[at(j, 0)];
-        float& v1 = sc[at(j, 1)];
-        const int limit = s.col_limit[column(lane, j)];
-        const float scale = s.col_scale[column(lane, j)];
-        v0 = token0 < limit ? v0 * scale : -INFINITY;
-        v1 = token0 + 8 < limit ? v1 * scale : -INFINITY;
-        m[j] = s.col_max[wg][par][column(lane, j)];
+        // A difference: m + lag rounds for |m| >= 2^26.
+        fast &= !(fmaxf(sc[at(j, 0)], sc[at(j, 1)]) - m[j] > kNarrowLag);
         mu[j] = m[j] == -INFINITY ? 0.0f : m[j];  // a fully masked column so far: keep exp2 finite
-        fast &= !(fmaxf(v0, v1) - m[j] > kNarrowLag);  // a difference: m + lag rounds for |m| >= 2^26
       }
       // The slot's previous block (it - slots) is through the value warpgroup's P·V.
       ptx::mbarrier_wait(&s.p_free[slot], ((it / Storage::kSlots) & 1) ^ 1);
@@ -758,11 +780,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
         zero_tail(s.k[stage], valid, thread);
       }
-      fast = __all_sync(0xffffffffu, fast);
-      if (lane == 0) s.fast[wg][mine & 1][warp] = fast;
-      ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
-      const int4 votes = *reinterpret_cast<const int4*>(s.fast[wg][mine & 1]);
-      if (!(votes.x && votes.y && votes.z && votes.w)) {
+      if (!ptx::named_barrier_all(kPReady + wg, kConsumerThreads, fast)) {  // some warp's vote failed
         float col_max[kCols];
 #pragma unroll
         for (int j = 0; j < kCols; ++j) col_max[j] = fmaxf(sc[at(j, 0)], sc[at(j, 1)]);
@@ -774,12 +792,9 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
           l[j] *= ptx::exp2_ftz(m[j] - mu[j]);
           m[j] = m_new;
           sum[j] = 0.0f;
-          // The other buffer: every warp read this one before the kPReady above.
-          if (warp == 0 && lane < 4) s.col_max[wg][par ^ 1][column(lane, j)] = m_new;
         }
-        par ^= 1;
         store_p<kCols, kScaled>(pt, box4, sc, mu, sum, f, warp, lane);  // the same thread writes the same bytes
-        // Warp 0's col_max writes before any warp's read of them in this warpgroup's next block.
+        // Every warp's reads of s.columns (reduce_columns) before a later write of them (the piece's sums).
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
       }
 #pragma unroll
@@ -793,7 +808,6 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       // stage's next TMA fill: each thread fences its own writes, then arrives.
       ptx::fence_proxy_async_shared();
       ptx::mbarrier_arrive(&s.p_full[slot]);
-      ++mine;
     }
     blocks_before += static_cast<uint32_t>(max(end - first, 0));
     reduce_columns<kCols>(l, s, wg, warp, lane, [](float a, float b) { return a + b; });
@@ -802,7 +816,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
     if (warp == 0 && lane < 4) {
 #pragma unroll
       for (int j = 0; j < kCols; ++j) {
-        s.stats_m[pp][wg][column(lane, j)] = s.col_max[wg][par][column(lane, j)];
+        s.stats_m[pp][wg][column(lane, j)] = m[j];
         s.stats_l[pp][wg][column(lane, j)] = l[j];
       }
       ptx::mbarrier_arrive(&s.stats_full[pp]);
