@@ -80,10 +80,28 @@ case ${1:-} in
     rm -rf "$OUT/a/ab"
     ;;
   next-build)
-    # The next session's binaries: main = HEAD (here, ~5 min; scratch/trim-* of session 33 hold the same kernel
-    # code, without 006d602's comment edits).
+    # The next session's binaries (here, ~8 min): main = HEAD (scratch/trim-* of session 33 hold the same kernel
+    # code, without 006d602's comment edits); tr2 = HEAD + s33-trim2.patch (built, reviewed by a helper, no
+    # spills, unmeasured).
     build main - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
-    git worktree remove --force /tmp/variant-src-main
+    build tr2 s33-trim2.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
+    for name in main tr2; do git worktree remove --force "/tmp/variant-src-$name"; done
+    ;;
+  next2)
+    # (~7 min) tr2 (s33-trim2.patch: P·kPScale straight from exp2 against the reference less log2(kPScale), the
+    # column sums set instead of added to zeros, P's reference kept per piece in registers, Qᵀ's descriptor made
+    # once and held with 16 rows): FP8 tests, memcheck, synccheck, then 2-pass A/Bs against main at h_q 16 and 32.
+    # SASS (here): per tensor 16 rows 480 -> 459 instructions from the k_full wait to the vote, with scale 16 rows
+    # 761 -> 735. Predicted: 16-row rows -1 ... -2 %, 32-row rows 0 ... -1 %.
+    gtest_groups tr2 'Formats/Sm90FP8.*'
+    sanitize tr2 "Formats/Sm90FP8.*:-*LargeBatch*:*MatchesReference*" memcheck synccheck
+    OUT=$OUT/a timeout 260 bash scripts/ab.sh -p 2 -t 200 \
+      -a "--grid flashmla --only h_q=16 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" \
+      main=scratch/main-flash-mla-bench tr2=scratch/tr2-flash-mla-bench || true
+    OUT=$OUT/b timeout 160 bash scripts/ab.sh -p 1 -t 100 \
+      -a "--grid flashmla --only h_q=32 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" \
+      main=scratch/main-flash-mla-bench tr2=scratch/tr2-flash-mla-bench || true
+    rm -rf "$OUT/a/ab" "$OUT/b/ab"
     ;;
   next)
     # (~6 min) 1. racecheck on FP8 tests whose every case runs the narrow kernel (16 and 32 rows, pages of 16+),
@@ -106,7 +124,7 @@ case ${1:-} in
       --kv fp8-tensor
     ;;
   *)
-    echo "usage: $0 build3|call3|call4|call5|build6|call6|next-build|next" >&2
+    echo "usage: $0 build3|call3|call4|call5|build6|call6|next-build|next|next2" >&2
     exit 2
     ;;
 esac
