@@ -35,7 +35,8 @@
 // block's own stage (its RoPE box, read by then) and two into one of two slots.
 // Registers: setmaxnreg value 232 (Oᵀ 128, two T tiles 32, A 16 + 8; half the Oᵀ with 16 rows) / score
 // 128, the launch's (Sᵀ 16, or 8 with 16 rows; A 32 + 8; the running max and, but with scale at 32 rows,
-// the column scales and limits; with scale the chains and the scales) / producer 24; no spills. Shared memory: 160 KiB ring + Qᵀ 36 KiB (18 with scale and 16 rows) + Pᵀ 4 x 4 KiB (with scale
+// the column scales and limits; with scale the chains and the scales) / producer 24; no spills. Shared
+// memory: 160 KiB ring + Qᵀ 36 KiB (18 with scale and 16 rows) + Pᵀ 4 x 4 KiB (with scale
 // 4 x 8, or 2 x 8 with 32 rows) + statistics (with scale, the stages' scales: 4 KiB).
 // Tests: tests/test_gpu_fp8.cpp (cases of up to 32 rows, both forms, both layouts) and flash-mla-bench's
 // check.
@@ -408,7 +409,7 @@ __device__ __forceinline__ PTerms split_h(__half2 h) {
 // [32 rows, 128 bytes] 128-byte swizzled: bytes 32ks + k of term 0 (hi), then 64 + 32ks + k of term 1.
 // The thread's values sc[4i + 2h + e] (token 16w + lane/4 + 8h, column 2i + e) are, per column and term,
 // two adjacent positions: tokens 16w + g and 16w + g + 8 at positions 16(w % 2) + 2g, + 1 of k-step w / 2
-// (g = lane / 4), one 2-byte store each (session 32: before, an exchange with lane ^ 4 built 4-byte words).
+// (g = lane / 4), one 2-byte store each (until session 33 an exchange with lane ^ 4 built 4-byte words).
 // With 16 rows (kCols 4) term 1 goes to row 16 + r at term 0's bytes instead. With scale (kScaled), one Pᵀ
 // per scale group grp, P·f[h][grp] (f: the token's scale over the block's largest, so at most 1 in
 // magnitude): with 16 rows at tile grp / 2 of pt, bytes 64 (grp % 2) of each row; with 32 rows a tile each,
