@@ -28,7 +28,8 @@ __device__ __forceinline__ void named_barrier_arrive(uint32_t id, uint32_t count
 
 // barrier.red.and.pred id, count, pred: barrier.sync's wait and memory ordering, returning whether `pred`
 // held in every participating thread (one instruction in place of a vote, a shared-memory exchange and a
-// barrier).
+// barrier). An id may serve barrier.red and barrier.sync in turn, never both within one phase: every
+// participating thread must take the same kind at each use.
 __device__ __forceinline__ bool named_barrier_all(uint32_t id, uint32_t count, bool pred) {
   uint32_t all;
   asm volatile(

@@ -22,8 +22,9 @@ inline constexpr int kConsumerThreads = kWarpgroupThreads;  // per consumer warp
 inline constexpr int kThreads = (kScoreWarpgroups + 2) * kWarpgroupThreads;
 inline constexpr int kConsumerWarps = kConsumerThreads / 32;
 // setmaxnreg budgets: 232 + 2 * 128 + 24 = 512 = 4 * 128, the registers allocated per thread at launch.
-// The value warpgroup holds Oᵀ (128 fp32; 64 with 16 rows); a score warpgroup Sᵀ (16; 8 with 16 rows) and
-// Q·Kᵀ's A fragments (40).
+// The value warpgroup holds Oᵀ (128 fp32; 64 with 16 rows); a score warpgroup Sᵀ (16; 8 with 16 rows),
+// Q·Kᵀ's A fragments (40), the running max and (except with scale at 32 rows) the column scales and limits;
+// at the launch's 128 the score warpgroups issue no setmaxnreg.
 inline constexpr uint32_t kLaunchRegs = 65536 / kThreads;  // 128 (ptxas -v: "Used 128 registers")
 inline constexpr uint32_t kValueRegs = 232;
 inline constexpr uint32_t kScoreRegs = 128;
@@ -65,8 +66,10 @@ static_assert(kFP8ScaleGroup == kRawBoxCols && kFP8ScaleGroup == 2 * kSubTileCol
 enum NamedBarrier : uint32_t {
   kQReady = 1,   // Qᵀ, the row prescales and limits stored; both done with the previous piece's
   kColumns = 2,  // every warp's column maxima (or sums) of this block written (2, 3)
-  kPReady = 4,   // the warps' votes of this block reduced (4, 5: barrier.red); also before the tail zeroing, and
-                 // after a moved max (every warp's reads of s.columns before the next write)
+  kPReady = 4,   // the threads' votes of this block reduced (4, 5: barrier.red); also before the tail zeroing,
+                 // and after a moved max (every warp's reads of s.columns before the next write). barrier.red
+                 // and barrier.sync share the id: legal as each use is taken by all 128 threads (PTX forbids
+                 // mixing them within one active barrier phase)
   kPartialStored = 6,  // the value warpgroup stored a split piece's partial (release_piece)
   kBoxFree = 7,        // with scale and 32 rows: every warp's Q·Kᵀ read the block's box 4 (7, 8)
 };

@@ -14,10 +14,10 @@
 // second block once the first has landed.
 // WG0, WG1 (score): alternate blocks of a piece: Q·Kᵀ in 9 batches of 4 wgmma, whose A fragments (two
 //   16-register buffers) are converted while the previous batch runs; P against the warpgroup's own
-//   running column max as it stands (in registers), unless a warp votes that a score exceeds it by more
-//   than kNarrowLag (one barrier.red.and; then the 4 warps' maxima meet in shared memory and P is
-//   recomputed; sums only at the piece's end); Pᵀ split into two 8-bit terms (split_h) into one of 4 slots, with the
-//   max it was computed against (p_ref); at the piece's end, its column max and sum (stats_m, stats_l).
+//   running column max as it stands (in registers), unless some thread's score exceeds it by more than
+//   kNarrowLag (one barrier.red.and; then the 4 warps' maxima meet in shared memory and P is recomputed;
+//   sums only at the piece's end); Pᵀ split into two 8-bit terms (split_h) into one of 4 slots, with
+//   the max it was computed against (p_ref); at the piece's end, its column max and sum (stats_m, stats_l).
 // WG2 (value): every block in order: Oᵀ += Vᵀ·Pᵀ per channel tile into a fresh fp32 tile, two tiles in
 //   flight, added to Oᵀ times 2^(p_ref - M), M the largest reference seen (a larger one rescales Oᵀ
 //   first); frees the stage and the slot; at the piece's end brings both score warpgroups' sums to
@@ -34,8 +34,8 @@
 // tiles of 16 rows make room for four slots of two Pᵀ tiles; with 32 rows two groups' Pᵀ go into the
 // block's own stage (its RoPE box, read by then) and two into one of two slots.
 // Registers: setmaxnreg value 232 (Oᵀ 128, two T tiles 32, A 16 + 8; half the Oᵀ with 16 rows) / score
-// 128, the launch's (Sᵀ 16, or 8 with 16 rows; A 32 + 8; the running max and, but with scale at 32 rows,
-// the column scales and limits; with scale the chains and the scales) / producer 24; no spills. Shared
+// 128, the launch's (Sᵀ 16, or 8 with 16 rows; A 32 + 8; the running max, and (except with scale at 32
+// rows) the column scales and limits; with scale the chains and the scales) / producer 24; no spills. Shared
 // memory: 160 KiB ring + Qᵀ 36 KiB (18 with scale and 16 rows) + Pᵀ 4 x 4 KiB (with scale
 // 4 x 8, or 2 x 8 with 32 rows) + statistics (with scale, the stages' scales: 4 KiB).
 // Tests: tests/test_gpu_fp8.cpp (cases of up to 32 rows, both forms, both layouts) and flash-mla-bench's
@@ -795,7 +795,8 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
           sum[j] = 0.0f;
         }
         store_p<kCols, kScaled>(pt, box4, sc, mu, sum, f, warp, lane);  // the same thread writes the same bytes
-        // Every warp's reads of s.columns (reduce_columns) before a later write of them (the piece's sums).
+        // Every warp's reads of s.columns (reduce_columns) before a later write of them: the piece's sums
+        // (a later block's barrier.red would order a later block's; this barrier is for a piece's last).
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
       }
 #pragma unroll
