@@ -154,6 +154,10 @@ __device__ __forceinline__ float quad_max(float v) {
   return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
 }
 
+// A running max as the reference its P is computed against: 0 while the row (column) has no finite score
+// (m = -inf), so that exp2(s - reference) stays finite and masked scores give 0.
+__device__ __forceinline__ float finite_reference(float m) { return m == -INFINITY ? 0.0f : m; }
+
 __device__ __forceinline__ float quad_sum(float v) {
   v += __shfl_xor_sync(0xffffffffu, v, 1);
   return v + __shfl_xor_sync(0xffffffffu, v, 2);

@@ -469,7 +469,7 @@ inline constexpr float kPadRowMax = 1.0e30f;
 // Moves a row's running max m to m_new: m_use is what its P is computed against (0 while the row has no
 // finite score), and the result rescales what was summed against the old m.
 __device__ __forceinline__ float move_max(float& m, float m_new, float& m_use) {
-  m_use = m_new == -INFINITY ? 0.0f : m_new;
+  m_use = finite_reference(m_new);
   const float alpha = ptx::exp2_ftz(m - m_use);
   m = m_new;
   return alpha;

@@ -768,7 +768,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       for (int j = 0; j < kCols; ++j) {
         // A difference: m + lag rounds for |m| >= 2^26.
         fast &= !(fmaxf(sc[at(j, 0)], sc[at(j, 1)]) - m[j] > kNarrowLag);
-        mu[j] = m[j] == -INFINITY ? 0.0f : m[j];  // a fully masked column so far: keep exp2 finite
+        mu[j] = finite_reference(m[j]);
       }
       // The slot's previous block (it - slots) is through the value warpgroup's P·V.
       ptx::mbarrier_wait(&s.p_free[slot], ((it / Storage::kSlots) & 1) ^ 1);
@@ -789,7 +789,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
 #pragma unroll
         for (int j = 0; j < kCols; ++j) {
           const float m_new = col_max[j] - m[j] > kNarrowLag ? col_max[j] : m[j];
-          mu[j] = m_new == -INFINITY ? 0.0f : m_new;
+          mu[j] = finite_reference(m_new);
           l[j] *= ptx::exp2_ftz(m[j] - mu[j]);
           m[j] = m_new;
           sum[j] = 0.0f;
@@ -862,7 +862,7 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
       for (int j = 0; j < kCols; ++j) {
         const float r = s.p_ref[slot][column(lane, j)];
         const float m_new = fmaxf(big[j], r);
-        const float mu = m_new == -INFINITY ? 0.0f : m_new;
+        const float mu = finite_reference(m_new);
         grows |= m_new > big[j];
         alpha[j] = ptx::exp2_ftz(big[j] - mu);  // M = -inf: Oᵀ is still zero
         beta[j] = ptx::exp2_ftz(r - mu);        // r = -inf: this block's Pᵀ column is zero
@@ -885,7 +885,7 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
     float l[kCols];
 #pragma unroll
     for (int j = 0; j < kCols; ++j) {
-      const float mu = big[j] == -INFINITY ? 0.0f : big[j];
+      const float mu = finite_reference(big[j]);
       l[j] = 0.0f;
 #pragma unroll
       for (int w = 0; w < kScoreWarpgroups; ++w) {
