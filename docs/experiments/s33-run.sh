@@ -95,12 +95,8 @@ case ${1:-} in
     # 761 -> 735. Predicted: 16-row rows -1 ... -2 %, 32-row rows 0 ... -1 %.
     gtest_groups tr2 'Formats/Sm90FP8.*'
     sanitize tr2 "Formats/Sm90FP8.*:-*LargeBatch*:*MatchesReference*" memcheck synccheck
-    OUT=$OUT/a timeout 260 bash scripts/ab.sh -p 2 -t 200 \
-      -a "--grid flashmla --only h_q=16 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" \
-      main=scratch/main-flash-mla-bench tr2=scratch/tr2-flash-mla-bench || true
-    OUT=$OUT/b timeout 160 bash scripts/ab.sh -p 1 -t 100 \
-      -a "--grid flashmla --only h_q=32 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" \
-      main=scratch/main-flash-mla-bench tr2=scratch/tr2-flash-mla-bench || true
+    ab_names a 2 200 "--grid flashmla --only h_q=16 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" main tr2
+    ab_names b 1 100 "--grid flashmla --only h_q=32 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" main tr2
     rm -rf "$OUT/a/ab" "$OUT/b/ab"
     ;;
   next)

@@ -51,6 +51,15 @@ ab_many() {
   cat "$OUT/$file"
 }
 
+# ab_names SUB PASSES BUDGET "BENCH ARGS" NAME...: scripts/ab.sh over scratch/NAME-flash-mla-bench (passes
+# alternated), no run started past BUDGET seconds so that the summary survives; output under $OUT/SUB.
+ab_names() {
+  local sub=$1 passes=$2 budget=$3 args=$4 pairs=() name
+  shift 4
+  for name in "$@"; do pairs+=("$name=scratch/$name-flash-mla-bench"); done
+  OUT=$OUT/$sub timeout $((budget + 60)) bash scripts/ab.sh -p "$passes" -t "$budget" -a "$args" "${pairs[@]}" || true
+}
+
 # ab_grids A B: ab_many's 2-pass A/B of two builds, into $OUT/ab-B.txt.
 ab_grids() { ab_many "ab-$2.txt" 2 "$1" "$2"; }
 
