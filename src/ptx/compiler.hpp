@@ -1,6 +1,8 @@
 // Constraints on the compiler alone (an empty asm statement; no instruction is emitted).
 #pragma once
 
+#include <cstdint>
+
 namespace flash_mla::ptx {
 
 // Returns v through an empty asm that the compiler must assume produces a new value each time it
@@ -9,6 +11,15 @@ namespace flash_mla::ptx {
 __device__ __forceinline__ int opaque(int v) {
   asm volatile("" : "+r"(v));
   return v;
+}
+
+// The same for a shared-memory descriptor's low word, the other way round: computed once before a loop, it
+// cannot be recomputed inside it from what it was made of (the compiler rematerialised the address chain,
+// ~10 instructions, in every block), so it stays in a register.
+__device__ __forceinline__ uint64_t opaque_low(uint64_t v) {
+  uint32_t lo = static_cast<uint32_t>(v);
+  asm volatile("" : "+r"(lo));
+  return (v & 0xFFFFFFFF00000000ull) | lo;
 }
 
 }  // namespace flash_mla::ptx

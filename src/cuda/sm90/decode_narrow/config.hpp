@@ -46,7 +46,9 @@ inline constexpr int kPSlots = 4;
 // kernel's kMaxLag is 8), so P ≤ 2^kNarrowLag, and P·V runs on P·kPScale ≤ 2^8 (kernel.cuh, split_h):
 // a lower lag buys e4m3/e5m2 range for small P, at more blocks that move the max.
 inline constexpr float kNarrowLag = 4.0f;
-inline constexpr float kPScale = 16.0f;  // 2^(8 - kNarrowLag)
+inline constexpr int kPScaleLog2 = 4;  // 8 - kNarrowLag
+inline constexpr float kPScale = 1 << kPScaleLog2;
+static_assert(kPScaleLog2 + kNarrowLag == 8.0f, "P·kPScale <= 2^8");
 // Up to kSideRows query rows the kernel runs at N = 16 and puts Pᵀ's two terms side by side (rows r and
 // 16 + r of one B, both e4m3, the second kLoScale larger: kernel.cuh, split_h), halving P·V's wgmma.
 inline constexpr int kSideRows = 16;
@@ -99,7 +101,8 @@ struct SharedStorage {
   RawStage k[kStages];                       // raw e4m3 blocks, 160 KiB
   // Qᵀ as f16, channels permuted (kernel.cuh), 36 KiB; with scale, tile 8 (the RoPE) as bf16, and with 16
   // rows only 16 rows a tile (18 KiB).
-  std::conditional_t<kHalfQ, HalfRowTile, RowTile> q[kQKSubTiles];
+  using QTile = std::conditional_t<kHalfQ, HalfRowTile, RowTile>;
+  QTile q[kQKSubTiles];
   // Pᵀ per slot, 4 KiB (16 in all): [32 rows, 64 tokens e4m3, then 64 e5m2]; with 16 rows, the e4m3 lo term
   // in rows 16..31. With scale, slot i is tiles 2i, 2i + 1: with 16 rows (8 slots' worth, 32 KiB) scale group
   // g's Pᵀ at tile 2i + g / 2, bytes 64 (g % 2) of each row; with 32 rows (16 KiB) group 2 + j's at tile

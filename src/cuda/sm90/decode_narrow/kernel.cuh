@@ -219,12 +219,12 @@ __device__ __forceinline__ void convert_batch(const int4 (&v)[2], uint32_t (&A)[
 // Sᵀ = K·Qᵀ of one block. Batch n < 8: box n / 2, the thread's chunk 2(lane % 4) + n % 2 of tokens
 // 16w + lane/4 (+8): its 4 words are k-steps 8(n/2) + 4(n%2) + i, the low half of word i columns
 // 2(lane%4) + {0,1}, the high half + 8. Batch 8: the RoPE box, chunk lane % 4.
+// desc_q: Qᵀ's first tile (RowTile), made once by the caller.
 template <int kCols>
-__device__ __forceinline__ void score_block(float (&sc)[2 * kCols], const RawStage& st, const RowTile (&q)[kQKSubTiles],
-                                            int warp, int lane) {
+__device__ __forceinline__ void score_block(float (&sc)[2 * kCols], const RawStage& st, uint64_t desc_q, int warp,
+                                            int lane) {
   const int t0 = 16 * warp + lane / 4, q4 = lane % 4;
   // Batch n's two chunks, loaded one batch ahead (while the tensor cores run the previous one).
-  const uint64_t desc_q = ptx::make_smem_desc(&q[0], 16, 1024, ptx::Swizzle::k128B);
   int4 v[2];
   uint32_t AA[2][16];
   load_batch(st, 0, t0, q4, v);
@@ -267,13 +267,12 @@ __device__ __forceinline__ void score_block(float (&sc)[2 * kCols], const RawSta
 // is (no conversion) to bf16 wgmma against Qᵀ's bf16 tile 8, into chain 0 (folded by then). scale[h][g]:
 // token 16w + lane/4 + 8h.
 // QTile: Qᵀ's tile type (HalfRowTile with 16 rows, RowTile with 32).
+// desc_q: Qᵀ's first tile, made once by the caller.
 template <int kCols, typename QTile>
-__device__ __forceinline__ void score_block_scaled(float (&sc)[2 * kCols], const RawStage& st,
-                                                   const QTile (&q)[kQKSubTiles],
+__device__ __forceinline__ void score_block_scaled(float (&sc)[2 * kCols], const RawStage& st, uint64_t desc_q,
                                                    const float (&scale)[2][kFP8NumScales], int warp, int lane) {
   constexpr uint32_t kTileUnits = sizeof(QTile) / 16;  // tiles 2 or 4 KiB apart, in 16-byte units
   const int t0 = 16 * warp + lane / 4, q4 = lane % 4;
-  const uint64_t desc_q = ptx::make_smem_desc(&q[0], 16, 1024, ptx::Swizzle::k128B);
   int4 v[2];
   uint32_t AA[2][16];
   // Two chains with 16 rows; with 32 rows one (registers: the score warpgroups' 128), so a group's first
@@ -403,7 +402,8 @@ __device__ __forceinline__ PTerms split_h(__half2 h) {
   return {hi, lo};
 }
 
-// Pᵀ = 2^(Sᵀ - mu) of one block, stored for P·V, its per-thread column sums added to `sum`.
+// Pᵀ·kPScale = 2^(Sᵀ - ms) of one block (ms: the reference less log2(kPScale)), stored for P·V, its per-thread
+// column sums (of P·kPScale) written to `sum`.
 // P·V's reduction runs over a 32-token k-step in the order ldmatrix.trans delivers V (pv_block):
 // position k = 16h + 4q + i holds token 16h + 2q + (i / 2) + 8(i % 2). Pᵀ is stored in that order, as
 // [32 rows, 128 bytes] 128-byte swizzled: bytes 32ks + k of term 0 (hi), then 64 + 32ks + k of term 1.
@@ -417,7 +417,7 @@ __device__ __forceinline__ PTerms split_h(__half2 h) {
 // and 3 at tiles 0 and 1 of pt.
 template <int kCols, bool kScaled>
 __device__ __forceinline__ void store_p(RowTile* pt, uint8_t* box4, const float (&sc)[2 * kCols],
-                                        const float (&mu)[kCols], float (&sum)[kCols],
+                                        const float (&ms)[kCols], float (&sum)[kCols],
                                         const float (&f)[2][kFP8NumScales], int warp, int lane) {
   constexpr int kGroups = kScaled ? kFP8NumScales : 1;
   const int g = lane / 4;
@@ -431,16 +431,16 @@ __device__ __forceinline__ void store_p(RowTile* pt, uint8_t* box4, const float 
   }
 #pragma unroll
   for (int i = 0; i < kCols / 2; ++i) {
-    float pv[4];  // P = 2^(s - mu) of columns 2i, 2i + 1 (tokens g, g, g + 8, g + 8); the column sums stay fp32
+    // P·kPScale of columns 2i, 2i + 1 (tokens g, g, g + 8, g + 8); the column sums stay fp32.
+    float pv[4];
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      pv[e] = ptx::exp2_ftz(sc[4 * i + e] - mu[column_of(4 * i + e)]);
-      sum[column_of(4 * i + e)] += pv[e];
-    }
-    // P·kPScale of column 2i (tokens g, g + 8), then of column 2i + 1, as f16 pairs; with scale each group's
-    // Pᵀ is them times the tokens' f (fh: an f16 pair, tokens g and g + 8).
-    const __half2 c0 = __floats2half2_rn(pv[0] * kPScale, pv[2] * kPScale);
-    const __half2 c1 = __floats2half2_rn(pv[1] * kPScale, pv[3] * kPScale);
+    for (int e = 0; e < 4; ++e) pv[e] = ptx::exp2_ftz(sc[4 * i + e] - ms[column_of(4 * i + e)]);
+    sum[2 * i] = pv[0] + pv[2];
+    sum[2 * i + 1] = pv[1] + pv[3];
+    // Column 2i (tokens g, g + 8), then column 2i + 1, as f16 pairs; with scale each group's Pᵀ is them times
+    // the tokens' f (fh: an f16 pair, tokens g and g + 8).
+    const __half2 c0 = __floats2half2_rn(pv[0], pv[2]);
+    const __half2 c1 = __floats2half2_rn(pv[1], pv[3]);
 #pragma unroll
     for (int grp = 0; grp < kGroups; ++grp) {
       char* tile = !kScaled ? reinterpret_cast<char*>(pt)
@@ -637,6 +637,10 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
   using Storage = SharedStorage<kCols, kScaled>;
   const int warp = thread / 32, lane = thread % 32;
   constexpr uint32_t kBoth = kScoreWarpgroups * kConsumerThreads;
+  // Qᵀ's descriptor, made once: with 16 rows held in a register through the blocks (opaque_low); with 32 the
+  // compiler may remake it per block (a register held there spilled).
+  const uint64_t desc_q_made = ptx::make_smem_desc(&s.q[0], 16, 1024, ptx::Swizzle::k128B);
+  const uint64_t desc_q = kCols == 4 ? ptx::opaque_low(desc_q_made) : desc_q_made;
   uint32_t blocks_before = 0, piece = 0;  // the CTA's blocks in earlier pieces (both warpgroups')
   for_each_piece(p, [&](const Piece& pc) {
     const int first = pc.first_block(), end = pc.end_block();
@@ -654,10 +658,14 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
     ptx::named_barrier_sync(kQReady, kBoth);
     // Per column of this thread, for the whole piece: the running max m (every thread of a column holds
     // the same: a move takes the block's column max from reduce_columns, which every thread gets) and,
-    // where registers allow (kColumnRegs), the score scale and the causal limit; min_limit is the
-    // smallest of the thread's limits.
+    // where registers allow (kColumnRegs), P's reference ms (reference_of(m)), the score scale and the causal
+    // limit; min_limit is the smallest of the thread's limits. l sums P·kPScale until the piece's end.
     constexpr bool kColumnRegs = !(kScaled && kCols == 8);
-    float l[kCols], col_scale[kCols], m[kCols];
+    // P·kPScale = 2^(s - ms): m made finite (a fully masked column so far: keep exp2 finite), less log2(kPScale).
+    // m - 4 rounds in fp32 for most m: a factor 2^δ common to a block's Oᵀ and sums (it cancels unless the
+    // reference moves; ~ulp(m) relative otherwise), and P·kPScale stays <= 2^8 while |m| < 2^21.
+    auto reference_of = [](float mx) { return finite_reference(mx) - kPScaleLog2; };
+    float l[kCols], col_scale[kCols], m[kCols], ms_keep[kCols];
     int col_limit[kCols], min_limit = INT_MAX;
 #pragma unroll
     for (int j = 0; j < kCols; ++j) {
@@ -666,6 +674,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       col_limit[j] = s.col_limit[column(lane, j)];
       min_limit = min(min_limit, col_limit[j]);
       m[j] = -INFINITY;
+      ms_keep[j] = reference_of(-INFINITY);
     }
     auto scale_of = [&](int j) { return kColumnRegs ? col_scale[j] : s.col_scale[column(lane, j)]; };
     auto limit_of = [&](int j) { return kColumnRegs ? col_limit[j] : s.col_limit[column(lane, j)]; };
@@ -696,7 +705,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
           scale[h][2] = live ? v.z : 0.0f;
           scale[h][3] = live ? v.w : 0.0f;
         }
-        score_block_scaled<kCols>(sc, s.k[stage], s.q, scale, warp, lane);
+        score_block_scaled<kCols, typename Storage::QTile>(sc, s.k[stage], desc_q, scale, warp, lane);
         // Each group's largest live magnitude over the block, taken by every warp on its own: tokens lane and
         // lane + 32, then a warp-wide integer max (a non-negative float orders as its bits; fmaxf from 0
         // drops a NaN).
@@ -735,7 +744,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
         // read it past this barrier.
         if constexpr (kCols == 8) ptx::named_barrier_sync(kBoxFree + wg, kConsumerThreads);
       } else {
-        score_block<kCols>(sc, s.k[stage], s.q, warp, lane);
+        score_block<kCols>(sc, s.k[stage], desc_q, warp, lane);
       }
 
       // Mask (select, never multiply: rows past the end may be NaN) and scale into the log2 domain.
@@ -763,20 +772,20 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
         }
       }
       bool fast = true;
-      float mu[kCols];
+      float ms[kCols];
 #pragma unroll
       for (int j = 0; j < kCols; ++j) {
         // A difference: m + lag rounds for |m| >= 2^26.
         fast &= !(fmaxf(sc[at(j, 0)], sc[at(j, 1)]) - m[j] > kNarrowLag);
-        mu[j] = finite_reference(m[j]);
+        ms[j] = kColumnRegs ? ms_keep[j] : reference_of(m[j]);
       }
       // The slot's previous block (it - slots) is through the value warpgroup's P·V.
       ptx::mbarrier_wait(&s.p_free[slot], ((it / Storage::kSlots) & 1) ^ 1);
-      float sum[kCols] = {};
+      float sum[kCols];
       RowTile* pt = &s.p[Storage::kSlotTiles * slot];
       // With scale and 32 rows, Pᵀ's first two groups go here: past kBoxFree every warp's Q·Kᵀ has read it.
       uint8_t* box4 = s.k[stage].box[kRawBoxes - 1];
-      store_p<kCols, kScaled>(pt, box4, sc, mu, sum, f, warp, lane);
+      store_p<kCols, kScaled>(pt, box4, sc, ms, sum, f, warp, lane);
       if (valid < kBlockN) {  // a sequence's last block: once every warp has read its K rows
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
         zero_tail(s.k[stage], valid, thread);
@@ -789,12 +798,12 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
 #pragma unroll
         for (int j = 0; j < kCols; ++j) {
           const float m_new = col_max[j] - m[j] > kNarrowLag ? col_max[j] : m[j];
-          mu[j] = finite_reference(m_new);
-          l[j] *= ptx::exp2_ftz(m[j] - mu[j]);
+          l[j] *= ptx::exp2_ftz(m[j] - finite_reference(m_new));  // to the new reference
+          ms[j] = reference_of(m_new);
           m[j] = m_new;
-          sum[j] = 0.0f;
+          if constexpr (kColumnRegs) ms_keep[j] = ms[j];
         }
-        store_p<kCols, kScaled>(pt, box4, sc, mu, sum, f, warp, lane);  // the same thread writes the same bytes
+        store_p<kCols, kScaled>(pt, box4, sc, ms, sum, f, warp, lane);  // the same thread writes the same bytes
         // Every warp's reads of s.columns (reduce_columns) before a later write of them: the piece's sums
         // (a later block's barrier.red would order a later block's; this barrier is for a piece's last).
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
@@ -812,6 +821,8 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       ptx::mbarrier_arrive(&s.p_full[slot]);
     }
     blocks_before += static_cast<uint32_t>(max(end - first, 0));
+#pragma unroll
+    for (int j = 0; j < kCols; ++j) l[j] *= 1.0f / kPScale;  // sums of P (exact: a power of two)
     reduce_columns<kCols>(l, s, wg, warp, lane, [](float a, float b) { return a + b; });
     const int pp = static_cast<int>(piece & 1);
     ptx::mbarrier_wait(&s.stats_free[pp], ((piece >> 1) & 1) ^ 1);
