@@ -53,6 +53,14 @@ static_assert(kPScaleLog2 + kNarrowLag == 8.0f, "P·kPScale <= 2^8");
 // 16 + r of one B, both e4m3, the second kLoScale larger: kernel.cuh, split_h), halving P·V's wgmma.
 inline constexpr int kSideRows = 16;
 inline constexpr float kLoScale = 32.0f;
+// P·V's last kScoreTiles channel tiles (of kVSubTiles) run on the score warpgroups, each for its own blocks into
+// its own part of those tiles' Oᵀ (on its own running max, like its sums), merged by the value warpgroup at the
+// piece's end (kernel.cuh, issue_own_tiles): per tensor with 16 rows, where the value warpgroup was the busier
+// side (session 34's source counters: score warps ~29 % of their samples waiting for their stage; b=128 h16 s1
+// rows 0.98-1.0x). One tile: a second one's partials (8 KiB more) do not fit in shared memory.
+template <int kCols, bool kScaled>
+inline constexpr int kScoreTiles = kCols == 4 && !kScaled ? 1 : 0;
+static_assert(kScoreTiles<4, false> >= 0 && kScoreTiles<4, false> < kVSubTiles, "the value warpgroup keeps a tile");
 // FP8 with scale (kernel.cuh, "With scale"): up to kRows rows, both forms. A block's Pᵀ is one per scale
 // group: with 16 rows two per 4 KiB tile, in slots of two tiles; with 32 rows one per tile, groups 0 and 1
 // in the block's own stage (its RoPE box, free once Q·Kᵀ has read it) and groups 2 and 3 in slots of two
@@ -91,7 +99,8 @@ struct alignas(1024) RawStage {
 };
 
 // The plan of the kCols form (4: up to 16 rows, 8: up to 32); kScaled: FP8 with scale (16-row Qᵀ tiles with
-// 16 rows, slots of two Pᵀ tiles, the blocks' scales), otherwise per tensor (one plan for both forms).
+// 16 rows, slots of two Pᵀ tiles, the blocks' scales), otherwise per tensor (with 16 rows, the own tiles' partials:
+// score_o).
 template <int kCols, bool kScaled>
 struct SharedStorage {
   static constexpr bool kHalfQ = kScaled && kCols == 4;    // Qᵀ tiles of 16 rows
@@ -119,20 +128,25 @@ struct SharedStorage {
   uint64_t k_free[kStages];                  // the value warpgroup finished with a stage
   uint64_t p_full[kSlots];                   // a score warpgroup stored a slot's Pᵀ and reference
   uint64_t p_free[kSlots];                   // the value warpgroup finished with a slot
-  uint64_t stats_full[2];                    // both score warpgroups stored a piece's statistics
+  uint64_t stats_full[2];                    // both score warpgroups stored a piece's statistics (and score_o)
   uint64_t stats_free[2];                    // the value warpgroup read them
   // With scale only (one unused entry each per tensor): a stage's four scales per token (TMA), and each
   // slot's per-group maximum |scale| over its block's live tokens (its Pᵀ of group g holds P * scale /
   // maximum).
   alignas(128) float k_scale[kScaled ? kStages : 1][kBlockN][kFP8NumScales];  // a TMA destination: 128-byte aligned
   alignas(16) float p_group_max[kScaled ? kSlots : 1][kFP8NumScales];
+  // Per score warpgroup, its part of the last kScoreTiles channel tiles' Oᵀ at a piece's end, in each thread's
+  // accumulator order (one unused entry without them): written before stats_full, read before stats_free.
+  static constexpr int kOwnTiles = kScoreTiles<kCols, kScaled>;
+  alignas(16) float score_o[kOwnTiles ? kScoreWarpgroups : 1][kOwnTiles ? kOwnTiles : 1]
+                           [kOwnTiles ? kConsumerThreads : 1][kOwnTiles ? 2 * kCols : 1];
 };
 
 template <int kCols, bool kScaled>
 inline constexpr int kSharedBytes = static_cast<int>(sizeof(SharedStorage<kCols, kScaled>)) + 1024;  // + alignment
-static_assert(kSharedBytes<8, false> <= 232448, "shared-memory plan exceeds the 227 KiB per-block limit");
+static_assert(kSharedBytes<4, false> <= 232448, "16-row per-tensor plan exceeds the 227 KiB per-block limit");
+static_assert(kSharedBytes<8, false> <= 232448, "32-row per-tensor plan exceeds the 227 KiB per-block limit");
 static_assert(kSharedBytes<4, true> <= 232448, "16-row with-scale plan exceeds the 227 KiB per-block limit");
 static_assert(kSharedBytes<8, true> <= 232448, "32-row with-scale plan exceeds the 227 KiB per-block limit");
-static_assert(sizeof(SharedStorage<4, false>) == sizeof(SharedStorage<8, false>), "one per-tensor plan");
 
 }  // namespace flash_mla::sm90::narrow

@@ -18,10 +18,12 @@
 //   kNarrowLag (one barrier.red.and; then the 4 warps' maxima meet in shared memory and P is recomputed;
 //   sums only at the piece's end); Pᵀ split into two 8-bit terms (split_h) into one of 4 slots, with
 //   the max it was computed against (p_ref); at the piece's end, its column max and sum (stats_m, stats_l).
-// WG2 (value): every block in order: Oᵀ += Vᵀ·Pᵀ per channel tile into a fresh fp32 tile, two tiles in
-//   flight, added to Oᵀ times 2^(p_ref - M), M the largest reference seen (a larger one rescales Oᵀ
-//   first); frees the stage and the slot; at the piece's end brings both score warpgroups' sums to
-//   M and stores, while the score warpgroups start the next piece.
+//   Per tensor with 16 rows (kScoreTiles, session 34) it also runs P·V's last channel tile for its own
+//   blocks, on its own running max, into a partial the value warpgroup merges at the piece's end (score_o).
+// WG2 (value): every block in order: Oᵀ += Vᵀ·Pᵀ per channel tile (7 of 8 per tensor with 16 rows) into
+//   a fresh fp32 tile, two tiles in flight, added to Oᵀ times 2^(p_ref - M), M the largest reference seen
+//   (a larger one rescales Oᵀ first); frees the stage and the slot; at the piece's end brings both score
+//   warpgroups' sums (and partials) to M and stores, while the score warpgroups start the next piece.
 // Per block with 32 rows (H200, session 11 timeline of one CTA, b=128 8192 h16 before the 16-row form):
 // the value warpgroup ~3400 cycles (channel tiles of ~370; the first ~700 with its loads), a score
 // warpgroup ~3800 of Q·Kᵀ (9 batches of ~400) + ~1300 of softmax per two blocks and ~1500 waiting for
@@ -35,9 +37,10 @@
 // block's own stage (its RoPE box, read by then) and two into one of two slots.
 // Registers: setmaxnreg value 232 (Oᵀ 128, two T tiles 32, A 16 + 8; half the Oᵀ with 16 rows) / score
 // 128, the launch's (Sᵀ 16, or 8 with 16 rows; A 32 + 8; the running max, and (except with scale at 32
-// rows) the column scales and limits; with scale the chains and the scales) / producer 24; no spills. Shared
-// memory: 160 KiB ring + Qᵀ 36 KiB (18 with scale and 16 rows) + Pᵀ 4 x 4 KiB (with scale
-// 4 x 8, or 2 x 8 with 32 rows) + statistics (with scale, the stages' scales: 4 KiB).
+// rows) the column scales and limits; with scale the chains and the scales; per tensor with 16 rows the own
+// tile's partial 8) / producer 24; no spills. Shared memory: 160 KiB ring + Qᵀ 36 KiB (18 with scale and 16
+// rows) + Pᵀ 4 x 4 KiB (with scale 4 x 8, or 2 x 8 with 32 rows) + statistics (with scale, the stages' scales:
+// 4 KiB; per tensor with 16 rows the own tiles' partials: 8 KiB, 1 KiB short of the limit).
 // Tests: tests/test_gpu_fp8.cpp (cases of up to 32 rows, both forms, both layouts) and flash-mla-bench's
 // check.
 #pragma once
@@ -475,6 +478,32 @@ __device__ __forceinline__ void zero_tail(RawStage& st, int valid, int thread) {
   }
 }
 
+// Channel tile mt's V bytes for this thread (warp w: channels 64mt + 16w + 0..15, chunk 4(mt % 2) + w of box
+// mt / 2): token rows 32ks + lane as one ldmatrix.trans per k-step ks (matrix lane / 8: tokens 32ks + 8(lane / 8)
+// .. + 7), as 16-bit channel pairs.
+__device__ __forceinline__ void load_v(const RawStage& st, int mt, int warp, int lane, uint32_t (&r)[8]) {
+  const int chunk = 4 * (mt % 2) + warp;
+#pragma unroll
+  for (int ks = 0; ks < 2; ++ks) {
+    uint32_t(&rk)[4] = *reinterpret_cast<uint32_t(*)[4]>(&r[4 * ks]);
+    ptx::ldmatrix_x4_trans(raw_chunk(st, mt / 2, 32 * ks + lane, chunk), rk);
+  }
+}
+
+// load_v's words regrouped into the tile's e4m3 A fragments (two k-steps of 4 registers): four tokens of one
+// channel per register, in the order pv_block describes.
+__device__ __forceinline__ void v_fragments(const uint32_t (&raw)[8], uint32_t (&a)[8]) {
+#pragma unroll
+  for (int ks = 0; ks < 2; ++ks) {
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+      const uint32_t lo = raw[4 * ks + 2 * x], hi = raw[4 * ks + 2 * x + 1];
+      a[4 * ks + 2 * x] = __byte_perm(lo, hi, 0x6240);      // even channel: tokens 2q, 2q + 8, 2q + 1, 2q + 9
+      a[4 * ks + 2 * x + 1] = __byte_perm(lo, hi, 0x7351);  // odd channel
+    }
+  }
+}
+
 // Oᵀ += Vᵀ·Pᵀ·beta of one block on e4m3 tensor cores. Channel tile mt (64 channels): warp w feeds its
 // rows 16w..16w+15 from chunk 4(mt % 2) + w of box mt / 2 (channels 64mt + 16w + 0..15), loaded by
 // ldmatrix.trans as 16-bit channel pairs of 8 tokens and regrouped by prmt into four tokens of one
@@ -484,24 +513,16 @@ __device__ __forceinline__ void zero_tail(RawStage& st, int valid, int thread) {
 // chain of four or two is short). Two tiles are in flight: tile mt + 1's wgmma are issued before tile
 // mt is waited for and added (one tile at a time took ~380 cycles each, session 10). Rows past the
 // sequence's end were zeroed (zero_tail).
+// Only tiles mt < kTiles: the others run on the score warpgroups (kScoreTiles, issue_own_tiles).
 // With scale (kScaled), channel tile mt reads scale group mt / 2's Pᵀ (store_p; with 32 rows groups 0 and 1
 // in the stage's box 4), and adds with weight beta times that group's block maximum (gmax).
-template <int kCols, bool kScaled>
+template <int kCols, bool kScaled, int kTiles>
 __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], const RawStage& st, const RowTile* pt,
                                          const float (&beta)[kCols], const float4& gmax, int warp, int lane) {
   float beta_lo[kCols];  // the lo term's weight (16 rows: its own columns of T)
 #pragma unroll
   for (int j = 0; j < kCols; ++j) beta_lo[j] = beta[j] * (1.0f / kLoScale);
-  // Token rows 32ks + lane of chunk 4(mt % 2) + w of box mt / 2 as two ldmatrix.trans (one per k-step).
-  auto load = [&](int mt, uint32_t(&r)[8]) {
-    const int chunk = 4 * (mt % 2) + warp;
-#pragma unroll
-    for (int ks = 0; ks < 2; ++ks) {
-      const int t = 32 * ks + lane;  // matrix lane / 8 = tokens 32ks + 8(lane / 8) .. + 7
-      uint32_t(&rk)[4] = *reinterpret_cast<uint32_t(*)[4]>(&r[4 * ks]);
-      ptx::ldmatrix_x4_trans(raw_chunk(st, mt / 2, t, chunk), rk);
-    }
-  };
+  auto load = [&](int mt, uint32_t(&r)[8]) { load_v(st, mt, warp, lane, r); };
   const uint64_t desc_p = ptx::make_smem_desc(pt, 16, 1024, ptx::Swizzle::k128B);
   // With scale and 32 rows: groups 0 and 1's tiles in the stage's box 4.
   const uint64_t desc_box4 = ptx::make_smem_desc(st.box[kRawBoxes - 1], 16, 1024, ptx::Swizzle::k128B);
@@ -510,16 +531,8 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], cons
   // Regroups the loaded bytes into tile mt's A fragments, loads tile mt + 1's bytes and issues tile mt.
   auto issue = [&](int mt) {
     uint32_t(&am)[8] = a[mt % 2];
-#pragma unroll
-    for (int ks = 0; ks < 2; ++ks) {
-#pragma unroll
-      for (int x = 0; x < 2; ++x) {
-        const uint32_t lo = raw[4 * ks + 2 * x], hi = raw[4 * ks + 2 * x + 1];
-        am[4 * ks + 2 * x] = __byte_perm(lo, hi, 0x6240);      // even channel: tokens 2q, 2q + 8, 2q + 1, 2q + 9
-        am[4 * ks + 2 * x + 1] = __byte_perm(lo, hi, 0x7351);  // odd channel
-      }
-    }
-    if (mt + 1 < kVSubTiles) load(mt + 1, raw);  // while the tensor cores run
+    v_fragments(raw, am);
+    if (mt + 1 < kTiles) load(mt + 1, raw);  // while the tensor cores run
     ptx::wgmma_fence();
     // With scale, group g = mt / 2's Pᵀ: 16 rows at tile g / 2 (4 KiB apart), bytes 64 (g % 2); 32 rows at
     // box 4's tile g (g < 2) or tile g - 2.
@@ -544,8 +557,8 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], cons
   load(0, raw);
   issue(0);
 #pragma unroll
-  for (int mt = 0; mt < kVSubTiles; ++mt) {
-    if (mt + 1 < kVSubTiles) {
+  for (int mt = 0; mt < kTiles; ++mt) {
+    if (mt + 1 < kTiles) {
       issue(mt + 1);
       ptx::wgmma_wait_group<1>();
     } else {
@@ -625,6 +638,44 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
   }
 }
 
+// A score warpgroup's own channel tiles (kScoreTiles, config.hpp; per tensor, 16 rows): own_o[t] (tile
+// kVSubTiles - kOwn + t, this thread's part in the accumulator order of pv_block's tiles) += Vᵀ·Pᵀ of its
+// own block, on its running max (the sums' reference). issue_own_tiles starts the wgmma into fresh tiles T:
+// own_a holds the tiles' A fragments, loaded while the warpgroup held the stage (before p_full: the value
+// warpgroup frees the stage after it); pt is the block's Pᵀ, fenced by every thread before the warpgroup's
+// last barrier. add_own_tiles waits for them at once and adds the hi term as it is, the lo term 1 / kLoScale of
+// it. (Waiting only at the next block's start, after its stage's wait, made ptxas serialise every Q·Kᵀ wgmma and
+// spill 8 bytes, session 34.)
+template <int kOwn>
+__device__ __forceinline__ void issue_own_tiles(float (&T)[kOwn][16], const uint32_t (&own_a)[kOwn][8],
+                                                const RowTile* pt) {
+  const uint64_t desc_p = ptx::make_smem_desc(pt, 16, 1024, ptx::Swizzle::k128B);
+  ptx::wgmma_fence();
+#pragma unroll
+  for (int t = 0; t < kOwn; ++t) {
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) {
+      const uint32_t(&frag)[4] = *reinterpret_cast<const uint32_t(*)[4]>(&own_a[t][4 * ks]);
+      ptx::wgmma_m64n32k32_rs_e4m3<ptx::Fp8::kE4M3>(T[t], frag, desc_p + 2 * ks, ks > 0);
+    }
+  }
+  ptx::wgmma_commit_group();
+}
+
+template <int kCols, int kOwn>
+__device__ __forceinline__ void add_own_tiles(float (&own_o)[kOwn][2 * kCols], float (&T)[kOwn][16],
+                                              uint32_t (&own_a)[kOwn][8]) {
+  static_assert(kCols == 4, "the hi and lo terms side by side");
+  ptx::wgmma_wait_group<0>();
+  constexpr float kOne[kCols] = {1.0f, 1.0f, 1.0f, 1.0f};
+  constexpr float kLo[kCols] = {1.0f / kLoScale, 1.0f / kLoScale, 1.0f / kLoScale, 1.0f / kLoScale};
+#pragma unroll
+  for (int t = 0; t < kOwn; ++t) {
+    ptx::fence_registers(own_a[t]);
+    add_tile<kCols>(own_o[t], T[t], kOne, kLo);
+  }
+}
+
 // A score warpgroup (wg 0 or 1): Sᵀ, the softmax and Pᵀ of every other block of each piece, then the
 // piece's column statistics for the value warpgroup. Its column max runs on its own blocks only; each
 // block's Pᵀ goes with the max it was computed against (p_ref), so that the value warpgroup can bring
@@ -637,6 +688,8 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
   using Storage = SharedStorage<kCols, kScaled>;
   const int warp = thread / 32, lane = thread % 32;
   constexpr uint32_t kBoth = kScoreWarpgroups * kConsumerThreads;
+  constexpr int kOwn = kScoreTiles<kCols, kScaled>;  // P·V's last kOwn channel tiles of its own blocks
+  constexpr int kOwnArr = kOwn > 0 ? kOwn : 1;
   // Qᵀ's descriptor, made once: with 16 rows held in a register through the blocks (opaque_low); with 32 the
   // compiler may remake it per block (a register held there spilled).
   const uint64_t desc_q_made = ptx::make_smem_desc(&s.q[0], 16, 1024, ptx::Swizzle::k128B);
@@ -666,6 +719,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
     // reference moves; ~ulp(m) relative otherwise), and P·kPScale stays <= 2^8 while |m| < 2^21.
     auto reference_of = [](float mx) { return finite_reference(mx) - kPScaleLog2; };
     float l[kCols], col_scale[kCols], m[kCols], ms_keep[kCols];
+    float own_o[kOwnArr][2 * kCols] = {};  // with kOwn: this warpgroup's part of those tiles, on ms like l
     int col_limit[kCols], min_limit = INT_MAX;
 #pragma unroll
     for (int j = 0; j < kCols; ++j) {
@@ -790,6 +844,8 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
         zero_tail(s.k[stage], valid, thread);
       }
+      // With own tiles, this thread's Pᵀ (and zeroed rows) before the warpgroup's own wgmma, past the barrier.
+      if constexpr (kOwn > 0) ptx::fence_proxy_async_shared();
       if (!ptx::named_barrier_all(kPReady + wg, kConsumerThreads, fast)) {  // some warp's vote failed
         float col_max[kCols];
 #pragma unroll
@@ -798,12 +854,21 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
 #pragma unroll
         for (int j = 0; j < kCols; ++j) {
           const float m_new = col_max[j] - m[j] > kNarrowLag ? col_max[j] : m[j];
-          l[j] *= ptx::exp2_ftz(m[j] - finite_reference(m_new));  // to the new reference
+          const float to_new = ptx::exp2_ftz(m[j] - finite_reference(m_new));  // to the new reference
+          l[j] *= to_new;
+#pragma unroll
+          for (int t = 0; t < kOwn; ++t) {
+#pragma unroll
+            for (int i = 0; i < 2 * kCols; ++i) {
+              if (column_of(i) == j) own_o[t][i] *= to_new;
+            }
+          }
           ms[j] = reference_of(m_new);
           m[j] = m_new;
           if constexpr (kColumnRegs) ms_keep[j] = ms[j];
         }
         store_p<kCols, kScaled>(pt, box4, sc, ms, sum, f, warp, lane);  // the same thread writes the same bytes
+        if constexpr (kOwn > 0) ptx::fence_proxy_async_shared();
         // Every warp's reads of s.columns (reduce_columns) before a later write of them: the piece's sums
         // (a later block's barrier.red would order a later block's; this barrier is for a piece's last).
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
@@ -815,12 +880,39 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
         for (int j = 0; j < kCols; ++j) s.p_ref[slot][column(lane, j)] = m[j];
         if constexpr (kScaled) s.p_group_max[slot][lane] = lane_group_max;
       }
+      // Own tiles: their V read while this warpgroup holds the stage.
+      uint32_t own_a[kOwnArr][8];
+#pragma unroll
+      for (int t = 0; t < kOwn; ++t) {
+        uint32_t raw[8];
+        load_v(s.k[stage], kVSubTiles - kOwn + t, warp, lane, raw);
+        v_fragments(raw, own_a[t]);
+      }
       // Pᵀ (generic-proxy writes, and the zeroed tail rows) before the value warpgroup's wgmma and the
-      // stage's next TMA fill: each thread fences its own writes, then arrives.
-      ptx::fence_proxy_async_shared();
+      // stage's next TMA fill: each thread fences its own writes (with own tiles, above), then arrives.
+      if constexpr (kOwn == 0) ptx::fence_proxy_async_shared();
       ptx::mbarrier_arrive(&s.p_full[slot]);
+      if constexpr (kOwn > 0) {
+        // Waited here: after a piece of an odd block count the other warpgroup writes this slot next (`it` runs
+        // over the CTA's blocks), ordered behind these reads by this wait and the kQReady barrier at the
+        // piece's end, which p_free (the value warpgroup's reads only) does not cover.
+        float own_t[kOwn][16];
+        issue_own_tiles<kOwn>(own_t, own_a, pt);
+        add_own_tiles<kCols, kOwn>(own_o, own_t, own_a);
+      }
     }
     blocks_before += static_cast<uint32_t>(max(end - first, 0));
+    if constexpr (kOwn > 0) {
+      // The value warpgroup read the previous piece's own tiles (its stats_free arrive), then these go in;
+      // every thread arrives on stats_full after its own writes.
+      if (piece > 0) ptx::mbarrier_wait(&s.stats_free[(piece - 1) & 1], ((piece - 1) >> 1) & 1);
+#pragma unroll
+      for (int t = 0; t < kOwn; ++t) {
+        float4* dst = reinterpret_cast<float4*>(s.score_o[wg][t][thread]);
+        dst[0] = make_float4(own_o[t][0], own_o[t][1], own_o[t][2], own_o[t][3]);
+        dst[1] = make_float4(own_o[t][4], own_o[t][5], own_o[t][6], own_o[t][7]);
+      }
+    }
 #pragma unroll
     for (int j = 0; j < kCols; ++j) l[j] *= 1.0f / kPScale;  // sums of P (exact: a power of two)
     reduce_columns<kCols>(l, s, wg, warp, lane, [](float a, float b) { return a + b; });
@@ -832,8 +924,8 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
         s.stats_m[pp][wg][column(lane, j)] = m[j];
         s.stats_l[pp][wg][column(lane, j)] = l[j];
       }
-      ptx::mbarrier_arrive(&s.stats_full[pp]);
     }
+    if (kOwn > 0 || (warp == 0 && lane < 4)) ptx::mbarrier_arrive(&s.stats_full[pp]);
     // Both score warpgroups done with Qᵀ, the row scales and limits before the next piece's.
     ptx::named_barrier_sync(kQReady, kBoth);
     ++piece;
@@ -847,6 +939,8 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
 template <int kCols, bool kScaled>
 __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStorage<kCols, kScaled>& s, int thread) {
   using Storage = SharedStorage<kCols, kScaled>;
+  constexpr int kOwn = kScoreTiles<kCols, kScaled>;
+  constexpr int kTiles = kVSubTiles - kOwn;  // this warpgroup's channel tiles (the rest: issue_own_tiles)
   const int warp = thread / 32, lane = thread % 32;
   uint32_t it = 0, piece = 0;
   for_each_piece(p, [&](const Piece& pc) {
@@ -881,26 +975,38 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
       }
       if (grows) {
 #pragma unroll
-        for (int mt = 0; mt < kVSubTiles; ++mt) {
+        for (int mt = 0; mt < kTiles; ++mt) {
 #pragma unroll
           for (int i = 0; i < 2 * kCols; ++i) o[mt][i] *= alpha[column_of(i)];
         }
       }
       const float4 gmax = kScaled ? *reinterpret_cast<const float4*>(s.p_group_max[slot]) : float4{};
-      pv_block<kCols, kScaled>(o, s.k[stage], &s.p[Storage::kSlotTiles * slot], beta, gmax, warp, lane);
+      pv_block<kCols, kScaled, kTiles>(o, s.k[stage], &s.p[Storage::kSlotTiles * slot], beta, gmax, warp, lane);
       ptx::mbarrier_arrive(&s.p_free[slot]);
       ptx::mbarrier_arrive(&s.k_free[stage]);
     }
     const int pp = static_cast<int>(piece & 1);
     ptx::mbarrier_wait(&s.stats_full[pp], (piece >> 1) & 1);
-    float l[kCols];
+    float l[kCols], to_big[kScoreWarpgroups][kCols];  // a score warpgroup's reference to M
 #pragma unroll
     for (int j = 0; j < kCols; ++j) {
       const float mu = finite_reference(big[j]);
       l[j] = 0.0f;
 #pragma unroll
       for (int w = 0; w < kScoreWarpgroups; ++w) {
-        l[j] += s.stats_l[pp][w][column(lane, j)] * ptx::exp2_ftz(s.stats_m[pp][w][column(lane, j)] - mu);
+        to_big[w][j] = ptx::exp2_ftz(s.stats_m[pp][w][column(lane, j)] - mu);
+        l[j] += s.stats_l[pp][w][column(lane, j)] * to_big[w][j];
+      }
+    }
+    // The score warpgroups' own tiles, brought to M like their sums.
+#pragma unroll
+    for (int t = 0; t < kOwn; ++t) {
+#pragma unroll
+      for (int i = 0; i < 2 * kCols; ++i) {
+#pragma unroll
+        for (int w = 0; w < kScoreWarpgroups; ++w) {
+          o[kTiles + t][i] += s.score_o[w][t][thread][i] * to_big[w][column_of(i)];
+        }
       }
     }
     ptx::mbarrier_arrive(&s.stats_free[pp]);
@@ -936,7 +1042,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       ptx::mbarrier_init(&s.p_free[sl], kConsumerThreads);
     }
     for (int pp = 0; pp < 2; ++pp) {
-      ptx::mbarrier_init(&s.stats_full[pp], 4 * kScoreWarpgroups);  // lanes 0..3 of each score warpgroup's warp 0
+      // lanes 0..3 of each score warpgroup's warp 0; with own tiles every score thread (after its score_o)
+      ptx::mbarrier_init(&s.stats_full[pp], kScoreTiles<kCols, kScaled> > 0 ? kScoreWarpgroups * kConsumerThreads
+                                                                            : 4 * kScoreWarpgroups);
       ptx::mbarrier_init(&s.stats_free[pp], kConsumerThreads);
     }
     ptx::fence_barrier_init();
