@@ -2,6 +2,8 @@
 # Session 33's device calls (run from the repository root; binaries in scratch/, carried with
 # `carry: ["scratch"]`; OUT=$OUT there). Usage: s33-run.sh STEP. Calls 1 and 2 were s32-run.sh's next and next2
 # (p16 landed as 5b1096e; PERFORMANCE.md's session 33 entry). Calls 3-6 below; trim landed as 006d602.
+# next2's trim2 (s33-trim2.patch) landed in session 34 as b98b20e and the patch was removed: next-build no longer
+# applies (REV=b98b20e builds tr2's kernel).
 # build3 (here, ~5 min) / call3: tri = branch three (the narrow kernel's per-tensor 16-row form with three score
 #   warpgroups instead of two, five stages, Qᵀ in 16-row tiles and each block's Pᵀ in its own stage's box 4 after
 #   a named barrier; 640 threads, setmaxnreg 144 / 3 x 104 / 24 from 96 at launch; ptxas: 8 bytes spilled in the

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Session 34's device calls (run from the repository root; binaries in scratch/, carried with
+# `carry: ["scratch"]`; OUT=$OUT there). Usage: s34-run.sh STEP. Results: PERFORMANCE.md's session 34 entry;
+# raw output: docs/experiments/s34-device-output.txt.
+# Calls 1 and 2 were s33-run.sh's next and next2 (trim2 landed as b98b20e, its patch removed).
+# build3 (here) / call3: off = b98b20e + s34-score-tiles.patch (its first form): per tensor with 16 rows the
+#   score warpgroups run P·V's last channel tile (of 8) for their own blocks, into their own part of that tile's
+#   Oᵀ on their running max (like their sums), merged by the value warpgroup at the piece's end through 8 KiB of
+#   shared memory. Why: call 1's source counters (main, b=128 8192 h16 s1 per tensor) put the score warps'
+#   long-scoreboard samples on the k_full wait (~29 % of their samples) and the value warps busy: the value
+#   warpgroup sets the pace. head = scratch/tr2-* (b98b20e's kernel code).
+#   Predicted: per tensor h16 s1 b=128 rows -5 ... -10 %; s_q=2 and with scale unchanged (the control).
+#   Measured: 0.981-0.995x (controls 0.990-1.002x); racecheck reported the partials' writes (fixed in offr).
+# build4 / call4: offr, the landed form (ea0a986; the patch file was removed on landing: rebuild from
+#   REV=ea0a986 with no patch to get the same kernel). Measured 0.982-1.001x on the h16 s1 rows, racecheck clean.
+set -euo pipefail
+# shellcheck source=docs/experiments/variants.sh
+source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
+OUT=${OUT:-s34-out}
+mkdir -p "$OUT"
+
+case ${1:-} in
+  build3)
+    build off s34-score-tiles.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    git worktree remove --force /tmp/variant-src-off
+    ;;
+  call3)
+    gtest_groups off 'Formats/Sm90FP8.*' 'GpuFuzz*'
+    ab_names a 2 250 "--grid flashmla --only h_q=16 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" tr2 off
+    rm -rf "$OUT/a/ab"
+    sanitize off "Formats/Sm90FP8.*:-*LargeBatch*:*MatchesReference*" memcheck synccheck
+    narrow='Formats/Sm90FP8.PaddedPagesEqualContiguous*:Formats/Sm90FP8.OutOfPoolPageReadsAsZeros*'
+    narrow+=':Formats/Sm90FP8.NaNCodeInsideASequencePropagates*:Formats/Sm90FP8.WideScoreSpreadKeepsSmallProbabilities*'
+    sanitize off "$narrow" racecheck
+    echo "racecheck reports naming the narrow kernel: $(grep -c "narrow" "$OUT/off-racecheck.txt" || true)"
+    ;;
+  build4)
+    build offr s34-score-tiles.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    git worktree remove --force /tmp/variant-src-offr
+    ;;
+  call4)
+    # offr = off with every score thread arriving on stats_full after its own score_o writes (call 3's
+    # racecheck reported the writes, ordered only through reduce_columns' barrier and warp 0's arrive, against
+    # the value warpgroup's reads). Tests, sanitizers, a 2-pass A/B against tr2 on the per-tensor h_q=16 rows
+    # (its s_q=2 rows, the 32-row form, are the control), then issue 7's standing (bf16 beside both FP8 layouts,
+    # h_q=16). Predicted: racecheck clean; the A/B as call 3's (s_q=1 -0.5 ... -2 %).
+    gtest_groups offr 'Formats/Sm90FP8.*' 'GpuFuzz*'
+    narrow='Formats/Sm90FP8.PaddedPagesEqualContiguous*:Formats/Sm90FP8.OutOfPoolPageReadsAsZeros*'
+    narrow+=':Formats/Sm90FP8.NaNCodeInsideASequencePropagates*:Formats/Sm90FP8.WideScoreSpreadKeepsSmallProbabilities*'
+    sanitize offr "$narrow" racecheck
+    echo "racecheck reports naming the narrow kernel: $(grep -c "narrow" "$OUT/offr-racecheck.txt" || true)"
+    sanitize offr "Formats/Sm90FP8.*:-*LargeBatch*:*MatchesReference*" memcheck synccheck
+    ab_names a 2 150 "--grid flashmla --only h_q=16 --kv fp8-tensor --check-rows 8 --quiet --no-ceilings" tr2 offr
+    ab_names b 1 50 "--grid short --only h_q=16 --kv fp8-tensor --check-rows 8 --quiet --no-ceilings" tr2 offr
+    rm -rf "$OUT/a/ab" "$OUT/b/ab"
+    timeout 150 scratch/offr-flash-mla-bench --grid flashmla --only "h_q=16" --kv dense,fp8,fp8-tensor \
+      --check-rows 8 --quiet >"$OUT/standing-h16.txt" 2>&1 || true
+    grep -E "ceilings|sm90|rror" "$OUT/standing-h16.txt"
+    ;;
+  call5)
+    # offr (= ea0a986's kernel, SASS identical): the small grid's per-tensor h_q=16 rows against tr2 (1 pass; the
+    # s_q=4 rows run the dense kernel: the control), then its source counters at b=128 8192 h16 s1 per tensor
+    # (the new balance between the score and value warpgroups, against call 1's). Predicted: small batches
+    # within +-2 % (their pieces are long; the piece-end merge is once per piece).
+    ab_names b 1 150 "--grid small --only h_q=16 --kv fp8-tensor --check-rows 8 --quiet --no-ceilings" tr2 offr
+    rm -rf "$OUT/b/ab"
+    ncu_source "$OUT/src-offr-h16-tensor.csv" scratch/offr-flash-mla-bench --batch 128 --seqlen 8192 --h-q 16 \
+      --s-q 1 --kv fp8-tensor
+    ;;
+  call6)
+    # Call 5's ncu time column (201 us in call 1 for main, 172 for offr, different calls) against the replayed
+    # A/B's -1 %: the same-call ncu figures at base clock (cycles, instructions, issue, DRAM) of tr2 and offr at
+    # b=128 8192 h16 s1 per tensor, and the SM clock and power while each replays 16384 h16 s1 (nvidia-smi every
+    # 50 ms). Predicted: offr 5-15 % fewer cycles at base clock, both at the 700 W cap replayed, offr at a lower
+    # clock (energy per block unchanged: the same work moved between warpgroups).
+    m='sm__cycles_elapsed.max,smsp__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active'
+    m+=',dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active'
+    for name in tr2 offr; do
+      ncu_metrics "$name" "$m" "scratch/$name-flash-mla-bench" --batch 128 --seqlen 8192 --h-q 16 --s-q 1 \
+        --kv fp8-tensor
+    done
+    for name in tr2 offr tr2 offr; do
+      nvidia-smi --query-gpu=clocks.sm,power.draw --format=csv,noheader,nounits -lms 50 >"$OUT/smi-$name.txt" &
+      smi=$!
+      "scratch/$name-flash-mla-bench" --batch 128 --seqlen 16384 --h-q 16 --s-q 1 --kv fp8-tensor --iters 800 \
+        --no-ceilings --quiet | grep fp8-tensor
+      kill "$smi"
+      # the samples at the cap (above 680 W): mean clock and power
+      awk -F', ' -v n="$name" '$2 > 680 {k++; c += $1; w += $2}
+        END {if (k) printf "%s: %d samples above 680 W, mean clock %.0f MHz, power %.0f W\n", n, k, c / k, w / k}' \
+        "$OUT/smi-$name.txt"
+    done
+    ;;
+  *)
+    echo "usage: $0 build3|call3|build4|call4|call5|call6" >&2
+    exit 2
+    ;;
+esac
