@@ -93,8 +93,30 @@ case ${1:-} in
         "$OUT/smi-$name.txt"
     done
     ;;
+  build7)
+    build own32 s34-own32.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    git worktree remove --force /tmp/variant-src-own32
+    ;;
+  call7)
+    # own32 = ea0a986 + s34-own32.patch: the own channel tile per tensor with 32 rows too. Its partials (8 KiB per
+    # warpgroup) do not both fit, so warpgroup 0 stores its partial and maxima and arrives on a named barrier
+    # (kOwnMerge), warpgroup 1 syncs there and merges both into the one buffer on the larger max; the column
+    # scales and limits go back to shared memory at 32 rows (kColumnRegs; without that 76 bytes spilled). ptxas:
+    # 128 registers, no spills, 32 QGMMA (4 in the score code), 16 DEPBAR as before; the 16-row and with-scale
+    # forms' SASS unchanged. FP8 tests, fuzz, narrow-only racecheck, then a 2-pass A/B against offr on the
+    # per-tensor h_q=32 rows (s_q=1: 32 rows; s_q=2: 64 rows on the dense kernel, the control).
+    # Predicted: h32 s1 -3 ... -8 % (the value warpgroup's 32 wgmma per block set the pace at 32 rows, session 11).
+    gtest_groups own32 'Formats/Sm90FP8.*' 'GpuFuzz*'
+    narrow='Formats/Sm90FP8.PaddedPagesEqualContiguous*:Formats/Sm90FP8.OutOfPoolPageReadsAsZeros*'
+    narrow+=':Formats/Sm90FP8.NaNCodeInsideASequencePropagates*:Formats/Sm90FP8.WideScoreSpreadKeepsSmallProbabilities*'
+    sanitize own32 "$narrow" racecheck
+    echo "racecheck reports naming the narrow kernel: $(grep -c "narrow" "$OUT/own32-racecheck.txt" || true)"
+    ab_names a 2 130 "--grid flashmla --only h_q=32 --kv fp8-tensor --check-rows 8 --quiet --no-ceilings" offr own32
+    rm -rf "$OUT/a/ab"
+    ;;
   *)
-    echo "usage: $0 build3|call3|build4|call4|call5|call6" >&2
+    echo "usage: $0 build3|call3|build4|call4|build7|call5|call6|call7" >&2
     exit 2
     ;;
 esac
