@@ -1,4 +1,5 @@
-// flash-mla-phases: where a block's time goes in the Hopper kernel's consumers. Built only with
+// flash-mla-phases: where a block's time goes in the Hopper kernel's consumers (and, in the studies named
+// "fp8 ...", in the narrow FP8 kernel's roles: study_narrow). Built only with
 // -DFLASH_MLA_TRACE=ON (the library then stamps clock64 at every consumer hand-off of the first
 // kPhaseIters blocks of each CTA, kernel.cuh FLASH_MLA_PHASE_AT); never a release build. For each
 // workload it prints the median time of one call (stream launches, no graph) and, per consumer, the
@@ -30,6 +31,9 @@ namespace flash_mla::sm90::dense {
 extern void* g_phase_buffer;  // [kCtas][2][kIters][kEvents] long long, set by the last launch
 extern void* g_trace_buffer;  // [kTraceCtas][kTraceSlots] unsigned long long, set by the last launch
 }
+namespace flash_mla::sm90::narrow {
+extern void* g_phase_buffer;  // [kNarrowCtas][kNarrowIters][kNarrowEvents] long long, set by the last launch
+}
 
 namespace {
 
@@ -59,6 +63,25 @@ const char* const kEventNames[kEvents] = {"begin",     "K landed",   "S masked",
                                           "tail",      "(unused)",   "kPReady",  "P·V done", "2nd P·V done",
                                           "other max", "last group", "RoPE in",  "(unused)", "(unused)",
                                           "(unused)"};
+
+// The narrow FP8 kernel's per-block stamps (decode_narrow/kernel.cuh's kPhaseCtas, kPhaseIters and PhaseEvent):
+// the producer passed the stage's k_free wait (0) and issued its copies (1); the block's score warpgroup began
+// its k_full wait (2), passed it (3), has Sᵀ (4), passed the vote (5), arrived on p_full (6), added its own tile
+// (7); the value warpgroup began its p_full wait (8), passed it (9), finished P·V (10).
+constexpr int kNarrowCtas = 264, kNarrowIters = 32, kNarrowEvents = 11, kNarrowStages = 4;
+enum NarrowEvent {
+  kFree,
+  kIssued,
+  kScoreWait,
+  kLanded,
+  kScores,
+  kVoted,
+  kPFull,
+  kOwn,
+  kValueWait,
+  kValueGo,
+  kValueDone
+};
 
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
@@ -301,6 +324,101 @@ void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s
   }
 }
 
+// The narrow FP8 kernel (per-tensor cache, <= 32 query rows): one call's per-block stamps, as medians over CTAs and
+// blocks kNarrowStages .. kNarrowIters - 1 (cycles): each role's steps, the block period (the value warpgroup's
+// P·V ends), and the stage's turnaround: freed by the value warpgroup (block it - 4's P·V done) -> the producer
+// past its k_free wait -> copies issued -> the score warpgroup past k_full (when it waited, the landing).
+void study_narrow(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s_q) {
+  testing::WorkloadConfig c;
+  c.batch = static_cast<int>(seqlens.size());
+  c.seqlens = seqlens;
+  c.h_q = h_q;
+  c.s_q = s_q;
+  c.causal = true;
+  c.seed = 1;
+  c.kv_format = KvCacheFormat::kFP8PerTensor;
+  const testing::Workload w = testing::make_workload(c);
+  const Device dev{DeviceType::kCUDA, 0};
+  testing::DecodeBuffers b;
+  b.q = upload(w.q);
+  b.k_cache = upload(w.k_cache);
+  b.block_table = upload(w.block_table);
+  b.seqlens = upload(w.seqlens);
+  b.descale_k = upload(std::vector<float>{w.descale_k});
+  const int parts = testing::decode_parts(w, cuda_device_info(0).sm_count);
+  check(cudaMalloc(&b.metadata, parts * 32), "cudaMalloc");
+  check(cudaMalloc(&b.num_splits, (c.batch + 1) * 4), "cudaMalloc");
+  check(cudaMalloc(&b.out, w.out_elems() * 2), "cudaMalloc");
+  check(cudaMalloc(&b.lse, w.lse_elems() * 4), "cudaMalloc");
+  check(cudaMalloc(&b.workspace, testing::decode_workspace(w, parts) + 256), "cudaMalloc");
+  get_mla_metadata(testing::schedule_args(w, dev, b, parts, nullptr));
+  const DecodeArgs a = testing::decode_args(w, dev, b, parts, Backend::kSM90, nullptr);
+  for (int i = 0; i < 3; ++i) mla_decode(a);
+  cudaEvent_t e0, e1;
+  check(cudaEventCreate(&e0), "event");
+  check(cudaEventCreate(&e1), "event");
+  check(cudaEventRecord(e0), "event");
+  for (int i = 0; i < 10; ++i) mla_decode(a);
+  check(cudaEventRecord(e1), "event");
+  check(cudaEventSynchronize(e1), "event");
+  float ms = 0;
+  check(cudaEventElapsedTime(&ms, e0, e1), "event");
+  if (sm90::narrow::g_phase_buffer == nullptr) throw std::runtime_error(std::string(name) + ": not the narrow kernel");
+  std::vector<long long> t(static_cast<size_t>(kNarrowCtas) * kNarrowIters * kNarrowEvents);
+  check(cudaMemset(sm90::narrow::g_phase_buffer, 0, t.size() * sizeof(t[0])), "cudaMemset");
+  mla_decode(a);
+  check(cudaDeviceSynchronize(), "decode");
+  check(cudaMemcpy(t.data(), sm90::narrow::g_phase_buffer, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost),
+        "cudaMemcpy");
+  auto at = [&](int cta, int it, int ev) {
+    return static_cast<double>(t[(static_cast<size_t>(cta) * kNarrowIters + it) * kNarrowEvents + ev]);
+  };
+  // Steps: {from, to} within a block; then the cross-block spans.
+  struct Step {
+    const char* what;
+    int from, to;
+  };
+  const Step steps[] = {{"producer: free -> issued", kFree, kIssued},
+                        {"score: stage wait", kScoreWait, kLanded},
+                        {"score: Q·Kᵀ", kLanded, kScores},
+                        {"score: softmax and vote", kScores, kVoted},
+                        {"score: to p_full", kVoted, kPFull},
+                        {"score: own tile", kPFull, kOwn},
+                        {"value: Pᵀ wait", kValueWait, kValueGo},
+                        {"value: P·V", kValueGo, kValueDone},
+                        {"issued -> score past k_full", kIssued, kLanded},
+                        {"p_full -> value past it", kPFull, kValueGo}};
+  constexpr int kSteps = sizeof(steps) / sizeof(steps[0]);
+  std::vector<double> step[kSteps], period, freed_to_free, freed_to_landed, waited;
+  for (int cta = 0; cta < kNarrowCtas; ++cta) {
+    for (int it = kNarrowStages; it < kNarrowIters; ++it) {
+      if (at(cta, it, kValueDone) == 0 || at(cta, it - 1, kValueDone) == 0) continue;
+      period.push_back(at(cta, it, kValueDone) - at(cta, it - 1, kValueDone));
+      for (int k = 0; k < kSteps; ++k) {
+        if (at(cta, it, steps[k].from) != 0 && at(cta, it, steps[k].to) != 0) {
+          step[k].push_back(at(cta, it, steps[k].to) - at(cta, it, steps[k].from));
+        }
+      }
+      const double freed = at(cta, it - kNarrowStages, kValueDone);
+      if (freed != 0 && at(cta, it, kFree) != 0) freed_to_free.push_back(at(cta, it, kFree) - freed);
+      if (freed != 0 && at(cta, it, kLanded) != 0) freed_to_landed.push_back(at(cta, it, kLanded) - freed);
+      if (at(cta, it, kScoreWait) != 0) waited.push_back(at(cta, it, kLanded) - at(cta, it, kScoreWait) > 100 ? 1 : 0);
+    }
+  }
+  std::printf("%-22s %8.1f us/call (per-tensor FP8, narrow kernel)  block period: median %5.0f cycles (%zu)\n", name,
+              ms * 1e3 / 10, median(period), period.size());
+  for (int k = 0; k < kSteps; ++k) {
+    if (!step[k].empty()) std::printf("   %-30s %6.0f  (mean %.0f)\n", steps[k].what, median(step[k]), mean(step[k]));
+  }
+  std::printf("   stage freed (P·V of it-4 done) -> producer past k_free %.0f, -> score past k_full %.0f; blocks whose"
+              " score warpgroup waited > 100 cycles: %.0f %%\n",
+              median(freed_to_free), median(freed_to_landed), 100 * mean(waited));
+  for (void* ptr : {b.q, b.k_cache, b.block_table, b.seqlens, b.metadata, b.num_splits, b.out, b.lse, b.workspace,
+                    b.descale_k}) {
+    cudaFree(ptr);
+  }
+}
+
 }  // namespace
 
 // Runs the studies whose names contain the first argument (all without one).
@@ -327,6 +445,13 @@ int main(int argc, char** argv) {
     run("b4 mixed h16 s4", {4641, 45118, 1730, 1696}, 16, 4);
     run("b16 1024 h16 s16", same(16, 1024), 16, 16);
     run("b1 65536 h16 s1", same(1, 65536), 16, 1);
+    // The narrow FP8 kernel, per tensor: 16 rows (h16 s1) and 32 rows (h16 s2).
+    auto run_narrow = [&](const char* name, const std::vector<int32_t>& lens, int h_q, int s_q) {
+      if (std::string(name).find(only) != std::string::npos) study_narrow(name, lens, h_q, s_q);
+    };
+    run_narrow("fp8 b128 8192 h16 s1", same(128, 8192), 16, 1);
+    run_narrow("fp8 b128 4096 h16 s1", same(128, 4096), 16, 1);
+    run_narrow("fp8 b128 8192 h16 s2", same(128, 8192), 16, 2);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "flash-mla-phases: %s\n", e.what());
     return 1;

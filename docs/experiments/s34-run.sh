@@ -76,7 +76,8 @@ case ${1:-} in
     # 50 ms). Predicted: offr 5-15 % fewer cycles at base clock, both at the 700 W cap replayed, offr at a lower
     # clock (energy per block unchanged: the same work moved between warpgroups).
     m='sm__cycles_elapsed.max,smsp__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active'
-    m+=',dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active'
+    m+=',dram__throughput.avg.pct_of_peak_sustained_elapsed'
+    m+=',sm__pipe_tensor_op_gmma_cycles_active.avg.pct_of_peak_sustained_active'
     for name in tr2 offr; do
       ncu_metrics "$name" "$m" "scratch/$name-flash-mla-bench" --batch 128 --seqlen 8192 --h-q 16 --s-q 1 \
         --kv fp8-tensor
@@ -117,8 +118,29 @@ case ${1:-} in
     ab_names a 2 130 "--grid flashmla --only h_q=32 --kv fp8-tensor --check-rows 8 --quiet --no-ceilings" offr own32
     rm -rf "$OUT/a/ab"
     ;;
+  next-build)
+    # The next session's binary (here, ~3 min): flash-mla-phases of a -DFLASH_MLA_TRACE=ON build of HEAD (its
+    # narrow kernel stamps every role per block: decode_narrow/kernel.cuh, PhaseEvent; cli/phase_timeline.cpp's
+    # study_narrow). The release build's narrow SASS is unchanged by the stamps (checked). In the trace build the
+    # per-tensor 16-row form does not spill; the 32-row one spills 16 bytes (with scale ~100: not studied).
+    rm -rf /tmp/variant-build-trace
+    cmake -S . -B /tmp/variant-build-trace -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASH_MLA_CUDA=ON \
+      -DFLASH_MLA_TRACE=ON -DFLASH_MLA_BUILD_CLI=ON >/dev/null
+    cmake --build /tmp/variant-build-trace --target flash-mla-phases
+    mkdir -p scratch
+    cp /tmp/variant-build-trace/cli/flash-mla-phases scratch/trace-flash-mla-phases
+    ;;
+  next)
+    # (~1 min) Why both sides still wait at 16 rows per tensor (call 5: the score warps ~20 % of their samples on
+    # the stage wait, the value warps more on Pᵀ than before): per-block stamps of every role, per-tensor FP8 at
+    # b=128 8192 and 4096 h16 s1 (16 rows) and 8192 h16 s2 (32 rows). Predicted: at 16 rows a block period of
+    # ~2300-2600 cycles (at the replay clock), the stage's turnaround (freed -> landed) close to two periods, so
+    # that a score warpgroup's stage lands just after it asks for it; at 32 rows the value warpgroup's P·V close
+    # to the period.
+    timeout 120 scratch/trace-flash-mla-phases fp8
+    ;;
   *)
-    echo "usage: $0 build3|call3|build4|call4|build7|call5|call6|call7" >&2
+    echo "usage: $0 build3|call3|build4|call4|build7|call5|call6|call7|next-build|next" >&2
     exit 2
     ;;
 esac

@@ -18,6 +18,9 @@ namespace flash_mla::sm90::dense {
 void* g_trace_buffer = nullptr;
 void* g_phase_buffer = nullptr;
 }
+namespace flash_mla::sm90::narrow {
+void* g_phase_buffer = nullptr;
+}
 #endif
 
 namespace flash_mla::detail {

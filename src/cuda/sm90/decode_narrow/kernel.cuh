@@ -70,6 +70,44 @@
 
 namespace flash_mla::sm90::narrow {
 
+// Per-block event stamps of every role for timeline studies (flash-mla-phases' narrow studies), compiled in only
+// with -DFLASH_MLA_TRACE (never in a release build): g_phase[cta][it][event] = clock64() (SM cycles), `it` the
+// CTA's block count (kPhaseIters first blocks). Events (kPhase*): the producer passed the stage's k_free wait and
+// issued its copies; the score warpgroup that takes the block began its k_full wait, passed it, has Sᵀ, passed
+// the vote (or the slow path), arrived on p_full and added its own tile; the value warpgroup began its p_full
+// wait, passed it (and k_full), and finished P·V (before freeing the stage). Thread 0 of each role writes.
+enum PhaseEvent : int {
+  kPhaseFree,
+  kPhaseIssued,
+  kPhaseScoreWait,
+  kPhaseLanded,
+  kPhaseScores,
+  kPhaseVoted,
+  kPhasePFull,
+  kPhaseOwn,
+  kPhaseValueWait,
+  kPhaseValueGo,
+  kPhaseValueDone,
+  kPhaseEvents
+};
+#if defined(FLASH_MLA_TRACE)
+inline constexpr int kPhaseCtas = 264;
+inline constexpr int kPhaseIters = 32;
+static __device__ long long g_phase[kPhaseCtas][kPhaseIters][kPhaseEvents];
+__device__ __forceinline__ void phase(uint32_t it, int event) {
+  const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
+  if (cta < kPhaseCtas && it < static_cast<uint32_t>(kPhaseIters)) g_phase[cta][it][event] = clock64();
+}
+#define FLASH_MLA_NARROW_PHASE(cond, it, event) \
+  do {                                          \
+    if (cond) phase(it, event);                 \
+  } while (0)
+#else
+#define FLASH_MLA_NARROW_PHASE(cond, it, event) \
+  do {                                          \
+  } while (0)
+#endif
+
 // Q·Kᵀ's reduction runs over the channels in an order that lets each thread read its K fragments as
 // whole 16-byte chunks: in k-step ks < 32 (box b = ks / 8, kk = ks % 8), logical column jj (0..15) is
 // channel 128b + 32((jj % 8) / 2) + 4kk + 2(jj / 8) + jj % 2; in k-step 32 + kk (the RoPE box),
@@ -170,6 +208,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<kC
     // first ones land later (FP8 h16 s1 small batches 0-4.3 % faster; docs/PERFORMANCE.md, session 15).
     if (it == 1) ptx::mbarrier_wait(&s.k_full[0], 0);
     ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
+    FLASH_MLA_NARROW_PHASE(true, it, kPhaseFree);
     const int copies = pages.copies(pc.seqlen - blk * kBlockN);
     ptx::mbarrier_arrive_expect_tx(&s.k_full[stage], static_cast<uint32_t>(copies * pages.rows_per_copy) * kTokenBytes);
     for (int j = 0; j < copies; ++j) {
@@ -186,6 +225,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<kC
                          cp.token_in_page, cp.page, policy);
       }
     }
+    FLASH_MLA_NARROW_PHASE(true, it, kPhaseIssued);
   });
 }
 
@@ -741,7 +781,9 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       // starts this block's copy, so waiting on it first costs nothing beyond the k_full wait; it keeps
       // k_full's parity from matching a phase two behind if the block order changes.
       ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
+      FLASH_MLA_NARROW_PHASE(thread == 0, it, kPhaseScoreWait);
       ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
+      FLASH_MLA_NARROW_PHASE(thread == 0, it, kPhaseLanded);
       float sc[2 * kCols];
       const int valid = pc.seqlen - blk * kBlockN;
       float f[2][kFP8NumScales];  // with scale: this thread's tokens' scales over the block's largest
@@ -800,6 +842,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       } else {
         score_block<kCols>(sc, s.k[stage], desc_q, warp, lane);
       }
+      FLASH_MLA_NARROW_PHASE(thread == 0, it, kPhaseScores);
 
       // Mask (select, never multiply: rows past the end may be NaN) and scale into the log2 domain.
       // P is first computed against the running max as it stands (`fast`): it stays valid while no
@@ -873,6 +916,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
         // (a later block's barrier.red would order a later block's; this barrier is for a piece's last).
         ptx::named_barrier_sync(kPReady + wg, kConsumerThreads);
       }
+      FLASH_MLA_NARROW_PHASE(thread == 0, it, kPhaseVoted);  // the vote's barrier passed (or the slow path's)
 #pragma unroll
       for (int j = 0; j < kCols; ++j) l[j] += sum[j];
       if (warp == 0 && lane < 4) {
@@ -892,6 +936,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
       // stage's next TMA fill: each thread fences its own writes (with own tiles, above), then arrives.
       if constexpr (kOwn == 0) ptx::fence_proxy_async_shared();
       ptx::mbarrier_arrive(&s.p_full[slot]);
+      FLASH_MLA_NARROW_PHASE(thread == 0, it, kPhasePFull);
       if constexpr (kOwn > 0) {
         // Waited here: after a piece of an odd block count the other warpgroup writes this slot next (`it` runs
         // over the CTA's blocks), ordered behind these reads by this wait and the kQReady barrier at the
@@ -899,6 +944,7 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
         float own_t[kOwn][16];
         issue_own_tiles<kOwn>(own_t, own_a, pt);
         add_own_tiles<kCols, kOwn>(own_o, own_t, own_a);
+        FLASH_MLA_NARROW_PHASE(thread == 0, it, kPhaseOwn);
       }
     }
     blocks_before += static_cast<uint32_t>(max(end - first, 0));
@@ -957,10 +1003,12 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
       const int stage = static_cast<int>(it % kStages), slot = static_cast<int>(it % Storage::kSlots);
       // The combine may launch once every CTA has begun its last block (dense kernel.cuh).
       if (blk == pc.end_block() - 1 && pc.next_req < 0) cudaTriggerProgrammaticLaunchCompletion();
+      FLASH_MLA_NARROW_PHASE(thread == 0, it, kPhaseValueWait);
       ptx::mbarrier_wait(&s.p_full[slot], (it / Storage::kSlots) & 1);
       // The TMA bytes of V through this thread's own wait (complete long ago: a score warpgroup
       // waited for them before storing the slot's Pᵀ).
       ptx::mbarrier_wait(&s.k_full[stage], (it / kStages) & 1);
+      FLASH_MLA_NARROW_PHASE(thread == 0, it, kPhaseValueGo);
       float alpha[kCols], beta[kCols];  // per column: Oᵀ's rescale to the new M, this block's weight
       bool grows = false;
 #pragma unroll
@@ -982,6 +1030,7 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
       }
       const float4 gmax = kScaled ? *reinterpret_cast<const float4*>(s.p_group_max[slot]) : float4{};
       pv_block<kCols, kScaled, kTiles>(o, s.k[stage], &s.p[Storage::kSlotTiles * slot], beta, gmax, warp, lane);
+      FLASH_MLA_NARROW_PHASE(thread == 0, it, kPhaseValueDone);
       ptx::mbarrier_arrive(&s.p_free[slot]);
       ptx::mbarrier_arrive(&s.k_free[stage]);
     }
@@ -1068,9 +1117,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
+#if defined(FLASH_MLA_TRACE)
+// The phase buffer of the last launch's form, for a study program: [kPhaseCtas][kPhaseIters][kPhaseEvents].
+extern void* g_phase_buffer;
+#endif
+
 // Launches decode_kernel<kCols, kScaled> on p.stream (the current device is p.device).
 template <int kCols, bool kScaled>
 void launch_cols(const DecodeParams& p, const TensorMaps& maps) {
+#if defined(FLASH_MLA_TRACE)
+  detail::cuda_check(cudaGetSymbolAddress(&g_phase_buffer, g_phase), "narrow phase symbol");
+#endif
   constexpr auto kernel = decode_kernel<kCols, kScaled>;
   constexpr int kBytes = kSharedBytes<kCols, kScaled>;
   static std::atomic<uint64_t> configured{0};
