@@ -110,6 +110,55 @@ double mean(const std::vector<double>& v) {
   return sum / static_cast<double>(v.size());
 }
 
+// One workload's buffers on the GPU, its schedule and decode arguments, and the median time of a call (three
+// warm-up calls, then ten stream launches, no graph): what every study runs before its traced call.
+struct PreparedCall {
+  testing::Workload w;
+  testing::DecodeBuffers b;
+  DecodeArgs args;
+  int parts = 0;  // num_sm_parts
+  double us_per_call = 0;
+
+  explicit PreparedCall(const testing::WorkloadConfig& c) : w(testing::make_workload(c)) {
+    const Device dev{DeviceType::kCUDA, 0};
+    b.q = upload(w.q);
+    b.k_cache = upload(w.k_cache);
+    b.block_table = upload(w.block_table);
+    b.seqlens = upload(w.seqlens);
+    if (w.uses_descale_q()) b.descale_q = upload(std::vector<float>{w.descale_q});
+    if (w.uses_descale_k()) b.descale_k = upload(std::vector<float>{w.descale_k});
+    parts = testing::decode_parts(w, cuda_device_info(0).sm_count);
+    check(cudaMalloc(&b.metadata, parts * 32), "cudaMalloc");
+    check(cudaMalloc(&b.num_splits, (c.batch + 1) * 4), "cudaMalloc");
+    check(cudaMalloc(&b.out, w.out_elems() * 2), "cudaMalloc");
+    check(cudaMalloc(&b.lse, w.lse_elems() * 4), "cudaMalloc");
+    check(cudaMalloc(&b.workspace, testing::decode_workspace(w, parts) + 256), "cudaMalloc");
+    get_mla_metadata(testing::schedule_args(w, dev, b, parts, nullptr));
+    args = testing::decode_args(w, dev, b, parts, Backend::kSM90, nullptr);
+    for (int i = 0; i < 3; ++i) mla_decode(args);
+    cudaEvent_t e0, e1;
+    check(cudaEventCreate(&e0), "event");
+    check(cudaEventCreate(&e1), "event");
+    check(cudaEventRecord(e0), "event");
+    for (int i = 0; i < 10; ++i) mla_decode(args);
+    check(cudaEventRecord(e1), "event");
+    check(cudaEventSynchronize(e1), "event");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, e0, e1), "event");
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    us_per_call = ms * 1e3 / 10;
+  }
+  PreparedCall(const PreparedCall&) = delete;
+  PreparedCall& operator=(const PreparedCall&) = delete;
+  ~PreparedCall() {
+    for (void* ptr : {b.q, b.k_cache, b.block_table, b.seqlens, b.metadata, b.num_splits, b.out, b.lse, b.workspace,
+                      b.descale_q, b.descale_k}) {
+      cudaFree(ptr);  // nullptr is a no-op
+    }
+  }
+};
+
 // One call's per-CTA timeline from the trace slots (all CTAs of the grid up to kTraceCtas).
 void print_cta_timeline(int ctas) {
   std::vector<unsigned long long> t(static_cast<size_t>(kTraceCtas) * kTraceSlots);
@@ -255,31 +304,8 @@ void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s
   c.s_q = s_q;
   c.causal = true;
   c.seed = 1;
-  const testing::Workload w = testing::make_workload(c);
-  const Device dev{DeviceType::kCUDA, 0};
-  testing::DecodeBuffers b;
-  b.q = upload(w.q);
-  b.k_cache = upload(w.k_cache);
-  b.block_table = upload(w.block_table);
-  b.seqlens = upload(w.seqlens);
-  const int parts = testing::decode_parts(w, cuda_device_info(0).sm_count);
-  check(cudaMalloc(&b.metadata, parts * 32), "cudaMalloc");
-  check(cudaMalloc(&b.num_splits, (c.batch + 1) * 4), "cudaMalloc");
-  check(cudaMalloc(&b.out, w.out_elems() * 2), "cudaMalloc");
-  check(cudaMalloc(&b.lse, w.lse_elems() * 4), "cudaMalloc");
-  check(cudaMalloc(&b.workspace, testing::decode_workspace(w, parts) + 256), "cudaMalloc");
-  get_mla_metadata(testing::schedule_args(w, dev, b, parts, nullptr));
-  const DecodeArgs a = testing::decode_args(w, dev, b, parts, Backend::kSM90, nullptr);
-  for (int i = 0; i < 3; ++i) mla_decode(a);
-  cudaEvent_t e0, e1;
-  check(cudaEventCreate(&e0), "event");
-  check(cudaEventCreate(&e1), "event");
-  check(cudaEventRecord(e0), "event");
-  for (int i = 0; i < 10; ++i) mla_decode(a);
-  check(cudaEventRecord(e1), "event");
-  check(cudaEventSynchronize(e1), "event");
-  float ms = 0;
-  check(cudaEventElapsedTime(&ms, e0, e1), "event");
+  const PreparedCall call(c);
+  const DecodeArgs& a = call.args;
 
   std::vector<long long> t(static_cast<size_t>(kCtas) * 2 * kIters * kEvents);
   check(cudaMemset(sm90::dense::g_phase_buffer, 0, t.size() * sizeof(t[0])), "cudaMemset");
@@ -307,8 +333,8 @@ void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s
       }
     }
   }
-  std::printf("%-22s %8.1f us/call  block: median %5.0f cycles (%zu samples)\n", name, ms * 1e3 / 10, median(block),
-              block.size());
+  std::printf("%-22s %8.1f us/call  block: median %5.0f cycles (%zu samples)\n", name, call.us_per_call,
+              median(block), block.size());
   for (int wg = 0; wg < 2; ++wg) {
     std::printf("   consumer %d:", wg);
     for (int ev = 0; ev < kEvents; ++ev) {
@@ -318,10 +344,7 @@ void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s
     std::printf("\n");
   }
   // The launch grid (launch_decode): query-row tiles x KV heads x parts.
-  print_cta_timeline((c.s_q * c.h_q / c.h_kv + kBlockM - 1) / kBlockM * c.h_kv * parts);
-  for (void* ptr : {b.q, b.k_cache, b.block_table, b.seqlens, b.metadata, b.num_splits, b.out, b.lse, b.workspace}) {
-    cudaFree(ptr);
-  }
+  print_cta_timeline((c.s_q * c.h_q / c.h_kv + kBlockM - 1) / kBlockM * c.h_kv * call.parts);
 }
 
 // The narrow FP8 kernel (per-tensor cache, <= 32 query rows): one call's per-block stamps, as medians over CTAs and
@@ -337,32 +360,8 @@ void study_narrow(const char* name, const std::vector<int32_t>& seqlens, int h_q
   c.causal = true;
   c.seed = 1;
   c.kv_format = KvCacheFormat::kFP8PerTensor;
-  const testing::Workload w = testing::make_workload(c);
-  const Device dev{DeviceType::kCUDA, 0};
-  testing::DecodeBuffers b;
-  b.q = upload(w.q);
-  b.k_cache = upload(w.k_cache);
-  b.block_table = upload(w.block_table);
-  b.seqlens = upload(w.seqlens);
-  b.descale_k = upload(std::vector<float>{w.descale_k});
-  const int parts = testing::decode_parts(w, cuda_device_info(0).sm_count);
-  check(cudaMalloc(&b.metadata, parts * 32), "cudaMalloc");
-  check(cudaMalloc(&b.num_splits, (c.batch + 1) * 4), "cudaMalloc");
-  check(cudaMalloc(&b.out, w.out_elems() * 2), "cudaMalloc");
-  check(cudaMalloc(&b.lse, w.lse_elems() * 4), "cudaMalloc");
-  check(cudaMalloc(&b.workspace, testing::decode_workspace(w, parts) + 256), "cudaMalloc");
-  get_mla_metadata(testing::schedule_args(w, dev, b, parts, nullptr));
-  const DecodeArgs a = testing::decode_args(w, dev, b, parts, Backend::kSM90, nullptr);
-  for (int i = 0; i < 3; ++i) mla_decode(a);
-  cudaEvent_t e0, e1;
-  check(cudaEventCreate(&e0), "event");
-  check(cudaEventCreate(&e1), "event");
-  check(cudaEventRecord(e0), "event");
-  for (int i = 0; i < 10; ++i) mla_decode(a);
-  check(cudaEventRecord(e1), "event");
-  check(cudaEventSynchronize(e1), "event");
-  float ms = 0;
-  check(cudaEventElapsedTime(&ms, e0, e1), "event");
+  const PreparedCall call(c);
+  const DecodeArgs& a = call.args;
   if (sm90::narrow::g_phase_buffer == nullptr) throw std::runtime_error(std::string(name) + ": not the narrow kernel");
   std::vector<long long> t(static_cast<size_t>(kNarrowCtas) * kNarrowIters * kNarrowEvents);
   check(cudaMemset(sm90::narrow::g_phase_buffer, 0, t.size() * sizeof(t[0])), "cudaMemset");
@@ -406,17 +405,13 @@ void study_narrow(const char* name, const std::vector<int32_t>& seqlens, int h_q
     }
   }
   std::printf("%-22s %8.1f us/call (per-tensor FP8, narrow kernel)  block period: median %5.0f cycles (%zu)\n", name,
-              ms * 1e3 / 10, median(period), period.size());
+              call.us_per_call, median(period), period.size());
   for (int k = 0; k < kSteps; ++k) {
     if (!step[k].empty()) std::printf("   %-30s %6.0f  (mean %.0f)\n", steps[k].what, median(step[k]), mean(step[k]));
   }
   std::printf("   stage freed (P·V of it-4 done) -> producer past k_free %.0f, -> score past k_full %.0f; blocks whose"
-              " score warpgroup waited > 100 cycles: %.0f %%\n",
-              median(freed_to_free), median(freed_to_landed), 100 * mean(waited));
-  for (void* ptr : {b.q, b.k_cache, b.block_table, b.seqlens, b.metadata, b.num_splits, b.out, b.lse, b.workspace,
-                    b.descale_k}) {
-    cudaFree(ptr);
-  }
+              " score warpgroup waited > 100 cycles: %.0f %% of %zu\n",
+              median(freed_to_free), median(freed_to_landed), waited.empty() ? 0.0 : 100 * mean(waited), waited.size());
 }
 
 }  // namespace

@@ -11,13 +11,19 @@
 #   warpgroup sets the pace. head = scratch/tr2-* (b98b20e's kernel code).
 #   Predicted: per tensor h16 s1 b=128 rows -5 ... -10 %; s_q=2 and with scale unchanged (the control).
 #   Measured: 0.981-0.995x (controls 0.990-1.002x); racecheck reported the partials' writes (fixed in offr).
-# build4 / call4: offr, the landed form (ea0a986; the patch file was removed on landing: rebuild from
-#   REV=ea0a986 with no patch to get the same kernel). Measured 0.982-1.001x on the h16 s1 rows, racecheck clean.
+# build4 / call4: offr, the landed form (ea0a986; the patch file was removed on landing, so build3 and build4
+#   no longer run: REV=ea0a986 with no patch builds the same kernel). Measured 0.982-1.001x on the h16 s1 rows,
+#   racecheck clean. build7 / call7: own32 (s34-own32.patch, rebased onto 27f4369), dropped. next-build / next:
+#   the narrow per-block stamps for the next session.
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
 OUT=${OUT:-s34-out}
 mkdir -p "$OUT"
+# FP8 tests whose every case runs the narrow kernel (16 or 32 rows, pages of 16+): racecheck's display then holds
+# no dense-kernel report.
+narrow='Formats/Sm90FP8.PaddedPagesEqualContiguous*:Formats/Sm90FP8.OutOfPoolPageReadsAsZeros*'
+narrow+=':Formats/Sm90FP8.NaNCodeInsideASequencePropagates*:Formats/Sm90FP8.WideScoreSpreadKeepsSmallProbabilities*'
 
 case ${1:-} in
   build3)
@@ -30,8 +36,6 @@ case ${1:-} in
     ab_names a 2 250 "--grid flashmla --only h_q=16 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" tr2 off
     rm -rf "$OUT/a/ab"
     sanitize off "Formats/Sm90FP8.*:-*LargeBatch*:*MatchesReference*" memcheck synccheck
-    narrow='Formats/Sm90FP8.PaddedPagesEqualContiguous*:Formats/Sm90FP8.OutOfPoolPageReadsAsZeros*'
-    narrow+=':Formats/Sm90FP8.NaNCodeInsideASequencePropagates*:Formats/Sm90FP8.WideScoreSpreadKeepsSmallProbabilities*'
     sanitize off "$narrow" racecheck
     echo "racecheck reports naming the narrow kernel: $(grep -c "narrow" "$OUT/off-racecheck.txt" || true)"
     ;;
@@ -47,8 +51,6 @@ case ${1:-} in
     # (its s_q=2 rows, the 32-row form, are the control), then issue 7's standing (bf16 beside both FP8 layouts,
     # h_q=16). Predicted: racecheck clean; the A/B as call 3's (s_q=1 -0.5 ... -2 %).
     gtest_groups offr 'Formats/Sm90FP8.*' 'GpuFuzz*'
-    narrow='Formats/Sm90FP8.PaddedPagesEqualContiguous*:Formats/Sm90FP8.OutOfPoolPageReadsAsZeros*'
-    narrow+=':Formats/Sm90FP8.NaNCodeInsideASequencePropagates*:Formats/Sm90FP8.WideScoreSpreadKeepsSmallProbabilities*'
     sanitize offr "$narrow" racecheck
     echo "racecheck reports naming the narrow kernel: $(grep -c "narrow" "$OUT/offr-racecheck.txt" || true)"
     sanitize offr "Formats/Sm90FP8.*:-*LargeBatch*:*MatchesReference*" memcheck synccheck
@@ -111,30 +113,25 @@ case ${1:-} in
     # Measured: h32 s1 0.999-1.034x (slower), s_q=2 control 0.998-1.003x; racecheck reported the stats_m hand-off
     # across barrier.arrive -> barrier.sync (160 lines). Dropped; the patch stays.
     gtest_groups own32 'Formats/Sm90FP8.*' 'GpuFuzz*'
-    narrow='Formats/Sm90FP8.PaddedPagesEqualContiguous*:Formats/Sm90FP8.OutOfPoolPageReadsAsZeros*'
-    narrow+=':Formats/Sm90FP8.NaNCodeInsideASequencePropagates*:Formats/Sm90FP8.WideScoreSpreadKeepsSmallProbabilities*'
     sanitize own32 "$narrow" racecheck
     echo "racecheck reports naming the narrow kernel: $(grep -c "narrow" "$OUT/own32-racecheck.txt" || true)"
     ab_names a 2 130 "--grid flashmla --only h_q=32 --kv fp8-tensor --check-rows 8 --quiet --no-ceilings" offr own32
     rm -rf "$OUT/a/ab"
     ;;
   next-build)
-    # The next session's binary (here, ~3 min): flash-mla-phases of a -DFLASH_MLA_TRACE=ON build of HEAD (its
-    # narrow kernel stamps every role per block: decode_narrow/kernel.cuh, PhaseEvent; cli/phase_timeline.cpp's
-    # study_narrow). The release build's narrow SASS is unchanged by the stamps (checked). In the trace build the
-    # per-tensor 16-row form does not spill; the 32-row one spills 16 bytes (with scale ~100: not studied).
-    rm -rf /tmp/variant-build-trace
-    cmake -S . -B /tmp/variant-build-trace -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASH_MLA_CUDA=ON \
-      -DFLASH_MLA_TRACE=ON -DFLASH_MLA_BUILD_CLI=ON >/dev/null
-    cmake --build /tmp/variant-build-trace --target flash-mla-phases
-    mkdir -p scratch
-    cp /tmp/variant-build-trace/cli/flash-mla-phases scratch/trace-flash-mla-phases
+    # The next session's binary (here, ~3 min): flash-mla-phases of a -DFLASH_MLA_TRACE=ON build of a worktree of
+    # HEAD (its narrow kernel stamps every role per block: decode_narrow/kernel.cuh, PhaseEvent;
+    # cli/phase_timeline.cpp's study_narrow). The release build's narrow SASS is unchanged by the stamps (checked).
+    # In the trace build the per-tensor 16-row form does not spill; the 32-row one spills 16 bytes (with scale
+    # ~100: not studied).
+    build trace - "-DFLASH_MLA_TRACE=ON -DFLASH_MLA_BUILD_CLI=ON" flash-mla-phases
+    git worktree remove --force /tmp/variant-src-trace
     ;;
   next)
     # (~1 min) Why both sides still wait at 16 rows per tensor (call 5: the score warps ~20 % of their samples on
     # the stage wait, the value warps more on Pᵀ than before): per-block stamps of every role, per-tensor FP8 at
-    # b=128 8192 and 4096 h16 s1 (16 rows) and 8192 h16 s2 (32 rows). Predicted: at 16 rows a block period of
-    # ~2300-2600 cycles (at the replay clock), the stage's turnaround (freed -> landed) close to two periods, so
+    # b=128 8192 and 4096 h16 s1 (16 rows) and 8192 h16 s2 (32 rows; its trace build spills 16 bytes). Predicted:
+    # at 16 rows a block period of ~2300-2600 cycles, the stage's turnaround (freed -> landed) close to two periods, so
     # that a score warpgroup's stage lands just after it asks for it; at 32 rows the value warpgroup's P·V close
     # to the period.
     timeout 120 scratch/trace-flash-mla-phases fp8

@@ -17,8 +17,7 @@ __device__ __forceinline__ int opaque(int v) {
 // cannot be recomputed inside it from what it was made of (the compiler rematerialised the address chain,
 // ~10 instructions, in every block), so it stays in a register.
 __device__ __forceinline__ uint64_t opaque_low(uint64_t v) {
-  uint32_t lo = static_cast<uint32_t>(v);
-  asm volatile("" : "+r"(lo));
+  const auto lo = static_cast<uint32_t>(opaque(static_cast<int>(static_cast<uint32_t>(v))));
   return (v & 0xFFFFFFFF00000000ull) | lo;
 }
 

@@ -23,8 +23,9 @@ inline constexpr int kThreads = (kScoreWarpgroups + 2) * kWarpgroupThreads;
 inline constexpr int kConsumerWarps = kConsumerThreads / 32;
 // setmaxnreg budgets: 232 + 2 * 128 + 24 = 512 = 4 * 128, the registers allocated per thread at launch.
 // The value warpgroup holds Oᵀ (128 fp32; 64 with 16 rows); a score warpgroup Sᵀ (16; 8 with 16 rows),
-// Q·Kᵀ's A fragments (40), the running max and (except with scale at 32 rows) the column scales and limits;
-// at the launch's 128 the score warpgroups issue no setmaxnreg.
+// Q·Kᵀ's A fragments (40), the running max and (except with scale at 32 rows) P's reference, the column scales and
+// limits; with 16 rows Qᵀ's descriptor and, per tensor, the own tile's partial (8, kScoreTiles); at the launch's
+// 128 the score warpgroups issue no setmaxnreg.
 inline constexpr uint32_t kLaunchRegs = 65536 / kThreads;  // 128 (ptxas -v: "Used 128 registers")
 inline constexpr uint32_t kValueRegs = 232;
 inline constexpr uint32_t kScoreRegs = 128;
@@ -55,9 +56,10 @@ inline constexpr int kSideRows = 16;
 inline constexpr float kLoScale = 32.0f;
 // P·V's last kScoreTiles channel tiles (of kVSubTiles) run on the score warpgroups, each for its own blocks into
 // its own part of those tiles' Oᵀ (on its own running max, like its sums), merged by the value warpgroup at the
-// piece's end (kernel.cuh, issue_own_tiles): per tensor with 16 rows, where the value warpgroup was the busier
-// side (session 34's source counters: score warps ~29 % of their samples waiting for their stage; b=128 h16 s1
-// rows 0.98-1.0x). One tile: a second one's partials (8 KiB more) do not fit in shared memory.
+// piece's end (kernel.cuh, issue_own_tiles): per tensor with 16 rows, where session 34's source counters put ~29 %
+// of the score warps' samples on their stage wait, which the value warpgroup's P·V holds up (b=128 h16 s1 rows
+// 0.98-1.0x). One tile: a second one's partials (8 KiB more) do not fit in shared memory; at 32 rows a merged form
+// ran 0.999-1.034x (docs/experiments/s34-own32.patch).
 template <int kCols, bool kScaled>
 inline constexpr int kScoreTiles = kCols == 4 && !kScaled ? 1 : 0;
 static_assert(kScoreTiles<4, false> >= 0 && kScoreTiles<4, false> < kVSubTiles, "the value warpgroup keeps a tile");

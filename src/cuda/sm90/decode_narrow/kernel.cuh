@@ -755,8 +755,9 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
     // limit; min_limit is the smallest of the thread's limits. l sums P·kPScale until the piece's end.
     constexpr bool kColumnRegs = !(kScaled && kCols == 8);
     // P·kPScale = 2^(s - ms): m made finite (a fully masked column so far: keep exp2 finite), less log2(kPScale).
-    // m - 4 rounds in fp32 for most m: a factor 2^δ common to a block's Oᵀ and sums (it cancels unless the
-    // reference moves; ~ulp(m) relative otherwise), and P·kPScale stays <= 2^8 while |m| < 2^21.
+    // m - 4 is exact in fp32 for 2 <= m < 2^25 and may round otherwise (|m| < 2, or a negative m whose difference
+    // crosses a binade): a factor 2^δ common to a block's Oᵀ and sums (it cancels unless the reference moves;
+    // ~ulp(m) relative otherwise), and P·kPScale stays <= 2^8 while |m| < 2^21.
     auto reference_of = [](float mx) { return finite_reference(mx) - kPScaleLog2; };
     float l[kCols], col_scale[kCols], m[kCols], ms_keep[kCols];
     float own_o[kOwnArr][2 * kCols] = {};  // with kOwn: this warpgroup's part of those tiles, on ms like l
@@ -950,7 +951,8 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
     blocks_before += static_cast<uint32_t>(max(end - first, 0));
     if constexpr (kOwn > 0) {
       // The value warpgroup read the previous piece's own tiles (its stats_free arrive), then these go in;
-      // every thread arrives on stats_full after its own writes.
+      // every thread arrives on stats_full after its own writes. One buffer: with pieces of fewer than ~4
+      // blocks a score warpgroup may wait here for the value warpgroup's previous piece.
       if (piece > 0) ptx::mbarrier_wait(&s.stats_free[(piece - 1) & 1], ((piece - 1) >> 1) & 1);
 #pragma unroll
       for (int t = 0; t < kOwn; ++t) {
@@ -1118,7 +1120,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 #if defined(FLASH_MLA_TRACE)
-// The phase buffer of the last launch's form, for a study program: [kPhaseCtas][kPhaseIters][kPhaseEvents].
+// The narrow kernels' phase buffer (one for all four forms: the last launch wrote it), for a study program:
+// [kPhaseCtas][kPhaseIters][kPhaseEvents].
 extern void* g_phase_buffer;
 #endif
 
