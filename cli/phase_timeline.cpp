@@ -110,6 +110,19 @@ double mean(const std::vector<double>& v) {
   return sum / static_cast<double>(v.size());
 }
 
+// A study's workload: causal, seed 1, pages of 64 scattered, the given cache format.
+testing::WorkloadConfig study_config(const std::vector<int32_t>& seqlens, int h_q, int s_q, KvCacheFormat format) {
+  testing::WorkloadConfig c;
+  c.batch = static_cast<int>(seqlens.size());
+  c.seqlens = seqlens;
+  c.h_q = h_q;
+  c.s_q = s_q;
+  c.causal = true;
+  c.seed = 1;
+  c.kv_format = format;
+  return c;
+}
+
 // One workload's buffers on the GPU, its schedule and decode arguments, and the median time of a call (three
 // warm-up calls, then ten stream launches, no graph): what every study runs before its traced call.
 struct PreparedCall {
@@ -297,13 +310,7 @@ void print_cta_timeline(int ctas) {
 }
 
 void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s_q) {
-  testing::WorkloadConfig c;
-  c.batch = static_cast<int>(seqlens.size());
-  c.seqlens = seqlens;
-  c.h_q = h_q;
-  c.s_q = s_q;
-  c.causal = true;
-  c.seed = 1;
+  const testing::WorkloadConfig c = study_config(seqlens, h_q, s_q, KvCacheFormat::kDense);
   const PreparedCall call(c);
   const DecodeArgs& a = call.args;
 
@@ -352,14 +359,7 @@ void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s
 // P·V ends), and the stage's turnaround: freed by the value warpgroup (block it - 4's P·V done) -> the producer
 // past its k_free wait -> copies issued -> the score warpgroup past k_full (when it waited, the landing).
 void study_narrow(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s_q) {
-  testing::WorkloadConfig c;
-  c.batch = static_cast<int>(seqlens.size());
-  c.seqlens = seqlens;
-  c.h_q = h_q;
-  c.s_q = s_q;
-  c.causal = true;
-  c.seed = 1;
-  c.kv_format = KvCacheFormat::kFP8PerTensor;
+  const testing::WorkloadConfig c = study_config(seqlens, h_q, s_q, KvCacheFormat::kFP8PerTensor);
   const PreparedCall call(c);
   const DecodeArgs& a = call.args;
   if (sm90::narrow::g_phase_buffer == nullptr) throw std::runtime_error(std::string(name) + ": not the narrow kernel");
