@@ -136,8 +136,32 @@ case ${1:-} in
     # to the period.
     timeout 120 scratch/trace-flash-mla-phases fp8
     ;;
+  next-build2)
+    # (here, ~3 min) ef = HEAD + s34-early-free.patch: with 16 rows (both layouts) the value warpgroup loads every
+    # tile's V (7 or 8 tiles x 2 ldmatrix.x4, 56 or 64 registers) right after its p_full and k_full waits and frees
+    # the stage at once, before its rescale and P·V (Pᵀ stays in its slot), so the stage's next copies start about
+    # a P·V earlier. The A fragments are regrouped at load time (regrouped per tile, ptxas split every tile's
+    # wgmma: C7519), and a fence.proxy.async precedes the arrive (generic reads before the refill's TMA writes).
+    # A helper reviewed it (no bug). ptxas 128 registers, no spills; the 32-row forms' SASS unchanged; one
+    # WARPGROUP.ARRIVE per tile as before.
+    build ef s34-early-free.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
+      flash_mla_gpu_tests
+    build head - "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    for name in ef head; do git worktree remove --force "/tmp/variant-src-$name"; done
+    ;;
+  next2)
+    # (~6 min) ef's FP8 tests, fuzz, racecheck on narrow-only tests, memcheck, synccheck, then a 2-pass A/B against
+    # head on FlashMLA's h_q=16 FP8 rows (s_q=2: 32 rows, unchanged, the control). Predicted: if the stage's
+    # turnaround limits (call 5: both sides wait), 16-row rows -2 ... -6 %; if not, within noise.
+    gtest_groups ef 'Formats/Sm90FP8.*' 'GpuFuzz*'
+    sanitize ef "$narrow" racecheck
+    echo "racecheck reports naming the narrow kernel: $(grep -c "narrow" "$OUT/ef-racecheck.txt" || true)"
+    sanitize ef "Formats/Sm90FP8.*:-*LargeBatch*:*MatchesReference*" memcheck synccheck
+    ab_names a 2 200 "--grid flashmla --only h_q=16 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" head ef
+    rm -rf "$OUT/a/ab"
+    ;;
   *)
-    echo "usage: $0 build3|call3|build4|call4|build7|call5|call6|call7|next-build|next" >&2
+    echo "usage: $0 build3|call3|build4|call4|build7|call5|call6|call7|next-build|next|next-build2|next2" >&2
     exit 2
     ;;
 esac
