@@ -562,7 +562,6 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], cons
   float beta_lo[kCols];  // the lo term's weight (16 rows: its own columns of T)
 #pragma unroll
   for (int j = 0; j < kCols; ++j) beta_lo[j] = beta[j] * (1.0f / kLoScale);
-  auto load = [&](int mt, uint32_t(&r)[8]) { load_v(st, mt, warp, lane, r); };
   const uint64_t desc_p = ptx::make_smem_desc(pt, 16, 1024, ptx::Swizzle::k128B);
   // With scale and 32 rows: groups 0 and 1's tiles in the stage's box 4.
   const uint64_t desc_box4 = ptx::make_smem_desc(st.box[kRawBoxes - 1], 16, 1024, ptx::Swizzle::k128B);
@@ -572,7 +571,7 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], cons
   auto issue = [&](int mt) {
     uint32_t(&am)[8] = a[mt % 2];
     v_fragments(raw, am);
-    if (mt + 1 < kTiles) load(mt + 1, raw);  // while the tensor cores run
+    if (mt + 1 < kTiles) load_v(st, mt + 1, warp, lane, raw);  // while the tensor cores run
     ptx::wgmma_fence();
     // With scale, group g = mt / 2's Pᵀ: 16 rows at tile g / 2 (4 KiB apart), bytes 64 (g % 2); 32 rows at
     // box 4's tile g (g < 2) or tile g - 2.
@@ -594,7 +593,7 @@ __device__ __forceinline__ void pv_block(float (&o)[kVSubTiles][2 * kCols], cons
     }
     ptx::wgmma_commit_group();
   };
-  load(0, raw);
+  load_v(st, 0, warp, lane, raw);
   issue(0);
 #pragma unroll
   for (int mt = 0; mt < kTiles; ++mt) {
@@ -895,21 +894,20 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
 #pragma unroll
         for (int j = 0; j < kCols; ++j) col_max[j] = fmaxf(sc[at(j, 0)], sc[at(j, 1)]);
         reduce_columns<kCols>(col_max, s, wg, warp, lane, [](float a, float b) { return fmaxf(a, b); });
+        float to_new[kCols];  // what was summed against the old reference, to the new one
 #pragma unroll
         for (int j = 0; j < kCols; ++j) {
           const float m_new = col_max[j] - m[j] > kNarrowLag ? col_max[j] : m[j];
-          const float to_new = ptx::exp2_ftz(m[j] - finite_reference(m_new));  // to the new reference
-          l[j] *= to_new;
-#pragma unroll
-          for (int t = 0; t < kOwn; ++t) {
-#pragma unroll
-            for (int i = 0; i < 2 * kCols; ++i) {
-              if (column_of(i) == j) own_o[t][i] *= to_new;
-            }
-          }
+          to_new[j] = ptx::exp2_ftz(m[j] - finite_reference(m_new));
+          l[j] *= to_new[j];
           ms[j] = reference_of(m_new);
           m[j] = m_new;
           if constexpr (kColumnRegs) ms_keep[j] = ms[j];
+        }
+#pragma unroll
+        for (int t = 0; t < kOwn; ++t) {
+#pragma unroll
+          for (int i = 0; i < 2 * kCols; ++i) own_o[t][i] *= to_new[column_of(i)];
         }
         store_p<kCols, kScaled>(pt, box4, sc, ms, sum, f, warp, lane);  // the same thread writes the same bytes
         if constexpr (kOwn > 0) ptx::fence_proxy_async_shared();
@@ -957,8 +955,10 @@ __device__ __forceinline__ void score_consumer(const DecodeParams& p, SharedStor
 #pragma unroll
       for (int t = 0; t < kOwn; ++t) {
         float4* dst = reinterpret_cast<float4*>(s.score_o[wg][t][thread]);
-        dst[0] = make_float4(own_o[t][0], own_o[t][1], own_o[t][2], own_o[t][3]);
-        dst[1] = make_float4(own_o[t][4], own_o[t][5], own_o[t][6], own_o[t][7]);
+#pragma unroll
+        for (int q = 0; q < kCols / 2; ++q) {
+          dst[q] = make_float4(own_o[t][4 * q], own_o[t][4 * q + 1], own_o[t][4 * q + 2], own_o[t][4 * q + 3]);
+        }
       }
     }
 #pragma unroll
