@@ -99,6 +99,14 @@ __device__ __forceinline__ void for_each_block(const DecodeParams& p, Fn&& fn) {
 // divisor of 64 gives P, a multiple of 64 gives 64, 48 gives 16, 100 gives 4.
 __host__ __device__ constexpr int page_copy_rows(int page) { return (page & -page) < kBlockN ? page & -page : kBlockN; }
 
+// Pages whose copies (page_copy_rows: 8 rows for 24-token pages, 4 for 100) are shorter than this are
+// gathered with cp.async by the dense kernel's whole producer warpgroup (measured on an
+// H100, b=128: at 8-token pages the gather ran 433/414 us against TMA boxes' 443/442 for h_q 16/128;
+// at 16 the boxes won, 419/380 against 423/400; one box per 1-token page ran 4.5x slower than 64); the
+// narrow kernel takes only pages copied by TMA. A block copied by TMA needs at most kMaxTmaCopies copies.
+inline constexpr int kMinTmaPage = 16;
+inline constexpr int kMaxTmaCopies = kBlockN / kMinTmaPage;
+
 // Where the pages of a 64-token block are: copy j holds the block's rows j*R .. j*R + R - 1
 // (R = page_copy_rows(P)), at token (64 * blk + j * R) % P of page table[(64 * blk + j * R) / P]. A page
 // of 64 tokens or a multiple of 64 holds the whole block (one copy); a divisor of 64 tiles it.

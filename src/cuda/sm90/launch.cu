@@ -105,7 +105,7 @@ void make_rope_and_scale_maps(const DecodeParams& p, sm90::TensorMaps* maps) {
 // their swizzled sub-tile.
 sm90::TensorMaps make_cache_maps(const DecodeParams& p) {
   sm90::TensorMaps maps{};
-  if (sm90::page_copy_rows(p.page_block_size) < sm90::dense::kMinTmaPage) return maps;  // gathered: no copies
+  if (sm90::page_copy_rows(p.page_block_size) < sm90::kMinTmaPage) return maps;  // gathered: no copies
   switch (p.kv_format) {
     case KvCacheFormat::kDense:
       maps.k =
@@ -189,7 +189,7 @@ bool use_narrow(const DecodeParams& p) {
 #if defined(FLASH_MLA_SM90_NARROW_FP8)
   const bool fits = (p.kv_format == KvCacheFormat::kFP8PerTensor && p.rows <= sm90::narrow::kRows) ||
                     (p.kv_format == KvCacheFormat::kFP8WithScale && p.rows <= sm90::narrow::kScaledRows);
-  return fits && sm90::page_copy_rows(p.page_block_size) >= sm90::dense::kMinTmaPage;
+  return fits && sm90::page_copy_rows(p.page_block_size) >= sm90::kMinTmaPage;
 #else
   (void)p;
   return false;

@@ -23,11 +23,6 @@ inline constexpr int kStages = 2;
 // rows ran the seesaw since efaca86 (16384 h128 s2 -3.6 / -4.0 %, 2 passes; -5.5 % more with the uniform
 // role) (docs/PERFORMANCE.md).
 inline constexpr int kSeesawMinRows = kBlockM + 1;
-// Pages whose copies (page_copy_rows: 8 rows for 24-token pages, 4 for 100) are shorter than this are
-// gathered with cp.async by the whole producer warpgroup (measured on an
-// H100, b=128: at 8-token pages the gather ran 433/414 us against TMA boxes' 443/442 for h_q 16/128;
-// at 16 the boxes won, 419/380 against 423/400; one box per 1-token page ran 4.5x slower than 64).
-inline constexpr int kMinTmaPage = 16;
 inline constexpr int kConsumerThreads = 2 * kWarpgroupThreads;
 inline constexpr int kThreads = 3 * kWarpgroupThreads;  // two consumers + one producer warpgroup
 // Register budgets after setmaxnreg: 2 * 128 * 232 + 128 * 40 = 64,512, all of the 168 per thread the

@@ -1162,16 +1162,18 @@ __device__ __forceinline__ void fp8_tma_producer(const DecodeParams& p, SharedSt
     uint64_t* first = &s.k_raw[slot.stage][0];
     uint64_t* second = &s.k_raw[slot.stage][1];
     if (warp == 0) {
-      ptx::mbarrier_wait(&s.k_free[slot.stage], slot.parity ^ 1);
       const int copies = pages.copies(pc.seqlen - blk * kBlockN);
+      // Lane j reads copy j's table entry before the stage's wait, which hides its latency (session 35).
+      BlockPages::Copy cp{};
+      if (lane < copies) cp = pages.copy(table, blk, lane);
+      ptx::mbarrier_wait(&s.k_free[slot.stage], slot.parity ^ 1);
       const uint32_t rows = static_cast<uint32_t>(copies * pages.rows_per_copy);
       if (lane == 0) {
         ptx::mbarrier_arrive_expect_tx(first, rows * kFirstRowBytes);
         ptx::mbarrier_arrive_expect_tx(second, rows * (kRowBytes - kFirstRowBytes));
       }
       __syncwarp();
-      for (int j = lane; j < copies; j += 32) {
-        const BlockPages::Copy cp = pages.copy(table, blk, j);
+      if (lane < copies) {
         if constexpr (kWithScale) {
           ptx::tma_load_4d(tiles + kRawEnd + cp.row * 16, &maps.scales, first, 0, blockIdx.y, cp.token_in_page,
                            cp.page, policy);
@@ -1315,14 +1317,16 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
     // With one row tile, the second block waits for the first to land, so the consumers start one
     // block earlier. With two or more, the waits cost more than they saved (docs/PERFORMANCE.md).
     FLASH_MLA_TRACE_IF(it == 0 && lane == 0, 44);
+    // Lane j reads copy j's table entry before the stage's wait, which hides its latency (session 35).
+    BlockPages::Copy cp{};
+    if (lane < copies) cp = pages.copy(table, blk, lane);
     if (it == 1 && p.rows <= kBlockM) ptx::mbarrier_wait(&s.k_full[0], 0);
     ptx::mbarrier_wait(&s.k_free[slot.stage], slot.parity ^ 1);
     if (lane == 0) ptx::mbarrier_arrive_expect_tx(&s.k_full[slot.stage], copies * pages.copy_bytes());
     __syncwarp();
-    for (int j = lane; j < copies; j += 32) {
-      const BlockPages::Copy cp = pages.copy(table, blk, j);
+    if (lane < copies) {
       // The compare makes the stamp wait for the page's load (no page index is INT_MIN).
-      FLASH_MLA_TRACE_IF(it == 0 && j == 0 && cp.page != INT_MIN, 65);
+      FLASH_MLA_TRACE_IF(it == 0 && lane == 0 && cp.page != INT_MIN, 65);
 #pragma unroll
       for (int c = 0; c < kQKSubTiles; ++c) {
         ptx::tma_load_4d(reinterpret_cast<char*>(&s.k[slot.stage][c]) + cp.row * 128, &k_map, &s.k_full[slot.stage],
@@ -1338,7 +1342,7 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
 // The seesaw's TMA producer: warp s of the producer warpgroup fills stage s (a pair's block a, or b), one
 // group of sub-tiles at a time in the stage's group order, each once its readers freed it, so that a
 // group freed early is refilled without waiting behind one of the other stage freed late. Lane j < copies
-// issues the block's page copy j (copies <= 64 / kMinTmaPage).
+// issues the block's page copy j (copies <= kMaxTmaCopies).
 __device__ __forceinline__ void tma_producer_grouped(const DecodeParams& p, SharedStorage& s, const CUtensorMap& k_map,
                                                      int thread) {
   const int stage = thread / 32, lane = thread % 32;

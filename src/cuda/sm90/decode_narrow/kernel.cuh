@@ -204,15 +204,24 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<kC
   const BlockPages pages(p.page_block_size);
   for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
     const int stage = static_cast<int>(it % kStages);
+    const int copies = pages.copies(pc.seqlen - blk * kBlockN);
+    // The block's table entries are read before the stage's wait, which hides their latency: read after it, they
+    // held every refill ~1000 cycles (session 35, per-block stamps at b=128 8192 h16 s1: free -> issued).
+    BlockPages::Copy cps[kMaxTmaCopies] = {};
+#pragma unroll
+    for (int j = 0; j < kMaxTmaCopies; ++j) {
+      if (j < copies) cps[j] = pages.copy(table, blk, j);
+    }
     // The first block lands before the rest are requested: with every CTA asking for four at entry, the
     // first ones land later (FP8 h16 s1 small batches 0-4.3 % faster; docs/PERFORMANCE.md, session 15).
     if (it == 1) ptx::mbarrier_wait(&s.k_full[0], 0);
     ptx::mbarrier_wait(&s.k_free[stage], ((it / kStages) & 1) ^ 1);
     FLASH_MLA_NARROW_PHASE(true, it, kPhaseFree);
-    const int copies = pages.copies(pc.seqlen - blk * kBlockN);
     ptx::mbarrier_arrive_expect_tx(&s.k_full[stage], static_cast<uint32_t>(copies * pages.rows_per_copy) * kTokenBytes);
-    for (int j = 0; j < copies; ++j) {
-      const BlockPages::Copy cp = pages.copy(table, blk, j);
+#pragma unroll
+    for (int j = 0; j < kMaxTmaCopies; ++j) {
+      if (j >= copies) break;
+      const BlockPages::Copy& cp = cps[j];
 #pragma unroll
       for (int b = 0; b < kByteBoxes; ++b) {
         ptx::tma_load_4d(&s.k[stage].box[b][cp.row * kRawBoxCols], &k_map, &s.k_full[stage], b * kRawBoxCols,
