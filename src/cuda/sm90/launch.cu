@@ -196,16 +196,21 @@ bool use_narrow(const DecodeParams& p) {
 #endif
 }
 
-// The narrow kernel's maps: raw e4m3 rows in 128-byte boxes, 128-byte swizzled. Per tensor, `k` reads all
-// 576 channels (the fifth box channels 512..639, of which those past 575 are zeros). With scale, `k` reads
-// the 512 NoPE bytes, `rope` the 64 bf16 RoPE channels as one 128-byte box (the fifth box's place) and
-// `scales` the four float32 scales, unswizzled.
+// The narrow kernel's maps: `k` the 512 NoPE e4m3 bytes in 128-byte boxes, 128-byte swizzled. Per tensor,
+// `rope` the 64 RoPE e4m3 bytes as one 64-byte box, unswizzled (until session 35 `k` read all 576 channels,
+// its fifth box channels 512..639: the L2 read 20 sectors a token for 18 with L2 promotion off, ncu). With
+// scale, `rope` the 64 bf16 RoPE channels as one 128-byte box (the fifth box's place) and `scales` the four
+// float32 scales, unswizzled.
 sm90::TensorMaps narrow_maps(const DecodeParams& p) {
   sm90::TensorMaps maps{};
-  const bool scaled = p.kv_format == KvCacheFormat::kFP8WithScale;
-  maps.k = make_map(p, 0, CU_TENSOR_MAP_DATA_TYPE_UINT8, scaled ? kHeadDimV : kHeadDim, CU_TENSOR_MAP_SWIZZLE_128B,
+  maps.k = make_map(p, 0, CU_TENSOR_MAP_DATA_TYPE_UINT8, kHeadDimV, CU_TENSOR_MAP_SWIZZLE_128B,
                     sm90::narrow::kRawBoxCols);
-  if (scaled) make_rope_and_scale_maps(p, &maps);
+  if (p.kv_format == KvCacheFormat::kFP8WithScale) {
+    make_rope_and_scale_maps(p, &maps);
+  } else {
+    maps.rope = make_map(p, kHeadDimV, CU_TENSOR_MAP_DATA_TYPE_UINT8, kHeadDim - kHeadDimV, CU_TENSOR_MAP_SWIZZLE_NONE,
+                         sm90::narrow::kRopeBoxCols);
+  }
   return maps;
 }
 

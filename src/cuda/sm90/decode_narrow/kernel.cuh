@@ -10,7 +10,7 @@
 // A block's cost follows its wgmma count more than the tensor cores' work (session 11 timelines: ~90
 // cycles per P·V wgmma in the kernel, ~22 in isolation); halving P·V's took 13-15 %.
 // Warpgroups by role (session 10; before, two consumers each ran whole blocks and merged at the end):
-// WG3: one thread copies raw 64-token blocks (five 128-channel TMA boxes) into a 4-stage ring, the
+// WG3: one thread copies raw 64-token blocks (four 128-channel TMA boxes and the RoPE box) into a 4-stage ring, the
 // second block once the first has landed.
 // WG0, WG1 (score): alternate blocks of a piece: Q·Kᵀ in 9 batches of 4 wgmma, whose A fragments (two
 //   16-register buffers) are converted while the previous batch runs; P against the warpgroup's own
@@ -186,20 +186,19 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage<kCol
   }
 }
 
-// The one copying thread: every block of the CTA's pieces as five 128-channel boxes per page copy; with
-// scale, four e4m3 boxes (maps.k), the bf16 RoPE box (maps.rope) and the tokens' scales (maps.scales).
+// The one copying thread: every block of the CTA's pieces, per page copy four 128-channel e4m3 boxes (maps.k)
+// and the RoPE box (maps.rope: 64 e4m3 bytes per tensor, 64 bf16 channels with scale); with scale also the
+// tokens' scales (maps.scales).
 template <int kCols, bool kScaled>
 __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<kCols, kScaled>& s,
                                          const CUtensorMap& k_map, const CUtensorMap& rope_map,
                                          const CUtensorMap& scale_map) {
-  // Bytes a token lands: 640 (five boxes, the fifth past channel 575 zeros) or 656 (its whole row).
-  constexpr uint32_t kTokenBytes = kScaled ? kFP8WithScaleBytes : kRawBoxCols * kRawBoxes;
-  constexpr int kByteBoxes = kScaled ? kFP8NumScales : kRawBoxes;  // boxes of maps.k
+  // Bytes a token lands: its whole row, 576 or 656.
+  constexpr uint32_t kTokenBytes = kScaled ? kFP8WithScaleBytes : kHeadDim;
+  constexpr int kByteBoxes = kRawBoxes - 1;  // boxes of maps.k: the NoPE channels
   ptx::tma_prefetch_descriptor(&k_map);
-  if constexpr (kScaled) {
-    ptx::tma_prefetch_descriptor(&rope_map);
-    ptx::tma_prefetch_descriptor(&scale_map);
-  }
+  ptx::tma_prefetch_descriptor(&rope_map);
+  if constexpr (kScaled) ptx::tma_prefetch_descriptor(&scale_map);
   const uint64_t policy = ptx::l2_policy_evict_first();
   const BlockPages pages(p.page_block_size);
   for_each_block(p, [&](const Piece& pc, const int32_t* table, int blk, uint32_t it) {
@@ -227,9 +226,10 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<kC
         ptx::tma_load_4d(&s.k[stage].box[b][cp.row * kRawBoxCols], &k_map, &s.k_full[stage], b * kRawBoxCols,
                          blockIdx.y, cp.token_in_page, cp.page, policy);
       }
+      // The RoPE channels: bf16 with scale (128-byte rows), e4m3 per tensor (64-byte rows).
+      ptx::tma_load_4d(&s.k[stage].box[kRawBoxes - 1][cp.row * (kScaled ? kRawBoxCols : kRopeBoxCols)], &rope_map,
+                       &s.k_full[stage], 0, blockIdx.y, cp.token_in_page, cp.page, policy);
       if constexpr (kScaled) {
-        ptx::tma_load_4d(&s.k[stage].box[kRawBoxes - 1][cp.row * kRawBoxCols], &rope_map, &s.k_full[stage], 0,
-                         blockIdx.y, cp.token_in_page, cp.page, policy);
         ptx::tma_load_4d(&s.k_scale[stage][cp.row][0], &scale_map, &s.k_full[stage], 0, blockIdx.y,
                          cp.token_in_page, cp.page, policy);
       }
@@ -248,11 +248,16 @@ __device__ __forceinline__ uint32_t word(const int4& v, int i) {
 }
 
 // Batch n's two 16-byte chunks of a stage for Q·Kᵀ (tokens t0 = 16w + lane/4 and t0 + 8, q4 = lane % 4):
-// n < 8, box n / 2, chunk 2 q4 + n % 2; n = 8, the fifth box, chunk q4 (per tensor: RoPE e4m3 bytes).
+// n < 8, box n / 2, chunk 2 q4 + n % 2; n = 8 (per tensor), the RoPE e4m3 bytes, chunk q4 of the fifth box's
+// 64-byte rows (a quarter-warp reads two whole rows, 128 contiguous bytes: no bank conflict unswizzled).
 __device__ __forceinline__ void load_batch(const RawStage& st, int n, int t0, int q4, int4 (&v)[2]) {
-  const int box = n < 8 ? n / 2 : 4, chunk = n < 8 ? 2 * q4 + n % 2 : q4;
 #pragma unroll
-  for (int h = 0; h < 2; ++h) v[h] = *reinterpret_cast<const int4*>(raw_chunk(st, box, t0 + 8 * h, chunk));
+  for (int h = 0; h < 2; ++h) {
+    const int t = t0 + 8 * h;
+    const uint8_t* chunk = n < 8 ? raw_chunk(st, n / 2, t, 2 * q4 + n % 2)
+                                 : &st.box[kRawBoxes - 1][t * kRopeBoxCols + 16 * q4];
+    v[h] = *reinterpret_cast<const int4*>(chunk);
+  }
 }
 
 // One batch of Q·Kᵀ's A fragments from the thread's two 16-byte chunks of e4m3 bytes (tokens 16w + lane/4
@@ -1081,7 +1086,7 @@ __device__ __forceinline__ void value_consumer(const DecodeParams& p, SharedStor
 
 // kCols: query rows per thread in the m64nN tiles, 8 (up to 32 rows) or 4 (up to 16: N = 16 for Sᵀ, and
 // Pᵀ's two terms side by side in one N = 32 for P·V, so half its wgmma).
-// kScaled: an FP8-with-scale cache (rope_map and scale_map read), else per tensor.
+// kScaled: an FP8-with-scale cache (scale_map read), else per tensor.
 template <int kCols, bool kScaled>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ CUtensorMap k_map,
@@ -1161,7 +1166,7 @@ void launch_cols(const DecodeParams& p, const TensorMaps& maps) {
     configured.fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid(1, p.h_kv, p.num_sm_parts);
-  kernel<<<grid, kThreads, kBytes, static_cast<cudaStream_t>(p.stream)>>>(p, maps.k, kScaled ? maps.rope : maps.k,
+  kernel<<<grid, kThreads, kBytes, static_cast<cudaStream_t>(p.stream)>>>(p, maps.k, maps.rope,
                                                                           kScaled ? maps.scales : maps.k);
 }
 
