@@ -6,22 +6,25 @@
 # read the block table after the stage's wait) and s34-early-free.patch (within noise, 16384 h16 s1 per tensor
 # 1.026-1.036x slower: dropped).
 # pf: every TMA producer (narrow, dense serial, dense FP8) reads the block's table entries before its stage's wait
-# (the seesaw's producer already did); measured as s35-table-early.patch on 3859344, landed as the commit after it
-# (the patch file removed; REV=that commit with no patch builds the same kernels). pftrace: the same in a
+# (the seesaw's producer already did); measured as s35-table-early.patch on 3859344, landed as 154aa95 (the patch
+# file removed; REV=154aa95 with no patch builds the same kernels). pftrace: the same in a
 # -DFLASH_MLA_TRACE build. Call 2: free -> issued 1013 -> 395 cycles; h_q=16 FP8 rows 0.981-1.005x (2 passes).
 # Call 3: suite passed; bf16 16-64-row rows 0.966-0.987x (1 pass), seesaw rows 0.988-1.000x, perf grid 0.958-1.000x.
+# Calls 4-6: standing, clocks and ncu (L2 sectors); call 7: np (no L2 promotion) dropped; call 8: rb (23e589c).
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
 OUT=${OUT:-s35-out}
 mkdir -p "$OUT"
+# FP8 tests whose every case runs the narrow kernel (as s34-run.sh's).
+narrow='Formats/Sm90FP8.PaddedPagesEqualContiguous*:Formats/Sm90FP8.OutOfPoolPageReadsAsZeros*'
+narrow+=':Formats/Sm90FP8.NaNCodeInsideASequencePropagates*:Formats/Sm90FP8.WideScoreSpreadKeepsSmallProbabilities*'
 
 case ${1:-} in
   build)
-    # (here; PF_REV=the landing commit) pf's bench, tests and trace flash-mla-phases, head's bench (3859344).
-    REV=${PF_REV:?the landed commit} build pf - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" \
-      flash-mla-bench flash_mla_gpu_tests
-    REV=$PF_REV build pftrace - "-DFLASH_MLA_TRACE=ON -DFLASH_MLA_BUILD_CLI=ON" flash-mla-phases
+    # (here) pf's bench, tests and trace flash-mla-phases (154aa95), head's bench (3859344).
+    REV=154aa95 build pf - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
+    REV=154aa95 build pftrace - "-DFLASH_MLA_TRACE=ON -DFLASH_MLA_BUILD_CLI=ON" flash-mla-phases
     REV=3859344 build head - "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
     for name in pf pftrace head; do git worktree remove --force "/tmp/variant-src-$name"; done
     ;;
@@ -130,12 +133,11 @@ case ${1:-} in
     rm -rf "$OUT/a/ab"
     ;;
   build8)
-    # (here) rb = 154aa95 + s35-rope-box.patch: per tensor the narrow kernel copies the 64 RoPE bytes with a map
-    # of their own (a 64-byte box, unswizzled, in the fifth box's first 4 KiB) instead of a fifth 128-channel box
-    # whose upper half lay past the row; the NoPE map is 512 channels wide. ptxas: no spills; the with-scale
-    # forms' SASS unchanged.
-    REV=154aa95 build rb s35-rope-box.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
-      flash_mla_gpu_tests
+    # (here) rb = 154aa95 + s35-rope-box.patch (landed as 23e589c, the file removed; REV=23e589c builds it): per
+    # tensor the narrow kernel copies the 64 RoPE bytes with a map of their own (a 64-byte box, unswizzled, in
+    # the fifth box's first 4 KiB) instead of a fifth 128-channel box whose upper half lay past the row; the
+    # NoPE map is 512 channels wide. ptxas: no spills; the with-scale forms' SASS unchanged.
+    REV=23e589c build rb - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
     git worktree remove --force /tmp/variant-src-rb
     ;;
   call8)
@@ -153,8 +155,27 @@ case ${1:-} in
     ab_names a 1 70 "--grid flashmla --only h_q=16 --kv fp8-tensor --check-rows 8 --quiet --no-ceilings" pf rb
     rm -rf "$OUT/a/ab"
     ;;
+  next-build)
+    # (here, ~4 min) For the next session: pf = 154aa95 (the parent of the RoPE box), rb = 23e589c (it landed on
+    # call 8's single pass).
+    REV=154aa95 build pf - "-DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench
+    REV=23e589c build rb - "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench flash_mla_gpu_tests
+    for name in pf rb; do git worktree remove --force "/tmp/variant-src-$name"; done
+    ;;
+  next)
+    # (~6 min) What 23e589c landed on one pass for: racecheck on narrow-only tests, memcheck and synccheck on the
+    # FP8 tests, then a 2-pass A/B against pf on FlashMLA's h_q=16 FP8 rows (with scale: unchanged SASS, the
+    # control) and a 1-pass one on the small grid's per-tensor h_q=16 rows. Predicted: sanitizers clean; per
+    # tensor -0.5 ... -2 % (call 8: 0.968-1.017x), with scale within noise.
+    sanitize rb "$narrow" racecheck
+    echo "racecheck reports naming the narrow kernel: $(grep -c "narrow" "$OUT/rb-racecheck.txt" || true)"
+    sanitize rb "Formats/Sm90FP8.*:-*LargeBatch*:*MatchesReference*" memcheck synccheck
+    ab_names a 2 250 "--grid flashmla --only h_q=16 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" pf rb
+    ab_names b 1 100 "--grid small --only h_q=16 --kv fp8-tensor --check-rows 8 --quiet --no-ceilings" pf rb
+    rm -rf "$OUT/a/ab" "$OUT/b/ab"
+    ;;
   *)
-    echo "usage: $0 build|call2|call3|call4|call5|call6|build7|call7|build8|call8" >&2
+    echo "usage: $0 build|call2|call3|call4|call5|call6|build7|call7|build8|call8|next-build|next" >&2
     exit 2
     ;;
 esac

@@ -62,7 +62,9 @@ CUresult encode_4d(CUtensorMap* map, CUtensorMapDataType dtype, const void* base
 // without promotion, 4.31 TB/s at 128 B). In the kernel, without promotion: b=128 8192 h16 s1 297 ->
 // 289 us, 1024 h16 s1 -3 %, the rest -1.5 % to +1 % (docs/PERFORMANCE.md, session 13). The
 // FP8 rows were 0.7-1.9 % slower without it, so FP8 maps keep it (their box rows are 16 to 128 bytes of
-// 576- or 656-byte token rows, most not aligned to 128-byte lines; why they gain was not measured).
+// 576- or 656-byte token rows, most not aligned to 128-byte lines; why they gain was not measured). Session 35:
+// without it the narrow kernel's h_q=16 rows ran 0.999-1.030x slower, though its L2 reads per tensor fell from
+// 23.0 to 20.0 sectors a token (18 needed; DRAM bytes the same).
 constexpr CUtensorMapL2promotion kDensePromotion = CU_TENSOR_MAP_L2_PROMOTION_NONE;
 constexpr CUtensorMapL2promotion kFP8Promotion = CU_TENSOR_MAP_L2_PROMOTION_L2_256B;
 
@@ -198,7 +200,7 @@ bool use_narrow(const DecodeParams& p) {
 
 // The narrow kernel's maps: `k` the 512 NoPE e4m3 bytes in 128-byte boxes, 128-byte swizzled. Per tensor,
 // `rope` the 64 RoPE e4m3 bytes as one 64-byte box, unswizzled (until session 35 `k` read all 576 channels,
-// its fifth box channels 512..639: the L2 read 20 sectors a token for 18 with L2 promotion off, ncu). With
+// its fifth box channels 512..639: 23.0 L2 sectors read a token against 21.1 with this box, ncu, H200). With
 // scale, `rope` the 64 bf16 RoPE channels as one 128-byte box (the fifth box's place) and `scales` the four
 // float32 scales, unswizzled.
 sm90::TensorMaps narrow_maps(const DecodeParams& p) {
