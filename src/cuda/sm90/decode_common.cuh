@@ -106,6 +106,7 @@ __host__ __device__ constexpr int page_copy_rows(int page) { return (page & -pag
 // narrow kernel takes only pages copied by TMA. A block copied by TMA needs at most kMaxTmaCopies copies.
 inline constexpr int kMinTmaPage = 16;
 inline constexpr int kMaxTmaCopies = kBlockN / kMinTmaPage;
+static_assert(kMaxTmaCopies <= 32, "the dense kernel's TMA producers issue copy j from lane j of one warp");
 
 // Where the pages of a 64-token block are: copy j holds the block's rows j*R .. j*R + R - 1
 // (R = page_copy_rows(P)), at token (64 * blk + j * R) % P of page table[(64 * blk + j * R) / P]. A page

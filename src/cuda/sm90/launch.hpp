@@ -12,8 +12,9 @@ namespace flash_mla::sm90 {
 
 // A call's TMA descriptors. The cache's (launch.cu, make_cache_maps): `k` copies 64-channel boxes of the cache
 // rows (dense: 16-bit values into 128-byte-swizzled sub-tiles; FP8: raw e4m3 bytes, unswizzled), `rope`
-// the bf16 RoPE channels and `scales` the four float32 scales of an FP8-with-scale cache. A cache whose
-// pages are gathered (copies of fewer than kMinTmaPage rows, page_copy_rows) uses none.
+// the bf16 RoPE channels and `scales` the four float32 scales of an FP8-with-scale cache; the narrow kernel's
+// (launch.cu, narrow_maps) differ: there `rope` is also set per tensor, to the 64 RoPE e4m3 bytes. A cache
+// whose pages are gathered (copies of fewer than kMinTmaPage rows, page_copy_rows) uses none.
 // `out` (launch.cu, make_out_map) stores a finished 64-row output tile as eight 64-column boxes from the
 // dense kernel's 128-byte-swizzled staging (store_final_staged); out_by_tma says it is set, otherwise each
 // staged row leaves by its own bulk copies.

@@ -32,11 +32,11 @@ inline constexpr uint32_t kScoreRegs = 128;
 inline constexpr uint32_t kProducerRegs = 24;
 static_assert(kValueRegs + kScoreWarpgroups * kScoreRegs + kProducerRegs <= (kScoreWarpgroups + 2) * kLaunchRegs,
               "setmaxnreg budgets exceed the registers allocated at launch");
-// A stage: one 64-token block of raw e4m3 rows as five 128-channel boxes, each [64 tokens, 128 bytes]
-// 128-byte swizzled: token t's 16-byte chunk c at c ^ (t % 8). With scale, box g < 4 is scale group g and
-// the fifth holds the 64 bf16 RoPE channels. Per tensor the fifth holds the 64 RoPE bytes only, as
-// [64 tokens, 64 bytes] unswizzled (its first 4 KiB; kRopeBoxCols), copied by a map of those channels
-// alone, so that no copy reads past the row.
+// A stage: one 64-token block of raw e4m3 rows as four 128-channel boxes and a fifth, each 8 KiB; the four
+// [64 tokens, 128 bytes] 128-byte swizzled: token t's 16-byte chunk c at c ^ (t % 8). With scale, box g < 4
+// is scale group g and the fifth holds the 64 bf16 RoPE channels (swizzled the same way). Per tensor the
+// fifth holds the 64 RoPE bytes only, as [64 tokens, 64 bytes] unswizzled (its first 4 KiB; kRopeBoxCols),
+// copied by a map of those channels alone, so that no copy reads past the row.
 inline constexpr int kRawBoxCols = 128;
 inline constexpr int kRawBoxes = (kHeadDim + kRawBoxCols - 1) / kRawBoxCols;  // 5
 inline constexpr int kRawBoxBytes = kBlockN * kRawBoxCols;                   // 8 KiB

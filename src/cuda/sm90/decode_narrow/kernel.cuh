@@ -10,8 +10,8 @@
 // A block's cost follows its wgmma count more than the tensor cores' work (session 11 timelines: ~90
 // cycles per P·V wgmma in the kernel, ~22 in isolation); halving P·V's took 13-15 %.
 // Warpgroups by role (session 10; before, two consumers each ran whole blocks and merged at the end):
-// WG3: one thread copies raw 64-token blocks (four 128-channel TMA boxes and the RoPE box) into a 4-stage ring, the
-// second block once the first has landed.
+// WG3: one thread copies raw 64-token blocks (four 128-channel TMA boxes and the RoPE box) into a 4-stage
+// ring, the second block once the first has landed.
 // WG0, WG1 (score): alternate blocks of a piece: Q·Kᵀ in 9 batches of 4 wgmma, whose A fragments (two
 //   16-register buffers) are converted while the previous batch runs; P against the warpgroup's own
 //   running column max as it stands (in registers), unless some thread's score exceeds it by more than
@@ -205,7 +205,9 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<kC
     const int stage = static_cast<int>(it % kStages);
     const int copies = pages.copies(pc.seqlen - blk * kBlockN);
     // The block's table entries are read before the stage's wait, which hides their latency: read after it, they
-    // held every refill ~1000 cycles (session 35, per-block stamps at b=128 8192 h16 s1: free -> issued).
+    // held every refill ~1000 cycles (session 35, per-block stamps at b=128 8192 h16 s1: free -> issued; the read
+    // is the only global access there). The reads run one after another (each result goes to a uniform register
+    // before the next address): with 2-4 copies a block only the first round trip is hidden in full.
     BlockPages::Copy cps[kMaxTmaCopies] = {};
 #pragma unroll
     for (int j = 0; j < kMaxTmaCopies; ++j) {
@@ -238,7 +240,7 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<kC
   });
 }
 
-// Token t's 16-byte chunk c (before the swizzle) of box b.
+// Token t's 16-byte chunk c (before the swizzle) of box b: a 128-byte swizzled box (all but the per-tensor RoPE box).
 __device__ __forceinline__ const uint8_t* raw_chunk(const RawStage& st, int b, int t, int c) {
   return &st.box[b][swizzled_offset(t, c)];  // a box row is 128 bytes, as a tile's
 }
@@ -1175,6 +1177,12 @@ void launch_decode(const DecodeParams& p, const TensorMaps& maps) {
   if (p.rows > kRows) {  // rows past 32 would go unwritten
     throw Error("q", "the narrow kernel reads at most " + std::to_string(kRows) + " query rows per KV head, got " +
                          std::to_string(p.rows));
+  }
+  // The producer issues at most kMaxTmaCopies copies a block and expects the bytes of all: shorter copies would hang.
+  if (page_copy_rows(p.page_block_size) < kMinTmaPage) {
+    throw Error("page_block_size", "the narrow kernel copies pages of " + std::to_string(kMinTmaPage) +
+                                       " or more rows, got copies of " +
+                                       std::to_string(page_copy_rows(p.page_block_size)));
   }
   const bool scaled = p.kv_format == KvCacheFormat::kFP8WithScale;
   if (p.rows <= kSideRows) {
