@@ -419,8 +419,9 @@ void study_narrow(const char* name, const std::vector<int32_t>& seqlens, int h_q
 // Runs the studies whose names contain the first argument (all without one).
 int main(int argc, char** argv) {
   const std::string only = argc > 1 ? argv[1] : "";
-  auto run = [&](const char* name, const std::vector<int32_t>& lens, int h_q, int s_q) {
-    if (std::string(name).find(only) != std::string::npos) study(name, lens, h_q, s_q);
+  using Study = void (*)(const char*, const std::vector<int32_t>&, int, int);
+  auto run = [&](const char* name, const std::vector<int32_t>& lens, int h_q, int s_q, Study what = study) {
+    if (std::string(name).find(only) != std::string::npos) what(name, lens, h_q, s_q);
   };
   auto same = [](int batch, int len) { return std::vector<int32_t>(batch, len); };
   try {
@@ -441,12 +442,9 @@ int main(int argc, char** argv) {
     run("b16 1024 h16 s16", same(16, 1024), 16, 16);
     run("b1 65536 h16 s1", same(1, 65536), 16, 1);
     // The narrow FP8 kernel, per tensor: 16 rows (h16 s1) and 32 rows (h16 s2).
-    auto run_narrow = [&](const char* name, const std::vector<int32_t>& lens, int h_q, int s_q) {
-      if (std::string(name).find(only) != std::string::npos) study_narrow(name, lens, h_q, s_q);
-    };
-    run_narrow("fp8 b128 8192 h16 s1", same(128, 8192), 16, 1);
-    run_narrow("fp8 b128 4096 h16 s1", same(128, 4096), 16, 1);
-    run_narrow("fp8 b128 8192 h16 s2", same(128, 8192), 16, 2);
+    run("fp8 b128 8192 h16 s1", same(128, 8192), 16, 1, study_narrow);
+    run("fp8 b128 4096 h16 s1", same(128, 4096), 16, 1, study_narrow);
+    run("fp8 b128 8192 h16 s2", same(128, 8192), 16, 2, study_narrow);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "flash-mla-phases: %s\n", e.what());
     return 1;

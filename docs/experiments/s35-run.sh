@@ -11,6 +11,7 @@
 # -DFLASH_MLA_TRACE build. Call 2: free -> issued 1013 -> 395 cycles; h_q=16 FP8 rows 0.981-1.005x (2 passes).
 # Call 3: suite passed; bf16 16-64-row rows 0.966-0.987x (1 pass), seesaw rows 0.988-1.000x, perf grid 0.958-1.000x.
 # Calls 4-6: standing, clocks and ncu (L2 sectors); call 7: np (no L2 promotion) dropped; call 8: rb (23e589c).
+# Calls 5-8 ran their ncu lines as inline copies of ncu_metrics (variants.sh), which now prints the same.
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
@@ -83,10 +84,7 @@ case ${1:-} in
     m+=',dram__bytes_read.sum,lts__t_sectors_srcunit_tex_op_read.sum'
     for row in "--h-q 16 --s-q 1 --kv dense" "--h-q 16 --s-q 1 --kv fp8-tensor" "--h-q 64 --s-q 1 --kv dense"; do
       # shellcheck disable=SC2086  # row is a list of options
-      echo "ncu $row: $(timeout 120 ncu --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 \
-        --metrics "$m" scratch/pf-flash-mla-bench --batch 128 --seqlen 8192 $row --iters 3 --no-ceilings \
-        --no-check --quiet 2>&1 | grep -E '^\s+(dram__|sm__|gpu__|lts__)' | awk '{print $1 " " $(NF-1) " " $NF}' |
-        tr '\n' ' ')"
+      ncu_metrics "ncu $row" "$m" scratch/pf-flash-mla-bench --batch 128 --seqlen 8192 $row
     done
     ;;
   call6)
@@ -100,10 +98,7 @@ case ${1:-} in
     for row in "--h-q 16 --kv dense" "--h-q 16 --kv fp8-tensor" "--h-q 16 --kv fp8-tensor --page-size 16" \
       "--h-q 16 --kv fp8" "--h-q 64 --kv fp8-tensor"; do
       # shellcheck disable=SC2086  # row is a list of options
-      echo "ncu $row: $(timeout 120 ncu --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 \
-        --metrics "$m" scratch/pf-flash-mla-bench --batch 128 --seqlen 8192 --s-q 1 $row --iters 3 --no-ceilings \
-        --no-check --quiet 2>&1 | grep -E '^\s+(dram__|sm__|gpu__|lts__)' | awk '{print $1 " " $(NF-1) " " $NF}' |
-        tr '\n' ' ')"
+      ncu_metrics "ncu $row" "$m" scratch/pf-flash-mla-bench --batch 128 --seqlen 8192 --s-q 1 $row
     done
     ;;
   build7)
@@ -123,10 +118,7 @@ case ${1:-} in
     for name in pf np; do
       for row in "--h-q 16 --kv fp8-tensor" "--h-q 16 --kv fp8" "--h-q 64 --kv fp8-tensor"; do
         # shellcheck disable=SC2086  # row is a list of options
-        echo "ncu $name $row: $(timeout 120 ncu --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 \
-          --metrics "$m" "scratch/$name-flash-mla-bench" --batch 128 --seqlen 8192 --s-q 1 $row --iters 3 \
-          --no-ceilings --no-check --quiet 2>&1 | grep -E '^\s+(dram__|sm__|gpu__|lts__)' |
-          awk '{print $1 " " $(NF-1) " " $NF}' | tr '\n' ' ')"
+        ncu_metrics "ncu $name $row" "$m" "scratch/$name-flash-mla-bench" --batch 128 --seqlen 8192 --s-q 1 $row
       done
     done
     ab_names a 2 220 "--grid flashmla --only h_q=16 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" pf np
@@ -147,10 +139,8 @@ case ${1:-} in
     gtest_groups rb 'Formats/Sm90FP8.*' 'GpuFuzz*'
     m='gpu__time_duration.sum,dram__bytes_read.sum,lts__t_sectors_srcunit_tex_op_read.sum'
     for name in pf rb; do
-      echo "ncu $name: $(timeout 60 ncu --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 \
-        --metrics "$m" "scratch/$name-flash-mla-bench" --batch 128 --seqlen 8192 --s-q 1 --h-q 16 --kv fp8-tensor \
-        --iters 3 --no-ceilings --no-check --quiet 2>&1 | grep -E '^\s+(dram__|gpu__|lts__)' |
-        awk '{print $1 " " $(NF-1) " " $NF}' | tr '\n' ' ')"
+      ncu_metrics "ncu $name" "$m" "scratch/$name-flash-mla-bench" --batch 128 --seqlen 8192 --s-q 1 --h-q 16 \
+        --kv fp8-tensor
     done
     ab_names a 1 70 "--grid flashmla --only h_q=16 --kv fp8-tensor --check-rows 8 --quiet --no-ceilings" pf rb
     rm -rf "$OUT/a/ab"

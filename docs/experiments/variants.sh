@@ -63,14 +63,16 @@ ab_names() {
 # ab_grids A B: ab_many's 2-pass A/B of two builds, into $OUT/ab-B.txt.
 ab_grids() { ab_many "ab-$2.txt" 2 "$1" "$2"; }
 
-# ncu_metrics LABEL METRICS CMD...: one line "LABEL: metric value ..." for the second decode kernel of CMD
-# (a flash-mla-bench command line; --iters 3 and no checks are added), at ncu's base clock.
+# ncu_metrics LABEL METRICS CMD...: one line "LABEL: metric unit value ..." for the second decode kernel of CMD
+# (a flash-mla-bench command line; --iters 3 and no checks are added), at ncu's base clock (the SM, DRAM, L2 and
+# duration metrics; until session 35 without the unit, and SM metrics only).
 ncu_metrics() {
   local label=$1 metrics=$2
   shift 2
   echo "$label: $(timeout 120 ncu --kernel-name regex:decode_kernel --launch-skip 1 --launch-count 1 \
-    --metrics "$metrics" "$@" --iters 3 --no-ceilings --no-check --quiet 2>&1 | grep -E '^\s+(smsp|sm__)' |
-    awk '{print $1 " " $NF}' | sed -E 's/smsp__average_warps_issue_stalled_//' | tr '\n' ' ')"
+    --metrics "$metrics" "$@" --iters 3 --no-ceilings --no-check --quiet 2>&1 |
+    grep -E '^\s+(smsp|sm__|dram__|gpu__|lts__)' | awk '{print $1 " " $(NF-1) " " $NF}' |
+    sed -E 's/smsp__average_warps_issue_stalled_//' | tr '\n' ' ')"
 }
 
 # ncu_source CSV CMD...: ncu's per-SASS-line counters and warp-state samples of CMD's second decode kernel

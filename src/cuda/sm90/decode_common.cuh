@@ -131,7 +131,10 @@ struct BlockPages {
     int32_t token_in_page;  // first token of the copy within its page
     int row;                // first row of the copy within the 64-token tile
   };
-  __device__ Copy copy(const int32_t* table, int blk, int j) const {
+  // Copy j of a block that needs `copies`; for j >= copies none (zeros): its table entry may lie past the
+  // sequence's pages (garbage) and is not read.
+  __device__ Copy copy(const int32_t* table, int blk, int j, int copies) const {
+    if (j >= copies) return {};
     const int64_t token = static_cast<int64_t>(blk) * kBlockN + j * rows_per_copy;
     return {table[token / page_size], static_cast<int32_t>(token % page_size), j * rows_per_copy};
   }

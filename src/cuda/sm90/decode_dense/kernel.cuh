@@ -1164,8 +1164,7 @@ __device__ __forceinline__ void fp8_tma_producer(const DecodeParams& p, SharedSt
     if (warp == 0) {
       const int copies = pages.copies(pc.seqlen - blk * kBlockN);
       // Lane j reads copy j's table entry before the stage's wait, which hides its latency (session 35).
-      BlockPages::Copy cp{};
-      if (lane < copies) cp = pages.copy(table, blk, lane);
+      const BlockPages::Copy cp = pages.copy(table, blk, lane, copies);
       ptx::mbarrier_wait(&s.k_free[slot.stage], slot.parity ^ 1);
       const uint32_t rows = static_cast<uint32_t>(copies * pages.rows_per_copy);
       if (lane == 0) {
@@ -1318,8 +1317,7 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
     // block earlier. With two or more, the waits cost more than they saved (docs/PERFORMANCE.md).
     FLASH_MLA_TRACE_IF(it == 0 && lane == 0, 44);
     // Lane j reads copy j's table entry before the stage's wait, which hides its latency (session 35).
-    BlockPages::Copy cp{};
-    if (lane < copies) cp = pages.copy(table, blk, lane);
+    const BlockPages::Copy cp = pages.copy(table, blk, lane, copies);
     if (it == 1 && p.rows <= kBlockM) ptx::mbarrier_wait(&s.k_full[0], 0);
     ptx::mbarrier_wait(&s.k_free[slot.stage], slot.parity ^ 1);
     if (lane == 0) ptx::mbarrier_arrive_expect_tx(&s.k_full[slot.stage], copies * pages.copy_bytes());
@@ -1356,8 +1354,7 @@ __device__ __forceinline__ void tma_producer_grouped(const DecodeParams& p, Shar
     const uint32_t parity = uses++ & 1;
     const int copies = pages.copies(pc.seqlen - blk * kBlockN);
     FLASH_MLA_TRACE_IF(it == 0 && lane == 0, 44);
-    BlockPages::Copy cp{};
-    if (lane < copies) cp = pages.copy(table, blk, lane);
+    const BlockPages::Copy cp = pages.copy(table, blk, lane, copies);
 #pragma unroll 1
     for (int i = 0; i < kGroups; ++i) {
       const int g = group_in_order(i);

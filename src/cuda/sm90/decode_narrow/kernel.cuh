@@ -208,11 +208,9 @@ __device__ __forceinline__ void producer(const DecodeParams& p, SharedStorage<kC
     // held every refill ~1000 cycles (session 35, per-block stamps at b=128 8192 h16 s1: free -> issued; the read
     // is the only global access there). The reads run one after another (each result goes to a uniform register
     // before the next address): with 2-4 copies a block only the first round trip is hidden in full.
-    BlockPages::Copy cps[kMaxTmaCopies] = {};
+    BlockPages::Copy cps[kMaxTmaCopies];
 #pragma unroll
-    for (int j = 0; j < kMaxTmaCopies; ++j) {
-      if (j < copies) cps[j] = pages.copy(table, blk, j);
-    }
+    for (int j = 0; j < kMaxTmaCopies; ++j) cps[j] = pages.copy(table, blk, j, copies);
     // The first block lands before the rest are requested: with every CTA asking for four at entry, the
     // first ones land later (FP8 h16 s1 small batches 0-4.3 % faster; docs/PERFORMANCE.md, session 15).
     if (it == 1) ptx::mbarrier_wait(&s.k_full[0], 0);
