@@ -196,10 +196,11 @@ struct Options {
   std::vector<int> pages = {64};
   bool scatter = true, causal = true;
   uint64_t seed = 0;
+  float value_sd = 0.1f;
   Backend backend = Backend::kAuto;
   int iters = 0;             // 0: auto
   int64_t check_rows = -1;   // -1: auto; 0: all rows
-  bool check = true, ceilings = true, quiet = false, list = false;
+  bool check = true, ceilings = true, quiet = false, list = false, list_json = false;
   std::string json;
   std::string only;  // label filter
 };
@@ -226,6 +227,8 @@ run-wide:
   --no-scatter       pages in order (default: scattered at random)
   --causal / --no-causal   (default causal; no effect when s_q = 1)
   --seed N           inputs and ragged lengths (default 0)
+  --value-sd X       q's and the cache's values ~ normal(0, X) (default 0.1; at the card's power cap the
+                     data change the clock: compare implementations on the same distribution)
   --backend auto|cpu|sm90  (default auto)
   --iters N          timed calls (cpu) or graph replays (gpu); default: about 1 s (cpu), 0.2 s (gpu)
   --check-rows N     output rows sampled for the float64 check; 0 = all (default: all when cheap)
@@ -234,6 +237,8 @@ run-wide:
   --json FILE        also write the rows as JSON
   --only TEXT        keep the grid's rows whose label contains TEXT (e.g. "seqlen=8192")
   --list             print the workloads and exit
+  --list-json        print the workloads as JSON lines (label, shape, page, kv, every length) and exit:
+                     scripts/incumbent_bench.py times an incumbent on exactly these inputs' shapes
   --quiet            no progress on stderr
 )";
 
@@ -351,8 +356,17 @@ Options parse_args(int argc, char** argv) {
       o.json = next();
     } else if (arg == "--only") {
       o.only = next();
+    } else if (arg == "--value-sd") {
+      const std::string v = next();
+      char* end = nullptr;
+      o.value_sd = std::strtof(v.c_str(), &end);
+      if (v.empty() || *end != '\0' || !(o.value_sd > 0.0f && o.value_sd <= 100.0f)) {
+        usage_error("--value-sd: expected a number in (0, 100], got '" + v + "'");
+      }
     } else if (arg == "--list") {
       o.list = true;
+    } else if (arg == "--list-json") {
+      o.list_json = true;
     } else if (arg == "--quiet") {
       o.quiet = true;
     } else {
@@ -459,10 +473,11 @@ WorkloadConfig kv_config(const Spec& s, const Options& o) {
   c.scatter_pages = o.scatter;
   c.poison = true;
   c.seed = o.seed;
+  c.value_sd = o.value_sd;
   return c;
 }
 
-// Turns the KV workload into this row's: its s_q and h_q, and a fresh q (randn / 10, seeded by the row).
+// Turns the KV workload into this row's: its s_q and h_q, and a fresh q (normal(0, --value-sd), seeded by the row).
 void set_queries(Workload* w, const Spec& s, const Options& o) {
   w->config.s_q = s.s_q;
   w->config.h_q = s.h_q;
@@ -731,6 +746,16 @@ int run(int argc, char** argv) {
   }
   if (o.list) {
     for (const Spec& s : specs) std::printf("%s  kv=%s\n", s.label.c_str(), s.kv.name);
+    return 0;
+  }
+  if (o.list_json) {  // labels are plain ASCII without quotes or backslashes: no escaping needed
+    for (const Spec& s : specs) {
+      std::printf("{\"label\": \"%s\", \"batch\": %d, \"s_q\": %d, \"h_q\": %d, \"h_kv\": %d, \"page\": %d, "
+                  "\"kv\": \"%s\", \"causal\": %s, \"seqlens\": [",
+                  s.label.c_str(), s.batch, s.s_q, s.h_q, s.h_kv, s.page, s.kv.name, o.causal ? "true" : "false");
+      for (size_t i = 0; i < s.seqlens.size(); ++i) std::printf("%s%d", i ? ", " : "", int(s.seqlens[i]));
+      std::printf("]}\n");
+    }
     return 0;
   }
 

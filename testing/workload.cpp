@@ -174,7 +174,7 @@ void fill_queries(Workload& w, uint64_t seed) {
   const int64_t n = w.q_elems();
   w.q.resize(static_cast<size_t>(n) * element_size(w.q_dtype()));
   parallel_chunks((n + kFillChunk - 1) / kFillChunk, [&](int64_t chunk) {
-    Normal normal(seed * 1000003 + uint64_t(chunk), 0.1f);
+    Normal normal(seed * 1000003 + uint64_t(chunk), w.config.value_sd);
     const int64_t begin = chunk * kFillChunk, count = std::min(n, begin + kFillChunk) - begin;
     if (!w.config.fp8_q) {
       for (int64_t i = begin; i < begin + count; ++i) store_from_float(w.config.dtype, w.q.data(), i, normal());
@@ -234,8 +234,9 @@ Workload make_workload(const WorkloadConfig& c) {
   // decode's multiply by them is exercised.
   std::mt19937_64 scale_rng(c.seed * 0x9E3779B97F4A7C15ull + 777);
   std::uniform_real_distribution<float> spread(1.0f, 1.5f);
-  if (w.uses_descale_q()) w.descale_q = 0.7f / kFP8E4M3Max * spread(scale_rng);
-  if (w.uses_descale_k()) w.descale_k = 0.7f / kFP8E4M3Max * spread(scale_rng);
+  const float seven_sd = 0.7f * (c.value_sd / 0.1f);
+  if (w.uses_descale_q()) w.descale_q = seven_sd / kFP8E4M3Max * spread(scale_rng);
+  if (w.uses_descale_k()) w.descale_k = seven_sd / kFP8E4M3Max * spread(scale_rng);
   fill_queries(w, c.seed);
 
   std::vector<int32_t> pages(w.num_pages);
@@ -269,7 +270,7 @@ Workload make_workload(const WorkloadConfig& c) {
   w.k_cache.resize(static_cast<size_t>(w.num_pages * page_bytes));
   const float nan = std::numeric_limits<float>::quiet_NaN();
   parallel_chunks(w.num_pages, [&](int64_t pg) {
-    Normal normal(c.seed * 7919 + uint64_t(pg) * 104729 + 1, 0.1f);
+    Normal normal(c.seed * 7919 + uint64_t(pg) * 104729 + 1, c.value_sd);
     if (c.kv_format == KvCacheFormat::kDense) {
       const int64_t row = int64_t(c.h_kv) * kHeadDim;  // elements per token
       const int64_t base = pg * page * row;

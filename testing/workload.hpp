@@ -32,6 +32,7 @@ struct WorkloadConfig {
   bool poison = true;          // NaN tails/unused pages, garbage block-table tails
   int extra_blocks_per_seq = 2;  // block-table columns past the longest sequence
   uint64_t seed = 0;
+  float value_sd = 0.1f;  // q's and the cache's values ~ normal(0, value_sd) (FP8: before quantisation)
 };
 
 // Sequence lengths: uniform `mean`, or ragged: normal(mean, mean / 2) clamped to [min_len, ...].

@@ -1,0 +1,347 @@
+#!/usr/bin/env python3
+"""Times an incumbent's MLA decode on flash-mla-bench's workloads, in the same run as ours.
+
+usage: incumbent_bench.py --workloads FILE [--flashmla LIB] [--flashmla-fp8 LIB] [--ours BENCH_OUTPUT]
+                          [--replays N] [--only TEXT]
+
+PERF.md's incumbent numbers come from another run; issue 3 asks for the comparison on the same card in the
+same run. This script loads a compiled FlashMLA op library into torch (no Python package needed), e.g. the one
+vLLM ships (vllm/_flashmla_C.abi3.so: torch.ops._flashmla_C.dense_decode_fwd, DeepSeek's FlashMLA dense
+decode; vllm/_flashmla_extension_C.abi3.so: torch.ops._flashmla_extension_C.fwd_kvcache_mla_fp8, vLLM's
+per-tensor FP8 variant), and times it on the workloads of `flash-mla-bench --grid NAMES --list-json` (the
+same lengths, ragged ones included, page size and cache format) the way flash-mla-bench times ours: the
+whole call (schedule reused, main kernel + combine) captured in a CUDA graph of max(10, copies) calls,
+inputs rotated over enough copies that the calls read 4x the L2, at least 50 ms of warm-up replays, then
+the median per call over ~200 ms of replays. Values are normal(0, --value-sd), as flash-mla-bench's (at the
+card's power cap the data move the clock, so both sides must use the same distribution); the page table is
+a random permutation of the pool. Each row is checked against a float32 reference on its first and last sequence.
+With --ours (flash-mla-bench's plain output from the same run), it prints ours over the incumbent per row
+(above 1: ours is faster) and the geometric means by query rows.
+Needs torch with CUDA; nothing here is part of the library or its tests.
+"""
+
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+from pathlib import Path
+
+HEAD_DIM, DV = 576, 512
+WARMUP_MS, REPLAY_BUDGET_MS, MIN_REPLAYS, MAX_REPLAYS = 50.0, 200.0, 20, 1000
+CALLS_PER_GRAPH, MAX_COPIES = 10, 64
+DEVICE = "cuda"
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workloads", required=True, help="flash-mla-bench --list-json output")
+    ap.add_argument("--flashmla", help="library registering torch.ops._flashmla_C (dense_decode_fwd)")
+    ap.add_argument("--flashmla-fp8", help="library registering torch.ops._flashmla_extension_C (per-tensor FP8)")
+    ap.add_argument("--fa3", help="library registering torch.ops._vllm_fa3_C (FlashAttention-3, vLLM's build)")
+    ap.add_argument("--ours", help="flash-mla-bench's output from the same run, to compare against")
+    ap.add_argument("--theirs", help="compare only: this script's earlier output instead of timing (no torch)")
+    ap.add_argument("--replays", type=int, default=0, help="timed graph replays (default: about 200 ms)")
+    ap.add_argument("--only", default="", help="keep the workloads whose label contains this text")
+    ap.add_argument("--value-sd", type=float, default=0.1,
+                    help="q's and the cache's values ~ normal(0, X), as flash-mla-bench's --value-sd (default 0.1)")
+    return ap.parse_args()
+
+
+def bytes_and_flops(w, elem):
+    """PERF.md's counting: bytes read and written, FLOPs."""
+    tokens = sum(w["seqlens"])
+    rows = w["batch"] * w["s_q"] * w["h_q"]
+    nbytes = (tokens * w["h_kv"] * HEAD_DIM + rows * HEAD_DIM + rows * DV) * elem
+    flops = 2.0 * w["s_q"] * w["h_q"] * (HEAD_DIM + DV) * tokens
+    return nbytes, flops
+
+
+class Inputs:
+    """One copy of a workload's inputs: q, the paged cache (a random permutation of the pool's pages)."""
+
+    def __init__(self, torch, w, kv, gen):
+        b, s_q, h_q, h_kv, page = w["batch"], w["s_q"], w["h_q"], w["h_kv"], w["page"]
+        pages = [max(1, -(-n // page)) for n in w["seqlens"]]
+        pool = sum(pages)
+        dev = DEVICE
+        sd = w["value_sd"]
+        self.q = (torch.randn(b, s_q, h_q, HEAD_DIM, generator=gen, device=dev) * sd).to(torch.bfloat16)
+        cache = torch.randn(pool, page, h_kv, HEAD_DIM, generator=gen, device=dev) * sd
+        if kv == "dense":
+            self.k_cache = cache.to(torch.bfloat16)
+        else:  # per-tensor e4m3 as flash-mla-bench quantises: about 7 standard deviations at 448
+            descale = 7 * sd / 448 * 1.25
+            self.k_cache = (cache / descale).clamp(-448, 448).to(torch.float8_e4m3fn)
+            self.descale_k = torch.full((1,), descale, device=dev)
+            self.descale_q = torch.full((1,), descale, device=dev)
+            if kv == "fp8-tensor-fp8q":
+                self.q = (self.q.float() / descale).clamp(-448, 448).to(torch.float8_e4m3fn)
+        perm = torch.randperm(pool, generator=gen, device=dev).to(torch.int32)
+        table = torch.zeros(b, max(pages), dtype=torch.int32, device=dev)
+        at = 0
+        for i, n in enumerate(pages):
+            table[i, :n] = perm[at:at + n]
+            at += n
+        self.block_table = table
+        self.seqlens = torch.tensor(w["seqlens"], dtype=torch.int32, device=dev)
+
+    def dequantised(self, kv, i, pages):
+        """Sequence i's q and its pages of the cache in float32, dequantised."""
+        q, cache = self.q[i].float(), self.k_cache[pages].float()
+        if kv == "dense":
+            return q, cache
+        return q * (self.descale_q if kv == "fp8-tensor-fp8q" else 1.0), cache * self.descale_k
+
+
+def reference(torch, x, kv, w, i, scale):
+    """Float32 out and lse of sequence i (causal, bottom-right aligned), [s_q, h_q, DV] and [h_q, s_q]."""
+    n, s_q, page = w["seqlens"][i], w["s_q"], w["page"]
+    q, cache = x.dequantised(kv, i, x.block_table[i, : max(1, -(-n // page))].long())
+    k = cache.reshape(-1, w["h_kv"], HEAD_DIM)[:n]  # [n, h_kv, 576]
+    group = w["h_q"] // w["h_kv"]
+    qi = q.reshape(s_q, w["h_kv"], group, HEAD_DIM)
+    s = torch.einsum("skgd,nkd->kgsn", qi, k).reshape(w["h_q"], s_q, n) * scale
+    if w["causal"] and s_q > 1:
+        pos = torch.arange(n, device=s.device)
+        limit = n - s_q + torch.arange(s_q, device=s.device)  # query t sees tokens <= n - s_q + t
+        s = s.masked_fill(pos[None, :] > limit[:, None], float("-inf"))
+    lse = torch.logsumexp(s, dim=-1)  # [h_q, s_q]
+    p = torch.exp(s - lse[..., None]).reshape(w["h_kv"], group, s_q, n)
+    out = torch.einsum("kgsn,nkd->skgd", p, k[..., :DV]).reshape(s_q, w["h_q"], DV)
+    return out, lse
+
+
+class FlashMLA:
+    """DeepSeek's FlashMLA dense decode (16-bit cache): torch.ops._flashmla_C.dense_decode_fwd, whose first call
+    (no schedule given) computes the schedule and returns it."""
+
+    name = "flashmla"
+
+    def __init__(self, torch, lib):
+        torch.ops.load_library(lib)
+        self.op = torch.ops._flashmla_C.dense_decode_fwd
+
+    def supports(self, kv):
+        return kv == "dense"
+
+    def schedule(self, x, w, kv, scale):
+        _, _, meta, splits = self.op(x.q, x.k_cache, DV, x.seqlens, x.block_table, scale, w["causal"], None, None,
+                                     None)
+        return meta, splits
+
+    def call(self, x, w, kv, scale, sched):
+        o, lse, _, _ = self.op(x.q, x.k_cache, DV, x.seqlens, x.block_table, scale, w["causal"], *sched, None)
+        return o, lse
+
+
+class FlashMLAFP8:
+    """vLLM's per-tensor FP8 variant of FlashMLA: torch.ops._flashmla_extension_C (e4m3 cache, descale_k; q bf16 or
+    e4m3 with descale_q)."""
+
+    name = "flashmla-fp8"
+
+    def __init__(self, torch, lib):
+        torch.ops.load_library(lib)
+        self.ops = torch.ops._flashmla_extension_C
+
+    def supports(self, kv):
+        return kv.startswith("fp8-tensor")
+
+    def schedule(self, x, w, kv, scale):
+        return tuple(self.ops.get_mla_decoding_metadata_dense_fp8(x.seqlens, w["s_q"] * w["h_q"] // w["h_kv"],
+                                                                  w["h_kv"]))
+
+    def call(self, x, w, kv, scale, sched):
+        dq = x.descale_q if kv == "fp8-tensor-fp8q" else None
+        res = self.ops.fwd_kvcache_mla_fp8(x.q, x.k_cache, DV, x.seqlens, x.block_table, scale, w["causal"], *sched,
+                                           dq, x.descale_k)
+        return res[0], res[1]
+
+
+class FA3:
+    """FlashAttention-3's MLA path as vLLM calls it (bf16): q_pe and the RoPE cache as q and k (64 channels),
+    the latent cache as v and q_nope as q_v (512 channels), varlen q, the schedule from get_scheduler_metadata."""
+
+    name = "fa3"
+
+    def __init__(self, torch, lib):
+        torch.ops.load_library(lib)
+        self.torch, self.ops = torch, torch.ops._vllm_fa3_C
+
+    def supports(self, kv):
+        return kv == "dense"
+
+    def _views(self, x, w):
+        t, b, s_q = self.torch, w["batch"], w["s_q"]
+        q = x.q.reshape(b * s_q, w["h_q"], HEAD_DIM)
+        cu = t.arange(0, b + 1, dtype=t.int32, device=x.q.device) * s_q
+        return q[..., DV:], q[..., :DV], x.k_cache[..., DV:], x.k_cache[..., :DV], cu
+
+    def schedule(self, x, w, kv, scale):
+        _, _, _, _, cu = self._views(x, w)
+        meta = self.ops.get_scheduler_metadata(
+            w["batch"], w["s_q"], max(w["seqlens"]), w["h_q"], w["h_kv"], HEAD_DIM - DV, DV, x.q.dtype, x.seqlens,
+            cu, None, None, None, None, w["page"], 0, w["causal"], -1, -1, False, 0, None, 0)
+        return meta, cu
+
+    def call(self, x, w, kv, scale, sched):
+        meta, cu = sched
+        q_pe, q_nope, k_pe, v, _ = self._views(x, w)
+        res = self.ops.fwd(q_pe, k_pe, v, None, None, q_nope, None, cu, None, None, None, x.seqlens, w["s_q"],
+                           max(w["seqlens"]), x.block_table, None, None, None, None, None, None, None, None, scale,
+                           w["causal"], -1, -1, 0.0, True, meta, 0, None, 0, None, 1, 0, None)
+        b, s_q = w["batch"], w["s_q"]
+        # out [b * s_q, h_q, DV] -> [b, s_q, h_q, DV]; lse [h_q, b * s_q] -> [b, h_q, s_q]
+        return res[0].reshape(b, s_q, w["h_q"], DV), res[1].reshape(w["h_q"], b, s_q).permute(1, 0, 2)
+
+
+def time_rounds(torch, rounds, fn):
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(rounds):
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop))
+    return times
+
+
+def time_workload(torch, inc, w, kv, replays, l2_bytes):
+    elem = 1 if kv.startswith("fp8") else 2
+    per_call, flops = bytes_and_flops(w, elem)
+    copies = min(max(math.ceil(4.0 * l2_bytes / max(per_call, 1.0)), 1), MAX_COPIES)
+    gen = torch.Generator(device=DEVICE)
+    gen.manual_seed(1)
+    xs = [Inputs(torch, w, kv, gen) for _ in range(copies)]
+    scale = HEAD_DIM ** -0.5
+    sched = inc.schedule(xs[0], w, kv, scale)
+    # The first and last sequence against the float32 reference.
+    o, lse = inc.call(xs[0], w, kv, scale, sched)
+    torch.cuda.synchronize()
+    err = 0.0
+    for i in {0, w["batch"] - 1}:
+        ro, rl = reference(torch, xs[0], kv, w, i, scale)
+        err = max(err, (o[i].float() - ro).abs().max().item())
+        got_lse = lse[i].float()  # [h_q, s_q]
+        err_lse = (got_lse - rl).abs().nan_to_num(0.0).max().item()
+        err = max(err, err_lse)
+    calls = max(CALLS_PER_GRAPH, copies)
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for i in range(copies):  # warm the allocator outside the capture
+            inc.call(xs[i], w, kv, scale, sched)
+        torch.cuda.synchronize()
+        with torch.cuda.graph(graph, stream=stream):
+            for c in range(calls):
+                inc.call(xs[c % copies], w, kv, scale, sched)
+    torch.cuda.synchronize()
+    replay = graph.replay
+    warm_ms = max(statistics.median(time_rounds(torch, 3, replay)), 1e-3)
+    time_rounds(torch, min(max(int(WARMUP_MS / warm_ms), 1), MAX_REPLAYS), replay)
+    rounds = replays or min(max(int(REPLAY_BUDGET_MS / warm_ms), MIN_REPLAYS), MAX_REPLAYS)
+    us = statistics.median(t * 1e3 / calls for t in time_rounds(torch, rounds, replay))
+    del graph, xs
+    torch.cuda.empty_cache()
+    return us, per_call / (us * 1e-6) / 1e9, flops / (us * 1e-6) / 1e12, err
+
+
+def read_ours(path):
+    """{(label, kv): µs} from flash-mla-bench's plain table."""
+    row = re.compile(r"(b=\S+ .*?)\s+(dense|fp8-tensor-fp8q|fp8-tensor|fp8)\s+sm90\s+([\d.]+)\s")
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        m = row.match(line)
+        if m:
+            out[(m[1].strip(), m[2])] = float(m[3])
+    return out
+
+
+def geomean(xs):
+    return math.exp(sum(map(math.log, xs)) / len(xs))
+
+
+def read_theirs(path):
+    """{(label, kv): {incumbent: µs}} from this script's own output."""
+    row = re.compile(r"(b=\S+ .*?)\s+(dense|fp8-tensor-fp8q|fp8-tensor|fp8)\s+(\S+)\s+([\d.]+)\s+\d+\s")
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        m = row.match(line)
+        if m:
+            out.setdefault((m[1].strip(), m[2]), {})[m[3]] = float(m[4])
+    return out
+
+
+def compare(workloads, results, ours_path):
+    """Ours over the faster incumbent per row, and the geometric means by query rows."""
+    ours = read_ours(ours_path)
+    names = sorted({n for theirs in results.values() for n in theirs})
+    print("\nours against the incumbents in this run (incumbent us / our us; above 1: ours is faster)")
+    print(f"{'workload':<42} {'kv':<16} {'ours':>8} " + " ".join(f"{n:>12}" for n in names) + "  vs best")
+    by_rows = {}
+    for w in workloads:
+        key = (w["label"], w["kv"])
+        if key not in results or key not in ours:
+            continue
+        theirs = results[key]
+        cells = " ".join(f"{theirs[n]:>12.1f}" if n in theirs else f"{'-':>12}" for n in names)
+        r = min(theirs.values()) / ours[key]
+        by_rows.setdefault((w["kv"], w["s_q"] * w["h_q"] // w["h_kv"]), []).append(r)
+        print(f"{w['label']:<42} {w['kv']:<16} {ours[key]:>8.1f} {cells}  {r:.3f}")
+    ratios = [r for rs in by_rows.values() for r in rs]
+    for (kv, rows), rs in sorted(by_rows.items()):
+        print(f"geometric mean against the faster incumbent, {kv}, {rows} query rows per KV head: {geomean(rs):.3f} "
+              f"over {len(rs)} rows")
+    if ratios:
+        print(f"geometric mean against the faster incumbent, all: {geomean(ratios):.3f} over {len(ratios)} rows; "
+              f"{sum(r >= 1 for r in ratios)} at or above 1")
+
+
+def main():
+    args = parse_args()
+    if args.theirs:
+        if not args.ours:
+            sys.exit("incumbent_bench.py: --theirs compares against --ours")
+        workloads = [json.loads(line) for line in Path(args.workloads).read_text().splitlines() if line.strip()]
+        compare([w for w in workloads if args.only in w["label"]], read_theirs(args.theirs), args.ours)
+        return
+    import torch  # noqa: PLC0415 (imported here so that --help and --theirs work without torch)
+
+    incumbents = [cls(torch, lib) for cls, lib in ((FlashMLA, args.flashmla), (FlashMLAFP8, args.flashmla_fp8),
+                                                   (FA3, args.fa3)) if lib]
+    if not incumbents:
+        sys.exit("incumbent_bench.py: give at least one of --flashmla, --flashmla-fp8, --fa3")
+    workloads = [json.loads(line) for line in Path(args.workloads).read_text().splitlines() if line.strip()]
+    workloads = [dict(w, value_sd=args.value_sd) for w in workloads if args.only in w["label"]]
+    prop = torch.cuda.get_device_properties(0)
+    libs = ", ".join(f"{inc.name}: {lib}" for inc, lib in zip(incumbents, [x for x in (args.flashmla,
+                     args.flashmla_fp8, args.fa3) if x]))
+    print(f"incumbent_bench: on {prop.name} ({prop.multi_processor_count} SMs), torch {torch.__version__}; {libs}; "
+          f"values ~ normal(0, {args.value_sd})")
+    print("time: median per call, CUDA-graph replay (schedule reused; main kernel + combine)\n")
+    print(f"{'workload':<42} {'kv':<16} {'backend':<12} {'time us':>8} {'GB/s':>6} {'TFLOP/s':>8} {'max err':>8}")
+    results = {}  # (label, kv) -> {incumbent: us}
+    for w in workloads:
+        for inc in incumbents:
+            kv = w["kv"]
+            if not inc.supports(kv):
+                continue
+            try:
+                us, gbs, tflops, err = time_workload(torch, inc, w, kv, args.replays, prop.L2_cache_size)
+            except Exception as e:  # noqa: BLE001 (a row the incumbent rejects is reported, not fatal)
+                print(f"{w['label']:<42} {kv:<16} {inc.name:<12} failed: {str(e).splitlines()[0][:100]}", flush=True)
+                torch.cuda.synchronize()
+                continue
+            results.setdefault((w["label"], kv), {})[inc.name] = us
+            print(f"{w['label']:<42} {kv:<16} {inc.name:<12} {us:>8.1f} {gbs:>6.0f} {tflops:>8.0f} {err:>8.1e}",
+                  flush=True)
+    if args.ours:
+        compare(workloads, results, args.ours)
+
+
+if __name__ == "__main__":
+    main()
