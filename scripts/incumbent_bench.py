@@ -40,6 +40,10 @@ def parse_args():
     ap.add_argument("--flashmla", help="library registering torch.ops._flashmla_C (dense_decode_fwd)")
     ap.add_argument("--flashmla-fp8", help="library registering torch.ops._flashmla_extension_C (per-tensor FP8)")
     ap.add_argument("--fa3", help="library registering torch.ops._vllm_fa3_C (FlashAttention-3, vLLM's build)")
+    ap.add_argument("--reverse", action="store_true", help="time each row's implementations in reverse order")
+    ap.add_argument("--with-ours", action="store_true",
+                    help="also time this project's Python package (flash_mla) on the same tensors; with --ours "
+                         "absent, the comparison uses these times")
     ap.add_argument("--ours", help="flash-mla-bench's output from the same run, to compare against")
     ap.add_argument("--theirs", help="compare only: this script's earlier output instead of timing (no torch)")
     ap.add_argument("--replays", type=int, default=0, help="timed graph replays (default: about 200 ms)")
@@ -197,6 +201,31 @@ class FA3:
         return res[0].reshape(b, s_q, w["h_q"], DV), res[1].reshape(w["h_q"], b, s_q).permute(1, 0, 2)
 
 
+class Ours:
+    """This project through its Python package (`import flash_mla`: FlashMLA's interface), on the same tensors as the
+    incumbents: the cleanest comparison (one harness, one process, identical inputs)."""
+
+    name = "ours"
+
+    def __init__(self, torch):
+        import flash_mla  # noqa: PLC0415 (only when asked for)
+
+        self.mla = flash_mla
+
+    def supports(self, kv):
+        return kv == "dense" or kv.startswith("fp8-tensor")
+
+    def schedule(self, x, w, kv, scale):
+        return tuple(self.mla.get_mla_metadata(x.seqlens, w["s_q"] * w["h_q"] // w["h_kv"], w["h_kv"]))
+
+    def call(self, x, w, kv, scale, sched):
+        extra = {} if kv == "dense" else {"descale_k": x.descale_k}
+        if kv == "fp8-tensor-fp8q":
+            extra["descale_q"] = x.descale_q
+        return self.mla.flash_mla_with_kvcache(x.q, x.k_cache, x.block_table, x.seqlens, DV, *sched,
+                                               softmax_scale=scale, causal=w["causal"], **extra)
+
+
 def time_rounds(torch, rounds, fn):
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times = []
@@ -278,16 +307,16 @@ def read_theirs(path):
 
 def compare(workloads, results, ours_path):
     """Ours over the faster incumbent per row, and the geometric means by query rows."""
-    ours = read_ours(ours_path)
+    ours = read_ours(ours_path) if isinstance(ours_path, str) else ours_path
     names = sorted({n for theirs in results.values() for n in theirs})
     print("\nours against the incumbents in this run (incumbent us / our us; above 1: ours is faster)")
     print(f"{'workload':<42} {'kv':<16} {'ours':>8} " + " ".join(f"{n:>12}" for n in names) + "  vs best")
     by_rows = {}
     for w in workloads:
         key = (w["label"], w["kv"])
-        if key not in results or key not in ours:
+        theirs = results.get(key)
+        if not theirs or key not in ours:
             continue
-        theirs = results[key]
         cells = " ".join(f"{theirs[n]:>12.1f}" if n in theirs else f"{'-':>12}" for n in names)
         r = min(theirs.values()) / ours[key]
         by_rows.setdefault((w["kv"], w["s_q"] * w["h_q"] // w["h_kv"]), []).append(r)
@@ -315,18 +344,20 @@ def main():
                                                    (FA3, args.fa3)) if lib]
     if not incumbents:
         sys.exit("incumbent_bench.py: give at least one of --flashmla, --flashmla-fp8, --fa3")
+    libs = ", ".join(f"{inc.name}: {lib}" for inc, lib in zip(incumbents, [x for x in (args.flashmla,
+                     args.flashmla_fp8, args.fa3) if x]))
+    if args.with_ours:
+        incumbents.insert(0, Ours(torch))
     workloads = [json.loads(line) for line in Path(args.workloads).read_text().splitlines() if line.strip()]
     workloads = [dict(w, value_sd=args.value_sd) for w in workloads if args.only in w["label"]]
     prop = torch.cuda.get_device_properties(0)
-    libs = ", ".join(f"{inc.name}: {lib}" for inc, lib in zip(incumbents, [x for x in (args.flashmla,
-                     args.flashmla_fp8, args.fa3) if x]))
     print(f"incumbent_bench: on {prop.name} ({prop.multi_processor_count} SMs), torch {torch.__version__}; {libs}; "
           f"values ~ normal(0, {args.value_sd})")
     print("time: median per call, CUDA-graph replay (schedule reused; main kernel + combine)\n")
     print(f"{'workload':<42} {'kv':<16} {'backend':<12} {'time us':>8} {'GB/s':>6} {'TFLOP/s':>8} {'max err':>8}")
     results = {}  # (label, kv) -> {incumbent: us}
     for w in workloads:
-        for inc in incumbents:
+        for inc in reversed(incumbents) if args.reverse else incumbents:
             kv = w["kv"]
             if not inc.supports(kv):
                 continue
@@ -340,7 +371,10 @@ def main():
             print(f"{w['label']:<42} {kv:<16} {inc.name:<12} {us:>8.1f} {gbs:>6.0f} {tflops:>8.0f} {err:>8.1e}",
                   flush=True)
     if args.ours:
-        compare(workloads, results, args.ours)
+        compare(workloads, {k: {n: t for n, t in v.items() if n != "ours"} for k, v in results.items()}, args.ours)
+    elif args.with_ours:
+        compare(workloads, {k: {n: t for n, t in v.items() if n != "ours"} for k, v in results.items()},
+                {k: v["ours"] for k, v in results.items() if "ours" in v})
 
 
 if __name__ == "__main__":

@@ -28,6 +28,24 @@ unpack_fa3() {
 open('/tmp/_vllm_fa3_C.abi3.so', 'wb'))"
 }
 
+# install_python: the Python package into the device's python3 environment (its torch lives there: a venv over the
+# system python would not see it; the machine is discarded after the session), scikit-build-core and pytest from
+# the wheels in scratch/wheels (no network there). Sets py.
+install_python() {
+  py=$(python3 -c "import sys; print(sys.executable)")
+  "$py" -m pip install -q --no-index --find-links scratch/wheels "scikit-build-core>=0.10" pytest
+  if [ -x /usr/local/cuda/bin/nvcc ]; then export CUDACXX=/usr/local/cuda/bin/nvcc PATH=/usr/local/cuda/bin:$PATH; fi
+  local start=$SECONDS
+  "$py" -c "import torch, sys; print(torch.__version__, torch.__file__, sys.version.split()[0])"
+  if "$py" -m pip install -q --no-build-isolation --no-index --no-deps . >"$OUT/pip-install.txt" 2>&1; then
+    echo "pip install .: $((SECONDS - start)) s"
+  else
+    echo "pip install . FAILED"
+    tail -30 "$OUT/pip-install.txt"
+    exit 1
+  fi
+}
+
 case ${1:-} in
   fetch)
     # (here) vLLM 0.26.0's wheel (~300 MB) from PyPI, the three libraries out of it into scratch/, and the
@@ -125,8 +143,49 @@ open('scratch/wl-perf.jsonl', 'w').write(''.join(out))"
     INC_TIMEOUT=250 incumbents small small --value-sd 0.1 --ours "$OUT/ours-small.txt" >/dev/null
     grep -E "failed|geometric|exit" "$OUT/inc-small.txt" || true
     ;;
+  call5)
+    # (~5 min) The Python package on the GPU, last run on one in session 2 (H100): into the device's python3
+    # environment, scikit-build-core and pytest from wheels carried in scratch/wheels (the device has no
+    # network; `pip download --only-binary=:all: --python-version 3.12 -d scratch/wheels "scikit-build-core>=0.10"
+    # pytest` here), `pip install --no-build-isolation .`, pytest on python/tests (its CUDA cases run on sm_90),
+    # then the Python bench's perf grid with its check. Predicted: every test passes; the bench's rows within a
+    # few µs of flash-mla-bench's (call 2).
+    install_python
+    (cd /tmp && timeout 300 "$py" -m pytest -q -p no:cacheprovider "$ROOT/python/tests" \
+      -o "testpaths=$ROOT/python/tests" >"$OUT/pytest.txt" 2>&1) || echo "pytest: exit $?"
+    tail -15 "$OUT/pytest.txt"
+    (cd /tmp && timeout 150 "$py" -m flash_mla.bench --grid perf --check --out "$OUT/pybench" 2>&1 |
+      tail -20) || true
+    ;;
+  call6)
+    # (~4 min) One harness, one process, identical tensors: incumbent_bench.py --with-ours times this project
+    # through its Python package beside FlashMLA and FA3 (FlashMLA's grid, PERF.md's rows) and beside vLLM's FP8
+    # FlashMLA (h_q=16 per-tensor rows). Predicted: within +-2 % of call 3's standing (1.09x), since the inputs'
+    # distribution was already the same.
+    unpack_fa3
+    install_python
+    INC_TIMEOUT=200 incumbents flashmla ours-flashmla --value-sd 0.1 --with-ours >/dev/null
+    INC_TIMEOUT=100 incumbents perf ours-perf --value-sd 0.1 --with-ours >/dev/null
+    INC_TIMEOUT=100 incumbents fp8 ours-fp8 --value-sd 0.1 --with-ours >/dev/null
+    for f in ours-flashmla ours-perf ours-fp8; do
+      echo "== $f"; grep -E "failed|geometric|exit" "$OUT/inc-$f.txt" | grep -v "flashmla-fp8 failed" || true
+    done
+    ;;
+  call7)
+    # (~3 min) Call 6 in the other order (each row: FA3, FlashMLA, then ours): call 6's rows moved up to 8 % between
+    # its grid and its perf rows a minute apart (16384 h64 s1: ours 636 -> 692 us, FA3 685 -> 638), so a second
+    # pass. Predicted: the grid's geometric mean 1.06-1.09x, both perf rows that fell below 1 in call 6 above it.
+    unpack_fa3
+    install_python
+    INC_TIMEOUT=200 incumbents flashmla ours-flashmla-rev --value-sd 0.1 --with-ours --reverse >/dev/null
+    INC_TIMEOUT=100 incumbents perf ours-perf-rev --value-sd 0.1 --with-ours --reverse >/dev/null
+    for f in ours-flashmla-rev ours-perf-rev; do
+      echo "== $f"; grep -E "failed|geometric|exit" "$OUT/inc-$f.txt" || true
+      awk '/ours against/ {on = 1} on && $NF ~ /^[0-9.]+$/ && $NF < 1.0' "$OUT/inc-$f.txt"
+    done
+    ;;
   *)
-    echo "usage: $0 fetch|call1|call2|call3|call4" >&2
+    echo "usage: $0 fetch|call1|call2|call3|call4|call5|call6|call7" >&2
     exit 2
     ;;
 esac
