@@ -1,23 +1,28 @@
 #!/usr/bin/env python3
-"""Times an incumbent's MLA decode on flash-mla-bench's workloads, in the same run as ours.
+"""Times the incumbents' MLA decode on flash-mla-bench's workloads, in the same run as ours.
 
-usage: incumbent_bench.py --workloads FILE [--flashmla LIB] [--flashmla-fp8 LIB] [--ours BENCH_OUTPUT]
-                          [--replays N] [--only TEXT]
+usage: incumbent_bench.py --workloads FILE [--flashmla LIB] [--flashmla-fp8 LIB] [--fa3 LIB] [--with-ours]
+                          [--ours BENCH_OUTPUT] [--theirs OUTPUT] [--reverse] [--value-sd X] [--replays N]
+                          [--only TEXT]
 
 PERF.md's incumbent numbers come from another run; issue 3 asks for the comparison on the same card in the
-same run. This script loads a compiled FlashMLA op library into torch (no Python package needed), e.g. the one
-vLLM ships (vllm/_flashmla_C.abi3.so: torch.ops._flashmla_C.dense_decode_fwd, DeepSeek's FlashMLA dense
-decode; vllm/_flashmla_extension_C.abi3.so: torch.ops._flashmla_extension_C.fwd_kvcache_mla_fp8, vLLM's
-per-tensor FP8 variant), and times it on the workloads of `flash-mla-bench --grid NAMES --list-json` (the
-same lengths, ragged ones included, page size and cache format) the way flash-mla-bench times ours: the
-whole call (schedule reused, main kernel + combine) captured in a CUDA graph of max(10, copies) calls,
-inputs rotated over enough copies that the calls read 4x the L2, at least 50 ms of warm-up replays, then
-the median per call over ~200 ms of replays. Values are normal(0, --value-sd), as flash-mla-bench's (at the
-card's power cap the data move the clock, so both sides must use the same distribution); the page table is
-a random permutation of the pool. Each row is checked against a float32 reference on its first and last sequence.
-With --ours (flash-mla-bench's plain output from the same run), it prints ours over the incumbent per row
-(above 1: ours is faster) and the geometric means by query rows.
-Needs torch with CUDA; nothing here is part of the library or its tests.
+same run. This script loads compiled op libraries into torch with torch.ops.load_library (no Python package
+needed), e.g. those vLLM's wheel ships: vllm/_flashmla_C.abi3.so (DeepSeek's FlashMLA dense decode,
+torch.ops._flashmla_C.dense_decode_fwd), vllm/_flashmla_extension_C.abi3.so (vLLM's per-tensor FP8 FlashMLA,
+fwd_kvcache_mla_fp8; it takes an e4m3 q only) and vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so (FlashAttention-3,
+called as vLLM's FlashAttnMLA backend calls it). It times them on the workloads of `flash-mla-bench --grid NAMES
+--list-json` (the same lengths, ragged ones included, page size and cache format) the way flash-mla-bench times
+ours: the whole call (schedule computed once, main kernel + combine) captured in a CUDA graph of max(10, copies)
+calls, inputs rotated over enough copies that the calls read 4x the L2, at least 50 ms of warm-up replays, then
+the median per call over ~200 ms of replays. Values are normal(0, --value-sd), as flash-mla-bench's; the page
+table is a random permutation of the pool. Each row is checked against a float32 reference on its first and last
+sequence (the `max err` column).
+Ours: --with-ours times this project's Python package (flash_mla) on the same tensors, each row's implementations
+back to back in one process (--reverse: in the other order), the tightest comparison; or --ours takes
+flash-mla-bench's plain output from the same run. Either prints ours over the faster incumbent per row (above 1:
+ours is faster) and the geometric means by query rows. --theirs re-prints that comparison from an earlier output
+of this script, without torch.
+Needs torch with CUDA for timing; nothing here is part of the library or its tests.
 """
 
 import argparse
@@ -45,7 +50,8 @@ def parse_args():
                     help="also time this project's Python package (flash_mla) on the same tensors; with --ours "
                          "absent, the comparison uses these times")
     ap.add_argument("--ours", help="flash-mla-bench's output from the same run, to compare against")
-    ap.add_argument("--theirs", help="compare only: this script's earlier output instead of timing (no torch)")
+    ap.add_argument("--theirs", help="compare only: this script's earlier output instead of timing (no torch); "
+                                     "ours from --ours, else from that output's --with-ours rows")
     ap.add_argument("--replays", type=int, default=0, help="timed graph replays (default: about 200 ms)")
     ap.add_argument("--only", default="", help="keep the workloads whose label contains this text")
     ap.add_argument("--value-sd", type=float, default=0.1,
@@ -151,16 +157,15 @@ class FlashMLAFP8:
         self.ops = torch.ops._flashmla_extension_C
 
     def supports(self, kv):
-        return kv.startswith("fp8-tensor")
+        return kv == "fp8-tensor-fp8q"  # a bf16 q fails its argument check
 
     def schedule(self, x, w, kv, scale):
         return tuple(self.ops.get_mla_decoding_metadata_dense_fp8(x.seqlens, w["s_q"] * w["h_q"] // w["h_kv"],
                                                                   w["h_kv"]))
 
     def call(self, x, w, kv, scale, sched):
-        dq = x.descale_q if kv == "fp8-tensor-fp8q" else None
         res = self.ops.fwd_kvcache_mla_fp8(x.q, x.k_cache, DV, x.seqlens, x.block_table, scale, w["causal"], *sched,
-                                           dq, x.descale_k)
+                                           x.descale_q, x.descale_k)
         return res[0], res[1]
 
 
@@ -178,13 +183,13 @@ class FA3:
         return kv == "dense"
 
     def _views(self, x, w):
-        t, b, s_q = self.torch, w["batch"], w["s_q"]
-        q = x.q.reshape(b * s_q, w["h_q"], HEAD_DIM)
-        cu = t.arange(0, b + 1, dtype=t.int32, device=x.q.device) * s_q
-        return q[..., DV:], q[..., :DV], x.k_cache[..., DV:], x.k_cache[..., :DV], cu
+        """q_pe, q_nope, the RoPE cache and the latent cache: views only (a call launches FA3's kernels alone)."""
+        q = x.q.reshape(w["batch"] * w["s_q"], w["h_q"], HEAD_DIM)
+        return q[..., DV:], q[..., :DV], x.k_cache[..., DV:], x.k_cache[..., :DV]
 
     def schedule(self, x, w, kv, scale):
-        _, _, _, _, cu = self._views(x, w)
+        t = self.torch
+        cu = t.arange(0, w["batch"] + 1, dtype=t.int32, device=x.q.device) * w["s_q"]  # cu_seqlens_q, once
         meta = self.ops.get_scheduler_metadata(
             w["batch"], w["s_q"], max(w["seqlens"]), w["h_q"], w["h_kv"], HEAD_DIM - DV, DV, x.q.dtype, x.seqlens,
             cu, None, None, None, None, w["page"], 0, w["causal"], -1, -1, False, 0, None, 0)
@@ -192,7 +197,7 @@ class FA3:
 
     def call(self, x, w, kv, scale, sched):
         meta, cu = sched
-        q_pe, q_nope, k_pe, v, _ = self._views(x, w)
+        q_pe, q_nope, k_pe, v = self._views(x, w)
         res = self.ops.fwd(q_pe, k_pe, v, None, None, q_nope, None, cu, None, None, None, x.seqlens, w["s_q"],
                            max(w["seqlens"]), x.block_table, None, None, None, None, None, None, None, None, scale,
                            w["causal"], -1, -1, 0.0, True, meta, 0, None, 0, None, 1, 0, None)
@@ -253,10 +258,12 @@ def time_workload(torch, inc, w, kv, replays, l2_bytes):
     err = 0.0
     for i in {0, w["batch"] - 1}:
         ro, rl = reference(torch, xs[0], kv, w, i, scale)
-        err = max(err, (o[i].float() - ro).abs().max().item())
         got_lse = lse[i].float()  # [h_q, s_q]
-        err_lse = (got_lse - rl).abs().nan_to_num(0.0).max().item()
-        err = max(err, err_lse)
+        same_inf = torch.isinf(got_lse) & (got_lse == rl)  # fully masked rows: +inf on both sides
+        d_lse = torch.where(same_inf, torch.zeros_like(rl), (got_lse - rl).abs())
+        for d in ((o[i].float() - ro).abs(), d_lse):
+            e = d.max().item()
+            err = max(err, math.inf if math.isnan(e) or torch.isnan(d).any().item() else e)
     calls = max(CALLS_PER_GRAPH, copies)
     graph = torch.cuda.CUDAGraph()
     stream = torch.cuda.Stream()
@@ -279,30 +286,31 @@ def time_workload(torch, inc, w, kv, replays, l2_bytes):
     return us, per_call / (us * 1e-6) / 1e9, flops / (us * 1e-6) / 1e12, err
 
 
-def read_ours(path):
-    """{(label, kv): µs} from flash-mla-bench's plain table."""
-    row = re.compile(r"(b=\S+ .*?)\s+(dense|fp8-tensor-fp8q|fp8-tensor|fp8)\s+sm90\s+([\d.]+)\s")
+def read_table(path):
+    """{(label, kv): {backend: µs}} from a table of flash-mla-bench (backend sm90) or of this script."""
+    row = re.compile(r"(b=\S+ .*?)\s+(dense|fp8-tensor-fp8q|fp8-tensor|fp8)\s+([a-z][\w-]*)\s+([\d.]+)\s")
     out = {}
     for line in Path(path).read_text().splitlines():
-        m = row.match(line)
-        if m:
-            out[(m[1].strip(), m[2])] = float(m[3])
-    return out
-
-
-def geomean(xs):
-    return math.exp(sum(map(math.log, xs)) / len(xs))
-
-
-def read_theirs(path):
-    """{(label, kv): {incumbent: µs}} from this script's own output."""
-    row = re.compile(r"(b=\S+ .*?)\s+(dense|fp8-tensor-fp8q|fp8-tensor|fp8)\s+(\S+)\s+([\d.]+)\s+\d+\s")
-    out = {}
-    for line in Path(path).read_text().splitlines():
+        if line.startswith("ours against"):  # this script's comparison follows: not times
+            break
         m = row.match(line)
         if m:
             out.setdefault((m[1].strip(), m[2]), {})[m[3]] = float(m[4])
     return out
+
+
+def read_ours(path):
+    """{(label, kv): µs} of flash-mla-bench's sm90 rows."""
+    return {k: v["sm90"] for k, v in read_table(path).items() if "sm90" in v}
+
+
+def without_ours(table):
+    """The incumbents' times of a {(label, kv): {backend: µs}} table."""
+    return {k: {n: t for n, t in v.items() if n != "ours"} for k, v in table.items()}
+
+
+def geomean(xs):
+    return math.exp(sum(map(math.log, xs)) / len(xs))
 
 
 def compare(workloads, results, ours_path):
@@ -311,12 +319,13 @@ def compare(workloads, results, ours_path):
     names = sorted({n for theirs in results.values() for n in theirs})
     print("\nours against the incumbents in this run (incumbent us / our us; above 1: ours is faster)")
     print(f"{'workload':<42} {'kv':<16} {'ours':>8} " + " ".join(f"{n:>12}" for n in names) + "  vs best")
-    by_rows = {}
+    by_rows, seen = {}, set()
     for w in workloads:
         key = (w["label"], w["kv"])
         theirs = results.get(key)
-        if not theirs or key not in ours:
+        if not theirs or key not in ours or key in seen:  # a workload listed twice counts once
             continue
+        seen.add(key)
         cells = " ".join(f"{theirs[n]:>12.1f}" if n in theirs else f"{'-':>12}" for n in names)
         r = min(theirs.values()) / ours[key]
         by_rows.setdefault((w["kv"], w["s_q"] * w["h_q"] // w["h_kv"]), []).append(r)
@@ -332,11 +341,11 @@ def compare(workloads, results, ours_path):
 
 def main():
     args = parse_args()
-    if args.theirs:
-        if not args.ours:
-            sys.exit("incumbent_bench.py: --theirs compares against --ours")
+    if args.theirs:  # compare only: ours from --ours, else the table's own "ours" rows (--with-ours)
         workloads = [json.loads(line) for line in Path(args.workloads).read_text().splitlines() if line.strip()]
-        compare([w for w in workloads if args.only in w["label"]], read_theirs(args.theirs), args.ours)
+        table = read_table(args.theirs)
+        ours = args.ours or {k: v["ours"] for k, v in table.items() if "ours" in v}
+        compare([w for w in workloads if args.only in w["label"]], without_ours(table), ours)
         return
     import torch  # noqa: PLC0415 (imported here so that --help and --theirs work without torch)
 
@@ -349,7 +358,9 @@ def main():
     if args.with_ours:
         incumbents.insert(0, Ours(torch))
     workloads = [json.loads(line) for line in Path(args.workloads).read_text().splitlines() if line.strip()]
-    workloads = [dict(w, value_sd=args.value_sd) for w in workloads if args.only in w["label"]]
+    labels = set()  # a workload listed twice (the small grid lists b=1 65536 twice) is timed once
+    workloads = [dict(w, value_sd=args.value_sd) for w in workloads if args.only in w["label"]
+                 and not ((w["label"], w["kv"]) in labels or labels.add((w["label"], w["kv"])))]
     prop = torch.cuda.get_device_properties(0)
     print(f"incumbent_bench: on {prop.name} ({prop.multi_processor_count} SMs), torch {torch.__version__}; {libs}; "
           f"values ~ normal(0, {args.value_sd})")
@@ -370,11 +381,9 @@ def main():
             results.setdefault((w["label"], kv), {})[inc.name] = us
             print(f"{w['label']:<42} {kv:<16} {inc.name:<12} {us:>8.1f} {gbs:>6.0f} {tflops:>8.0f} {err:>8.1e}",
                   flush=True)
-    if args.ours:
-        compare(workloads, {k: {n: t for n, t in v.items() if n != "ours"} for k, v in results.items()}, args.ours)
-    elif args.with_ours:
-        compare(workloads, {k: {n: t for n, t in v.items() if n != "ours"} for k, v in results.items()},
-                {k: v["ours"] for k, v in results.items() if "ours" in v})
+    if args.ours or args.with_ours:
+        ours = args.ours or {k: v["ours"] for k, v in results.items() if "ours" in v}
+        compare(workloads, without_ours(results), ours)
 
 
 if __name__ == "__main__":
