@@ -14,7 +14,9 @@ called as vLLM's FlashAttnMLA backend calls it). It times them on the workloads 
 --list-json` (the same lengths, ragged ones included, page size and cache format) the way flash-mla-bench times
 ours: the whole call (schedule computed once, main kernel + combine) captured in a CUDA graph of max(10, copies)
 calls, inputs rotated over enough copies that the calls read 4x the L2, at least 50 ms of warm-up replays, then
-the median per call over ~200 ms of replays. Values are normal(0, --value-sd), as flash-mla-bench's; the page
+the median per call over ~200 ms of replays; a row's implementations share its input copies and, unless
+--sequential, replay in turn (the order rotating each round) through the warm-up and the timed rounds, so that the
+card's drift after the previous row falls on all alike. Values are normal(0, --value-sd), as flash-mla-bench's; the page
 table is a random permutation of the pool. Each row is checked against a float32 reference on its first and last
 sequence (the `max err` column).
 Ours: --with-ours times this project's Python package (flash_mla) on the same tensors, each row's implementations
@@ -45,7 +47,9 @@ def parse_args():
     ap.add_argument("--flashmla", help="library registering torch.ops._flashmla_C (dense_decode_fwd)")
     ap.add_argument("--flashmla-fp8", help="library registering torch.ops._flashmla_extension_C (per-tensor FP8)")
     ap.add_argument("--fa3", help="library registering torch.ops._vllm_fa3_C (FlashAttention-3, vLLM's build)")
-    ap.add_argument("--reverse", action="store_true", help="time each row's implementations in reverse order")
+    ap.add_argument("--reverse", action="store_true", help="take each row's implementations in reverse order")
+    ap.add_argument("--sequential", action="store_true",
+                    help="time each row's implementations one after another (session 36's calls 1-8), not interleaved")
     ap.add_argument("--with-ours", action="store_true",
                     help="also time this project's Python package (flash_mla) on the same tensors; with --ours "
                          "absent, the comparison uses these times")
@@ -243,16 +247,11 @@ def time_rounds(torch, rounds, fn):
     return times
 
 
-def time_workload(torch, inc, w, kv, replays, l2_bytes):
-    elem = 1 if kv.startswith("fp8") else 2
-    per_call, flops = bytes_and_flops(w, elem)
-    copies = min(max(math.ceil(4.0 * l2_bytes / max(per_call, 1.0)), 1), MAX_COPIES)
-    gen = torch.Generator(device=DEVICE)
-    gen.manual_seed(1)
-    xs = [Inputs(torch, w, kv, gen) for _ in range(copies)]
-    scale = HEAD_DIM ** -0.5
+def check_and_capture(torch, inc, w, kv, xs, scale):
+    """One implementation on a row: its schedule, its first call's largest error against the float32 reference on the
+    first and last sequence (NaN counts as infinite), and a CUDA graph of max(CALLS_PER_GRAPH, copies) calls rotating
+    over the input copies. Returns (graph, calls, err)."""
     sched = inc.schedule(xs[0], w, kv, scale)
-    # The first and last sequence against the float32 reference.
     o, lse = inc.call(xs[0], w, kv, scale, sched)
     torch.cuda.synchronize()
     err = 0.0
@@ -264,6 +263,7 @@ def time_workload(torch, inc, w, kv, replays, l2_bytes):
         for d in ((o[i].float() - ro).abs(), d_lse):
             e = d.max().item()
             err = max(err, math.inf if math.isnan(e) or torch.isnan(d).any().item() else e)
+    copies = len(xs)
     calls = max(CALLS_PER_GRAPH, copies)
     graph = torch.cuda.CUDAGraph()
     stream = torch.cuda.Stream()
@@ -276,14 +276,53 @@ def time_workload(torch, inc, w, kv, replays, l2_bytes):
             for c in range(calls):
                 inc.call(xs[c % copies], w, kv, scale, sched)
     torch.cuda.synchronize()
-    replay = graph.replay
-    warm_ms = max(statistics.median(time_rounds(torch, 3, replay)), 1e-3)
-    time_rounds(torch, min(max(int(WARMUP_MS / warm_ms), 1), MAX_REPLAYS), replay)
-    rounds = replays or min(max(int(REPLAY_BUDGET_MS / warm_ms), MIN_REPLAYS), MAX_REPLAYS)
-    us = statistics.median(t * 1e3 / calls for t in time_rounds(torch, rounds, replay))
-    del graph, xs
+    return graph, calls, err
+
+
+def time_row(torch, impls, w, kv, replays, l2_bytes, sequential):
+    """Every implementation that takes the row's format, on the same input copies (rotated over 4x the L2).
+    Interleaved (the default): the graphs replay in turn, the order rotating every round, through the warm-up (at
+    least WARMUP_MS each) and the timed rounds, so that the card's drift after the previous row (clock, power,
+    temperature) falls on all of them alike. Sequential: each implementation's warm-up and rounds in turn, as
+    flash-mla-bench does (the first one timed after a lighter row can run ~10 % slow). Returns {name: (µs, GB/s,
+    TFLOP/s, max err)} and {name: error message}."""
+    elem = 1 if kv.startswith("fp8") else 2
+    per_call, flops = bytes_and_flops(w, elem)
+    copies = min(max(math.ceil(4.0 * l2_bytes / max(per_call, 1.0)), 1), MAX_COPIES)
+    gen = torch.Generator(device=DEVICE)
+    gen.manual_seed(1)
+    xs = [Inputs(torch, w, kv, gen) for _ in range(copies)]
+    scale = HEAD_DIM ** -0.5
+    ready, failed = [], {}
+    for inc in impls:
+        try:
+            ready.append((inc.name, *check_and_capture(torch, inc, w, kv, xs, scale)))
+        except Exception as e:  # noqa: BLE001 (a row an implementation rejects is reported, not fatal)
+            failed[inc.name] = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+            torch.cuda.synchronize()
+    times = {name: [] for name, _, _, _ in ready}
+    if ready:
+        replay_ms = max(max(statistics.median(time_rounds(torch, 3, g.replay)) for _, g, _, _ in ready), 1e-3)
+        warm = min(max(int(WARMUP_MS / replay_ms), 1), MAX_REPLAYS)
+        rounds = replays or min(max(int(REPLAY_BUDGET_MS / replay_ms), MIN_REPLAYS), MAX_REPLAYS)
+        if sequential:
+            for name, g, calls, _ in ready:
+                time_rounds(torch, warm, g.replay)
+                times[name] = [t * 1e3 / calls for t in time_rounds(torch, rounds, g.replay)]
+        else:
+            for r in range(warm + rounds):
+                for k in range(len(ready)):
+                    name, g, calls, _ = ready[(r + k) % len(ready)]
+                    t = time_rounds(torch, 1, g.replay)[0]
+                    if r >= warm:
+                        times[name].append(t * 1e3 / calls)
+    out = {}
+    for name, _, _, err in ready:
+        us = statistics.median(times[name])
+        out[name] = (us, per_call / (us * 1e-6) / 1e9, flops / (us * 1e-6) / 1e12, err)
+    del ready, xs
     torch.cuda.empty_cache()
-    return us, per_call / (us * 1e-6) / 1e9, flops / (us * 1e-6) / 1e12, err
+    return out, failed
 
 
 def read_table(path):
@@ -368,16 +407,16 @@ def main():
     print(f"{'workload':<42} {'kv':<16} {'backend':<12} {'time us':>8} {'GB/s':>6} {'TFLOP/s':>8} {'max err':>8}")
     results = {}  # (label, kv) -> {incumbent: us}
     for w in workloads:
-        for inc in reversed(incumbents) if args.reverse else incumbents:
-            kv = w["kv"]
-            if not inc.supports(kv):
+        kv = w["kv"]
+        impls = [inc for inc in (reversed(incumbents) if args.reverse else incumbents) if inc.supports(kv)]
+        if not impls:
+            continue
+        timed, failed = time_row(torch, impls, w, kv, args.replays, prop.L2_cache_size, args.sequential)
+        for inc in impls:
+            if inc.name in failed:
+                print(f"{w['label']:<42} {kv:<16} {inc.name:<12} failed: {failed[inc.name]}", flush=True)
                 continue
-            try:
-                us, gbs, tflops, err = time_workload(torch, inc, w, kv, args.replays, prop.L2_cache_size)
-            except Exception as e:  # noqa: BLE001 (a row the incumbent rejects is reported, not fatal)
-                print(f"{w['label']:<42} {kv:<16} {inc.name:<12} failed: {str(e).splitlines()[0][:100]}", flush=True)
-                torch.cuda.synchronize()
-                continue
+            us, gbs, tflops, err = timed[inc.name]
             results.setdefault((w["label"], kv), {})[inc.name] = us
             print(f"{w['label']:<42} {kv:<16} {inc.name:<12} {us:>8.1f} {gbs:>6.0f} {tflops:>8.0f} {err:>8.1e}",
                   flush=True)

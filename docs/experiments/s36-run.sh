@@ -6,6 +6,8 @@
 # (vllm/_flashmla_extension_C.abi3.so) and its FlashAttention-3 (vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so, carried
 # xz-compressed), copied into scratch/ by `s36-run.sh fetch` here; nothing of them enters the repository.
 # scripts/incumbent_bench.py times them on flash-mla-bench's own workload lists (--list-json: the same lengths).
+# Calls 1-8 ran it with each row's implementations timed one after another (now --sequential; the default became
+# interleaved after them), and calls 1-7 with FA3's call rebuilding cu_seqlens_q (two extra kernels; fixed in call 8).
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
@@ -197,8 +199,24 @@ open('scratch/wl-perf.jsonl', 'w').write(''.join(out))"
       echo "== $f"; grep -E "failed|geometric|exit" "$OUT/inc-$f.txt" || true
     done
     ;;
+  next)
+    # (next session, ~4 min; `fetch` here first if scratch/ is gone) The standing with each row's implementations
+    # interleaved (incumbent_bench.py's default since session 36's last commit; calls 1-8 timed them one after
+    # another, and the first one on a heavy row after a light one ran 7-11 % slow): FlashMLA's grid, PERF.md's
+    # rows and the small grid, ours through the Python package on the same tensors. Predicted: the grid 1.07-1.09x,
+    # PERF.md's rows 1.17-1.20x with 16384 h64 s1 at ~1.06x, the small grid ~1.16x.
+    unpack_fa3
+    install_python
+    INC_TIMEOUT=200 incumbents flashmla next-flashmla --value-sd 0.1 --with-ours >/dev/null
+    INC_TIMEOUT=100 incumbents perf next-perf --value-sd 0.1 --with-ours >/dev/null
+    INC_TIMEOUT=150 incumbents small next-small --value-sd 0.1 --with-ours >/dev/null
+    for f in next-flashmla next-perf next-small; do
+      echo "== $f"; grep -E "failed|geometric|exit" "$OUT/inc-$f.txt" || true
+      awk '/ours against/ {on = 1} on && $NF ~ /^[0-9.]+$/ && $NF < 1.0' "$OUT/inc-$f.txt"
+    done
+    ;;
   *)
-    echo "usage: $0 fetch|call1|call2|call3|call4|call5|call6|call7|call8" >&2
+    echo "usage: $0 fetch|call1|call2|call3|call4|call5|call6|call7|call8|next" >&2
     exit 2
     ;;
 esac
