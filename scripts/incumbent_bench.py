@@ -20,8 +20,8 @@ card's drift after the previous row falls on all alike. Values are normal(0, --v
 table is a random permutation of the pool. Each row is checked against a float32 reference on its first and last
 sequence (the `max err` column).
 Ours: --with-ours times this project's Python package (flash_mla) on the same tensors, each row's implementations
-back to back in one process (--reverse: in the other order), the tightest comparison; or --ours takes
-flash-mla-bench's plain output from the same run. Either prints ours over the faster incumbent per row (above 1:
+interleaved in one process (--reverse starts each row's rotation from the other end), the tightest comparison;
+or --ours takes flash-mla-bench's plain output from the same run. Either prints ours over the faster incumbent per row (above 1:
 ours is faster) and the geometric means by query rows. --theirs re-prints that comparison from an earlier output
 of this script, without torch.
 Needs torch with CUDA for timing; nothing here is part of the library or its tests.
@@ -250,7 +250,8 @@ def time_rounds(torch, rounds, fn):
 def check_and_capture(torch, inc, w, kv, xs, scale):
     """One implementation on a row: its schedule, its first call's largest error against the float32 reference on the
     first and last sequence (NaN counts as infinite), and a CUDA graph of max(CALLS_PER_GRAPH, copies) calls rotating
-    over the input copies. Returns (graph, calls, err)."""
+    over the input copies. Returns (graph, calls, err, sched): the graph's kernels read the schedule's tensors by
+    address, so the caller keeps sched alive for as long as it replays the graph."""
     sched = inc.schedule(xs[0], w, kv, scale)
     o, lse = inc.call(xs[0], w, kv, scale, sched)
     torch.cuda.synchronize()
@@ -276,15 +277,16 @@ def check_and_capture(torch, inc, w, kv, xs, scale):
             for c in range(calls):
                 inc.call(xs[c % copies], w, kv, scale, sched)
     torch.cuda.synchronize()
-    return graph, calls, err
+    return graph, calls, err, sched
 
 
 def time_row(torch, impls, w, kv, replays, l2_bytes, sequential):
     """Every implementation that takes the row's format, on the same input copies (rotated over 4x the L2).
-    Interleaved (the default): the graphs replay in turn, the order rotating every round, through the warm-up (at
-    least WARMUP_MS each) and the timed rounds, so that the card's drift after the previous row (clock, power,
-    temperature) falls on all of them alike. Sequential: each implementation's warm-up and rounds in turn, as
-    flash-mla-bench does (the first one timed after a lighter row can run ~10 % slow). Returns {name: (µs, GB/s,
+    Interleaved (the default): the graphs replay in turn, the order rotating every round, through the warm-up and the
+    timed rounds (their counts set by the slowest graph: at least WARMUP_MS and about REPLAY_BUDGET_MS of its
+    replays), so that the card's drift after the previous row (clock, power, temperature) falls on all of them
+    alike. Sequential: each implementation's own warm-up and rounds in turn, as flash-mla-bench does and session 36's
+    calls 1-8 did (the first one timed on a heavy row after a light one ran 7-11 % slow). Returns {name: (µs, GB/s,
     TFLOP/s, max err)} and {name: error message}."""
     elem = 1 if kv.startswith("fp8") else 2
     per_call, flops = bytes_and_flops(w, elem)
@@ -293,31 +295,41 @@ def time_row(torch, impls, w, kv, replays, l2_bytes, sequential):
     gen.manual_seed(1)
     xs = [Inputs(torch, w, kv, gen) for _ in range(copies)]
     scale = HEAD_DIM ** -0.5
-    ready, failed = [], {}
+    ready, failed = [], {}  # ready: (name, graph, calls, err, sched), sched kept alive while the graph replays
     for inc in impls:
         try:
             ready.append((inc.name, *check_and_capture(torch, inc, w, kv, xs, scale)))
         except Exception as e:  # noqa: BLE001 (a row an implementation rejects is reported, not fatal)
-            failed[inc.name] = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+            cause = e.__context__ or e  # a failed capture raises again on its end: report the first error
+            failed[inc.name] = (str(cause).splitlines() or [type(cause).__name__])[0][:100]
             torch.cuda.synchronize()
-    times = {name: [] for name, _, _, _ in ready}
-    if ready:
-        replay_ms = max(max(statistics.median(time_rounds(torch, 3, g.replay)) for _, g, _, _ in ready), 1e-3)
-        warm = min(max(int(WARMUP_MS / replay_ms), 1), MAX_REPLAYS)
-        rounds = replays or min(max(int(REPLAY_BUDGET_MS / replay_ms), MIN_REPLAYS), MAX_REPLAYS)
+
+    def counts(replay):
+        ms = max(statistics.median(time_rounds(torch, 3, replay)), 1e-3)
+        warm = min(max(int(WARMUP_MS / ms), 1), MAX_REPLAYS)
+        return warm, replays or min(max(int(REPLAY_BUDGET_MS / ms), MIN_REPLAYS), MAX_REPLAYS)
+
+    times = {name: [] for name, *_ in ready}
+    try:
         if sequential:
-            for name, g, calls, _ in ready:
+            for name, g, calls, *_ in ready:
+                warm, rounds = counts(g.replay)
                 time_rounds(torch, warm, g.replay)
                 times[name] = [t * 1e3 / calls for t in time_rounds(torch, rounds, g.replay)]
-        else:
+        elif ready:
+            warm, rounds = min(counts(g.replay) for _, g, *_ in ready)  # the slowest graph's counts
             for r in range(warm + rounds):
                 for k in range(len(ready)):
-                    name, g, calls, _ = ready[(r + k) % len(ready)]
+                    name, g, calls, *_ = ready[(r + k) % len(ready)]
                     t = time_rounds(torch, 1, g.replay)[0]
                     if r >= warm:
                         times[name].append(t * 1e3 / calls)
+    except Exception as e:  # noqa: BLE001 (a replay that fails fails the row; later rows may still run)
+        for name, *_ in ready:
+            failed[name] = "replay: " + (str(e).splitlines() or [type(e).__name__])[0][:90]
+        ready = []
     out = {}
-    for name, _, _, err in ready:
+    for name, _, _, err, _ in ready:
         us = statistics.median(times[name])
         out[name] = (us, per_call / (us * 1e-6) / 1e9, flops / (us * 1e-6) / 1e12, err)
     del ready, xs

@@ -74,6 +74,9 @@ for line in open('scratch/wl-perf.jsonl'):
 open('scratch/wl-perf.jsonl', 'w').write(''.join(out))"
     "$bench" --grid flashmla --only h_q=16 --kv fp8-tensor,fp8-tensor-fp8q --list-json >scratch/wl-fp8.jsonl
     "$bench" --grid small --list-json >scratch/wl-small.jsonl
+    # Wheels for the device's python3.12 (no network there): the Python package's build backend and pytest.
+    pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 --implementation cp \
+      -d scratch/wheels "scikit-build-core>=0.10" pytest
     ;;
   call1)
     # (~7 min) FlashMLA's grid, ours (rb = 23e589c's kernels, SASS-identical to fdc958a) then FlashMLA and FA3 on
@@ -200,7 +203,7 @@ open('scratch/wl-perf.jsonl', 'w').write(''.join(out))"
     done
     ;;
   next)
-    # (next session, ~4 min; `fetch` here first if scratch/ is gone) The standing with each row's implementations
+    # (next session, ~4 min; `fetch` here first if scratch/ is gone: the libraries, workload lists and wheels) The standing with each row's implementations
     # interleaved (incumbent_bench.py's default since session 36's last commit; calls 1-8 timed them one after
     # another, and the first one on a heavy row after a light one ran 7-11 % slow): FlashMLA's grid, PERF.md's
     # rows and the small grid, ours through the Python package on the same tensors. Predicted: the grid 1.07-1.09x,
