@@ -31,6 +31,18 @@ unpack_fa3() {
 open('/tmp/_vllm_fa3_C.abi3.so', 'wb'))"
 }
 
+# with_ours TIMEOUT FILE LABEL ARGS...: incumbents on scratch/wl-FILE.jsonl with ours beside them (--with-ours,
+# normal(0, 0.1)), then its failures, geometric means and the rows below 1. (Calls 6-8 printed their summaries
+# with inline copies of these lines; the measuring command is the same.)
+with_ours() {
+  local limit=$1 file=$2 label=$3
+  shift 3
+  INC_TIMEOUT=$limit incumbents "$file" "$label" --value-sd 0.1 --with-ours "$@" >/dev/null
+  echo "== $label"
+  grep -E "failed|geometric|exit" "$OUT/inc-$label.txt" | grep -v "flashmla-fp8 failed" || true
+  awk '/ours against/ {on = 1} on && $NF ~ /^[0-9.]+$/ && $NF < 1.0' "$OUT/inc-$label.txt"
+}
+
 # install_python: the Python package into the device's python3 environment (its torch lives there: a venv over the
 # system python would not see it; the machine is discarded after the session), scikit-build-core and pytest from
 # the wheels in scratch/wheels (no network there). Sets py.
@@ -170,12 +182,9 @@ open('scratch/wl-perf.jsonl', 'w').write(''.join(out))"
     # distribution was already the same.
     unpack_fa3
     install_python
-    INC_TIMEOUT=200 incumbents flashmla ours-flashmla --value-sd 0.1 --with-ours >/dev/null
-    INC_TIMEOUT=100 incumbents perf ours-perf --value-sd 0.1 --with-ours >/dev/null
-    INC_TIMEOUT=100 incumbents fp8 ours-fp8 --value-sd 0.1 --with-ours >/dev/null
-    for f in ours-flashmla ours-perf ours-fp8; do
-      echo "== $f"; grep -E "failed|geometric|exit" "$OUT/inc-$f.txt" | grep -v "flashmla-fp8 failed" || true
-    done
+    with_ours 200 flashmla ours-flashmla
+    with_ours 100 perf ours-perf
+    with_ours 100 fp8 ours-fp8
     ;;
   call7)
     # (~3 min) Call 6 in the other order (each row: FA3, FlashMLA, then ours): call 6's rows moved up to 8 % between
@@ -183,12 +192,8 @@ open('scratch/wl-perf.jsonl', 'w').write(''.join(out))"
     # pass. Predicted: the grid's geometric mean 1.06-1.09x, both perf rows that fell below 1 in call 6 above it.
     unpack_fa3
     install_python
-    INC_TIMEOUT=200 incumbents flashmla ours-flashmla-rev --value-sd 0.1 --with-ours --reverse >/dev/null
-    INC_TIMEOUT=100 incumbents perf ours-perf-rev --value-sd 0.1 --with-ours --reverse >/dev/null
-    for f in ours-flashmla-rev ours-perf-rev; do
-      echo "== $f"; grep -E "failed|geometric|exit" "$OUT/inc-$f.txt" || true
-      awk '/ours against/ {on = 1} on && $NF ~ /^[0-9.]+$/ && $NF < 1.0' "$OUT/inc-$f.txt"
-    done
+    with_ours 200 flashmla ours-flashmla-rev --reverse
+    with_ours 100 perf ours-perf-rev --reverse
     ;;
   call8)
     # (~3.5 min) A review found FA3's timed call launching two extra kernels per call (cu_seqlens_q rebuilt by an
@@ -196,27 +201,21 @@ open('scratch/wl-perf.jsonl', 'w').write(''.join(out))"
     # harness (--with-ours). Predicted: FA3 1-3 us faster per call, so the small rows' ratios fall by 5-15 %.
     unpack_fa3
     install_python
-    INC_TIMEOUT=150 incumbents small small-fixed --value-sd 0.1 --with-ours >/dev/null
-    INC_TIMEOUT=100 incumbents perf perf-fixed --value-sd 0.1 --with-ours >/dev/null
-    for f in small-fixed perf-fixed; do
-      echo "== $f"; grep -E "failed|geometric|exit" "$OUT/inc-$f.txt" || true
-    done
+    with_ours 150 small small-fixed
+    with_ours 100 perf perf-fixed
     ;;
   next)
-    # (next session, ~4 min; `fetch` here first if scratch/ is gone: the libraries, workload lists and wheels) The standing with each row's implementations
-    # interleaved (incumbent_bench.py's default since session 36's last commit; calls 1-8 timed them one after
-    # another, and the first one on a heavy row after a light one ran 7-11 % slow): FlashMLA's grid, PERF.md's
-    # rows and the small grid, ours through the Python package on the same tensors. Predicted: the grid 1.07-1.09x,
-    # PERF.md's rows 1.17-1.20x with 16384 h64 s1 at ~1.06x, the small grid ~1.16x.
+    # (next session, ~4 min; `fetch` here first if scratch/ is gone: the libraries, workload lists and wheels) The
+    # standing with each row's implementations interleaved (incumbent_bench.py's default since session 36's last
+    # commit; calls 1-8 timed them one after another, and the first one on a heavy row after a light one ran 7-11 %
+    # slow): FlashMLA's grid, PERF.md's rows and the small grid, ours through the Python package on the same
+    # tensors. Predicted: the grid 1.07-1.09x, PERF.md's rows 1.17-1.20x with 16384 h64 s1 at ~1.06x, the small grid
+    # ~1.16x.
     unpack_fa3
     install_python
-    INC_TIMEOUT=200 incumbents flashmla next-flashmla --value-sd 0.1 --with-ours >/dev/null
-    INC_TIMEOUT=100 incumbents perf next-perf --value-sd 0.1 --with-ours >/dev/null
-    INC_TIMEOUT=150 incumbents small next-small --value-sd 0.1 --with-ours >/dev/null
-    for f in next-flashmla next-perf next-small; do
-      echo "== $f"; grep -E "failed|geometric|exit" "$OUT/inc-$f.txt" || true
-      awk '/ours against/ {on = 1} on && $NF ~ /^[0-9.]+$/ && $NF < 1.0' "$OUT/inc-$f.txt"
-    done
+    with_ours 200 flashmla next-flashmla
+    with_ours 100 perf next-perf
+    with_ours 150 small next-small
     ;;
   *)
     echo "usage: $0 fetch|call1|call2|call3|call4|call5|call6|call7|call8|next" >&2
