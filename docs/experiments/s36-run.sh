@@ -72,6 +72,10 @@ case ${1:-} in
     cp /tmp/vw/vllm/_flashmla_C.abi3.so /tmp/vw/vllm/_flashmla_extension_C.abi3.so scratch/
     xz -T2 -6 -c /tmp/vw/vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so >scratch/_vllm_fa3_C.abi3.so.xz
     bench=${BENCH:-/tmp/n/cli/flash-mla-bench}
+    if [ ! -x "$bench" ]; then  # --list-json needs no GPU: a CPU-only build of the CLI will do
+      cmake -S . -B /tmp/n -G Ninja -DCMAKE_BUILD_TYPE=Release -DFLASH_MLA_BUILD_CLI=ON >/dev/null
+      cmake --build /tmp/n --target flash-mla-bench
+    fi
     "$bench" --grid flashmla --list-json >scratch/wl-flashmla.jsonl
     "$bench" --grid perf,short --list-json >scratch/wl-perf.jsonl
     "$bench" --grid small --list-json | sed -n 1,6p >>scratch/wl-perf.jsonl  # PERF.md's small-batch rows
