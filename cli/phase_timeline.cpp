@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "decode_call.hpp"
+#include "cuda/sm90/decode_narrow/trace_layout.hpp"
 #include "flash_mla/flash_mla.hpp"
 #include "workload.hpp"
 
@@ -32,7 +33,7 @@ extern void* g_phase_buffer;  // [kCtas][2][kIters][kEvents] long long, set by t
 extern void* g_trace_buffer;  // [kTraceCtas][kTraceSlots] unsigned long long, set by the last launch
 }
 namespace flash_mla::sm90::narrow {
-extern void* g_phase_buffer;  // [kNarrowCtas][kNarrowIters][kNarrowEvents] long long, set by the last launch
+extern void* g_phase_buffer;  // [kPhaseCtas][kPhaseIters][kPhaseEvents] long long, set by the last launch
 }
 
 namespace {
@@ -64,24 +65,8 @@ const char* const kEventNames[kEvents] = {"begin",     "K landed",   "S masked",
                                           "other max", "last group", "RoPE in",  "(unused)", "(unused)",
                                           "(unused)"};
 
-// The narrow FP8 kernel's per-block stamps (decode_narrow/kernel.cuh's kPhaseCtas, kPhaseIters and PhaseEvent):
-// the producer passed the stage's k_free wait (0) and issued its copies (1); the block's score warpgroup began
-// its k_full wait (2), passed it (3), has Sᵀ (4), passed the vote (5), arrived on p_full (6), added its own tile
-// (7); the value warpgroup began its p_full wait (8), passed it (9), finished P·V (10).
-constexpr int kNarrowCtas = 264, kNarrowIters = 32, kNarrowEvents = 11, kNarrowStages = 4;
-enum NarrowEvent {
-  kFree,
-  kIssued,
-  kScoreWait,
-  kLanded,
-  kScores,
-  kVoted,
-  kPFull,
-  kOwn,
-  kValueWait,
-  kValueGo,
-  kValueDone
-};
+// The narrow FP8 kernel's per-block stamps: layout and events from decode_narrow/trace_layout.hpp.
+namespace trace = sm90::narrow;
 
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
@@ -355,7 +340,7 @@ void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s
 }
 
 // The narrow FP8 kernel (per-tensor cache, <= 32 query rows): one call's per-block stamps, as medians over CTAs and
-// blocks kNarrowStages .. kNarrowIters - 1 (cycles): each role's steps, the block period (the value warpgroup's
+// blocks kPhaseStages .. kPhaseIters - 1 (cycles): each role's steps, the block period (the value warpgroup's
 // P·V ends), and the stage's turnaround: freed by the value warpgroup (block it - 4's P·V done) -> the producer
 // past its k_free wait -> copies issued -> the score warpgroup past k_full (when it waited, the landing).
 void study_narrow(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s_q) {
@@ -363,45 +348,47 @@ void study_narrow(const char* name, const std::vector<int32_t>& seqlens, int h_q
   const PreparedCall call(c);
   const DecodeArgs& a = call.args;
   if (sm90::narrow::g_phase_buffer == nullptr) throw std::runtime_error(std::string(name) + ": not the narrow kernel");
-  std::vector<long long> t(static_cast<size_t>(kNarrowCtas) * kNarrowIters * kNarrowEvents);
+  std::vector<long long> t(static_cast<size_t>(trace::kPhaseCtas) * trace::kPhaseIters * trace::kPhaseEvents);
   check(cudaMemset(sm90::narrow::g_phase_buffer, 0, t.size() * sizeof(t[0])), "cudaMemset");
   mla_decode(a);
   check(cudaDeviceSynchronize(), "decode");
   check(cudaMemcpy(t.data(), sm90::narrow::g_phase_buffer, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost),
         "cudaMemcpy");
   auto at = [&](int cta, int it, int ev) {
-    return static_cast<double>(t[(static_cast<size_t>(cta) * kNarrowIters + it) * kNarrowEvents + ev]);
+    return static_cast<double>(t[(static_cast<size_t>(cta) * trace::kPhaseIters + it) * trace::kPhaseEvents + ev]);
   };
   // Steps: {from, to} within a block; then the cross-block spans.
   struct Step {
     const char* what;
     int from, to;
   };
-  const Step steps[] = {{"producer: free -> issued", kFree, kIssued},
-                        {"score: stage wait", kScoreWait, kLanded},
-                        {"score: Q·Kᵀ", kLanded, kScores},
-                        {"score: softmax and vote", kScores, kVoted},
-                        {"score: to p_full", kVoted, kPFull},
-                        {"score: own tile", kPFull, kOwn},
-                        {"value: Pᵀ wait", kValueWait, kValueGo},
-                        {"value: P·V", kValueGo, kValueDone},
-                        {"issued -> score past k_full", kIssued, kLanded},
-                        {"p_full -> value past it", kPFull, kValueGo}};
+  const Step steps[] = {{"producer: free -> issued", trace::kPhaseFree, trace::kPhaseIssued},
+                        {"score: stage wait", trace::kPhaseScoreWait, trace::kPhaseLanded},
+                        {"score: Q·Kᵀ", trace::kPhaseLanded, trace::kPhaseScores},
+                        {"score: softmax and vote", trace::kPhaseScores, trace::kPhaseVoted},
+                        {"score: to p_full", trace::kPhaseVoted, trace::kPhasePFull},
+                        {"score: own tile", trace::kPhasePFull, trace::kPhaseOwn},
+                        {"value: Pᵀ wait", trace::kPhaseValueWait, trace::kPhaseValueGo},
+                        {"value: P·V", trace::kPhaseValueGo, trace::kPhaseValueDone},
+                        {"issued -> score past k_full", trace::kPhaseIssued, trace::kPhaseLanded},
+                        {"p_full -> value past it", trace::kPhasePFull, trace::kPhaseValueGo}};
   constexpr int kSteps = sizeof(steps) / sizeof(steps[0]);
   std::vector<double> step[kSteps], period, freed_to_free, freed_to_landed, waited;
-  for (int cta = 0; cta < kNarrowCtas; ++cta) {
-    for (int it = kNarrowStages; it < kNarrowIters; ++it) {
-      if (at(cta, it, kValueDone) == 0 || at(cta, it - 1, kValueDone) == 0) continue;
-      period.push_back(at(cta, it, kValueDone) - at(cta, it - 1, kValueDone));
+  for (int cta = 0; cta < trace::kPhaseCtas; ++cta) {
+    for (int it = trace::kPhaseStages; it < trace::kPhaseIters; ++it) {
+      if (at(cta, it, trace::kPhaseValueDone) == 0 || at(cta, it - 1, trace::kPhaseValueDone) == 0) continue;
+      period.push_back(at(cta, it, trace::kPhaseValueDone) - at(cta, it - 1, trace::kPhaseValueDone));
       for (int k = 0; k < kSteps; ++k) {
         if (at(cta, it, steps[k].from) != 0 && at(cta, it, steps[k].to) != 0) {
           step[k].push_back(at(cta, it, steps[k].to) - at(cta, it, steps[k].from));
         }
       }
-      const double freed = at(cta, it - kNarrowStages, kValueDone);
-      if (freed != 0 && at(cta, it, kFree) != 0) freed_to_free.push_back(at(cta, it, kFree) - freed);
-      if (freed != 0 && at(cta, it, kLanded) != 0) freed_to_landed.push_back(at(cta, it, kLanded) - freed);
-      if (at(cta, it, kScoreWait) != 0) waited.push_back(at(cta, it, kLanded) - at(cta, it, kScoreWait) > 100 ? 1 : 0);
+      const double freed = at(cta, it - trace::kPhaseStages, trace::kPhaseValueDone);
+      const double free_passed = at(cta, it, trace::kPhaseFree), landed = at(cta, it, trace::kPhaseLanded);
+      if (freed != 0 && free_passed != 0) freed_to_free.push_back(free_passed - freed);
+      if (freed != 0 && landed != 0) freed_to_landed.push_back(landed - freed);
+      const double wait_began = at(cta, it, trace::kPhaseScoreWait);
+      if (wait_began != 0) waited.push_back(landed - wait_began > 100 ? 1 : 0);
     }
   }
   std::printf("%-22s %8.1f us/call (per-tensor FP8, narrow kernel)  block period: median %5.0f cycles (%zu)\n", name,

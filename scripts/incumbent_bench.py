@@ -30,10 +30,11 @@ Needs torch with CUDA for timing; nothing here is part of the library or its tes
 import argparse
 import json
 import math
-import re
 import statistics
 import sys
 from pathlib import Path
+
+from bench_table import geomean, table_rows
 
 HEAD_DIM, DV = 576, 512
 WARMUP_MS, REPLAY_BUDGET_MS, MIN_REPLAYS, MAX_REPLAYS = 50.0, 200.0, 20, 1000
@@ -339,14 +340,9 @@ def time_row(torch, impls, w, kv, replays, l2_bytes, sequential):
 
 def read_table(path):
     """{(label, kv): {backend: µs}} from a table of flash-mla-bench (backend sm90) or of this script."""
-    row = re.compile(r"(b=\S+ .*?)\s+(dense|fp8-tensor-fp8q|fp8-tensor|fp8)\s+([a-z][\w-]*)\s+([\d.]+)\s")
     out = {}
-    for line in Path(path).read_text().splitlines():
-        if line.startswith("ours against"):  # this script's comparison follows: not times
-            break
-        m = row.match(line)
-        if m:
-            out.setdefault((m[1].strip(), m[2]), {})[m[3]] = float(m[4])
+    for label, kv, backend, us in table_rows(Path(path).read_text()):
+        out.setdefault((label, kv), {})[backend] = us
     return out
 
 
@@ -358,10 +354,6 @@ def read_ours(path):
 def without_ours(table):
     """The incumbents' times of a {(label, kv): {backend: µs}} table."""
     return {k: {n: t for n, t in v.items() if n != "ours"} for k, v in table.items()}
-
-
-def geomean(xs):
-    return math.exp(sum(map(math.log, xs)) / len(xs))
 
 
 def compare(workloads, results, ours_path):

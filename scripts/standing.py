@@ -14,10 +14,11 @@ compare versions only within one run (scripts/ab.sh); this is the standing again
 """
 
 import argparse
-import math
 import re
 import sys
 from pathlib import Path
+
+from bench_table import geomean, table_rows
 
 # A workload: (batch, lengths, h_q, s_q, ragged); lengths is the uniform length as text ("8192") or the
 # named length list ("4641/45118/1730/1696", "256..1024").
@@ -35,15 +36,12 @@ def bench_key(label):
 def read_bench(paths):
     """{(key, kv): µs} over the files, and the card named in their headers."""
     times, cards = {}, set()
-    row = re.compile(r"(b=\S+ .*?)\s+(dense|fp8-tensor-fp8q|fp8-tensor|fp8)\s+sm90\s+([\d.]+)\s")
     for path in paths:
-        for line in Path(path).read_text().splitlines():
-            card = re.search(r"\bon NVIDIA (H100|H200)\b", line)
-            if card:
-                cards.add(card[1])
-            m = row.match(line)
-            if m and bench_key(m[1]):
-                times[(bench_key(m[1]), m[2])] = float(m[3])
+        text = Path(path).read_text()
+        cards.update(re.findall(r"\bon NVIDIA (H100|H200)\b", text))
+        for label, kv, backend, us in table_rows(text):
+            if backend == "sm90" and bench_key(label):
+                times[(bench_key(label), kv)] = us
     if len(cards) != 1:
         sys.exit(f"standing.py: expected the outputs of one card (H100 or H200), found {sorted(cards) or 'none'}")
     return times, cards.pop()
@@ -106,10 +104,6 @@ def label(key):
     b, lens, h_q, s_q, ragged = key
     length = f"lens={lens}" if not lens.isdigit() else f"seqlen{'~' if ragged else '='}{lens}"
     return f"b={b} {length} h_q={h_q} s_q={s_q}{' ragged' if ragged else ''}"
-
-
-def geomean(values):
-    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 def main():

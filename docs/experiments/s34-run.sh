@@ -20,10 +20,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
 OUT=${OUT:-s34-out}
 mkdir -p "$OUT"
-# FP8 tests whose every case runs the narrow kernel (16 or 32 rows, pages of 16+): racecheck's display then holds
-# no dense-kernel report.
-narrow='Formats/Sm90FP8.PaddedPagesEqualContiguous*:Formats/Sm90FP8.OutOfPoolPageReadsAsZeros*'
-narrow+=':Formats/Sm90FP8.NaNCodeInsideASequencePropagates*:Formats/Sm90FP8.WideScoreSpreadKeepsSmallProbabilities*'
 
 case ${1:-} in
   build3)
@@ -36,8 +32,7 @@ case ${1:-} in
     ab_names a 2 250 "--grid flashmla --only h_q=16 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" tr2 off
     rm -rf "$OUT/a/ab"
     sanitize off "Formats/Sm90FP8.*:-*LargeBatch*:*MatchesReference*" memcheck synccheck
-    sanitize off "$narrow" racecheck
-    echo "racecheck reports naming the narrow kernel: $(grep -c "narrow" "$OUT/off-racecheck.txt" || true)"
+    narrow_racecheck off
     ;;
   build4)
     build offr s34-score-tiles.patch "-DFLASH_MLA_BUILD_CLI=ON -DFLASH_MLA_BUILD_TESTS=ON" flash-mla-bench \
@@ -51,8 +46,7 @@ case ${1:-} in
     # (its s_q=2 rows, the 32-row form, are the control), then issue 7's standing (bf16 beside both FP8 layouts,
     # h_q=16). Predicted: racecheck clean; the A/B as call 3's (s_q=1 -0.5 ... -2 %).
     gtest_groups offr 'Formats/Sm90FP8.*' 'GpuFuzz*'
-    sanitize offr "$narrow" racecheck
-    echo "racecheck reports naming the narrow kernel: $(grep -c "narrow" "$OUT/offr-racecheck.txt" || true)"
+    narrow_racecheck offr
     sanitize offr "Formats/Sm90FP8.*:-*LargeBatch*:*MatchesReference*" memcheck synccheck
     ab_names a 2 150 "--grid flashmla --only h_q=16 --kv fp8-tensor --check-rows 8 --quiet --no-ceilings" tr2 offr
     ab_names b 1 50 "--grid short --only h_q=16 --kv fp8-tensor --check-rows 8 --quiet --no-ceilings" tr2 offr
@@ -113,8 +107,7 @@ case ${1:-} in
     # Measured: h32 s1 0.999-1.034x (slower), s_q=2 control 0.998-1.003x; racecheck reported the stats_m hand-off
     # across barrier.arrive -> barrier.sync (160 lines). Dropped; the patch stays.
     gtest_groups own32 'Formats/Sm90FP8.*' 'GpuFuzz*'
-    sanitize own32 "$narrow" racecheck
-    echo "racecheck reports naming the narrow kernel: $(grep -c "narrow" "$OUT/own32-racecheck.txt" || true)"
+    narrow_racecheck own32
     ab_names a 2 130 "--grid flashmla --only h_q=32 --kv fp8-tensor --check-rows 8 --quiet --no-ceilings" offr own32
     rm -rf "$OUT/a/ab"
     ;;
@@ -154,8 +147,7 @@ case ${1:-} in
     # head on FlashMLA's h_q=16 FP8 rows (s_q=2: 32 rows, unchanged, the control). Predicted: if the stage's
     # turnaround limits (call 5: both sides wait), 16-row rows -2 ... -6 %; if not, within noise.
     gtest_groups ef 'Formats/Sm90FP8.*' 'GpuFuzz*'
-    sanitize ef "$narrow" racecheck
-    echo "racecheck reports naming the narrow kernel: $(grep -c "narrow" "$OUT/ef-racecheck.txt" || true)"
+    narrow_racecheck ef
     sanitize ef "Formats/Sm90FP8.*:-*LargeBatch*:*MatchesReference*" memcheck synccheck
     ab_names a 2 200 "--grid flashmla --only h_q=16 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" head ef
     rm -rf "$OUT/a/ab"

@@ -17,9 +17,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
 OUT=${OUT:-s35-out}
 mkdir -p "$OUT"
-# FP8 tests whose every case runs the narrow kernel (as s34-run.sh's).
-narrow='Formats/Sm90FP8.PaddedPagesEqualContiguous*:Formats/Sm90FP8.OutOfPoolPageReadsAsZeros*'
-narrow+=':Formats/Sm90FP8.NaNCodeInsideASequencePropagates*:Formats/Sm90FP8.WideScoreSpreadKeepsSmallProbabilities*'
 
 case ${1:-} in
   build)
@@ -157,8 +154,7 @@ case ${1:-} in
     # FP8 tests, then a 2-pass A/B against pf on FlashMLA's h_q=16 FP8 rows (with scale: unchanged SASS, the
     # control). Predicted: sanitizers clean; per tensor -0.5 ... -2 % (call 8: 0.968-1.017x), with scale within
     # noise.
-    sanitize rb "$narrow" racecheck
-    echo "racecheck reports naming the narrow kernel: $(grep -c "narrow" "$OUT/rb-racecheck.txt" || true)"
+    narrow_racecheck rb
     sanitize rb "Formats/Sm90FP8.*:-*LargeBatch*:*MatchesReference*" memcheck synccheck
     ab_names a 2 220 "--grid flashmla --only h_q=16 --kv fp8-tensor,fp8 --check-rows 8 --quiet --no-ceilings" pf rb
     rm -rf "$OUT/a/ab"

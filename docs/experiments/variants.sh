@@ -139,6 +139,18 @@ sanitize() {
   done
 }
 
+# FP8 tests whose every case runs the narrow kernel (16 or 32 rows, pages of 16+): racecheck's display then holds
+# no dense-kernel report (sessions 34-35).
+NARROW_TESTS='Formats/Sm90FP8.PaddedPagesEqualContiguous*:Formats/Sm90FP8.OutOfPoolPageReadsAsZeros*'
+NARROW_TESTS+=':Formats/Sm90FP8.NaNCodeInsideASequencePropagates*'
+NARROW_TESTS+=':Formats/Sm90FP8.WideScoreSpreadKeepsSmallProbabilities*'
+
+# narrow_racecheck NAME: racecheck on NARROW_TESTS, then how many of its reports name the narrow kernel.
+narrow_racecheck() {
+  sanitize "$1" "$NARROW_TESTS" racecheck
+  echo "racecheck reports naming the narrow kernel: $(grep -c "narrow" "$OUT/$1-racecheck.txt" || true)"
+}
+
 # dense_tests NAME: the 16-bit (dense kernel) GPU tests of scratch/NAME-flash_mla_gpu_tests, in four groups.
 dense_tests() { gtest_groups "$1" 'GpuDecode.*:GpuGraph.*:GpuValidation.*' 'Heads/*' 'PageSizes/*' 'GpuFuzz*'; }
 

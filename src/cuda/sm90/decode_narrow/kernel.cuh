@@ -58,6 +58,7 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/sm90/decode_common.cuh"
 #include "cuda/sm90/decode_narrow/config.hpp"
+#include "cuda/sm90/decode_narrow/trace_layout.hpp"
 #include "cuda/sm90/launch.hpp"
 #include "ptx/barrier.hpp"
 #include "ptx/compiler.hpp"
@@ -71,28 +72,9 @@
 namespace flash_mla::sm90::narrow {
 
 // Per-block event stamps of every role for timeline studies (flash-mla-phases' narrow studies), compiled in only
-// with -DFLASH_MLA_TRACE (never in a release build): g_phase[cta][it][event] = clock64() (SM cycles), `it` the
-// CTA's block count (kPhaseIters first blocks). Events (kPhase*): the producer passed the stage's k_free wait and
-// issued its copies; the score warpgroup that takes the block began its k_full wait, passed it, has Sᵀ, passed
-// the vote (or the slow path), arrived on p_full and added its own tile; the value warpgroup began its p_full
-// wait, passed it (and k_full), and finished P·V (before freeing the stage). Thread 0 of each role writes.
-enum PhaseEvent : int {
-  kPhaseFree,
-  kPhaseIssued,
-  kPhaseScoreWait,
-  kPhaseLanded,
-  kPhaseScores,
-  kPhaseVoted,
-  kPhasePFull,
-  kPhaseOwn,
-  kPhaseValueWait,
-  kPhaseValueGo,
-  kPhaseValueDone,
-  kPhaseEvents
-};
+// with -DFLASH_MLA_TRACE (never in a release build): the layout and the events are trace_layout.hpp's.
+static_assert(kPhaseStages == kStages, "flash-mla-phases reads the stage turnaround with trace_layout.hpp's ring");
 #if defined(FLASH_MLA_TRACE)
-inline constexpr int kPhaseCtas = 264;
-inline constexpr int kPhaseIters = 32;
 static __device__ long long g_phase[kPhaseCtas][kPhaseIters][kPhaseEvents];
 __device__ __forceinline__ void phase(uint32_t it, int event) {
   const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
