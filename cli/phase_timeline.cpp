@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -156,6 +157,52 @@ struct PreparedCall {
     }
   }
 };
+
+// With FLASH_MLA_PHASES_DUMP=DIR, one line per CTA into DIR/NAME.tsv (NAME with spaces and tildes as '_'): its part's pieces
+// and blocks (from the metadata rows, one query-row tile and one KV head assumed: CTA = part), then its trace stamps
+// in microseconds after the first CTA's entry (0 where not stamped): entry, first block, last block, last piece
+// stored, exit. For studies of how a schedule's parts end (the ragged rows).
+void dump_ctas(const char* name, const PreparedCall& call, const std::vector<int32_t>& seqlens, int ctas) {
+  const char* dir = std::getenv("FLASH_MLA_PHASES_DUMP");
+  if (dir == nullptr) return;
+  std::string file = std::string(dir) + "/" + name + ".tsv";
+  for (auto it = file.begin() + static_cast<std::ptrdiff_t>(std::string(dir).size()) + 1; it != file.end(); ++it) {
+    if (*it == ' ' || *it == '~') *it = '_';
+  }
+  std::vector<int32_t> meta(static_cast<size_t>(call.parts) * kMetadataWords);
+  check(cudaMemcpy(meta.data(), call.b.metadata, meta.size() * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  std::vector<unsigned long long> t(static_cast<size_t>(kTraceCtas) * kTraceSlots);
+  check(cudaMemcpy(t.data(), sm90::dense::g_trace_buffer, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost),
+        "cudaMemcpy");
+  ctas = std::min(ctas, kTraceCtas);
+  auto at = [&](int cta, int slot) { return t[static_cast<size_t>(cta) * kTraceSlots + slot]; };
+  unsigned long long first = ~0ull;
+  for (int cta = 0; cta < ctas; ++cta) {
+    if (at(cta, 0) != 0) first = std::min(first, at(cta, 0));
+  }
+  FILE* f = std::fopen(file.c_str(), "w");
+  if (f == nullptr) throw std::runtime_error("cannot write " + file);
+  std::fprintf(f, "cta\tpieces\tblocks\tentry\tfirst_block\tlast_block\tstored\texit\n");
+  auto us = [&](unsigned long long ns) { return ns == 0 ? 0.0 : static_cast<double>(ns - first) * 1e-3; };
+  for (int cta = 0; cta < ctas && cta < call.parts; ++cta) {
+    const int32_t* row = meta.data() + static_cast<size_t>(cta) * kMetadataWords;
+    int pieces = 0;
+    long long blocks = 0;
+    for (int r = row[0]; r <= row[2] && r < static_cast<int>(seqlens.size()); ++r) {
+      const long long lo = r == row[0] ? row[1] : 0, hi = r == row[2] ? row[3] : std::max(seqlens[r], 0);
+      if (hi > lo) blocks += (hi + kBlockN - 1) / kBlockN - lo / kBlockN;
+      ++pieces;
+    }
+    int j = 0;
+    while (j + 1 < kTraceBlocks && at(cta, 2 + j + 1) != 0) ++j;
+    const unsigned long long last_k = at(cta, kLastBlockSlot) != 0 ? at(cta, kLastBlockSlot) : at(cta, 2 + j);
+    unsigned long long stored = 0;
+    for (int i = 0; i <= kTracePieces; ++i) stored = std::max(stored, at(cta, kStoredSlot + i));
+    std::fprintf(f, "%d\t%d\t%lld\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\n", cta, pieces, blocks, us(at(cta, 0)),
+                 us(at(cta, 2)), us(last_k), us(stored), us(at(cta, kExitSlot)));
+  }
+  std::fclose(f);
+}
 
 // One call's per-CTA timeline from the trace slots (all CTAs of the grid up to kTraceCtas).
 void print_cta_timeline(int ctas) {
@@ -336,7 +383,9 @@ void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s
     std::printf("\n");
   }
   // The launch grid (launch_decode): query-row tiles x KV heads x parts.
-  print_cta_timeline((c.s_q * c.h_q / c.h_kv + kBlockM - 1) / kBlockM * c.h_kv * call.parts);
+  const int ctas = (c.s_q * c.h_q / c.h_kv + kBlockM - 1) / kBlockM * c.h_kv * call.parts;
+  print_cta_timeline(ctas);
+  dump_ctas(name, call, seqlens, ctas);
 }
 
 // The narrow FP8 kernel (per-tensor cache, <= 32 query rows): one call's per-block stamps, as medians over CTAs and
@@ -428,6 +477,14 @@ int main(int argc, char** argv) {
     run("b4 mixed h16 s4", {4641, 45118, 1730, 1696}, 16, 4);
     run("b16 1024 h16 s16", same(16, 1024), 16, 16);
     run("b1 65536 h16 s1", same(1, 65536), 16, 1);
+    // FlashMLA's ragged rows (flash-mla-bench's lengths, seed 0) beside their uniform twins: where the cost line's
+    // parts end (FLASH_MLA_PHASES_DUMP).
+    for (int len : {4096, 16384}) {
+      const std::string uniform = "b128 " + std::to_string(len) + " h32 s1";
+      const std::string ragged = "b128 ~" + std::to_string(len) + " h32 s1 ragged";
+      run(uniform.c_str(), same(128, len), 32, 1);
+      run(ragged.c_str(), testing::make_seqlens(128, len, true, 1, 0), 32, 1);
+    }
     // The narrow FP8 kernel, per tensor: 16 rows (h16 s1) and 32 rows (h16 s2).
     run("fp8 b128 8192 h16 s1", same(128, 8192), 16, 1, study_narrow);
     run("fp8 b128 4096 h16 s1", same(128, 4096), 16, 1, study_narrow);
