@@ -11,7 +11,8 @@
 // call's fixed time goes: each CTA's entry, first Q tile, first block (when consumer 0 has its K), the
 // block interval (blocks 1..39), a piece change (a piece's store to the next piece's Q tile ready), the
 // last block, the last store and the exit, in microseconds after the first CTA's entry (median and max
-// over CTAs).
+// over CTAs). With FLASH_MLA_PHASES_DUMP=DIR, each dense study also writes its CTAs' parts and stamps to a file
+// there (dump_ctas).
 //
 //   cmake -S . -B build-trace -DFLASH_MLA_TRACE=ON && cmake --build build-trace --target flash-mla-phases
 //   build-trace/cli/flash-mla-phases
@@ -158,10 +159,10 @@ struct PreparedCall {
   }
 };
 
-// With FLASH_MLA_PHASES_DUMP=DIR, one line per CTA into DIR/NAME.tsv (NAME with spaces and tildes as '_'): its part's pieces
-// and blocks (from the metadata rows, one query-row tile and one KV head assumed: CTA = part), then its trace stamps
-// in microseconds after the first CTA's entry (0 where not stamped): entry, first block, last block, last piece
-// stored, exit. For studies of how a schedule's parts end (the ragged rows).
+// With FLASH_MLA_PHASES_DUMP=DIR, one line per CTA into DIR/NAME.tsv (NAME with spaces and tildes as '_'): its
+// part's pieces and blocks (from the metadata rows, one query-row tile and one KV head assumed: CTA = part), then
+// its trace stamps in microseconds after the first CTA's entry (0 where not stamped): entry, first block, last
+// block, last piece stored, exit. For studies of how a schedule's parts end (the ragged rows).
 void dump_ctas(const char* name, const PreparedCall& call, const std::vector<int32_t>& seqlens, int ctas) {
   const char* dir = std::getenv("FLASH_MLA_PHASES_DUMP");
   if (dir == nullptr) return;

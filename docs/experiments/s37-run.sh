@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Session 37's device calls (run from the repository root; binaries and libraries in scratch/, carried with
 # `carry: ["scratch"]`; OUT=$OUT there). Usage: s37-run.sh STEP. Results: PERFORMANCE.md's session 37 entry.
-# scratch/ as s36-run.sh fetch leaves it, plus the builds named below.
+# scratch/ as s36-run.sh fetch leaves it, plus the builds named below: s37tr-flash-mla-phases (a -DFLASH_MLA_TRACE=ON
+# build of ecfa226's flash-mla-phases), pad-, rel- and box-* (s37-pad-skip, s37-deferred-release and
+# s37-accum-box-rows.patch on a0de8d3, built in /tmp/n), ser- and see-flash-mla-bench (two-line wrappers of
+# cur-flash-mla-bench that export FLASH_MLA_SM90_SCHEDULE=serial / seesaw).
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
@@ -21,7 +24,8 @@ case ${1:-} in
     # blocks) and its stamps for 4096 and 16384, uniform and ragged. Predicted: ragged parts end spread over
     # ~5-10 % of the span, the latest ones those with the most pieces.
     mkdir -p "$OUT/dump"
-    FLASH_MLA_PHASES_DUMP=$OUT/dump timeout 120 scratch/s37tr-flash-mla-phases "h32 s1" 2>&1 | tee "$OUT/phases.txt" || true
+    FLASH_MLA_PHASES_DUMP=$OUT/dump timeout 120 scratch/s37tr-flash-mla-phases "h32 s1" 2>&1 |
+      tee "$OUT/phases.txt" || true
     # (2) s36-run.sh next: the interleaved standing (FlashMLA's grid, PERF.md's rows, the small grid).
     OUT=$OUT bash docs/experiments/s36-run.sh next 2>&1 | tail -60
     ;;
@@ -39,7 +43,8 @@ case ${1:-} in
     py=$(python3 -c "import sys; print(sys.executable)")
     "$py" -m pip install -q --no-index --find-links scratch/wheels "scikit-build-core>=0.10" pytest
     export CUDACXX=/usr/local/cuda/bin/nvcc PATH=/usr/local/cuda/bin:$PATH
-    "$py" -m pip install -q --no-build-isolation --no-index --no-deps . >"$OUT/pip-install.txt" 2>&1 || tail "$OUT/pip-install.txt"
+    "$py" -m pip install -q --no-build-isolation --no-index --no-deps . >"$OUT/pip-install.txt" 2>&1 ||
+      tail "$OUT/pip-install.txt"
     query=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active
     nvidia-smi --query-gpu=$query --format=csv,noheader,nounits -lms 100 >"$OUT/smi.csv" 2>&1 &
     smi=$!
@@ -47,7 +52,8 @@ case ${1:-} in
     mark() { echo "$(date +'%Y/%m/%d %H:%M:%S.%N') $1" >>"$OUT/marks.txt"; }
     for pass in 1 2; do
       mark "bench$pass"
-      timeout 60 scratch/cur-flash-mla-bench --grid flashmla --only "$row" --check-rows 8 --quiet >"$OUT/bench$pass.txt" 2>&1 || true
+      timeout 60 scratch/cur-flash-mla-bench --grid flashmla --only "$row" --check-rows 8 --quiet \
+        >"$OUT/bench$pass.txt" 2>&1 || true
       mark "alone$pass"
       timeout 60 "$py" scripts/incumbent_bench.py --workloads scratch/wl-flashmla.jsonl --only "$row" --with-ours \
         --flashmla-fp8 scratch/_flashmla_extension_C.abi3.so >"$OUT/alone$pass.txt" 2>&1 || true
@@ -64,8 +70,58 @@ case ${1:-} in
     done
     python3 docs/experiments/s37_clocks.py "$OUT/smi.csv" "$OUT/marks.txt"
     ;;
+  call3)
+    # (1) call1's ragged dumps, as one archive (the device tool returns at most 8 files).
+    mkdir -p "$OUT/dump"
+    FLASH_MLA_PHASES_DUMP=$OUT/dump timeout 120 scratch/s37tr-flash-mla-phases "ragged" >/dev/null 2>&1 || true
+    tar -C "$OUT" -czf "$OUT/dump.tgz" dump && rm -r "$OUT/dump"
+    # (2) pad (s37-pad-skip.patch, built here: scratch/pad-*): a warp whose 16 rows are all padding skips the
+    # softmax's arithmetic (P = 0, α = 1 as before; the same values, fewer instructions). Its GPU suite, then a
+    # 2-pass A/B against cur (a0de8d3's kernels) on FlashMLA's grid, run back to back so that the card is at its
+    # power cap. Predicted: 16-row rows -2 ... -5 %, 32-row rows -1 ... -3 %, 64+ rows within noise (no padding
+    # warps there).
+    gpu_suite pad
+    ab_names ab-grid 2 300 "--grid flashmla --check-rows 8 --quiet --no-ceilings" cur pad
+    ;;
+  call4)
+    # The schedules on the 64-row rows: cur with every call on the serial schedule (ser, what <= 64 rows run
+    # today) against every call on the seesaw (see; scratch/ser- and see-flash-mla-bench set
+    # FLASH_MLA_SM90_SCHEDULE), 2 passes on FlashMLA's h_q=64 rows (h64 s1: 64 rows; h64 s2: 128, on the seesaw by
+    # default), 1 pass on PERF.md's and the short rows. Then, the card hot, the copy ceiling again (call 2 measured
+    # 4249 GB/s on a cool card). Predicted: see -1 ... -3 % on the uniform 64-row rows, +3 ... +10 % on the short
+    # 64-row rows (session 27).
+    ab_names ab-h64 2 120 "--grid flashmla --only h_q=64 --check-rows 8 --quiet --no-ceilings" ser see
+    ab_names ab-perf 1 120 "--grid perf,short --check-rows 8 --quiet --no-ceilings" ser see
+    timeout 60 scratch/cur-flash-mla-bench --grid flashmla --only "seqlen=16384 h_q=16 s_q=1" --check-rows 8 --quiet \
+      2>&1 | grep -E "ceilings|seqlen" || true
+    ;;
+  call5)
+    # rel (s37-deferred-release.patch, built here: scratch/rel-*): a split piece's release to the combine deferred
+    # from its end (where it held consumer 0's warp 0 at a GPU-scope fence, and with bulk-stored partials both
+    # consumers' thread 0 waiting for the writes) to the next piece's kQReady barrier, once the next Q tile is in
+    # flight. Its GPU suite, synccheck on the decode tests, then A/Bs against cur: FlashMLA's ragged rows (2 passes;
+    # the uniform ones split nothing) and PERF.md's and the short rows (1 pass). Predicted: ragged rows -0.5 ... -2 %
+    # (4096 most: a part's extra piece costs ~8 us there, call 3's dumps), the rest within noise.
+    gpu_suite rel
+    sanitize rel 'GpuDecode.*' synccheck
+    ab_names ab-ragged 2 180 "--grid flashmla --only ragged --check-rows 8 --quiet --no-ceilings" cur rel
+    ab_names ab-perf 1 90 "--grid perf,short --check-rows 8 --quiet --no-ceilings" cur rel
+    ;;
+  call6)
+    # box (s37-accum-box-rows.patch, built here: scratch/box-*): a call of fewer than 64 query rows per KV head
+    # stores its split pieces' partials by TMA as boxes of its rows (the accum map's box is min(64, rows) rows;
+    # until now only full tiles did, and a 64-row box mostly past the rows lost 2.7 % at b=1 64k in session 28),
+    # so those pieces' partials leave staged (~0.1 us to issue instead of ~1-4 us of direct stores) and the next Q
+    # tile comes by TMA. Its GPU suite, then A/Bs against cur: FlashMLA's h_q=16 rows (2 passes; ragged s_q 1/2 are
+    # the 16/32-row rows that split, uniform ones split nothing) and the small grid's h_q=16 rows (1 pass; s_q=4 is
+    # 64 rows, a control). Predicted: ragged 16/32-row rows -0.5 ... -2 %, small 16-row rows and b=1 64k
+    # -1 ... -4 %, b=64 512 s2 -1 ... -3 %, the rest within noise.
+    gpu_suite box
+    ab_names ab-h16 2 150 "--grid flashmla --only h_q=16 --check-rows 8 --quiet --no-ceilings" cur box
+    ab_names ab-small 1 110 "--grid small --only h_q=16 --check-rows 8 --quiet --no-ceilings" cur box
+    ;;
   *)
-    echo "usage: $0 call1|call2" >&2
+    echo "usage: $0 call1|call2|call3|call4|call5|call6" >&2
     exit 2
     ;;
 esac
