@@ -120,8 +120,52 @@ case ${1:-} in
     ab_names ab-h16 2 150 "--grid flashmla --only h_q=16 --check-rows 8 --quiet --no-ceilings" cur box
     ab_names ab-small 1 110 "--grid small --only h_q=16 --check-rows 8 --quiet --no-ceilings" cur box
     ;;
+  next)
+    # (next session, ~7 min; carry ["scratch"], `s36-run.sh fetch` here first if scratch/ is gone) Is the hot card's
+    # loss on the memory-bound rows HBM's (shared by every implementation) or the SM clock's (ours more: the
+    # consumer chain)? b=128 16384 h16 s1 in flash-mla-bench with its ceilings and 1000 graph replays (~5 s of
+    # timing) on a cool card; then the three implementations over FlashMLA's grid (about a minute: the card as late
+    # in session 37's call 1, and another same-run standing); then the same flash-mla-bench run, and the script on the
+    # row with all three. nvidia-smi samples every 100 ms throughout; everything in one archive, clk.tgz.
+    # Predicted (session 37: 537 us cool, 609 late in the grid run): hot ~590-610 us; the copy ceiling within 2 % of
+    # the cool one and the SM clock lower (if so, the chain is the lever).
+    unpack_fa3_here
+    py=$(python3 -c "import sys; print(sys.executable)")
+    "$py" -m pip install -q --no-index --find-links scratch/wheels "scikit-build-core>=0.10" pytest
+    export CUDACXX=/usr/local/cuda/bin/nvcc PATH=/usr/local/cuda/bin:$PATH
+    "$py" -m pip install -q --no-build-isolation --no-index --no-deps . >"$OUT/pip-install.txt" 2>&1 ||
+      tail "$OUT/pip-install.txt"
+    clk=$OUT/clk
+    mkdir -p "$clk"
+    query=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active
+    nvidia-smi --query-gpu=$query --format=csv,noheader,nounits -lms 100 >"$clk/smi.csv" 2>&1 &
+    smi=$!
+    row="seqlen=16384 h_q=16 s_q=1"
+    mark() { echo "$(date +'%Y/%m/%d %H:%M:%S.%N') $1" >>"$clk/marks.txt"; }
+    one_row() {  # flash-mla-bench on the row: ceilings first, then ~5 s of replays
+      timeout 90 scratch/cur-flash-mla-bench --grid flashmla --only "$row" --iters 1000 --check-rows 8 --quiet \
+        >"$clk/$1.txt" 2>&1 || true
+      grep -E "ceilings|seqlen" "$clk/$1.txt" || true
+    }
+    mark cool
+    one_row cool
+    mark heat
+    timeout 260 "$py" scripts/incumbent_bench.py --workloads scratch/wl-flashmla.jsonl --with-ours --value-sd 0.1 \
+      --flashmla scratch/_flashmla_C.abi3.so --fa3 /tmp/_vllm_fa3_C.abi3.so >"$clk/heat.txt" 2>&1 || true
+    grep -E "geometric mean.*all" "$clk/heat.txt" || true
+    mark hot
+    one_row hot
+    mark hotall
+    timeout 60 "$py" scripts/incumbent_bench.py --workloads scratch/wl-flashmla.jsonl --only "$row" --with-ours \
+      --flashmla scratch/_flashmla_C.abi3.so --fa3 /tmp/_vllm_fa3_C.abi3.so >"$clk/hotall.txt" 2>&1 || true
+    grep -E "$row" "$clk/hotall.txt" || true
+    mark end
+    kill "$smi" || true
+    python3 docs/experiments/s37_clocks.py "$clk/smi.csv" "$clk/marks.txt" | tee "$clk/clocks.txt"
+    tar -C "$OUT" -czf "$OUT/clk.tgz" clk && rm -r "$clk"
+    ;;
   *)
-    echo "usage: $0 call1|call2|call3|call4|call5|call6" >&2
+    echo "usage: $0 call1|call2|call3|call4|call5|call6|next" >&2
     exit 2
     ;;
 esac
