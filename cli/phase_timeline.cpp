@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "decode_call.hpp"
+#include "cuda/sm90/decode_dense/trace_layout.hpp"
 #include "cuda/sm90/decode_narrow/trace_layout.hpp"
 #include "flash_mla/flash_mla.hpp"
 #include "workload.hpp"
@@ -42,23 +43,25 @@ namespace {
 
 using namespace flash_mla;
 
-constexpr int kCtas = 264, kIters = 24, kEvents = 16;  // kernel.cuh's kPhaseCtas, kPhaseIters, kPhaseEvents
-// kernel.cuh's kTraceCtas and kTraceSlots, and its slots: 0 entry, 1 first Q tile ready, 2 + j block j
-// (j < 40; 42 the latest past that), 45 + i piece i stored (i < 8; 53 the latest past that), 54 + i piece
-// i's Q tile ready (i < 8; 61 the latest past that), 63 exit.
-constexpr int kTraceCtas = 4096, kTraceSlots = 80, kTraceBlocks = 40, kTracePieces = 8;
-constexpr int kLastBlockSlot = 2 + kTraceBlocks, kStoredSlot = 45, kQReadySlot = 54, kExitSlot = 63;
-// The TMA producer's start (64), first piece read (44), first page read (65), first and second blocks' copies
-// issued (43, 66), its second piece's first block's copies issued (68); consumer 0's first piece read (62)
-// and first Q tile's loads issued (67); at the last piece change, the staged rows read (69), the Q tile's
-// loads issued (70) and thread 0's Q loads landed (71). The first piece's epilogue (72..79, kernel.cuh).
-constexpr int kEpilogueSlot = 72, kEpilogueSlots = 8;
+// The dense kernel's trace layout (decode_dense/trace_layout.hpp): the phase buffer's shape and the timeline's
+// slots, by the names this program uses.
+namespace dense_trace = sm90::dense;
+constexpr int kCtas = dense_trace::kPhaseCtas, kIters = dense_trace::kPhaseIters,
+              kEvents = dense_trace::kPhaseEvents;
+constexpr int kTraceCtas = dense_trace::kTraceCtas, kTraceSlots = dense_trace::kTraceSlots,
+              kTraceBlocks = dense_trace::kTraceBlocks, kTracePieces = dense_trace::kTracePieces;
+constexpr int kLastBlockSlot = dense_trace::kSlotLastBlock, kStoredSlot = dense_trace::kSlotPieceStored,
+              kQReadySlot = dense_trace::kSlotPieceQReady, kExitSlot = dense_trace::kSlotExit;
+constexpr int kEpilogueSlot = dense_trace::kSlotEpilogue, kEpilogueSlots = dense_trace::kEpilogueSlots;
 const char* const kEpilogueNames[kEpilogueSlots] = {"C0 loop done", "C1 loop done", "C0 rows staged",
                                                     "C0 staged",    "C1 staged",    "C1 copies issued",
                                                     "C0 stored",    "C1 stored"};
-constexpr int kFirstIssuedSlot = 43, kProducerPieceSlot = 44, kConsumerPieceSlot = 62, kProducerStartSlot = 64,
-              kPageReadSlot = 65, kSecondIssuedSlot = 66, kQIssuedSlot = 67, kNextPieceIssuedSlot = 68,
-              kStagedReadSlot = 69, kNextQIssuedSlot = 70, kNextQLandedSlot = 71;
+constexpr int kFirstIssuedSlot = dense_trace::kSlotFirstIssued, kProducerPieceSlot = dense_trace::kSlotProducerPiece,
+              kConsumerPieceSlot = dense_trace::kSlotConsumerPiece, kProducerStartSlot = dense_trace::kSlotProducerStart,
+              kPageReadSlot = dense_trace::kSlotPageRead, kSecondIssuedSlot = dense_trace::kSlotSecondIssued,
+              kQIssuedSlot = dense_trace::kSlotQIssued, kNextPieceIssuedSlot = dense_trace::kSlotNextPieceIssued,
+              kStagedReadSlot = dense_trace::kSlotStagedRead, kNextQIssuedSlot = dense_trace::kSlotNextQIssued,
+              kNextQLandedSlot = dense_trace::kSlotNextQLanded;
 // The seesaw (16-bit caches) stamps per pair: 0 begin, 1 its stage's first group landed, 12 its RoPE group,
 // 11 its last group, 2 S masked, 4 exp, 7 own max and P published, 8 its own block's P·V done, 9 the other
 // block's P·V done, 10 the other consumer's max read.

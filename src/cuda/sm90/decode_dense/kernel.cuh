@@ -62,6 +62,7 @@
 #include "cuda/cuda_check.hpp"
 #include "cuda/sm90/decode_common.cuh"
 #include "cuda/sm90/decode_dense/config.hpp"
+#include "cuda/sm90/decode_dense/trace_layout.hpp"
 #include "cuda/sm90/launch.hpp"
 #include "ptx/barrier.hpp"
 #include "ptx/compiler.hpp"
@@ -77,23 +78,18 @@
 namespace flash_mla::sm90::dense {
 
 // Phase timestamps of every CTA for timeline studies, compiled in only with -DFLASH_MLA_TRACE (never
-// in a release build): slot 0 kernel entry, 1 first Q tile ready, 2 + j consumer 0 has block j's K
-// (j < 40; 42 the latest block past that; in the seesaw, a pair's block a once consumer 0 has issued
-// its Q·Kᵀ and block b once it takes b's running max), 45 + i piece i stored (i < 8; 53 the latest past that),
-// 54 + i piece i's Q tile ready (i < 8; 61 the latest past that), 63 exit; %globaltimer nanoseconds,
-// written by consumer 0's thread 0 (cli/phase_timeline.cpp reads them). The TMA producer's lane 0
-// writes 64 (its start), 44 (its first piece read from the schedule), 65 (its first block's first page
-// read from the block table), 43 (its first block's copies issued) and 66 (its second block's copies
-// issued) and 68 (the copies of its second piece's first block issued); consumer 0's thread 0 writes 62
-// (its first piece read, before the Q tile's loads) and 67 (the first Q tile's loads issued, before the
-// wait), and at the last piece change 69 (the staged rows read), 70 (the Q tile's loads issued) and 71
-// (its own Q loads landed). The first piece's epilogue: 72 / 73 consumer 0's / 1's thread 0 back from the
-// block loop, and in store_final_staged 74 consumer 0's rows written, 75 / 76 consumer 0's / 1's staging
-// barrier passed, 77 consumer 1's bulk copies issued; in store_output 78 / 79 consumer 0's / 1's stores
-// issued.
+// in a release build): %globaltimer nanoseconds in the slots of trace_layout.hpp (cli/phase_timeline.cpp
+// reads them). Consumer 0's thread 0 writes the entry, the first Q tile ready, each block as it has its K
+// (in the seesaw, a pair's block a once consumer 0 has issued its Q·Kᵀ and block b once it takes b's
+// running max), each piece stored and its Q tile ready, the exit, its first piece read (before the Q
+// tile's loads), the first Q tile's loads issued (before the wait) and at the last piece change the staged
+// rows read, the Q tile's loads issued and its own Q loads landed. The TMA producer's lane 0 writes its
+// start, its first piece read from the schedule, its first block's first page read from the block table,
+// its first and second blocks' copies issued and its second piece's first block's copies issued. The first
+// piece's epilogue: each consumer's thread 0 back from the block loop, and in store_final_staged consumer 0's
+// rows written, each consumer's staging barrier passed and consumer 1's bulk copies issued; in store_output
+// and store_partial_staged each consumer's stores issued.
 #if defined(FLASH_MLA_TRACE)
-inline constexpr int kTraceSlots = 80;
-inline constexpr int kTraceCtas = 4096;
 static __device__ unsigned long long g_trace[kTraceCtas][kTraceSlots];
 // once: keep the slot's first stamp of the call (flash-mla-phases zeroes the slots before it).
 __device__ __forceinline__ void trace(int slot, bool once = false) {
@@ -117,9 +113,6 @@ __device__ __forceinline__ void trace(int slot, bool once = false) {
 // Consumer phase timestamps (clock64, SM cycles): [cta][warpgroup][iteration][event], where an
 // iteration is a block of the CTA, and the events are the hand-off points marked with
 // FLASH_MLA_PHASE_AT in consumer_piece. Thread 0 of each consumer writes; cli/phase_timeline.cpp reads.
-inline constexpr int kPhaseCtas = 264;
-inline constexpr int kPhaseIters = 24;
-inline constexpr int kPhaseEvents = 16;
 static __device__ long long g_phase[kPhaseCtas][2][kPhaseIters][kPhaseEvents];
 __device__ __forceinline__ void phase(int wg, int iter, int event) {
   const int cta = (blockIdx.z * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x;
@@ -165,10 +158,10 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, 
                            gr < p.rows ? 16 : 0);
   }
   ptx::cp_async_commit();
-  FLASH_MLA_TRACE_FIRST_IF(thread == 0, 67);  // the first piece's, as the other prologue stamps
-  FLASH_MLA_TRACE_IF(thread == 0, 70);        // the last piece's
+  FLASH_MLA_TRACE_FIRST_IF(thread == 0, kSlotQIssued);  // the first piece's, as the other prologue stamps
+  FLASH_MLA_TRACE_IF(thread == 0, kSlotNextQIssued);        // the last piece's
   ptx::cp_async_wait<0>();
-  FLASH_MLA_TRACE_IF(thread == 0, 71);
+  FLASH_MLA_TRACE_IF(thread == 0, kSlotNextQLanded);
 }
 
 // The head and token coordinates of this CTA's 64-row tile in a row-tile tensor map (launch.cu,
@@ -238,7 +231,7 @@ __device__ __forceinline__ void store_output(const DecodeParams& p, const Piece&
       if (write_lse) p.lse_accum[dst.lse] = res.empty ? -INFINITY : res.lse;
     }
   }
-  FLASH_MLA_TRACE_FIRST_IF(threadIdx.x % kWarpgroupThreads == 0, 78 + half);
+  FLASH_MLA_TRACE_FIRST_IF(threadIdx.x % kWarpgroupThreads == 0, kSlotStoresIssued + half);
 }
 
 // store_output for a final output (n_splits == 1) through shared memory (config.hpp, kStagedRowBytes):
@@ -271,10 +264,10 @@ __device__ __forceinline__ void store_final_staged(const DecodeParams& p, const 
       const int gr = m0 + rp.row[k];
       if (write_lse && gr < p.rows) p.lse[row_slot(p, pc, gr).lse] = res.empty ? INFINITY : res.lse;
     }
-    FLASH_MLA_TRACE_FIRST_IF(thread == 0 && half == 0, 74);
+    FLASH_MLA_TRACE_FIRST_IF(thread == 0 && half == 0, kSlotRowsStaged);
     ptx::fence_proxy_async_shared();
     ptx::named_barrier_sync(kStaged + half, kWarpgroupThreads);
-    FLASH_MLA_TRACE_FIRST_IF(thread == 0, 75 + half);
+    FLASH_MLA_TRACE_FIRST_IF(thread == 0, kSlotStaged + half);
     if (thread == 0) {
       const TileOrigin at = tile_origin(p);
 #pragma unroll
@@ -284,7 +277,7 @@ __device__ __forceinline__ void store_final_staged(const DecodeParams& p, const 
       }
       ptx::bulk_commit_group();
     }
-    FLASH_MLA_TRACE_FIRST_IF(thread == 0 && half == 1, 77);
+    FLASH_MLA_TRACE_FIRST_IF(thread == 0 && half == 1, kSlotCopiesIssued);
     return;
   }
   char* staged = reinterpret_cast<char*>(&s.q[0]) + half * kBlockM * kStagedRowBytes;
@@ -300,10 +293,10 @@ __device__ __forceinline__ void store_final_staged(const DecodeParams& p, const 
     const int gr = m0 + rp.row[k];
     if (write_lse && gr < p.rows) p.lse[row_slot(p, pc, gr).lse] = res.empty ? INFINITY : res.lse;
   }
-  FLASH_MLA_TRACE_FIRST_IF(thread == 0 && half == 0, 74);
+  FLASH_MLA_TRACE_FIRST_IF(thread == 0 && half == 0, kSlotRowsStaged);
   ptx::fence_proxy_async_shared();
   ptx::named_barrier_sync(kStaged + half, kWarpgroupThreads);
-  FLASH_MLA_TRACE_FIRST_IF(thread == 0, 75 + half);
+  FLASH_MLA_TRACE_FIRST_IF(thread == 0, kSlotStaged + half);
   if (thread < 32) {
     for (int r = thread; r < kBlockM; r += 32) {
       const int gr = m0 + r;
@@ -313,7 +306,7 @@ __device__ __forceinline__ void store_final_staged(const DecodeParams& p, const 
     }
     ptx::bulk_commit_group();
   }
-  FLASH_MLA_TRACE_FIRST_IF(thread == 0 && half == 1, 77);
+  FLASH_MLA_TRACE_FIRST_IF(thread == 0 && half == 1, kSlotCopiesIssued);
 }
 
 // store_output for a split piece's partial (fp32, TensorMaps::accum) through the Q tile, in two rounds of
@@ -373,7 +366,7 @@ __device__ __forceinline__ void store_partial_staged(const DecodeParams& p, cons
     ptx::bulk_wait_group<0>();
     ptx::fence_proxy_async_global();
   }
-  FLASH_MLA_TRACE_FIRST_IF(thread == 0, 78 + half);
+  FLASH_MLA_TRACE_FIRST_IF(thread == 0, kSlotStoresIssued + half);
 }
 
 // Pulls the query rows of this CTA's tile of sequence `req` into L2, one bulk prefetch per row (lanes
@@ -747,7 +740,7 @@ __device__ __forceinline__ void consumer_piece(const DecodeParams& p, SharedStor
       FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 0);
       ptx::mbarrier_wait(&s.k_full[stage], slot.parity);
       FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 1);
-      FLASH_MLA_TRACE_AT(2 + min(static_cast<int>(it), 40));
+      FLASH_MLA_TRACE_AT(kSlotBlock + min(static_cast<int>(it), kTraceBlocks));
       float sc[32], row_max[2], m_use[2], alpha[2];
       score_block<T>(sc, row_max, s, stage, blk, rp, limit, scale_log2);
       FLASH_MLA_PHASE_AT(0, static_cast<int>(it), 2);
@@ -879,7 +872,7 @@ __device__ __forceinline__ void consumer_piece_seesaw(const DecodeParams& p, Sha
       if (!lead) ptx::named_barrier_sync(kSeesawOrder, kConsumerThreads);
       qk_issue_grouped<T>(sc, s, mine, lead ? parity_a : parity_b, pair, thread);
       // Trace builds: block a's slot once consumer 0 has issued its Q·Kᵀ (its K landed), block b's below.
-      if (lead) FLASH_MLA_TRACE_AT(2 + min(static_cast<int>(it) - (has_b ? 2 : 1), 40));
+      if (lead) FLASH_MLA_TRACE_AT(kSlotBlock + min(static_cast<int>(it) - (has_b ? 2 : 1), kTraceBlocks));
       if (lead && has_b) ptx::named_barrier_arrive(kSeesawOrder, kConsumerThreads);
       qk_finish(sc, row_max, lead ? blk : blk + 1, rp, limit, scale_log2);
       FLASH_MLA_PHASE_AT(warpgroup, pair, 2);
@@ -921,7 +914,7 @@ __device__ __forceinline__ void consumer_piece_seesaw(const DecodeParams& p, Sha
       ptx::mbarrier_arrive(&s.g_free[0][kGroupVL]);
       if (has_b) {
         ptx::named_barrier_sync(kSeesawB, kConsumerThreads);
-        FLASH_MLA_TRACE_AT(2 + min(static_cast<int>(it) - 1, 40));  // consumer 0 reaches block b
+        FLASH_MLA_TRACE_AT(kSlotBlock + min(static_cast<int>(it) - 1, kTraceBlocks));  // consumer 0 reaches block b
         float alpha_b[2];
         adopt_max(m, s.m_pub[1], rp, alpha_b);
         l[0] *= alpha_b[0];
@@ -1304,7 +1297,7 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
   const int warp = thread / 32, lane = thread % 32;
   if (warp != 0) return;
   if (lane == 0) ptx::tma_prefetch_descriptor(&k_map);
-  FLASH_MLA_TRACE_IF(lane == 0, 64);
+  FLASH_MLA_TRACE_IF(lane == 0, kSlotProducerStart);
   // The cache is read once per call: evict-first keeps it from displacing what is reused in L2
   // (measured on an H200: 0-2 % faster on b=128 rows, 2-5.5 % on small batches; docs/PERFORMANCE.md).
   const uint64_t policy = ptx::l2_policy_evict_first();
@@ -1316,7 +1309,7 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
     // share the memory system with the second ones and land late (~5-7 us after entry, session 8).
     // With one row tile, the second block waits for the first to land, so the consumers start one
     // block earlier. With two or more, the waits cost more than they saved (docs/PERFORMANCE.md).
-    FLASH_MLA_TRACE_IF(it == 0 && lane == 0, 44);
+    FLASH_MLA_TRACE_IF(it == 0 && lane == 0, kSlotProducerPiece);
     // Lane j reads copy j's table entry before the stage's wait, to hide its latency behind the wait. Session 35
     // measured the read as ~1000 cycles after the wait in the narrow kernel's stamps; here the step was not stamped,
     // and b=128 bf16 rows of 16-64 query rows ran 1.3-4.2 % faster (1 pass).
@@ -1327,16 +1320,16 @@ __device__ __forceinline__ void tma_producer(const DecodeParams& p, SharedStorag
     __syncwarp();
     if (lane < copies) {
       // The compare makes the stamp wait for the page's load (no page index is INT_MIN).
-      FLASH_MLA_TRACE_IF(it == 0 && lane == 0 && cp.page != INT_MIN, 65);
+      FLASH_MLA_TRACE_IF(it == 0 && lane == 0 && cp.page != INT_MIN, kSlotPageRead);
 #pragma unroll
       for (int c = 0; c < kQKSubTiles; ++c) {
         ptx::tma_load_4d(reinterpret_cast<char*>(&s.k[slot.stage][c]) + cp.row * 128, &k_map, &s.k_full[slot.stage],
                          c * kSubTileCols, blockIdx.y, cp.token_in_page, cp.page, policy);
       }
     }
-    FLASH_MLA_TRACE_IF(it == 0 && lane == 0, 43);
-    FLASH_MLA_TRACE_IF(it == 1 && lane == 0, 66);
-    FLASH_MLA_TRACE_FIRST_IF(it > 0 && blk == pc.first_block() && lane == 0, 68);
+    FLASH_MLA_TRACE_IF(it == 0 && lane == 0, kSlotFirstIssued);
+    FLASH_MLA_TRACE_IF(it == 1 && lane == 0, kSlotSecondIssued);
+    FLASH_MLA_TRACE_FIRST_IF(it > 0 && blk == pc.first_block() && lane == 0, kSlotNextPieceIssued);
   });
 }
 
@@ -1356,7 +1349,7 @@ __device__ __forceinline__ void tma_producer_grouped(const DecodeParams& p, Shar
     if (((blk - pc.first_block()) & 1) != stage) return;
     const uint32_t parity = uses++ & 1;
     const int copies = pages.copies(pc.seqlen - blk * kBlockN);
-    FLASH_MLA_TRACE_IF(it == 0 && lane == 0, 44);
+    FLASH_MLA_TRACE_IF(it == 0 && lane == 0, kSlotProducerPiece);
     const BlockPages::Copy cp = pages.copy(table, blk, lane, copies);
 #pragma unroll 1
     for (int i = 0; i < kGroups; ++i) {
@@ -1376,9 +1369,9 @@ __device__ __forceinline__ void tma_producer_grouped(const DecodeParams& p, Shar
         }
       }
     }
-    FLASH_MLA_TRACE_IF(it == 0 && lane == 0, 43);
-    FLASH_MLA_TRACE_IF(it == 1 && lane == 0, 66);
-    FLASH_MLA_TRACE_FIRST_IF(it > 0 && blk == pc.first_block() && lane == 0, 68);
+    FLASH_MLA_TRACE_IF(it == 0 && lane == 0, kSlotFirstIssued);
+    FLASH_MLA_TRACE_IF(it == 1 && lane == 0, kSlotSecondIssued);
+    FLASH_MLA_TRACE_FIRST_IF(it > 0 && blk == pc.first_block() && lane == 0, kSlotNextPieceIssued);
   });
 }
 
@@ -1402,7 +1395,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // b=128 4096 h128 s1, 26 % more than the serial schedule).
   const int warpgroup = __shfl_sync(0xffffffffu, static_cast<int>(threadIdx.x) / kWarpgroupThreads, 0);
   const int thread = threadIdx.x % kWarpgroupThreads;
-  FLASH_MLA_TRACE_AT(0);
+  FLASH_MLA_TRACE_AT(kSlotEntry);
   if (threadIdx.x == 0) {
     // Full barriers: TMA, the producer's one arrival (with the bytes); a gather or FP8 producer,
     // every producer thread's. Raw barriers (FP8 copies): warp 0's one arrival each, with the bytes.
@@ -1476,18 +1469,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (staged) {
       if (thread < 32) ptx::bulk_wait_group_read<0>();
       ptx::named_barrier_sync(kStagedRead, kConsumerThreads);
-      FLASH_MLA_TRACE_AT(69);
+      FLASH_MLA_TRACE_AT(kSlotStagedRead);
       staged = false;
     }
     bool q_prescaled = false;  // per-tensor FP8 with a bf16 q: each row's prescale is in s.q_row_scale
-    if (it == 0) FLASH_MLA_TRACE_AT(62);
+    if (it == 0) FLASH_MLA_TRACE_AT(kSlotConsumerPiece);
     if (pc.end_block() > pc.first_block()) {
       if (q_by_tma) {
         if (threadIdx.x == 0) load_q_tma(p, s, maps.q, pc.req);
-        FLASH_MLA_TRACE_FIRST_IF(threadIdx.x == 0, 67);
-        FLASH_MLA_TRACE_AT(70);
+        FLASH_MLA_TRACE_FIRST_IF(threadIdx.x == 0, kSlotQIssued);
+        FLASH_MLA_TRACE_AT(kSlotNextQIssued);
         ptx::mbarrier_wait(&s.q_full, q_loads++ & 1);
-        FLASH_MLA_TRACE_AT(71);
+        FLASH_MLA_TRACE_AT(kSlotNextQLanded);
       } else if (kF16Tiles<kFormat> && p.q_dtype == DType::kFP8E4M3) {
         load_q_e4m3(p, s, pc.req, threadIdx.x);
       } else {
@@ -1501,8 +1494,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     ptx::fence_proxy_async_shared();
     ptx::named_barrier_sync(kQReady, kConsumerThreads);
-    if (it == 0) FLASH_MLA_TRACE_AT(1);
-    FLASH_MLA_TRACE_AT(54 + min(piece_index, 7));
+    if (it == 0) FLASH_MLA_TRACE_AT(kSlotQReady);
+    FLASH_MLA_TRACE_AT(kSlotPieceQReady + min(piece_index, kTracePieces - 1));
     if (warpgroup == 1 && thread < 32 && pc.next_req >= 0) prefetch_q(p, pc.next_req, thread);
 
     float o[128];
@@ -1526,7 +1519,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     } else {
       consumer_piece<MmaT>(p, s, pc, warpgroup, thread, rp, row_scale, it, o, m, l);
     }
-    FLASH_MLA_TRACE_FIRST_IF(thread == 0, 72 + warpgroup);
+    FLASH_MLA_TRACE_FIRST_IF(thread == 0, kSlotLoopDone + warpgroup);
     if (pc.n_splits == 1 && stage_out) {
       store_final_staged<T>(p, pc, s, rp, warpgroup, thread, o, m, l, warpgroup == 0 && rp.col == 0, out_scale,
                             maps.out_by_tma ? &maps.out : nullptr);
@@ -1546,10 +1539,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (threadIdx.x == 0) release_piece(p, pc);
       }
     }
-    FLASH_MLA_TRACE_AT(45 + min(piece_index++, 8));
+    FLASH_MLA_TRACE_AT(kSlotPieceStored + min(piece_index++, kTracePieces));
   });
   if (staged && thread < 32) ptx::bulk_wait_group_read<0>();  // the staged rows stay until read
-  FLASH_MLA_TRACE_AT(63);
+  FLASH_MLA_TRACE_AT(kSlotExit);
 }
 
 }  // namespace flash_mla::sm90::dense
