@@ -37,6 +37,7 @@ from pathlib import Path
 from bench_table import geomean, table_rows
 
 HEAD_DIM, DV = 576, 512
+FP8_WITH_SCALE_ROW_BYTES = 656  # 512 e4m3, 4 float32 scales, 64 bf16 RoPE values (SPEC.md, "FP8 KV cache")
 WARMUP_MS, REPLAY_BUDGET_MS, MIN_REPLAYS, MAX_REPLAYS = 50.0, 200.0, 20, 1000
 CALLS_PER_GRAPH, MAX_COPIES = 10, 64
 DEVICE = "cuda"
@@ -64,11 +65,15 @@ def parse_args():
     return ap.parse_args()
 
 
-def bytes_and_flops(w, elem):
-    """PERF.md's counting: bytes read and written, FLOPs."""
+def bytes_and_flops(w, kv):
+    """PERF.md's counting, as flash-mla-bench's (testing::Workload::bytes): bytes read and written (a cached token's
+    row: 2 bytes a channel dense, 1 per tensor, 656 with scale; q: 1 byte an element when e4m3, else 2; out: bf16),
+    FLOPs."""
     tokens = sum(w["seqlens"])
     rows = w["batch"] * w["s_q"] * w["h_q"]
-    nbytes = (tokens * w["h_kv"] * HEAD_DIM + rows * HEAD_DIM + rows * DV) * elem
+    row_bytes = {"dense": 2 * HEAD_DIM, "fp8": FP8_WITH_SCALE_ROW_BYTES}.get(kv, HEAD_DIM)
+    q_elem = 1 if kv == "fp8-tensor-fp8q" else 2
+    nbytes = tokens * w["h_kv"] * row_bytes + rows * HEAD_DIM * q_elem + rows * DV * 2
     flops = 2.0 * w["s_q"] * w["h_q"] * (HEAD_DIM + DV) * tokens
     return nbytes, flops
 
@@ -289,8 +294,7 @@ def time_row(torch, impls, w, kv, replays, l2_bytes, sequential):
     alike. Sequential: each implementation's own warm-up and rounds in turn, as flash-mla-bench does and session 36's
     calls 1-8 did (the first one timed on a heavy row after a light one ran 7-11 % slow). Returns {name: (µs, GB/s,
     TFLOP/s, max err)} and {name: error message}."""
-    elem = 1 if kv.startswith("fp8") else 2
-    per_call, flops = bytes_and_flops(w, elem)
+    per_call, flops = bytes_and_flops(w, kv)
     copies = min(max(math.ceil(4.0 * l2_bytes / max(per_call, 1.0)), 1), MAX_COPIES)
     gen = torch.Generator(device=DEVICE)
     gen.manual_seed(1)
