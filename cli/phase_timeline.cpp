@@ -19,8 +19,10 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -57,8 +59,9 @@ const char* const kEpilogueNames[kEpilogueSlots] = {"C0 loop done", "C1 loop don
                                                     "C0 staged",    "C1 staged",    "C1 copies issued",
                                                     "C0 stored",    "C1 stored"};
 constexpr int kFirstIssuedSlot = dense_trace::kSlotFirstIssued, kProducerPieceSlot = dense_trace::kSlotProducerPiece,
-              kConsumerPieceSlot = dense_trace::kSlotConsumerPiece, kProducerStartSlot = dense_trace::kSlotProducerStart,
-              kPageReadSlot = dense_trace::kSlotPageRead, kSecondIssuedSlot = dense_trace::kSlotSecondIssued,
+              kConsumerPieceSlot = dense_trace::kSlotConsumerPiece,
+              kProducerStartSlot = dense_trace::kSlotProducerStart, kPageReadSlot = dense_trace::kSlotPageRead,
+              kSecondIssuedSlot = dense_trace::kSlotSecondIssued,
               kQIssuedSlot = dense_trace::kSlotQIssued, kNextPieceIssuedSlot = dense_trace::kSlotNextPieceIssued,
               kStagedReadSlot = dense_trace::kSlotStagedRead, kNextQIssuedSlot = dense_trace::kSlotNextQIssued,
               kNextQLandedSlot = dense_trace::kSlotNextQLanded;
@@ -162,34 +165,46 @@ struct PreparedCall {
   }
 };
 
-// With FLASH_MLA_PHASES_DUMP=DIR, one line per CTA into DIR/NAME.tsv (NAME with spaces and tildes as '_'): its
-// part's pieces and blocks (from the metadata rows, one query-row tile and one KV head assumed: CTA = part), then
-// its trace stamps in microseconds after the first CTA's entry (0 where not stamped): entry, first block, last
-// block, last piece stored, exit. For studies of how a schedule's parts end (the ragged rows).
+// The dense kernel's per-CTA trace of the last launch (kernel.cuh's g_trace) for the grid's first `ctas` CTAs (at
+// most kTraceCtas), and the earliest entry among them (~0 when none entered).
+struct CtaTrace {
+  std::vector<unsigned long long> t;
+  int ctas;
+  unsigned long long first = ~0ull;
+  explicit CtaTrace(int grid_ctas)
+      : t(static_cast<size_t>(kTraceCtas) * kTraceSlots), ctas(std::min(grid_ctas, kTraceCtas)) {
+    check(cudaMemcpy(t.data(), sm90::dense::g_trace_buffer, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost),
+          "cudaMemcpy");
+    for (int cta = 0; cta < ctas; ++cta) {
+      if (at(cta, 0) != 0) first = std::min(first, at(cta, 0));
+    }
+  }
+  unsigned long long at(int cta, int slot) const { return t[static_cast<size_t>(cta) * kTraceSlots + slot]; }
+};
+
+// With FLASH_MLA_PHASES_DUMP=DIR (not empty), one line per CTA into DIR/NAME.tsv (NAME with spaces and tildes as
+// '_'): its part (the grid is query-row tiles x KV heads x parts, the trace's CTA index x fastest), the part's pieces
+// and blocks (from its metadata row, as for_each_piece reads it for schedules of this run), then the CTA's trace
+// stamps in microseconds after the first CTA's entry (-1 where not stamped): entry, first block, last block, last
+// piece stored, exit. For studies of how a schedule's parts end (the ragged rows).
 void dump_ctas(const char* name, const PreparedCall& call, const std::vector<int32_t>& seqlens, int ctas) {
   const char* dir = std::getenv("FLASH_MLA_PHASES_DUMP");
-  if (dir == nullptr) return;
-  std::string file = std::string(dir) + "/" + name + ".tsv";
-  for (auto it = file.begin() + static_cast<std::ptrdiff_t>(std::string(dir).size()) + 1; it != file.end(); ++it) {
-    if (*it == ' ' || *it == '~') *it = '_';
-  }
+  if (dir == nullptr || *dir == '\0') return;
+  std::string base = name;
+  std::replace_if(base.begin(), base.end(), [](char c) { return c == ' ' || c == '~' || c == '/'; }, '_');
+  const std::string file = std::string(dir) + "/" + base + ".tsv";
   std::vector<int32_t> meta(static_cast<size_t>(call.parts) * kMetadataWords);
   check(cudaMemcpy(meta.data(), call.b.metadata, meta.size() * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
-  std::vector<unsigned long long> t(static_cast<size_t>(kTraceCtas) * kTraceSlots);
-  check(cudaMemcpy(t.data(), sm90::dense::g_trace_buffer, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost),
-        "cudaMemcpy");
-  ctas = std::min(ctas, kTraceCtas);
-  auto at = [&](int cta, int slot) { return t[static_cast<size_t>(cta) * kTraceSlots + slot]; };
-  unsigned long long first = ~0ull;
-  for (int cta = 0; cta < ctas; ++cta) {
-    if (at(cta, 0) != 0) first = std::min(first, at(cta, 0));
-  }
+  const int per_part = std::max(1, ctas / std::max(call.parts, 1));  // row tiles x KV heads
+  const CtaTrace trace(ctas);
+  auto at = [&](int cta, int slot) { return trace.at(cta, slot); };
   FILE* f = std::fopen(file.c_str(), "w");
-  if (f == nullptr) throw std::runtime_error("cannot write " + file);
-  std::fprintf(f, "cta\tpieces\tblocks\tentry\tfirst_block\tlast_block\tstored\texit\n");
-  auto us = [&](unsigned long long ns) { return ns == 0 ? 0.0 : static_cast<double>(ns - first) * 1e-3; };
-  for (int cta = 0; cta < ctas && cta < call.parts; ++cta) {
-    const int32_t* row = meta.data() + static_cast<size_t>(cta) * kMetadataWords;
+  if (f == nullptr) throw std::runtime_error("cannot write " + file + ": " + std::strerror(errno));
+  std::fprintf(f, "cta\tpart\tpieces\tblocks\tentry\tfirst_block\tlast_block\tstored\texit\n");
+  auto us = [&](unsigned long long ns) { return ns == 0 ? -1.0 : static_cast<double>(ns - trace.first) * 1e-3; };
+  for (int cta = 0; cta < trace.ctas && cta / per_part < call.parts; ++cta) {
+    const int part = cta / per_part;
+    const int32_t* row = meta.data() + static_cast<size_t>(part) * kMetadataWords;
     int pieces = 0;
     long long blocks = 0;
     for (int r = row[0]; r <= row[2] && r < static_cast<int>(seqlens.size()); ++r) {
@@ -202,26 +217,23 @@ void dump_ctas(const char* name, const PreparedCall& call, const std::vector<int
     const unsigned long long last_k = at(cta, kLastBlockSlot) != 0 ? at(cta, kLastBlockSlot) : at(cta, 2 + j);
     unsigned long long stored = 0;
     for (int i = 0; i <= kTracePieces; ++i) stored = std::max(stored, at(cta, kStoredSlot + i));
-    std::fprintf(f, "%d\t%d\t%lld\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\n", cta, pieces, blocks, us(at(cta, 0)),
+    std::fprintf(f, "%d\t%d\t%d\t%lld\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\n", cta, part, pieces, blocks, us(at(cta, 0)),
                  us(at(cta, 2)), us(last_k), us(stored), us(at(cta, kExitSlot)));
   }
-  std::fclose(f);
+  if (std::fclose(f) != 0) throw std::runtime_error("cannot write " + file + ": " + std::strerror(errno));
 }
 
 // One call's per-CTA timeline from the trace slots (all CTAs of the grid up to kTraceCtas).
-void print_cta_timeline(int ctas) {
-  std::vector<unsigned long long> t(static_cast<size_t>(kTraceCtas) * kTraceSlots);
-  check(cudaMemcpy(t.data(), sm90::dense::g_trace_buffer, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost),
-        "cudaMemcpy");
-  ctas = std::min(ctas, kTraceCtas);
-  auto at = [&](int cta, int slot) { return t[static_cast<size_t>(cta) * kTraceSlots + slot]; };
-  unsigned long long first = ~0ull, last = 0;
-  for (int cta = 0; cta < ctas; ++cta) {
-    if (at(cta, 0) == 0) continue;
-    first = std::min(first, at(cta, 0));
-    last = std::max(last, at(cta, kExitSlot));
-  }
+void print_cta_timeline(int grid_ctas) {
+  const CtaTrace trace(grid_ctas);
+  const int ctas = trace.ctas;
+  const unsigned long long first = trace.first;
+  auto at = [&](int cta, int slot) { return trace.at(cta, slot); };
   if (first == ~0ull) return;
+  unsigned long long last = 0;
+  for (int cta = 0; cta < ctas; ++cta) {
+    if (at(cta, 0) != 0) last = std::max(last, at(cta, kExitSlot));
+  }
   auto us = [&](unsigned long long ns) { return static_cast<double>(ns - first) * 1e-3; };
   std::vector<double> entry, q_ready, first_k, last_k, stored, exit, interval, change, tail, consumer_piece_read,
       producer_piece_read, issued, producer_start, page_read, second_issued, q_issued, epilogue, restart, across,

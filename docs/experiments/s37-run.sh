@@ -2,9 +2,10 @@
 # Session 37's device calls (run from the repository root; binaries and libraries in scratch/, carried with
 # `carry: ["scratch"]`; OUT=$OUT there). Usage: s37-run.sh STEP. Results: PERFORMANCE.md's session 37 entry.
 # scratch/ as s36-run.sh fetch leaves it, plus the builds named below: s37tr-flash-mla-phases (a -DFLASH_MLA_TRACE=ON
-# build of ecfa226's flash-mla-phases), pad-, rel- and box-* (s37-pad-skip, s37-deferred-release and
-# s37-accum-box-rows.patch on a0de8d3, built in /tmp/n), ser- and see-flash-mla-bench (two-line wrappers of
-# cur-flash-mla-bench that export FLASH_MLA_SM90_SCHEDULE=serial / seesaw).
+# build of a0de8d3 with ecfa226's flash-mla-phases; from call 2 on, its dump names with '_' for '~'), pad-, rel- and
+# box-* (s37-pad-skip, s37-deferred-release and s37-accum-box-rows.patch on a0de8d3, built in /tmp/n), ser- and
+# see-flash-mla-bench (two-line wrappers of cur-flash-mla-bench that export FLASH_MLA_SM90_SCHEDULE=serial /
+# seesaw). Later builds of flash-mla-phases add a part column to the dumps (s37_dump_fit.py reads both).
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
@@ -30,7 +31,8 @@ case ${1:-} in
     OUT=$OUT bash docs/experiments/s36-run.sh next 2>&1 | tail -60
     ;;
   call2)
-    # (1) call1's ragged dumps again (their names had a '~', which the device tool does not copy back).
+    # (1) call1's ragged dumps again (their names had a '~', which the device tool does not copy back; the phases build
+    # here replaces it, but these files then fell to the tool's 8-file limit: call3 archives them).
     mkdir -p "$OUT/dump"
     FLASH_MLA_PHASES_DUMP=$OUT/dump timeout 120 scratch/s37tr-flash-mla-phases "ragged" >"$OUT/phases.txt" 2>&1 || true
     grep -E "us/call|last block" "$OUT/phases.txt" || true
@@ -121,48 +123,51 @@ case ${1:-} in
     ab_names ab-small 1 110 "--grid small --only h_q=16 --check-rows 8 --quiet --no-ceilings" cur box
     ;;
   next)
-    # (next session, ~7 min; carry ["scratch"], `s36-run.sh fetch` here first if scratch/ is gone) Is the hot card's
+    # (next session, ~4 min; carry ["scratch"], `s36-run.sh fetch` here first if scratch/ is gone) Is the hot card's
     # loss on the memory-bound rows HBM's (shared by every implementation) or the SM clock's (ours more: the
-    # consumer chain)? b=128 16384 h16 s1 in flash-mla-bench with its ceilings and 1000 graph replays (~5 s of
+    # consumer chain)? b=128 16384 h16 s1 in flash-mla-bench (its ceilings first, then 1000 graph replays, ~5 s of
     # timing) on a cool card; then the three implementations over FlashMLA's grid (about a minute: the card as late
-    # in session 37's call 1, and another same-run standing); then the same flash-mla-bench run, and the script on the
-    # row with all three. nvidia-smi samples every 100 ms throughout; everything in one archive, clk.tgz.
-    # Predicted (session 37: 537 us cool, 609 late in the grid run): hot ~590-610 us; the copy ceiling within 2 % of
-    # the cool one and the SM clock lower (if so, the chain is the lever).
+    # in session 37's call 1, and another same-run standing); then the same flash-mla-bench run (its ceilings ~1 s
+    # after the grid; its timing after ~2.4 GB of inputs are made on the CPU, the GPU idle meanwhile) and the script
+    # on the row with all three. nvidia-smi (GPU 0) samples every 100 ms throughout; everything in one archive,
+    # clk.tgz, made before the analysis. Predicted (session 37: 537 us cool, 609 late in the grid run): hot ~590-610
+    # us; the copy ceiling within 2 % of the cool one and the SM clock lower (if so, the chain is the lever).
     unpack_fa3_here
     py=$(python3 -c "import sys; print(sys.executable)")
-    "$py" -m pip install -q --no-index --find-links scratch/wheels "scikit-build-core>=0.10" pytest
+    "$py" -m pip install -q --no-index --find-links scratch/wheels "scikit-build-core>=0.10" || echo "wheels: exit $?"
     export CUDACXX=/usr/local/cuda/bin/nvcc PATH=/usr/local/cuda/bin:$PATH
-    "$py" -m pip install -q --no-build-isolation --no-index --no-deps . >"$OUT/pip-install.txt" 2>&1 ||
-      tail "$OUT/pip-install.txt"
     clk=$OUT/clk
     mkdir -p "$clk"
+    "$py" -m pip install -q --no-build-isolation --no-index --no-deps . >"$clk/pip-install.txt" 2>&1 ||
+      tail "$clk/pip-install.txt"
     query=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active
-    nvidia-smi --query-gpu=$query --format=csv,noheader,nounits -lms 100 >"$clk/smi.csv" 2>&1 &
+    nvidia-smi -i 0 --query-gpu=$query --format=csv,noheader,nounits -lms 100 >"$clk/smi.csv" 2>"$clk/smi.err" &
     smi=$!
     row="seqlen=16384 h_q=16 s_q=1"
     mark() { echo "$(date +'%Y/%m/%d %H:%M:%S.%N') $1" >>"$clk/marks.txt"; }
     one_row() {  # flash-mla-bench on the row: ceilings first, then ~5 s of replays
-      timeout 90 scratch/cur-flash-mla-bench --grid flashmla --only "$row" --iters 1000 --check-rows 8 --quiet \
+      timeout 60 scratch/cur-flash-mla-bench --grid flashmla --only "$row" --iters 1000 --check-rows 8 --quiet \
         >"$clk/$1.txt" 2>&1 || true
       grep -E "ceilings|seqlen" "$clk/$1.txt" || true
     }
     mark cool
     one_row cool
     mark heat
-    timeout 260 "$py" scripts/incumbent_bench.py --workloads scratch/wl-flashmla.jsonl --with-ours --value-sd 0.1 \
+    timeout 150 "$py" scripts/incumbent_bench.py --workloads scratch/wl-flashmla.jsonl --with-ours --value-sd 0.1 \
       --flashmla scratch/_flashmla_C.abi3.so --fa3 /tmp/_vllm_fa3_C.abi3.so >"$clk/heat.txt" 2>&1 || true
     grep -E "geometric mean.*all" "$clk/heat.txt" || true
     mark hot
     one_row hot
     mark hotall
-    timeout 60 "$py" scripts/incumbent_bench.py --workloads scratch/wl-flashmla.jsonl --only "$row" --with-ours \
+    timeout 45 "$py" scripts/incumbent_bench.py --workloads scratch/wl-flashmla.jsonl --only "$row" --with-ours \
       --flashmla scratch/_flashmla_C.abi3.so --fa3 /tmp/_vllm_fa3_C.abi3.so >"$clk/hotall.txt" 2>&1 || true
     grep -E "$row" "$clk/hotall.txt" || true
     mark end
-    kill "$smi" || true
-    python3 docs/experiments/s37_clocks.py "$clk/smi.csv" "$clk/marks.txt" | tee "$clk/clocks.txt"
-    tar -C "$OUT" -czf "$OUT/clk.tgz" clk && rm -r "$clk"
+    kill "$smi" 2>/dev/null || true
+    wait "$smi" 2>/dev/null || true
+    head -3 "$clk/smi.csv" || true
+    tar -C "$OUT" -czf "$OUT/clk.tgz" clk || echo "tar: exit $?"
+    python3 docs/experiments/s37_clocks.py "$clk/smi.csv" "$clk/marks.txt" || echo "s37_clocks.py: exit $?"
     ;;
   *)
     echo "usage: $0 call1|call2|call3|call4|call5|call6|next" >&2
