@@ -18,6 +18,15 @@ unpack_fa3_here() {
 open('/tmp/_vllm_fa3_C.abi3.so', 'wb'))"
 }
 
+# install_package LOG: this project's Python package into the device's python3 environment (its torch lives there),
+# scikit-build-core from the wheels in scratch/wheels (no network there); sets py. A failure is reported, not fatal.
+install_package() {
+  py=$(python3 -c "import sys; print(sys.executable)")
+  "$py" -m pip install -q --no-index --find-links scratch/wheels "scikit-build-core>=0.10" || echo "wheels: exit $?"
+  export CUDACXX=/usr/local/cuda/bin/nvcc PATH=/usr/local/cuda/bin:$PATH
+  "$py" -m pip install -q --no-build-isolation --no-index --no-deps . >"$1" 2>&1 || tail "$1"
+}
+
 case ${1:-} in
   call1)
     # (1) Where the ragged b=128 rows' time goes: scratch/s37tr-flash-mla-phases (a -DFLASH_MLA_TRACE=ON build of
@@ -42,11 +51,7 @@ case ${1:-} in
     # Predicted: the slow runs have a lower SM clock (power cap); if the memory clock or the copy ceiling falls too,
     # no kernel change recovers it.
     unpack_fa3_here
-    py=$(python3 -c "import sys; print(sys.executable)")
-    "$py" -m pip install -q --no-index --find-links scratch/wheels "scikit-build-core>=0.10" pytest
-    export CUDACXX=/usr/local/cuda/bin/nvcc PATH=/usr/local/cuda/bin:$PATH
-    "$py" -m pip install -q --no-build-isolation --no-index --no-deps . >"$OUT/pip-install.txt" 2>&1 ||
-      tail "$OUT/pip-install.txt"
+    install_package "$OUT/pip-install.txt"
     query=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active
     nvidia-smi --query-gpu=$query --format=csv,noheader,nounits -lms 100 >"$OUT/smi.csv" 2>&1 &
     smi=$!
@@ -133,13 +138,9 @@ case ${1:-} in
     # clk.tgz, made before the analysis. Predicted (session 37: 537 us cool, 609 late in the grid run): hot ~590-610
     # us; the copy ceiling within 2 % of the cool one and the SM clock lower (if so, the chain is the lever).
     unpack_fa3_here
-    py=$(python3 -c "import sys; print(sys.executable)")
-    "$py" -m pip install -q --no-index --find-links scratch/wheels "scikit-build-core>=0.10" || echo "wheels: exit $?"
-    export CUDACXX=/usr/local/cuda/bin/nvcc PATH=/usr/local/cuda/bin:$PATH
     clk=$OUT/clk
     mkdir -p "$clk"
-    "$py" -m pip install -q --no-build-isolation --no-index --no-deps . >"$clk/pip-install.txt" 2>&1 ||
-      tail "$clk/pip-install.txt"
+    install_package "$clk/pip-install.txt"
     query=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active
     nvidia-smi -i 0 --query-gpu=$query --format=csv,noheader,nounits -lms 100 >"$clk/smi.csv" 2>"$clk/smi.err" &
     smi=$!
