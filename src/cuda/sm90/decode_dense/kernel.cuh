@@ -159,7 +159,7 @@ __device__ __forceinline__ void load_q(const DecodeParams& p, SharedStorage& s, 
   }
   ptx::cp_async_commit();
   FLASH_MLA_TRACE_FIRST_IF(thread == 0, kSlotQIssued);  // the first piece's, as the other prologue stamps
-  FLASH_MLA_TRACE_IF(thread == 0, kSlotNextQIssued);        // the last piece's
+  FLASH_MLA_TRACE_IF(thread == 0, kSlotNextQIssued);   // the last piece's
   ptx::cp_async_wait<0>();
   FLASH_MLA_TRACE_IF(thread == 0, kSlotNextQLanded);
 }
