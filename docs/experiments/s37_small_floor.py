@@ -1,0 +1,44 @@
+"""Session 37: issue 6's >= 1.5x by arithmetic. For each row of an incumbent_bench.py --with-ours table, the row's
+floor (its bytes at the copy ceiling or its FLOPs at the GEMM ceiling, whichever is longer; bytes and FLOPs counted
+as PERF.md counts them, from the workload list's lengths) against 1.5x the faster incumbent's time. Prints the rows
+where 1.5x lies below the floor (cannot be met), within 10 % above it, and the rest with our ratio.
+
+    python3 docs/experiments/s37_small_floor.py INC_TABLE WORKLOADS.jsonl COPY_GBPS GEMM_TFLOPS
+    (session 37: s37-device-output.txt's call 1 inc-next-small.txt, scratch/wl-small.jsonl, 4249, 801)
+"""
+import json
+import sys
+
+
+def main():
+    table, workloads, copy, gemm = sys.argv[1], sys.argv[2], float(sys.argv[3]) * 1e9, float(sys.argv[4]) * 1e12
+    wl = {}
+    for line in open(workloads):
+        if line.strip():
+            w = json.loads(line)
+            wl[w["label"]] = w
+    rows, on = [], False
+    for line in open(table):
+        if "ours against" in line:
+            on = True
+            continue
+        if on and " dense " in line:
+            p = line.split()
+            i = p.index("dense")
+            rows.append((" ".join(p[:i]),) + tuple(map(float, p[i + 1:i + 5])))
+    counts = {"below the floor": 0, "within 10 % above it": 0, "open": 0}
+    for label, ours, fa3, flashmla, ratio in rows:
+        w = wl[label]
+        tokens, b, r = sum(w["seqlens"]), w["batch"], w["s_q"] * w["h_q"]
+        nbytes = tokens * w["h_kv"] * 1152 + b * r * (576 + 512) * 2
+        flops = 2.0 * r * (576 + 512) * tokens
+        floor = max(nbytes / copy, flops / gemm) * 1e6
+        target = min(fa3, flashmla) / 1.5
+        kind = "below the floor" if target < floor else "within 10 % above it" if target < 1.1 * floor else "open"
+        counts[kind] += 1
+        print(f"{label:<46} ours {ours:8.1f}  1.5x {target:8.1f}  floor {floor:8.1f}  ratio {ratio:.3f}  {kind}")
+    print(f"{len(rows)} rows: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+if __name__ == "__main__":
+    main()
