@@ -34,7 +34,7 @@
 #include "workload.hpp"
 
 namespace flash_mla::sm90::dense {
-extern void* g_phase_buffer;  // [kCtas][2][kIters][kEvents] long long, set by the last launch
+extern void* g_phase_buffer;  // [kPhaseCtas][2][kPhaseIters][kPhaseEvents] long long, set by the last launch
 extern void* g_trace_buffer;  // [kTraceCtas][kTraceSlots] unsigned long long, set by the last launch
 }
 namespace flash_mla::sm90::narrow {
@@ -46,32 +46,19 @@ namespace {
 using namespace flash_mla;
 
 // The dense kernel's trace layout (decode_dense/trace_layout.hpp): the phase buffer's shape and the timeline's
-// slots, by the names this program uses.
-namespace dense_trace = sm90::dense;
-constexpr int kCtas = dense_trace::kPhaseCtas, kIters = dense_trace::kPhaseIters,
-              kEvents = dense_trace::kPhaseEvents;
-constexpr int kTraceCtas = dense_trace::kTraceCtas, kTraceSlots = dense_trace::kTraceSlots,
-              kTraceBlocks = dense_trace::kTraceBlocks, kTracePieces = dense_trace::kTracePieces;
-constexpr int kLastBlockSlot = dense_trace::kSlotLastBlock, kStoredSlot = dense_trace::kSlotPieceStored,
-              kQReadySlot = dense_trace::kSlotPieceQReady, kExitSlot = dense_trace::kSlotExit;
-constexpr int kEpilogueSlot = dense_trace::kSlotEpilogue, kEpilogueSlots = dense_trace::kEpilogueSlots;
+// slots.
+using namespace sm90::dense;
+
 const char* const kEpilogueNames[kEpilogueSlots] = {"C0 loop done", "C1 loop done", "C0 rows staged",
                                                     "C0 staged",    "C1 staged",    "C1 copies issued",
                                                     "C0 stored",    "C1 stored"};
-constexpr int kFirstIssuedSlot = dense_trace::kSlotFirstIssued, kProducerPieceSlot = dense_trace::kSlotProducerPiece,
-              kConsumerPieceSlot = dense_trace::kSlotConsumerPiece,
-              kProducerStartSlot = dense_trace::kSlotProducerStart, kPageReadSlot = dense_trace::kSlotPageRead,
-              kSecondIssuedSlot = dense_trace::kSlotSecondIssued,
-              kQIssuedSlot = dense_trace::kSlotQIssued, kNextPieceIssuedSlot = dense_trace::kSlotNextPieceIssued,
-              kStagedReadSlot = dense_trace::kSlotStagedRead, kNextQIssuedSlot = dense_trace::kSlotNextQIssued,
-              kNextQLandedSlot = dense_trace::kSlotNextQLanded;
 // The seesaw (16-bit caches) stamps per pair: 0 begin, 1 its stage's first group landed, 12 its RoPE group,
 // 11 its last group, 2 S masked, 4 exp, 7 own max and P published, 8 its own block's P·V done, 9 the other
 // block's P·V done, 10 the other consumer's max read.
-const char* const kEventNames[kEvents] = {"begin",     "K landed",   "S masked", "max",      "exp",
-                                          "tail",      "(unused)",   "kPReady",  "P·V done", "2nd P·V done",
-                                          "other max", "last group", "RoPE in",  "(unused)", "(unused)",
-                                          "(unused)"};
+const char* const kEventNames[kPhaseEvents] = {"begin",     "K landed",   "S masked", "max",      "exp",
+                                               "tail",      "(unused)",   "kPReady",  "P·V done", "2nd P·V done",
+                                               "other max", "last group", "RoPE in",  "(unused)", "(unused)",
+                                               "(unused)"};
 
 // The narrow FP8 kernel's per-block stamps: layout and events from decode_narrow/trace_layout.hpp.
 namespace trace = sm90::narrow;
@@ -213,12 +200,12 @@ void dump_ctas(const char* name, const PreparedCall& call, const std::vector<int
       ++pieces;
     }
     int j = 0;
-    while (j + 1 < kTraceBlocks && at(cta, 2 + j + 1) != 0) ++j;
-    const unsigned long long last_k = at(cta, kLastBlockSlot) != 0 ? at(cta, kLastBlockSlot) : at(cta, 2 + j);
+    while (j + 1 < kTraceBlocks && at(cta, kSlotBlock + j + 1) != 0) ++j;
+    const unsigned long long last_k = at(cta, kSlotLastBlock) != 0 ? at(cta, kSlotLastBlock) : at(cta, kSlotBlock + j);
     unsigned long long stored = 0;
-    for (int i = 0; i <= kTracePieces; ++i) stored = std::max(stored, at(cta, kStoredSlot + i));
+    for (int i = 0; i <= kTracePieces; ++i) stored = std::max(stored, at(cta, kSlotPieceStored + i));
     std::fprintf(f, "%d\t%d\t%d\t%lld\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\n", cta, part, pieces, blocks, us(at(cta, 0)),
-                 us(at(cta, 2)), us(last_k), us(stored), us(at(cta, kExitSlot)));
+                 us(at(cta, kSlotBlock)), us(last_k), us(stored), us(at(cta, kSlotExit)));
   }
   if (std::fclose(f) != 0) throw std::runtime_error("cannot write " + file + ": " + std::strerror(errno));
 }
@@ -232,7 +219,7 @@ void print_cta_timeline(int grid_ctas) {
   if (first == ~0ull) return;
   unsigned long long last = 0;
   for (int cta = 0; cta < ctas; ++cta) {
-    if (at(cta, 0) != 0) last = std::max(last, at(cta, kExitSlot));
+    if (at(cta, 0) != 0) last = std::max(last, at(cta, kSlotExit));
   }
   auto us = [&](unsigned long long ns) { return static_cast<double>(ns - first) * 1e-3; };
   std::vector<double> entry, q_ready, first_k, last_k, stored, exit, interval, change, tail, consumer_piece_read,
@@ -240,78 +227,78 @@ void print_cta_timeline(int grid_ctas) {
       next_issued, staged_read, next_q_issued, next_q_landed, next_q_ready;
   std::vector<double> epilogue_steps[kEpilogueSlots];  // the first piece's, after its last traced block
   for (int cta = 0; cta < ctas; ++cta) {
-    if (at(cta, 0) == 0 || at(cta, 2) == 0) continue;  // an empty part: no block
+    if (at(cta, 0) == 0 || at(cta, kSlotBlock) == 0) continue;  // an empty part: no block
     entry.push_back(us(at(cta, 0)));
     q_ready.push_back(us(at(cta, 1)));
     // The prologue stamps some builds or paths never write (the gather producer's, say).
     auto stamped = [&](std::vector<double>& into, int slot) {
       if (at(cta, slot) != 0) into.push_back(us(at(cta, slot)));
     };
-    stamped(consumer_piece_read, kConsumerPieceSlot);
-    stamped(producer_piece_read, kProducerPieceSlot);
-    stamped(issued, kFirstIssuedSlot);
-    stamped(producer_start, kProducerStartSlot);
-    stamped(page_read, kPageReadSlot);
-    stamped(second_issued, kSecondIssuedSlot);
-    stamped(q_issued, kQIssuedSlot);
-    first_k.push_back(us(at(cta, 2)));
-    exit.push_back(us(at(cta, kExitSlot)));
+    stamped(consumer_piece_read, kSlotConsumerPiece);
+    stamped(producer_piece_read, kSlotProducerPiece);
+    stamped(issued, kSlotFirstIssued);
+    stamped(producer_start, kSlotProducerStart);
+    stamped(page_read, kSlotPageRead);
+    stamped(second_issued, kSlotSecondIssued);
+    stamped(q_issued, kSlotQIssued);
+    first_k.push_back(us(at(cta, kSlotBlock)));
+    exit.push_back(us(at(cta, kSlotExit)));
     int j = 0;  // the last traced block
-    while (j + 1 < kTraceBlocks && at(cta, 2 + j + 1) != 0) {
-      if (j > 0) interval.push_back(static_cast<double>(at(cta, 2 + j + 1) - at(cta, 2 + j)) * 1e-3);
+    while (j + 1 < kTraceBlocks && at(cta, kSlotBlock + j + 1) != 0) {
+      if (j > 0) interval.push_back(static_cast<double>(at(cta, kSlotBlock + j + 1) - at(cta, kSlotBlock + j)) * 1e-3);
       ++j;
     }
-    last_k.push_back(us(at(cta, kLastBlockSlot) != 0 ? at(cta, kLastBlockSlot) : at(cta, 2 + j)));
+    last_k.push_back(us(at(cta, kSlotLastBlock) != 0 ? at(cta, kSlotLastBlock) : at(cta, kSlotBlock + j)));
     int pieces = 0;
-    while (pieces < kTracePieces + 1 && at(cta, kStoredSlot + pieces) != 0) ++pieces;
+    while (pieces < kTracePieces + 1 && at(cta, kSlotPieceStored + pieces) != 0) ++pieces;
     // The latest traced block stamp at or before `stamp` (0: none), and the earliest at or after it.
     auto block_before = [&](unsigned long long stamp) {
       unsigned long long before = 0;
       for (int k = 0; k <= j; ++k) {
-        if (at(cta, 2 + k) <= stamp) before = std::max(before, at(cta, 2 + k));
+        if (at(cta, kSlotBlock + k) <= stamp) before = std::max(before, at(cta, kSlotBlock + k));
       }
       return before;
     };
     auto block_after = [&](unsigned long long stamp) {
       unsigned long long after = ~0ull;
       for (int k = 0; k <= j; ++k) {
-        if (at(cta, 2 + k) >= stamp) after = std::min(after, at(cta, 2 + k));
+        if (at(cta, kSlotBlock + k) >= stamp) after = std::min(after, at(cta, kSlotBlock + k));
       }
       return after;
     };
     if (pieces > 0) {
-      stored.push_back(us(at(cta, kStoredSlot + pieces - 1)));
+      stored.push_back(us(at(cta, kSlotPieceStored + pieces - 1)));
       tail.push_back(stored.back() - last_k.back());  // the last block's K to the last piece stored
-      const unsigned long long before = block_before(at(cta, kStoredSlot));  // the first piece's last block
+      const unsigned long long before = block_before(at(cta, kSlotPieceStored));  // the first piece's last block
       for (int e = 0; e < kEpilogueSlots && before != 0; ++e) {
-        if (at(cta, kEpilogueSlot + e) > before) {
-          epilogue_steps[e].push_back(static_cast<double>(at(cta, kEpilogueSlot + e) - before) * 1e-3);
+        if (at(cta, kSlotEpilogue + e) > before) {
+          epilogue_steps[e].push_back(static_cast<double>(at(cta, kSlotEpilogue + e) - before) * 1e-3);
         }
       }
     }
     // Piece i's store to piece i + 1's Q tile ready (the next Q load, and the barrier before it); slot
-    // kQReadySlot + 7 may hold a later piece's.
+    // kSlotPieceQReady + 7 may hold a later piece's.
     // Around it, among the traced blocks: piece i's last block to its store (the epilogue), and the Q tile
     // ready to the next block's stamp (the restart); across: the last block to the next one.
     for (int i = 0; i + 1 < pieces && i + 1 < kTracePieces - 1; ++i) {
-      const unsigned long long done = at(cta, kStoredSlot + i), ready = at(cta, kQReadySlot + i + 1);
+      const unsigned long long done = at(cta, kSlotPieceStored + i), ready = at(cta, kSlotPieceQReady + i + 1);
       if (ready <= done) continue;
       change.push_back(static_cast<double>(ready - done) * 1e-3);
       const unsigned long long before = block_before(done), after = block_after(ready);
       if (before == 0 || after == ~0ull) continue;
       epilogue.push_back(static_cast<double>(done - before) * 1e-3);
       // The producer's copies of the second piece's first block, from the first piece's last block.
-      if (i == 0 && at(cta, kNextPieceIssuedSlot) != 0) {
-        const double issued_at = static_cast<double>(at(cta, kNextPieceIssuedSlot));
+      if (i == 0 && at(cta, kSlotNextPieceIssued) != 0) {
+        const double issued_at = static_cast<double>(at(cta, kSlotNextPieceIssued));
         next_issued.push_back((issued_at - static_cast<double>(before)) * 1e-3);
       }
       restart.push_back(static_cast<double>(after - ready) * 1e-3);
       across.push_back(static_cast<double>(after - before) * 1e-3);
       // The last change's steps from the store: staged rows read, Q loads issued, landed, ready (barrier).
-      if (i + 2 == pieces && at(cta, kStagedReadSlot) > done && at(cta, kNextQLandedSlot) > done) {
-        staged_read.push_back(static_cast<double>(at(cta, kStagedReadSlot) - done) * 1e-3);
-        next_q_issued.push_back(static_cast<double>(at(cta, kNextQIssuedSlot) - done) * 1e-3);
-        next_q_landed.push_back(static_cast<double>(at(cta, kNextQLandedSlot) - done) * 1e-3);
+      if (i + 2 == pieces && at(cta, kSlotStagedRead) > done && at(cta, kSlotNextQLanded) > done) {
+        staged_read.push_back(static_cast<double>(at(cta, kSlotStagedRead) - done) * 1e-3);
+        next_q_issued.push_back(static_cast<double>(at(cta, kSlotNextQIssued) - done) * 1e-3);
+        next_q_landed.push_back(static_cast<double>(at(cta, kSlotNextQLanded) - done) * 1e-3);
         next_q_ready.push_back(static_cast<double>(ready - done) * 1e-3);
       }
     }
@@ -362,7 +349,7 @@ void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s
   const PreparedCall call(c);
   const DecodeArgs& a = call.args;
 
-  std::vector<long long> t(static_cast<size_t>(kCtas) * 2 * kIters * kEvents);
+  std::vector<long long> t(static_cast<size_t>(kPhaseCtas) * 2 * kPhaseIters * kPhaseEvents);
   check(cudaMemset(sm90::dense::g_phase_buffer, 0, t.size() * sizeof(t[0])), "cudaMemset");
   check(cudaMemset(sm90::dense::g_trace_buffer, 0, sizeof(unsigned long long) * kTraceCtas * kTraceSlots),
         "cudaMemset");
@@ -371,19 +358,19 @@ void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s
   check(cudaMemcpy(t.data(), sm90::dense::g_phase_buffer, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost),
         "cudaMemcpy");
   auto at = [&](int cta, int wg, int it, int ev) {
-    return t[((static_cast<size_t>(cta) * 2 + wg) * kIters + it) * kEvents + ev];
+    return t[((static_cast<size_t>(cta) * 2 + wg) * kPhaseIters + it) * kPhaseEvents + ev];
   };
   std::vector<double> block;
-  std::vector<std::vector<double>> since(2 * kEvents);
-  for (int cta = 0; cta < kCtas; ++cta) {
-    for (int it = 2; it + 1 < kIters; ++it) {
+  std::vector<std::vector<double>> since(2 * kPhaseEvents);
+  for (int cta = 0; cta < kPhaseCtas; ++cta) {
+    for (int it = 2; it + 1 < kPhaseIters; ++it) {
       const long long begin = at(cta, 0, it, 0), next = at(cta, 0, it + 1, 0);
       if (begin == 0 || next == 0) continue;
       block.push_back(static_cast<double>(next - begin));
       for (int wg = 0; wg < 2; ++wg) {
-        for (int ev = 0; ev < kEvents; ++ev) {
+        for (int ev = 0; ev < kPhaseEvents; ++ev) {
           if (at(cta, wg, it, ev) != 0)
-            since[wg * kEvents + ev].push_back(static_cast<double>(at(cta, wg, it, ev) - begin));
+            since[wg * kPhaseEvents + ev].push_back(static_cast<double>(at(cta, wg, it, ev) - begin));
         }
       }
     }
@@ -392,9 +379,9 @@ void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s
               median(block), block.size());
   for (int wg = 0; wg < 2; ++wg) {
     std::printf("   consumer %d:", wg);
-    for (int ev = 0; ev < kEvents; ++ev) {
-      if (!since[wg * kEvents + ev].empty())
-        std::printf("  %s %.0f", kEventNames[ev], median(since[wg * kEvents + ev]));
+    for (int ev = 0; ev < kPhaseEvents; ++ev) {
+      if (!since[wg * kPhaseEvents + ev].empty())
+        std::printf("  %s %.0f", kEventNames[ev], median(since[wg * kPhaseEvents + ev]));
     }
     std::printf("\n");
   }
