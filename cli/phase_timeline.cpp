@@ -167,6 +167,16 @@ struct CtaTrace {
     }
   }
   unsigned long long at(int cta, int slot) const { return t[static_cast<size_t>(cta) * kTraceSlots + slot]; }
+  // The CTA's last block stamped one by one (block j at kSlotBlock + j, j < kTraceBlocks).
+  int last_traced(int cta) const {
+    int j = 0;
+    while (j + 1 < kTraceBlocks && at(cta, kSlotBlock + j + 1) != 0) ++j;
+    return j;
+  }
+  // The stamp of the CTA's last block: kSlotLastBlock's when a block past the traced ones ran.
+  unsigned long long last_block(int cta) const {
+    return at(cta, kSlotLastBlock) != 0 ? at(cta, kSlotLastBlock) : at(cta, kSlotBlock + last_traced(cta));
+  }
 };
 
 // With FLASH_MLA_PHASES_DUMP=DIR (not empty), one line per CTA into DIR/NAME.tsv (NAME with spaces and tildes as
@@ -199,9 +209,7 @@ void dump_ctas(const char* name, const PreparedCall& call, const std::vector<int
       if (hi > lo) blocks += (hi + kBlockN - 1) / kBlockN - lo / kBlockN;
       ++pieces;
     }
-    int j = 0;
-    while (j + 1 < kTraceBlocks && at(cta, kSlotBlock + j + 1) != 0) ++j;
-    const unsigned long long last_k = at(cta, kSlotLastBlock) != 0 ? at(cta, kSlotLastBlock) : at(cta, kSlotBlock + j);
+    const unsigned long long last_k = trace.last_block(cta);
     unsigned long long stored = 0;
     for (int i = 0; i <= kTracePieces; ++i) stored = std::max(stored, at(cta, kSlotPieceStored + i));
     std::fprintf(f, "%d\t%d\t%d\t%lld\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\n", cta, part, pieces, blocks, us(at(cta, 0)),
@@ -243,12 +251,11 @@ void print_cta_timeline(int grid_ctas) {
     stamped(q_issued, kSlotQIssued);
     first_k.push_back(us(at(cta, kSlotBlock)));
     exit.push_back(us(at(cta, kSlotExit)));
-    int j = 0;  // the last traced block
-    while (j + 1 < kTraceBlocks && at(cta, kSlotBlock + j + 1) != 0) {
-      if (j > 0) interval.push_back(static_cast<double>(at(cta, kSlotBlock + j + 1) - at(cta, kSlotBlock + j)) * 1e-3);
-      ++j;
+    const int j = trace.last_traced(cta);
+    for (int k = 1; k < j; ++k) {
+      interval.push_back(static_cast<double>(at(cta, kSlotBlock + k + 1) - at(cta, kSlotBlock + k)) * 1e-3);
     }
-    last_k.push_back(us(at(cta, kSlotLastBlock) != 0 ? at(cta, kSlotLastBlock) : at(cta, kSlotBlock + j)));
+    last_k.push_back(us(trace.last_block(cta)));
     int pieces = 0;
     while (pieces < kTracePieces + 1 && at(cta, kSlotPieceStored + pieces) != 0) ++pieces;
     // The latest traced block stamp at or before `stamp` (0: none), and the earliest at or after it.
