@@ -17,12 +17,26 @@ inline constexpr int kBlockM = flash_mla::kBlockM;  // query rows per CTA (wgmma
 inline constexpr int kVSubTilesPerWarpgroup = kVSubTiles / 2;  // each consumer owns 256 output columns
 inline constexpr int kStages = 2;
 // 16-bit calls with at least this many query rows per KV head (2+ row tiles) run the seesaw
-// (consumer_piece_seesaw). H200, session 26, 1 pass, eca302c (the warp-uniform role) with every call on the
+// (consumer_piece_seesaw), since session 38 by part up to kByPartMaxRows (below). H200, session 26, 1 pass, eca302c (the warp-uniform role) with every call on the
 // seesaw against its serial schedule: 128-row rows -0.8 ... -5.2 %; 64-row rows: b=128 16384 h64 s1 -3.4 %
 // but the short and small-batch h16 s4 rows +4.3 ... +9.7 %; 32 rows and fewer +0.3 ... +8.9 %. The 256-row
 // rows ran the seesaw since efaca86 (16384 h128 s2 -3.6 / -4.0 %, 2 passes; -5.5 % more with the uniform
 // role) (docs/PERFORMANCE.md).
 inline constexpr int kSeesawMinRows = kBlockM + 1;
+// The consumer schedule of a launch: serial, the seesaw, or chosen by each CTA from its part
+// (part_takes_seesaw, kernel.cuh). Calls of 65-128 rows (two row tiles) choose by part. H200, session 38,
+// 2 passes each: with every such call on the serial schedule, parts of 4-31 blocks (b=1-16 h128 s1 at 4k-64k
+// tokens) ran 1.2-3.5 % faster than on the seesaw (b=8 16384, 31 blocks, +0.3 %), parts of 1-2 or 62+ blocks
+// 0.6-2.5 % slower. By part, against the seesaw for all, the 23 h128 s1 rows of the small, perf and FlashMLA
+// grids ran 0.992x (geometric mean; b=8 4096 -3.9 %, b=1 65536 -3.1 %, b=4 4096 +1.1 %, the b=128 rows
+// 0.995-1.003x). Calls of more than 128 rows keep the seesaw, which won there at every part length measured
+// (512 rows: 3.5-7 %, 4-block parts included).
+enum class Schedule { kSerial, kSeesaw, kByPart };
+inline constexpr int kByPartMaxRows = 2 * kBlockM;
+// A part of at most kSeesawShortPart or at least kSeesawLongPart blocks runs the seesaw, else the serial
+// schedule.
+inline constexpr int kSeesawShortPart = 2;
+inline constexpr int kSeesawLongPart = 40;
 inline constexpr int kConsumerThreads = 2 * kWarpgroupThreads;
 inline constexpr int kThreads = 3 * kWarpgroupThreads;  // two consumers + one producer warpgroup
 // Register budgets after setmaxnreg: 2 * 128 * 232 + 128 * 40 = 64,512, all of the 168 per thread the

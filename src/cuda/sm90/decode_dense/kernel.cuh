@@ -20,8 +20,10 @@
 // 64-row tiles, session 29). When the combine is the kernel's programmatic dependent, a split piece's
 // partial is released to it (release_piece), and each CTA lets the combine launch as it begins its last
 // block.
-// 16-bit calls of more than 64 query rows per KV head (kSeesawMinRows) run the seesaw instead
-// (decode_kernel<..., true>, consumer_piece_seesaw; FlashMLA's 2025-04 idea): blocks in pairs, a in stage 0
+// 16-bit calls of more than 128 query rows per KV head run the seesaw instead, and those of 65-128 rows
+// (kSeesawMinRows, kByPartMaxRows) run it in the CTAs whose parts hold at most 2 or at least 40 blocks, the
+// serial schedule in the others (Schedule::kByPart, part_takes_seesaw; config.hpp has the measurements).
+// The seesaw (consumer_piece_seesaw; FlashMLA's 2025-04 idea): blocks in pairs, a in stage 0
 // and b in stage 1; WG0 scores a, WG1 scores b, and each folds both into its own 256 columns, so that one
 // consumer's softmax runs under the other's wgmma. Each stage is freed and refilled in three groups (V_L,
 // V_R, RoPE; producer warp s fills stage s) in the order Q·Kᵀ reads them; P(a) has its own 8 KiB tile.
@@ -627,6 +629,26 @@ struct PairRing {
     return u & 1;
   }
 };
+
+// Schedule::kByPart: whether this CTA runs the seesaw, from its part's blocks (counted up to
+// kSeesawLongPart). The producer and the consumers each decide from the same words, which no role writes
+// during the call, so they agree. By the end pieces alone (the larger of the first and last), a ragged
+// b=128 h128 s1 call ran 4-5 % slower; counted over every sequence of the part, it ran as before (session
+// 38; that the loss came from parts whose long middle sequences were missed is an inference).
+__device__ __forceinline__ bool part_takes_seesaw(const DecodeParams& p) {
+  const int32_t* row = part_row(p);
+  const int begin_req = max(row[0], 0), end_req = min(row[2], p.batch - 1);
+  if (begin_req > end_req) return false;  // an empty part
+  const int64_t capacity = table_capacity(p);
+  int n = 0;
+  for (int req = begin_req; req <= end_req && n < kSeesawLongPart; ++req) {
+    const int len = clamped_seqlen(p, req, capacity);
+    const int end = req == end_req ? min(row[3], len) : len;
+    const int begin = req == begin_req ? max(row[1], 0) : 0;
+    n += max((end + kBlockN - 1) / kBlockN - begin / kBlockN, 0);
+  }
+  return n <= kSeesawShortPart || n >= kSeesawLongPart;
+}
 
 // The producer for pages whose copies are shorter than kMinTmaPage rows: the whole producer warpgroup gathers each
 // 64-token block with 16-byte cp.async copies straight into the swizzled sub-tiles. Thread t serves
@@ -1375,12 +1397,13 @@ __device__ __forceinline__ void tma_producer_grouped(const DecodeParams& p, Shar
   });
 }
 
-// kSeesaw: the seesaw schedule (consumer_piece_seesaw, 16-bit caches only), else the serial one.
-template <typename T, KvCacheFormat kFormat, bool kSeesaw>
+// kSched: the serial schedule, the seesaw (consumer_piece_seesaw, 16-bit caches only), or either by part
+// (part_takes_seesaw; the kernel holds both, each CTA runs one).
+template <typename T, KvCacheFormat kFormat, Schedule kSched>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_kernel(const __grid_constant__ DecodeParams p, const __grid_constant__ TensorMaps maps) {
   constexpr bool kDense = kFormat == KvCacheFormat::kDense;
-  static_assert(kDense || !kSeesaw, "the seesaw runs 16-bit caches only");
+  static_assert(kDense || kSched == Schedule::kSerial, "the seesaw runs 16-bit caches only");
   // Per-tensor FP8: K and Q tiles in f16 (kF16Tiles), f16 wgmma; out stays T.
   using MmaT = std::conditional_t<kF16Tiles<kFormat>, __half, T>;
   extern __shared__ char smem_raw[];
@@ -1426,9 +1449,22 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     } else {
       ptx::setmaxnreg_dec<kProducerRegs>();
-      if (gathers_pages(p)) {
-        gather_producer<T, kSeesaw>(p, s, thread);
-      } else if constexpr (kSeesaw) {
+      if constexpr (kSched == Schedule::kByPart) {
+        const bool seesaw = part_takes_seesaw(p);
+        if (gathers_pages(p)) {
+          if (seesaw) {
+            gather_producer<T, true>(p, s, thread);
+          } else {
+            gather_producer<T, false>(p, s, thread);
+          }
+        } else if (seesaw) {
+          tma_producer_grouped(p, s, maps.k, thread);
+        } else {
+          tma_producer(p, s, maps.k, thread);
+        }
+      } else if (gathers_pages(p)) {
+        gather_producer<T, kSched == Schedule::kSeesaw>(p, s, thread);
+      } else if constexpr (kSched == Schedule::kSeesaw) {
         tma_producer_grouped(p, s, maps.k, thread);
       } else {
         tma_producer(p, s, maps.k, thread);
@@ -1464,6 +1500,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   // s1 (sessions 22-24); by a box of its live rows (q_tail) it lost 1.1-1.2 % at b=256 512 h16 s1 while
   // winning 2.0-2.9 % at b=64 512 s2 (session 29, three A/Bs, s29-q-tail-once.patch).
   const bool full_tile = (blockIdx.x + 1) * kBlockM <= p.rows;
+  // kByPart: decided once the first Q tile is ready (it == 0: no block yet), so that its loads do not wait
+  // for the decision's.
+  [[maybe_unused]] bool seesaw = kSched == Schedule::kSeesaw;
   for_each_piece(p, [&](const Piece& pc) {
     const bool q_by_tma = kDense && (staged || full_tile) && maps.q_by_tma;
     if (staged) {
@@ -1497,6 +1536,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (it == 0) FLASH_MLA_TRACE_AT(kSlotQReady);
     FLASH_MLA_TRACE_AT(kSlotPieceQReady + min(piece_index, kTracePieces - 1));
     if (warpgroup == 1 && thread < 32 && pc.next_req >= 0) prefetch_q(p, pc.next_req, thread);
+    if constexpr (kSched == Schedule::kByPart) {
+      if (it == 0) seesaw = part_takes_seesaw(p);
+    }
 
     float o[128];
 #pragma unroll
@@ -1514,7 +1556,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       row_scale[0] *= s.q_row_scale[rp.row[0]];
       row_scale[1] *= s.q_row_scale[rp.row[1]];
     }
-    if constexpr (kSeesaw) {
+    if constexpr (kSched == Schedule::kSerial) {
+      consumer_piece<MmaT>(p, s, pc, warpgroup, thread, rp, row_scale, it, o, m, l);
+    } else if constexpr (kSched == Schedule::kSeesaw) {
+      consumer_piece_seesaw<MmaT>(p, s, pc, warpgroup, thread, rp, row_scale, ring, it, o, m, l);
+    } else if (seesaw) {
       consumer_piece_seesaw<MmaT>(p, s, pc, warpgroup, thread, rp, row_scale, ring, it, o, m, l);
     } else {
       consumer_piece<MmaT>(p, s, pc, warpgroup, thread, rp, row_scale, it, o, m, l);
@@ -1556,37 +1602,38 @@ extern void* g_trace_buffer;
 extern void* g_phase_buffer;
 #endif
 
-// Launches decode_kernel<T, kFormat, kSeesaw> on p.stream (the current device is p.device).
-template <typename T, KvCacheFormat kFormat, bool kSeesaw>
+// Launches decode_kernel<T, kFormat, kSched> on p.stream (the current device is p.device).
+template <typename T, KvCacheFormat kFormat, Schedule kSched>
 void launch_schedule(const DecodeParams& p, const TensorMaps& maps) {
   // The shared-memory opt-in is per device and kernel: set it once on each device the kernel runs on
   // (devices past the mask's 64 bits set it on every call).
   static std::atomic<uint64_t> configured{0};
   const uint64_t bit = p.device.index < 64 ? uint64_t{1} << p.device.index : 0;
   if ((configured.load(std::memory_order_acquire) & bit) == 0) {
-    detail::cuda_check(cudaFuncSetAttribute(decode_kernel<T, kFormat, kSeesaw>,
+    detail::cuda_check(cudaFuncSetAttribute(decode_kernel<T, kFormat, kSched>,
                                             cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes),
                        "cudaFuncSetAttribute (decode kernel shared memory)");
     configured.fetch_or(bit, std::memory_order_acq_rel);
   }
   const dim3 grid((p.rows + kBlockM - 1) / kBlockM, p.h_kv, p.num_sm_parts);
-  decode_kernel<T, kFormat, kSeesaw><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, maps);
+  decode_kernel<T, kFormat, kSched><<<grid, kThreads, kSharedBytes, static_cast<cudaStream_t>(p.stream)>>>(p, maps);
 }
 
-// FLASH_MLA_SM90_SCHEDULE=serial or =seesaw (read once per process) forces a 16-bit call's schedule, for
-// measurements: 0 serial, 1 seesaw, -1 (unset or anything else) chosen by the row count.
+// FLASH_MLA_SM90_SCHEDULE=serial, =seesaw or =bypart (read once per process) forces a 16-bit call's
+// schedule, for measurements; unset or anything else: chosen by the row count (launch_decode).
 inline int schedule_override() {
   static const int forced = [] {
     const char* v = std::getenv("FLASH_MLA_SM90_SCHEDULE");
     const std::string s = v != nullptr ? v : "";
-    return s == "seesaw" ? 1 : s == "serial" ? 0 : -1;
+    return s == "serial" ? 0 : s == "seesaw" ? 1 : s == "bypart" ? 2 : -1;
   }();
   return forced;
 }
 
 // Launches the main kernel on p.stream (the current device is p.device). Instantiated per dtype and
-// cache format in decode_bf16.cu / decode_fp16.cu / decode_fp8.cu. 16-bit calls of at least
-// kSeesawMinRows query rows per KV head run the seesaw schedule.
+// cache format in decode_bf16.cu / decode_fp16.cu / decode_fp8.cu. 16-bit calls of kSeesawMinRows to
+// kByPartMaxRows query rows per KV head choose the schedule by part, more rows run the seesaw
+// (config.hpp).
 template <typename T, KvCacheFormat kFormat>
 void launch_decode(const DecodeParams& p, const TensorMaps& maps) {
 #if defined(FLASH_MLA_TRACE)
@@ -1595,12 +1642,19 @@ void launch_decode(const DecodeParams& p, const TensorMaps& maps) {
 #endif
   if constexpr (kFormat == KvCacheFormat::kDense) {
     const int forced = schedule_override();
-    if (forced >= 0 ? forced == 1 : p.rows >= kSeesawMinRows) {
-      launch_schedule<T, kFormat, true>(p, maps);
-      return;
+    const int chosen = p.rows > kByPartMaxRows ? 1 : p.rows >= kSeesawMinRows ? 2 : 0;
+    switch (forced >= 0 ? forced : chosen) {
+      case 1:
+        launch_schedule<T, kFormat, Schedule::kSeesaw>(p, maps);
+        return;
+      case 2:
+        launch_schedule<T, kFormat, Schedule::kByPart>(p, maps);
+        return;
+      default:
+        break;
     }
   }
-  launch_schedule<T, kFormat, false>(p, maps);
+  launch_schedule<T, kFormat, Schedule::kSerial>(p, maps);
 }
 
 }  // namespace flash_mla::sm90::dense
