@@ -30,7 +30,7 @@ inline constexpr int kSeesawMinRows = kBlockM + 1;
 // 0.6-2.5 % slower. By part, against the seesaw for all, the 23 h128 s1 rows of the small, perf and FlashMLA
 // grids ran 0.992x (geometric mean; b=8 4096 -3.9 %, b=1 65536 -3.1 %, b=4 4096 +1.1 %, the b=128 rows
 // 0.995-1.003x). Calls of more than 128 rows keep the seesaw, which won there at every part length measured
-// (512 rows: 3.5-7 %, 4-block parts included).
+// (512 rows: 3.5-6.7 %, 4-block parts included).
 enum class Schedule { kSerial, kSeesaw, kByPart };
 inline constexpr int kByPartMaxRows = 2 * kBlockM;
 // A part of at most kSeesawShortPart or at least kSeesawLongPart blocks runs the seesaw, else the serial
