@@ -14,6 +14,14 @@ OUT=${OUT:-$ROOT/s38-out}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
+# bypart_tests NAME: scratch/NAME-flash_mla_gpu_tests' 16-bit tests with every call by part, into $OUT.
+bypart_tests() {
+  FLASH_MLA_SM90_SCHEDULE=bypart timeout 200 "scratch/$1-flash_mla_gpu_tests" \
+    --gtest_filter="GpuDecode.*:GpuGraph.*:GpuValidation.*:Heads/*:PageSizes/*:GpuFuzz.*" \
+    >"$OUT/$1-forced-tests.txt" 2>&1 && echo "$1 (every call by part): GPU suite passed" || echo "$1 forced: FAILED"
+  grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$1-forced-tests.txt" | tail -6 || true
+}
+
 case ${1:-} in
   call3)
     # (~8 min) The by-part schedule (65-128 rows choose serial or seesaw per CTA from their part's end pieces):
@@ -22,10 +30,7 @@ case ${1:-} in
     # the last are a control: the same seesaw kernel in both). Predicted from call 2 (serial against seesaw):
     # the b=1-16 rows with 4-31-block pieces -1.3 ... -3.5 %, the rest within +-1 %.
     gpu_suite by
-    FLASH_MLA_SM90_SCHEDULE=bypart timeout 220 scratch/by-flash_mla_gpu_tests \
-      --gtest_filter="GpuDecode.*:GpuGraph.*:GpuValidation.*:Heads/*:PageSizes/*:GpuFuzz.*" \
-      >"$OUT/by-forced-tests.txt" 2>&1 && echo "by (every call by part): GPU suite passed" || echo "by forced: FAILED"
-    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/by-forced-tests.txt" | tail -6 || true
+    bypart_tests by
     ab_names abby 2 330 "--grid small,perf,flashmla --only h_q=128 --check-rows 8 --quiet --no-ceilings" cur by
     ;;
   call4)
@@ -33,10 +38,7 @@ case ${1:-} in
     # the part's blocks. Its 16-bit tests with every call by part, then a 3-pass A/B against cur on the rows of
     # 65-128 query rows (c1 / b1: wrappers of cur / by2 with --grid small,perf,flashmla --only "h_q=128 s_q=1").
     # Predicted: the ragged rows within +-1 %, the b=1-16 rows with 4-31-block parts -1.7 ... -2.5 % as in call 3.
-    FLASH_MLA_SM90_SCHEDULE=bypart timeout 200 scratch/by2-flash_mla_gpu_tests \
-      --gtest_filter="GpuDecode.*:GpuGraph.*:GpuValidation.*:Heads/*:PageSizes/*:GpuFuzz.*" \
-      >"$OUT/by2-forced-tests.txt" 2>&1 && echo "by2 (every call by part): GPU suite passed" || echo "by2: FAILED"
-    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/by2-forced-tests.txt" | tail -6 || true
+    bypart_tests by2
     ab_names abby2 3 300 "--check-rows 8 --quiet --no-ceilings" c1 b1
     ;;
   call5)
@@ -45,10 +47,7 @@ case ${1:-} in
     # kernel ran them 1.3 % faster: an inference that the decision's loads delay the first Q tile). Its 16-bit
     # tests with every call by part, then a 2-pass A/B of c1, b1 (by2) and b3 (by3). Predicted: b3 at or below b1
     # on every row, b=4 4096 and b=1 16384 h128 s1 about 1 % below c1.
-    FLASH_MLA_SM90_SCHEDULE=bypart timeout 200 scratch/by3-flash_mla_gpu_tests \
-      --gtest_filter="GpuDecode.*:GpuGraph.*:GpuValidation.*:Heads/*:PageSizes/*:GpuFuzz.*" \
-      >"$OUT/by3-forced-tests.txt" 2>&1 && echo "by3 (every call by part): GPU suite passed" || echo "by3: FAILED"
-    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/by3-forced-tests.txt" | tail -6 || true
+    bypart_tests by3
     ab_names abby3 2 280 "--check-rows 8 --quiet --no-ceilings" c1 b1 b3
     ;;
   *)

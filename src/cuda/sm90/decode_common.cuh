@@ -45,15 +45,6 @@ struct Piece {
   }
 };
 
-// Visits the pieces of this CTA's part: when the part ends inside a sequence (its last piece is the
-// first piece of a split sequence), that piece first, then the others in order. A split piece stores a
-// 64-row fp32 partial (128 KiB), a whole sequence's output half of that, and the CTA's last store is
-// the one nothing else overlaps. (H200, session 19: the small split rows it was meant for hold one
-// piece per part under the greedy cut, so nothing moved there; the long h128 s2/s4 rows ran 2-2.7 %
-// faster, whole-group rows whose order did not change among them: code placement.) Plain loads (not
-// __ldg): metadata may be produced by a kernel earlier in the same stream. Clamped so that metadata of
-// another batch cannot index out of bounds; lengths past the block table's capacity are truncated as
-// on the CPU backend.
 // This CTA's row of the schedule metadata.
 __device__ __forceinline__ const int32_t* part_row(const DecodeParams& p) {
   return p.metadata + static_cast<int64_t>(blockIdx.z) * kMetadataWords;
@@ -67,6 +58,15 @@ __device__ __forceinline__ int clamped_seqlen(const DecodeParams& p, int req, in
   return static_cast<int>(min(max(static_cast<int64_t>(p.seqlens[req]), int64_t{0}), capacity));
 }
 
+// Visits the pieces of this CTA's part: when the part ends inside a sequence (its last piece is the
+// first piece of a split sequence), that piece first, then the others in order. A split piece stores a
+// 64-row fp32 partial (128 KiB), a whole sequence's output half of that, and the CTA's last store is
+// the one nothing else overlaps. (H200, session 19: the small split rows it was meant for hold one
+// piece per part under the greedy cut, so nothing moved there; the long h128 s2/s4 rows ran 2-2.7 %
+// faster, whole-group rows whose order did not change among them: code placement.) Plain loads (not
+// __ldg): metadata may be produced by a kernel earlier in the same stream. Clamped so that metadata of
+// another batch cannot index out of bounds; lengths past the block table's capacity are truncated as
+// on the CPU backend.
 template <typename Fn>
 __device__ __forceinline__ void for_each_piece(const DecodeParams& p, Fn&& fn) {
   const int32_t* row = part_row(p);

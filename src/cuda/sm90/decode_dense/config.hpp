@@ -17,11 +17,11 @@ inline constexpr int kBlockM = flash_mla::kBlockM;  // query rows per CTA (wgmma
 inline constexpr int kVSubTilesPerWarpgroup = kVSubTiles / 2;  // each consumer owns 256 output columns
 inline constexpr int kStages = 2;
 // 16-bit calls with at least this many query rows per KV head (2+ row tiles) run the seesaw
-// (consumer_piece_seesaw), since session 38 by part up to kByPartMaxRows (below). H200, session 26, 1 pass, eca302c (the warp-uniform role) with every call on the
-// seesaw against its serial schedule: 128-row rows -0.8 ... -5.2 %; 64-row rows: b=128 16384 h64 s1 -3.4 %
-// but the short and small-batch h16 s4 rows +4.3 ... +9.7 %; 32 rows and fewer +0.3 ... +8.9 %. The 256-row
-// rows ran the seesaw since efaca86 (16384 h128 s2 -3.6 / -4.0 %, 2 passes; -5.5 % more with the uniform
-// role) (docs/PERFORMANCE.md).
+// (consumer_piece_seesaw), since session 38 by part up to kByPartMaxRows (below). H200, session 26, 1 pass,
+// eca302c (the warp-uniform role) with every call on the seesaw against its serial schedule: 128-row rows
+// -0.8 ... -5.2 %; 64-row rows: b=128 16384 h64 s1 -3.4 % but the short and small-batch h16 s4 rows +4.3 ...
+// +9.7 %; 32 rows and fewer +0.3 ... +8.9 %. The 256-row rows ran the seesaw since efaca86 (16384 h128 s2
+// -3.6 / -4.0 %, 2 passes; -5.5 % more with the uniform role) (docs/PERFORMANCE.md).
 inline constexpr int kSeesawMinRows = kBlockM + 1;
 // The consumer schedule of a launch: serial, the seesaw, or chosen by each CTA from its part
 // (part_takes_seesaw, kernel.cuh). Calls of 65-128 rows (two row tiles) choose by part. H200, session 38,

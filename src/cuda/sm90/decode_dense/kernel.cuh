@@ -632,9 +632,11 @@ struct PairRing {
 
 // Schedule::kByPart: whether this CTA runs the seesaw, from its part's blocks (counted up to
 // kSeesawLongPart). The producer and the consumers each decide from the same words, which no role writes
-// during the call, so they agree. By the end pieces alone (the larger of the first and last), a ragged
-// b=128 h128 s1 call ran 4-5 % slower; counted over every sequence of the part, it ran as before (session
-// 38; that the loss came from parts whose long middle sequences were missed is an inference).
+// during the call, so they agree. By the end pieces alone (the larger of the first and last), ragged
+// b=128 h128 s1 calls ran 1.5-4.7 % slower; counted over every sequence of the part, as before (session 38;
+// that the loss came from parts whose long middle sequences were missed is an inference). A piece here
+// spans the blocks of [begin, end) rounded out, so an empty range counts 1 where Piece::end_block counts 0:
+// it only moves such a part's choice.
 __device__ __forceinline__ bool part_takes_seesaw(const DecodeParams& p) {
   const int32_t* row = part_row(p);
   const int begin_req = max(row[0], 0), end_req = min(row[2], p.batch - 1);
@@ -1500,9 +1502,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   // s1 (sessions 22-24); by a box of its live rows (q_tail) it lost 1.1-1.2 % at b=256 512 h16 s1 while
   // winning 2.0-2.9 % at b=64 512 s2 (session 29, three A/Bs, s29-q-tail-once.patch).
   const bool full_tile = (blockIdx.x + 1) * kBlockM <= p.rows;
-  // kByPart: decided once the first Q tile is ready (it == 0: no block yet), so that its loads do not wait
-  // for the decision's.
-  [[maybe_unused]] bool seesaw = kSched == Schedule::kSeesaw;
+  // kByPart only: decided at the first piece once its Q tile is ready, so that its loads do not wait for the
+  // decision's (while it == 0: a part whose first pieces hold no block decides again, with the same answer).
+  [[maybe_unused]] bool seesaw = false;
   for_each_piece(p, [&](const Piece& pc) {
     const bool q_by_tma = kDense && (staged || full_tile) && maps.q_by_tma;
     if (staged) {
