@@ -634,9 +634,9 @@ struct PairRing {
 // kSeesawLongPart). The producer and the consumers each decide from the same words, which no role writes
 // during the call, so they agree. By the end pieces alone (the larger of the first and last), ragged
 // b=128 h128 s1 calls ran 1.5-4.7 % slower; counted over every sequence of the part, as before (session 38;
-// that the loss came from parts whose long middle sequences were missed is an inference). A piece here
-// spans the blocks of [begin, end) rounded out, so an empty range counts 1 where Piece::end_block counts 0:
-// it only moves such a part's choice.
+// that the loss came from parts whose long middle sequences were missed is an inference). Word 1 is a
+// multiple of 64, so a piece's count here is Piece's end_block - first_block; garbage words can only move
+// the choice, which both sides still share.
 __device__ __forceinline__ bool part_takes_seesaw(const DecodeParams& p) {
   const int32_t* row = part_row(p);
   const int begin_req = max(row[0], 0), end_req = min(row[2], p.batch - 1);
