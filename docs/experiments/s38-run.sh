@@ -50,8 +50,30 @@ case ${1:-} in
     bypart_tests by3
     ab_names abby3 2 280 "--check-rows 8 --quiet --no-ceilings" c1 b1 b3
     ;;
+  next)
+    # (next session, ~6 min; carry ["scratch"]; if scratch/ is gone: `s36-run.sh fetch` here, then build
+    # by3-flash-mla-bench from d6ba131 and ser-flash-mla-bench as s37-run.sh's header says) (1) the same-run standing
+    # on d6ba131 (s36-run.sh next: the Python package built there and timed beside vLLM's FlashMLA and FA3; predicted:
+    # the small grid ~+0.3 % from its h128 s1 rows, the rest unchanged); (2) why the by-part kernel's serial CTAs
+    # ran 4-block parts 1.9-2.4 % behind the serial kernel (calls 2 and 5): ncu at base clock on both kernels (the
+    # release builds; a trace build of the by-part kernel spills 52 bytes), cycles, instructions and the fetch,
+    # barrier and long-scoreboard stalls. Predicted: equal instructions per block, more no_instruction stalls in the
+    # by-part kernel (its serial code sits past the shared epilogue).
+    OUT=$OUT bash docs/experiments/s36-run.sh next 2>&1 | tail -60
+    m=sm__cycles_elapsed.max,smsp__inst_executed.sum
+    m=$m,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio
+    m=$m,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio
+    m=$m,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio
+    for row in "--batch 4 --seqlen 4096 --h-q 128 --s-q 1" "--batch 1 --seqlen 16384 --h-q 128 --s-q 1" \
+      "--batch 8 --seqlen 4096 --h-q 128 --s-q 1"; do
+      for name in ser by3; do
+        # shellcheck disable=SC2086  # row is a list of options
+        ncu_metrics "$name $row" "$m" "scratch/$name-flash-mla-bench" $row
+      done
+    done
+    ;;
   *)
-    echo "usage: $0 call3|call4|call5" >&2
+    echo "usage: $0 call3|call4|call5|next" >&2
     exit 2
     ;;
 esac
