@@ -10,9 +10,7 @@
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
-OUT=${OUT:-$ROOT/s38-out}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
+out_dir s38-out
 
 # bypart_tests NAME: scratch/NAME-flash_mla_gpu_tests' 16-bit tests with every call by part, into $OUT.
 bypart_tests() {
@@ -64,13 +62,8 @@ case ${1:-} in
     m=$m,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio
     m=$m,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio
     m=$m,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio
-    for row in "--batch 4 --seqlen 4096 --h-q 128 --s-q 1" "--batch 1 --seqlen 16384 --h-q 128 --s-q 1" \
-      "--batch 8 --seqlen 4096 --h-q 128 --s-q 1"; do
-      for name in ser by3; do
-        # shellcheck disable=SC2086  # row is a list of options
-        ncu_metrics "$name $row" "$m" "scratch/$name-flash-mla-bench" $row
-      done
-    done
+    ncu_each "$m" "ser by3" "--batch 4 --seqlen 4096 --h-q 128 --s-q 1" "--batch 1 --seqlen 16384 --h-q 128 --s-q 1" \
+      "--batch 8 --seqlen 4096 --h-q 128 --s-q 1"
     ;;
   *)
     echo "usage: $0 call3|call4|call5|next" >&2

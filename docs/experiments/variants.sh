@@ -4,6 +4,13 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT" || return
 #
+# out_dir DEFAULT: OUT (made absolute), or $ROOT/DEFAULT when unset, created.
+out_dir() {
+  OUT=${OUT:-$ROOT/$1}
+  mkdir -p "$OUT"
+  OUT=$(cd "$OUT" && pwd)
+}
+#
 # build NAME PATCHES CMAKE_FLAGS TARGET...: a worktree of HEAD (or of $REV) with PATCHES (files in docs/experiments,
 # comma-separated, applied in order; none: "-"), the targets built in Release with CUDA, and the
 # binaries copied to scratch/NAME-<binary> (flash-mla-bench, flash-mla-phases, flash_mla_gpu_tests).
@@ -73,6 +80,19 @@ ncu_metrics() {
     --metrics "$metrics" "$@" --iters 3 --no-ceilings --no-check --quiet 2>&1 |
     grep -E '^\s+(smsp|sm__|dram__|gpu__|lts__)' | awk '{print $1 " " $(NF-1) " " $NF}' |
     sed -E 's/smsp__average_warps_issue_stalled_//' | tr '\n' ' ')"
+}
+
+# ncu_each METRICS NAMES ROW...: ncu_metrics of scratch/NAME-flash-mla-bench for each ROW (a flash-mla-bench
+# option list, e.g. "--batch 4 --seqlen 4096 --h-q 128 --s-q 1") and each of the space-separated NAMES.
+ncu_each() {
+  local metrics=$1 names=$2 row name
+  shift 2
+  for row in "$@"; do
+    for name in $names; do
+      # shellcheck disable=SC2086  # row is a list of options
+      ncu_metrics "$name $row" "$metrics" "scratch/$name-flash-mla-bench" $row
+    done
+  done
 }
 
 # ncu_source CSV CMD...: ncu's per-SASS-line counters and warp-state samples of CMD's second decode kernel
