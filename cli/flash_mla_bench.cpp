@@ -748,11 +748,12 @@ int run(int argc, char** argv) {
     for (const Spec& s : specs) std::printf("%s  kv=%s\n", s.label.c_str(), s.kv.name);
     return 0;
   }
-  if (o.list_json) {  // labels are plain ASCII without quotes or backslashes: no escaping needed
+  if (o.list_json) {
     for (const Spec& s : specs) {
-      std::printf("{\"label\": \"%s\", \"batch\": %d, \"s_q\": %d, \"h_q\": %d, \"h_kv\": %d, \"page\": %d, "
-                  "\"kv\": \"%s\", \"causal\": %s, \"seqlens\": [",
-                  s.label.c_str(), s.batch, s.s_q, s.h_q, s.h_kv, s.page, s.kv.name, o.causal ? "true" : "false");
+      std::printf("{\"label\": %s, \"batch\": %d, \"s_q\": %d, \"h_q\": %d, \"h_kv\": %d, \"page\": %d, "
+                  "\"kv\": %s, \"causal\": %s, \"seqlens\": [",
+                  json_string(s.label).c_str(), s.batch, s.s_q, s.h_q, s.h_kv, s.page, json_string(s.kv.name).c_str(),
+                  o.causal ? "true" : "false");
       for (size_t i = 0; i < s.seqlens.size(); ++i) std::printf("%s%d", i ? ", " : "", int(s.seqlens[i]));
       std::printf("]}\n");
     }

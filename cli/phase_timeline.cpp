@@ -61,7 +61,7 @@ const char* const kEventNames[kPhaseEvents] = {"begin",     "K landed",   "S mas
                                                "(unused)"};
 
 // The narrow FP8 kernel's per-block stamps: layout and events from decode_narrow/trace_layout.hpp.
-namespace trace = sm90::narrow;
+namespace narrow = sm90::narrow;
 
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
@@ -163,7 +163,7 @@ struct CtaTrace {
     check(cudaMemcpy(t.data(), sm90::dense::g_trace_buffer, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost),
           "cudaMemcpy");
     for (int cta = 0; cta < ctas; ++cta) {
-      if (at(cta, 0) != 0) first = std::min(first, at(cta, 0));
+      if (at(cta, kSlotEntry) != 0) first = std::min(first, at(cta, kSlotEntry));
     }
   }
   unsigned long long at(int cta, int slot) const { return t[static_cast<size_t>(cta) * kTraceSlots + slot]; }
@@ -179,12 +179,14 @@ struct CtaTrace {
   }
 };
 
-// With FLASH_MLA_PHASES_DUMP=DIR (not empty), one line per CTA into DIR/NAME.tsv (NAME with spaces and tildes as
-// '_'): its part (the grid is query-row tiles x KV heads x parts, the trace's CTA index x fastest), the part's pieces
-// and blocks (from its metadata row, as for_each_piece reads it for schedules of this run), then the CTA's trace
-// stamps in microseconds after the first CTA's entry (-1 where not stamped): entry, first block, last block, last
-// piece stored, exit. For studies of how a schedule's parts end (the ragged rows).
-void dump_ctas(const char* name, const PreparedCall& call, const std::vector<int32_t>& seqlens, int ctas) {
+// With FLASH_MLA_PHASES_DUMP=DIR (not empty), one line per CTA into DIR/NAME.tsv (NAME with spaces, tildes and
+// slashes as '_'): its part (the grid is query-row tiles x KV heads x parts, the trace's CTA index x fastest), the
+// part's pieces and blocks (from its metadata row as for_each_piece walks it, without its clamps: this run's
+// schedules need none), then the CTA's trace stamps in microseconds after the first CTA's entry (-1 where not
+// stamped): entry, first block, last block, last piece stored, exit. For studies of how a schedule's parts end (the
+// ragged rows).
+void dump_ctas(const char* name, const PreparedCall& call, const std::vector<int32_t>& seqlens, const CtaTrace& trace,
+               int per_part) {
   const char* dir = std::getenv("FLASH_MLA_PHASES_DUMP");
   if (dir == nullptr || *dir == '\0') return;
   std::string base = name;
@@ -192,8 +194,6 @@ void dump_ctas(const char* name, const PreparedCall& call, const std::vector<int
   const std::string file = std::string(dir) + "/" + base + ".tsv";
   std::vector<int32_t> meta(static_cast<size_t>(call.parts) * kMetadataWords);
   check(cudaMemcpy(meta.data(), call.b.metadata, meta.size() * 4, cudaMemcpyDeviceToHost), "cudaMemcpy");
-  const int per_part = std::max(1, ctas / std::max(call.parts, 1));  // row tiles x KV heads
-  const CtaTrace trace(ctas);
   auto at = [&](int cta, int slot) { return trace.at(cta, slot); };
   FILE* f = std::fopen(file.c_str(), "w");
   if (f == nullptr) throw std::runtime_error("cannot write " + file + ": " + std::strerror(errno));
@@ -212,22 +212,21 @@ void dump_ctas(const char* name, const PreparedCall& call, const std::vector<int
     const unsigned long long last_k = trace.last_block(cta);
     unsigned long long stored = 0;
     for (int i = 0; i <= kTracePieces; ++i) stored = std::max(stored, at(cta, kSlotPieceStored + i));
-    std::fprintf(f, "%d\t%d\t%d\t%lld\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\n", cta, part, pieces, blocks, us(at(cta, 0)),
+    std::fprintf(f, "%d\t%d\t%d\t%lld\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\n", cta, part, pieces, blocks, us(at(cta, kSlotEntry)),
                  us(at(cta, kSlotBlock)), us(last_k), us(stored), us(at(cta, kSlotExit)));
   }
   if (std::fclose(f) != 0) throw std::runtime_error("cannot write " + file + ": " + std::strerror(errno));
 }
 
 // One call's per-CTA timeline from the trace slots (all CTAs of the grid up to kTraceCtas).
-void print_cta_timeline(int grid_ctas) {
-  const CtaTrace trace(grid_ctas);
+void print_cta_timeline(const CtaTrace& trace) {
   const int ctas = trace.ctas;
   const unsigned long long first = trace.first;
   auto at = [&](int cta, int slot) { return trace.at(cta, slot); };
   if (first == ~0ull) return;
   unsigned long long last = 0;
   for (int cta = 0; cta < ctas; ++cta) {
-    if (at(cta, 0) != 0) last = std::max(last, at(cta, kSlotExit));
+    if (at(cta, kSlotEntry) != 0) last = std::max(last, at(cta, kSlotExit));
   }
   auto us = [&](unsigned long long ns) { return static_cast<double>(ns - first) * 1e-3; };
   std::vector<double> entry, q_ready, first_k, last_k, stored, exit, interval, change, tail, consumer_piece_read,
@@ -235,9 +234,9 @@ void print_cta_timeline(int grid_ctas) {
       next_issued, staged_read, next_q_issued, next_q_landed, next_q_ready;
   std::vector<double> epilogue_steps[kEpilogueSlots];  // the first piece's, after its last traced block
   for (int cta = 0; cta < ctas; ++cta) {
-    if (at(cta, 0) == 0 || at(cta, kSlotBlock) == 0) continue;  // an empty part: no block
-    entry.push_back(us(at(cta, 0)));
-    q_ready.push_back(us(at(cta, 1)));
+    if (at(cta, kSlotEntry) == 0 || at(cta, kSlotBlock) == 0) continue;  // an empty part: no block
+    entry.push_back(us(at(cta, kSlotEntry)));
+    q_ready.push_back(us(at(cta, kSlotQReady)));
     // The prologue stamps some builds or paths never write (the gather producer's, say).
     auto stamped = [&](std::vector<double>& into, int slot) {
       if (at(cta, slot) != 0) into.push_back(us(at(cta, slot)));
@@ -392,10 +391,11 @@ void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s
     }
     std::printf("\n");
   }
-  // The launch grid (launch_decode): query-row tiles x KV heads x parts.
-  const int ctas = (c.s_q * c.h_q / c.h_kv + kBlockM - 1) / kBlockM * c.h_kv * call.parts;
-  print_cta_timeline(ctas);
-  dump_ctas(name, call, seqlens, ctas);
+  // The launch grid (launch_decode): query-row tiles x KV heads x parts; the trace copied once for both.
+  const int per_part = (c.s_q * c.h_q / c.h_kv + kBlockM - 1) / kBlockM * c.h_kv;
+  const CtaTrace trace(per_part * call.parts);
+  print_cta_timeline(trace);
+  dump_ctas(name, call, seqlens, trace, per_part);
 }
 
 // The narrow FP8 kernel (per-tensor cache, <= 32 query rows): one call's per-block stamps, as medians over CTAs and
@@ -407,46 +407,46 @@ void study_narrow(const char* name, const std::vector<int32_t>& seqlens, int h_q
   const PreparedCall call(c);
   const DecodeArgs& a = call.args;
   if (sm90::narrow::g_phase_buffer == nullptr) throw std::runtime_error(std::string(name) + ": not the narrow kernel");
-  std::vector<long long> t(static_cast<size_t>(trace::kPhaseCtas) * trace::kPhaseIters * trace::kPhaseEvents);
+  std::vector<long long> t(static_cast<size_t>(narrow::kPhaseCtas) * narrow::kPhaseIters * narrow::kPhaseEvents);
   check(cudaMemset(sm90::narrow::g_phase_buffer, 0, t.size() * sizeof(t[0])), "cudaMemset");
   mla_decode(a);
   check(cudaDeviceSynchronize(), "decode");
   check(cudaMemcpy(t.data(), sm90::narrow::g_phase_buffer, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost),
         "cudaMemcpy");
   auto at = [&](int cta, int it, int ev) {
-    return static_cast<double>(t[(static_cast<size_t>(cta) * trace::kPhaseIters + it) * trace::kPhaseEvents + ev]);
+    return static_cast<double>(t[(static_cast<size_t>(cta) * narrow::kPhaseIters + it) * narrow::kPhaseEvents + ev]);
   };
   // Steps: {from, to} within a block; then the cross-block spans.
   struct Step {
     const char* what;
     int from, to;
   };
-  const Step steps[] = {{"producer: free -> issued", trace::kPhaseFree, trace::kPhaseIssued},
-                        {"score: stage wait", trace::kPhaseScoreWait, trace::kPhaseLanded},
-                        {"score: Q·Kᵀ", trace::kPhaseLanded, trace::kPhaseScores},
-                        {"score: softmax and vote", trace::kPhaseScores, trace::kPhaseVoted},
-                        {"score: to p_full", trace::kPhaseVoted, trace::kPhasePFull},
-                        {"score: own tile", trace::kPhasePFull, trace::kPhaseOwn},
-                        {"value: Pᵀ wait", trace::kPhaseValueWait, trace::kPhaseValueGo},
-                        {"value: P·V", trace::kPhaseValueGo, trace::kPhaseValueDone},
-                        {"issued -> score past k_full", trace::kPhaseIssued, trace::kPhaseLanded},
-                        {"p_full -> value past it", trace::kPhasePFull, trace::kPhaseValueGo}};
+  const Step steps[] = {{"producer: free -> issued", narrow::kPhaseFree, narrow::kPhaseIssued},
+                        {"score: stage wait", narrow::kPhaseScoreWait, narrow::kPhaseLanded},
+                        {"score: Q·Kᵀ", narrow::kPhaseLanded, narrow::kPhaseScores},
+                        {"score: softmax and vote", narrow::kPhaseScores, narrow::kPhaseVoted},
+                        {"score: to p_full", narrow::kPhaseVoted, narrow::kPhasePFull},
+                        {"score: own tile", narrow::kPhasePFull, narrow::kPhaseOwn},
+                        {"value: Pᵀ wait", narrow::kPhaseValueWait, narrow::kPhaseValueGo},
+                        {"value: P·V", narrow::kPhaseValueGo, narrow::kPhaseValueDone},
+                        {"issued -> score past k_full", narrow::kPhaseIssued, narrow::kPhaseLanded},
+                        {"p_full -> value past it", narrow::kPhasePFull, narrow::kPhaseValueGo}};
   constexpr int kSteps = sizeof(steps) / sizeof(steps[0]);
   std::vector<double> step[kSteps], period, freed_to_free, freed_to_landed, waited;
-  for (int cta = 0; cta < trace::kPhaseCtas; ++cta) {
-    for (int it = trace::kPhaseStages; it < trace::kPhaseIters; ++it) {
-      if (at(cta, it, trace::kPhaseValueDone) == 0 || at(cta, it - 1, trace::kPhaseValueDone) == 0) continue;
-      period.push_back(at(cta, it, trace::kPhaseValueDone) - at(cta, it - 1, trace::kPhaseValueDone));
+  for (int cta = 0; cta < narrow::kPhaseCtas; ++cta) {
+    for (int it = narrow::kPhaseStages; it < narrow::kPhaseIters; ++it) {
+      if (at(cta, it, narrow::kPhaseValueDone) == 0 || at(cta, it - 1, narrow::kPhaseValueDone) == 0) continue;
+      period.push_back(at(cta, it, narrow::kPhaseValueDone) - at(cta, it - 1, narrow::kPhaseValueDone));
       for (int k = 0; k < kSteps; ++k) {
         if (at(cta, it, steps[k].from) != 0 && at(cta, it, steps[k].to) != 0) {
           step[k].push_back(at(cta, it, steps[k].to) - at(cta, it, steps[k].from));
         }
       }
-      const double freed = at(cta, it - trace::kPhaseStages, trace::kPhaseValueDone);
-      const double free_passed = at(cta, it, trace::kPhaseFree), landed = at(cta, it, trace::kPhaseLanded);
+      const double freed = at(cta, it - narrow::kPhaseStages, narrow::kPhaseValueDone);
+      const double free_passed = at(cta, it, narrow::kPhaseFree), landed = at(cta, it, narrow::kPhaseLanded);
       if (freed != 0 && free_passed != 0) freed_to_free.push_back(free_passed - freed);
       if (freed != 0 && landed != 0) freed_to_landed.push_back(landed - freed);
-      const double wait_began = at(cta, it, trace::kPhaseScoreWait);
+      const double wait_began = at(cta, it, narrow::kPhaseScoreWait);
       if (wait_began != 0) waited.push_back(landed - wait_began > 100 ? 1 : 0);
     }
   }

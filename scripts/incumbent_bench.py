@@ -13,7 +13,7 @@ fwd_kvcache_mla_fp8; it takes an e4m3 q only) and vllm/vllm_flash_attn/_vllm_fa3
 called as vLLM's FlashAttnMLA backend calls it). It times them on the workloads of `flash-mla-bench --grid NAMES
 --list-json` (the same lengths, ragged ones included, page size and cache format) the way flash-mla-bench times
 ours: the whole call (schedule computed once, main kernel + combine) captured in a CUDA graph of max(10, copies)
-calls, inputs rotated over enough copies that the calls read 4x the L2, at least 50 ms of warm-up replays, then
+calls, inputs rotated over enough copies that the calls read 4x the L2, about 50 ms of warm-up replays, then
 the median per call over ~200 ms of replays; a row's implementations share its input copies and, unless
 --sequential, replay in turn (the order rotating each round) through the warm-up and the timed rounds, so that the
 card's drift after the previous row falls on all alike. Values are normal(0, --value-sd), as flash-mla-bench's; the page
@@ -222,7 +222,7 @@ class Ours:
 
     name = "ours"
 
-    def __init__(self, torch):
+    def __init__(self):
         import flash_mla  # noqa: PLC0415 (only when asked for)
 
         self.mla = flash_mla
@@ -289,7 +289,7 @@ def check_and_capture(torch, inc, w, kv, xs, scale):
 def time_row(torch, impls, w, kv, replays, l2_bytes, sequential):
     """Every implementation that takes the row's format, on the same input copies (rotated over 4x the L2).
     Interleaved (the default): the graphs replay in turn, the order rotating every round, through the warm-up and the
-    timed rounds (their counts set by the slowest graph: at least WARMUP_MS and about REPLAY_BUDGET_MS of its
+    timed rounds (their counts set by the slowest graph: about WARMUP_MS and REPLAY_BUDGET_MS of its
     replays), so that the card's drift after the previous row (clock, power, temperature) falls on all of them
     alike. Sequential: each implementation's own warm-up and rounds in turn, as flash-mla-bench does and session 36's
     calls 1-8 did (the first one timed on a heavy row after a light one ran 7-11 % slow). Returns {name: (µs, GB/s,
@@ -360,19 +360,31 @@ def without_ours(table):
     return {k: {n: t for n, t in v.items() if n != "ours"} for k, v in table.items()}
 
 
-def compare(workloads, results, ours_path):
-    """Ours over the faster incumbent per row, and the geometric means by query rows."""
-    ours = read_ours(ours_path) if isinstance(ours_path, str) else ours_path
+def load_workloads(path, only):
+    """The workload list's rows whose labels contain `only`, each (label, kv) once, in file order (the small grid
+    lists b=1 65536 twice)."""
+    seen = set()
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [w for w in rows if only in w["label"]
+            and not ((w["label"], w["kv"]) in seen or seen.add((w["label"], w["kv"])))]
+
+
+def ours_times(args, table):
+    """{(label, kv): µs} of ours: flash-mla-bench's table given by --ours, else the table's own "ours" rows."""
+    return read_ours(args.ours) if args.ours else {k: v["ours"] for k, v in table.items() if "ours" in v}
+
+
+def compare(workloads, results, ours):
+    """Ours ({(label, kv): µs}) over the faster incumbent per row, and the geometric means by query rows."""
     names = sorted({n for theirs in results.values() for n in theirs})
     print("\nours against the incumbents in this run (incumbent us / our us; above 1: ours is faster)")
     print(f"{'workload':<42} {'kv':<16} {'ours':>8} " + " ".join(f"{n:>12}" for n in names) + "  vs best")
-    by_rows, seen = {}, set()
+    by_rows = {}
     for w in workloads:
         key = (w["label"], w["kv"])
         theirs = results.get(key)
-        if not theirs or key not in ours or key in seen:  # a workload listed twice counts once
+        if not theirs or key not in ours:
             continue
-        seen.add(key)
         cells = " ".join(f"{theirs[n]:>12.1f}" if n in theirs else f"{'-':>12}" for n in names)
         r = min(theirs.values()) / ours[key]
         by_rows.setdefault((w["kv"], w["s_q"] * w["h_q"] // w["h_kv"]), []).append(r)
@@ -389,25 +401,20 @@ def compare(workloads, results, ours_path):
 def main():
     args = parse_args()
     if args.theirs:  # compare only: ours from --ours, else the table's own "ours" rows (--with-ours)
-        workloads = [json.loads(line) for line in Path(args.workloads).read_text().splitlines() if line.strip()]
         table = read_table(args.theirs)
-        ours = args.ours or {k: v["ours"] for k, v in table.items() if "ours" in v}
-        compare([w for w in workloads if args.only in w["label"]], without_ours(table), ours)
+        compare(load_workloads(args.workloads, args.only), without_ours(table), ours_times(args, table))
         return
     import torch  # noqa: PLC0415 (imported here so that --help and --theirs work without torch)
 
-    incumbents = [cls(torch, lib) for cls, lib in ((FlashMLA, args.flashmla), (FlashMLAFP8, args.flashmla_fp8),
-                                                   (FA3, args.fa3)) if lib]
-    if not incumbents:
+    given = [(cls, lib) for cls, lib in ((FlashMLA, args.flashmla), (FlashMLAFP8, args.flashmla_fp8), (FA3, args.fa3))
+             if lib]
+    if not given:
         sys.exit("incumbent_bench.py: give at least one of --flashmla, --flashmla-fp8, --fa3")
-    libs = ", ".join(f"{inc.name}: {lib}" for inc, lib in zip(incumbents, [x for x in (args.flashmla,
-                     args.flashmla_fp8, args.fa3) if x]))
+    incumbents = [cls(torch, lib) for cls, lib in given]
+    libs = ", ".join(f"{inc.name}: {lib}" for inc, (_, lib) in zip(incumbents, given))
     if args.with_ours:
-        incumbents.insert(0, Ours(torch))
-    workloads = [json.loads(line) for line in Path(args.workloads).read_text().splitlines() if line.strip()]
-    labels = set()  # a workload listed twice (the small grid lists b=1 65536 twice) is timed once
-    workloads = [dict(w, value_sd=args.value_sd) for w in workloads if args.only in w["label"]
-                 and not ((w["label"], w["kv"]) in labels or labels.add((w["label"], w["kv"])))]
+        incumbents.insert(0, Ours())
+    workloads = [dict(w, value_sd=args.value_sd) for w in load_workloads(args.workloads, args.only)]
     prop = torch.cuda.get_device_properties(0)
     print(f"incumbent_bench: on {prop.name} ({prop.multi_processor_count} SMs), torch {torch.__version__}; {libs}; "
           f"values ~ normal(0, {args.value_sd})")
@@ -429,8 +436,7 @@ def main():
             print(f"{w['label']:<42} {kv:<16} {inc.name:<12} {us:>8.1f} {gbs:>6.0f} {tflops:>8.0f} {err:>8.1e}",
                   flush=True)
     if args.ours or args.with_ours:
-        ours = args.ours or {k: v["ours"] for k, v in results.items() if "ours" in v}
-        compare(workloads, without_ours(results), ours)
+        compare(workloads, without_ours(results), ours_times(args, results))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 // Decode workloads and the independent float64 reference, shared by the tests and flash-mla-bench.
 //
-// A Workload owns host copies of every input: random q and KV cache (randn / 10 scale, never zeros),
+// A Workload owns host copies of every input: random q and KV cache (normal(0, value_sd), 0.1 unless the
+// config says otherwise; never zeros),
 // pages placed at random in a pool larger than needed, NaN-poisoned tails of last pages and unused
 // pages, and garbage block-table entries past each sequence's last page (SPEC's memory-safety rules).
 // The cache may be in either FP8 format (SPEC.md, "FP8 KV cache"), filled by the library's quantisers;
@@ -81,7 +82,7 @@ struct Workload {
 
 Workload make_workload(const WorkloadConfig& config);
 
-// Refills q ([b, s_q, h_q, 576] for the current config) with randn / 10 values drawn from `seed`,
+// Refills q ([b, s_q, h_q, 576] for the current config) with normal(0, value_sd) values drawn from `seed`,
 // quantised with descale_q when config.fp8_q. make_workload calls it with config.seed.
 void fill_queries(Workload& w, uint64_t seed);
 

@@ -11,9 +11,7 @@
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
-OUT=${OUT:-$ROOT/s36-out}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)  # absolute: call5 runs pytest from /tmp
+out_dir s36-out  # absolute: call5 runs pytest from /tmp
 
 # incumbents FILE LABEL ARGS...: scripts/incumbent_bench.py on scratch/wl-FILE.jsonl with every incumbent library,
 # its output in $OUT/inc-LABEL.txt and on stdout.
@@ -26,11 +24,6 @@ incumbents() {
   cat "$OUT/inc-$label.txt"
 }
 
-unpack_fa3() {
-  python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('scratch/_vllm_fa3_C.abi3.so.xz'), \
-open('/tmp/_vllm_fa3_C.abi3.so', 'wb'))"
-}
-
 # with_ours TIMEOUT FILE LABEL ARGS...: incumbents on scratch/wl-FILE.jsonl with ours beside them (--with-ours,
 # normal(0, 0.1)), then its failures, geometric means and the rows below 1. (Calls 6-8 printed their summaries
 # with inline copies of these lines; the measuring command is the same.)
@@ -41,24 +34,6 @@ with_ours() {
   echo "== $label"
   grep -E "failed|geometric|exit" "$OUT/inc-$label.txt" | grep -v "flashmla-fp8 failed" || true
   awk '/ours against/ {on = 1} on && $NF ~ /^[0-9.]+$/ && $NF < 1.0' "$OUT/inc-$label.txt"
-}
-
-# install_python: the Python package into the device's python3 environment (its torch lives there: a venv over the
-# system python would not see it; the machine is discarded after the session), scikit-build-core and pytest from
-# the wheels in scratch/wheels (no network there). Sets py.
-install_python() {
-  py=$(python3 -c "import sys; print(sys.executable)")
-  "$py" -m pip install -q --no-index --find-links scratch/wheels "scikit-build-core>=0.10" pytest
-  if [ -x /usr/local/cuda/bin/nvcc ]; then export CUDACXX=/usr/local/cuda/bin/nvcc PATH=/usr/local/cuda/bin:$PATH; fi
-  local start=$SECONDS
-  "$py" -c "import torch, sys; print(torch.__version__, torch.__file__, sys.version.split()[0])"
-  if "$py" -m pip install -q --no-build-isolation --no-index --no-deps . >"$OUT/pip-install.txt" 2>&1; then
-    echo "pip install .: $((SECONDS - start)) s"
-  else
-    echo "pip install . FAILED"
-    tail -30 "$OUT/pip-install.txt"
-    exit 1
-  fi
 }
 
 case ${1:-} in

@@ -9,23 +9,7 @@
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
-OUT=${OUT:-$ROOT/s37-out}
-mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)
-
-unpack_fa3_here() {
-  python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('scratch/_vllm_fa3_C.abi3.so.xz'), \
-open('/tmp/_vllm_fa3_C.abi3.so', 'wb'))"
-}
-
-# install_package LOG: this project's Python package into the device's python3 environment (its torch lives there),
-# scikit-build-core from the wheels in scratch/wheels (no network there); sets py. A failure is reported, not fatal.
-install_package() {
-  py=$(python3 -c "import sys; print(sys.executable)")
-  "$py" -m pip install -q --no-index --find-links scratch/wheels "scikit-build-core>=0.10" || echo "wheels: exit $?"
-  export CUDACXX=/usr/local/cuda/bin/nvcc PATH=/usr/local/cuda/bin:$PATH
-  "$py" -m pip install -q --no-build-isolation --no-index --no-deps . >"$1" 2>&1 || tail "$1"
-}
+out_dir s37-out
 
 case ${1:-} in
   call1)
@@ -50,8 +34,8 @@ case ${1:-} in
     # while flash-mla-bench, the script with ours alone and the script with all three run the same row, in turn.
     # Predicted: the slow runs have a lower SM clock (power cap); if the memory clock or the copy ceiling falls too,
     # no kernel change recovers it.
-    unpack_fa3_here
-    install_package "$OUT/pip-install.txt"
+    unpack_fa3
+    install_python "$OUT/pip-install.txt" || true
     query=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active
     nvidia-smi --query-gpu=$query --format=csv,noheader,nounits -lms 100 >"$OUT/smi.csv" 2>&1 &
     smi=$!
@@ -137,10 +121,10 @@ case ${1:-} in
     # on the row with all three. nvidia-smi (GPU 0) samples every 100 ms throughout; everything in one archive,
     # clk.tgz, made before the analysis. Predicted (session 37: 537 us cool, 609 late in the grid run): hot ~590-610
     # us; the copy ceiling within 2 % of the cool one and the SM clock lower (if so, the chain is the lever).
-    unpack_fa3_here
+    unpack_fa3
     clk=$OUT/clk
     mkdir -p "$clk"
-    install_package "$clk/pip-install.txt"
+    install_python "$clk/pip-install.txt" || true
     query=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active
     nvidia-smi -i 0 --query-gpu=$query --format=csv,noheader,nounits -lms 100 >"$clk/smi.csv" 2>"$clk/smi.err" &
     smi=$!

@@ -1,9 +1,9 @@
 """Session 37: the card's state per phase of s37-run.sh call2. Reads nvidia-smi's CSV (timestamp, SM clock, memory
 clock, power, temperature, limit reasons; sampled every 100 ms) and the phase marks ("YYYY/MM/DD HH:MM:SS.ns NAME"
 per line, each phase running until the next mark) and prints each phase's median SM clock, memory clock, power and
-temperature, and its most frequent limit-reason mask; then the SM clock and power over the phase's busy samples
-(above BUSY_W watts: the GPU working, not the host making inputs or checking rows). Used by s37-run.sh call2 and
-next."""
+temperature over all its samples; then, over its busy samples (above BUSY_W watts: the GPU working, not the host
+making inputs or checking rows), their count, median SM clock, memory clock and power, and their most frequent
+limit-reason mask. Used by s37-run.sh call2 and next."""
 import statistics
 import sys
 from collections import Counter

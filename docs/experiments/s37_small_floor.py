@@ -1,7 +1,7 @@
 """Session 37: issue 6's >= 1.5x by arithmetic. For each row of an incumbent_bench.py --with-ours table, the row's
 floor (its bytes at the copy ceiling or its FLOPs at the GEMM ceiling, whichever is longer; bytes and FLOPs counted
-as PERF.md counts them, from the workload list's lengths) against 1.5x the faster incumbent's time. Prints the rows
-where 1.5x lies below the floor (cannot be met), within 10 % above it, and the rest with our ratio.
+as PERF.md counts them, from the workload list's lengths) against 1.5x the faster incumbent's time. Prints every row
+with our ratio and its class (1.5x below the floor: cannot be met; within 10 % above it; open), then the counts.
 
     python3 docs/experiments/s37_small_floor.py INC_TABLE WORKLOADS.jsonl COPY_GBPS GEMM_TFLOPS [bound]
     (session 37: s37-device-output.txt's call 1 inc-next-small.txt, scratch/wl-small.jsonl, 4249, 801)
@@ -11,8 +11,12 @@ any implementation could lead by) and the geometric means of that bound and of o
 heat.txt, scratch/wl-flashmla.jsonl, 4320 (session 13's copy-pattern ceiling), 800).
 """
 import json
-import math
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from bench_table import geomean  # noqa: E402
+from incumbent_bench import bytes_and_flops  # noqa: E402
 
 
 def main():
@@ -32,16 +36,15 @@ def main():
             i = p.index("dense")
             rows.append((" ".join(p[:i]),) + tuple(map(float, p[i + 1:i + 5])))
     counts = {"below the floor": 0, "within 10 % above it": 0, "open": 0}
-    logs = []
+    bounds, ratios = [], []
     for label, ours, fa3, flashmla, ratio in rows:
         w = wl[label]
-        tokens, b, r = sum(w["seqlens"]), w["batch"], w["s_q"] * w["h_q"]
-        nbytes = tokens * w["h_kv"] * 1152 + b * r * (576 + 512) * 2
-        flops = 2.0 * r * (576 + 512) * tokens
+        nbytes, flops = bytes_and_flops(w, "dense")
         floor = max(nbytes / copy, flops / gemm) * 1e6
         if sys.argv[5:] == ["bound"]:
             bound = min(fa3, flashmla) / floor
-            logs.append((math.log(bound), math.log(ratio)))
+            bounds.append(bound)
+            ratios.append(ratio)
             print(f"{label:<46} ours {ours:8.1f}  floor {floor:8.1f}  ours/floor {ours / floor:5.2f}  "
                   f"ratio {ratio:.3f}  bound {bound:.3f}")
             continue
@@ -49,9 +52,8 @@ def main():
         kind = "below the floor" if target < floor else "within 10 % above it" if target < 1.1 * floor else "open"
         counts[kind] += 1
         print(f"{label:<46} ours {ours:8.1f}  1.5x {target:8.1f}  floor {floor:8.1f}  ratio {ratio:.3f}  {kind}")
-    if logs:
-        print(f"{len(rows)} rows: geometric mean bound {math.exp(sum(x for x, _ in logs) / len(logs)):.3f}, "
-              f"ours {math.exp(sum(y for _, y in logs) / len(logs)):.3f}")
+    if bounds:
+        print(f"{len(rows)} rows: geometric mean bound {geomean(bounds):.3f}, ours {geomean(ratios):.3f}")
         return
     print(f"{len(rows)} rows: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 

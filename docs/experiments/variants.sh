@@ -11,6 +11,33 @@ out_dir() {
   OUT=$(cd "$OUT" && pwd)
 }
 #
+# unpack_fa3: vLLM's FA3 library from scratch/ (xz) to /tmp, where incumbent_bench.py's --fa3 takes it.
+unpack_fa3() {
+  python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('scratch/_vllm_fa3_C.abi3.so.xz'), \
+open('/tmp/_vllm_fa3_C.abi3.so', 'wb'))"
+}
+
+# install_python [LOG]: the Python package into the device's python3 environment (its torch lives there: a venv over
+# the system python would not see it; the machine is discarded after the session), scikit-build-core and pytest from
+# the wheels in scratch/wheels (no network there); pip's output in LOG ($OUT/pip-install.txt). Sets py; returns 1
+# (after LOG's tail) if the install fails.
+# shellcheck disable=SC2120  # LOG is optional
+install_python() {
+  local log=${1:-$OUT/pip-install.txt}
+  py=$(python3 -c "import sys; print(sys.executable)")
+  "$py" -m pip install -q --no-index --find-links scratch/wheels "scikit-build-core>=0.10" pytest
+  if [ -x /usr/local/cuda/bin/nvcc ]; then export CUDACXX=/usr/local/cuda/bin/nvcc PATH=/usr/local/cuda/bin:$PATH; fi
+  local start=$SECONDS
+  "$py" -c "import torch, sys; print(torch.__version__, torch.__file__, sys.version.split()[0])"
+  if "$py" -m pip install -q --no-build-isolation --no-index --no-deps . >"$log" 2>&1; then
+    echo "pip install .: $((SECONDS - start)) s"
+  else
+    echo "pip install . FAILED"
+    tail -30 "$log"
+    return 1
+  fi
+}
+#
 # build NAME PATCHES CMAKE_FLAGS TARGET...: a worktree of HEAD (or of $REV) with PATCHES (files in docs/experiments,
 # comma-separated, applied in order; none: "-"), the targets built in Release with CUDA, and the
 # binaries copied to scratch/NAME-<binary> (flash-mla-bench, flash-mla-phases, flash_mla_gpu_tests).

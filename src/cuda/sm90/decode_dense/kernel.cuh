@@ -1451,22 +1451,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     } else {
       ptx::setmaxnreg_dec<kProducerRegs>();
-      if constexpr (kSched == Schedule::kByPart) {
-        const bool seesaw = part_takes_seesaw(p);
-        if (gathers_pages(p)) {
-          if (seesaw) {
-            gather_producer<T, true>(p, s, thread);
-          } else {
-            gather_producer<T, false>(p, s, thread);
-          }
-        } else if (seesaw) {
-          tma_producer_grouped(p, s, maps.k, thread);
+      const bool seesaw = kSched == Schedule::kByPart ? part_takes_seesaw(p) : kSched == Schedule::kSeesaw;
+      if (gathers_pages(p)) {
+        if (seesaw) {
+          gather_producer<T, true>(p, s, thread);
         } else {
-          tma_producer(p, s, maps.k, thread);
+          gather_producer<T, false>(p, s, thread);
         }
-      } else if (gathers_pages(p)) {
-        gather_producer<T, kSched == Schedule::kSeesaw>(p, s, thread);
-      } else if constexpr (kSched == Schedule::kSeesaw) {
+      } else if (seesaw) {
         tma_producer_grouped(p, s, maps.k, thread);
       } else {
         tma_producer(p, s, maps.k, thread);
@@ -1502,9 +1494,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   // s1 (sessions 22-24); by a box of its live rows (q_tail) it lost 1.1-1.2 % at b=256 512 h16 s1 while
   // winning 2.0-2.9 % at b=64 512 s2 (session 29, three A/Bs, s29-q-tail-once.patch).
   const bool full_tile = (blockIdx.x + 1) * kBlockM <= p.rows;
-  // kByPart only: decided at the first piece once its Q tile is ready, so that its loads do not wait for the
-  // decision's (while it == 0: a part whose first pieces hold no block decides again, with the same answer).
-  [[maybe_unused]] bool seesaw = false;
+  // The consumers' schedule; kByPart decides at the first piece once its Q tile is ready, so that its loads do
+  // not wait for the decision's (while it == 0: a part whose first pieces hold no block decides again, with the
+  // same answer).
+  bool seesaw = kSched == Schedule::kSeesaw;
   for_each_piece(p, [&](const Piece& pc) {
     const bool q_by_tma = kDense && (staged || full_tile) && maps.q_by_tma;
     if (staged) {
@@ -1558,11 +1551,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       row_scale[0] *= s.q_row_scale[rp.row[0]];
       row_scale[1] *= s.q_row_scale[rp.row[1]];
     }
-    if constexpr (kSched == Schedule::kSerial) {
-      consumer_piece<MmaT>(p, s, pc, warpgroup, thread, rp, row_scale, it, o, m, l);
-    } else if constexpr (kSched == Schedule::kSeesaw) {
-      consumer_piece_seesaw<MmaT>(p, s, pc, warpgroup, thread, rp, row_scale, ring, it, o, m, l);
-    } else if (seesaw) {
+    if (seesaw) {
       consumer_piece_seesaw<MmaT>(p, s, pc, warpgroup, thread, rp, row_scale, ring, it, o, m, l);
     } else {
       consumer_piece<MmaT>(p, s, pc, warpgroup, thread, rp, row_scale, it, o, m, l);
@@ -1622,14 +1611,18 @@ void launch_schedule(const DecodeParams& p, const TensorMaps& maps) {
 }
 
 // FLASH_MLA_SM90_SCHEDULE=serial, =seesaw or =bypart (read once per process) forces a 16-bit call's
-// schedule, for measurements; unset or anything else: chosen by the row count (launch_decode).
-inline int schedule_override() {
+// schedule, for measurements; unset or anything else: `chosen` (by the row count, launch_decode).
+inline Schedule schedule_override(Schedule chosen) {
   static const int forced = [] {
     const char* v = std::getenv("FLASH_MLA_SM90_SCHEDULE");
     const std::string s = v != nullptr ? v : "";
-    return s == "serial" ? 0 : s == "seesaw" ? 1 : s == "bypart" ? 2 : -1;
+    auto as_int = [](Schedule x) { return static_cast<int>(x); };
+    return s == "serial"   ? as_int(Schedule::kSerial)
+           : s == "seesaw" ? as_int(Schedule::kSeesaw)
+           : s == "bypart" ? as_int(Schedule::kByPart)
+                           : -1;
   }();
-  return forced;
+  return forced >= 0 ? static_cast<Schedule>(forced) : chosen;
 }
 
 // Launches the main kernel on p.stream (the current device is p.device). Instantiated per dtype and
@@ -1643,16 +1636,17 @@ void launch_decode(const DecodeParams& p, const TensorMaps& maps) {
   detail::cuda_check(cudaGetSymbolAddress(&g_phase_buffer, g_phase), "phase symbol");
 #endif
   if constexpr (kFormat == KvCacheFormat::kDense) {
-    const int forced = schedule_override();
-    const int chosen = p.rows > kByPartMaxRows ? 1 : p.rows >= kSeesawMinRows ? 2 : 0;
-    switch (forced >= 0 ? forced : chosen) {
-      case 1:
+    const Schedule chosen = p.rows > kByPartMaxRows    ? Schedule::kSeesaw
+                            : p.rows >= kSeesawMinRows ? Schedule::kByPart
+                                                       : Schedule::kSerial;
+    switch (schedule_override(chosen)) {
+      case Schedule::kSeesaw:
         launch_schedule<T, kFormat, Schedule::kSeesaw>(p, maps);
         return;
-      case 2:
+      case Schedule::kByPart:
         launch_schedule<T, kFormat, Schedule::kByPart>(p, maps);
         return;
-      default:
+      case Schedule::kSerial:
         break;
     }
   }

@@ -19,7 +19,8 @@ enum TraceSlot : int {
   kSlotFirstIssued = 43,                    // the producer: its first block's copies issued
   kSlotProducerPiece = 44,                  // the producer: its first piece read from the schedule
   kSlotPieceStored = 45,                    // + i: piece i stored (i < kTracePieces; + kTracePieces the latest past)
-  kSlotPieceQReady = kSlotPieceStored + kTracePieces + 1,  // + i: piece i's Q tile ready (+ 7 the latest past)
+  kSlotPieceQReady = kSlotPieceStored + kTracePieces + 1,  // + i: piece i's Q tile ready (i < kTracePieces - 1;
+                                                            // + kTracePieces - 1 the latest past them)
   kSlotConsumerPiece = 62,                  // consumer 0: its first piece read, before the Q tile's loads
   kSlotExit = 63,
   kSlotProducerStart = 64,
@@ -38,8 +39,10 @@ enum TraceSlot : int {
   kSlotStoresIssued = 78,                   // + consumer: stores issued (store_output, store_partial_staged)
   kTraceSlots = 80
 };
-inline constexpr int kEpilogueSlots = kTraceSlots - kSlotEpilogue;
-static_assert(kSlotPieceQReady == 54 && kSlotPieceQReady + kTracePieces == kSlotConsumerPiece);
+inline constexpr int kEpilogueSlots = kSlotStoresIssued + 2 - kSlotEpilogue;
+// The numbered slots stay apart: changing kTraceBlocks or kTracePieces must move the ones after them.
+static_assert(kSlotLastBlock < kSlotFirstIssued && kSlotPieceQReady + kTracePieces == kSlotConsumerPiece);
+static_assert(kSlotEpilogue + kEpilogueSlots <= kTraceSlots);
 
 inline constexpr int kPhaseCtas = 264;
 inline constexpr int kPhaseIters = 24;
