@@ -53,14 +53,16 @@ bool takes_whole_groups(int b, const Schedule& s) {
   std::vector<int64_t> part_cost(P, 0);
   for (int p = 0; p < P; ++p) {
     const int32_t* row = &s.metadata[static_cast<size_t>(p) * kMetadataWords];
-    if (row[5] != 0 || row[6] != 0 || row[7] != 0) return fail("part ", p, ": words 5..7 are not 0");
+    if (row[5] != 0 || row[6] != 0) return fail("part ", p, ": words 5..6 are not 0");
     if (row[0] > row[2]) {  // empty part
+      if (row[7] != 0) return fail("part ", p, ": empty, but word 7 says ", row[7], " blocks");
       if (row[0] != b || row[1] != 0 || row[2] != b - 1 || row[3] != 0 || row[4] != 0) {
         return fail("part ", p, ": empty part not encoded as [b, 0, b - 1, 0, 0, 0, 0, 0]: [", row[0], ", ",
                     row[1], ", ", row[2], ", ", row[3], ", ", row[4], "]");
       }
       continue;
     }
+    int64_t part_blocks = 0;
     if (row[0] < 0 || row[2] >= b) return fail("part ", p, ": requests [", row[0], ", ", row[2], "] outside the batch");
     for (int req = row[0]; req <= row[2]; ++req) {
       const int64_t L = seqlens[req];
@@ -74,6 +76,10 @@ bool takes_whole_groups(int b, const Schedule& s) {
       }
       pieces[req].push_back(pc);
       part_cost[p] += ceil_div(pc.end, kBlockN) - pc.begin / kBlockN + kSplitFixedCost;
+      part_blocks += ceil_div(pc.end, kBlockN) - pc.begin / kBlockN;
+    }
+    if (row[7] != std::min<int64_t>(part_blocks, INT32_MAX)) {
+      return fail("part ", p, ": word 7 says ", row[7], " blocks, its pieces hold ", part_blocks);
     }
   }
 
@@ -146,7 +152,7 @@ TEST(Schedule, RandomBatchesHaveEveryProperty) {
 TEST(Schedule, HandWorkedExample) {
   const Schedule s = host_schedule({1280, 0}, 64, 1, 2);
   ASSERT_EQ(s.parts, 2);
-  EXPECT_EQ(s.metadata, (std::vector<int32_t>{0, 0, 0, 832, 0, 0, 0, 0, /**/ 0, 832, 1, 0, 1, 0, 0, 0}));
+  EXPECT_EQ(s.metadata, (std::vector<int32_t>{0, 0, 0, 832, 0, 0, 0, 13, /**/ 0, 832, 1, 0, 1, 0, 0, 7}));
   EXPECT_EQ(s.num_splits, (std::vector<int32_t>{0, 2, 3}));
 }
 
@@ -294,6 +300,10 @@ Schedule block_by_block_greedy(const std::vector<int32_t>& lens, int rows, int P
         row[2] = static_cast<int32_t>(q[3]);
         row[3] = static_cast<int32_t>(q[4]);
         row[4] = static_cast<int32_t>(q[2]);
+        for (int64_t req = q[0]; req <= q[3]; ++req) {  // word 7: the part's blocks
+          const int64_t end = req == q[3] ? q[4] : std::max(lens[req], 0);
+          row[7] += static_cast<int32_t>(ceil_div(end, kBlockN) - (req == q[0] ? q[1] : 0));
+        }
       } else {
         row[0] = b;
         row[2] = b - 1;
@@ -333,7 +343,7 @@ TEST(Schedule, GreedyCutMatchesABlockByBlockWalk) {
 TEST(Schedule, HandWorkedWholeSequences) {
   const Schedule s = host_schedule({128, 0}, 64, 1, 2);
   ASSERT_EQ(s.parts, 2);
-  EXPECT_EQ(s.metadata, (std::vector<int32_t>{0, 0, 0, 128, 0, 0, 0, 0, /**/ 1, 0, 1, 0, 0, 0, 0, 0}));
+  EXPECT_EQ(s.metadata, (std::vector<int32_t>{0, 0, 0, 128, 0, 0, 0, 2, /**/ 1, 0, 1, 0, 0, 0, 0, 0}));
   EXPECT_EQ(s.num_splits, (std::vector<int32_t>{0, 1, 2}));
 }
 
@@ -363,8 +373,11 @@ TEST(Schedule, SinglePartNeverSplits) {
     const Schedule s = host_schedule(c.seqlens, c.rows, c.h_kv, 1);
     ASSERT_EQ(s.parts, 1);
     const int b = static_cast<int>(c.seqlens.size());
-    EXPECT_EQ(s.metadata, (std::vector<int32_t>{0, 0, b - 1, std::max(c.seqlens.back(), 0), 0, 0, 0, 0}))
-        << c.describe();
+    int64_t blocks = 0;
+    for (int32_t L : c.seqlens) blocks += ceil_div(std::max(L, 0), kBlockN);
+    const auto words = std::vector<int32_t>{
+        0, 0, b - 1, std::max(c.seqlens.back(), 0), 0, 0, 0, static_cast<int32_t>(std::min<int64_t>(blocks, INT32_MAX))};
+    EXPECT_EQ(s.metadata, words) << c.describe();
     for (int i = 0; i <= b; ++i) ASSERT_EQ(s.num_splits[i], i) << c.describe();
   }
 }

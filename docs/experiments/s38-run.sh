@@ -12,14 +12,6 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
 out_dir s38-out
 
-# bypart_tests NAME: scratch/NAME-flash_mla_gpu_tests' 16-bit tests with every call by part, into $OUT.
-bypart_tests() {
-  FLASH_MLA_SM90_SCHEDULE=bypart timeout 200 "scratch/$1-flash_mla_gpu_tests" \
-    --gtest_filter="GpuDecode.*:GpuGraph.*:GpuValidation.*:Heads/*:PageSizes/*:GpuFuzz.*" \
-    >"$OUT/$1-forced-tests.txt" 2>&1 && echo "$1 (every call by part): GPU suite passed" || echo "$1 forced: FAILED"
-  grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$1-forced-tests.txt" | tail -6 || true
-}
-
 case ${1:-} in
   call3)
     # (~8 min) The by-part schedule (65-128 rows choose serial or seesaw per CTA from their part's end pieces):

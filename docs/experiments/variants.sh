@@ -74,6 +74,14 @@ gpu_suite() {
   grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$name-tests.txt" | tail -6 || true
 }
 
+# bypart_tests NAME: scratch/NAME-flash_mla_gpu_tests' 16-bit tests with every call by part, into $OUT.
+bypart_tests() {
+  FLASH_MLA_SM90_SCHEDULE=bypart timeout 200 "scratch/$1-flash_mla_gpu_tests" \
+    --gtest_filter="GpuDecode.*:GpuGraph.*:GpuValidation.*:Heads/*:PageSizes/*:GpuFuzz.*" \
+    >"$OUT/$1-forced-tests.txt" 2>&1 && echo "$1 (every call by part): GPU suite passed" || echo "$1 forced: FAILED"
+  grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$1-forced-tests.txt" | tail -6 || true
+}
+
 # ab_many FILE PASSES NAME...: a PASSES-pass A/B of scratch/NAME-flash-mla-bench on the perf and short grids
 # (scripts/ab.sh, passes alternated, every run's rows checked), its table in $OUT/FILE and on stdout.
 ab_many() {

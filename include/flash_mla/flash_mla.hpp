@@ -133,11 +133,13 @@ Backend resolve_backend(Backend requested, Device device);
 //   [2] end_req      last sequence of the part (inclusive; begin_req - 1 when empty)
 //   [3] end_token    one past the last token of end_req it covers
 //   [4] begin_split  index, among begin_req's pieces, of the part's first piece
-//   [5..7] 0 between decode calls. A CUDA decode call counts in words 5 and 6 of the row holding a split
+//   [5..6] 0 between decode calls. A CUDA decode call counts in words 5 and 6 of the row holding a split
 //          sequence's first piece (its combine, launched as a programmatic dependent of the decode
 //          kernel, merges the sequence as soon as its pieces are stored) and puts them back to 0 before
 //          it ends. So a metadata tensor serves one decode call at a time: layers in sequence on a
 //          stream share it, calls that may run at the same time (other streams) need their own.
+//   [7]    the 64-token blocks of the part's pieces (at most INT32_MAX); a CUDA decode kernel with two
+//          consumer schedules picks one per part by it
 // num_splits[i] is the prefix sum of the pieces of the sequences before i; sequence i owns
 // partial-result slots [num_splits[i], num_splits[i+1]), and num_splits[b] <= b + num_sm_parts.
 inline constexpr int kSplitFixedCost = 5;  // tuned for speed, does not affect correctness

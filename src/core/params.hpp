@@ -16,6 +16,9 @@ namespace flash_mla::detail {
 inline constexpr int kPiecesStoredWord = 5;
 inline constexpr int kCombinesWaitedWord = 6;
 static_assert(kCombinesWaitedWord == kPiecesStoredWord + 1, "sm90 launch.cu zeroes the two words as one span");
+// The 64-token blocks of the part's pieces, which the schedule writes (schedule_part_blocks) and nothing
+// changes during a call: the sm90 by-part kernel picks each CTA's consumer schedule by it.
+inline constexpr int kPartBlocksWord = 7;
 
 struct DecodeParams {
   DType dtype = DType::kBF16;  // out's dtype; also q's and k's for a kDense cache

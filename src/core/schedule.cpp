@@ -15,10 +15,10 @@ struct WorkPos {
   int64_t block;
   bool operator==(const WorkPos& o) const { return req == o.req && block == o.block; }
 };
-}  // namespace
 
-void schedule_host(const int32_t* seqlens, int batch, int num_sm_parts, int rows, int32_t* metadata,
-                   int32_t* num_splits) {
+// Every word but kPartBlocksWord (left 0).
+void write_rows(const int32_t* seqlens, int batch, int num_sm_parts, int rows, int32_t* metadata,
+                int32_t* num_splits) {
   std::vector<int64_t> start(static_cast<size_t>(batch) + 1, 0);
   for (int i = 0; i < batch; ++i) start[i + 1] = start[i] + schedule_cost(seqlens[i]);
   const int64_t total = start[batch];
@@ -87,6 +87,16 @@ void schedule_host(const int32_t* seqlens, int batch, int num_sm_parts, int rows
     }
     row[4] = begin.block == 0 ? 0 : static_cast<int32_t>(p - schedule_first_piece_part(start[begin.req], part_size));
     row[5] = row[6] = row[7] = 0;
+  }
+}
+}  // namespace
+
+void schedule_host(const int32_t* seqlens, int batch, int num_sm_parts, int rows, int32_t* metadata,
+                   int32_t* num_splits) {
+  write_rows(seqlens, batch, num_sm_parts, rows, metadata, num_splits);
+  for (int p = 0; p < num_sm_parts; ++p) {
+    int32_t* row = metadata + static_cast<int64_t>(p) * kMetadataWords;
+    row[kPartBlocksWord] = schedule_part_blocks(row, seqlens);
   }
 }
 

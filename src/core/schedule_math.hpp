@@ -18,8 +18,10 @@
 // whole sequences ran 1-8 % faster where this test passes (docs/PERFORMANCE.md, session 12).
 #pragma once
 
+#include <climits>
 #include <cstdint>
 
+#include "core/params.hpp"
 #include "flash_mla/flash_mla.hpp"
 
 #if defined(__CUDACC__)
@@ -74,6 +76,19 @@ FLASH_MLA_HD int64_t schedule_group_size(int batch, int num_sm_parts) {
 // F: a cut costs more than its piece's prologue and epilogue (the combine, the partial store).
 FLASH_MLA_HD bool schedule_whole_groups(int64_t max_group_cost, int64_t part_size) {
   return max_group_cost <= part_size + kWholeGroupSlack;
+}
+
+// Word kPartBlocksWord of a part's row: the 64-token blocks its pieces cover, from words 0..3 as the
+// kernels read them (0 for an empty part), at most INT32_MAX. Written once every row is, on the host and
+// on the device alike.
+FLASH_MLA_HD int32_t schedule_part_blocks(const int32_t* row, const int32_t* seqlens) {
+  int64_t n = 0;
+  for (int32_t req = row[0]; req <= row[2]; ++req) {
+    const int64_t begin = req == row[0] ? row[1] : 0;
+    const int64_t end = req == row[2] ? row[3] : (seqlens[req] > 0 ? seqlens[req] : 0);
+    n += (end + kBlockN - 1) / kBlockN - begin / kBlockN;
+  }
+  return n < INT32_MAX ? static_cast<int32_t>(n) : INT32_MAX;
 }
 
 // The metadata row of an empty part.

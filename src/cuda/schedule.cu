@@ -10,7 +10,8 @@
 // line: pass 2 walks the batch in chunks of kThreads sequences: an exclusive scan gives each
 // sequence's start S_i, an inclusive scan of its piece count gives num_splits[i + 1], and the thread
 // that owns the boundary x = p*T records part p's first work position in words 5..7 of row p
-// (scratch). Pass 3 turns begin(p) and begin(p + 1) into the final row and clears the scratch.
+// (scratch). Pass 3 turns begin(p) and begin(p + 1) into the final row and clears the scratch. Last, a
+// thread per part counts its blocks into word kPartBlocksWord.
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cuda/functional>
@@ -30,9 +31,9 @@ constexpr int kThreads = 256;
 // thread and 54 us on a warp, 132 groups of 38 took 7 us on threads and 14 us on warps).
 constexpr int64_t kThreadGroupLimit = 256;
 
-__global__ void __launch_bounds__(kThreads) schedule_kernel(const int32_t* __restrict__ seqlens, int batch,
-                                                            int parts, int rows, int32_t* __restrict__ metadata,
-                                                            int32_t* __restrict__ num_splits) {
+// Every word but kPartBlocksWord (left 0); called by all of the CTA's threads.
+__device__ __forceinline__ void write_rows(const int32_t* __restrict__ seqlens, int batch, int parts, int rows,
+                                           int32_t* __restrict__ metadata, int32_t* __restrict__ num_splits) {
   using Scan = cub::BlockScan<int64_t, kThreads>;
   using Reduce = cub::BlockReduce<int64_t, kThreads>;
   __shared__ union {
@@ -191,6 +192,17 @@ __global__ void __launch_bounds__(kThreads) schedule_kernel(const int32_t* __res
         row[5] = row[6] = row[7] = 0;
       }
     }
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) schedule_kernel(const int32_t* __restrict__ seqlens, int batch,
+                                                            int parts, int rows, int32_t* __restrict__ metadata,
+                                                            int32_t* __restrict__ num_splits) {
+  write_rows(seqlens, batch, parts, rows, metadata, num_splits);
+  __syncthreads();  // every row written (the CTA's global writes are visible to its threads past the barrier)
+  for (int p = threadIdx.x; p < parts; p += kThreads) {
+    int32_t* row = metadata + static_cast<int64_t>(p) * kMetadataWords;
+    row[kPartBlocksWord] = schedule_part_blocks(row, seqlens);
   }
 }
 

@@ -630,25 +630,14 @@ struct PairRing {
   }
 };
 
-// Schedule::kByPart: whether this CTA runs the seesaw, from its part's blocks (counted up to
-// kSeesawLongPart). The producer and the consumers each decide from the same words, which no role writes
-// during the call, so they agree. By the end pieces alone (the larger of the first and last), ragged
-// b=128 h128 s1 calls ran 1.5-4.7 % slower; counted over every sequence of the part, as before (session 38;
-// that the loss came from parts whose long middle sequences were missed is an inference). Word 1 is a
-// multiple of 64, so a piece's count here is Piece's end_block - first_block; garbage words can only move
-// the choice, which both sides still share.
+// Schedule::kByPart: whether this CTA runs the seesaw, from its part's blocks, which the schedule wrote into
+// word kPartBlocksWord of its row (schedule_part_blocks). The producer and the consumers read that word,
+// which nothing writes during the call, so they agree; a garbage word can only move the choice. Counted here
+// from the part's sequences (up to kSeesawLongPart), the decision cost two dependent loads before the
+// producer's first copy and again before the consumers' first block (session 38: the by-part kernel ran
+// 4-block parts 1.9-2.4 % behind the serial kernel; session 39's ncu at base clock: 12-21 % more cycles).
 __device__ __forceinline__ bool part_takes_seesaw(const DecodeParams& p) {
-  const int32_t* row = part_row(p);
-  const int begin_req = max(row[0], 0), end_req = min(row[2], p.batch - 1);
-  if (begin_req > end_req) return false;  // an empty part
-  const int64_t capacity = table_capacity(p);
-  int n = 0;
-  for (int req = begin_req; req <= end_req && n < kSeesawLongPart; ++req) {
-    const int len = clamped_seqlen(p, req, capacity);
-    const int end = req == end_req ? min(row[3], len) : len;
-    const int begin = req == begin_req ? max(row[1], 0) : 0;
-    n += max((end + kBlockN - 1) / kBlockN - begin / kBlockN, 0);
-  }
+  const int n = part_row(p)[detail::kPartBlocksWord];
   return n <= kSeesawShortPart || n >= kSeesawLongPart;
 }
 
