@@ -350,8 +350,8 @@ void print_cta_timeline(const CtaTrace& trace) {
   }
 }
 
-void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s_q) {
-  const testing::WorkloadConfig c = study_config(seqlens, h_q, s_q, KvCacheFormat::kDense);
+void study_format(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s_q, KvCacheFormat format) {
+  const testing::WorkloadConfig c = study_config(seqlens, h_q, s_q, format);
   const PreparedCall call(c);
   const DecodeArgs& a = call.args;
 
@@ -396,6 +396,18 @@ void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s
   const CtaTrace trace(per_part * call.parts);
   print_cta_timeline(trace);
   dump_ctas(name, call, seqlens, trace, per_part);
+}
+
+void study(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s_q) {
+  study_format(name, seqlens, h_q, s_q, KvCacheFormat::kDense);
+}
+// FP8 caches with more than 32 query rows per KV head, which the dense kernel runs (its FP8 producers dequantise
+// into the 16-bit stages): how long consumer 0 waits for each block's K against the bf16 study of the same rows.
+void study_fp8_tensor(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s_q) {
+  study_format(name, seqlens, h_q, s_q, KvCacheFormat::kFP8PerTensor);
+}
+void study_fp8_scale(const char* name, const std::vector<int32_t>& seqlens, int h_q, int s_q) {
+  study_format(name, seqlens, h_q, s_q, KvCacheFormat::kFP8WithScale);
 }
 
 // The narrow FP8 kernel (per-tensor cache, <= 32 query rows): one call's per-block stamps, as medians over CTAs and
@@ -495,6 +507,10 @@ int main(int argc, char** argv) {
       run(uniform.c_str(), same(128, len), 32, 1);
       run(ragged.c_str(), testing::make_seqlens(128, len, true, 1, 0), 32, 1);
     }
+    // 64 rows on the dense kernel: bf16, then FP8 per tensor and with scale (issue 7's 64-row rows, session 39).
+    run("d64 b128 4096 h32 s2 bf16", same(128, 4096), 32, 2);
+    run("d64 b128 4096 h32 s2 fp8-tensor", same(128, 4096), 32, 2, study_fp8_tensor);
+    run("d64 b128 4096 h32 s2 fp8-scale", same(128, 4096), 32, 2, study_fp8_scale);
     // The narrow FP8 kernel, per tensor: 16 rows (h16 s1) and 32 rows (h16 s2).
     run("fp8 b128 8192 h16 s1", same(128, 8192), 16, 1, study_narrow);
     run("fp8 b128 4096 h16 s1", same(128, 4096), 16, 1, study_narrow);

@@ -148,9 +148,7 @@ open('scratch/wl-perf.jsonl', 'w').write(''.join(out))"
     # then the Python bench's perf grid with its check. Predicted: every test passes; the bench's rows within a
     # few µs of flash-mla-bench's (call 2).
     install_python
-    (cd /tmp && timeout 300 "$py" -m pytest -q -p no:cacheprovider "$ROOT/python/tests" \
-      -o "testpaths=$ROOT/python/tests" >"$OUT/pytest.txt" 2>&1) || echo "pytest: exit $?"
-    tail -15 "$OUT/pytest.txt"
+    python_tests
     (cd /tmp && timeout 150 "$py" -m flash_mla.bench --grid perf --check --out "$OUT/pybench" 2>&1 |
       tail -20) || true
     ;;

@@ -30,6 +30,10 @@ case ${1:-} in
     wrap h3 by3 -
     wrap h7 w7 -
     wrap hs w7 FLASH_MLA_SM90_SCHEDULE=serial
+    # shellcheck disable=SC2016  # expanded when the wrapper runs
+    printf '#!/usr/bin/env bash\n# w7-flash-mla-bench, every 16-bit call serial (s39-run.sh).\n%s\n' \
+      'FLASH_MLA_SM90_SCHEDULE=serial exec "$(dirname "$0")/w7-flash-mla-bench" "$@"' >scratch/sw-flash-mla-bench
+    chmod +x scratch/sw-flash-mla-bench
     ;;
   call1)
     # (~7 min) w7: the by-part kernel reads its part's blocks from metadata word 7 (the schedule writes them)
@@ -49,9 +53,54 @@ case ${1:-} in
     # (session 12 measured whole groups 1-8 % faster at 4096 and 1.5 % at 16384 h32 s2 / h64 s1, on that day's
     # kernel); b=64 512 s2 slower.
     ab_names abnw 2 280 "--grid flashmla,perf --only seqlen= --check-rows 8 --quiet --no-ceilings" w7 nw
+    # Then ncu at base clock of w7 (by part) and sw (w7 with every call serial: `build` writes that wrapper too) on
+    # two 4-block-part rows: call 1 left the by-part kernel's serial CTAs ~2 % behind the serial kernel with the
+    # decision's loads gone. Predicted: the cycle gap smaller than session 38's 12-21 %, the instructions' +7 % still.
+    m=sm__cycles_elapsed.max,smsp__inst_executed.sum
+    m=$m,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio
+    m=$m,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio
+    ncu_each "$m" "sw w7" "--batch 4 --seqlen 4096 --h-q 128 --s-q 1" "--batch 1 --seqlen 16384 --h-q 128 --s-q 1"
+    ;;
+  call3)
+    # (~3 min) Issue 7's 64-row rows run FP8 on the dense kernel at bf16's speed (per tensor 1.01-1.04x) or slower
+    # (with scale 0.84-0.86x; session 34). The model to test (an inference): a stage is held from its raw copy's
+    # start through the producer's dequantisation (D) to the consumers' release (C), so with two stages a block
+    # takes max(C, (L + D + C) / 2), L the copy's latency; bf16 has no D but twice the bytes. Replayed times of
+    # the three formats on two 64-row rows, then ncu at base clock on b=128 4096 h32 s2: predicted, FP8's tensor
+    # pipe no busier than bf16's, with scale the least busy and the most instructions (D), the consumers' waits
+    # (long scoreboard at the mbarrier tries) highest with scale.
+    for row in "--h-q 32 --s-q 2" "--h-q 16 --s-q 4"; do
+      # shellcheck disable=SC2086  # row is a list of options
+      scratch/w7-flash-mla-bench --batch 128 --seqlen 4096 $row --kv dense,fp8-tensor,fp8 --check-rows 8 --quiet \
+        --no-ceilings 2>&1 | grep -E "^(workload|b=)"
+    done
+    m=gpu__time_duration.sum,sm__cycles_elapsed.max,smsp__inst_executed.sum,dram__bytes_read.sum
+    m=$m,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active
+    m=$m,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio
+    m=$m,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio
+    m=$m,smsp__average_warps_issue_stalled_sleeping_per_issue_active.ratio
+    for kv in dense fp8-tensor fp8; do
+      ncu_metrics "$kv b=128 4096 h32 s2" "$m" scratch/w7-flash-mla-bench --batch 128 --seqlen 4096 --h-q 32 --s-q 2 \
+        --kv "$kv"
+    done
+    ;;
+  call4)
+    # (~1 min) The per-block stamps of the dense kernel's consumers on b=128 4096 h32 s2 in bf16, FP8 per tensor
+    # and FP8 with scale (scratch/tr-flash-mla-phases: a -DFLASH_MLA_TRACE build of the landing commit with the
+    # d64 studies; `cmake --build <trace dir> --target flash-mla-phases`; its with-scale kernel spills 16 bytes
+    # there). Predicted from call 3's model: consumer 0 waits for K ("K landed" after "begin") a few hundred
+    # cycles a block per tensor and ~1000+ with scale, ~0 in bf16; the other phases alike.
+    timeout 120 scratch/tr-flash-mla-phases d64 2>&1 | tail -60
+    ;;
+  call5)
+    # (~6 min) The landing commit's whole GPU suite (call 1 ran its schedule tests and the 16-bit tests forced by
+    # part), then the Python package built here and its tests (get_mla_metadata now writes word 7).
+    gpu_suite w7
+    install_python
+    python_tests
     ;;
   *)
-    echo "usage: $0 build|call1|call2" >&2
+    echo "usage: $0 build|call1|call2|call3|call4|call5" >&2
     exit 2
     ;;
 esac

@@ -74,6 +74,14 @@ gpu_suite() {
   grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$name-tests.txt" | tail -6 || true
 }
 
+# python_tests: pytest on python/tests with the package install_python put in $py, from /tmp (so that the installed
+# package, not the source tree, is imported), its output in $OUT/pytest.txt; prints the tail.
+python_tests() {
+  (cd /tmp && timeout 300 "$py" -m pytest -q -p no:cacheprovider "$ROOT/python/tests" \
+    -o "testpaths=$ROOT/python/tests" >"$OUT/pytest.txt" 2>&1) || echo "pytest: exit $?"
+  tail -15 "$OUT/pytest.txt"
+}
+
 # bypart_tests NAME: scratch/NAME-flash_mla_gpu_tests' 16-bit tests with every call by part, into $OUT.
 bypart_tests() {
   FLASH_MLA_SM90_SCHEDULE=bypart timeout 200 "scratch/$1-flash_mla_gpu_tests" \

@@ -632,10 +632,10 @@ struct PairRing {
 
 // Schedule::kByPart: whether this CTA runs the seesaw, from its part's blocks, which the schedule wrote into
 // word kPartBlocksWord of its row (schedule_part_blocks). The producer and the consumers read that word,
-// which nothing writes during the call, so they agree; a garbage word can only move the choice. Counted here
-// from the part's sequences (up to kSeesawLongPart), the decision cost two dependent loads before the
-// producer's first copy and again before the consumers' first block (session 38: the by-part kernel ran
-// 4-block parts 1.9-2.4 % behind the serial kernel; session 39's ncu at base clock: 12-21 % more cycles).
+// which nothing writes during the call, so they agree; a garbage word can only move the choice. Until session 39
+// each CTA counted the blocks itself (up to kSeesawLongPart, two dependent loads before its first copy and first
+// block); reading the word ran the same (1.001x). Its serial CTAs stay ~2 % behind the serial kernel on 4-block
+// parts, by ncu from instruction fetch in the larger kernel (docs/DESIGN.md, "Either schedule by part").
 __device__ __forceinline__ bool part_takes_seesaw(const DecodeParams& p) {
   const int n = part_row(p)[detail::kPartBlocksWord];
   return n <= kSeesawShortPart || n >= kSeesawLongPart;
