@@ -212,8 +212,8 @@ void dump_ctas(const char* name, const PreparedCall& call, const std::vector<int
     const unsigned long long last_k = trace.last_block(cta);
     unsigned long long stored = 0;
     for (int i = 0; i <= kTracePieces; ++i) stored = std::max(stored, at(cta, kSlotPieceStored + i));
-    std::fprintf(f, "%d\t%d\t%d\t%lld\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\n", cta, part, pieces, blocks, us(at(cta, kSlotEntry)),
-                 us(at(cta, kSlotBlock)), us(last_k), us(stored), us(at(cta, kSlotExit)));
+    std::fprintf(f, "%d\t%d\t%d\t%lld\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\n", cta, part, pieces, blocks,
+                 us(at(cta, kSlotEntry)), us(at(cta, kSlotBlock)), us(last_k), us(stored), us(at(cta, kSlotExit)));
   }
   if (std::fclose(f) != 0) throw std::runtime_error("cannot write " + file + ": " + std::strerror(errno));
 }

@@ -375,8 +375,8 @@ TEST(Schedule, SinglePartNeverSplits) {
     const int b = static_cast<int>(c.seqlens.size());
     int64_t blocks = 0;
     for (int32_t L : c.seqlens) blocks += ceil_div(std::max(L, 0), kBlockN);
-    const auto words = std::vector<int32_t>{
-        0, 0, b - 1, std::max(c.seqlens.back(), 0), 0, 0, 0, static_cast<int32_t>(std::min<int64_t>(blocks, INT32_MAX))};
+    const auto word7 = static_cast<int32_t>(std::min<int64_t>(blocks, INT32_MAX));
+    const auto words = std::vector<int32_t>{0, 0, b - 1, std::max(c.seqlens.back(), 0), 0, 0, 0, word7};
     EXPECT_EQ(s.metadata, words) << c.describe();
     for (int i = 0; i <= b; ++i) ASSERT_EQ(s.num_splits[i], i) << c.describe();
   }
