@@ -169,7 +169,8 @@ for line in open(sys.argv[3]):
         i = t.index('sm90')
         mhz = statistics.median([s[0] for s in busy]) if busy else -1
         watts = statistics.median([s[1] for s in busy]) if busy else -1
-        print(f"{sys.argv[1]} {' '.join(t[:i - 1])[:36]:36} {t[i + 1]:>6} us  {mhz:5.0f} MHz  {watts:4.0f} W  ({len(busy)} samples)")
+        label = ' '.join(t[:i - 1])[:36]
+        print(f"{sys.argv[1]} {label:36} {t[i + 1]:>6} us  {mhz:5.0f} MHz  {watts:4.0f} W  ({len(busy)} samples)")
 PY
 }
 
