@@ -382,6 +382,13 @@ TEST(Schedule, SinglePartNeverSplits) {
   }
 }
 
+// Word 7 counts negative lengths as empty sequences: 0 + 2 + 0 + 1 blocks in the one part.
+TEST(Schedule, PartBlocksTreatNegativeLengthsAsEmpty) {
+  const Schedule s = host_schedule({-5, 100, -1, 64}, 64, 1, 1);
+  ASSERT_EQ(s.parts, 1);
+  EXPECT_EQ(s.metadata[7], 3);
+}
+
 TEST(Schedule, AllZeroLengthsPlaceEachSequenceOnce) {
   for (int b : {1, 2, 131, 132, 133, 5000}) {
     for (int num_sms : {1, 3, 132, 1024}) {

@@ -138,8 +138,8 @@ Backend resolve_backend(Backend requested, Device device);
 //          kernel, merges the sequence as soon as its pieces are stored) and puts them back to 0 before
 //          it ends. So a metadata tensor serves one decode call at a time: layers in sequence on a
 //          stream share it, calls that may run at the same time (other streams) need their own.
-//   [7]    the 64-token blocks of the part's pieces (at most INT32_MAX); a CUDA decode kernel with two
-//          consumer schedules picks one per part by it
+//   [7]    the 64-token blocks of the part's pieces (0 for an empty part, at most INT32_MAX); a CUDA
+//          decode kernel with two consumer schedules picks one per part by it
 // num_splits[i] is the prefix sum of the pieces of the sequences before i; sequence i owns
 // partial-result slots [num_splits[i], num_splits[i+1]), and num_splits[b] <= b + num_sm_parts.
 inline constexpr int kSplitFixedCost = 5;  // tuned for speed, does not affect correctness

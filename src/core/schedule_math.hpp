@@ -80,15 +80,18 @@ FLASH_MLA_HD bool schedule_whole_groups(int64_t max_group_cost, int64_t part_siz
 
 // Word kPartBlocksWord of a part's row: the 64-token blocks its pieces cover, from words 0..3 as the
 // kernels read them (0 for an empty part), at most INT32_MAX. Written once every row is, on the host and
-// on the device alike.
+// on the device alike. schedule_piece_blocks: the blocks of sequence req's piece in the part (row[0] <= req
+// <= row[2]), summed by schedule_part_blocks or, on the device, by a warp's lanes for parts of many sequences.
+FLASH_MLA_HD int64_t schedule_piece_blocks(const int32_t* row, const int32_t* seqlens, int32_t req) {
+  const int64_t begin = req == row[0] ? row[1] : 0;
+  const int64_t end = req == row[2] ? row[3] : (seqlens[req] > 0 ? seqlens[req] : 0);
+  return (end + kBlockN - 1) / kBlockN - begin / kBlockN;
+}
+FLASH_MLA_HD int32_t schedule_clamp_blocks(int64_t n) { return n < INT32_MAX ? static_cast<int32_t>(n) : INT32_MAX; }
 FLASH_MLA_HD int32_t schedule_part_blocks(const int32_t* row, const int32_t* seqlens) {
   int64_t n = 0;
-  for (int32_t req = row[0]; req <= row[2]; ++req) {
-    const int64_t begin = req == row[0] ? row[1] : 0;
-    const int64_t end = req == row[2] ? row[3] : (seqlens[req] > 0 ? seqlens[req] : 0);
-    n += (end + kBlockN - 1) / kBlockN - begin / kBlockN;
-  }
-  return n < INT32_MAX ? static_cast<int32_t>(n) : INT32_MAX;
+  for (int32_t req = row[0]; req <= row[2]; ++req) n += schedule_piece_blocks(row, seqlens, req);
+  return schedule_clamp_blocks(n);
 }
 
 // The metadata row of an empty part.

@@ -3,7 +3,7 @@
 // the caller's stream, no host synchronisation.
 //
 // Pass 1 sums the cost line and finds the costliest group of whole sequences; when whole groups fit
-// the bound, each thread writes its parts' rows and the kernel ends there. Small batches take the
+// the bound, each thread writes its parts' rows and write_rows returns there. Small batches take the
 // greedy cut instead: warp 0 walks the batch once per lane (32 budgets at once, one branch-free int32
 // step per sequence, each lane's states kept in shared memory), then a thread per sequence writes the
 // rows that begin or end in it and a scan of its pieces gives num_splits. Larger batches take the cost
@@ -11,7 +11,8 @@
 // sequence's start S_i, an inclusive scan of its piece count gives num_splits[i + 1], and the thread
 // that owns the boundary x = p*T records part p's first work position in words 5..7 of row p
 // (scratch). Pass 3 turns begin(p) and begin(p + 1) into the final row and clears the scratch. Last, a
-// thread per part counts its blocks into word kPartBlocksWord.
+// thread per part counts its blocks into word kPartBlocksWord, or a warp per part of kThreadGroupLimit
+// sequences or more (pass 1's rule, below).
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cuda/functional>
@@ -31,9 +32,10 @@ constexpr int kThreads = 256;
 // thread and 54 us on a warp, 132 groups of 38 took 7 us on threads and 14 us on warps).
 constexpr int64_t kThreadGroupLimit = 256;
 
-// Every word but kPartBlocksWord (left 0); called by all of the CTA's threads.
+// Every word but kPartBlocksWord (left 0); called by all of the CTA's threads. metadata is not __restrict__:
+// threads read rows that others wrote.
 __device__ __forceinline__ void write_rows(const int32_t* __restrict__ seqlens, int batch, int parts, int rows,
-                                           int32_t* __restrict__ metadata, int32_t* __restrict__ num_splits) {
+                                           int32_t* metadata, int32_t* __restrict__ num_splits) {
   using Scan = cub::BlockScan<int64_t, kThreads>;
   using Reduce = cub::BlockReduce<int64_t, kThreads>;
   __shared__ union {
@@ -196,13 +198,34 @@ __device__ __forceinline__ void write_rows(const int32_t* __restrict__ seqlens, 
 }
 
 __global__ void __launch_bounds__(kThreads) schedule_kernel(const int32_t* __restrict__ seqlens, int batch,
-                                                            int parts, int rows, int32_t* __restrict__ metadata,
+                                                            int parts, int rows, int32_t* metadata,
                                                             int32_t* __restrict__ num_splits) {
+  __shared__ int32_t s_long[kThreads];  // parts of kThreadGroupLimit sequences or more, a warp each (pass 1's rule)
+  __shared__ int32_t s_longs;
+  if (threadIdx.x == 0) s_longs = 0;
   write_rows(seqlens, batch, parts, rows, metadata, num_splits);
   __syncthreads();  // every row written (the CTA's global writes are visible to its threads past the barrier)
   for (int p = threadIdx.x; p < parts; p += kThreads) {
     int32_t* row = metadata + static_cast<int64_t>(p) * kMetadataWords;
-    row[kPartBlocksWord] = schedule_part_blocks(row, seqlens);
+    if (static_cast<int64_t>(row[2]) - row[0] < kThreadGroupLimit) {
+      row[kPartBlocksWord] = schedule_part_blocks(row, seqlens);
+      continue;
+    }
+    const int slot = atomicAdd(&s_longs, 1);
+    if (slot < kThreads) {
+      s_long[slot] = p;
+    } else {
+      row[kPartBlocksWord] = schedule_part_blocks(row, seqlens);  // more long parts than slots (b > 2^16)
+    }
+  }
+  __syncthreads();
+  const int lane = threadIdx.x % 32, longs = min(s_longs, kThreads);
+  for (int i = threadIdx.x / 32; i < longs; i += kThreads / 32) {
+    int32_t* row = metadata + static_cast<int64_t>(s_long[i]) * kMetadataWords;
+    int64_t n = 0;
+    for (int32_t req = row[0] + lane; req <= row[2]; req += 32) n += schedule_piece_blocks(row, seqlens, req);
+    for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+    if (lane == 0) row[kPartBlocksWord] = schedule_clamp_blocks(n);
   }
 }
 
