@@ -87,8 +87,8 @@ case ${1:-} in
   call4)
     # (~1 min) The per-block stamps of the dense kernel's consumers on b=128 4096 h32 s2 in bf16, FP8 per tensor
     # and FP8 with scale (scratch/tr-flash-mla-phases: a -DFLASH_MLA_TRACE build of the landing commit with the
-    # d64 studies; `cmake --build <trace dir> --target flash-mla-phases`; its with-scale kernel spills 16 bytes
-    # there). Predicted from call 3's model: consumer 0 waits for K ("K landed" after "begin") a few hundred
+    # d64 studies; `cmake --build <trace dir> --target flash-mla-phases`; its per-tensor dense kernel spills 16
+    # bytes there). Predicted from call 3's model: consumer 0 waits for K ("K landed" after "begin") a few hundred
     # cycles a block per tensor and ~1000+ with scale, ~0 in bf16; the other phases alike.
     timeout 120 scratch/tr-flash-mla-phases d64 2>&1 | tail -60
     ;;
@@ -99,8 +99,22 @@ case ${1:-} in
     install_python
     python_tests
     ;;
+  call6)
+    # (~5 min) tp: 0188815 with s39-fp8-two-part.patch, FP8's two-part stages (the producers signal a stage's first
+    # 16-bit tiles on k_full and the rest on k_rest; consumer 0 issues Q·Kᵀ's first sub-tiles before waiting for
+    # the rest; bf16/fp16 kernels' SASS unchanged), built here: scratch/tp-flash-mla-bench and -flash_mla_gpu_tests
+    # from the release build, scratch/trtp-flash-mla-phases from the trace build; f2w7 / f2tp wrap w7 / tp with
+    # `--grid flashmla --kv fp8,fp8-tensor --only s_q=2`. The whole GPU suite on tp (its device schedule words
+    # now take the warp-per-part pass too), a 2-pass A/B of w7 and tp on FlashMLA's s_q=2 rows in both FP8
+    # formats (h16 s2, 32 rows, runs the narrow kernel: the control), then tp's d64 stamps. Predicted: with scale
+    # the 64- to 256-row rows 5-11 % faster (consumer 0's ~630-cycle wait mostly gone: "K landed" after "begin"
+    # ~130-200 in the stamps), per tensor within +-1 %, the 32-row rows unchanged.
+    gpu_suite tp
+    ab_names abtp 2 240 "--check-rows 8 --quiet --no-ceilings" f2w7 f2tp
+    timeout 60 scratch/trtp-flash-mla-phases d64 2>&1 | grep -E "us/call|consumer [01]:"
+    ;;
   *)
-    echo "usage: $0 build|call1|call2|call3|call4|call5" >&2
+    echo "usage: $0 build|call1|call2|call3|call4|call5|call6" >&2
     exit 2
     ;;
 esac
