@@ -113,8 +113,21 @@ case ${1:-} in
     ab_names abtp 2 240 "--check-rows 8 --quiet --no-ceilings" f2w7 f2tp
     timeout 60 scratch/trtp-flash-mla-phases d64 2>&1 | grep -E "us/call|consumer [01]:"
     ;;
+  call7)
+    # (~4 min) sv: b60016a with s39-seesaw-one-group.patch: the seesaw's Q·Kᵀ issues its 36 wgmma as one group when
+    # every group of the stage has landed (the warpgroup agrees by barrier.red), else as today, a group per
+    # landed group with a wait between (each wait ends a hardware wgmma group: gsb0 in SASS; call 6's two-part
+    # FP8 stage lost ~150 cycles a block to one such split). The 16-bit GPU tests with every call on the
+    # seesaw, then a 2-pass A/B of w7 and sv on FlashMLA's h_q=128 rows (g8w7 / g8sv wrappers: --grid flashmla
+    # --only h_q=128). Predicted: the 256-row rows 1-4 % faster, the 128-row rows 0-3 %.
+    FLASH_MLA_SM90_SCHEDULE=seesaw timeout 200 scratch/sv-flash_mla_gpu_tests \
+      --gtest_filter="GpuDecode.*:GpuGraph.*:GpuValidation.*:Heads/*:PageSizes/*:GpuFuzz.*" \
+      >"$OUT/sv-seesaw-tests.txt" 2>&1 && echo "sv (every call on the seesaw): tests passed" || echo "sv: FAILED"
+    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/sv-seesaw-tests.txt" | tail -6 || true
+    ab_names absv 2 200 "--check-rows 8 --quiet --no-ceilings" g8w7 g8sv
+    ;;
   *)
-    echo "usage: $0 build|call1|call2|call3|call4|call5|call6" >&2
+    echo "usage: $0 build|call1|call2|call3|call4|call5|call6|call7" >&2
     exit 2
     ;;
 esac
