@@ -59,6 +59,21 @@ TEST(GpuSchedule, MatchesHostWords) {
   }
 }
 
+// Word 7 with negative lengths (counted as empty), on the thread path (one part of 4) and the warp path (one part
+// of 5000 sequences, more than the device pass gives a thread). schedule_cases holds no negative lengths.
+TEST(GpuSchedule, NegativeLengthsMatchHostWords) {
+  REQUIRE_GPU();
+  Stream stream;
+  std::vector<int32_t> many(5000);
+  for (int i = 0; i < 5000; ++i) many[i] = i % 3 == 0 ? -1 - i : 1 + 17 * i % 900;
+  for (const std::vector<int32_t>& lens : {std::vector<int32_t>{-5, 100, -1, 64}, many}) {
+    const Schedule want = host_schedule(lens, 64, 1, 1);
+    const Schedule got = device_schedule(lens, 64, 1, 1, stream);
+    ASSERT_EQ(got.metadata, want.metadata) << lens.size() << " sequences";
+    ASSERT_EQ(got.num_splits, want.num_splits) << lens.size() << " sequences";
+  }
+}
+
 TEST(GpuSchedule, DefaultSmCountIsTheDevices) {
   REQUIRE_GPU();
   const int sms = cuda_device_info(0).sm_count;

@@ -11,8 +11,8 @@
 // sequence's start S_i, an inclusive scan of its piece count gives num_splits[i + 1], and the thread
 // that owns the boundary x = p*T records part p's first work position in words 5..7 of row p
 // (scratch). Pass 3 turns begin(p) and begin(p + 1) into the final row and clears the scratch. Last, a
-// thread per part counts its blocks into word kPartBlocksWord, or a warp per part of kThreadGroupLimit
-// sequences or more (pass 1's rule, below).
+// thread per part counts its blocks into word kPartBlocksWord, or a warp per part of more than
+// kThreadGroupLimit sequences (pass 1's rule, below).
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 #include <cuda/functional>
@@ -200,7 +200,7 @@ __device__ __forceinline__ void write_rows(const int32_t* __restrict__ seqlens, 
 __global__ void __launch_bounds__(kThreads) schedule_kernel(const int32_t* __restrict__ seqlens, int batch,
                                                             int parts, int rows, int32_t* metadata,
                                                             int32_t* __restrict__ num_splits) {
-  __shared__ int32_t s_long[kThreads];  // parts of kThreadGroupLimit sequences or more, a warp each (pass 1's rule)
+  __shared__ int32_t s_long[kThreads];  // parts of more than kThreadGroupLimit sequences, a warp each (pass 1's rule)
   __shared__ int32_t s_longs;
   if (threadIdx.x == 0) s_longs = 0;
   write_rows(seqlens, batch, parts, rows, metadata, num_splits);
