@@ -10,22 +10,17 @@ With `bound` (session 38) it prints instead each row's floor against the faster 
 any implementation could lead by) and the geometric means of that bound and of our ratio (session 38: call 1's
 heat.txt, scratch/wl-flashmla.jsonl, 4320 (session 13's copy-pattern ceiling), 800).
 """
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from bench_table import geomean  # noqa: E402
-from incumbent_bench import bytes_and_flops  # noqa: E402
+from incumbent_bench import bytes_and_flops, load_workloads  # noqa: E402
 
 
 def main():
     table, workloads, copy, gemm = sys.argv[1], sys.argv[2], float(sys.argv[3]) * 1e9, float(sys.argv[4]) * 1e12
-    wl = {}
-    for line in open(workloads):
-        if line.strip():
-            w = json.loads(line)
-            wl[w["label"]] = w
+    wl = {w["label"]: w for w in load_workloads(workloads, "")}
     rows, on = [], False
     for line in open(table):
         if "ours against" in line:

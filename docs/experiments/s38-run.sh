@@ -20,7 +20,7 @@ case ${1:-} in
     # the last are a control: the same seesaw kernel in both). Predicted from call 2 (serial against seesaw):
     # the b=1-16 rows with 4-31-block pieces -1.3 ... -3.5 %, the rest within +-1 %.
     gpu_suite by
-    bypart_tests by
+    forced_tests by bypart
     ab_names abby 2 330 "--grid small,perf,flashmla --only h_q=128 --check-rows 8 --quiet --no-ceilings" cur by
     ;;
   call4)
@@ -28,7 +28,7 @@ case ${1:-} in
     # the part's blocks. Its 16-bit tests with every call by part, then a 3-pass A/B against cur on the rows of
     # 65-128 query rows (c1 / b1: wrappers of cur / by2 with --grid small,perf,flashmla --only "h_q=128 s_q=1").
     # Predicted: the ragged rows within +-1 %, the b=1-16 rows with 4-31-block parts -1.7 ... -2.5 % as in call 3.
-    bypart_tests by2
+    forced_tests by2 bypart
     ab_names abby2 3 300 "--check-rows 8 --quiet --no-ceilings" c1 b1
     ;;
   call5)
@@ -37,7 +37,7 @@ case ${1:-} in
     # kernel ran them 1.3 % faster: an inference that the decision's loads delay the first Q tile). Its 16-bit
     # tests with every call by part, then a 2-pass A/B of c1, b1 (by2) and b3 (by3). Predicted: b3 at or below b1
     # on every row, b=4 4096 and b=1 16384 h128 s1 about 1 % below c1.
-    bypart_tests by3
+    forced_tests by3 bypart
     ab_names abby3 2 280 "--check-rows 8 --quiet --no-ceilings" c1 b1 b3
     ;;
   next)

@@ -9,31 +9,38 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
 out_dir s39-out
 
-# wrap NAME BASE ENV: scratch/NAME-flash-mla-bench runs scratch/BASE-flash-mla-bench with ENV (a VAR=VALUE or
-# "-") on the h_q=128 s_q=1 rows of the small, perf and FlashMLA grids.
+# wrap NAME BASE ENV ARG...: scratch/NAME-flash-mla-bench runs scratch/BASE-flash-mla-bench with ENV (a
+# VAR=VALUE or "-") and ARGs before the caller's.
 wrap() {
-  local env=${3#-}
+  local name=$1 base=$2 env=${3#-}
+  shift 3
   {
     echo '#!/usr/bin/env bash'
-    echo "# $2-flash-mla-bench on the h_q=128 s_q=1 rows (s39-run.sh wrap)."
-    echo "${env:+$env }exec \"\$(dirname \"\$0\")/$2-flash-mla-bench\" --grid small,perf,flashmla \\"
-    echo '  --only "h_q=128 s_q=1" "$@"'
-  } >"scratch/$1-flash-mla-bench"
-  chmod +x "scratch/$1-flash-mla-bench"
+    echo "# $base-flash-mla-bench${*:+ $*}${env:+ with $env} (s39-run.sh wrap)."
+    echo "${env:+$env }exec \"\$(dirname \"\$0\")/$base-flash-mla-bench\"${*:+ ${*@Q}} \"\$@\""
+  } >"scratch/$name-flash-mla-bench"
+  chmod +x "scratch/$name-flash-mla-bench"
 }
 
 case ${1:-} in
   build)
-    # (here, ~25 min on 2 cores)
-    build w7 - "" flash-mla-bench flash_mla_gpu_tests
-    build nw s39-no-whole-groups.patch "" flash-mla-bench
-    wrap h3 by3 -
-    wrap h7 w7 -
-    wrap hs w7 FLASH_MLA_SM90_SCHEDULE=serial
-    # shellcheck disable=SC2016  # expanded when the wrapper runs
-    printf '#!/usr/bin/env bash\n# w7-flash-mla-bench, every 16-bit call serial (s39-run.sh).\n%s\n' \
-      'FLASH_MLA_SM90_SCHEDULE=serial exec "$(dirname "$0")/w7-flash-mla-bench" "$@"' >scratch/sw-flash-mla-bench
-    chmod +x scratch/sw-flash-mla-bench
+    # (here, ~35 min on 2 cores) every binary and wrapper calls 1-7 ran, each from the commit it was built at; by3
+    # comes from `s38-run.sh build`.
+    h128_rows=(--grid "small,perf,flashmla" --only "h_q=128 s_q=1")
+    REV=b5ef0a9 build w7 - "" flash-mla-bench flash_mla_gpu_tests
+    REV=b5ef0a9 build nw s39-no-whole-groups.patch "" flash-mla-bench
+    REV=ead7e4d build tr - -DFLASH_MLA_TRACE=ON flash-mla-phases
+    REV=0188815 build tp s39-fp8-two-part.patch "" flash-mla-bench flash_mla_gpu_tests
+    REV=0188815 build trtp s39-fp8-two-part.patch -DFLASH_MLA_TRACE=ON flash-mla-phases
+    REV=b60016a build sv s39-seesaw-one-group.patch "" flash-mla-bench flash_mla_gpu_tests
+    wrap h3 by3 - "${h128_rows[@]}"
+    wrap h7 w7 - "${h128_rows[@]}"
+    wrap hs w7 FLASH_MLA_SM90_SCHEDULE=serial "${h128_rows[@]}"
+    wrap sw w7 FLASH_MLA_SM90_SCHEDULE=serial
+    wrap f2w7 w7 - --grid flashmla --kv fp8,fp8-tensor --only s_q=2
+    wrap f2tp tp - --grid flashmla --kv fp8,fp8-tensor --only s_q=2
+    wrap g8w7 w7 - --grid flashmla --only h_q=128
+    wrap g8sv sv - --grid flashmla --only h_q=128
     ;;
   call1)
     # (~7 min) w7: the by-part kernel reads its part's blocks from metadata word 7 (the schedule writes them)
@@ -44,7 +51,7 @@ case ${1:-} in
     timeout 60 scratch/w7-flash_mla_gpu_tests --gtest_filter="GpuSchedule.*" >"$OUT/w7-schedule-tests.txt" 2>&1 &&
       echo "w7 GpuSchedule passed" || echo "w7 GpuSchedule FAILED"
     tail -3 "$OUT/w7-schedule-tests.txt"
-    bypart_tests w7
+    forced_tests w7 bypart
     ab_names abw7 2 300 "--check-rows 8 --quiet --no-ceilings" h3 h7 hs
     ;;
   call2)
@@ -120,10 +127,7 @@ case ${1:-} in
     # FP8 stage lost ~150 cycles a block to one such split). The 16-bit GPU tests with every call on the
     # seesaw, then a 2-pass A/B of w7 and sv on FlashMLA's h_q=128 rows (g8w7 / g8sv wrappers: --grid flashmla
     # --only h_q=128). Predicted: the 256-row rows 1-4 % faster, the 128-row rows 0-3 %.
-    FLASH_MLA_SM90_SCHEDULE=seesaw timeout 200 scratch/sv-flash_mla_gpu_tests \
-      --gtest_filter="GpuDecode.*:GpuGraph.*:GpuValidation.*:Heads/*:PageSizes/*:GpuFuzz.*" \
-      >"$OUT/sv-seesaw-tests.txt" 2>&1 && echo "sv (every call on the seesaw): tests passed" || echo "sv: FAILED"
-    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/sv-seesaw-tests.txt" | tail -6 || true
+    forced_tests sv seesaw
     ab_names absv 2 200 "--check-rows 8 --quiet --no-ceilings" g8w7 g8sv
     ;;
   next-build)

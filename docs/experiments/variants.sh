@@ -82,12 +82,13 @@ python_tests() {
   tail -15 "$OUT/pytest.txt"
 }
 
-# bypart_tests NAME: scratch/NAME-flash_mla_gpu_tests' 16-bit tests with every call by part, into $OUT.
-bypart_tests() {
-  FLASH_MLA_SM90_SCHEDULE=bypart timeout 200 "scratch/$1-flash_mla_gpu_tests" \
+# forced_tests NAME SCHEDULE: scratch/NAME-flash_mla_gpu_tests' 16-bit tests with every call on SCHEDULE (serial,
+# seesaw or bypart: FLASH_MLA_SM90_SCHEDULE), into $OUT/NAME-SCHEDULE-tests.txt; prints the verdict.
+forced_tests() {
+  FLASH_MLA_SM90_SCHEDULE=$2 timeout 200 "scratch/$1-flash_mla_gpu_tests" \
     --gtest_filter="GpuDecode.*:GpuGraph.*:GpuValidation.*:Heads/*:PageSizes/*:GpuFuzz.*" \
-    >"$OUT/$1-forced-tests.txt" 2>&1 && echo "$1 (every call by part): GPU suite passed" || echo "$1 forced: FAILED"
-  grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$1-forced-tests.txt" | tail -6 || true
+    >"$OUT/$1-$2-tests.txt" 2>&1 && echo "$1 (every call $2): GPU suite passed" || echo "$1 forced $2: FAILED"
+  grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$1-$2-tests.txt" | tail -6 || true
 }
 
 # ab_many FILE PASSES NAME...: a PASSES-pass A/B of scratch/NAME-flash-mla-bench on the perf and short grids

@@ -34,6 +34,7 @@
 #include "cuda/combine.hpp"
 #include "cuda/cuda_check.hpp"
 #include "cuda/piece_counters.cuh"
+#include "cuda/warp_sum.cuh"
 #include "ptx/timer.hpp"
 
 namespace flash_mla::detail {
@@ -44,11 +45,6 @@ constexpr int kChunks = kHeadDimV / 128;  // 128-channel quarters, one float4 pe
 
 __device__ __forceinline__ float warp_max(float v) {
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
 

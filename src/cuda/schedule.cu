@@ -21,6 +21,7 @@
 #include "core/schedule.hpp"
 #include "core/schedule_math.hpp"
 #include "cuda/cuda_check.hpp"
+#include "cuda/warp_sum.cuh"
 
 namespace flash_mla::detail {
 
@@ -58,7 +59,7 @@ __device__ __forceinline__ void write_rows(const int32_t* __restrict__ seqlens, 
     for (int64_t first = threadIdx.x / 32 * group; first < batch; first += kThreads / 32 * group) {
       int64_t cost = 0;
       for (int64_t i = first + lane; i < first + group && i < batch; i += 32) cost += schedule_cost(seqlens[i]);
-      for (int o = 16; o > 0; o >>= 1) cost += __shfl_xor_sync(0xffffffffu, cost, o);
+      cost = warp_sum(cost);
       if (lane == 0) {
         local += cost;
         local_max = max(local_max, cost);
@@ -224,7 +225,7 @@ __global__ void __launch_bounds__(kThreads) schedule_kernel(const int32_t* __res
     int32_t* row = metadata + static_cast<int64_t>(s_long[i]) * kMetadataWords;
     int64_t n = 0;
     for (int32_t req = row[0] + lane; req <= row[2]; req += 32) n += schedule_piece_blocks(row, seqlens, req);
-    for (int o = 16; o > 0; o >>= 1) n += __shfl_xor_sync(0xffffffffu, n, o);
+    n = warp_sum(n);
     if (lane == 0) row[kPartBlocksWord] = schedule_clamp_blocks(n);
   }
 }

@@ -50,14 +50,6 @@ __device__ __forceinline__ const int32_t* part_row(const DecodeParams& p) {
   return p.metadata + static_cast<int64_t>(blockIdx.z) * kMetadataWords;
 }
 
-// The tokens a block-table row holds, and sequence req's length clamped to [0, that].
-__device__ __forceinline__ int64_t table_capacity(const DecodeParams& p) {
-  return static_cast<int64_t>(p.max_blocks_per_seq) * p.page_block_size;
-}
-__device__ __forceinline__ int clamped_seqlen(const DecodeParams& p, int req, int64_t capacity) {
-  return static_cast<int>(min(max(static_cast<int64_t>(p.seqlens[req]), int64_t{0}), capacity));
-}
-
 // Visits the pieces of this CTA's part: when the part ends inside a sequence (its last piece is the
 // first piece of a split sequence), that piece first, then the others in order. A split piece stores a
 // 64-row fp32 partial (128 KiB), a whole sequence's output half of that, and the CTA's last store is
@@ -72,9 +64,11 @@ __device__ __forceinline__ void for_each_piece(const DecodeParams& p, Fn&& fn) {
   const int32_t* row = part_row(p);
   const int begin_req = max(row[0], 0), end_req = min(row[2], p.batch - 1);
   if (begin_req > end_req) return;  // (else end_req - begin_req below can overflow on garbage words)
-  const int64_t capacity = table_capacity(p);
+  const int64_t capacity = static_cast<int64_t>(p.max_blocks_per_seq) * p.page_block_size;
   const int64_t slots = static_cast<int64_t>(p.batch) + p.num_sm_parts;
-  auto seqlen = [&](int req) { return clamped_seqlen(p, req, capacity); };
+  auto seqlen = [&](int req) {
+    return static_cast<int>(min(max(static_cast<int64_t>(p.seqlens[req]), int64_t{0}), capacity));
+  };
   const bool cut_last = end_req > begin_req && row[3] < seqlen(end_req);
   auto visit = [&](int k) { return cut_last ? (k == 0 ? end_req : begin_req + k - 1) : begin_req + k; };
   for (int k = 0; k <= end_req - begin_req; ++k) {

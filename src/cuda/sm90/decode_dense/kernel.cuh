@@ -635,7 +635,8 @@ struct PairRing {
 // which nothing writes during the call, so they agree; a garbage word can only move the choice. Until session 39
 // each CTA counted the blocks itself (up to kSeesawLongPart, two dependent loads before its first copy and first
 // block); reading the word ran the same (1.001x). Its serial CTAs stay ~2 % behind the serial kernel on 4-block
-// parts, by ncu from instruction fetch in the larger kernel (docs/DESIGN.md, "Either schedule by part").
+// parts; ncu's fetch stalls point, by inference, at the larger kernel's code (docs/DESIGN.md, "Either schedule by
+// part").
 __device__ __forceinline__ bool part_takes_seesaw(const DecodeParams& p) {
   const int n = part_row(p)[detail::kPartBlocksWord];
   return n <= kSeesawShortPart || n >= kSeesawLongPart;
@@ -1483,9 +1484,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   // s1 (sessions 22-24); by a box of its live rows (q_tail) it lost 1.1-1.2 % at b=256 512 h16 s1 while
   // winning 2.0-2.9 % at b=64 512 s2 (session 29, three A/Bs, s29-q-tail-once.patch).
   const bool full_tile = (blockIdx.x + 1) * kBlockM <= p.rows;
-  // The consumers' schedule; kByPart decides at the first piece once its Q tile is ready, so that its loads do
-  // not wait for the decision's (while it == 0: a part whose first pieces hold no block decides again, with the
-  // same answer).
+  // The consumers' schedule; kByPart decides at the first piece once its Q tile is ready (while it == 0: a part
+  // whose first pieces hold no block decides again, with the same answer). There it was measured in session 38,
+  // when the decision counted blocks with loads of its own; it now reads one word of the row for_each_piece read.
   bool seesaw = kSched == Schedule::kSeesaw;
   for_each_piece(p, [&](const Piece& pc) {
     const bool q_by_tma = kDense && (staged || full_tile) && maps.q_by_tma;
