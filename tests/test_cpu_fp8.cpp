@@ -154,6 +154,29 @@ TEST(CpuFP8, QueriesOutsideHalfRangeMatchReference) {
   }
 }
 
+// Powers of two pass through exactly: the cache's dequantised values times 2^k (rescale_fp8_cache: with scale,
+// every scale and RoPE channel; per tensor, descale_k) and softmax_scale times 2^-k give out times 2^k and the same
+// lse, bit for bit. k = +-20 puts the values far outside f16's range both ways. The GPU twin is
+// Sm90FP8.PowerOfTwoRescaleIsExact.
+TEST(CpuFP8, PowerOfTwoRescaleIsExact) {
+  for (const FP8Variant& v : kFP8Variants) {
+    testing::Workload w = fp8_workload(v, 3, 2, 16, 1, {300, 64, 77}, true, 66);
+    CpuDecode base(w, 132);
+    base.run();
+    ASSERT_TRUE(base.check().ok) << v.name;
+    for (int k : {20, -20}) {
+      SCOPED_TRACE(::testing::Message() << v.name << " k=" << k);
+      testing::Workload scaled = w;
+      rescale_fp8_cache(scaled, k);
+      CpuDecode d(scaled, 132);
+      d.run();
+      EXPECT_EQ("", scaled_mismatch(w.config.dtype, base.out.data(), d.out.data(),
+                                    static_cast<int64_t>(d.out.size() / w.elem()), k));
+      EXPECT_EQ(0, std::memcmp(base.lse.data(), d.lse.data(), d.lse.size())) << "lse differs";
+    }
+  }
+}
+
 // Wide score spreads (softmax_scale x 256: scores of sd ~2.6 natural units) over 8k tokens, where 86 % of
 // the probabilities sit more than 10 log2 units under the row maximum (~8 % of the mass): every variant meets
 // SPEC's tolerances, so the GPU twin (Sm90FP8.WideScoreSpreadKeepsSmallProbabilities) asks for nothing

@@ -343,6 +343,36 @@ TEST_P(Sm90FP8, WideScoreSpreadKeepsSmallProbabilities) {
   }
 }
 
+// Powers of two pass through exactly (the CPU twin: CpuFP8.PowerOfTwoRescaleIsExact): the cache's dequantised values
+// times 2^k (rescale_fp8_cache: with scale, every scale and RoPE channel; per tensor, descale_k) and softmax_scale
+// times 2^-k leave every score as it was, so out is 2^k times the original's and lse the same, bit for bit. k = +-20
+// takes the values far outside f16's range both ways: a kernel that held code x scale in f16 would overflow or
+// flush. 16, 32 and 64 query rows: the narrow kernel's two forms and the dense kernel.
+TEST_P(Sm90FP8, PowerOfTwoRescaleIsExact) {
+  const FP8Variant& v = GetParam();
+  REQUIRE_SM90_FP8(v);
+  Stream stream;
+  const int shapes[][2] = {{16, 1}, {16, 2}, {64, 1}};  // h_q, s_q
+  for (const auto& hs : shapes) {
+    testing::Workload w = fp8_workload(v, 3, hs[1], hs[0], 1, {300, 64, 77}, true, 66);
+    GpuDecode base(w, 0, stream);
+    base.run();
+    base.fetch();
+    for (int k : {20, -20}) {
+      SCOPED_TRACE(::testing::Message() << "h_q=" << hs[0] << " s_q=" << hs[1] << " k=" << k);
+      testing::Workload scaled = w;
+      rescale_fp8_cache(scaled, k);
+      GpuDecode d(scaled, 0, stream);
+      d.run();
+      d.fetch();
+      EXPECT_EQ("", scaled_mismatch(w.config.dtype, base.out_host.data(), d.out_host.data(),
+                                    static_cast<int64_t>(d.out_host.size() / w.elem()), k));
+      EXPECT_EQ(0, std::memcmp(base.lse_host.data(), d.lse_host.data(), d.lse_host.size() * sizeof(float)))
+          << "lse differs";
+    }
+  }
+}
+
 // FP8 with scale, scales the quantiser would not pick: each token's four scales times 2^u (not powers of two). Up to
 // 32 query rows the narrow kernel keeps a scale in fp32 (each token's folded into its scores; P stored once per
 // scale group against the block's largest scale, which P·V multiplies back). With 16 rows P keeps two e4m3 terms (~8

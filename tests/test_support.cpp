@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
+#include <stdexcept>
 
 #include "decode_call.hpp"
 #include "flash_mla/half.hpp"
@@ -190,6 +192,48 @@ void scale_query_head(testing::Workload& w, int head, float factor) {
     bits = float_to_bf16(bf16_to_float(bits) * factor);
     std::memcpy(w.q.data() + 2 * i, &bits, 2);
   }
+}
+
+void rescale_fp8_cache(testing::Workload& w, int k) {
+  const float factor = std::ldexp(1.0f, k);
+  if (w.config.kv_format == KvCacheFormat::kFP8PerTensor) {
+    w.descale_k *= factor;
+  } else if (w.config.kv_format == KvCacheFormat::kFP8WithScale) {
+    const int64_t row = w.k_row_bytes();
+    for (int64_t r = 0; r < static_cast<int64_t>(w.k_cache.size()) / row; ++r) {
+      uint8_t* token = w.k_cache.data() + r * row;
+      for (int g = 0; g < kFP8NumScales; ++g) {
+        float scale;
+        std::memcpy(&scale, token + kFP8ScaleOffset + 4 * g, 4);
+        scale *= factor;
+        std::memcpy(token + kFP8ScaleOffset + 4 * g, &scale, 4);
+      }
+      for (int c = 0; c < kHeadDimRope; ++c) {
+        uint16_t bits;
+        std::memcpy(&bits, token + kFP8RopeOffset + 2 * c, 2);
+        bits = float_to_bf16(bf16_to_float(bits) * factor);
+        std::memcpy(token + kFP8RopeOffset + 2 * c, &bits, 2);
+      }
+    }
+  } else {
+    throw std::invalid_argument("rescale_fp8_cache: not an FP8 cache");
+  }
+  w.softmax_scale *= std::ldexp(1.0f, -k);
+}
+
+std::string scaled_mismatch(DType dtype, const void* base, const void* out, int64_t n, int k) {
+  int64_t bad = 0, first = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    const float want = std::ldexp(testing::load_as_float(dtype, base, i), k);
+    const float got = testing::load_as_float(dtype, out, i);
+    if (got == want || (std::isnan(got) && std::isnan(want))) continue;
+    if (bad++ == 0) first = i;
+  }
+  if (bad == 0) return "";
+  std::ostringstream m;
+  m << bad << " of " << n << " values are not 2^" << k << " times the original; first at " << first << ": "
+    << testing::load_as_float(dtype, out, first) << " against " << testing::load_as_float(dtype, base, first);
+  return m.str();
 }
 
 ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {

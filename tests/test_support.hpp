@@ -130,6 +130,15 @@ testing::Workload fp8_workload(const FP8Variant& variant, int batch, int s_q, in
 // two, so that the values stay exact: queries far outside f16's range for the FP8 tests.
 void scale_query_head(testing::Workload& w, int head, float factor);
 
+// Multiplies what the cache dequantises to by 2^k and softmax_scale by 2^-k, exactly (no value leaves its
+// format's range): FP8 with scale, every token's four scales and 64 bf16 RoPE channels (tails too: NaN stays
+// NaN); per tensor, descale_k. Every score stays as it was and V is 2^k times larger, so a decode's out is
+// 2^k times the original's and its lse unchanged. Other formats: throws.
+void rescale_fp8_cache(testing::Workload& w, int k);
+// "" when each of the n `dtype` values of `out` is 2^k times `base`'s, exactly (NaN where base is NaN); else
+// how many differ, and the first.
+std::string scaled_mismatch(DType dtype, const void* base, const void* out, int64_t n, int k);
+
 // Sets an environment variable for a scope (value nullptr: unsets it), restoring the previous value.
 class ScopedEnv {
  public:
