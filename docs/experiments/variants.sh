@@ -63,6 +63,27 @@ build() {
   done
 }
 
+# pack_binaries: each build binary in scratch/ (NAME-flash-mla-bench, -flash-mla-phases, -flash_mla_gpu_tests; not
+# the wrappers, which are scripts) xz-compressed to FILE.xz, the original removed: about 10x smaller, so that
+# several builds fit in the device tool's 64 MiB carry.
+pack_binaries() {
+  local f
+  for f in scratch/*-flash-mla-bench scratch/*-flash-mla-phases scratch/*-flash_mla_gpu_tests; do
+    if [ -f "$f" ] && [ "$(head -c 4 "$f" | tail -c 3)" = ELF ]; then xz -T2 -f "$f"; fi
+  done
+}
+
+# unpack_binaries: pack_binaries undone (Python's lzma: the device may lack xz), executable again.
+unpack_binaries() {
+  local f
+  for f in scratch/*-flash*.xz; do
+    [ -f "$f" ] || continue
+    python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
+      "$f" "${f%.xz}"
+    chmod +x "${f%.xz}"
+  done
+}
+
 # gpu_suite NAME: scratch/NAME-flash_mla_gpu_tests, its log in $OUT/NAME-tests.txt; prints the verdict.
 gpu_suite() {
   local name=$1
