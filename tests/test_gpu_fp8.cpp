@@ -224,15 +224,17 @@ TEST_P(Sm90FP8, EveryPageSize) {
 }
 
 // A block-table entry outside the pool inside a sequence reads as zeros, as on the other load paths
-// (the FP8 producer once left such rows holding the stage's previous block). Pages 64 and 16.
+// (the FP8 producer once left such rows holding the stage's previous block). Pages 64 (a whole block of zeros
+// between live ones) and 16; 16, 32 and 64 query rows (the narrow kernel's forms and the dense kernel).
 TEST_P(Sm90FP8, OutOfPoolPageReadsAsZeros) {
   const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
   Stream stream;
+  const int shapes[][2] = {{16, 1}, {16, 2}, {64, 1}};  // h_q, s_q
   for (int page : {64, 16}) {
-    for (int s_q : {1, 2}) {
-      SCOPED_TRACE(::testing::Message() << "page=" << page << " s_q=" << s_q);
-      testing::Workload w = fp8_workload(v, 3, s_q, 16, 1, {200, 70, 129}, true, 93, page);
+    for (const auto& hs : shapes) {
+      SCOPED_TRACE(::testing::Message() << "page=" << page << " h_q=" << hs[0] << " s_q=" << hs[1]);
+      testing::Workload w = fp8_workload(v, 3, hs[1], hs[0], 1, {200, 70, 129}, true, 93, page);
       expect_out_of_pool_page_reads_as_zeros(w, stream);
     }
   }
