@@ -143,13 +143,7 @@ case ${1:-} in
     # tokens h128 s4 (16 parts of ~312 sequences: hd's warp path) and b=4096 x 64 tokens h16 s1 (132 parts of ~31:
     # both on threads). Predicted: hd several µs below w7 on the first row, equal on the second.
     gpu_suite hd
-    for row in "--batch 5000 --seqlen 64 --h-q 128 --s-q 4" "--batch 4096 --seqlen 64 --h-q 16 --s-q 1"; do
-      for name in w7 hd; do
-        # shellcheck disable=SC2086  # row is a list of options
-        echo "$name $row: $(timeout 120 "scratch/$name-flash-mla-bench" $row --no-check --no-ceilings --quiet 2>&1 |
-          grep -E "^b=" | awk '{print "time", $7, "us, sched", $10, "us"}')"
-      done
-    done
+    sched_times "w7 hd" "--batch 5000 --seqlen 64 --h-q 128 --s-q 4" "--batch 4096 --seqlen 64 --h-q 16 --s-q 1"
     ;;
   *)
     echo "usage: $0 build|call1|call2|call3|call4|call5|call6|call7|next-build|next" >&2

@@ -9,11 +9,12 @@
 #        tiles of code x scale (one HMUL2 a pair after the e4m3 -> f16 conversion, against bf16 tiles' six
 #        instructions a pair today) and the bf16 RoPE channels converted to f16 in place. A measurement only: a
 #        scale over ~146 overflows f16 and one under 2^-24 flushes (Sm90FP8.PowerOfTwoRescaleIsExact fails).
-#   fb   HEAD + s40-fp8-scale-block-exp.patch: fa made exact for any scale: each block's tiles hold its values
-#        times 2^-e (e from the block's largest RoPE value and scale, over its tokens inside the sequence, so
-#        that the largest lands in [2^14, 2^15)); the RoPE copy moves to the first raw barrier, the producer
-#        warpgroup meets once more a block (kBlockExp), the consumers multiply the block's scores by 2^e and
-#        fold the change of e into alpha. 16-bit and per-tensor kernels' SASS identical to HEAD's.
+#   fb   HEAD + s40-fp8-scale-block-exp.patch: fa without overflow for any scale: each block's tiles hold its
+#        values times 2^-e (e from the block's largest RoPE value and scale, over its tokens inside the sequence,
+#        so that the largest lands in [2^14, 2^15); held within a piece while the block's own is at most 8 below,
+#        never more than 64 below the piece's largest); the RoPE copy moves to the first raw barrier, the
+#        producer warpgroup meets once more a block (kBlockExp), the consumers multiply the block's scores by 2^e
+#        and fold the change of e into alpha. 16-bit and per-tensor kernels' SASS identical to HEAD's.
 set -euo pipefail
 # shellcheck source=docs/experiments/variants.sh
 source "$(dirname "${BASH_SOURCE[0]}")/variants.sh"  # sets ROOT, cd there
@@ -42,21 +43,15 @@ case ${1:-} in
         echo "$name: FP8 tests passed" || echo "$name: FP8 tests FAILED"
       grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$name-fp8-tests.txt" | tail -6 || true
     done
-    for row in "--batch 5000 --seqlen 64 --h-q 128 --s-q 4" "--batch 4096 --seqlen 64 --h-q 16 --s-q 1"; do
-      for name in w7 hd; do
-        # shellcheck disable=SC2086  # row is a list of options
-        echo "$name $row: $(timeout 120 "scratch/$name-flash-mla-bench" $row --no-check --no-ceilings --quiet 2>&1 |
-          grep -E "^b=" | awk '{print "time", $7, "us, sched", $10, "us"}')"
-      done
-    done
+    sched_times "w7 hd" "--batch 5000 --seqlen 64 --h-q 128 --s-q 4" "--batch 4096 --seqlen 64 --h-q 16 --s-q 1"
     ;;
   call2)
     # (~6 min) (1) A 2-pass A/B of hd, fa and fb on FlashMLA's s_q=2 rows with FP8 with scale (32 query rows:
     # the narrow kernel, unchanged, the control; 64, 128 and 256 rows: the dense kernel). Predicted: fa 10-15 %
     # faster than hd on the 64-256-row rows (the producer's dequantisation from ~900 to ~400 instructions a
     # thread a block by the SASS; per tensor, with ~1 instruction a pair, runs at 0.97-0.98x bf16 against with
-    # scale's 0.82-0.83x, session 39), fb within 3 % of fa (~150 more producer instructions a block and one
-    # barrier), the 32-row rows within +-1 %. (2) Each build's three formats on two 64-row rows (session 39 call 3
+    # scale's 0.82-0.83x, session 39), fb within 3 % of fa (~190 more producer instructions a block and one
+    # barrier), the 32-row rows within +-1 %. (2) hd's and fb's three formats on two 64-row rows (session 39 call 3
     # measured bf16 / per tensor / with scale there). Predicted: fb's with scale within ~5 % of its per tensor.
     unpack_binaries
     ab_names abf 2 260 "--grid flashmla --kv fp8 --only s_q=2 --check-rows 8 --quiet --no-ceilings" hd fa fb

@@ -160,6 +160,20 @@ ncu_each() {
   done
 }
 
+# sched_times NAMES ROW...: for each ROW (flash-mla-bench options) and each of the space-separated NAMES, the call's
+# time and the schedule kernel's (`sched us`) of scratch/NAME-flash-mla-bench, one line each.
+sched_times() {
+  local names=$1 row name
+  shift
+  for row in "$@"; do
+    for name in $names; do
+      # shellcheck disable=SC2086  # row is a list of options
+      echo "$name $row: $(timeout 120 "scratch/$name-flash-mla-bench" $row --no-check --no-ceilings --quiet 2>&1 |
+        grep -E "^b=" | awk '{print "time", $7, "us, sched", $10, "us"}')"
+    done
+  done
+}
+
 # ncu_source CSV CMD...: ncu's per-SASS-line counters and warp-state samples of CMD's second decode kernel
 # (--page source --csv, for top_stalls.py) into CSV.
 ncu_source() {
