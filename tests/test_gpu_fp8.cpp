@@ -208,14 +208,15 @@ TEST_P(Sm90FP8, PaddedPagesEqualContiguous) {
 
 // Page sizes of every copy shape (divisors and multiples of 64, and 48, 96, 100 whose copies are 16, 32
 // and 4 rows; the FP8 producer computes each token's page itself), with
-// lengths around page and block edges, split and unsplit.
+// lengths around page and block edges, split and unsplit; 16, 32 and 64 query rows (the narrow kernel's forms and
+// the dense kernel, whose FP8 producers gather pages of fewer than 16 rows through registers).
 TEST_P(Sm90FP8, EveryPageSize) {
   const FP8Variant& v = GetParam();
   REQUIRE_SM90_FP8(v);
   Stream stream;
   for (int page : {1, 4, 16, 32, 48, 96, 100, 128, 256}) {
     const std::vector<int32_t> lens = {page + 1, 0, 2 * page + 63, 1, 300};
-    for (int s_q : {1, 2}) {  // 16 and 32 query rows
+    for (int s_q : {1, 2, 4}) {  // 16, 32 and 64 query rows
       SCOPED_TRACE(::testing::Message() << "page=" << page << " s_q=" << s_q);
       testing::Workload w = fp8_workload(v, 5, s_q, 16, 1, lens, true, 95 + page, page);
       for (int num_sms : {0, 1}) expect_decode_matches_reference(w, num_sms, stream, kCheckedRows, 95 + page);
