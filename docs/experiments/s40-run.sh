@@ -30,31 +30,34 @@ case ${1:-} in
     du -sh scratch
     ;;
   call1)
-    # (~8 min) (1) hd's whole GPU suite: Sm90FP8.PowerOfTwoRescaleIsExact and GpuSchedule.NegativeLengthsMatch-
-    # HostWords have not run on a GPU. Predicted: passes. (2) The FP8 tests of fa and fb. Predicted: fb passes all;
-    # fa fails PowerOfTwoRescaleIsExact at 64 rows (k = +20 overflows f16, k = -20 flushes), passes the rest.
-    # (3) s39-run.sh next's schedule timing: `sched us` of w7 (a thread per part) and hd (a warp per part of more
-    # than 256 sequences) on b=5000 x 64 tokens h128 s4 (16 parts: hd's warp path) and b=4096 x 64 h16 s1 (132
-    # parts of ~31: threads in both). Predicted: hd several us below w7 on the first, equal on the second.
+    # (~6 min) (1) hd's whole GPU suite: Sm90FP8.PowerOfTwoRescaleIsExact, GpuSchedule.NegativeLengthsMatchHost-
+    # Words and the 64-row cases of Sm90FP8.OutOfPoolPageReadsAsZeros and EveryPageSize have not run on a GPU.
+    # Predicted: passes. (2) fb's whole GPU suite (what landing it needs). Predicted: passes. (3) s39-run.sh next's
+    # schedule timing: `sched us` of w7 (a thread per part) and hd (a warp per part of more than 256 sequences)
+    # on b=5000 x 64 tokens h128 s4 (16 parts: hd's warp path) and b=4096 x 64 h16 s1 (132 parts of ~31: threads
+    # in both). Predicted: hd several us below w7 on the first, equal on the second.
     unpack_binaries
     gpu_suite hd
-    for name in fa fb; do
-      timeout 120 "scratch/$name-flash_mla_gpu_tests" --gtest_filter="*Sm90FP8*" >"$OUT/$name-fp8-tests.txt" 2>&1 &&
-        echo "$name: FP8 tests passed" || echo "$name: FP8 tests FAILED"
-      grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$name-fp8-tests.txt" | tail -6 || true
-    done
+    gpu_suite fb
     sched_times "w7 hd" "--batch 5000 --seqlen 64 --h-q 128 --s-q 4" "--batch 4096 --seqlen 64 --h-q 16 --s-q 1"
     ;;
   call2)
-    # (~6 min) (1) A 2-pass A/B of hd, fa and fb on FlashMLA's s_q=2 rows with FP8 with scale (32 query rows:
-    # the narrow kernel, unchanged, the control; 64, 128 and 256 rows: the dense kernel). Predicted: fa 10-15 %
-    # faster than hd on the 64-256-row rows (the producer's dequantisation from ~900 to ~400 instructions a
-    # thread a block by the SASS; per tensor, with ~1 instruction a pair, runs at 0.97-0.98x bf16 against with
-    # scale's 0.82-0.83x, session 39), fb within 3 % of fa (~190 more producer instructions a block and one
-    # barrier), the 32-row rows within +-1 %. (2) hd's and fb's three formats on two 64-row rows (session 39 call 3
+    # (~8 min) (1) fa's FP8 tests. Predicted: PowerOfTwoRescaleIsExact fails at 64 rows (k = +20 overflows f16,
+    # k = -20 flushes), the rest pass. (2) memcheck and synccheck of fb on two FP8-with-scale tests that run the
+    # dense kernel's TMA and gather producers (its new named barrier and shared maxima). Predicted: clean. (3) A
+    # 2-pass A/B of hd, fa and fb on FlashMLA's s_q=2 rows with FP8 with scale (32 query rows: the narrow kernel,
+    # unchanged, the control; 64, 128 and 256 rows: the dense kernel). Predicted: fa 10-15 % faster than hd on the
+    # 64-256-row rows (the producer's dequantisation from ~900 to ~390 instructions a thread a block by the SASS;
+    # per tensor, with ~1 instruction a pair, runs at 0.97-0.98x bf16 against with scale's 0.82-0.83x, session
+    # 39), fb within 3 % of fa (~275 more producer instructions a block, ~90 of them not taken, and one barrier),
+    # the 32-row rows within +-1 %. (4) hd's and fb's three formats on two 64-row rows (session 39 call 3
     # measured bf16 / per tensor / with scale there). Predicted: fb's with scale within ~5 % of its per tensor.
     unpack_binaries
-    ab_names abf 2 260 "--grid flashmla --kv fp8 --only s_q=2 --check-rows 8 --quiet --no-ceilings" hd fa fb
+    timeout 120 scratch/fa-flash_mla_gpu_tests --gtest_filter="*Sm90FP8*" >"$OUT/fa-fp8-tests.txt" 2>&1 &&
+      echo "fa: FP8 tests passed" || echo "fa: FP8 tests FAILED"
+    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/fa-fp8-tests.txt" | tail -8 || true
+    sanitize fb "Formats/Sm90FP8.OutOfPoolPageReadsAsZeros/fp8:Formats/Sm90FP8.EveryPageSize/fp8" memcheck synccheck
+    ab_names abf 2 240 "--grid flashmla --kv fp8 --only s_q=2 --check-rows 8 --quiet --no-ceilings" hd fa fb
     for name in hd fb; do
       for row in "--h-q 32 --s-q 2" "--h-q 16 --s-q 4"; do
         # shellcheck disable=SC2086  # row is a list of options
