@@ -1,5 +1,6 @@
-// flash-mla-phases: where a block's time goes in the Hopper kernel's consumers (and, in the studies named
-// "fp8 ...", in the narrow FP8 kernel's roles: study_narrow). Built only with
+// flash-mla-phases: where a block's time goes in the Hopper kernel's consumers (and, in the studies whose names
+// begin "fp8 ", in the narrow FP8 kernel's roles: study_narrow; the argument fp8 also selects the dense kernel's
+// "d64 ... fp8-..." studies). Built only with
 // -DFLASH_MLA_TRACE=ON (the library then stamps clock64 at every consumer hand-off of the first
 // kPhaseIters blocks of each CTA, kernel.cuh FLASH_MLA_PHASE_AT); never a release build. For each
 // workload it prints the median time of one call (stream launches, no graph) and, per consumer, the
@@ -27,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "core/params.hpp"
 #include "decode_call.hpp"
 #include "cuda/sm90/decode_dense/trace_layout.hpp"
 #include "cuda/sm90/decode_narrow/trace_layout.hpp"
@@ -202,13 +204,8 @@ void dump_ctas(const char* name, const PreparedCall& call, const std::vector<int
   for (int cta = 0; cta < trace.ctas && cta / per_part < call.parts; ++cta) {
     const int part = cta / per_part;
     const int32_t* row = meta.data() + static_cast<size_t>(part) * kMetadataWords;
-    int pieces = 0;
-    long long blocks = 0;
-    for (int r = row[0]; r <= row[2] && r < static_cast<int>(seqlens.size()); ++r) {
-      const long long lo = r == row[0] ? row[1] : 0, hi = r == row[2] ? row[3] : std::max(seqlens[r], 0);
-      if (hi > lo) blocks += (hi + kBlockN - 1) / kBlockN - lo / kBlockN;
-      ++pieces;
-    }
+    const int pieces = std::max(std::min(row[2], static_cast<int>(seqlens.size()) - 1) - row[0] + 1, 0);
+    const long long blocks = row[detail::kPartBlocksWord];  // the schedule's count (schedule_part_blocks)
     const unsigned long long last_k = trace.last_block(cta);
     unsigned long long stored = 0;
     for (int i = 0; i <= kTracePieces; ++i) stored = std::max(stored, at(cta, kSlotPieceStored + i));
@@ -418,12 +415,12 @@ void study_narrow(const char* name, const std::vector<int32_t>& seqlens, int h_q
   const testing::WorkloadConfig c = study_config(seqlens, h_q, s_q, KvCacheFormat::kFP8PerTensor);
   const PreparedCall call(c);
   const DecodeArgs& a = call.args;
-  if (sm90::narrow::g_phase_buffer == nullptr) throw std::runtime_error(std::string(name) + ": not the narrow kernel");
+  if (narrow::g_phase_buffer == nullptr) throw std::runtime_error(std::string(name) + ": not the narrow kernel");
   std::vector<long long> t(static_cast<size_t>(narrow::kPhaseCtas) * narrow::kPhaseIters * narrow::kPhaseEvents);
-  check(cudaMemset(sm90::narrow::g_phase_buffer, 0, t.size() * sizeof(t[0])), "cudaMemset");
+  check(cudaMemset(narrow::g_phase_buffer, 0, t.size() * sizeof(t[0])), "cudaMemset");
   mla_decode(a);
   check(cudaDeviceSynchronize(), "decode");
-  check(cudaMemcpy(t.data(), sm90::narrow::g_phase_buffer, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost),
+  check(cudaMemcpy(t.data(), narrow::g_phase_buffer, t.size() * sizeof(t[0]), cudaMemcpyDeviceToHost),
         "cudaMemcpy");
   auto at = [&](int cta, int it, int ev) {
     return static_cast<double>(t[(static_cast<size_t>(cta) * narrow::kPhaseIters + it) * narrow::kPhaseEvents + ev]);

@@ -35,7 +35,7 @@ case ${1:-} in
     # Predicted: the slow runs have a lower SM clock (power cap); if the memory clock or the copy ceiling falls too,
     # no kernel change recovers it.
     unpack_fa3
-    install_python "$OUT/pip-install.txt" || true
+    install_python || true
     query=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_event_reasons.active
     nvidia-smi --query-gpu=$query --format=csv,noheader,nounits -lms 100 >"$OUT/smi.csv" 2>&1 &
     smi=$!

@@ -20,6 +20,7 @@ from incumbent_bench import bytes_and_flops, load_workloads  # noqa: E402
 
 def main():
     table, workloads, copy, gemm = sys.argv[1], sys.argv[2], float(sys.argv[3]) * 1e9, float(sys.argv[4]) * 1e12
+    bound_mode = sys.argv[5:] == ["bound"]
     wl = {w["label"]: w for w in load_workloads(workloads, "")}
     rows, on = [], False
     for line in open(table):
@@ -36,7 +37,7 @@ def main():
         w = wl[label]
         nbytes, flops = bytes_and_flops(w, "dense")
         floor = max(nbytes / copy, flops / gemm) * 1e6
-        if sys.argv[5:] == ["bound"]:
+        if bound_mode:
             bound = min(fa3, flashmla) / floor
             bounds.append(bound)
             ratios.append(ratio)
@@ -47,7 +48,9 @@ def main():
         kind = "below the floor" if target < floor else "within 10 % above it" if target < 1.1 * floor else "open"
         counts[kind] += 1
         print(f"{label:<46} ours {ours:8.1f}  1.5x {target:8.1f}  floor {floor:8.1f}  ratio {ratio:.3f}  {kind}")
-    if bounds:
+    if bound_mode:
+        if not rows:
+            sys.exit(f"{table}: no rows after 'ours against'")
         print(f"{len(rows)} rows: geometric mean bound {geomean(bounds):.3f}, ours {geomean(ratios):.3f}")
         return
     print(f"{len(rows)} rows: " + ", ".join(f"{v} {k}" for k, v in counts.items()))

@@ -130,23 +130,8 @@ case ${1:-} in
     forced_tests sv seesaw
     ab_names absv 2 200 "--check-rows 8 --quiet --no-ceilings" g8w7 g8sv
     ;;
-  next-build)
-    # (here, ~3 min) hd: the final tree's flash-mla-bench and GPU tests (cp from a Release build with CUDA, tests
-    # and the CLI: `cmake --build <dir>`, then its cli/flash-mla-bench and tests/flash_mla_gpu_tests to
-    # scratch/hd-*); w7 (b5ef0a9, the one-thread word-7 pass) stays from `build`.
-    build hd - "-DFLASH_MLA_BUILD_TESTS=ON -DFLASH_MLA_BUILD_CLI=ON" flash-mla-bench flash_mla_gpu_tests
-    ;;
-  next)
-    # (next session, ~4 min; carry ["scratch"]) The final tree's whole GPU suite (GpuSchedule.NegativeLengthsMatch-
-    # HostWords has not run on a GPU), then the schedule kernel's time (flash-mla-bench's `sched us`) of w7 (word 7
-    # counted by a thread per part) and hd (a warp per part of more than 256 sequences, 0188815) on b=5000 x 64
-    # tokens h128 s4 (16 parts of ~312 sequences: hd's warp path) and b=4096 x 64 tokens h16 s1 (132 parts of ~31:
-    # both on threads). Predicted: hd several µs below w7 on the first row, equal on the second.
-    gpu_suite hd
-    sched_times "w7 hd" "--batch 5000 --seqlen 64 --h-q 128 --s-q 4" "--batch 4096 --seqlen 64 --h-q 16 --s-q 1"
-    ;;
   *)
-    echo "usage: $0 build|call1|call2|call3|call4|call5|call6|call7|next-build|next" >&2
+    echo "usage: $0 build|call1|call2|call3|call4|call5|call6|call7 (its next: s40-run.sh call1)" >&2
     exit 2
     ;;
 esac

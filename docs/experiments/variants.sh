@@ -11,11 +11,20 @@ out_dir() {
   OUT=$(cd "$OUT" && pwd)
 }
 #
-# unpack_fa3: vLLM's FA3 library from scratch/ (xz) to /tmp, where incumbent_bench.py's --fa3 takes it.
-unpack_fa3() {
-  python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('scratch/_vllm_fa3_C.abi3.so.xz'), \
-open('/tmp/_vllm_fa3_C.abi3.so', 'wb'))"
+# unxz SRC DST: the xz file SRC decompressed to DST by Python's lzma (the device may lack xz).
+unxz() {
+  python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$1" "$2"
 }
+
+# unpack_fa3: vLLM's FA3 library from scratch/ (xz) to /tmp, where incumbent_bench.py's --fa3 takes it.
+unpack_fa3() { unxz scratch/_vllm_fa3_C.abi3.so.xz /tmp/_vllm_fa3_C.abi3.so; }
+
+# verdict LOG [N]: the last N (6) gtest summary lines of LOG (FAILED, PASSED and SKIPPED counts).
+verdict() { grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$1" | tail -"${2:-6}" || true; }
+
+# The 16-bit (dense kernel) GPU tests, in the groups dense_tests runs (forced_tests runs them as one filter; ctest's
+# seesaw. and bypart. passes, tests/CMakeLists.txt, the same list).
+DENSE16_GROUPS=('GpuDecode.*:GpuGraph.*:GpuValidation.*' 'Heads/*' 'PageSizes/*' 'GpuFuzz.*')
 
 # install_python [LOG]: the Python package into the device's python3 environment (its torch lives there: a venv over
 # the system python would not see it; the machine is discarded after the session), scikit-build-core and pytest from
@@ -44,7 +53,7 @@ install_python() {
 build() {
   local name=$1 patch=$2 flags=$3
   shift 3
-  local src=/tmp/variant-src-$name out=/tmp/variant-build-$name
+  local src=/tmp/variant-src-$name out=/tmp/variant-build-$name one t
   rm -rf "$src"
   git worktree prune
   git worktree add -f --detach "$src" "${REV:-HEAD}" >/dev/null
@@ -73,15 +82,21 @@ pack_binaries() {
   done
 }
 
-# unpack_binaries: pack_binaries undone (Python's lzma: the device may lack xz), executable again.
+# unpack_binaries: pack_binaries undone, executable again; names them, and returns 1 when there is none (scratch/ not
+# carried, or never built).
 unpack_binaries() {
-  local f
+  local f unpacked=()
   for f in scratch/*-flash*.xz; do
     [ -f "$f" ] || continue
-    python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" \
-      "$f" "${f%.xz}"
+    unxz "$f" "${f%.xz}"
     chmod +x "${f%.xz}"
+    unpacked+=("${f#scratch/}")
   done
+  if [ ${#unpacked[@]} -eq 0 ]; then
+    echo "unpack_binaries: no scratch/*-flash*.xz" >&2
+    return 1
+  fi
+  echo "unpacked: ${unpacked[*]%.xz}"
 }
 
 # gpu_suite NAME: scratch/NAME-flash_mla_gpu_tests, its log in $OUT/NAME-tests.txt; prints the verdict.
@@ -92,7 +107,7 @@ gpu_suite() {
   else
     echo "$name: FAILED"
   fi
-  grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$name-tests.txt" | tail -6 || true
+  verdict "$OUT/$name-tests.txt"
 }
 
 # python_tests: pytest on python/tests with the package install_python put in $py, from /tmp (so that the installed
@@ -106,10 +121,11 @@ python_tests() {
 # forced_tests NAME SCHEDULE: scratch/NAME-flash_mla_gpu_tests' 16-bit tests with every call on SCHEDULE (serial,
 # seesaw or bypart: FLASH_MLA_SM90_SCHEDULE), into $OUT/NAME-SCHEDULE-tests.txt; prints the verdict.
 forced_tests() {
-  FLASH_MLA_SM90_SCHEDULE=$2 timeout 200 "scratch/$1-flash_mla_gpu_tests" \
-    --gtest_filter="GpuDecode.*:GpuGraph.*:GpuValidation.*:Heads/*:PageSizes/*:GpuFuzz.*" \
+  local filter
+  filter=$(IFS=:; echo "${DENSE16_GROUPS[*]}")
+  FLASH_MLA_SM90_SCHEDULE=$2 timeout 200 "scratch/$1-flash_mla_gpu_tests" --gtest_filter="$filter" \
     >"$OUT/$1-$2-tests.txt" 2>&1 && echo "$1 (every call $2): GPU suite passed" || echo "$1 forced $2: FAILED"
-  grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$OUT/$1-$2-tests.txt" | tail -6 || true
+  verdict "$OUT/$1-$2-tests.txt"
 }
 
 # ab_many FILE PASSES NAME...: a PASSES-pass A/B of scratch/NAME-flash-mla-bench on the perf and short grids
@@ -221,7 +237,7 @@ gtest_groups() {
     log=$OUT/$name-group$i.txt
     timeout 150 "scratch/$name-flash_mla_gpu_tests" --gtest_filter="$f" >"$log" 2>&1 &&
       echo "$name $f: passed" || echo "$name $f: FAILED (rc $?)"
-    grep -E "^\[  FAILED|PASSED|SKIPPED \] [0-9]" "$log" | tail -4 || true
+    verdict "$log" 4
   done
 }
 
@@ -252,7 +268,7 @@ narrow_racecheck() {
 }
 
 # dense_tests NAME: the 16-bit (dense kernel) GPU tests of scratch/NAME-flash_mla_gpu_tests, in four groups.
-dense_tests() { gtest_groups "$1" 'GpuDecode.*:GpuGraph.*:GpuValidation.*' 'Heads/*' 'PageSizes/*' 'GpuFuzz*'; }
+dense_tests() { gtest_groups "$1" "${DENSE16_GROUPS[@]}"; }
 
 # timelines NAME...: scratch/NAME-flash-mla-phases (a trace build) on the 128-row rows and b=128 8192 h16:
 # the per-block (serial) or per-pair (seesaw) phase timeline of each.

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/params.hpp"
 #include "core/schedule_math.hpp"
 
 namespace flash_mla::detail {

@@ -18,10 +18,8 @@
 // whole sequences ran 1-8 % faster where this test passes (docs/PERFORMANCE.md, session 12).
 #pragma once
 
-#include <climits>
 #include <cstdint>
 
-#include "core/params.hpp"
 #include "flash_mla/flash_mla.hpp"
 
 #if defined(__CUDACC__)

@@ -18,6 +18,7 @@
 #include <cuda/functional>
 
 #include "core/backends.hpp"
+#include "core/params.hpp"
 #include "core/schedule.hpp"
 #include "core/schedule_math.hpp"
 #include "cuda/cuda_check.hpp"

@@ -1485,8 +1485,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   // winning 2.0-2.9 % at b=64 512 s2 (session 29, three A/Bs, s29-q-tail-once.patch).
   const bool full_tile = (blockIdx.x + 1) * kBlockM <= p.rows;
   // The consumers' schedule; kByPart decides at the first piece once its Q tile is ready (while it == 0: a part
-  // whose first pieces hold no block decides again, with the same answer). There it was measured in session 38,
-  // when the decision counted blocks with loads of its own; it now reads one word of the row for_each_piece read.
+  // whose first pieces hold no block decides again, with the same answer): measured there in session 38 counting
+  // blocks with loads of its own, and in session 39 reading one word of the row for_each_piece read (1.001x).
   bool seesaw = kSched == Schedule::kSeesaw;
   for_each_piece(p, [&](const Piece& pc) {
     const bool q_by_tma = kDense && (staged || full_tile) && maps.q_by_tma;
